@@ -1,0 +1,366 @@
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac, generateKeyPairSync, sign as nodeSign, type KeyObject } from 'node:crypto';
+import { Bundle, BundleSet } from './bundle.js';
+import { isSpiffeError, type ErrorCode } from './errors.js';
+import { parseSpiffeId, parseTrustDomain } from './id.js';
+import { exportPublicKeySpki, generateKeyPair, type KeyPair, type KeyType } from './keys.js';
+import {
+  ALLOWED_JWT_ALGS,
+  DEFAULT_JWT_SVID_TTL_SECONDS,
+  MAX_JWT_SVID_LENGTH,
+  mintJwtSvid,
+  parseJwtSvidInsecure,
+  validateJwtSvid,
+  type ValidateJwtSvidOptions,
+} from './jwtsvid.js';
+
+const td = parseTrustDomain('example.org');
+const tdB = parseTrustDomain('other.example');
+const id = parseSpiffeId('spiffe://example.org/ns/prod/sa/web');
+const idB = parseSpiffeId('spiffe://other.example/svc');
+const AUD = 'spiffe://example.org/db';
+const NOW = new Date('2030-01-01T00:00:00Z');
+const nowSec = NOW.getTime() / 1000;
+
+const keys = {} as Record<'ec256' | 'ec384' | 'rsa' | 'ec256b' | 'b', KeyPair>;
+/** Our trust domain's bundle set: only `example.org` (kids ec256, ec384, rsa, ec256b). */
+let ours: BundleSet;
+/** Both trust domains. */
+let both: BundleSet;
+
+before(async () => {
+  const types: Array<[keyof typeof keys, KeyType]> = [['ec256', 'ec-p256'], ['ec384', 'ec-p384'], ['rsa', 'rsa-2048'], ['ec256b', 'ec-p256'], ['b', 'ec-p256']];
+  for (const [name, type] of types) keys[name] = await generateKeyPair(type);
+  const a = new Bundle(td, {
+    jwtAuthorities: [['ec256', keys.ec256.publicKey], ['ec384', keys.ec384.publicKey], ['rsa', keys.rsa.publicKey], ['ec256b', keys.ec256b.publicKey]],
+  });
+  const b = new Bundle(tdB, { jwtAuthorities: [['b', keys.b.publicKey]] });
+  ours = new BundleSet([a]);
+  both = new BundleSet([a, b]);
+});
+
+// ---- helpers --------------------------------------------------------------------------------
+
+const b64 = (v: unknown): string => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+
+/** Signs `header.claims` by hand with node crypto (JWS raw signature format for EC). */
+function forge(header: Record<string, unknown>, claims: Record<string, unknown>, key?: KeyObject, hash = 'sha256'): string {
+  const input = `${b64(header)}.${b64(claims)}`;
+  if (key === undefined) return `${input}.`;
+  const sig = key.asymmetricKeyType === 'ed25519'
+    ? nodeSign(null, Buffer.from(input), key)
+    : nodeSign(hash, Buffer.from(input), key.asymmetricKeyType === 'ec' ? { key, dsaEncoding: 'ieee-p1363' } : key);
+  return `${input}.${sig.toString('base64url')}`;
+}
+
+const goodClaims = (over: Record<string, unknown> = {}): Record<string, unknown> => ({
+  sub: id, aud: [AUD], exp: nowSec + 300, iat: nowSec, ...over,
+});
+const hdr = (over: Record<string, unknown> = {}): Record<string, unknown> => ({ alg: 'ES256', kid: 'ec256', typ: 'JWT', ...over });
+const forgeGood = (claims: Record<string, unknown> = goodClaims(), header = hdr()) => forge(header, claims, keys.ec256.privateKey);
+
+const opts = (over: Partial<ValidateJwtSvidOptions> = {}): ValidateJwtSvidOptions => ({ audience: AUD, bundles: ours, now: NOW, ...over });
+
+async function rejects(token: string, code: ErrorCode, reason: string, o: ValidateJwtSvidOptions = opts()): Promise<void> {
+  await assert.rejects(validateJwtSvid(token, o), (err: unknown) => {
+    assert.ok(isSpiffeError(err), `expected a SpiffeError, got ${String(err)}`);
+    assert.equal(`${err.code}/${err.reason}`, `${code}/${reason}`, err.message);
+    return true;
+  });
+}
+const INVALID = 'ERR_JWT_SVID_INVALID' as const;
+const UNTRUSTED = 'ERR_JWT_SVID_UNTRUSTED' as const;
+
+function decodeParts(token: string): { header: Record<string, unknown>; claims: Record<string, unknown> } {
+  const [h, p] = token.split('.');
+  return { header: JSON.parse(Buffer.from(h!, 'base64url').toString()), claims: JSON.parse(Buffer.from(p!, 'base64url').toString()) };
+}
+
+// ---- minting --------------------------------------------------------------------------------
+
+for (const [name, alg] of [['ec256', 'ES256'], ['ec384', 'ES384'], ['rsa', 'RS256']] as const) {
+  test(`mint + validate round trip (${alg})`, async () => {
+    const audience = [AUD, 'spiffe://example.org/cache', 'https://api.example'];
+    const minted = await mintJwtSvid({ id, audience, ttlSeconds: 120, signer: { kid: name, privateKey: keys[name].privateKey }, now: NOW });
+    const { header, claims } = decodeParts(minted.token);
+    assert.deepEqual(header, { alg, kid: name, typ: 'JWT' });
+    assert.deepEqual(claims, { sub: id, aud: audience, exp: nowSec + 120, iat: nowSec });
+    assert.equal(minted.expiresAt.getTime(), NOW.getTime() + 120_000);
+    assert.equal(minted.issuedAt.getTime(), NOW.getTime());
+
+    for (const aud of audience) {
+      const v = await validateJwtSvid(minted.token, opts({ audience: aud }));
+      assert.equal(v.id, id);
+      assert.deepEqual(v.audience, audience);
+      assert.equal(v.expiresAt.getTime(), minted.expiresAt.getTime());
+      assert.equal(v.claims['sub'], id);
+    }
+    // A Bundle is a JwtBundleSource by itself, too.
+    await validateJwtSvid(minted.token, opts({ bundles: ours.get(td)! }));
+  });
+}
+
+test('mint: single audience is still an array; default TTL 300 s; expiresAtMost caps exp', async () => {
+  const signer = { kid: 'ec256', privateKey: keys.ec256.privateKey };
+  const one = await mintJwtSvid({ id, audience: [AUD], signer, now: NOW });
+  const { claims } = decodeParts(one.token);
+  assert.deepEqual(claims['aud'], [AUD]);
+  assert.equal(DEFAULT_JWT_SVID_TTL_SECONDS, 300);
+  assert.equal((claims['exp'] as number) - (claims['iat'] as number), 300);
+
+  const capped = await mintJwtSvid({ id, audience: [AUD], signer, now: NOW, ttlSeconds: 3600, expiresAtMost: new Date(NOW.getTime() + 90_500) });
+  assert.equal(decodeParts(capped.token).claims['exp'], nowSec + 90);
+  assert.equal(capped.expiresAt.getTime(), NOW.getTime() + 90_000);
+
+  await assert.rejects(mintJwtSvid({ id, audience: [AUD], signer, now: NOW, expiresAtMost: NOW }), (e: unknown) => isSpiffeError(e, INVALID) && e.reason === 'signer_expired');
+  // Without `now`: the real clock.
+  const live = await mintJwtSvid({ id, audience: [AUD], signer });
+  assert.ok(Math.abs(live.issuedAt.getTime() - Date.now()) < 5000);
+  await validateJwtSvid(live.token, { audience: AUD, bundles: ours });
+});
+
+test('mint: bad arguments are refused', async () => {
+  const signer = { kid: 'ec256', privateKey: keys.ec256.privateKey };
+  const table: Array<[string, Parameters<typeof mintJwtSvid>[0], string, string]> = [
+    ['no audience', { id, audience: [], signer }, INVALID, 'audience'],
+    ['empty audience', { id, audience: [AUD, ''], signer }, INVALID, 'audience'],
+    ['zero ttl', { id, audience: [AUD], signer, ttlSeconds: 0 }, INVALID, 'ttl'],
+    ['fractional ttl', { id, audience: [AUD], signer, ttlSeconds: 1.5 }, INVALID, 'ttl'],
+    ['bad id', { id: 'spiffe://example.org/../x' as never, audience: [AUD], signer }, INVALID, 'sub'],
+    ['empty kid', { id, audience: [AUD], signer: { ...signer, kid: '' } }, INVALID, 'kid'],
+    ['public key as signer', { id, audience: [AUD], signer: { kid: 'x', privateKey: keys.ec256.publicKey } }, 'ERR_KEY_INVALID', 'not_private'],
+    ['ed25519 signer', { id, audience: [AUD], signer: { kid: 'x', privateKey: generateKeyPairSync('ed25519').privateKey } }, 'ERR_KEY_INVALID', 'key_type'],
+  ];
+  for (const [name, o, code, reason] of table) {
+    await assert.rejects(mintJwtSvid(o), (e: unknown) => isSpiffeError(e) && e.code === code && e.reason === reason, name);
+  }
+});
+
+// ---- validation: the happy paths around the edges --------------------------------------------
+
+test('typ absent, JWT or JOSE accepted; aud as a plain string accepted', async () => {
+  for (const typ of [undefined, 'JWT', 'JOSE']) await validateJwtSvid(forgeGood(goodClaims(), hdr({ typ })), opts());
+  const v = await validateJwtSvid(forgeGood(goodClaims({ aud: AUD })), opts());
+  assert.deepEqual(v.audience, [AUD]);
+});
+
+test('leeway: expired within leeway accepted, beyond rejected; nbf/iat in the future within leeway accepted', async () => {
+  const minted = await mintJwtSvid({ id, audience: [AUD], ttlSeconds: 60, signer: { kid: 'ec256', privateKey: keys.ec256.privateKey }, now: NOW });
+  const at = (s: number) => opts({ now: new Date(NOW.getTime() + s * 1000) });
+  await validateJwtSvid(minted.token, at(60 + 29));
+  await rejects(minted.token, INVALID, 'expired', at(60 + 30));
+  await rejects(minted.token, INVALID, 'expired', at(3600));
+  await rejects(minted.token, INVALID, 'expired', opts({ now: new Date(NOW.getTime() + 61_000), leewaySeconds: 0 }));
+  await validateJwtSvid(forgeGood(goodClaims({ nbf: nowSec + 29, iat: nowSec + 29 })), opts());
+});
+
+test('missing kid: accepted when a key of the trust domain verifies it (any of them)', async () => {
+  for (const name of ['ec256', 'ec256b'] as const) {
+    const token = forge({ alg: 'ES256', typ: 'JWT' }, goodClaims(), keys[name].privateKey);
+    assert.equal((await validateJwtSvid(token, opts())).id, id, name);
+  }
+});
+
+// ---- validation: SPEC-NOTES section 8 threats ------------------------------------------------
+
+test('alg none is rejected before any key work (alg), whatever else the token says', async () => {
+  for (const alg of ['none', 'None', 'NONE', '']) {
+    await rejects(forge(hdr({ alg }), goodClaims()), INVALID, 'alg');
+    await rejects(`${forge(hdr({ alg }), goodClaims())}AAAA`, INVALID, 'alg');
+  }
+  await rejects(forge({ typ: 'JWT', kid: 'ec256' }, goodClaims()) + 'AAAA', INVALID, 'alg', opts());
+  // Checked first: unknown trust domain / kid / bad sub do not change the verdict.
+  await rejects(forge(hdr({ alg: 'none', kid: 'nope' }), goodClaims({ sub: idB })), INVALID, 'alg');
+  await rejects(forge(hdr({ alg: 'none' }), goodClaims({ sub: 'not-an-id' })), INVALID, 'alg');
+});
+
+test('HS256 signed with the public key bytes as HMAC secret is rejected (alg)', async () => {
+  for (const name of ['ec256', 'rsa'] as const) {
+    const pub = keys[name].publicKey;
+    const secrets = [
+      exportPublicKeySpki(pub),
+      Buffer.from(pub.export({ format: 'pem', type: 'spki' })),
+      Buffer.from(pub.export({ format: 'pem', type: 'spki' }).toString().trim()),
+    ];
+    for (const secret of secrets) {
+      for (const [alg, hash] of [['HS256', 'sha256'], ['HS384', 'sha384'], ['HS512', 'sha512']] as const) {
+        const input = `${b64(hdr({ alg, kid: name }))}.${b64(goodClaims())}`;
+        const token = `${input}.${createHmac(hash, secret).update(input).digest('base64url')}`;
+        await rejects(token, INVALID, 'alg');
+      }
+    }
+  }
+});
+
+test('EdDSA (and other non-allow-listed algs) are rejected (alg)', async () => {
+  const ed = generateKeyPairSync('ed25519');
+  await rejects(forge(hdr({ alg: 'EdDSA', kid: 'ec256' }), goodClaims(), ed.privateKey), INVALID, 'alg');
+  await rejects(forge(hdr({ alg: 'EdDSA' }), goodClaims(), ed.privateKey).replace(/^[^.]+/, b64({ alg: 'EdDSA' })), INVALID, 'alg');
+  for (const alg of ['ES256K', 'RSA-OAEP', 'A128KW', 'dir', 'es256', 'ES256 ', 5, null]) {
+    await rejects(forge(hdr({ alg }), goodClaims(), keys.ec256.privateKey), INVALID, 'alg');
+  }
+  assert.deepEqual([...ALLOWED_JWT_ALGS].sort(), ['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512']);
+});
+
+test('missing kid and no key of the trust domain verifies it (signature)', async () => {
+  const byB = forge({ alg: 'ES256', typ: 'JWT' }, goodClaims(), keys.b.privateKey);
+  await rejects(byB, UNTRUSTED, 'signature');
+  await rejects(byB, UNTRUSTED, 'signature', opts({ bundles: both }));
+  // An empty JWT bundle for the trust domain: nothing can verify it.
+  await rejects(forge({ alg: 'ES256' }, goodClaims(), keys.ec256.privateKey), UNTRUSTED, 'signature', opts({ bundles: new BundleSet([new Bundle(td)]) }));
+});
+
+test('unknown kid (unknown_kid)', async () => {
+  await rejects(forge(hdr({ kid: 'nope' }), goodClaims(), keys.ec256.privateKey), UNTRUSTED, 'unknown_kid');
+  await rejects(forge(hdr({ kid: '' }), goodClaims(), keys.ec256.privateKey), UNTRUSTED, 'unknown_kid');
+  // kid of another trust domain's key.
+  await rejects(forge(hdr({ kid: 'b' }), goodClaims(), keys.b.privateKey), UNTRUSTED, 'unknown_kid', opts({ bundles: both }));
+});
+
+test('missing exp (missing_exp), also through parseJwtSvidInsecure', async () => {
+  const { exp: _exp, ...noExp } = goodClaims();
+  const token = forgeGood(noExp);
+  await rejects(token, INVALID, 'missing_exp');
+  assert.throws(() => parseJwtSvidInsecure(token), (e: unknown) => isSpiffeError(e, INVALID) && e.reason === 'missing_exp');
+  await rejects(forgeGood(goodClaims({ exp: String(nowSec + 300) })), INVALID, 'malformed');
+  await rejects(forgeGood(goodClaims({ exp: null })), INVALID, 'malformed');
+});
+
+test('expired token (expired), checked with an injected clock', async () => {
+  await rejects(forgeGood(goodClaims({ exp: nowSec - 31, iat: nowSec - 400 })), INVALID, 'expired');
+  await rejects(forgeGood(goodClaims({ exp: 1, iat: 0 })), INVALID, 'expired');
+});
+
+test('nbf in the future (not_yet_valid); iat in the future (issued_in_future)', async () => {
+  await rejects(forgeGood(goodClaims({ nbf: nowSec + 31 })), INVALID, 'not_yet_valid');
+  await rejects(forgeGood(goodClaims({ nbf: nowSec + 3600, exp: nowSec + 7200 })), INVALID, 'not_yet_valid');
+  await rejects(forgeGood(goodClaims({ iat: nowSec + 31 })), INVALID, 'issued_in_future');
+  await rejects(forgeGood(goodClaims({ iat: 'yesterday' })), INVALID, 'malformed');
+});
+
+test('wrong audience (audience); missing aud (missing_aud)', async () => {
+  await rejects(forgeGood(goodClaims({ aud: ['spiffe://example.org/other'] })), INVALID, 'audience');
+  await rejects(forgeGood(goodClaims({ aud: 'spiffe://example.org/other' })), INVALID, 'audience');
+  await rejects(forgeGood(goodClaims({ aud: [] })), INVALID, 'audience');
+  await rejects(forgeGood(goodClaims({ aud: [`${AUD}/x`, AUD.toUpperCase()] })), INVALID, 'audience');
+  const { aud: _aud, ...noAud } = goodClaims();
+  await rejects(forgeGood(noAud), INVALID, 'missing_aud');
+  // The validator must name the audience it is.
+  await assert.rejects(validateJwtSvid(forgeGood(), opts({ audience: '' })), (e: unknown) => isSpiffeError(e, INVALID) && e.reason === 'audience');
+});
+
+test('sub that is not a SPIFFE ID (sub)', async () => {
+  const { sub: _sub, ...noSub } = goodClaims();
+  await rejects(forgeGood(noSub), INVALID, 'sub');
+  for (const sub of ['web', 'https://example.org/web', 'spiffe://example.org/ns/../admin', 'spiffe://Example.org/web', 'spiffe://example.org/%41', 'spiffe://example.org/w/', 42, null, ['spiffe://example.org/x']]) {
+    await rejects(forgeGood(goodClaims({ sub })), INVALID, 'sub');
+  }
+});
+
+test('JWT of another trust domain, signed by that domain\'s key, bundle set only has ours (no_bundle)', async () => {
+  const minted = await mintJwtSvid({ id: idB, audience: [AUD], signer: { kid: 'b', privateKey: keys.b.privateKey }, now: NOW });
+  await rejects(minted.token, UNTRUSTED, 'no_bundle');
+  assert.equal((await validateJwtSvid(minted.token, opts({ bundles: both }))).id, idB, 'trusted once its bundle is present');
+  // Its kid would not help it into our trust domain either: sub decides the bundle.
+  await rejects(forge(hdr({ kid: 'b' }), goodClaims({ sub: idB }), keys.b.privateKey), UNTRUSTED, 'no_bundle');
+});
+
+test('token signed by a key of domain B presented with the kid of domain A\'s key (signature)', async () => {
+  const forged = forge(hdr({ kid: 'ec256' }), goodClaims(), keys.b.privateKey);
+  await rejects(forged, UNTRUSTED, 'signature');
+  await rejects(forged, UNTRUSTED, 'signature', opts({ bundles: both }));
+  // Same with a minted one (jose-signed) using our kid.
+  const minted = await mintJwtSvid({ id, audience: [AUD], signer: { kid: 'ec256', privateKey: keys.b.privateKey }, now: NOW });
+  await rejects(minted.token, UNTRUSTED, 'signature', opts({ bundles: both }));
+});
+
+test('typ other than JWT/JOSE rejected (typ)', async () => {
+  for (const typ of ['foo', 'jwt', 'at+jwt', 'application/jwt', '', 1]) await rejects(forgeGood(goodClaims(), hdr({ typ })), INVALID, 'typ');
+});
+
+test('tampered payload or header (signature)', async () => {
+  const minted = await mintJwtSvid({ id, audience: [AUD], signer: { kid: 'ec256', privateKey: keys.ec256.privateKey }, now: NOW });
+  const [h, , s] = minted.token.split('.');
+  for (const claims of [goodClaims({ sub: 'spiffe://example.org/admin' }), goodClaims({ exp: nowSec + 86400 }), goodClaims({ aud: [AUD, 'x'] })]) {
+    await rejects(`${h}.${b64(claims)}.${s}`, UNTRUSTED, 'signature');
+  }
+  // Header swapped for one without typ but same alg/kid: the signature covers the header.
+  await rejects(`${b64({ alg: 'ES256', kid: 'ec256' })}.${minted.token.split('.')[1]}.${s}`, UNTRUSTED, 'signature');
+  // Signature of another token.
+  const other = await mintJwtSvid({ id, audience: ['other'], signer: { kid: 'ec256', privateKey: keys.ec256.privateKey }, now: NOW });
+  await rejects(`${h}.${minted.token.split('.')[1]}.${other.token.split('.')[2]}`, UNTRUSTED, 'signature');
+  // DER-encoded ECDSA signature instead of JWS raw r||s.
+  const input = `${b64(hdr())}.${b64(goodClaims())}`;
+  const der = nodeSign('sha256', Buffer.from(input), keys.ec256.privateKey).toString('base64url');
+  await rejects(`${input}.${der}`, UNTRUSTED, 'signature');
+});
+
+test('key type must fit alg (key_mismatch)', async () => {
+  // RS256 header naming an EC key.
+  await rejects(forge(hdr({ alg: 'RS256', kid: 'ec256' }), goodClaims(), keys.rsa.privateKey), UNTRUSTED, 'key_mismatch');
+  // ES384 header naming a P-256 key, ES256 naming the P-384 key, ES256 naming the RSA key.
+  await rejects(forge(hdr({ alg: 'ES384', kid: 'ec256' }), goodClaims(), keys.ec384.privateKey, 'sha384'), UNTRUSTED, 'key_mismatch');
+  await rejects(forge(hdr({ alg: 'ES256', kid: 'ec384' }), goodClaims(), keys.ec256.privateKey), UNTRUSTED, 'key_mismatch');
+  await rejects(forge(hdr({ alg: 'ES256', kid: 'rsa' }), goodClaims(), keys.ec256.privateKey), UNTRUSTED, 'key_mismatch');
+  // PS256 with our RSA key is a valid combination: accepted when really signed with PSS.
+  const input = `${b64(hdr({ alg: 'PS256', kid: 'rsa' }))}.${b64(goodClaims())}`;
+  const pss = nodeSign('sha256', Buffer.from(input), { key: keys.rsa.privateKey, padding: 6 /* RSA_PKCS1_PSS_PADDING */, saltLength: 32 });
+  assert.equal((await validateJwtSvid(`${input}.${pss.toString('base64url')}`, opts())).id, id);
+});
+
+test('malformed tokens (malformed)', async () => {
+  const good = forgeGood();
+  const [h, p, s] = good.split('.');
+  const table: Array<[string, unknown]> = [
+    ['empty', ''],
+    ['not a string', 42],
+    ['two parts', `${h}.${p}`],
+    ['four parts', `${good}.x`],
+    ['header not base64url', `${h}!.${p}.${s}`],
+    ['header padded', `${h}=.${p}.${s}`],
+    ['header not JSON', `${b64('nope')}.${p}.${s}`],
+    ['header is an array', `${b64([1])}.${p}.${s}`],
+    ['payload not JSON', `${h}.${b64('{"sub":')}.${s}`],
+    ['payload is a string', `${h}.${b64('"x"')}.${s}`],
+    ['empty signature', `${h}.${p}.`],
+    ['kid not a string', forgeGood(goodClaims(), hdr({ kid: 7 }))],
+    ['unknown crit header', forgeGood(goodClaims(), hdr({ crit: ['exp'], exp: 1 }))],
+    ['aud with a number in it', forgeGood(goodClaims({ aud: [AUD, 5] }))],
+    ['too long', `${h}.${b64(goodClaims({ pad: 'x'.repeat(MAX_JWT_SVID_LENGTH) }))}.${s}`],
+  ];
+  for (const [name, token] of table) {
+    await assert.rejects(validateJwtSvid(token as string, opts()), (e: unknown) => {
+      assert.ok(isSpiffeError(e), `${name}: ${String(e)}`);
+      assert.equal(`${e.code}/${e.reason}`, `${INVALID}/malformed`, `${name}: ${e.message}`);
+      return true;
+    });
+  }
+});
+
+test('errors keep the jose error as cause', async () => {
+  await assert.rejects(validateJwtSvid(forge(hdr({ kid: 'ec256' }), goodClaims(), keys.b.privateKey), opts()), (e: unknown) => {
+    assert.ok(isSpiffeError(e, UNTRUSTED));
+    assert.equal((e.cause as { code?: string }).code, 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED');
+    return true;
+  });
+});
+
+// ---- parseJwtSvidInsecure ---------------------------------------------------------------------
+
+test('parseJwtSvidInsecure: no signature or time check, but structure, alg, sub, exp, aud', () => {
+  const expired = forge(hdr(), goodClaims({ exp: 1 }), keys.b.privateKey); // wrong key, expired: still readable
+  const r = parseJwtSvidInsecure(expired);
+  assert.equal(r.id, id);
+  assert.equal(r.expiresAt.getTime(), 1000);
+  assert.equal(parseJwtSvidInsecure(expired, AUD).id, id);
+  const bad = (token: string, reason: string, audience?: string) =>
+    assert.throws(() => parseJwtSvidInsecure(token, audience), (e: unknown) => isSpiffeError(e, INVALID) && e.reason === reason, reason);
+  bad(expired, 'audience', 'spiffe://example.org/other');
+  bad(forge(hdr(), goodClaims({ aud: undefined }), keys.b.privateKey), 'missing_aud', AUD);
+  bad(forge(hdr({ alg: 'none' }), goodClaims()) + 'x', 'alg');
+  bad(forge(hdr({ alg: 'HS256' }), goodClaims(), keys.b.privateKey), 'alg');
+  bad(forge(hdr({ typ: 'foo' }), goodClaims(), keys.b.privateKey), 'typ');
+  bad(forge(hdr(), goodClaims({ sub: 'spiffe://example.org/a/../b' }), keys.b.privateKey), 'sub');
+  bad('a.b', 'malformed');
+});
