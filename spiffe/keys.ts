@@ -134,6 +134,7 @@ export function publicKeyToJwk(key: KeyObject | Uint8Array): PublicJwk {
   const bad = (why: string): SpiffeError => new SpiffeError(ErrorCode.KEY_INVALID, 'spki', `cannot convert public key to JWK: ${why}`);
   const parsed = asn1js.fromBER(spki);
   if (parsed.offset === -1 || !(parsed.result instanceof asn1js.Sequence)) throw bad('not DER');
+  if (parsed.offset !== spki.byteLength) throw bad('trailing bytes after SubjectPublicKeyInfo');
   const [algId, bits] = parsed.result.valueBlock.value;
   if (!(algId instanceof asn1js.Sequence) || !(bits instanceof asn1js.BitString)) throw bad('not SubjectPublicKeyInfo');
   const [oid, params] = algId.valueBlock.value;

@@ -26,7 +26,15 @@ export function parsePem(text: string): PemBlock[] {
     if (!/^[A-Za-z0-9+/]*={0,2}$/.test(compact) || compact.length % 4 !== 0) {
       throw new SpiffeError(ErrorCode.PEM_INVALID, 'base64', `PEM block ${begin} is not valid base64`);
     }
-    blocks.push({ label: begin ?? '', der: Buffer.from(compact, 'base64') });
+    const der = Buffer.from(compact, 'base64');
+    if (der.toString('base64') !== compact) {
+      throw new SpiffeError(ErrorCode.PEM_INVALID, 'base64', `PEM block ${begin} is not canonical base64`);
+    }
+    blocks.push({ label: begin ?? '', der });
+  }
+  const begins = text.match(/-----BEGIN /g)?.length ?? 0;
+  if (begins !== blocks.length) {
+    throw new SpiffeError(ErrorCode.PEM_INVALID, 'truncated', `PEM text has ${begins} BEGIN lines but ${blocks.length} complete blocks (truncated file?)`);
   }
   return blocks;
 }
