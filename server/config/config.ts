@@ -1,0 +1,607 @@
+/**
+ * spindle-server configuration: SPIRE's server.conf (same sections, key names and defaults)
+ * written as YAML or JSON, plus SPIRE's `run` flags, validated into a typed `ServerConfig`.
+ *
+ * Contract:
+ * - Sections: `server`, `plugins`, `health_checks`, `telemetry`. Unknown keys anywhere are
+ *   errors naming their dotted path; every problem is reported at once in one `ConfigError`.
+ * - Flags (`-trustDomain -bindAddress -serverPort -socketPath -dataDir -logLevel -logFormat
+ *   -logFile`) override the file's values; flags alone (no file) are a complete config.
+ * - Durations are whole seconds, paths absolute (relative ones resolve against the `cwd` the
+ *   caller passes in, as SPIRE resolves against the working directory), enums normalized
+ *   (log_level upper case, log_format and key types lower case).
+ * - SPIRE features Spindle lacks are rejected by name rather than ignored: `federation`,
+ *   `experimental` options, plugin types other than DataStore/KeyManager/NodeAttestor/
+ *   UpstreamAuthority, database types other than sqlite3, telemetry sinks other than Prometheus.
+ * - Node attestor `plugin_data` is passed through as a `ConfigReader` for the attestor to
+ *   validate (it reads its keys and calls `data.throwIfInvalid()`); join_token takes none.
+ * Nothing here reads `process.env` or `process.cwd()`: main passes both in.
+ */
+import { isIP } from 'node:net';
+import { isAbsolute, join, resolve } from 'node:path';
+import { ConfigReader, closestKey, loadConfigFile, pluginSections, type PluginSection } from '../../common/configfile.js';
+import { formatDuration } from '../../common/duration.js';
+import { parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
+import { KEY_TYPES, type KeyType } from '../../spiffe/keys.js';
+
+export const LOG_LEVELS = ['DEBUG', 'INFO', 'WARN', 'ERROR'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const LOG_FORMATS = ['text', 'json'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+export const NODE_ATTESTORS = ['join_token', 'k8s_psat'] as const;
+export type NodeAttestorName = (typeof NODE_ATTESTORS)[number];
+export const KEY_MANAGERS = ['disk', 'memory'] as const;
+export const UPSTREAM_AUTHORITIES = ['disk'] as const;
+export const DATA_STORES = ['sql'] as const;
+export const DATABASE_TYPES = ['sqlite3'] as const;
+export const PLUGIN_TYPES = ['DataStore', 'KeyManager', 'NodeAttestor', 'UpstreamAuthority'] as const;
+
+/** Shortest accepted `ca_ttl`: the CA must outlive a useful SVID and leave room to rotate. */
+export const MIN_CA_TTL_SECONDS = 120;
+
+/** Longest Unix socket path Linux accepts (sun_path is 108 bytes including the NUL). */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/**
+ * Every default, keyed by the config file's names; durations in seconds (plain integers are
+ * valid durations in the file too). Docs, the example file and tests use this one source.
+ */
+export const SERVER_DEFAULTS = {
+  server: {
+    bind_address: '0.0.0.0',
+    bind_port: 8081,
+    socket_path: '/tmp/spindle-server/private/api.sock',
+    data_dir: './.data',
+    log_level: 'INFO',
+    log_format: 'text',
+    default_x509_svid_ttl: 3600,
+    default_jwt_svid_ttl: 300,
+    /** agent_ttl defaults to the value of default_x509_svid_ttl, as in SPIRE. */
+    ca_ttl: 86400,
+    ca_key_type: 'ec-p256',
+    /** jwt_key_type defaults to the value of ca_key_type, as in SPIRE. */
+    ca_subject: { country: ['US'], organization: ['SPIFFE'], common_name: '' },
+    audit_log_enabled: false,
+  },
+  plugins: {
+    /** Used when no NodeAttestor is configured. */
+    NodeAttestor: 'join_token',
+    /** Used when no KeyManager is configured. */
+    KeyManager: 'disk',
+    /** KeyManager "disk" keys_path default: this directory under data_dir. */
+    disk_keys_dir_in_data_dir: 'keys',
+    /** Used when no DataStore is configured. */
+    DataStore: 'sql',
+    sql_database_type: 'sqlite3',
+    /** DataStore "sql" connection_string default: this file under data_dir. */
+    sqlite_file_in_data_dir: 'datastore.sqlite3',
+  },
+  health_checks: {
+    listener_enabled: false,
+    bind_address: 'localhost',
+    bind_port: 80,
+    live_path: '/live',
+    ready_path: '/ready',
+  },
+  telemetry: {
+    Prometheus: { host: 'localhost' },
+  },
+} as const;
+
+/** `spindle-server run` flags, named as SPIRE names them. Strings as a CLI parser gives them. */
+export interface ServerFlags {
+  config?: string;
+  expandEnv?: boolean;
+  trustDomain?: string;
+  bindAddress?: string;
+  serverPort?: string | number;
+  socketPath?: string;
+  dataDir?: string;
+  logLevel?: string;
+  logFormat?: string;
+  logFile?: string;
+}
+
+export interface NodeAttestorConfig {
+  name: NodeAttestorName;
+  /** The attestor's plugin_data, for the attestor to validate (then `data.throwIfInvalid()`). */
+  data: ConfigReader;
+}
+
+export type KeyManagerConfig = { name: 'disk'; keysPath: string } | { name: 'memory' };
+
+export interface UpstreamAuthorityConfig {
+  name: 'disk';
+  keyFilePath: string;
+  certFilePath: string;
+  bundleFilePath?: string;
+}
+
+export interface DataStoreConfig {
+  name: 'sql';
+  databaseType: 'sqlite3';
+  /** For sqlite3: the absolute path of the database file. */
+  connectionString: string;
+}
+
+export interface ServerConfig {
+  /** Absolute path of the config file read, if any. */
+  configPath?: string;
+  trustDomain: TrustDomain;
+  bindAddress: string;
+  bindPort: number;
+  socketPath: string;
+  dataDir: string;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+  logFile?: string;
+  /** Seconds. */
+  defaultX509SvidTtl: number;
+  /** Seconds. */
+  defaultJwtSvidTtl: number;
+  /** Seconds. */
+  agentTtl: number;
+  /** Seconds. */
+  caTtl: number;
+  caKeyType: KeyType;
+  jwtKeyType: KeyType;
+  caSubject: { country: string[]; organization: string[]; commonName: string };
+  jwtIssuer?: string;
+  auditLogEnabled: boolean;
+  plugins: {
+    /** Enabled node attestors, in file order (default: join_token). */
+    nodeAttestors: NodeAttestorConfig[];
+    keyManager: KeyManagerConfig;
+    upstreamAuthority?: UpstreamAuthorityConfig;
+    dataStore: DataStoreConfig;
+  };
+  healthChecks: {
+    listenerEnabled: boolean;
+    bindAddress: string;
+    bindPort: number;
+    livePath: string;
+    readyPath: string;
+  };
+  telemetry: {
+    prometheus?: { host: string; port: number };
+  };
+}
+
+export interface ParseServerConfigOptions {
+  /** Absolute directory relative paths resolve against (the process's working directory). */
+  cwd: string;
+  /** The file the raw config came from, recorded in the result. */
+  configPath?: string;
+}
+
+export interface LoadServerConfigOptions {
+  /** The config file; defaults to `flags.config`. With neither, flags and defaults only. */
+  configPath?: string;
+  flags?: ServerFlags;
+  /** Absolute working directory: relative paths (config file included) resolve against it. */
+  cwd: string;
+  /** The environment for `-expandEnv`; required when that flag is set. */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** Reads the config file (if any), applies the flags, validates. Throws `ConfigError`. */
+export function loadServerConfig(options: LoadServerConfigOptions): ServerConfig {
+  const flags = options.flags ?? {};
+  const given = options.configPath ?? flags.config;
+  if (given === undefined || given === '') return parseServerConfig({}, flags, { cwd: options.cwd });
+  if (flags.expandEnv === true && options.env === undefined) {
+    throw new TypeError('loadServerConfig: -expandEnv is set but no env was passed in');
+  }
+  const configPath = resolve(options.cwd, given);
+  const raw = loadConfigFile(configPath, flags.expandEnv === true ? { env: options.env } : {});
+  return parseServerConfig(raw, flags, { cwd: options.cwd, configPath });
+}
+
+/** Validates a raw config (as loaded from a file) with flag overrides. Throws `ConfigError`. */
+export function parseServerConfig(raw: unknown, flags: ServerFlags, options: ParseServerConfigOptions): ServerConfig {
+  if (!isAbsolute(options.cwd)) throw new TypeError(`parseServerConfig: cwd must be absolute, got ${JSON.stringify(options.cwd)}`);
+  const cwd = options.cwd;
+  const root = new ConfigReader(raw);
+  const flagReader = new ConfigReader(flagsAsMap(flags));
+  flagReader.raw('-config');
+  flagReader.bool('-expandEnv');
+
+  const s = root.section('server');
+  rejectUnsupportedServerKeys(s);
+
+  // Trust domain: required, from the file or the flag.
+  const tdFile = trustDomainAt(s, 'trust_domain');
+  const tdFlag = trustDomainAt(flagReader, '-trustDomain');
+  const trustDomain = tdFlag.value ?? tdFile.value;
+  if (trustDomain === undefined && !tdFile.invalid && !tdFlag.invalid) {
+    root.problemLine('config: trust_domain is required (set server.trust_domain in the config file or -trustDomain)');
+  }
+
+  const bindAddress = pick(addressAt(flagReader, '-bindAddress'), addressAt(s, 'bind_address'), SERVER_DEFAULTS.server.bind_address);
+  const bindPort = pick(portAt(flagReader, '-serverPort'), portAt(s, 'bind_port'), SERVER_DEFAULTS.server.bind_port);
+  const socketPath = pick(
+    socketPathAt(flagReader, '-socketPath', cwd),
+    socketPathAt(s, 'socket_path', cwd),
+    resolve(cwd, SERVER_DEFAULTS.server.socket_path),
+  );
+  const dataDir = pick(pathAt(flagReader, '-dataDir', cwd), pathAt(s, 'data_dir', cwd), resolve(cwd, SERVER_DEFAULTS.server.data_dir));
+  const logLevel = pick(
+    flagReader.enum('-logLevel', LOG_LEVELS, undefined, { caseInsensitive: true }),
+    s.enum('log_level', LOG_LEVELS, undefined, { caseInsensitive: true }),
+    SERVER_DEFAULTS.server.log_level,
+  );
+  const logFormat = pick(
+    flagReader.enum('-logFormat', LOG_FORMATS, undefined, { caseInsensitive: true }),
+    s.enum('log_format', LOG_FORMATS, undefined, { caseInsensitive: true }),
+    SERVER_DEFAULTS.server.log_format,
+  );
+  const logFileFromFlag = pathAt(flagReader, '-logFile', cwd);
+  const logFileFromFile = pathAt(s, 'log_file', cwd);
+  const logFile = logFileFromFlag ?? logFileFromFile;
+
+  // TTLs. Each is checked against ca_ttl only when both are valid, so one mistake is one problem.
+  // Defaults are checked too (a short ca_ttl can be below the default SVID TTLs), except
+  // agent_ttl's, which is default_x509_svid_ttl and so already checked.
+  const caTtlValue = s.duration('ca_ttl', undefined, { min: MIN_CA_TTL_SECONDS });
+  const caTtlOk = caTtlValue !== undefined || !s.has('ca_ttl');
+  const caTtl = caTtlValue ?? SERVER_DEFAULTS.server.ca_ttl;
+  const ttlWithinCa = (key: string, def: number, checkDefault: boolean): number => {
+    const explicit = s.duration(key, undefined, { min: 1 });
+    const invalid = explicit === undefined && s.has(key);
+    const value = explicit ?? def;
+    if (caTtlOk && !invalid && value > caTtl && (explicit !== undefined || checkDefault)) {
+      const why = `must not be longer than server.ca_ttl (${formatDuration(caTtl)}): an SVID cannot outlive the CA that signs it`;
+      s.problem(
+        key,
+        explicit !== undefined
+          ? `${why}, got ${JSON.stringify(formatDuration(explicit))}`
+          : `${why}; its default is ${formatDuration(def)}, so set it lower or raise ca_ttl`,
+      );
+    }
+    return value;
+  };
+  const defaultX509SvidTtl = ttlWithinCa('default_x509_svid_ttl', SERVER_DEFAULTS.server.default_x509_svid_ttl, true);
+  const defaultJwtSvidTtl = ttlWithinCa('default_jwt_svid_ttl', SERVER_DEFAULTS.server.default_jwt_svid_ttl, true);
+  const agentTtl = ttlWithinCa('agent_ttl', defaultX509SvidTtl, false);
+
+  const caKeyType = s.enum('ca_key_type', KEY_TYPES, SERVER_DEFAULTS.server.ca_key_type, { caseInsensitive: true });
+  const jwtKeyType = s.enum('jwt_key_type', KEY_TYPES, caKeyType, { caseInsensitive: true });
+
+  const subj = s.section('ca_subject');
+  const caSubject = {
+    country: subj.stringList('country', [...SERVER_DEFAULTS.server.ca_subject.country]),
+    organization: subj.stringList('organization', [...SERVER_DEFAULTS.server.ca_subject.organization]),
+    commonName: subj.string('common_name', SERVER_DEFAULTS.server.ca_subject.common_name),
+  };
+
+  const jwtIssuer = s.string('jwt_issuer');
+  const auditLogEnabled = s.bool('audit_log_enabled', SERVER_DEFAULTS.server.audit_log_enabled);
+
+  const plugins = parsePlugins(root, dataDir, cwd);
+  const healthChecks = parseHealthChecks(root);
+  const telemetry = parseTelemetry(root);
+
+  root.absorb(flagReader);
+  root.throwIfInvalid();
+
+  const config: ServerConfig = {
+    trustDomain: trustDomain!,
+    bindAddress,
+    bindPort,
+    socketPath,
+    dataDir,
+    logLevel,
+    logFormat,
+    defaultX509SvidTtl,
+    defaultJwtSvidTtl,
+    agentTtl,
+    caTtl,
+    caKeyType,
+    jwtKeyType,
+    caSubject,
+    auditLogEnabled,
+    plugins,
+    healthChecks,
+    telemetry,
+  };
+  if (options.configPath !== undefined) config.configPath = options.configPath;
+  if (logFile !== undefined) config.logFile = logFile;
+  if (jwtIssuer !== undefined) config.jwtIssuer = jwtIssuer;
+  return config;
+}
+
+// ---------------------------------------------------------------------------------------------
+// server section helpers
+
+function flagsAsMap(flags: ServerFlags): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(flags)) if (v !== undefined) out[`-${k}`] = v;
+  return out;
+}
+
+/**
+ * The flag value if set, else the file value, else the default. Both are evaluated by the
+ * caller first (never `flag ?? readFile()`), so the file's key is validated and counted as known.
+ */
+function pick<T>(flagValue: T | undefined, fileValue: T | undefined, def: T): T {
+  return flagValue ?? fileValue ?? def;
+}
+
+/** `invalid` when a value was given but rejected (the problem is already recorded). */
+function trustDomainAt(r: ConfigReader, key: string): { value?: TrustDomain; invalid: boolean } {
+  const v = r.string(key);
+  if (v === undefined) {
+    const raw = r.raw(key);
+    return { invalid: raw !== undefined && raw !== '' };
+  }
+  try {
+    return { value: parseTrustDomain(v), invalid: false };
+  } catch (err) {
+    r.problem(key, (err as Error).message);
+    return { invalid: true };
+  }
+}
+
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+function addressAt(r: ConfigReader, key: string): string | undefined {
+  const v = r.string(key);
+  if (v === undefined) return undefined;
+  if (isIP(v) === 0 && !HOSTNAME.test(v)) {
+    r.problem(key, `expected an IP address or host name, got ${JSON.stringify(v)}`);
+    return undefined;
+  }
+  return v;
+}
+
+function portAt(r: ConfigReader, key: string): number | undefined {
+  return r.int(key, { min: 1, max: 65535 });
+}
+
+function pathAt(r: ConfigReader, key: string, cwd: string): string | undefined {
+  const v = r.string(key);
+  if (v === undefined) return undefined;
+  if (v.includes('\0')) {
+    r.problem(key, 'must not contain a NUL character');
+    return undefined;
+  }
+  return resolve(cwd, v);
+}
+
+function socketPathAt(r: ConfigReader, key: string, cwd: string): string | undefined {
+  const p = pathAt(r, key, cwd);
+  if (p !== undefined && Buffer.byteLength(p) > MAX_SOCKET_PATH_BYTES) {
+    r.problem(key, `Unix socket paths are limited to ${MAX_SOCKET_PATH_BYTES} bytes, got ${JSON.stringify(p)} (${Buffer.byteLength(p)} bytes)`);
+    return undefined;
+  }
+  return p;
+}
+
+/** SPIRE server keys Spindle recognizes but does not implement, with what to say about them. */
+const UNSUPPORTED_SERVER_KEYS: Readonly<Record<string, string>> = {
+  federation: 'is not supported yet: Spindle does not federate with other trust domains (remove the federation section)',
+  admin_ids: 'is not supported yet',
+  ratelimit: 'is not supported yet',
+  profiling_enabled: 'is not supported yet',
+  profiling_port: 'is not supported yet',
+  profiling_freq: 'is not supported yet',
+  profiling_names: 'is not supported yet',
+  log_source_location: 'is not supported yet',
+  prune_attested_nodes_expired_for: 'is not supported yet',
+  prune_tofu_nodes: 'is not supported yet',
+  max_attested_node_info_staleness: 'is not supported yet',
+  registration_uds_path: 'was replaced by socket_path in SPIRE; use socket_path',
+  default_svid_ttl: 'was replaced in SPIRE; use default_x509_svid_ttl and default_jwt_svid_ttl',
+  upstream_bundle: 'was removed in SPIRE (upstream CA certificates are always in the bundle)',
+};
+
+function rejectUnsupportedServerKeys(s: ConfigReader): void {
+  for (const [key, detail] of Object.entries(UNSUPPORTED_SERVER_KEYS)) s.unsupported(key, detail);
+  const experimental = s.section('experimental');
+  for (const key of experimental.keys()) {
+    experimental.raw(key);
+    experimental.problem(key, 'unsupported experimental option (Spindle has none)');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// plugins
+
+const SPIRE_ONLY_PLUGIN_TYPES = ['BundlePublisher', 'CredentialComposer', 'Notifier', 'NodeResolver', 'UpstreamCA', 'SVIDStore'];
+
+function parsePlugins(root: ConfigReader, dataDir: string, cwd: string): ServerConfig['plugins'] {
+  const p = root.section('plugins');
+  for (const kind of p.keys()) {
+    if ((PLUGIN_TYPES as readonly string[]).includes(kind)) continue;
+    p.raw(kind);
+    if (SPIRE_ONLY_PLUGIN_TYPES.includes(kind)) {
+      p.problem(kind, `plugin type is not supported yet; Spindle has ${PLUGIN_TYPES.join(', ')}`);
+    } else {
+      const near = closestKey(kind, PLUGIN_TYPES);
+      p.problem(kind, `unknown plugin type${near ? ` (did you mean "${near}"?)` : ''}; expected one of ${PLUGIN_TYPES.join(', ')}`);
+    }
+  }
+
+  return {
+    nodeAttestors: parseNodeAttestors(root, p),
+    keyManager: parseKeyManager(root, p, dataDir, cwd),
+    ...optionalUpstream(parseUpstreamAuthority(root, p, cwd)),
+    dataStore: parseDataStore(root, p, dataDir, cwd),
+  };
+}
+
+function optionalUpstream(u: UpstreamAuthorityConfig | undefined): { upstreamAuthority?: UpstreamAuthorityConfig } {
+  return u === undefined ? {} : { upstreamAuthority: u };
+}
+
+interface KindSections<N extends string> {
+  /** Enabled plugins with known names, in file order. */
+  enabled: Array<PluginSection & { name: N }>;
+  /** How many plugins had names we do not know (each already reported). */
+  unknown: number;
+}
+
+/** The plugins of a kind, split into enabled known ones and a count of unknown names (reported). */
+function kindSections<N extends string>(p: ConfigReader, kind: string, names: readonly N[]): KindSections<N> {
+  const result: KindSections<N> = { enabled: [], unknown: 0 };
+  for (const section of pluginSections(p, kind)) {
+    if (!(names as readonly string[]).includes(section.name)) {
+      const near = closestKey(section.name, names);
+      p.problemLine(
+        `config: ${section.path}: unknown ${kind} plugin${near ? ` (did you mean "${near}"?)` : ''}; expected one of ${names.join(', ')}`,
+      );
+      result.unknown++;
+    } else if (section.enabled) {
+      result.enabled.push(section as PluginSection & { name: N });
+    }
+  }
+  return result;
+}
+
+/**
+ * The one enabled plugin of a kind. More than one is a problem; none is a problem when
+ * `required` (unless every name was unknown, which is reported already).
+ */
+function onlyOne<N extends string>(p: ConfigReader, kind: string, sections: KindSections<N>, required: boolean): (PluginSection & { name: N }) | undefined {
+  const { enabled, unknown } = sections;
+  if (enabled.length > 1) {
+    p.problem(kind, `only one ${kind} may be enabled, found ${enabled.length} (${enabled.map((s) => s.name).join(', ')})`);
+  } else if (enabled.length === 0 && required && unknown === 0) {
+    p.problem(kind, `exactly one ${kind} must be enabled, found none`);
+  }
+  return enabled[0];
+}
+
+function parseNodeAttestors(root: ConfigReader, p: ConfigReader): NodeAttestorConfig[] {
+  if (!p.has('NodeAttestor')) {
+    const name = SERVER_DEFAULTS.plugins.NodeAttestor;
+    return [{ name, data: new ConfigReader(undefined, `plugins.NodeAttestor.${name}.plugin_data`) }];
+  }
+  const { enabled, unknown } = kindSections(p, 'NodeAttestor', NODE_ATTESTORS);
+  for (const section of enabled) {
+    // join_token takes no options: absorbing now reports any key as unknown. Other attestors
+    // validate their own plugin_data when they are built.
+    if (section.name === 'join_token') root.absorb(section.data);
+  }
+  if (enabled.length === 0 && unknown === 0) p.problem('NodeAttestor', 'at least one NodeAttestor must be enabled');
+  return enabled.map((s) => ({ name: s.name, data: s.data }));
+}
+
+function parseKeyManager(root: ConfigReader, p: ConfigReader, dataDir: string, cwd: string): KeyManagerConfig {
+  const defaultDisk: KeyManagerConfig = { name: 'disk', keysPath: join(dataDir, SERVER_DEFAULTS.plugins.disk_keys_dir_in_data_dir) };
+  if (!p.has('KeyManager')) return defaultDisk;
+  const section = onlyOne(p, 'KeyManager', kindSections(p, 'KeyManager', KEY_MANAGERS), true);
+  if (section === undefined) return defaultDisk;
+  let result: KeyManagerConfig;
+  if (section.name === 'disk') {
+    result = { name: 'disk', keysPath: pathAt(section.data, 'keys_path', cwd) ?? defaultDisk.keysPath };
+  } else {
+    result = { name: 'memory' };
+  }
+  root.absorb(section.data);
+  return result;
+}
+
+function parseUpstreamAuthority(root: ConfigReader, p: ConfigReader, cwd: string): UpstreamAuthorityConfig | undefined {
+  if (!p.has('UpstreamAuthority')) return undefined;
+  const section = onlyOne(p, 'UpstreamAuthority', kindSections(p, 'UpstreamAuthority', UPSTREAM_AUTHORITIES), false);
+  if (section === undefined) return undefined;
+  const d = section.data;
+  const keyFilePath = pathAt(d, 'key_file_path', cwd);
+  const certFilePath = pathAt(d, 'cert_file_path', cwd);
+  const bundleFilePath = pathAt(d, 'bundle_file_path', cwd);
+  if (keyFilePath === undefined && !d.has('key_file_path')) d.problem('key_file_path', 'is required');
+  if (certFilePath === undefined && !d.has('cert_file_path')) d.problem('cert_file_path', 'is required');
+  root.absorb(d);
+  const result: UpstreamAuthorityConfig = { name: 'disk', keyFilePath: keyFilePath ?? '', certFilePath: certFilePath ?? '' };
+  if (bundleFilePath !== undefined) result.bundleFilePath = bundleFilePath;
+  return result;
+}
+
+const SPIRE_ONLY_DATABASE_TYPES = ['postgres', 'mysql', 'aws_postgres', 'aws_mysql'];
+
+function parseDataStore(root: ConfigReader, p: ConfigReader, dataDir: string, cwd: string): DataStoreConfig {
+  const defaultPath = join(dataDir, SERVER_DEFAULTS.plugins.sqlite_file_in_data_dir);
+  const fallback: DataStoreConfig = { name: 'sql', databaseType: 'sqlite3', connectionString: defaultPath };
+  if (!p.has('DataStore')) return fallback;
+  const section = onlyOne(p, 'DataStore', kindSections(p, 'DataStore', DATA_STORES), true);
+  if (section === undefined) return fallback;
+  const d = section.data;
+  const dbType = d.string('database_type');
+  if (dbType !== undefined && dbType !== 'sqlite3') {
+    d.problem(
+      'database_type',
+      SPIRE_ONLY_DATABASE_TYPES.includes(dbType)
+        ? `${JSON.stringify(dbType)} is not supported yet; Spindle supports sqlite3 only`
+        : `expected one of ${DATABASE_TYPES.join(', ')}, got ${JSON.stringify(dbType)}`,
+    );
+  }
+  const raw = d.string('connection_string');
+  let connectionString = defaultPath;
+  if (raw !== undefined && /^file:/i.test(raw)) {
+    d.problem('connection_string', `expected the path of the SQLite database file (URIs are not supported), got ${JSON.stringify(raw)}`);
+  } else {
+    connectionString = pathAt(d, 'connection_string', cwd) ?? defaultPath;
+  }
+  root.absorb(d);
+  return { name: 'sql', databaseType: 'sqlite3', connectionString };
+}
+
+// ---------------------------------------------------------------------------------------------
+// health_checks, telemetry
+
+function urlPathAt(r: ConfigReader, key: string, def: string): string {
+  const v = r.string(key);
+  if (v === undefined) return def;
+  if (!/^\/[^\s?#]*$/.test(v)) {
+    r.problem(key, `expected an HTTP path starting with "/" (no spaces, "?" or "#"), got ${JSON.stringify(v)}`);
+    return def;
+  }
+  return v;
+}
+
+function parseHealthChecks(root: ConfigReader): ServerConfig['healthChecks'] {
+  const h = root.section('health_checks');
+  const d = SERVER_DEFAULTS.health_checks;
+  const result = {
+    listenerEnabled: h.bool('listener_enabled', d.listener_enabled),
+    bindAddress: addressAt(h, 'bind_address') ?? d.bind_address,
+    bindPort: portAt(h, 'bind_port') ?? d.bind_port,
+    livePath: urlPathAt(h, 'live_path', d.live_path),
+    readyPath: urlPathAt(h, 'ready_path', d.ready_path),
+  };
+  if (result.livePath === result.readyPath) {
+    h.problem('ready_path', `must differ from health_checks.live_path, got ${JSON.stringify(result.readyPath)}`);
+  }
+  return result;
+}
+
+const SPIRE_ONLY_TELEMETRY_KEYS = [
+  'DogStatsd',
+  'Statsd',
+  'M3',
+  'InMem',
+  'MetricPrefix',
+  'EnableHostnameLabel',
+  'AllowedPrefixes',
+  'BlockedPrefixes',
+  'AllowedLabels',
+  'BlockedLabels',
+];
+
+function parseTelemetry(root: ConfigReader): ServerConfig['telemetry'] {
+  const t = root.section('telemetry');
+  for (const key of SPIRE_ONLY_TELEMETRY_KEYS) {
+    t.unsupported(key, 'is not supported yet; Spindle exports telemetry to Prometheus only');
+  }
+  const prom = t.section('Prometheus');
+  if (!prom.present) return {};
+  const host = addressAt(prom, 'host') ?? SERVER_DEFAULTS.telemetry.Prometheus.host;
+  const port = portAt(prom, 'port');
+  if (port === undefined) {
+    if (!prom.has('port')) prom.problem('port', 'is required when telemetry.Prometheus is set');
+    return {};
+  }
+  return { prometheus: { host, port } };
+}
