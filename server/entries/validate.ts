@@ -1,0 +1,521 @@
+/**
+ * Validation of registration entries arriving from the admin API or the CLI (SPIRE semantics).
+ * Raw strings stop here: what leaves `validateNewEntry` is a `NewEntry` with parsed, branded IDs,
+ * sorted selectors and sorted bare trust domains, ready for the datastore.
+ *
+ * Rules (each failure is an `EntryValidationError`, code `ERR_ENTRY_INVALID`, naming the field,
+ * the offending value and a stable `reason`):
+ * - spiffeId: a valid SPIFFE ID (SPEC-NOTES section 1) in the server's trust domain, with a
+ *   non-root path, and not in SPIRE's reserved `/spire` namespace (`/spire` or `/spire/...`:
+ *   agent and server IDs are minted by the server itself, never through an entry). Like SPIRE,
+ *   this holds for node aliases too.
+ * - parentId: a valid SPIFFE ID in the server's trust domain with a non-root path. It may be an
+ *   agent ID (`/spire/agent/...`), the server ID `spiffe://<td>/spire/server` (the entry is then a
+ *   node alias: SPIRE's `-node`), or any workload ID (chains / downstream).
+ * - selectors: at least one; each `type:value` (objects or strings); type 1..128 characters of
+ *   `[A-Za-z0-9_-]`; value non-empty, at most 1024 UTF-8 bytes, no control characters (C0, DEL,
+ *   C1), no U+2028/U+2029 line separators, no unpaired surrogates; no duplicates.
+ * - x509SvidTtl / jwtSvidTtl: integers in 0..maxTtlSeconds (0 = server default).
+ * - dnsNames: RFC 1123 host names (letters, digits, hyphens; labels 1..63, no leading or trailing
+ *   hyphen), an optional leading `*.` wildcard label, at most 253 characters, no trailing dot;
+ *   kept as given (case preserved); no duplicates (compared case-insensitively).
+ * - federatesWith: trust domain names (bare or `spiffe://td`), not our own, no duplicates;
+ *   returned bare and sorted.
+ * - hint: at most 1024 characters, same character rules as selector values.
+ * - entryExpiry: integer unix seconds, 0 (never) up to year 9999. Past values are accepted
+ *   (as in SPIRE); such an entry is simply never served.
+ * - id (optional; '' means "generate"): 1..255 characters of `[A-Za-z0-9._~:@+=-]`.
+ * - admin / downstream: booleans.
+ * - Unknown fields are errors (a misspelt `spiffeID` must not silently vanish).
+ */
+import {
+  isMemberOf,
+  parseSpiffeId,
+  parseTrustDomain,
+  pathOf,
+  trustDomainOf,
+  type SpiffeId,
+  type TrustDomain,
+} from '../../spiffe/id.js';
+import { quote } from '../../spiffe/errors.js';
+import type { NewEntry, Selector } from '../datastore/types.js';
+
+export const ERR_ENTRY_INVALID = 'ERR_ENTRY_INVALID';
+
+export type EntryValidationReason =
+  | 'not_object'
+  | 'unknown_field'
+  | 'required'
+  | 'type'
+  | 'spiffe_id'
+  | 'trust_domain'
+  | 'foreign_trust_domain'
+  | 'root_path'
+  | 'reserved'
+  | 'empty'
+  | 'too_many'
+  | 'format'
+  | 'char'
+  | 'too_long'
+  | 'duplicate'
+  | 'range'
+  | 'own_trust_domain';
+
+export class EntryValidationError extends Error {
+  readonly code = ERR_ENTRY_INVALID;
+  /** The top-level entry field, e.g. `selectors`; for list items `index` says which one. */
+  readonly field: string;
+  readonly reason: EntryValidationReason;
+  readonly index: number | undefined;
+
+  constructor(
+    field: string,
+    reason: EntryValidationReason,
+    message: string,
+    options?: { index?: number; cause?: unknown },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'EntryValidationError';
+    this.field = field;
+    this.reason = reason;
+    this.index = options?.index;
+  }
+}
+
+export function isEntryValidationError(err: unknown): err is EntryValidationError {
+  return err instanceof EntryValidationError;
+}
+
+/** What the admin API / CLI hands in. Selectors may be objects or `type:value` strings. */
+export interface EntryInput {
+  id?: string;
+  spiffeId: string;
+  parentId: string;
+  selectors: ReadonlyArray<Selector | string>;
+  x509SvidTtl?: number;
+  jwtSvidTtl?: number;
+  dnsNames?: readonly string[];
+  federatesWith?: readonly string[];
+  admin?: boolean;
+  downstream?: boolean;
+  hint?: string;
+  entryExpiry?: number;
+}
+
+export interface ValidateEntryOptions {
+  /** The server's trust domain: spiffeId and parentId must be members of it. */
+  trustDomain: TrustDomain;
+  /** Upper bound for x509SvidTtl and jwtSvidTtl (default DEFAULT_MAX_TTL_SECONDS, ten years). */
+  maxTtlSeconds?: number;
+}
+
+export const DEFAULT_MAX_TTL_SECONDS = 10 * 365 * 24 * 60 * 60;
+export const MAX_SELECTORS = 256;
+export const MAX_SELECTOR_TYPE_LENGTH = 128;
+export const MAX_SELECTOR_VALUE_BYTES = 1024;
+export const MAX_DNS_NAMES = 256;
+export const MAX_DNS_NAME_LENGTH = 253;
+export const MAX_FEDERATES_WITH = 256;
+export const MAX_HINT_LENGTH = 1024;
+export const MAX_ENTRY_ID_LENGTH = 255;
+/** 9999-12-31T23:59:59Z. */
+export const MAX_ENTRY_EXPIRY = 253402300799;
+
+/** The path of the server's own ID; entries parented by `spiffe://<td>/spire/server` are node aliases. */
+export const SERVER_ID_PATH = '/spire/server';
+
+const KNOWN_FIELDS = new Set([
+  'id',
+  'spiffeId',
+  'parentId',
+  'selectors',
+  'x509SvidTtl',
+  'jwtSvidTtl',
+  'dnsNames',
+  'federatesWith',
+  'admin',
+  'downstream',
+  'hint',
+  'entryExpiry',
+]);
+
+const SELECTOR_TYPE_RE = /^[A-Za-z0-9_-]+$/;
+const ENTRY_ID_RE = /^[A-Za-z0-9._~:@+=-]+$/;
+const DNS_LABEL_RE = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+// ---------------------------------------------------------------------------------------------
+// Selectors
+
+function shown(value: unknown): string {
+  if (typeof value === 'string') return quote(value);
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return '(array)';
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return `(${typeof value})`;
+}
+
+/** Index of the first forbidden character (control, line separator, lone surrogate), or -1. */
+function badCharIndex(s: string): number {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029) return i;
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        i++;
+        continue;
+      }
+      return i;
+    }
+    if (c >= 0xdc00 && c <= 0xdfff) return i;
+  }
+  return -1;
+}
+
+function charName(s: string, i: number): string {
+  const c = s.charCodeAt(i);
+  return `U+${c.toString(16).toUpperCase().padStart(4, '0')} at index ${i}`;
+}
+
+function where(field: string, index: number | undefined): string {
+  return index === undefined ? field : `${field}[${index}]`;
+}
+
+function selectorFail(
+  reason: EntryValidationReason,
+  detail: string,
+  value: unknown,
+  index: number | undefined,
+): EntryValidationError {
+  return new EntryValidationError(
+    'selectors',
+    reason,
+    `invalid ${where('selectors', index)} ${shown(value)}: ${detail}`,
+    index === undefined ? undefined : { index },
+  );
+}
+
+function checkSelectorParts(type: string, value: string, raw: unknown, index: number | undefined): Selector {
+  if (type.length === 0) throw selectorFail('empty', 'selector type must not be empty', raw, index);
+  if (type.length > MAX_SELECTOR_TYPE_LENGTH) {
+    throw selectorFail('too_long', `selector type is longer than ${MAX_SELECTOR_TYPE_LENGTH} characters`, raw, index);
+  }
+  if (!SELECTOR_TYPE_RE.test(type)) {
+    throw selectorFail('char', 'selector type may contain only A-Z a-z 0-9 _ -', raw, index);
+  }
+  if (value.length === 0) throw selectorFail('empty', 'selector value must not be empty', raw, index);
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes > MAX_SELECTOR_VALUE_BYTES) {
+    throw selectorFail('too_long', `selector value is ${bytes} bytes, over the ${MAX_SELECTOR_VALUE_BYTES}-byte limit`, raw, index);
+  }
+  const bad = badCharIndex(value);
+  if (bad !== -1) {
+    throw selectorFail(
+      'char',
+      `selector value must not contain control characters, line separators or unpaired surrogates (${charName(value, bad)})`,
+      raw,
+      index,
+    );
+  }
+  return { type, value };
+}
+
+function parseSelectorAt(s: unknown, index: number | undefined): Selector {
+  if (typeof s !== 'string') throw selectorFail('type', 'expected a "type:value" string', s, index);
+  const colon = s.indexOf(':');
+  if (colon === -1) throw selectorFail('format', 'expected "type:value" (no ":" found)', s, index);
+  return checkSelectorParts(s.slice(0, colon), s.slice(colon + 1), s, index);
+}
+
+/**
+ * Parses `type:value`, splitting at the FIRST colon (`unix:uid:1000` is type `unix`, value
+ * `uid:1000`). Throws EntryValidationError (field `selectors`).
+ */
+export function parseSelector(s: string): Selector {
+  return parseSelectorAt(s, undefined);
+}
+
+/** Validates a selector object (or parses a string); returns a fresh `{type, value}`. */
+export function validateSelector(sel: Selector | string, index?: number): Selector {
+  if (typeof sel === 'string') return parseSelectorAt(sel, index);
+  if (typeof sel !== 'object' || sel === null || Array.isArray(sel)) {
+    throw selectorFail('type', 'expected a selector {type, value} or a "type:value" string', sel, index);
+  }
+  const { type, value } = sel as { type?: unknown; value?: unknown };
+  if (typeof type !== 'string' || typeof value !== 'string') {
+    throw selectorFail('type', 'selector type and value must be strings', `${String(type)}:${String(value)}`, index);
+  }
+  return checkSelectorParts(type, value, `${type}:${value}`, index);
+}
+
+/** `type:value` (the inverse of parseSelector for valid selectors). */
+export function formatSelector(sel: Selector): string {
+  return `${sel.type}:${sel.value}`;
+}
+
+/** Orders strings by Unicode code point (SQLite's BINARY order on UTF-8), not UTF-16 unit. */
+export function compareCodePoints(a: string, b: string): number {
+  if (a === b) return 0;
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    // UTF-16 order differs from code point order only between surrogates and U+E000..U+FFFF.
+    if (x >= 0xd800 && y >= 0xd800) {
+      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
+      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
+    }
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+/** Orders selectors by (type, value), code point order: the datastore's order. */
+export function compareSelectors(a: Selector, b: Selector): number {
+  return compareCodePoints(a.type, b.type) || compareCodePoints(a.value, b.value);
+}
+
+/**
+ * Canonical string of a selector SET: sorted by (type, value), duplicates dropped, `type:value`
+ * joined by newlines. Unambiguous for valid selectors (types have no `:`, values no newline).
+ * Two selector lists have the same key exactly when they hold the same set.
+ */
+export function selectorKey(selectors: readonly Selector[]): string {
+  const parts = selectors.slice().sort(compareSelectors).map(formatSelector);
+  let out = '';
+  let prev: string | undefined;
+  for (const p of parts) {
+    if (p === prev) continue;
+    out = prev === undefined ? p : `${out}\n${p}`;
+    prev = p;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry
+
+function fail(field: string, reason: EntryValidationReason, value: unknown, detail: string, index?: number): EntryValidationError {
+  return new EntryValidationError(
+    field,
+    reason,
+    `invalid ${where(field, index)} ${shown(value)}: ${detail}`,
+    index === undefined ? undefined : { index },
+  );
+}
+
+function checkMemberId(field: 'spiffeId' | 'parentId', raw: unknown, td: TrustDomain): SpiffeId {
+  if (raw === undefined || raw === null || raw === '') throw fail(field, 'required', raw, 'a SPIFFE ID is required');
+  if (typeof raw !== 'string') throw fail(field, 'type', raw, 'expected a string');
+  let id: SpiffeId;
+  try {
+    id = parseSpiffeId(raw);
+  } catch (err) {
+    const detail = err instanceof Error ? err.message : String(err);
+    throw new EntryValidationError(field, 'spiffe_id', `invalid ${field} ${quote(raw)}: ${detail}`, { cause: err });
+  }
+  if (!isMemberOf(id, td)) {
+    throw fail(field, 'foreign_trust_domain', raw, `must be in this server's trust domain "${td}", not "${trustDomainOf(id)}"`);
+  }
+  if (pathOf(id) === '') throw fail(field, 'root_path', raw, 'must have a non-root path (spiffe://<td> alone names a trust domain)');
+  return id;
+}
+
+function checkTtl(field: 'x509SvidTtl' | 'jwtSvidTtl', raw: unknown, max: number): number {
+  if (raw === undefined) return 0;
+  if (typeof raw !== 'number' || !Number.isInteger(raw)) throw fail(field, 'type', raw, 'expected an integer number of seconds');
+  if (raw < 0 || raw > max) throw fail(field, 'range', raw, `must be between 0 (server default) and ${max} seconds`);
+  return raw;
+}
+
+function checkBool(field: 'admin' | 'downstream', raw: unknown): boolean {
+  if (raw === undefined) return false;
+  if (typeof raw !== 'boolean') throw fail(field, 'type', raw, 'expected a boolean');
+  return raw;
+}
+
+function checkList(field: string, raw: unknown, max: number): readonly unknown[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) throw fail(field, 'type', raw, 'expected a list');
+  if (raw.length > max) throw fail(field, 'too_many', raw, `at most ${max} items allowed, got ${raw.length}`);
+  return raw;
+}
+
+/** Validates a DNS name for an X.509 DNS SAN; returns a reason and detail or undefined. */
+function dnsNameProblem(name: string): { reason: EntryValidationReason; detail: string } | undefined {
+  if (name.length === 0) return { reason: 'empty', detail: 'DNS name must not be empty' };
+  if (name.length > MAX_DNS_NAME_LENGTH) {
+    return { reason: 'too_long', detail: `DNS name is ${name.length} characters, over the ${MAX_DNS_NAME_LENGTH} limit` };
+  }
+  const labels = name.split('.');
+  for (let i = 0; i < labels.length; i++) {
+    const label = labels[i]!;
+    if (i === 0 && label === '*') {
+      if (labels.length === 1) return { reason: 'format', detail: 'a wildcard needs a domain after "*."' };
+      continue;
+    }
+    if (label.length === 0) {
+      return { reason: 'format', detail: 'empty label (leading, trailing or doubled ".")' };
+    }
+    if (label.length > 63) return { reason: 'too_long', detail: `label ${quote(label)} is longer than 63 characters` };
+    if (!DNS_LABEL_RE.test(label)) {
+      const detail = label.includes('*')
+        ? 'a wildcard is allowed only as the whole leftmost label ("*.example.org")'
+        : `label ${quote(label)} may contain only letters, digits and inner hyphens`;
+      return { reason: 'char', detail };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Validates an entry from the admin API / CLI and returns the NewEntry the datastore takes.
+ * Throws EntryValidationError (code ERR_ENTRY_INVALID) on the first problem found, checking
+ * fields in this order: shape and unknown fields, id, spiffeId, parentId, selectors, TTLs,
+ * dnsNames, federatesWith, admin, downstream, hint, entryExpiry.
+ */
+export function validateNewEntry(input: EntryInput, options: ValidateEntryOptions): NewEntry {
+  const td = options.trustDomain;
+  const maxTtl = options.maxTtlSeconds ?? DEFAULT_MAX_TTL_SECONDS;
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new EntryValidationError('entry', 'not_object', `invalid entry ${shown(input)}: expected an object`);
+  }
+  const raw = input as unknown as Record<string, unknown>;
+  for (const key of Object.keys(raw)) {
+    if (!KNOWN_FIELDS.has(key)) {
+      throw new EntryValidationError(key, 'unknown_field', `unknown entry field ${quote(key)}`);
+    }
+  }
+
+  // id
+  let id: string | undefined;
+  if (raw.id !== undefined && raw.id !== '') {
+    if (typeof raw.id !== 'string') throw fail('id', 'type', raw.id, 'expected a string');
+    if (raw.id.length > MAX_ENTRY_ID_LENGTH) {
+      throw fail('id', 'too_long', raw.id, `entry ID is longer than ${MAX_ENTRY_ID_LENGTH} characters`);
+    }
+    if (!ENTRY_ID_RE.test(raw.id)) throw fail('id', 'char', raw.id, 'entry ID may contain only A-Z a-z 0-9 . _ ~ : @ + = -');
+    id = raw.id;
+  }
+
+  // spiffeId, parentId
+  const spiffeId = checkMemberId('spiffeId', raw.spiffeId, td);
+  const spiffePath = pathOf(spiffeId);
+  if (spiffePath === '/spire' || spiffePath.startsWith('/spire/')) {
+    throw fail('spiffeId', 'reserved', raw.spiffeId, 'the "/spire" namespace is reserved for agents and servers');
+  }
+  const parentId = checkMemberId('parentId', raw.parentId, td);
+
+  // selectors
+  if (raw.selectors === undefined || raw.selectors === null) {
+    throw fail('selectors', 'required', raw.selectors, 'at least one selector is required');
+  }
+  const rawSelectors = checkList('selectors', raw.selectors, MAX_SELECTORS);
+  if (rawSelectors.length === 0) throw fail('selectors', 'required', raw.selectors, 'at least one selector is required');
+  const selectors: Selector[] = [];
+  const seenSelectors = new Map<string, number>();
+  for (let i = 0; i < rawSelectors.length; i++) {
+    const sel = validateSelector(rawSelectors[i] as Selector | string, i);
+    const key = formatSelector(sel);
+    const first = seenSelectors.get(key);
+    if (first !== undefined) {
+      throw fail('selectors', 'duplicate', key, `duplicate of selectors[${first}]`, i);
+    }
+    seenSelectors.set(key, i);
+    selectors.push(sel);
+  }
+  selectors.sort(compareSelectors);
+
+  // TTLs
+  const x509SvidTtl = checkTtl('x509SvidTtl', raw.x509SvidTtl, maxTtl);
+  const jwtSvidTtl = checkTtl('jwtSvidTtl', raw.jwtSvidTtl, maxTtl);
+
+  // dnsNames
+  const rawDns = checkList('dnsNames', raw.dnsNames, MAX_DNS_NAMES);
+  const dnsNames: string[] = [];
+  const seenDns = new Map<string, number>();
+  for (let i = 0; i < rawDns.length; i++) {
+    const name = rawDns[i];
+    if (typeof name !== 'string') throw fail('dnsNames', 'type', name, 'expected a string', i);
+    const problem = dnsNameProblem(name);
+    if (problem !== undefined) throw fail('dnsNames', problem.reason, name, problem.detail, i);
+    const folded = name.toLowerCase();
+    const first = seenDns.get(folded);
+    if (first !== undefined) throw fail('dnsNames', 'duplicate', name, `duplicate of dnsNames[${first}]`, i);
+    seenDns.set(folded, i);
+    dnsNames.push(name);
+  }
+
+  // federatesWith
+  const rawFed = checkList('federatesWith', raw.federatesWith, MAX_FEDERATES_WITH);
+  const federatesWith: TrustDomain[] = [];
+  const seenFed = new Map<string, number>();
+  for (let i = 0; i < rawFed.length; i++) {
+    const value = rawFed[i];
+    if (typeof value !== 'string') throw fail('federatesWith', 'type', value, 'expected a trust domain name', i);
+    let fed: TrustDomain;
+    try {
+      fed = parseTrustDomain(value);
+    } catch (err) {
+      const detail = err instanceof Error ? err.message : String(err);
+      throw new EntryValidationError('federatesWith', 'trust_domain', `invalid federatesWith[${i}] ${quote(value)}: ${detail}`, {
+        index: i,
+        cause: err,
+      });
+    }
+    if (fed === td) {
+      throw fail('federatesWith', 'own_trust_domain', value, 'an entry cannot federate with its own trust domain', i);
+    }
+    const first = seenFed.get(fed);
+    if (first !== undefined) throw fail('federatesWith', 'duplicate', value, `duplicate of federatesWith[${first}]`, i);
+    seenFed.set(fed, i);
+    federatesWith.push(fed);
+  }
+  federatesWith.sort(compareCodePoints);
+
+  const admin = checkBool('admin', raw.admin);
+  const downstream = checkBool('downstream', raw.downstream);
+
+  // hint
+  let hint = '';
+  if (raw.hint !== undefined) {
+    if (typeof raw.hint !== 'string') throw fail('hint', 'type', raw.hint, 'expected a string');
+    if (raw.hint.length > MAX_HINT_LENGTH) {
+      throw fail('hint', 'too_long', raw.hint, `hint is ${raw.hint.length} characters, over the ${MAX_HINT_LENGTH} limit`);
+    }
+    const bad = badCharIndex(raw.hint);
+    if (bad !== -1) {
+      throw fail('hint', 'char', raw.hint, `hint must not contain control characters, line separators or unpaired surrogates (${charName(raw.hint, bad)})`);
+    }
+    hint = raw.hint;
+  }
+
+  // entryExpiry
+  let entryExpiry = 0;
+  if (raw.entryExpiry !== undefined) {
+    const v = raw.entryExpiry;
+    if (typeof v !== 'number' || !Number.isInteger(v)) throw fail('entryExpiry', 'type', v, 'expected integer unix seconds');
+    if (v < 0 || v > MAX_ENTRY_EXPIRY) {
+      throw fail('entryExpiry', 'range', v, `must be 0 (never expires) or unix seconds up to ${MAX_ENTRY_EXPIRY}`);
+    }
+    entryExpiry = v;
+  }
+
+  const entry: NewEntry = {
+    spiffeId,
+    parentId,
+    selectors,
+    x509SvidTtl,
+    jwtSvidTtl,
+    dnsNames,
+    federatesWith,
+    admin,
+    downstream,
+    hint,
+    entryExpiry,
+  };
+  if (id !== undefined) entry.id = id;
+  return entry;
+}
+
