@@ -70,8 +70,28 @@ export interface RenewAgentResponse {
 }
 
 export interface SyncAuthorizedRequest {
-  /** 0: start with a full snapshot. */
+  /** The change-feed revision the agent last saw (informational; 0 on first start). */
   sinceRevision: bigint;
+  /**
+   * Entries the agent already holds. Empty: the first message is a full snapshot. Otherwise the
+   * first message has snapshot=false and brings the agent from this set to the current one.
+   */
+  knownEntries: EntryRevision[];
+  /**
+   * Sequence numbers of the bundles the agent holds, by trust domain; bundles are resent only
+   * when they differ.
+   */
+  knownBundleSequences: Map<string, bigint>;
+}
+
+export interface SyncAuthorizedRequest_KnownBundleSequencesEntry {
+  key: string;
+  value: bigint;
+}
+
+export interface EntryRevision {
+  id: string;
+  revisionNumber: bigint;
 }
 
 export interface SyncAuthorizedResponse {
@@ -639,7 +659,7 @@ export const RenewAgentResponse: MessageFns<RenewAgentResponse> = {
 };
 
 function createBaseSyncAuthorizedRequest(): SyncAuthorizedRequest {
-  return { sinceRevision: 0n };
+  return { sinceRevision: 0n, knownEntries: [], knownBundleSequences: new Map() };
 }
 
 export const SyncAuthorizedRequest: MessageFns<SyncAuthorizedRequest> = {
@@ -650,6 +670,13 @@ export const SyncAuthorizedRequest: MessageFns<SyncAuthorizedRequest> = {
       }
       writer.uint32(8).uint64(message.sinceRevision);
     }
+    for (const v of message.knownEntries) {
+      EntryRevision.encode(v!, writer.uint32(18).fork()).join();
+    }
+    message.knownBundleSequences.forEach((value, key) => {
+      SyncAuthorizedRequest_KnownBundleSequencesEntry.encode({ key: key as any, value }, writer.uint32(26).fork())
+        .join();
+    });
     return writer;
   },
 
@@ -674,6 +701,25 @@ export const SyncAuthorizedRequest: MessageFns<SyncAuthorizedRequest> = {
             message.sinceRevision = reader.uint64() as bigint;
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.knownEntries.push(EntryRevision.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = SyncAuthorizedRequest_KnownBundleSequencesEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.knownBundleSequences.set(entry3.key, entry3.value);
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -693,6 +739,28 @@ export const SyncAuthorizedRequest: MessageFns<SyncAuthorizedRequest> = {
         : isSet(object.since_revision)
         ? BigInt(object.since_revision)
         : 0n,
+      knownEntries: globalThis.Array.isArray(object?.knownEntries)
+        ? object.knownEntries.map((e: any) => EntryRevision.fromJSON(e))
+        : globalThis.Array.isArray(object?.known_entries)
+        ? object.known_entries.map((e: any) => EntryRevision.fromJSON(e))
+        : [],
+      knownBundleSequences: isObject(object.knownBundleSequences)
+        ? (globalThis.Object.entries(object.knownBundleSequences) as [string, any][]).reduce(
+          (acc: Map<string, bigint>, [key, value]: [string, any]) => {
+            acc.set(key, BigInt(value as string | number | bigint | boolean));
+            return acc;
+          },
+          new Map(),
+        )
+        : isObject(object.known_bundle_sequences)
+        ? (globalThis.Object.entries(object.known_bundle_sequences) as [string, any][]).reduce(
+          (acc: Map<string, bigint>, [key, value]: [string, any]) => {
+            acc.set(key, BigInt(value as string | number | bigint | boolean));
+            return acc;
+          },
+          new Map(),
+        )
+        : new Map(),
     };
   },
 
@@ -700,6 +768,15 @@ export const SyncAuthorizedRequest: MessageFns<SyncAuthorizedRequest> = {
     const obj: any = {};
     if (message.sinceRevision !== 0n) {
       obj.sinceRevision = message.sinceRevision.toString();
+    }
+    if (message.knownEntries?.length) {
+      obj.knownEntries = message.knownEntries.map((e) => EntryRevision.toJSON(e));
+    }
+    if (message.knownBundleSequences?.size) {
+      obj.knownBundleSequences = {};
+      message.knownBundleSequences.forEach((v, k) => {
+        obj.knownBundleSequences[k] = v.toString();
+      });
     }
     return obj;
   },
@@ -711,6 +788,207 @@ export const SyncAuthorizedRequest: MessageFns<SyncAuthorizedRequest> = {
     const message = createBaseSyncAuthorizedRequest();
     message.sinceRevision = (object.sinceRevision !== undefined && object.sinceRevision !== null)
       ? BigInt(object.sinceRevision)
+      : 0n;
+    message.knownEntries = object.knownEntries?.map((e) => EntryRevision.fromPartial(e)) || [];
+    message.knownBundleSequences = (() => {
+      const m = new Map();
+      (object.knownBundleSequences as Map<string, bigint> ?? new Map()).forEach((value, key) => {
+        if (value !== undefined) {
+          m.set(key, BigInt(value as string | number | bigint | boolean));
+        }
+      });
+      return m;
+    })();
+    return message;
+  },
+};
+
+function createBaseSyncAuthorizedRequest_KnownBundleSequencesEntry(): SyncAuthorizedRequest_KnownBundleSequencesEntry {
+  return { key: "", value: 0n };
+}
+
+export const SyncAuthorizedRequest_KnownBundleSequencesEntry: MessageFns<
+  SyncAuthorizedRequest_KnownBundleSequencesEntry
+> = {
+  encode(
+    message: SyncAuthorizedRequest_KnownBundleSequencesEntry,
+    writer: BinaryWriter = new BinaryWriter(),
+  ): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0n) {
+      if (BigInt.asUintN(64, message.value) !== message.value) {
+        throw new globalThis.Error("value provided for field message.value of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SyncAuthorizedRequest_KnownBundleSequencesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSyncAuthorizedRequest_KnownBundleSequencesEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SyncAuthorizedRequest_KnownBundleSequencesEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? BigInt(object.value) : 0n,
+    };
+  },
+
+  toJSON(message: SyncAuthorizedRequest_KnownBundleSequencesEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0n) {
+      obj.value = message.value.toString();
+    }
+    return obj;
+  },
+
+  create(
+    base?: DeepPartial<SyncAuthorizedRequest_KnownBundleSequencesEntry>,
+  ): SyncAuthorizedRequest_KnownBundleSequencesEntry {
+    return SyncAuthorizedRequest_KnownBundleSequencesEntry.fromPartial(base ?? {});
+  },
+  fromPartial(
+    object: DeepPartial<SyncAuthorizedRequest_KnownBundleSequencesEntry>,
+  ): SyncAuthorizedRequest_KnownBundleSequencesEntry {
+    const message = createBaseSyncAuthorizedRequest_KnownBundleSequencesEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null) ? BigInt(object.value) : 0n;
+    return message;
+  },
+};
+
+function createBaseEntryRevision(): EntryRevision {
+  return { id: "", revisionNumber: 0n };
+}
+
+export const EntryRevision: MessageFns<EntryRevision> = {
+  encode(message: EntryRevision, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.revisionNumber !== 0n) {
+      if (BigInt.asIntN(64, message.revisionNumber) !== message.revisionNumber) {
+        throw new globalThis.Error("value provided for field message.revisionNumber of type int64 too large");
+      }
+      writer.uint32(16).int64(message.revisionNumber);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EntryRevision {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEntryRevision();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revisionNumber = reader.int64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EntryRevision {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      revisionNumber: isSet(object.revisionNumber)
+        ? BigInt(object.revisionNumber)
+        : isSet(object.revision_number)
+        ? BigInt(object.revision_number)
+        : 0n,
+    };
+  },
+
+  toJSON(message: EntryRevision): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.revisionNumber !== 0n) {
+      obj.revisionNumber = message.revisionNumber.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EntryRevision>): EntryRevision {
+    return EntryRevision.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EntryRevision>): EntryRevision {
+    const message = createBaseEntryRevision();
+    message.id = object.id ?? "";
+    message.revisionNumber = (object.revisionNumber !== undefined && object.revisionNumber !== null)
+      ? BigInt(object.revisionNumber)
       : 0n;
     return message;
   },
@@ -1500,9 +1778,9 @@ export const AgentAPIService = {
     responseDeserialize: (value: Buffer): RenewAgentResponse => RenewAgentResponse.decode(value),
   },
   /**
-   * The caller's authorized entries and bundles: a snapshot first, then every change as it
-   * commits. Resumable: with since_revision set, the server sends only what changed after it
-   * (or a snapshot if it cannot).
+   * The caller's authorized entries and bundles: the current state first, then every change as
+   * it commits. Resumable: an agent that reconnects lists the entries (id + revision) it holds
+   * and the first message is then only the difference (as SPIRE's SyncAuthorizedEntries).
    */
   syncAuthorized: {
     path: "/spindle.agent.v1.AgentAPI/SyncAuthorized" as const,
@@ -1561,9 +1839,9 @@ export interface AgentAPIServer extends UntypedServiceImplementation {
    */
   renewAgent: handleUnaryCall<RenewAgentRequest, RenewAgentResponse>;
   /**
-   * The caller's authorized entries and bundles: a snapshot first, then every change as it
-   * commits. Resumable: with since_revision set, the server sends only what changed after it
-   * (or a snapshot if it cannot).
+   * The caller's authorized entries and bundles: the current state first, then every change as
+   * it commits. Resumable: an agent that reconnects lists the entries (id + revision) it holds
+   * and the first message is then only the difference (as SPIRE's SyncAuthorizedEntries).
    */
   syncAuthorized: handleServerStreamingCall<SyncAuthorizedRequest, SyncAuthorizedResponse>;
   /** Signs CSRs for entries the caller is authorized for. Identity comes from the entry only. */
@@ -1605,9 +1883,9 @@ export interface AgentAPIClient extends Client {
     callback: (error: ServiceError | null, response: RenewAgentResponse) => void,
   ): ClientUnaryCall;
   /**
-   * The caller's authorized entries and bundles: a snapshot first, then every change as it
-   * commits. Resumable: with since_revision set, the server sends only what changed after it
-   * (or a snapshot if it cannot).
+   * The caller's authorized entries and bundles: the current state first, then every change as
+   * it commits. Resumable: an agent that reconnects lists the entries (id + revision) it holds
+   * and the first message is then only the difference (as SPIRE's SyncAuthorizedEntries).
    */
   syncAuthorized(
     request: SyncAuthorizedRequest,
@@ -1690,6 +1968,10 @@ export type DeepPartial<T> = T extends bigint ? string | number | bigint
   : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
   : Partial<T>;
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;
