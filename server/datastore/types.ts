@@ -1,0 +1,203 @@
+/**
+ * The datastore contract. SQLite (sqlite.ts) implements it today; a PostgreSQL implementation
+ * for several servers sharing one database implements the same interface later, which is why
+ * every method is async even though better-sqlite3 is synchronous.
+ *
+ * Every write that changes what an agent may be served appends to the change feed (`events`)
+ * in the same transaction, so a reader that has seen event N and then reads events > N misses
+ * nothing. Times are unix seconds (integers) unless a name says otherwise.
+ */
+import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
+
+export interface Selector {
+  type: string;
+  value: string;
+}
+
+export interface RegistrationEntry {
+  /** Generated (UUID v4) unless given at creation. */
+  id: string;
+  spiffeId: SpiffeId;
+  parentId: SpiffeId;
+  /** Sorted by (type, value), no duplicates. */
+  selectors: Selector[];
+  /** 0: the server default (default_x509_svid_ttl). */
+  x509SvidTtl: number;
+  /** 0: the server default (default_jwt_svid_ttl). */
+  jwtSvidTtl: number;
+  /** In the order given; no duplicates. */
+  dnsNames: string[];
+  /** Sorted, no duplicates. */
+  federatesWith: TrustDomain[];
+  admin: boolean;
+  downstream: boolean;
+  hint: string;
+  /** 0: never expires. */
+  entryExpiry: number;
+  /** Bumped on every update; 0 at creation. */
+  revisionNumber: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** Fields a caller supplies to create an entry. */
+export type NewEntry = Omit<RegistrationEntry, 'id' | 'revisionNumber' | 'createdAt' | 'updatedAt'> & { id?: string };
+
+export type SelectorMatch = 'exact' | 'subset' | 'superset' | 'any';
+
+export interface EntryFilter {
+  bySpiffeId?: SpiffeId;
+  byParentId?: SpiffeId;
+  /**
+   * exact: the entry's selector set equals these; subset: the entry's selectors are all among these
+   * (SPIRE's "entries a workload with these selectors matches"); superset: the entry has all of
+   * these (and maybe more); any: the entry has at least one of these.
+   */
+  bySelectors?: { selectors: Selector[]; match: SelectorMatch };
+  byFederatesWith?: { trustDomains: TrustDomain[]; match: SelectorMatch };
+  byHint?: string;
+  byDownstream?: boolean;
+}
+
+export interface Page {
+  /** Opaque token from the previous page; '' or undefined for the first. */
+  token?: string;
+  /** 0 or undefined: everything. */
+  size?: number;
+}
+
+export interface Paged<T> {
+  items: T[];
+  /** '' when this was the last page. */
+  nextToken: string;
+}
+
+export interface AttestedNode {
+  spiffeId: SpiffeId;
+  attestationType: string;
+  /** Serial (lowercase hex) of the agent's current X509-SVID. */
+  certSerial: string;
+  certNotAfter: number;
+  /** Serial of an SVID issued by renewal but not yet used by the agent ('' when none). */
+  newCertSerial: string;
+  newCertNotAfter: number;
+  selectors: Selector[];
+  banned: boolean;
+  /** Whether the attestor allows this node to attest again (k8s_psat yes, join_token no). */
+  canReattest: boolean;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface NodeFilter {
+  byAttestationType?: string;
+  byBanned?: boolean;
+  /** Nodes whose current SVID expires before this time. */
+  byExpiresBefore?: number;
+  bySelectors?: { selectors: Selector[]; match: SelectorMatch };
+  /** Only nodes that can re-attest (true) or cannot (false). */
+  byCanReattest?: boolean;
+}
+
+export interface JoinToken {
+  /** SHA-256 (hex) of the token value; the value itself is never stored. */
+  hash: string;
+  expiresAt: number;
+}
+
+export interface StoredBundle {
+  trustDomain: TrustDomain;
+  /** The SPIFFE bundle document (spiffe/bundle.ts marshalBundle). */
+  document: string;
+  sequence: bigint;
+}
+
+export type ChangeKind =
+  | 'entry_created'
+  | 'entry_updated'
+  | 'entry_deleted'
+  | 'node_created'
+  | 'node_updated'
+  | 'node_deleted'
+  | 'bundle_updated'
+  | 'bundle_deleted';
+
+export interface ChangeEvent {
+  /** Strictly increasing; the "revision" agents resume from. */
+  id: number;
+  kind: ChangeKind;
+  /** Entry ID, node SPIFFE ID or trust domain. */
+  key: string;
+  at: number;
+}
+
+export interface DataStore {
+  // Registration entries. Duplicate = same spiffeId + parentId + selector set.
+  /** Creates all or, per entry, reports why it was refused; accepted ones commit together. */
+  createEntries(entries: NewEntry[], now: number): Promise<Array<{ entry: RegistrationEntry } | { error: DataStoreError }>>;
+  getEntry(id: string): Promise<RegistrationEntry | undefined>;
+  listEntries(filter?: EntryFilter, page?: Page): Promise<Paged<RegistrationEntry>>;
+  countEntries(filter?: EntryFilter): Promise<number>;
+  /** Replaces the entry's mutable fields; bumps revisionNumber. Throws not_found / duplicate. */
+  updateEntry(entry: RegistrationEntry, now: number): Promise<RegistrationEntry>;
+  /** Deletes and returns the deleted entries; unknown IDs are reported as errors. */
+  deleteEntries(ids: string[], now: number): Promise<Array<{ entry: RegistrationEntry } | { error: DataStoreError }>>;
+  /** Deletes entries whose entryExpiry is set and before `now`. Returns how many. */
+  pruneExpiredEntries(now: number): Promise<number>;
+
+  // Attested agents.
+  createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>, now: number): Promise<AttestedNode>;
+  getAttestedNode(id: SpiffeId): Promise<AttestedNode | undefined>;
+  listAttestedNodes(filter?: NodeFilter, page?: Page): Promise<Paged<AttestedNode>>;
+  countAttestedNodes(filter?: NodeFilter): Promise<number>;
+  /** Updates serials, expiry, selectors, banned flag; throws not_found. */
+  updateAttestedNode(node: AttestedNode, now: number): Promise<AttestedNode>;
+  /** Evict: removes the node record (it must attest again). Returns the removed node or undefined. */
+  deleteAttestedNode(id: SpiffeId, now: number): Promise<AttestedNode | undefined>;
+
+  // Join tokens.
+  createJoinToken(token: JoinToken): Promise<void>;
+  /**
+   * Atomically consumes a token: deletes and returns it if it exists (whatever its expiry; the
+   * caller checks expiry so it can say "expired" rather than "unknown"). Of N concurrent
+   * consumers of one token exactly one gets it.
+   */
+  consumeJoinToken(hash: string): Promise<JoinToken | undefined>;
+  pruneJoinTokens(expiredBefore: number): Promise<number>;
+
+  // Bundles: our own and federated ones, keyed by trust domain.
+  getBundle(td: TrustDomain): Promise<StoredBundle | undefined>;
+  listBundles(): Promise<StoredBundle[]>;
+  setBundle(bundle: StoredBundle, now: number): Promise<void>;
+  deleteBundle(td: TrustDomain, now: number): Promise<boolean>;
+
+  // CA journal: an opaque JSON document (key slots, their states, certificates).
+  getCaJournal(): Promise<string | undefined>;
+  setCaJournal(json: string): Promise<void>;
+
+  // Change feed.
+  /** Events with id > `after`, oldest first, at most `limit`. */
+  listEventsSince(after: number, limit: number): Promise<ChangeEvent[]>;
+  /** The highest event id (0 when none). */
+  latestEventId(): Promise<number>;
+  /** Removes events older than `before`, keeping the most recent one. */
+  pruneEvents(before: number): Promise<number>;
+  /** Called after each commit that appended events (same process). Returns an unsubscribe function. */
+  onChange(listener: (latestEventId: number) => void): () => void;
+
+  /** Runs `PRAGMA integrity_check` or the backend's equivalent; returns problems ('' when ok). */
+  checkIntegrity(): Promise<string>;
+  close(): Promise<void>;
+}
+
+export type DataStoreErrorReason = 'not_found' | 'already_exists' | 'duplicate_entry' | 'invalid' | 'io';
+
+export class DataStoreError extends Error {
+  readonly code = 'ERR_DATASTORE';
+  readonly reason: DataStoreErrorReason;
+  constructor(reason: DataStoreErrorReason, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'DataStoreError';
+    this.reason = reason;
+  }
+}
