@@ -1,0 +1,76 @@
+/**
+ * The one place where admin API errors become gRPC statuses (DESIGN convention 5).
+ *
+ * - `AdminApiError` carries an explicit gRPC code and a message meant for the caller.
+ * - Caller mistakes (SpiffeError, EntryValidationError, ConfigError, DurationError, datastore
+ *   'invalid') become INVALID_ARGUMENT with their message, which names the field and value.
+ * - DataStoreError not_found -> NOT_FOUND, already_exists / duplicate_entry -> ALREADY_EXISTS
+ *   (their messages name only what the caller sent).
+ * - DataStoreError io -> UNAVAILABLE "datastore unavailable"; anything else -> INTERNAL
+ *   "internal error". The detail (and cause) is logged, never sent.
+ */
+import { status as GrpcStatus, Metadata, type handleUnaryCall, type StatusObject } from '@grpc/grpc-js';
+import { isConfigError } from '../../../common/configfile.js';
+import { DurationError } from '../../../common/duration.js';
+import { isSpiffeError } from '../../../spiffe/errors.js';
+import { DataStoreError } from '../../datastore/types.js';
+import { isEntryValidationError } from '../../entries/validate.js';
+import type { Status } from '../../../proto/gen/spindle/types/v1/types.js';
+import type { AdminLogger } from './types.js';
+
+export { GrpcStatus };
+
+export class AdminApiError extends Error {
+  readonly grpcCode: GrpcStatus;
+  constructor(grpcCode: GrpcStatus, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AdminApiError';
+    this.grpcCode = grpcCode;
+  }
+}
+
+export const invalidArgument = (message: string, cause?: unknown): AdminApiError =>
+  new AdminApiError(GrpcStatus.INVALID_ARGUMENT, message, cause === undefined ? undefined : { cause });
+export const notFound = (message: string): AdminApiError => new AdminApiError(GrpcStatus.NOT_FOUND, message);
+
+/** Code and caller-facing message for `err`; logs what is hidden. */
+export function statusOf(err: unknown, log: AdminLogger, context: Record<string, unknown> = {}): Status {
+  if (err instanceof AdminApiError) return { code: err.grpcCode, message: err.message };
+  if (isEntryValidationError(err) || isSpiffeError(err) || isConfigError(err) || err instanceof DurationError) {
+    return { code: GrpcStatus.INVALID_ARGUMENT, message: err.message };
+  }
+  if (err instanceof DataStoreError) {
+    switch (err.reason) {
+      case 'not_found':
+        return { code: GrpcStatus.NOT_FOUND, message: err.message };
+      case 'already_exists':
+      case 'duplicate_entry':
+        return { code: GrpcStatus.ALREADY_EXISTS, message: err.message };
+      case 'invalid':
+        return { code: GrpcStatus.INVALID_ARGUMENT, message: err.message };
+      case 'io':
+        log.error({ ...context, err }, 'datastore failure');
+        return { code: GrpcStatus.UNAVAILABLE, message: 'datastore unavailable; see the server log' };
+    }
+  }
+  log.error({ ...context, err }, 'internal error in admin API');
+  return { code: GrpcStatus.INTERNAL, message: 'internal error' };
+}
+
+/** The status a unary callback fails with. */
+export function toServiceError(err: unknown, log: AdminLogger, context: Record<string, unknown> = {}): Partial<StatusObject> {
+  const st = statusOf(err, log, context);
+  return { code: st.code, details: st.message, metadata: new Metadata() };
+}
+
+export const OK_STATUS: Status = { code: GrpcStatus.OK, message: '' };
+
+/** A grpc-js unary handler around an async function; every failure goes through `toServiceError`. */
+export function unary<Req, Res>(log: AdminLogger, method: string, fn: (req: Req) => Promise<Res>): handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    fn(call.request).then(
+      (res) => callback(null, res),
+      (err: unknown) => callback(toServiceError(err, log, { method })),
+    );
+  };
+}

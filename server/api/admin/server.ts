@@ -1,0 +1,157 @@
+/**
+ * The admin API's gRPC server on a local Unix socket. Filesystem permissions are the
+ * authorization (DESIGN: admin API), so:
+ * - a missing parent directory is created with mode 0700 (chmod after mkdir: the umask does not
+ *   matter); an existing directory is left as it is (it may be shared, e.g. /tmp) but one open
+ *   to group or others is logged;
+ * - a stale socket file from a previous run is removed only if it IS a socket and nothing answers
+ *   on it; any other file at the path is an error (never deleted);
+ * - the socket is chmod'ed to 0770 right after bind (owner and group may connect).
+ * Serves EntryService, AgentService, BundleService, SVIDService and grpc.health.v1.Health.
+ */
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { chmodSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
+import { connect } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { HealthService } from '../../../proto/gen/grpc/health/v1/health.js';
+import {
+  AgentServiceClient,
+  AgentServiceService,
+  BundleServiceClient,
+  BundleServiceService,
+  EntryServiceClient,
+  EntryServiceService,
+  SVIDServiceClient,
+  SVIDServiceService,
+} from '../../../proto/gen/spindle/admin/v1/admin.js';
+import { createHealthService } from './health.js';
+import type { AdminServices } from './service.js';
+import type { AdminLogger } from './types.js';
+
+export const ADMIN_SOCKET_MODE = 0o770;
+export const ADMIN_SOCKET_DIR_MODE = 0o700;
+
+export interface AdminServerOptions {
+  socketPath: string;
+  services: AdminServices;
+  logger: AdminLogger;
+}
+
+export interface AdminServer {
+  /** The absolute socket path listened on. */
+  readonly socketPath: string;
+  /** Stops accepting calls, waits briefly for running ones, closes the socket and removes it. */
+  close(): Promise<void>;
+}
+
+const SHUTDOWN_GRACE_MS = 5000;
+const PROBE_TIMEOUT_MS = 1000;
+
+/** Whether something accepts connections on the Unix socket at `path`. */
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolveProbe) => {
+    const sock = connect({ path });
+    const done = (answers: boolean): void => {
+      sock.destroy();
+      resolveProbe(answers);
+    };
+    sock.setTimeout(PROBE_TIMEOUT_MS, () => done(true));
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
+}
+
+function prepareDirectory(dir: string, log: AdminLogger): void {
+  let existing;
+  try {
+    existing = statSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (existing === undefined) {
+    mkdirSync(dir, { recursive: true, mode: ADMIN_SOCKET_DIR_MODE });
+    chmodSync(dir, ADMIN_SOCKET_DIR_MODE);
+    return;
+  }
+  if (!existing.isDirectory()) throw new Error(`admin socket directory ${dir} exists and is not a directory`);
+  if ((existing.mode & 0o007) !== 0) {
+    log.warn(
+      { dir, mode: (existing.mode & 0o777).toString(8) },
+      'admin socket directory is accessible to others; the socket itself is 0770, but a private directory (0700) is safer',
+    );
+  }
+}
+
+async function removeStaleSocket(path: string): Promise<void> {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) throw new Error(`admin socket path ${path} exists and is not a socket; remove it or choose another socket_path`);
+  if (await socketAnswers(path)) {
+    throw new Error(`another process is already serving on the admin socket ${path} (is spindle-server already running?)`);
+  }
+  unlinkSync(path);
+}
+
+function bind(server: Server, target: string): Promise<void> {
+  return new Promise((ok, fail) => {
+    server.bindAsync(target, ServerCredentials.createInsecure(), (err) => (err ? fail(err) : ok()));
+  });
+}
+
+export async function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
+  const log = options.logger.child({ component: 'admin_server' });
+  const socketPath = resolve(options.socketPath);
+  prepareDirectory(dirname(socketPath), log);
+  await removeStaleSocket(socketPath);
+
+  const server = new Server();
+  const { services } = options;
+  server.addService(EntryServiceService, services.entry);
+  server.addService(AgentServiceService, services.agent);
+  server.addService(BundleServiceService, services.bundle);
+  server.addService(SVIDServiceService, services.svid);
+  server.addService(
+    HealthService,
+    createHealthService([
+      EntryServiceClient.serviceName,
+      AgentServiceClient.serviceName,
+      BundleServiceClient.serviceName,
+      SVIDServiceClient.serviceName,
+    ]),
+  );
+  try {
+    await bind(server, `unix:${socketPath}`);
+    chmodSync(socketPath, ADMIN_SOCKET_MODE);
+  } catch (err) {
+    server.forceShutdown();
+    throw new Error(`cannot listen on the admin socket ${socketPath}: ${(err as Error).message}`, { cause: err });
+  }
+  log.info({ socketPath }, 'admin API listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    socketPath,
+    close(): Promise<void> {
+      closing ??= new Promise<void>((done) => {
+        const timer = setTimeout(() => server.forceShutdown(), SHUTDOWN_GRACE_MS);
+        timer.unref();
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          try {
+            if (lstatSync(socketPath).isSocket()) unlinkSync(socketPath);
+          } catch {
+            // already gone
+          }
+          log.info({ socketPath }, 'admin API stopped');
+          done();
+        });
+      });
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,94 @@
+// The admin socket's filesystem protections and lifecycle, on real Unix sockets.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseTrustDomain } from '../../../spiffe/id.js';
+import { openSqliteDataStore, type SqliteDataStore } from '../../datastore/sqlite.js';
+import { AdminClient } from '../../cli/client.js';
+import { createAdminServices, type AdminServices } from './service.js';
+import { startAdminServer } from './server.js';
+import { createTestCaSigner, silentLogger } from './testkit.js';
+
+let dir: string;
+let datastore: SqliteDataStore;
+let services: AdminServices;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'spindle-sock-'));
+  datastore = openSqliteDataStore({ path: join(dir, 'ds.sqlite3') });
+  const trustDomain = parseTrustDomain('example.org');
+  services = createAdminServices({ datastore, ca: await createTestCaSigner(trustDomain), trustDomain, now: () => new Date(), logger: silentLogger });
+});
+
+after(async () => {
+  await datastore.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function healthy(socketPath: string): Promise<boolean> {
+  const c = new AdminClient(socketPath, { timeoutMs: 5000 });
+  try {
+    await c.call(c.health, c.health.check, { service: '' });
+    return true;
+  } finally {
+    c.close();
+  }
+}
+
+test('socket 0770 and a created directory 0700 even with umask 0; close removes the socket', async () => {
+  const socketPath = join(dir, 'umask0', 'private', 'api.sock');
+  const old = process.umask(0);
+  let server;
+  try {
+    server = await startAdminServer({ socketPath, services, logger: silentLogger });
+  } finally {
+    process.umask(old);
+  }
+  assert.equal(server.socketPath, socketPath);
+  assert.ok(lstatSync(socketPath).isSocket());
+  assert.equal(statSync(socketPath).mode & 0o777, 0o770);
+  assert.equal(statSync(join(dir, 'umask0', 'private')).mode & 0o777, 0o700);
+  assert.equal(statSync(join(dir, 'umask0')).mode & 0o777, 0o700, 'intermediate directories are private too');
+  assert.ok(await healthy(socketPath));
+  await server.close();
+  assert.equal(existsSync(socketPath), false);
+});
+
+test('a stale socket from a crashed server is replaced', async () => {
+  const socketPath = join(dir, 'stale', 'api.sock');
+  mkdirSync(join(dir, 'stale'), { mode: 0o700 });
+  // A process that bound the socket and died without cleaning up.
+  const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => console.log('up'))`]);
+  await new Promise<void>((ok) => child.stdout.once('data', () => ok()));
+  child.kill('SIGKILL');
+  await new Promise((ok) => child.once('exit', ok));
+  assert.ok(lstatSync(socketPath).isSocket());
+  const server = await startAdminServer({ socketPath, services, logger: silentLogger });
+  try {
+    assert.ok(await healthy(socketPath));
+    assert.equal(statSync(socketPath).mode & 0o777, 0o770);
+  } finally {
+    await server.close();
+  }
+});
+
+test('refuses to take over a live socket or to delete a non-socket file', async () => {
+  const live = join(dir, 'live.sock');
+  const other = createServer();
+  await new Promise<void>((ok) => other.listen(live, ok));
+  try {
+    await assert.rejects(startAdminServer({ socketPath: live, services, logger: silentLogger }), /already serving/);
+    assert.ok(lstatSync(live).isSocket());
+  } finally {
+    await new Promise((ok) => other.close(ok));
+  }
+
+  const file = join(dir, 'regular');
+  writeFileSync(file, 'keep me');
+  await assert.rejects(startAdminServer({ socketPath: file, services, logger: silentLogger }), /not a socket/);
+  assert.equal(readFileSync(file, 'utf8'), 'keep me');
+});

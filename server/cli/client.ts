@@ -1,0 +1,136 @@
+/**
+ * The CLI's client for the admin API on the local Unix socket.
+ * - Every call has a deadline (default 30 s; health checks pass a shorter one) and does not wait
+ *   for the server to come up: an unreachable server fails fast.
+ * - Errors become `CliError`s whose message says what to fix: the socket missing or refusing
+ *   ("is spindle-server running?"), permission denied (run as the server's user or group),
+ *   timeouts, or the server's own status message.
+ */
+import { credentials, status as GrpcStatus, Metadata, type CallOptions, type Client, type ServiceError } from '@grpc/grpc-js';
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { HealthClient } from '../../proto/gen/grpc/health/v1/health.js';
+import {
+  AgentServiceClient,
+  BundleServiceClient,
+  EntryServiceClient,
+  SVIDServiceClient,
+} from '../../proto/gen/spindle/admin/v1/admin.js';
+import { grpcCodeName } from '../../common/output.js';
+import { CliError } from './errors.js';
+
+export const DEFAULT_CALL_TIMEOUT_MS = 30_000;
+
+type Callback<Res> = (err: ServiceError | null, res: Res) => void;
+type UnaryMethod<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: Callback<Res>) => unknown;
+
+function isServiceError(err: unknown): err is ServiceError {
+  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number' && 'details' in err;
+}
+
+export class AdminClient {
+  readonly socketPath: string;
+  readonly timeoutMs: number;
+  readonly #target: string;
+  readonly #clients: Client[] = [];
+  #entry?: EntryServiceClient;
+  #agent?: AgentServiceClient;
+  #bundle?: BundleServiceClient;
+  #svid?: SVIDServiceClient;
+  #health?: HealthClient;
+
+  constructor(socketPath: string, options: { timeoutMs?: number } = {}) {
+    this.socketPath = resolve(socketPath);
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+    this.#target = `unix:${this.socketPath}`;
+  }
+
+  #make<C extends Client>(ctor: new (address: string, creds: ReturnType<typeof credentials.createInsecure>) => C): C {
+    this.checkSocket();
+    const c = new ctor(this.#target, credentials.createInsecure());
+    this.#clients.push(c);
+    return c;
+  }
+
+  get entry(): EntryServiceClient {
+    return (this.#entry ??= this.#make(EntryServiceClient));
+  }
+  get agent(): AgentServiceClient {
+    return (this.#agent ??= this.#make(AgentServiceClient));
+  }
+  get bundle(): BundleServiceClient {
+    return (this.#bundle ??= this.#make(BundleServiceClient));
+  }
+  get svid(): SVIDServiceClient {
+    return (this.#svid ??= this.#make(SVIDServiceClient));
+  }
+  get health(): HealthClient {
+    return (this.#health ??= this.#make(HealthClient));
+  }
+
+  /** Fails early, with a precise message, when the socket cannot be used at all. */
+  checkSocket(): void {
+    let isSocket: boolean;
+    try {
+      isSocket = statSync(this.socketPath).isSocket();
+      accessSync(this.socketPath, fsConstants.R_OK | fsConstants.W_OK);
+    } catch (err) {
+      throw this.#fsError(err as NodeJS.ErrnoException);
+    }
+    if (!isSocket) throw new CliError(`connection error: ${this.socketPath} is not a Unix socket: check -socketPath`);
+  }
+
+  #unreachable(): CliError {
+    return new CliError(`connection error: cannot reach the server at ${this.socketPath}: is spindle-server running? (set -socketPath if it listens elsewhere)`);
+  }
+
+  #fsError(err: NodeJS.ErrnoException): CliError {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR' || err.code === 'ECONNREFUSED') return this.#unreachable();
+    if (err.code === 'EACCES' || err.code === 'EPERM') {
+      return new CliError(
+        `permission denied on the admin socket ${this.socketPath}: run this command as the user or group that runs spindle-server`,
+      );
+    }
+    return new CliError(`connection error: ${this.socketPath}: ${err.message}`);
+  }
+
+  /** Turns a gRPC error into a message that says what happened and what to fix. */
+  describe(err: unknown): Error {
+    if (!isServiceError(err)) return err instanceof Error ? err : new Error(String(err));
+    const details = err.details ?? '';
+    if (err.code === GrpcStatus.UNAVAILABLE && /ENOENT|ECONNREFUSED|No connection established|connect|ENOTDIR/.test(details)) {
+      if (/EACCES|EPERM/.test(details)) return this.#fsError(Object.assign(new Error(details), { code: 'EACCES' }));
+      return this.#unreachable();
+    }
+    if (err.code === GrpcStatus.DEADLINE_EXCEEDED) {
+      return new CliError(`timed out after ${Math.round(this.timeoutMs / 1000)}s waiting for the server at ${this.socketPath}`);
+    }
+    return new CliError(`rpc error: code = ${grpcCodeName(err.code)} desc = ${details}`, { grpcCode: err.code, details });
+  }
+
+  /** Calls a unary method with the deadline; rejects with `describe(err)`. */
+  call<Req, Res>(client: Client, method: UnaryMethod<Req, Res>, req: Req, timeoutMs = this.timeoutMs): Promise<Res> {
+    return new Promise<Res>((ok, fail) => {
+      const deadline = new Date(Date.now() + timeoutMs);
+      method.call(client, req, new Metadata(), { deadline }, (err, res) => {
+        if (err) fail(this.describe(err));
+        else ok(res);
+      });
+    });
+  }
+
+  close(): void {
+    for (const c of this.#clients) c.close();
+    this.#clients.length = 0;
+  }
+}
+
+/** Runs `fn` with a client for `socketPath`, closing it afterwards. */
+export async function withAdminClient<T>(socketPath: string, fn: (client: AdminClient) => Promise<T>, options: { timeoutMs?: number } = {}): Promise<T> {
+  const client = new AdminClient(socketPath, options);
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
