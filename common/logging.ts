@@ -1,0 +1,81 @@
+/**
+ * Logging through pino. `json` writes pino's JSON lines; `text` writes one readable line per
+ * record (`time LEVEL [subsystem] message key=value ...`), as SPIRE's text format does. Field
+ * names live in one place (LogField); keys, tokens and full SVIDs are never logged.
+ */
+import { createWriteStream } from 'node:fs';
+import { Writable } from 'node:stream';
+import pino, { type Logger } from 'pino';
+
+export type LogLevel = 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
+export type LogFormat = 'text' | 'json';
+
+/** Log field names used across components. */
+export const LogField = {
+  subsystem: 'subsystem',
+  agentId: 'agent_id',
+  entryId: 'entry_id',
+  spiffeId: 'spiffe_id',
+  method: 'method',
+  serial: 'serial',
+  trustDomain: 'trust_domain',
+} as const;
+
+const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+const SKIP = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'subsystem', 'name']);
+
+function formatValue(v: unknown): string {
+  if (typeof v === 'string') return /[\s"=]/.test(v) || v === '' ? JSON.stringify(v) : v;
+  if (v instanceof Object && 'message' in v && 'stack' in v) return JSON.stringify((v as Error).message);
+  return JSON.stringify(v);
+}
+
+/** Turns pino JSON lines into text lines. */
+export function textLine(json: string): string {
+  let rec: Record<string, unknown>;
+  try {
+    rec = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json;
+  }
+  const time = new Date(typeof rec['time'] === 'number' ? rec['time'] : Date.now()).toISOString();
+  const level = LEVEL_NAMES[rec['level'] as number] ?? String(rec['level']);
+  const sub = rec['subsystem'] ? ` [${String(rec['subsystem'])}]` : '';
+  const fields = Object.entries(rec)
+    .filter(([k]) => !SKIP.has(k))
+    .map(([k, v]) => ` ${k}=${k === 'err' && v && typeof v === 'object' ? formatValue((v as { message?: unknown }).message) : formatValue(v)}`)
+    .join('');
+  return `${time} ${level.padEnd(5)}${sub} ${String(rec['msg'] ?? '')}${fields}\n`;
+}
+
+class TextStream extends Writable {
+  readonly #out: NodeJS.WritableStream;
+  #buf = '';
+  constructor(out: NodeJS.WritableStream) {
+    super();
+    this.#out = out;
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.#buf += chunk.toString('utf8');
+    let nl: number;
+    while ((nl = this.#buf.indexOf('\n')) >= 0) {
+      this.#out.write(textLine(this.#buf.slice(0, nl)));
+      this.#buf = this.#buf.slice(nl + 1);
+    }
+    cb();
+  }
+}
+
+export function createLogger(opts: { level: LogLevel; format: LogFormat; file?: string | undefined; name: string }): Logger {
+  const out: NodeJS.WritableStream = opts.file ? createWriteStream(opts.file, { flags: 'a', mode: 0o640 }) : process.stderr;
+  const dest = opts.format === 'json' ? out : new TextStream(out);
+  return pino(
+    {
+      name: opts.name,
+      level: opts.level.toLowerCase(),
+      base: undefined,
+      serializers: { err: pino.stdSerializers.err },
+    },
+    dest as pino.DestinationStream,
+  );
+}

@@ -1,0 +1,437 @@
+/**
+ * The agent API (spindle.agent.v1.AgentAPI), served over TCP with mutual TLS.
+ *
+ * Every call except AttestAgent and GetBundle authenticates the caller by its agent X509-SVID
+ * (the TLS client certificate): it must verify against our bundle, name an agent of our trust
+ * domain, belong to an attested node that is neither banned nor evicted, and carry the node's
+ * current serial (or the serial of the SVID issued by the last renewal, which then becomes
+ * current and retires the old one). Identity in anything signed comes from the registration
+ * entry the agent is authorized for, never from the request.
+ */
+import { status as GrpcStatus, type handleUnaryCall, type ServerUnaryCall, type ServerDuplexStream, type ServerWritableStream, type ServiceError } from '@grpc/grpc-js';
+import { verifyX509Svid, parseCertificate } from '../../../spiffe/x509/index.js';
+import { isMemberOf, pathOf, type SpiffeId, type TrustDomain } from '../../../spiffe/id.js';
+import { marshalBundle } from '../../../spiffe/bundle.js';
+import type {
+  AgentAPIServer,
+  AttestAgentRequest,
+  AttestAgentResponse,
+  SyncAuthorizedRequest,
+  SyncAuthorizedResponse,
+} from '../../../proto/gen/spindle/agent/v1/agent.js';
+import type { Bundle as ProtoBundle, X509SVID } from '../../../proto/gen/spindle/types/v1/types.js';
+import type { AttestedNode, DataStore, RegistrationEntry } from '../../datastore/types.js';
+import type { CaSigner, SignedX509Svid } from '../../ca/types.js';
+import type { AuthorizationCache, AgentChange } from '../../entries/authorized.js';
+import type { ChangeFeed } from '../../entries/feed.js';
+import { AttestationError, AGENT_PATH_PREFIX, type ServerNodeAttestor } from '../../../attestors/node/types.js';
+import { entryToProto } from '../admin/convert.js';
+import { AdminApiError, statusOf, toServiceError, unary, OK_STATUS } from '../admin/errors.js';
+import type { AdminLogger } from '../admin/types.js';
+
+export interface AgentApiDeps {
+  trustDomain: TrustDomain;
+  datastore: DataStore;
+  ca: CaSigner;
+  attestors: ReadonlyMap<string, ServerNodeAttestor>;
+  cache: AuthorizationCache;
+  feed: ChangeFeed;
+  now: () => Date;
+  /** Lifetime of agent SVIDs (config agent_ttl). */
+  agentTtlSeconds: number;
+  logger: AdminLogger;
+}
+
+/** Upper bound of CSRs in one BatchNewX509SVID call. */
+export const MAX_CSRS_PER_BATCH = 1000;
+/** Upper bound of audiences in one JWT-SVID request. */
+export const MAX_AUDIENCES = 32;
+/** How long an attestation may wait for a challenge response. */
+export const ATTESTATION_TIMEOUT_MS = 30_000;
+
+const denied = (message: string): AdminApiError => new AdminApiError(GrpcStatus.PERMISSION_DENIED, message);
+const unauthenticated = (message: string): AdminApiError => new AdminApiError(GrpcStatus.UNAUTHENTICATED, message);
+const invalid = (message: string): AdminApiError => new AdminApiError(GrpcStatus.INVALID_ARGUMENT, message);
+
+function svidToProto(id: SpiffeId, s: SignedX509Svid): X509SVID {
+  return { spiffeId: id, certChain: s.chain, expiresAt: BigInt(Math.floor(s.notAfter.getTime() / 1000)), serial: s.serialHex };
+}
+
+interface Caller {
+  agentId: SpiffeId;
+  node: AttestedNode;
+}
+
+/** One open SyncAuthorized stream. */
+interface SyncStream {
+  agentId: SpiffeId;
+  call: ServerWritableStream<SyncAuthorizedRequest, SyncAuthorizedResponse>;
+  /** Trust domain -> sequence of the bundles this stream has been sent. */
+  bundleSequences: Map<string, bigint>;
+}
+
+/** A grpc-js unary handler around an async function of (request, call); failures via toServiceError. */
+function withCall<Req, Res>(
+  log: AdminLogger,
+  method: string,
+  fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+): handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    fn(call.request, call).then(
+      (res) => callback(null, res),
+      (err: unknown) => callback(toServiceError(err, log, { method })),
+    );
+  };
+}
+
+export class AgentApi {
+  readonly #d: AgentApiDeps;
+  readonly #log: AdminLogger;
+  readonly #streams = new Map<SpiffeId, Set<SyncStream>>();
+  #unsubscribe: (() => void) | undefined;
+
+  constructor(deps: AgentApiDeps) {
+    this.#d = deps;
+    this.#log = deps.logger.child({ subsystem: 'agent_api' });
+    this.#unsubscribe = deps.feed.subscribe({
+      entries: (changes, revision) => this.#pushEntries(changes, revision),
+      node: (agentId) => void this.#checkNode(agentId),
+      bundle: () => void this.#pushBundles(),
+    });
+  }
+
+  /** Number of open sync streams (for metrics and tests). */
+  get openStreams(): number {
+    let n = 0;
+    for (const set of this.#streams.values()) n += set.size;
+    return n;
+  }
+
+  /** Ends every stream (shutdown). */
+  close(): void {
+    this.#unsubscribe?.();
+    for (const set of this.#streams.values()) for (const s of set) s.call.end();
+    this.#streams.clear();
+  }
+
+  service(): AgentAPIServer {
+    return {
+      attestAgent: (call) => void this.#attest(call),
+      renewAgent: withCall(this.#log, 'RenewAgent', async (req, call) => {
+        const caller = await this.#authenticate(call);
+        const svid = this.#d.ca.signX509Svid({ id: caller.agentId, csr: req.csr, ttlSeconds: this.#d.agentTtlSeconds });
+        const node = await this.#d.datastore.getAttestedNode(caller.agentId);
+        if (!node) throw denied('agent has been evicted');
+        await this.#d.datastore.updateAttestedNode(
+          { ...node, newCertSerial: svid.serialHex, newCertNotAfter: Math.floor(svid.notAfter.getTime() / 1000) },
+          this.#nowSeconds(),
+        );
+        this.#log.info({ agent_id: caller.agentId, serial: svid.serialHex }, 'renewed agent SVID');
+        return { svid: svidToProto(caller.agentId, svid) };
+      }),
+      syncAuthorized: (call) => void this.#sync(call),
+      batchNewX509Svid: withCall(this.#log, 'BatchNewX509SVID', async (req, call) => {
+        const caller = await this.#authenticate(call);
+        if (req.params.length > MAX_CSRS_PER_BATCH) throw invalid(`too many CSRs in one batch: ${req.params.length} (at most ${MAX_CSRS_PER_BATCH})`);
+        const entries = this.#authorizedMap(caller);
+        const results = req.params.map((p) => {
+          const entry = entries.get(p.entryId);
+          if (!entry) {
+            return { status: { code: GrpcStatus.PERMISSION_DENIED, message: `entry ${JSON.stringify(p.entryId)} is not authorized for this agent` }, svid: undefined };
+          }
+          try {
+            const svid = this.#d.ca.signX509Svid({
+              id: entry.spiffeId,
+              csr: p.csr,
+              dnsNames: entry.dnsNames,
+              ttlSeconds: entry.x509SvidTtl || undefined,
+            });
+            return { status: OK_STATUS, svid: svidToProto(entry.spiffeId, svid) };
+          } catch (err) {
+            return { status: statusOf(err, this.#log, { method: 'BatchNewX509SVID', entry_id: p.entryId }), svid: undefined };
+          }
+        });
+        return { results };
+      }),
+      newJwtsvid: withCall(this.#log, 'NewJWTSVID', async (req, call) => {
+        const caller = await this.#authenticate(call);
+        const entry = this.#authorizedMap(caller).get(req.entryId);
+        if (!entry) throw denied(`entry ${JSON.stringify(req.entryId)} is not authorized for this agent`);
+        if (req.audience.length === 0 || req.audience.some((a) => a === '')) throw invalid('audience is required and must not contain empty values');
+        if (req.audience.length > MAX_AUDIENCES) throw invalid(`too many audiences (at most ${MAX_AUDIENCES})`);
+        const jwt = await this.#d.ca.mintJwtSvid({ id: entry.spiffeId, audience: req.audience, ttlSeconds: entry.jwtSvidTtl || undefined });
+        const secs = (d: Date): bigint => BigInt(Math.floor(d.getTime() / 1000));
+        return { svid: { token: jwt.token, spiffeId: entry.spiffeId, expiresAt: secs(jwt.expiresAt), issuedAt: secs(jwt.issuedAt) } };
+      }),
+      getBundle: unary(this.#log, 'GetBundle', async () => ({ bundle: this.#ownBundleProto() })),
+    };
+  }
+
+  #nowSeconds(): number {
+    return Math.floor(this.#d.now().getTime() / 1000);
+  }
+
+  #ownBundleProto(): ProtoBundle {
+    const b = this.#d.ca.bundle();
+    return { trustDomain: b.trustDomain, document: Buffer.from(marshalBundle(b)), sequence: b.sequence };
+  }
+
+  /** The caller's agent identity from its TLS client certificate; throws a gRPC-mapped error. */
+  async #authenticate(call: { getAuthContext(): { sslPeerCertificate?: { raw: Buffer } } }): Promise<Caller> {
+    const peer = call.getAuthContext().sslPeerCertificate;
+    if (!peer?.raw) throw unauthenticated('an agent X509-SVID (TLS client certificate) is required');
+    let agentId: SpiffeId;
+    try {
+      agentId = verifyX509Svid([peer.raw, ...(this.#d.ca.intermediates?.() ?? [])], this.#d.ca.bundle(), { now: this.#d.now() }).id;
+    } catch (err) {
+      throw unauthenticated(`agent SVID is not valid: ${(err as Error).message}`);
+    }
+    if (!isMemberOf(agentId, this.#d.trustDomain) || !pathOf(agentId).startsWith(`${AGENT_PATH_PREFIX}/`)) {
+      throw denied(`${agentId} is not an agent ID of this trust domain`);
+    }
+    let node = await this.#d.datastore.getAttestedNode(agentId);
+    if (!node) throw denied(`agent ${agentId} is not attested (evicted?): attest again`);
+    if (node.banned) throw denied(`agent ${agentId} is banned`);
+    const serial = parseCertificate(peer.raw).serialHex;
+    if (serial !== node.certSerial) {
+      if (node.newCertSerial === '' || serial !== node.newCertSerial) {
+        throw denied(`agent SVID serial ${serial} has been superseded; use the current agent SVID`);
+      }
+      // First use of the renewed SVID: it becomes current and the old serial is retired.
+      node = await this.#d.datastore.updateAttestedNode(
+        { ...node, certSerial: node.newCertSerial, certNotAfter: node.newCertNotAfter, newCertSerial: '', newCertNotAfter: 0 },
+        this.#nowSeconds(),
+      );
+    }
+    return { agentId, node };
+  }
+
+  #authorizedMap(caller: Caller): Map<string, RegistrationEntry> {
+    const cache = this.#d.cache;
+    let entries = cache.entriesFor(caller.agentId);
+    if (entries === undefined) {
+      // No open sync stream: compute from the index without tracking the agent.
+      entries = cache.index.authorizedEntries(caller.agentId, caller.node.selectors);
+    }
+    return new Map(entries.map((e) => [e.id, e]));
+  }
+
+  // ---- AttestAgent
+
+  async #attest(call: ServerDuplexStream<AttestAgentRequest, AttestAgentResponse>): Promise<void> {
+    const log = this.#log;
+    const queue: AttestAgentRequest[] = [];
+    let waiting: ((m: AttestAgentRequest | undefined) => void) | undefined;
+    let ended = false;
+    call.on('data', (m: AttestAgentRequest) => {
+      if (waiting) {
+        const w = waiting;
+        waiting = undefined;
+        w(m);
+      } else queue.push(m);
+    });
+    const finish = (): void => {
+      ended = true;
+      waiting?.(undefined);
+    };
+    call.on('end', finish);
+    call.on('error', finish);
+    call.on('cancelled', finish);
+    const next = (): Promise<AttestAgentRequest | undefined> => {
+      const m = queue.shift();
+      if (m) return Promise.resolve(m);
+      if (ended) return Promise.resolve(undefined);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new AttestationError('timeout', 'timed out waiting for the attestation challenge response')), ATTESTATION_TIMEOUT_MS);
+        waiting = (v) => {
+          clearTimeout(t);
+          resolve(v);
+        };
+      });
+    };
+    try {
+      const first = await next();
+      if (first?.step?.$case !== 'params') throw invalid('the first AttestAgent message must carry params');
+      const { data, csr } = first.step.value;
+      if (!data || data.type === '') throw invalid('attestation data type is required');
+      if (csr.length === 0) throw invalid('a CSR is required');
+      const attestor = this.#d.attestors.get(data.type);
+      if (!attestor) throw invalid(`node attestor ${JSON.stringify(data.type)} is not enabled on this server`);
+      const result = await attestor.attest(data.payload, {
+        trustDomain: this.#d.trustDomain,
+        datastore: this.#d.datastore,
+        now: this.#d.now,
+        challenge: async (challenge) => {
+          call.write({ step: { $case: 'challenge', value: challenge } });
+          const answer = await next();
+          if (answer?.step?.$case !== 'challengeResponse') throw new AttestationError('challenge', 'expected a challenge response');
+          return answer.step.value;
+        },
+      });
+      const existing = await this.#d.datastore.getAttestedNode(result.agentId);
+      if (existing?.banned) throw denied(`agent ${result.agentId} is banned`);
+      if (existing && !existing.canReattest) throw denied(`agent ${result.agentId} has already attested and cannot re-attest`);
+      const svid = this.#d.ca.signX509Svid({ id: result.agentId, csr, ttlSeconds: this.#d.agentTtlSeconds });
+      const record = {
+        spiffeId: result.agentId,
+        attestationType: attestor.name,
+        certSerial: svid.serialHex,
+        certNotAfter: Math.floor(svid.notAfter.getTime() / 1000),
+        newCertSerial: '',
+        newCertNotAfter: 0,
+        selectors: result.selectors,
+        banned: false,
+        canReattest: result.canReattest,
+      };
+      const now = this.#nowSeconds();
+      if (existing) await this.#d.datastore.updateAttestedNode({ ...existing, ...record }, now);
+      else await this.#d.datastore.createAttestedNode(record, now);
+      log.info({ agent_id: result.agentId, attestor: attestor.name, serial: svid.serialHex }, 'agent attested');
+      call.write({ step: { $case: 'result', value: { svid: svidToProto(result.agentId, svid), reattestable: result.canReattest } } });
+      call.end();
+    } catch (err) {
+      const st =
+        err instanceof AttestationError
+          ? (log.warn({ reason: err.reason }, 'node attestation refused'), { code: GrpcStatus.PERMISSION_DENIED, message: `attestation failed: ${err.message}` })
+          : statusOf(err, log, { method: 'AttestAgent' });
+      call.emit('error', { code: st.code, details: st.message } as Partial<ServiceError>);
+    }
+  }
+
+  // ---- SyncAuthorized
+
+  async #sync(call: ServerWritableStream<SyncAuthorizedRequest, SyncAuthorizedResponse>): Promise<void> {
+    let caller: Caller;
+    try {
+      caller = await this.#authenticate(call);
+    } catch (err) {
+      call.emit('error', toServiceError(err, this.#log, { method: 'SyncAuthorized' }));
+      return;
+    }
+    if (call.cancelled) return;
+    const { agentId } = caller;
+    const cache = this.#d.cache;
+    if (!cache.hasAgent(agentId)) cache.setAgent(agentId, caller.node.selectors);
+    const entries = cache.entriesFor(agentId) ?? [];
+    const stream: SyncStream = { agentId, call, bundleSequences: new Map() };
+    const req = call.request;
+    const known = new Map(req.knownEntries.map((k) => [k.id, k.revisionNumber]));
+    for (const [td, seq] of req.knownBundleSequences) stream.bundleSequences.set(td, seq);
+    const first: SyncAuthorizedResponse = {
+      revision: BigInt(this.#d.feed.revision),
+      snapshot: known.size === 0,
+      entries: [],
+      removedEntryIds: [],
+      bundles: [],
+      bundlesIncluded: false,
+    };
+    if (known.size === 0) first.entries = entries.map(entryToProto);
+    else {
+      const current = new Set<string>();
+      for (const e of entries) {
+        current.add(e.id);
+        if (known.get(e.id) !== BigInt(e.revisionNumber)) first.entries.push(entryToProto(e));
+      }
+      for (const id of known.keys()) if (!current.has(id)) first.removedEntryIds.push(id);
+    }
+    this.#attachBundles(stream, entries, first, true);
+    let set = this.#streams.get(agentId);
+    if (!set) this.#streams.set(agentId, (set = new Set()));
+    set.add(stream);
+    const detach = (): void => {
+      const s = this.#streams.get(agentId);
+      if (!s?.delete(stream)) return;
+      if (s.size === 0) {
+        this.#streams.delete(agentId);
+        cache.removeAgent(agentId);
+      }
+    };
+    call.on('cancelled', detach);
+    call.on('close', detach);
+    call.on('error', detach);
+    call.on('finish', detach);
+    call.write(first);
+    this.#log.debug({ agent_id: agentId, entries: entries.length, snapshot: first.snapshot }, 'agent sync stream opened');
+  }
+
+  /** Fills `msg.bundles` when the stream's bundle set differs from what it was last sent. */
+  #attachBundles(stream: SyncStream, entries: readonly RegistrationEntry[], msg: SyncAuthorizedResponse, force: boolean): void {
+    const own = this.#ownBundleProto();
+    const wanted: ProtoBundle[] = [own];
+    const federated = new Set<string>();
+    for (const e of entries) for (const td of e.federatesWith) federated.add(td);
+    for (const td of [...federated].sort()) {
+      const b = this.#federated.get(td);
+      if (b) wanted.push(b);
+    }
+    const same =
+      wanted.length === stream.bundleSequences.size && wanted.every((b) => stream.bundleSequences.get(b.trustDomain) === b.sequence);
+    if (same && !(force && stream.bundleSequences.size === 0)) return;
+    msg.bundles = wanted;
+    msg.bundlesIncluded = true;
+    stream.bundleSequences = new Map(wanted.map((b) => [b.trustDomain, b.sequence]));
+  }
+
+  /** Federated bundles by trust domain (refreshed from the datastore on bundle events). */
+  #federated = new Map<string, ProtoBundle>();
+
+  /** Loads federated bundles; call once at start (the feed keeps them fresh afterwards). */
+  async loadFederatedBundles(): Promise<void> {
+    const all = await this.#d.datastore.listBundles();
+    const next = new Map<string, ProtoBundle>();
+    for (const b of all) {
+      if (b.trustDomain === this.#d.trustDomain) continue;
+      next.set(b.trustDomain, { trustDomain: b.trustDomain, document: Buffer.from(b.document), sequence: b.sequence });
+    }
+    this.#federated = next;
+  }
+
+  #pushEntries(changes: AgentChange[], revision: number): void {
+    for (const ch of changes) {
+      const set = this.#streams.get(ch.agentId);
+      if (!set) continue;
+      const entries = this.#d.cache.entriesFor(ch.agentId) ?? [];
+      for (const stream of set) {
+        const msg: SyncAuthorizedResponse = {
+          revision: BigInt(revision),
+          snapshot: false,
+          entries: [...ch.added, ...ch.updated].map(entryToProto),
+          removedEntryIds: ch.removed.map((e) => e.id),
+          bundles: [],
+          bundlesIncluded: false,
+        };
+        this.#attachBundles(stream, entries, msg, false);
+        stream.call.write(msg);
+      }
+    }
+  }
+
+  async #pushBundles(): Promise<void> {
+    try {
+      await this.loadFederatedBundles();
+    } catch (err) {
+      this.#log.error({ err }, 'could not reload federated bundles');
+      return;
+    }
+    const revision = BigInt(this.#d.feed.revision);
+    for (const [agentId, set] of this.#streams) {
+      const entries = this.#d.cache.entriesFor(agentId) ?? [];
+      for (const stream of set) {
+        const msg: SyncAuthorizedResponse = { revision, snapshot: false, entries: [], removedEntryIds: [], bundles: [], bundlesIncluded: false };
+        this.#attachBundles(stream, entries, msg, false);
+        if (msg.bundlesIncluded) stream.call.write(msg);
+      }
+    }
+  }
+
+  /** A node record changed: end the streams of banned or evicted agents. */
+  async #checkNode(agentId: SpiffeId): Promise<void> {
+    const set = this.#streams.get(agentId);
+    if (!set) return;
+    const node = await this.#d.datastore.getAttestedNode(agentId);
+    if (node && !node.banned) return;
+    const message = node ? `agent ${agentId} is banned` : `agent ${agentId} has been evicted: attest again`;
+    for (const stream of [...set]) stream.call.emit('error', { code: GrpcStatus.PERMISSION_DENIED, details: message } as Partial<ServiceError>);
+    this.#log.info({ agent_id: agentId }, node ? 'closed streams of banned agent' : 'closed streams of evicted agent');
+  }
+}

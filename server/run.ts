@@ -1,0 +1,113 @@
+/**
+ * spindle-server's main job: wires the datastore, CA, change feed, node attestors, agent API,
+ * admin API and telemetry together, and shuts them down in reverse order.
+ */
+import type { Logger } from 'pino';
+import { createLogger } from '../common/logging.js';
+import { openSqliteDataStore } from './datastore/sqlite.js';
+import { CaManager, caOptionsFromConfig } from './ca/manager.js';
+import { EntryIndex, AuthorizationCache } from './entries/authorized.js';
+import { ChangeFeed } from './entries/feed.js';
+import { buildServerNodeAttestors } from '../attestors/node/registry.js';
+import { AgentApi } from './api/agent/service.js';
+import { startAgentApiServer, type AgentApiServer } from './api/agent/server.js';
+import { createAdminServices, startAdminServer, type AdminServer } from './api/admin/index.js';
+import { startTelemetry, type Telemetry } from './telemetry.js';
+import type { ServerConfig } from './config/config.js';
+import type { DataStore } from './datastore/types.js';
+
+export interface RunningServer {
+  config: ServerConfig;
+  logger: Logger;
+  datastore: DataStore;
+  ca: CaManager;
+  agentApiPort: number;
+  /** Stops everything; idempotent. */
+  stop(): Promise<void>;
+}
+
+/** How often housekeeping runs (expired entries, join tokens, old events). */
+const HOUSEKEEPING_MS = 5_000;
+/** Change-feed events are kept this long so reconnecting agents and other servers can catch up. */
+const EVENT_RETENTION_SECONDS = 24 * 3600;
+
+export async function startServer(config: ServerConfig, opts: { now?: () => Date; logger?: Logger } = {}): Promise<RunningServer> {
+  const now = opts.now ?? (() => new Date());
+  const logger = opts.logger ?? createLogger({ level: config.logLevel, format: config.logFormat, file: config.logFile, name: 'spindle-server' });
+  const cleanups: Array<() => Promise<void> | void> = [];
+  const stop = async (): Promise<void> => {
+    while (cleanups.length > 0) {
+      const fn = cleanups.pop()!;
+      try {
+        await fn();
+      } catch (err) {
+        logger.error({ err }, 'error during shutdown');
+      }
+    }
+  };
+  try {
+    const datastore = openSqliteDataStore({ path: config.plugins.dataStore.connectionString, logger: logger.child({ subsystem: 'datastore' }) });
+    cleanups.push(() => datastore.close());
+
+    const ca = await CaManager.start(caOptionsFromConfig(config, { datastore, logger: logger.child({ subsystem: 'ca' }), now }));
+    ca.startTimers();
+    cleanups.push(() => ca.stop());
+
+    const nowSeconds = (): number => Math.floor(now().getTime() / 1000);
+    const index = new EntryIndex({ trustDomain: config.trustDomain, now: nowSeconds });
+    const cache = new AuthorizationCache(index);
+    const feed = new ChangeFeed({ datastore, cache, logger: logger.child({ subsystem: 'feed' }) });
+    const loaded = await feed.start();
+    cleanups.push(() => feed.stop());
+
+    const attestors = buildServerNodeAttestors(config.plugins.nodeAttestors);
+    const api = new AgentApi({
+      trustDomain: config.trustDomain,
+      datastore,
+      ca,
+      attestors,
+      cache,
+      feed,
+      now,
+      agentTtlSeconds: config.agentTtl,
+      logger,
+    });
+    await api.loadFederatedBundles();
+    const agentServer: AgentApiServer = await startAgentApiServer({ api, tls: ca, bindAddress: config.bindAddress, port: config.bindPort });
+    cleanups.push(() => agentServer.close());
+
+    const admin: AdminServer = await startAdminServer({
+      socketPath: config.socketPath,
+      services: createAdminServices({ datastore, ca, trustDomain: config.trustDomain, now, logger: logger.child({ subsystem: 'admin_api' }) }),
+      logger,
+    });
+    cleanups.push(() => admin.close());
+
+    const telemetry: Telemetry = await startTelemetry({ config, datastore, ca, api, logger: logger.child({ subsystem: 'telemetry' }) });
+    cleanups.push(() => telemetry.close());
+
+    const housekeeping = setInterval(() => {
+      feed.pruneExpired();
+      const t = nowSeconds();
+      void datastore.pruneJoinTokens(t).catch((err: unknown) => logger.warn({ err }, 'join token pruning failed'));
+      void datastore.pruneEvents(t - EVENT_RETENTION_SECONDS).catch((err: unknown) => logger.warn({ err }, 'event pruning failed'));
+    }, HOUSEKEEPING_MS);
+    housekeeping.unref();
+    cleanups.push(() => clearInterval(housekeeping));
+
+    logger.info(
+      {
+        trust_domain: config.trustDomain,
+        address: `${config.bindAddress}:${agentServer.port}`,
+        socket_path: config.socketPath,
+        data_dir: config.dataDir,
+        entries: loaded.entries,
+      },
+      'spindle-server is ready',
+    );
+    return { config, logger, datastore, ca, agentApiPort: agentServer.port, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

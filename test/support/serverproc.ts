@@ -1,0 +1,89 @@
+/**
+ * Real spindle-server processes for end-to-end tests: started through bin/spindle-server with
+ * flags in a temp dir, ready when the log says so, stopped with SIGTERM (or SIGKILL).
+ */
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+export const serverBin = join(repoRoot, 'bin', 'spindle-server');
+export const agentBin = join(repoRoot, 'bin', 'spindle-agent');
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      s.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export interface ServerProcess {
+  dir: string;
+  dataDir: string;
+  socketPath: string;
+  port: number;
+  trustDomain: string;
+  proc: ChildProcess;
+  /** Everything the process wrote to stderr so far. */
+  log(): string;
+  /** Runs an admin CLI command against this server (adds -socketPath). */
+  cli(args: string[], opts?: { input?: string; uid?: number; gid?: number }): SpawnSyncReturns<string>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export async function startServerProcess(opts: { dir?: string; trustDomain?: string; port?: number; extraArgs?: string[] } = {}): Promise<ServerProcess> {
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'spindle-e2e-'));
+  const dataDir = join(dir, 'data');
+  const socketPath = join(dir, 'admin', 'api.sock');
+  const port = opts.port ?? (await freePort());
+  const trustDomain = opts.trustDomain ?? 'example.org';
+  const args = ['run', '-trustDomain', trustDomain, '-dataDir', dataDir, '-socketPath', socketPath, '-bindAddress', '127.0.0.1', '-serverPort', String(port), '-logLevel', 'DEBUG', ...(opts.extraArgs ?? [])];
+  const proc = spawn(serverBin, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  proc.stdout!.on('data', (d: Buffer) => (log += d.toString()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not become ready in 20 s:\n${log}`)), 20_000);
+    const check = (): void => {
+      if (log.includes('spindle-server is ready')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stderr!.on('data', check);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before it was ready:\n${log}`));
+    });
+  });
+  return {
+    dir,
+    dataDir,
+    socketPath,
+    port,
+    trustDomain,
+    proc,
+    log: () => log,
+    cli: (cliArgs, o = {}) =>
+      spawnSync(serverBin, [...cliArgs, '-socketPath', socketPath], {
+        encoding: 'utf8',
+        input: o.input,
+        ...(o.uid !== undefined ? { uid: o.uid, gid: o.gid ?? o.uid } : {}),
+        timeout: 20_000,
+      }),
+    stop: (signal = 'SIGTERM') =>
+      new Promise((resolve) => {
+        if (proc.exitCode !== null) return resolve(proc.exitCode);
+        proc.once('exit', (code) => resolve(code));
+        proc.kill(signal);
+      }),
+  };
+}
