@@ -13,6 +13,7 @@ import { AgentApi } from './api/agent/service.js';
 import { startAgentApiServer, type AgentApiServer } from './api/agent/server.js';
 import { createAdminServices, startAdminServer, type AdminServer } from './api/admin/index.js';
 import { startTelemetry, type Telemetry } from './telemetry.js';
+import { ServerMetrics } from './metrics.js';
 import type { ServerConfig } from './config/config.js';
 import type { DataStore } from './datastore/types.js';
 
@@ -21,6 +22,8 @@ export interface RunningServer {
   logger: Logger;
   datastore: DataStore;
   ca: CaManager;
+  /** This server's metrics (its own Prometheus registry). */
+  metrics: ServerMetrics;
   agentApiPort: number;
   /** Stops everything; idempotent. */
   stop(): Promise<void>;
@@ -61,6 +64,7 @@ export async function startServer(config: ServerConfig, opts: { now?: () => Date
     cleanups.push(() => feed.stop());
 
     const attestors = buildServerNodeAttestors(config.plugins.nodeAttestors);
+    const metrics = new ServerMetrics({ attestors: attestors.keys() });
     const api = new AgentApi({
       trustDomain: config.trustDomain,
       datastore,
@@ -71,19 +75,21 @@ export async function startServer(config: ServerConfig, opts: { now?: () => Date
       now,
       agentTtlSeconds: config.agentTtl,
       logger,
+      metrics,
     });
     await api.loadFederatedBundles();
-    const agentServer: AgentApiServer = await startAgentApiServer({ api, tls: ca, bindAddress: config.bindAddress, port: config.bindPort });
+    const agentServer: AgentApiServer = await startAgentApiServer({ api, tls: ca, bindAddress: config.bindAddress, port: config.bindPort, metrics });
     cleanups.push(() => agentServer.close());
 
     const admin: AdminServer = await startAdminServer({
       socketPath: config.socketPath,
       services: createAdminServices({ datastore, ca, trustDomain: config.trustDomain, now, logger: logger.child({ subsystem: 'admin_api' }) }),
       logger,
+      metrics,
     });
     cleanups.push(() => admin.close());
 
-    const telemetry: Telemetry = await startTelemetry({ config, datastore, ca, api, logger: logger.child({ subsystem: 'telemetry' }) });
+    const telemetry: Telemetry = await startTelemetry({ config, metrics, datastore, ca, api, now, logger: logger.child({ subsystem: 'telemetry' }) });
     cleanups.push(() => telemetry.close());
 
     const housekeeping = setInterval(() => {
@@ -105,7 +111,7 @@ export async function startServer(config: ServerConfig, opts: { now?: () => Date
       },
       'spindle-server is ready',
     );
-    return { config, logger, datastore, ca, agentApiPort: agentServer.port, stop };
+    return { config, logger, datastore, ca, metrics, agentApiPort: agentServer.port, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -1,29 +1,91 @@
 /**
  * Health endpoints (SPIRE's health_checks block: /live and /ready) and Prometheus metrics
  * (telemetry.Prometheus). Both are plain HTTP listeners that only exist when configured.
+ *
+ * Contract:
+ * - live: 200 `{"live":true}` whenever the process answers (its event loop runs).
+ * - ready: 200 only while the CA has an active, unexpired X.509 authority and JWT key, the
+ *   server SVID exists and is unexpired, and the datastore answers a cheap query within
+ *   READY_DATASTORE_TIMEOUT_MS; otherwise 503. The JSON body says which check failed
+ *   (`reasons`), never internals (the datastore error is logged once per outage instead).
+ * - /metrics: the server instance's own registry (server/metrics.ts), Prometheus text format.
  */
-import { createServer, type Server } from 'node:http';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Registry } from 'prom-client';
 import type { ServerConfig } from './config/config.js';
-import type { DataStore } from './datastore/types.js';
-import type { CaManager } from './ca/manager.js';
-import type { AgentApi } from './api/agent/service.js';
+import type { CaStatus } from './ca/manager.js';
+import type { ServerMetrics } from './metrics.js';
 
 export interface Telemetry {
   registry: Registry;
   close(): Promise<void>;
 }
 
-/** Counters other components increment. */
-export const serverMetrics = {
-  registry: new Registry(),
-};
+/** How long /ready waits for the datastore before calling it unavailable. */
+export const READY_DATASTORE_TIMEOUT_MS = 2_000;
 
-export const svidsSigned = new Counter({
-  name: 'spindle_server_x509_svids_signed_total',
-  help: 'X509-SVIDs signed through the agent API',
-  registers: [serverMetrics.registry],
-});
+/** What the health checks and state gauges read. */
+export interface TelemetrySources {
+  datastore: { latestEventId(): Promise<number>; countEntries(): Promise<number>; countAttestedNodes(): Promise<number> };
+  ca: { status(): CaStatus };
+  api: { readonly openStreams: number };
+}
+
+export interface Readiness {
+  ready: boolean;
+  body: Record<string, unknown>;
+}
+
+type TelemetryLogger = { info(o: object, m: string): void; warn(o: object, m: string): void };
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(t);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** Evaluates readiness (see the module contract). `onDatastoreError` sees the cause. */
+export async function checkReadiness(src: TelemetrySources, now: Date, onDatastoreError?: (err: unknown) => void): Promise<Readiness> {
+  const reasons: string[] = [];
+  const st = src.ca.status();
+  const t = now.getTime();
+  const active = (list: CaStatus['x509']) => list.find((a) => a.status === 'active' && a.notAfter.getTime() > t);
+  const x509 = active(st.x509);
+  const jwt = active(st.jwt);
+  if (x509 === undefined) reasons.push('no active unexpired X.509 CA');
+  if (jwt === undefined) reasons.push('no active unexpired JWT signing key');
+  if (st.serverSvid === undefined) reasons.push('server SVID not issued');
+  else if (st.serverSvid.notAfter.getTime() <= t) reasons.push('server SVID expired');
+  let datastore = 'ok';
+  try {
+    await withTimeout(src.datastore.latestEventId(), READY_DATASTORE_TIMEOUT_MS, 'datastore');
+  } catch (err) {
+    datastore = 'unavailable';
+    reasons.push('datastore unavailable');
+    onDatastoreError?.(err);
+  }
+  const body: Record<string, unknown> = {
+    ready: reasons.length === 0,
+    ca_active_not_after: x509?.notAfter,
+    jwt_active_not_after: jwt?.notAfter,
+    server_svid_not_after: st.serverSvid?.notAfter,
+    bundle_sequence: String(st.bundleSequence),
+    agent_streams: src.api.openStreams,
+    datastore,
+  };
+  if (reasons.length > 0) body['reasons'] = reasons;
+  return { ready: reasons.length === 0, body };
+}
 
 function listen(server: Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -35,113 +97,100 @@ function listen(server: Server, host: string, port: number): Promise<void> {
   });
 }
 
-const closeServer = (s: Server): Promise<void> => new Promise((resolve) => s.close(() => resolve()));
+const closeServer = (s: Server): Promise<void> =>
+  new Promise((resolve) => {
+    s.close(() => resolve());
+    s.closeAllConnections();
+  });
+
+function sendJson(req: IncomingMessage, res: ServerResponse, code: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
+  res.end(req.method === 'HEAD' ? undefined : text);
+}
+
+const pathOf = (req: IncomingMessage): string => (req.url ?? '').split('?')[0] ?? '';
+const isRead = (req: IncomingMessage): boolean => req.method === 'GET' || req.method === 'HEAD';
 
 export async function startTelemetry(opts: {
   config: ServerConfig;
-  datastore: DataStore;
-  ca: CaManager;
-  api: AgentApi;
-  logger: { info(o: object, m: string): void; warn(o: object, m: string): void };
+  metrics: ServerMetrics;
+  datastore: TelemetrySources['datastore'];
+  ca: TelemetrySources['ca'];
+  api: TelemetrySources['api'];
+  now?: () => Date;
+  logger: TelemetryLogger;
 }): Promise<Telemetry> {
-  const { config, datastore, ca, api } = opts;
-  const registry = serverMetrics.registry;
+  const { config, metrics, logger } = opts;
+  const now = opts.now ?? (() => new Date());
+  const src: TelemetrySources = { datastore: opts.datastore, ca: opts.ca, api: opts.api };
+  const registry = metrics.registry;
+  metrics.observe(src);
   const servers: Server[] = [];
+  const stopAll = (): Promise<void> => Promise.all(servers.map(closeServer)).then(() => undefined);
 
-  const ready = (): { ok: boolean; detail: Record<string, unknown> } => {
-    const st = ca.status();
-    const active = st.x509.find((a) => a.status === 'active');
-    const ok = active !== undefined && active.notAfter.getTime() > Date.now() && st.serverSvid !== undefined;
-    return { ok, detail: { ca_active_not_after: active?.notAfter, bundle_sequence: String(st.bundleSequence), agent_streams: api.openStreams } };
-  };
-
-  if (config.telemetry.prometheus) {
-    if (registry.getSingleMetric('process_cpu_user_seconds_total') === undefined) collectDefaultMetrics({ register: registry, prefix: '' });
-    if (registry.getSingleMetric('spindle_server_entries') === undefined) {
-      new Gauge({
-        name: 'spindle_server_entries',
-        help: 'Registration entries',
-        registers: [registry],
-        async collect() {
-          this.set(await datastore.countEntries());
-        },
-      });
-      new Gauge({
-        name: 'spindle_server_agents',
-        help: 'Attested agents',
-        registers: [registry],
-        async collect() {
-          this.set(await datastore.countAttestedNodes());
-        },
-      });
-      new Gauge({
-        name: 'spindle_server_agent_sync_streams',
-        help: 'Open agent sync streams',
-        registers: [registry],
-        collect() {
-          this.set(api.openStreams);
-        },
-      });
-      new Gauge({
-        name: 'spindle_server_ca_expiry_seconds',
-        help: 'notAfter (unix seconds) of the active X.509 CA and JWT key',
-        labelNames: ['kind'],
-        registers: [registry],
-        collect() {
-          const st = ca.status();
-          const x = st.x509.find((a) => a.status === 'active');
-          const j = st.jwt.find((a) => a.status === 'active');
-          if (x) this.set({ kind: 'x509' }, Math.floor(x.notAfter.getTime() / 1000));
-          if (j) this.set({ kind: 'jwt' }, Math.floor(j.notAfter.getTime() / 1000));
-        },
-      });
-    }
-    const { host, port } = config.telemetry.prometheus;
-    const server = createServer((req, res) => {
-      if (req.method === 'GET' && req.url === '/metrics') {
+  try {
+    if (config.telemetry.prometheus) {
+      const server = createServer((req, res) => {
+        if (!isRead(req) || pathOf(req) !== '/metrics') {
+          res.writeHead(404);
+          res.end();
+          return;
+        }
         registry.metrics().then(
           (body) => {
             res.writeHead(200, { 'content-type': registry.contentType });
-            res.end(body);
+            res.end(req.method === 'HEAD' ? undefined : body);
           },
-          () => {
+          (err: unknown) => {
+            logger.warn({ err }, 'collecting metrics failed');
             res.writeHead(500);
             res.end();
           },
         );
-      } else {
-        res.writeHead(404);
-        res.end();
-      }
-    });
-    await listen(server, host, port);
-    servers.push(server);
-    opts.logger.info({ address: `${host}:${port}` }, 'serving Prometheus metrics');
+      });
+      const { host, port } = config.telemetry.prometheus;
+      await listen(server, host, port);
+      servers.push(server);
+      logger.info({ address: `${host}:${port}` }, 'serving Prometheus metrics');
+    }
+
+    const hc = config.healthChecks;
+    if (hc.listenerEnabled) {
+      let datastoreDown = false;
+      const server = createServer((req, res) => {
+        const path = pathOf(req);
+        if (!isRead(req) || (path !== hc.livePath && path !== hc.readyPath)) {
+          res.writeHead(404);
+          res.end();
+          return;
+        }
+        if (path === hc.livePath) {
+          sendJson(req, res, 200, { live: true });
+          return;
+        }
+        checkReadiness(src, now(), (err) => {
+          if (!datastoreDown) logger.warn({ err }, 'readiness: datastore is not answering');
+          datastoreDown = true;
+        }).then(
+          (r) => {
+            if (r.body['datastore'] === 'ok') datastoreDown = false;
+            sendJson(req, res, r.ready ? 200 : 503, r.body);
+          },
+          (err: unknown) => {
+            logger.warn({ err }, 'readiness check failed');
+            sendJson(req, res, 503, { ready: false, reasons: ['readiness check failed'] });
+          },
+        );
+      });
+      await listen(server, hc.bindAddress, hc.bindPort);
+      servers.push(server);
+      logger.info({ address: `${hc.bindAddress}:${hc.bindPort}` }, 'serving health checks');
+    }
+  } catch (err) {
+    await stopAll();
+    throw err;
   }
 
-  const hc = config.healthChecks;
-  if (hc.listenerEnabled) {
-    const server = createServer((req, res) => {
-      const path = (req.url ?? '').split('?')[0];
-      if (req.method !== 'GET' || (path !== hc.livePath && path !== hc.readyPath)) {
-        res.writeHead(404);
-        res.end();
-        return;
-      }
-      const r = ready();
-      const ok = path === hc.livePath ? true : r.ok;
-      res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(path === hc.livePath ? { live: true } : { ready: r.ok, ...r.detail }));
-    });
-    await listen(server, hc.bindAddress, hc.bindPort);
-    servers.push(server);
-    opts.logger.info({ address: `${hc.bindAddress}:${hc.bindPort}` }, 'serving health checks');
-  }
-
-  return {
-    registry,
-    close: async () => {
-      await Promise.all(servers.map(closeServer));
-    },
-  };
+  return { registry, close: stopAll };
 }

@@ -9,7 +9,7 @@
  * - the socket is chmod'ed to 0770 right after bind (owner and group may connect).
  * Serves EntryService, AgentService, BundleService, SVIDService and grpc.health.v1.Health.
  */
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js';
 import { chmodSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, resolve } from 'node:path';
@@ -35,6 +35,8 @@ export interface AdminServerOptions {
   socketPath: string;
   services: AdminServices;
   logger: AdminLogger;
+  /** Counts and times every RPC (server/metrics.ts). */
+  metrics?: { grpcInterceptor(): ServerInterceptor };
 }
 
 export interface AdminServer {
@@ -109,7 +111,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   prepareDirectory(dirname(socketPath), log);
   await removeStaleSocket(socketPath);
 
-  const server = new Server();
+  const server = new Server({ interceptors: options.metrics ? [options.metrics.grpcInterceptor()] : [] });
   const { services } = options;
   server.addService(EntryServiceService, services.entry);
   server.addService(AgentServiceService, services.agent);

@@ -4,7 +4,7 @@
  * requests but does not require a client certificate (AttestAgent and GetBundle come from agents
  * that have none yet), and every other call verifies the agent SVID itself (service.ts).
  */
-import { Server, ServerCredentials, experimental, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Server, ServerCredentials, experimental, type ServerInterceptor, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Bundle } from '../../../spiffe/bundle.js';
 import { AgentAPIService } from '../../../proto/gen/spindle/agent/v1/agent.js';
 import type { AgentApi } from './service.js';
@@ -81,6 +81,8 @@ export async function startAgentApiServer(opts: {
   port: number;
   /** Extra services on the same port (e.g. health). */
   extra?: Array<{ definition: ServiceDefinition; implementation: UntypedServiceImplementation }>;
+  /** Counts and times every RPC (server/metrics.ts). */
+  metrics?: { grpcInterceptor(): ServerInterceptor };
 }): Promise<AgentApiServer> {
   const provider = new IdentityProvider(opts.tls);
   const creds: ServerCredentials = experimental.createCertificateProviderServerCredentials(provider, provider, false);
@@ -89,6 +91,7 @@ export async function startAgentApiServer(opts: {
     'grpc.max_send_message_length': MAX_AGENT_API_MESSAGE_BYTES,
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_permit_without_calls': 1,
+    interceptors: opts.metrics ? [opts.metrics.grpcInterceptor()] : [],
   });
   server.addService(AgentAPIService, opts.api.service());
   for (const s of opts.extra ?? []) server.addService(s.definition, s.implementation);

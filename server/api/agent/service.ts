@@ -29,6 +29,16 @@ import { entryToProto } from '../admin/convert.js';
 import { AdminApiError, statusOf, toServiceError, unary, OK_STATUS } from '../admin/errors.js';
 import type { AdminLogger } from '../admin/types.js';
 
+/** What the agent API counts (implemented by server/metrics.ts); labels are bounded values only. */
+export interface AgentApiMetrics {
+  x509SvidSigned(kind: 'workload' | 'agent', count?: number): void;
+  jwtSvidMinted(): void;
+  /** `attestor`: the requested attestor type, or undefined before it is known. */
+  nodeAttestation(attestor: string | undefined, result: 'ok' | 'denied' | 'error'): void;
+}
+
+const NO_METRICS: AgentApiMetrics = { x509SvidSigned: () => undefined, jwtSvidMinted: () => undefined, nodeAttestation: () => undefined };
+
 export interface AgentApiDeps {
   trustDomain: TrustDomain;
   datastore: DataStore;
@@ -40,6 +50,7 @@ export interface AgentApiDeps {
   /** Lifetime of agent SVIDs (config agent_ttl). */
   agentTtlSeconds: number;
   logger: AdminLogger;
+  metrics?: AgentApiMetrics;
 }
 
 /** Upper bound of CSRs in one BatchNewX509SVID call. */
@@ -87,12 +98,14 @@ function withCall<Req, Res>(
 export class AgentApi {
   readonly #d: AgentApiDeps;
   readonly #log: AdminLogger;
+  readonly #metrics: AgentApiMetrics;
   readonly #streams = new Map<SpiffeId, Set<SyncStream>>();
   #unsubscribe: (() => void) | undefined;
 
   constructor(deps: AgentApiDeps) {
     this.#d = deps;
     this.#log = deps.logger.child({ subsystem: 'agent_api' });
+    this.#metrics = deps.metrics ?? NO_METRICS;
     this.#unsubscribe = deps.feed.subscribe({
       entries: (changes, revision) => this.#pushEntries(changes, revision),
       node: (agentId) => void this.#checkNode(agentId),
@@ -120,6 +133,7 @@ export class AgentApi {
       renewAgent: withCall(this.#log, 'RenewAgent', async (req, call) => {
         const caller = await this.#authenticate(call);
         const svid = this.#d.ca.signX509Svid({ id: caller.agentId, csr: req.csr, ttlSeconds: this.#d.agentTtlSeconds });
+        this.#metrics.x509SvidSigned('agent');
         const node = await this.#d.datastore.getAttestedNode(caller.agentId);
         if (!node) throw denied('agent has been evicted');
         await this.#d.datastore.updateAttestedNode(
@@ -151,6 +165,7 @@ export class AgentApi {
             return { status: statusOf(err, this.#log, { method: 'BatchNewX509SVID', entry_id: p.entryId }), svid: undefined };
           }
         });
+        this.#metrics.x509SvidSigned('workload', results.filter((r) => r.svid !== undefined).length);
         return { results };
       }),
       newJwtsvid: withCall(this.#log, 'NewJWTSVID', async (req, call) => {
@@ -160,6 +175,7 @@ export class AgentApi {
         if (req.audience.length === 0 || req.audience.some((a) => a === '')) throw invalid('audience is required and must not contain empty values');
         if (req.audience.length > MAX_AUDIENCES) throw invalid(`too many audiences (at most ${MAX_AUDIENCES})`);
         const jwt = await this.#d.ca.mintJwtSvid({ id: entry.spiffeId, audience: req.audience, ttlSeconds: entry.jwtSvidTtl || undefined });
+        this.#metrics.jwtSvidMinted();
         const secs = (d: Date): bigint => BigInt(Math.floor(d.getTime() / 1000));
         return { svid: { token: jwt.token, spiffeId: entry.spiffeId, expiresAt: secs(jwt.expiresAt), issuedAt: secs(jwt.issuedAt) } };
       }),
@@ -249,12 +265,14 @@ export class AgentApi {
         };
       });
     };
+    let attestorType: string | undefined;
     try {
       const first = await next();
       if (first?.step?.$case !== 'params') throw invalid('the first AttestAgent message must carry params');
       const { data, csr } = first.step.value;
       if (!data || data.type === '') throw invalid('attestation data type is required');
       if (csr.length === 0) throw invalid('a CSR is required');
+      attestorType = data.type;
       const attestor = this.#d.attestors.get(data.type);
       if (!attestor) throw invalid(`node attestor ${JSON.stringify(data.type)} is not enabled on this server`);
       const result = await attestor.attest(data.payload, {
@@ -272,6 +290,7 @@ export class AgentApi {
       if (existing?.banned) throw denied(`agent ${result.agentId} is banned`);
       if (existing && !existing.canReattest) throw denied(`agent ${result.agentId} has already attested and cannot re-attest`);
       const svid = this.#d.ca.signX509Svid({ id: result.agentId, csr, ttlSeconds: this.#d.agentTtlSeconds });
+      this.#metrics.x509SvidSigned('agent');
       const record = {
         spiffeId: result.agentId,
         attestationType: attestor.name,
@@ -287,6 +306,7 @@ export class AgentApi {
       if (existing) await this.#d.datastore.updateAttestedNode({ ...existing, ...record }, now);
       else await this.#d.datastore.createAttestedNode(record, now);
       log.info({ agent_id: result.agentId, attestor: attestor.name, serial: svid.serialHex }, 'agent attested');
+      this.#metrics.nodeAttestation(attestor.name, 'ok');
       call.write({ step: { $case: 'result', value: { svid: svidToProto(result.agentId, svid), reattestable: result.canReattest } } });
       call.end();
     } catch (err) {
@@ -294,6 +314,7 @@ export class AgentApi {
         err instanceof AttestationError
           ? (log.warn({ reason: err.reason }, 'node attestation refused'), { code: GrpcStatus.PERMISSION_DENIED, message: `attestation failed: ${err.message}` })
           : statusOf(err, log, { method: 'AttestAgent' });
+      this.#metrics.nodeAttestation(attestorType, st.code === GrpcStatus.PERMISSION_DENIED || st.code === GrpcStatus.UNAUTHENTICATED ? 'denied' : 'error');
       call.emit('error', { code: st.code, details: st.message } as Partial<ServiceError>);
     }
   }
