@@ -1,0 +1,541 @@
+/**
+ * spindle-agent configuration: SPIRE's agent.conf (same sections, key names and defaults where
+ * SPIRE has them) written as YAML or JSON, plus SPIRE's `run` flags, validated into the typed
+ * `AgentConfig` of ./types.ts. Modelled on server/config/config.ts and built on the shared
+ * toolkit in common/configfile.ts.
+ *
+ * Contract:
+ * - Sections: `agent`, `plugins`, `health_checks`, `telemetry`. Unknown keys anywhere are errors
+ *   naming their dotted path; every problem is reported at once in one `ConfigError`.
+ * - Flags (`-trustDomain -serverAddress -serverPort -socketPath -dataDir -logLevel -logFormat
+ *   -logFile -joinToken -joinTokenFile -trustBundle -insecureBootstrap`) override the file's
+ *   values; flags alone (no file) are a complete config. `-joinTokenFile` is read through the
+ *   injected `readFile` and trimmed; it and `-joinToken` together are an error.
+ * - Paths are absolute (relative ones resolve against the `cwd` the caller passes in, as SPIRE
+ *   resolves against the working directory); enums are normalized (log_level upper case,
+ *   log_format lower case); join tokens are trimmed and must look like the UUIDs
+ *   `spindle-server token generate` prints (their values are never echoed in errors).
+ * - Defaults that differ from SPIRE: `server_address` is 127.0.0.1 (SPIRE requires it) so a
+ *   local agent next to a local server needs no setting; `server_port` is 8081 (SPIRE has no
+ *   default); data_dir is ./.data (SPIRE's is the working directory).
+ * - Initial trust: `trust_bundle_path` and `insecure_bootstrap` are mutually exclusive (as in
+ *   SPIRE), but neither is required here: an agent that already has its SVID and bundle in
+ *   data_dir starts without either, so the agent checks at start, once it knows its state.
+ *   `trust_bundle_url` (and -trustBundleUrl) is rejected: not supported yet.
+ * - Plugins: exactly one NodeAttestor (join_token; the default when the section is absent);
+ *   WorkloadAttestor unix (the default when the section is absent), whose `plugin_data` is
+ *   passed through as a `ConfigReader` for the attestor to validate; KeyManager `memory` only
+ *   (optional: the agent keeps workload keys in memory and its own SVID key under data_dir
+ *   regardless). health_checks and telemetry are the server's.
+ * - Spindle extension: `agent.workload_api_max_streams_per_pid` (default 100) bounds the
+ *   concurrent Workload API streams one process may hold open.
+ * - SPIRE features Spindle lacks are rejected by name rather than ignored: `sds`,
+ *   `experimental`, admin API / delegated identity, profiling, rate limits, rebootstrap, other
+ *   plugin types (SVIDStore) and telemetry sinks other than Prometheus.
+ * Nothing here reads `process.env` or `process.cwd()`: main passes both in.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { isAbsolute, resolve } from 'node:path';
+import { ConfigReader, closestKey, isPlainMap, loadConfigFile, pluginSections, type PluginSection } from '../../common/configfile.js';
+import type { LogFormat, LogLevel } from '../../common/logging.js';
+import { parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
+import { isWellFormedJoinToken } from '../../attestors/node/join_token/token.js';
+import type { AgentConfig, AgentFlags } from './types.js';
+
+export type { AgentConfig, AgentFlags } from './types.js';
+
+export const LOG_LEVELS: readonly LogLevel[] = ['DEBUG', 'INFO', 'WARN', 'ERROR'];
+export const LOG_FORMATS: readonly LogFormat[] = ['text', 'json'];
+
+export const NODE_ATTESTORS = ['join_token'] as const;
+export const WORKLOAD_ATTESTORS = ['unix'] as const;
+export const KEY_MANAGERS = ['memory'] as const;
+export const PLUGIN_TYPES = ['KeyManager', 'NodeAttestor', 'WorkloadAttestor'] as const;
+
+/** Longest Unix socket path Linux accepts (sun_path is 108 bytes including the NUL). */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/**
+ * Every default, keyed by the config file's names. Docs, the example file and tests use this
+ * one source.
+ */
+export const AGENT_DEFAULTS = {
+  agent: {
+    /** SPIRE requires server_address; Spindle defaults to a server on the same host. */
+    server_address: '127.0.0.1',
+    server_port: 8081,
+    socket_path: '/tmp/spindle-agent/public/api.sock',
+    data_dir: './.data',
+    log_level: 'INFO',
+    log_format: 'text',
+    insecure_bootstrap: false,
+    /** Spindle extension: concurrent Workload API streams per client process. */
+    workload_api_max_streams_per_pid: 100,
+  },
+  plugins: {
+    /** Used when no NodeAttestor is configured. */
+    NodeAttestor: 'join_token',
+    /** Used (with no plugin_data) when no WorkloadAttestor is configured. */
+    WorkloadAttestor: 'unix',
+  },
+  health_checks: {
+    listener_enabled: false,
+    bind_address: 'localhost',
+    bind_port: 80,
+    live_path: '/live',
+    ready_path: '/ready',
+  },
+  telemetry: {
+    Prometheus: { host: 'localhost' },
+  },
+} as const;
+
+export interface ParseAgentConfigOptions {
+  /** Absolute directory relative paths resolve against (the process's working directory). */
+  cwd: string;
+  /** The file the raw config came from, recorded in the result. */
+  configPath?: string;
+  /** Reads `-joinTokenFile` (given an absolute path); default: fs.readFileSync as UTF-8. */
+  readFile?: (path: string) => string;
+}
+
+export interface LoadAgentConfigOptions {
+  /** The config file; defaults to `flags.config`. With neither, flags and defaults only. */
+  configPath?: string;
+  flags?: AgentFlags;
+  /** Absolute working directory: relative paths (config file included) resolve against it. */
+  cwd: string;
+  /** The environment for `-expandEnv`; required when that flag is set. */
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Reads `-joinTokenFile`; default: fs.readFileSync as UTF-8. */
+  readFile?: (path: string) => string;
+}
+
+/** Reads the config file (if any), applies the flags, validates. Throws `ConfigError`. */
+export function loadAgentConfig(options: LoadAgentConfigOptions): AgentConfig {
+  const flags = options.flags ?? {};
+  const parseOptions: ParseAgentConfigOptions = { cwd: options.cwd };
+  if (options.readFile !== undefined) parseOptions.readFile = options.readFile;
+  const given = options.configPath ?? flags.config;
+  if (given === undefined || given === '') return parseAgentConfig({}, flags, parseOptions);
+  if (flags.expandEnv === true && options.env === undefined) {
+    throw new TypeError('loadAgentConfig: -expandEnv is set but no env was passed in');
+  }
+  const configPath = resolve(options.cwd, given);
+  const raw = loadConfigFile(configPath, flags.expandEnv === true ? { env: options.env } : {});
+  return parseAgentConfig(raw, flags, { ...parseOptions, configPath });
+}
+
+/** Validates a raw config (as loaded from a file) with flag overrides. Throws `ConfigError`. */
+export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: ParseAgentConfigOptions): AgentConfig {
+  if (!isAbsolute(options.cwd)) throw new TypeError(`parseAgentConfig: cwd must be absolute, got ${JSON.stringify(options.cwd)}`);
+  const cwd = options.cwd;
+  const readFile = options.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  const root = new ConfigReader(raw);
+  const flagReader = new ConfigReader(flagsAsMap(flags));
+  flagReader.raw('-config');
+  flagReader.bool('-expandEnv');
+
+  const a = root.section('agent');
+  rejectUnsupportedAgentKeys(a);
+
+  // Trust domain: required, from the file or the flag.
+  const tdFile = trustDomainAt(a, 'trust_domain');
+  const tdFlag = trustDomainAt(flagReader, '-trustDomain');
+  const trustDomain = tdFlag.value ?? tdFile.value;
+  if (trustDomain === undefined && !tdFile.invalid && !tdFlag.invalid) {
+    root.problemLine('config: trust_domain is required (set agent.trust_domain in the config file or -trustDomain)');
+  }
+
+  const d = AGENT_DEFAULTS.agent;
+  const serverAddress = pick(addressAt(flagReader, '-serverAddress'), addressAt(a, 'server_address'), d.server_address);
+  const serverPort = pick(portAt(flagReader, '-serverPort'), portAt(a, 'server_port'), d.server_port);
+  const socketPath = pick(socketPathAt(flagReader, '-socketPath', cwd), socketPathAt(a, 'socket_path', cwd), resolve(cwd, d.socket_path));
+  const dataDir = pick(pathAt(flagReader, '-dataDir', cwd), pathAt(a, 'data_dir', cwd), resolve(cwd, d.data_dir));
+  const logLevel = pick(
+    flagReader.enum('-logLevel', LOG_LEVELS, undefined, { caseInsensitive: true }),
+    a.enum('log_level', LOG_LEVELS, undefined, { caseInsensitive: true }),
+    d.log_level,
+  );
+  const logFormat = pick(
+    flagReader.enum('-logFormat', LOG_FORMATS, undefined, { caseInsensitive: true }),
+    a.enum('log_format', LOG_FORMATS, undefined, { caseInsensitive: true }),
+    d.log_format,
+  );
+  const logFileFromFlag = pathAt(flagReader, '-logFile', cwd);
+  const logFileFromFile = pathAt(a, 'log_file', cwd);
+  const logFile = logFileFromFlag ?? logFileFromFile;
+
+  const joinToken = parseJoinToken(a, flagReader, cwd, readFile);
+  const trust = parseInitialTrust(root, a, flagReader, cwd);
+
+  const maxStreamsPerPid = a.int('workload_api_max_streams_per_pid', { min: 1, default: d.workload_api_max_streams_per_pid });
+
+  const plugins = parsePlugins(root);
+  const healthChecks = parseHealthChecks(root);
+  const telemetry = parseTelemetry(root);
+
+  root.absorb(flagReader);
+  root.throwIfInvalid();
+
+  const config: AgentConfig = {
+    trustDomain: trustDomain!,
+    serverAddress,
+    serverPort,
+    socketPath,
+    dataDir,
+    logLevel,
+    logFormat,
+    insecureBootstrap: trust.insecureBootstrap,
+    plugins,
+    healthChecks,
+    telemetry,
+    workloadApi: { maxStreamsPerPid },
+  };
+  if (options.configPath !== undefined) config.configPath = options.configPath;
+  if (logFile !== undefined) config.logFile = logFile;
+  if (joinToken !== undefined) config.joinToken = joinToken;
+  if (trust.trustBundlePath !== undefined) config.trustBundlePath = trust.trustBundlePath;
+  return config;
+}
+
+// ---------------------------------------------------------------------------------------------
+// agent section helpers
+
+function flagsAsMap(flags: AgentFlags): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(flags)) if (v !== undefined) out[`-${k}`] = v;
+  return out;
+}
+
+/**
+ * The flag value if set, else the file value, else the default. Both are evaluated by the
+ * caller first (never `flag ?? readFile()`), so the file's key is validated and counted as known.
+ */
+function pick<T>(flagValue: T | undefined, fileValue: T | undefined, def: T): T {
+  return flagValue ?? fileValue ?? def;
+}
+
+/** `invalid` when a value was given but rejected (the problem is already recorded). */
+function trustDomainAt(r: ConfigReader, key: string): { value?: TrustDomain; invalid: boolean } {
+  const v = r.string(key);
+  if (v === undefined) {
+    const raw = r.raw(key);
+    return { invalid: raw !== undefined && raw !== '' };
+  }
+  try {
+    return { value: parseTrustDomain(v), invalid: false };
+  } catch (err) {
+    r.problem(key, (err as Error).message);
+    return { invalid: true };
+  }
+}
+
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+function addressAt(r: ConfigReader, key: string): string | undefined {
+  const v = r.string(key);
+  if (v === undefined) return undefined;
+  if (isIP(v) === 0 && !HOSTNAME.test(v)) {
+    r.problem(key, `expected an IP address or host name, got ${JSON.stringify(v)}`);
+    return undefined;
+  }
+  return v;
+}
+
+function portAt(r: ConfigReader, key: string): number | undefined {
+  return r.int(key, { min: 1, max: 65535 });
+}
+
+function pathAt(r: ConfigReader, key: string, cwd: string): string | undefined {
+  const v = r.string(key);
+  if (v === undefined) return undefined;
+  if (v.includes('\0')) {
+    r.problem(key, 'must not contain a NUL character');
+    return undefined;
+  }
+  return resolve(cwd, v);
+}
+
+function socketPathAt(r: ConfigReader, key: string, cwd: string): string | undefined {
+  const p = pathAt(r, key, cwd);
+  if (p !== undefined && Buffer.byteLength(p) > MAX_SOCKET_PATH_BYTES) {
+    r.problem(key, `Unix socket paths are limited to ${MAX_SOCKET_PATH_BYTES} bytes, got ${JSON.stringify(p)} (${Buffer.byteLength(p)} bytes)`);
+    return undefined;
+  }
+  return p;
+}
+
+const MALFORMED_TOKEN = 'is not a join token (expected a UUID as printed by `spindle-server token generate`)';
+
+/** A join token from a string key: trimmed, checked, never echoed (it is a secret). */
+function joinTokenAt(r: ConfigReader, key: string): string | undefined {
+  const v = r.string(key)?.trim();
+  if (v === undefined || v === '') return undefined;
+  if (!isWellFormedJoinToken(v)) {
+    r.problem(key, MALFORMED_TOKEN);
+    return undefined;
+  }
+  return v;
+}
+
+/** -joinToken, else -joinTokenFile (read and trimmed), else agent.join_token. */
+function parseJoinToken(a: ConfigReader, flags: ConfigReader, cwd: string, readFile: (path: string) => string): string | undefined {
+  const fromFile = joinTokenAt(a, 'join_token');
+  const given = (key: string): boolean => {
+    const v = flags.raw(key);
+    return v !== undefined && v !== '';
+  };
+  if (given('-joinToken') && given('-joinTokenFile')) {
+    flags.problemLine('config: -joinToken and -joinTokenFile are mutually exclusive: give the join token one way');
+    return undefined;
+  }
+  const fromFlag = joinTokenAt(flags, '-joinToken');
+  const tokenFilePath = pathAt(flags, '-joinTokenFile', cwd);
+  if (tokenFilePath === undefined) return fromFlag ?? fromFile;
+
+  let text: string;
+  try {
+    text = readFile(tokenFilePath);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+    flags.problem('-joinTokenFile', `cannot read ${tokenFilePath}: ${why}`);
+    return undefined;
+  }
+  const token = text.trim();
+  if (token === '') {
+    flags.problem('-joinTokenFile', `${tokenFilePath} is empty`);
+    return undefined;
+  }
+  if (!isWellFormedJoinToken(token)) {
+    flags.problem('-joinTokenFile', `the content of ${tokenFilePath} ${MALFORMED_TOKEN}`);
+    return undefined;
+  }
+  return token;
+}
+
+const TRUST_BUNDLE_URL_UNSUPPORTED = 'is not supported yet: use trust_bundle_path or insecure_bootstrap';
+
+/**
+ * trust_bundle_path / -trustBundle and insecure_bootstrap / -insecureBootstrap (flags win).
+ * Both in effect is an error, naming where each came from; neither is fine here (see the
+ * module contract). trust_bundle_url is rejected.
+ */
+function parseInitialTrust(root: ConfigReader, a: ConfigReader, flags: ConfigReader, cwd: string): { trustBundlePath?: string; insecureBootstrap: boolean } {
+  a.unsupported('trust_bundle_url', TRUST_BUNDLE_URL_UNSUPPORTED);
+  flags.unsupported('-trustBundleUrl', 'is not supported yet: use -trustBundle or -insecureBootstrap');
+  a.unsupported('trust_bundle_unix_socket', 'is not supported yet (it goes with trust_bundle_url, which is not supported yet either)');
+  const format = a.string('trust_bundle_format');
+  if (format !== undefined && format.toLowerCase() !== 'pem') {
+    a.problem('trust_bundle_format', `only "pem" is supported yet, got ${JSON.stringify(format)}`);
+  }
+
+  const pathFromFlag = pathAt(flags, '-trustBundle', cwd);
+  const pathFromFile = pathAt(a, 'trust_bundle_path', cwd);
+  const insecureFromFlag = flags.bool('-insecureBootstrap');
+  const insecureFromFile = a.bool('insecure_bootstrap');
+  const trustBundlePath = pathFromFlag ?? pathFromFile;
+  const insecureBootstrap = insecureFromFlag ?? insecureFromFile ?? AGENT_DEFAULTS.agent.insecure_bootstrap;
+  if (trustBundlePath !== undefined && insecureBootstrap) {
+    const pathName = pathFromFlag !== undefined ? '-trustBundle' : 'agent.trust_bundle_path';
+    const insecureName = insecureFromFlag !== undefined ? '-insecureBootstrap' : 'agent.insecure_bootstrap';
+    root.problemLine(
+      `config: ${pathName} and ${insecureName} are mutually exclusive: verify the server with a trust bundle, or bootstrap without one, not both`,
+    );
+  }
+  const result: { trustBundlePath?: string; insecureBootstrap: boolean } = { insecureBootstrap };
+  if (trustBundlePath !== undefined) result.trustBundlePath = trustBundlePath;
+  return result;
+}
+
+/** SPIRE agent keys Spindle recognizes but does not implement, with what to say about them. */
+const UNSUPPORTED_AGENT_KEYS: Readonly<Record<string, string>> = {
+  sds: 'is not supported yet: spindle-agent does not serve Envoy SDS yet (remove the sds section)',
+  admin_socket_path: 'is not supported yet: spindle-agent has no admin API',
+  authorized_delegates: 'is not supported yet: spindle-agent has no Delegated Identity API',
+  allow_unauthenticated_verifiers: 'is not supported yet',
+  allowed_foreign_jwt_claims: 'is not supported yet',
+  availability_target: 'is not supported yet',
+  workload_x509_svid_key_type: 'is not supported yet',
+  rebootstrap_mode: 'is not supported yet',
+  rebootstrap_delay: 'is not supported yet',
+  retry_bootstrap: 'is not supported yet',
+  ratelimit: 'is not supported yet',
+  profiling_enabled: 'is not supported yet',
+  profiling_port: 'is not supported yet',
+  profiling_freq: 'is not supported yet',
+  profiling_names: 'is not supported yet',
+  log_source_location: 'is not supported yet',
+};
+
+function rejectUnsupportedAgentKeys(a: ConfigReader): void {
+  for (const [key, detail] of Object.entries(UNSUPPORTED_AGENT_KEYS)) a.unsupported(key, detail);
+  const experimental = a.section('experimental');
+  for (const key of experimental.keys()) {
+    experimental.raw(key);
+    experimental.problem(key, 'unsupported experimental option (Spindle has none)');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// plugins
+
+const SPIRE_ONLY_PLUGIN_TYPES = ['SVIDStore'];
+
+/** Plugins Spindle knows (the server has them, or they are planned) but the agent lacks yet. */
+const NOT_YET_AVAILABLE: Readonly<Record<string, readonly string[]>> = {
+  NodeAttestor: ['k8s_psat'],
+  KeyManager: ['disk'],
+};
+
+const NOT_YET_DETAIL: Readonly<Record<string, string>> = {
+  'NodeAttestor.k8s_psat': 'is not available yet in spindle-agent; use join_token',
+  'KeyManager.disk':
+    'is not supported: spindle-agent keeps workload keys in memory and its own SVID key under data_dir regardless; use memory or remove the KeyManager section',
+};
+
+function parsePlugins(root: ConfigReader): AgentConfig['plugins'] {
+  const p = root.section('plugins');
+  for (const kind of p.keys()) {
+    if ((PLUGIN_TYPES as readonly string[]).includes(kind)) continue;
+    p.raw(kind);
+    if (SPIRE_ONLY_PLUGIN_TYPES.includes(kind)) {
+      p.problem(kind, `plugin type is not supported yet; spindle-agent has ${PLUGIN_TYPES.join(', ')}`);
+    } else {
+      const near = closestKey(kind, PLUGIN_TYPES);
+      p.problem(kind, `unknown plugin type${near ? ` (did you mean "${near}"?)` : ''}; expected one of ${PLUGIN_TYPES.join(', ')}`);
+    }
+  }
+  const nodeAttestor = parseNodeAttestor(root, p);
+  const workloadAttestors = parseWorkloadAttestors(p);
+  parseKeyManager(root, p);
+  return { nodeAttestor, workloadAttestors };
+}
+
+interface KindSections<N extends string> {
+  /** Enabled plugins with known names, in file order. */
+  enabled: Array<PluginSection & { name: N }>;
+  /** How many plugins had names we do not know or lack, or a malformed shape (each already reported). */
+  unknown: number;
+}
+
+/** The plugins of a kind, split into enabled known ones and a count of rejected names (reported). */
+function kindSections<N extends string>(p: ConfigReader, kind: string, names: readonly N[]): KindSections<N> {
+  const result: KindSections<N> = { enabled: [], unknown: 0 };
+  // Malformed shapes (reported by pluginSections) count as rejected, so "found none" is not added.
+  const raw = p.raw(kind);
+  if (Array.isArray(raw)) result.unknown += raw.filter((item) => !isPlainMap(item)).length;
+  else if (raw !== undefined && !isPlainMap(raw)) result.unknown++;
+  for (const section of pluginSections(p, kind)) {
+    if ((names as readonly string[]).includes(section.name)) {
+      if (section.enabled) result.enabled.push(section as PluginSection & { name: N });
+      continue;
+    }
+    result.unknown++;
+    if (NOT_YET_AVAILABLE[kind]?.includes(section.name)) {
+      p.problemLine(`config: ${section.path}: ${NOT_YET_DETAIL[`${kind}.${section.name}`] ?? 'is not available yet in spindle-agent'}`);
+    } else {
+      const near = closestKey(section.name, names);
+      p.problemLine(
+        `config: ${section.path}: unknown ${kind} plugin${near ? ` (did you mean "${near}"?)` : ''}; expected one of ${names.join(', ')}`,
+      );
+    }
+  }
+  return result;
+}
+
+function parseNodeAttestor(root: ConfigReader, p: ConfigReader): AgentConfig['plugins']['nodeAttestor'] {
+  const name = AGENT_DEFAULTS.plugins.NodeAttestor;
+  const fallback = { name, data: new ConfigReader(undefined, `plugins.NodeAttestor.${name}.plugin_data`) };
+  if (!p.has('NodeAttestor')) return fallback;
+  const { enabled, unknown } = kindSections(p, 'NodeAttestor', NODE_ATTESTORS);
+  if (enabled.length > 1) {
+    p.problem('NodeAttestor', `only one NodeAttestor may be enabled, found ${enabled.length} (${enabled.map((s) => s.name).join(', ')})`);
+  } else if (enabled.length === 0 && unknown === 0) {
+    p.problem('NodeAttestor', 'exactly one NodeAttestor must be enabled, found none');
+  }
+  const section = enabled[0];
+  if (section === undefined) return fallback;
+  // join_token takes no options: absorbing now reports any key as unknown.
+  if (section.name === 'join_token') root.absorb(section.data);
+  return { name: section.name, data: section.data };
+}
+
+function parseWorkloadAttestors(p: ConfigReader): AgentConfig['plugins']['workloadAttestors'] {
+  if (!p.has('WorkloadAttestor')) {
+    const name = AGENT_DEFAULTS.plugins.WorkloadAttestor;
+    return [{ name, data: new ConfigReader(undefined, `plugins.WorkloadAttestor.${name}.plugin_data`) }];
+  }
+  const { enabled, unknown } = kindSections(p, 'WorkloadAttestor', WORKLOAD_ATTESTORS);
+  if (enabled.length === 0 && unknown === 0) p.problem('WorkloadAttestor', 'at least one WorkloadAttestor must be enabled');
+  // Each attestor validates its own plugin_data when it is built (unix: UnixWorkloadAttestor.fromConfig).
+  return enabled.map((s) => ({ name: s.name, data: s.data }));
+}
+
+/** KeyManager is optional and only `memory` exists; it takes no options and is not in AgentConfig. */
+function parseKeyManager(root: ConfigReader, p: ConfigReader): void {
+  if (!p.has('KeyManager')) return;
+  const { enabled, unknown } = kindSections(p, 'KeyManager', KEY_MANAGERS);
+  if (enabled.length === 0 && unknown === 0) p.problem('KeyManager', 'exactly one KeyManager must be enabled, found none');
+  for (const section of enabled) root.absorb(section.data);
+}
+
+// ---------------------------------------------------------------------------------------------
+// health_checks, telemetry (as the server's)
+
+function urlPathAt(r: ConfigReader, key: string, def: string): string {
+  const v = r.string(key);
+  if (v === undefined) return def;
+  if (!/^\/[^\s?#]*$/.test(v)) {
+    r.problem(key, `expected an HTTP path starting with "/" (no spaces, "?" or "#"), got ${JSON.stringify(v)}`);
+    return def;
+  }
+  return v;
+}
+
+function parseHealthChecks(root: ConfigReader): AgentConfig['healthChecks'] {
+  const h = root.section('health_checks');
+  const d = AGENT_DEFAULTS.health_checks;
+  const result = {
+    listenerEnabled: h.bool('listener_enabled', d.listener_enabled),
+    bindAddress: addressAt(h, 'bind_address') ?? d.bind_address,
+    bindPort: portAt(h, 'bind_port') ?? d.bind_port,
+    livePath: urlPathAt(h, 'live_path', d.live_path),
+    readyPath: urlPathAt(h, 'ready_path', d.ready_path),
+  };
+  if (result.livePath === result.readyPath) {
+    h.problem('ready_path', `must differ from health_checks.live_path, got ${JSON.stringify(result.readyPath)}`);
+  }
+  return result;
+}
+
+const SPIRE_ONLY_TELEMETRY_KEYS = [
+  'DogStatsd',
+  'Statsd',
+  'M3',
+  'InMem',
+  'MetricPrefix',
+  'EnableHostnameLabel',
+  'AllowedPrefixes',
+  'BlockedPrefixes',
+  'AllowedLabels',
+  'BlockedLabels',
+];
+
+function parseTelemetry(root: ConfigReader): AgentConfig['telemetry'] {
+  const t = root.section('telemetry');
+  for (const key of SPIRE_ONLY_TELEMETRY_KEYS) {
+    t.unsupported(key, 'is not supported yet; Spindle exports telemetry to Prometheus only');
+  }
+  const prom = t.section('Prometheus');
+  if (!prom.present) return {};
+  const host = addressAt(prom, 'host') ?? AGENT_DEFAULTS.telemetry.Prometheus.host;
+  const port = portAt(prom, 'port');
+  if (port === undefined) {
+    if (!prom.has('port')) prom.problem('port', 'is required when telemetry.Prometheus is set');
+    return {};
+  }
+  return { prometheus: { host, port } };
+}
