@@ -11,6 +11,13 @@ export async function loadCli(which) {
     process.stderr.write(`spindle-${which}: ${entry} is missing; run \`npm install\` (or \`npm run build\`) in ${root} first\n`);
     process.exit(2);
   }
+  // `spindle-server entry show | head` closes the pipe early: that is not an error.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      throw err;
+    });
+  }
   const mod = await import(pathToFileURL(entry).href);
   await mod.main(process.argv.slice(2));
 }

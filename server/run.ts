@@ -96,6 +96,7 @@ export async function startServer(config: ServerConfig, opts: { now?: () => Date
       feed.pruneExpired();
       const t = nowSeconds();
       void datastore.pruneJoinTokens(t).catch((err: unknown) => logger.warn({ err }, 'join token pruning failed'));
+      void datastore.pruneExpiredEntries(t).catch((err: unknown) => logger.warn({ err }, 'expired entry pruning failed'));
       void datastore.pruneEvents(t - EVENT_RETENTION_SECONDS).catch((err: unknown) => logger.warn({ err }, 'event pruning failed'));
     }, HOUSEKEEPING_MS);
     housekeeping.unref();
