@@ -1,0 +1,221 @@
+import { credentials, Server, type ServiceError } from '@grpc/grpc-js';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, closeSync, linkSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { loadPeerCred, type PeerCredNative } from '../native/peercred.js';
+import { WhoAmIClient, WhoAmIService, type WhoAmIReply } from './fixtures/whoami.js';
+import { listenWorkloadSocket, type WorkloadListener } from './listener.js';
+import { parseStartTime } from './procfs.js';
+import { silentLogger } from './testkit.js';
+import type { PeerContext } from './types.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const CHILD = join(here, 'fixtures', 'client.js');
+const root = mkdtempSync(join(tmpdir(), 'spindle-listener-'));
+chmodSync(root, 0o755);
+after(() => rmSync(root, { recursive: true, force: true }));
+let n = 0;
+const socketIn = (sub = ''): string => join(root, `t${++n}`, sub, 'api.sock');
+
+/** A server answering WhoAmI from peerOf(call), listening through the peer-tracking listener. */
+async function whoAmIServer(socketPath: string, extra: { procRoot?: string; native?: PeerCredNative } = {}): Promise<{ listener: WorkloadListener; server: Server; seen: PeerContext[]; close(): Promise<void> }> {
+  const server = new Server();
+  const seen: PeerContext[] = [];
+  let listener: WorkloadListener | undefined;
+  server.addService(WhoAmIService, {
+    whoAmI: (call: { getPeer(): string }, cb: (err: null, reply: WhoAmIReply) => void) => {
+      const ctx = listener!.peerOf(call);
+      if (ctx) seen.push(ctx);
+      cb(null, { getPeer: call.getPeer(), ...(ctx ? { key: ctx.key, ...ctx.peer } : {}) });
+    },
+  });
+  listener = await listenWorkloadSocket({ socketPath, server, logger: silentLogger, ...extra });
+  return {
+    listener,
+    server,
+    seen,
+    async close() {
+      server.forceShutdown();
+      await listener.close();
+    },
+  };
+}
+
+function whoAmI(socketPath: string): { reply: Promise<WhoAmIReply>; close(): void } {
+  // A local subchannel pool: each client gets its own connection (grpc-js shares them otherwise).
+  const client = new WhoAmIClient(`unix:${socketPath}`, credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
+  const reply = new Promise<WhoAmIReply>((resolve, reject) => {
+    client.makeUnaryRequest(
+      '/spindle.test.WhoAmI/WhoAmI',
+      (v: unknown) => Buffer.from(JSON.stringify(v)),
+      (b: Buffer) => JSON.parse(b.toString('utf8')) as WhoAmIReply,
+      {},
+      (err: ServiceError | null, r?: WhoAmIReply) => (err ? reject(err) : resolve(r!)),
+    );
+  });
+  return { reply, close: () => client.close() };
+}
+
+function child(mode: string, socketPath: string, opts: { uid?: number; gid?: number } = {}): { proc: ChildProcess; line: Promise<Record<string, unknown>> } {
+  const proc = spawn(process.execPath, [CHILD, mode, socketPath], { stdio: ['ignore', 'pipe', 'inherit'], ...opts });
+  const line = new Promise<Record<string, unknown>>((resolve, reject) => {
+    createInterface({ input: proc.stdout! }).once('line', (l) => resolve(JSON.parse(l) as Record<string, unknown>));
+    proc.once('exit', (code) => reject(new Error(`child exited (${code}) before answering`)));
+  });
+  return { proc, line };
+}
+
+const exited = (p: ChildProcess): Promise<void> => new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once('exit', () => r())));
+
+describe('peercred native addon', () => {
+  it('loads and reads SO_PEERCRED, pidfds', async () => {
+    const native = loadPeerCred();
+    const path = socketIn();
+    mkdirSync(dirname(path), { recursive: true });
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(path, r));
+    const accepted = new Promise<Socket>((r) => srv.once('connection', r));
+    const c = connect(path);
+    const s = await accepted;
+    const fd = (s as unknown as { _handle: { fd: number } })._handle.fd;
+    assert.deepEqual(native.getPeerCred(fd), { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+    const pidfd = native.pidfdOpen(process.pid);
+    assert.ok(pidfd >= 0, 'this kernel offers pidfd_open');
+    assert.equal(native.pidfdAlive(pidfd), true);
+    closeSync(pidfd);
+    assert.throws(() => native.pidfdOpen(2 ** 30), (err: NodeJS.ErrnoException) => err.code === 'ESRCH' || err.code === 'EINVAL');
+    assert.throws(() => native.getPeerCred(-1), TypeError);
+    c.destroy();
+    s.destroy();
+    srv.close();
+  });
+});
+
+describe('workload socket listener', () => {
+  it('creates the parent dir 0755, makes the socket 0777, removes it on close', async () => {
+    const path = socketIn('public');
+    const s = await whoAmIServer(path);
+    assert.equal(statSync(dirname(path)).mode & 0o777, 0o755);
+    assert.ok(statSync(path).isSocket());
+    assert.equal(statSync(path).mode & 0o777, 0o777);
+    await s.close();
+    assert.throws(() => statSync(path), /ENOENT/);
+  });
+
+  it('replaces a stale socket, refuses a live one and never deletes a non-socket file', async () => {
+    const path = socketIn();
+    mkdirSync(dirname(path), { recursive: true });
+    // Stale: a socket file nobody listens on.
+    const stale = createServer();
+    await new Promise<void>((r) => stale.listen(path, r));
+    // Close without unlinking: pretend the previous agent crashed (dup the file by hard link).
+    const keep = `${path}.keep`;
+    linkSync(path, keep);
+    await new Promise<void>((r) => stale.close(() => r()));
+    renameSync(keep, path);
+    const s = await whoAmIServer(path);
+    assert.equal((await whoAmI(path).reply).pid, process.pid);
+    // Live: a second listener on the same path is refused.
+    await assert.rejects(whoAmIServer(path), /already serving/);
+    await s.close();
+    // A regular file at the path stays.
+    writeFileSync(path, 'not a socket');
+    await assert.rejects(whoAmIServer(path), /exists and is not a socket/);
+    assert.equal(readFileSync(path, 'utf8'), 'not a socket');
+  });
+
+  it('tells peers on concurrent connections apart (this process twice, and a child process)', async () => {
+    const path = socketIn();
+    const s = await whoAmIServer(path);
+    const a = whoAmI(path);
+    const b = whoAmI(path);
+    const kid = child('whoami', path);
+    try {
+      const [ra, rb, rk] = await Promise.all([a.reply, b.reply, kid.line]);
+      const rkReply = rk['reply'] as WhoAmIReply;
+      // Same process, two connections: same pid, different keys.
+      assert.equal(ra.pid, process.pid);
+      assert.equal(rb.pid, process.pid);
+      assert.notEqual(ra.key, rb.key);
+      // The child: its own pid, its own key; getPeer() is exactly the key.
+      assert.equal(rkReply.pid, rk['pid']);
+      assert.notEqual(rkReply.pid, process.pid);
+      assert.equal(rkReply.getPeer, rkReply.key);
+      assert.match(String(ra.key), /^spindle-peer-\d+$/);
+      assert.equal(new Set([ra.key, rb.key, rkReply.key]).size, 3);
+      assert.equal(s.listener.connectionCount, 3);
+      // All three connections are open at once and still answer as themselves.
+      const c = whoAmI(path);
+      assert.equal((await c.reply).pid, process.pid);
+      c.close();
+      const childCtx = s.seen.find((c) => c.peer.pid === rkReply.pid)!;
+      assert.equal(childCtx.stillSameProcess(), true);
+      kid.proc.kill('SIGKILL');
+      await exited(kid.proc);
+      // The child is gone: its PeerContext says so, and the connection leaves the map.
+      assert.equal(childCtx.stillSameProcess(), false);
+      const byKey = { getPeer: () => childCtx.key };
+      for (let i = 0; i < 200 && s.listener.peerOf(byKey) !== undefined; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(s.listener.peerOf(byKey), undefined);
+      assert.equal(s.listener.peerOf({ getPeer: () => ra.key! })?.peer.pid, process.pid);
+    } finally {
+      a.close();
+      b.close();
+      kid.proc.kill('SIGKILL');
+      await s.close();
+    }
+  });
+
+  it('without pidfds, start time and uid from /proc still guard against reuse', async () => {
+    const real = loadPeerCred();
+    const native: PeerCredNative = { getPeerCred: real.getPeerCred, pidfdOpen: () => -1, pidfdAlive: () => true };
+    const procRoot = join(root, 'fakeproc');
+    const pidDir = join(procRoot, String(process.pid));
+    mkdirSync(pidDir, { recursive: true });
+    const stat = (start: number): string => `${process.pid} (node (x) y) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 ${start} 20 21\n`;
+    const status = (uid: number): string => `Name:\tnode\nUid:\t${uid}\t${uid}\t${uid}\t${uid}\nGid:\t0\t0\t0\t0\n`;
+    assert.equal(parseStartTime(stat(4711)), '4711');
+    writeFileSync(join(pidDir, 'stat'), stat(4711));
+    writeFileSync(join(pidDir, 'status'), status(process.getuid!()));
+    const path = socketIn();
+    const s = await whoAmIServer(path, { procRoot, native });
+    const c = whoAmI(path);
+    try {
+      await c.reply;
+      const ctx = s.seen[0]!;
+      assert.equal(ctx.stillSameProcess(), true);
+      writeFileSync(join(pidDir, 'status'), status(12345)); // setuid since connect
+      assert.equal(ctx.stillSameProcess(), false);
+      writeFileSync(join(pidDir, 'status'), status(process.getuid!()));
+      assert.equal(ctx.stillSameProcess(), true);
+      writeFileSync(join(pidDir, 'stat'), stat(4712)); // a new process with the same pid
+      assert.equal(ctx.stillSameProcess(), false);
+      rmSync(pidDir, { recursive: true }); // gone
+      assert.equal(ctx.stillSameProcess(), false);
+    } finally {
+      c.close();
+      await s.close();
+    }
+  });
+
+  it('a closed connection has no PeerContext and its context reports not-same', async () => {
+    const path = socketIn();
+    const s = await whoAmIServer(path);
+    const c = whoAmI(path);
+    await c.reply;
+    const ctx = s.seen[0]!;
+    assert.equal(ctx.stillSameProcess(), true);
+    c.close();
+    for (let i = 0; i < 200 && s.listener.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(s.listener.connectionCount, 0);
+    assert.equal(s.listener.peerOf({ getPeer: () => ctx.key }), undefined);
+    assert.equal(ctx.stillSameProcess(), false);
+    await s.close();
+  });
+});

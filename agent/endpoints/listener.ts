@@ -1,0 +1,258 @@
+/**
+ * The Workload API socket and the peer tracker.
+ *
+ * We own the listening Unix socket (net.Server) instead of letting grpc-js bind it, because the
+ * caller's identity must come from the kernel at accept time: on each connection we read
+ * SO_PEERCRED (pid, uid, gid at connect()), open a pidfd for the pid and read its start time
+ * (/proc/<pid>/stat field 22), and only then hand the socket to grpc-js through
+ * `Server.createConnectionInjector(...).injectConnection(socket)`.
+ *
+ * Telling handlers which connection a call came from: grpc-js 1.14 gives a handler no supported
+ * way to reach the socket (call objects expose only `getPeer()`, `getAuthContext()` - TLS only -
+ * and, to interceptors, `getConnectionInfo()`, all derived from `socket.remoteAddress` and
+ * `remotePort`). A Unix socket has neither, so each accepted socket gets OWN properties
+ * `remoteAddress = "spindle-peer-<n>"` (n never reused) and `remotePort = undefined`, which makes
+ * `call.getPeer()` return exactly that key; a Map from key to PeerContext does the rest. The key
+ * is ours, not the client's: nothing a client sends can change it. Entries leave the map (and
+ * the pidfd is closed) when the socket closes, so a call racing with a closed connection finds
+ * nothing and is refused.
+ *
+ * Socket file: the parent directory is created 0755 if missing (an existing one is left alone);
+ * a stale SOCKET at the path is removed only when nothing answers on it (any other file type is
+ * an error, never deleted); the socket is chmod 0777: world-connectable, authority comes from
+ * attestation (SPEC-NOTES 5).
+ */
+import { ServerCredentials, type Server } from '@grpc/grpc-js';
+import { chmodSync, closeSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
+import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { loadPeerCred, type PeerCredNative } from '../native/peercred.js';
+import { readEffectiveUid, readStartTime } from './procfs.js';
+import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
+
+export const WORKLOAD_SOCKET_MODE = 0o777;
+export const WORKLOAD_SOCKET_DIR_MODE = 0o755;
+export const DEFAULT_MAX_CONNECTIONS = 8192;
+const PEER_KEY_PREFIX = 'spindle-peer-';
+const PROBE_TIMEOUT_MS = 1000;
+
+export interface WorkloadListenerOptions {
+  socketPath: string;
+  /** Accepted connections are injected into this gRPC server. */
+  server: Server;
+  logger: EndpointLogger;
+  /** Default /proc. */
+  procRoot?: string;
+  /** Default: the built addon (throws a build hint when it is missing). */
+  native?: PeerCredNative;
+  /** Open connections at once; further ones are closed at accept. Default 8192. */
+  maxConnections?: number;
+}
+
+export interface WorkloadListener {
+  /** Absolute socket path. */
+  readonly socketPath: string;
+  readonly peerOf: PeerOf;
+  /** Connections currently tracked. */
+  readonly connectionCount: number;
+  /** Stops accepting new connections (open ones keep working). */
+  stopAccepting(): Promise<void>;
+  /** Stops accepting, destroys every open connection, removes the socket file. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** One connection's peer: SO_PEERCRED facts plus the handles to re-check them. */
+class TrackedPeer implements PeerContext {
+  readonly key: string;
+  readonly peer: { pid: number; uid: number; gid: number };
+  readonly #native: PeerCredNative;
+  readonly #procRoot: string;
+  /** -1: no pidfd (kernel without pidfd_open, or process gone at accept). */
+  #pidfd: number;
+  readonly #startTime: string | undefined;
+  #closed = false;
+
+  constructor(key: string, peer: { pid: number; uid: number; gid: number }, native: PeerCredNative, procRoot: string, pidfd: number, startTime: string | undefined) {
+    this.key = key;
+    this.peer = peer;
+    this.#native = native;
+    this.#procRoot = procRoot;
+    this.#pidfd = pidfd;
+    this.#startTime = startTime;
+  }
+
+  get hasPidfd(): boolean {
+    return this.#pidfd >= 0;
+  }
+
+  stillSameProcess(): boolean {
+    if (this.#closed || this.#startTime === undefined) return false;
+    try {
+      if (this.#pidfd >= 0 && !this.#native.pidfdAlive(this.#pidfd)) return false;
+    } catch {
+      return false;
+    }
+    const { pid, uid } = this.peer;
+    return readStartTime(this.#procRoot, pid) === this.#startTime && readEffectiveUid(this.#procRoot, pid) === uid;
+  }
+
+  release(): void {
+    this.#closed = true;
+    if (this.#pidfd >= 0) {
+      try {
+        closeSync(this.#pidfd);
+      } catch {
+        // already closed
+      }
+      this.#pidfd = -1;
+    }
+  }
+}
+
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((done) => {
+    const sock = connect({ path });
+    const finish = (answers: boolean): void => {
+      sock.destroy();
+      done(answers);
+    };
+    sock.setTimeout(PROBE_TIMEOUT_MS, () => finish(true));
+    sock.once('connect', () => finish(true));
+    sock.once('error', () => finish(false));
+  });
+}
+
+function prepareDirectory(dir: string): void {
+  try {
+    if (!statSync(dir).isDirectory()) throw new Error(`Workload API socket directory ${dir} exists and is not a directory`);
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  mkdirSync(dir, { recursive: true, mode: WORKLOAD_SOCKET_DIR_MODE });
+  chmodSync(dir, WORKLOAD_SOCKET_DIR_MODE); // the umask must not make it private
+}
+
+async function removeStaleSocket(path: string): Promise<void> {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) throw new Error(`Workload API socket path ${path} exists and is not a socket; remove it or choose another socket_path`);
+  if (await socketAnswers(path)) throw new Error(`another process is already serving on ${path} (is spindle-agent already running?)`);
+  unlinkSync(path);
+}
+
+function listen(server: NetServer, path: string): Promise<void> {
+  return new Promise((ok, fail) => {
+    server.once('error', fail);
+    server.listen({ path, exclusive: true }, () => {
+      server.off('error', fail);
+      ok();
+    });
+  });
+}
+
+export async function listenWorkloadSocket(options: WorkloadListenerOptions): Promise<WorkloadListener> {
+  const native = options.native ?? loadPeerCred();
+  const procRoot = options.procRoot ?? '/proc';
+  const log = options.logger;
+  const socketPath = resolve(options.socketPath);
+  prepareDirectory(dirname(socketPath));
+  await removeStaleSocket(socketPath);
+
+  const injector = options.server.createConnectionInjector(ServerCredentials.createInsecure());
+  const peers = new Map<string, TrackedPeer>();
+  const sockets = new Set<Socket>();
+  let counter = 0;
+
+  const onConnection = (socket: Socket): void => {
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    let cred;
+    try {
+      if (typeof fd !== 'number' || fd < 0) throw new Error('accepted socket has no file descriptor');
+      cred = native.getPeerCred(fd);
+    } catch (err) {
+      log.error({ err }, 'cannot read the peer credentials of a Workload API connection; closing it');
+      socket.destroy();
+      return;
+    }
+    // pid 0: the caller's pid is not visible in our pid namespace; it cannot be attested.
+    let pidfd = -1;
+    let startTime: string | undefined;
+    if (cred.pid > 0) {
+      try {
+        pidfd = native.pidfdOpen(cred.pid);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') log.warn({ err, pid: cred.pid }, 'pidfd_open failed; relying on /proc start time only');
+      }
+      // Read after the pidfd is open: if the pid was already reused, the start time belongs to
+      // the same (new) process as the pidfd, and attestation sees that process too.
+      startTime = readStartTime(procRoot, cred.pid);
+    }
+    const key = `${PEER_KEY_PREFIX}${++counter}`;
+    const peer = new TrackedPeer(key, { pid: cred.pid, uid: cred.uid, gid: cred.gid }, native, procRoot, pidfd, startTime);
+    Object.defineProperty(socket, 'remoteAddress', { value: key, enumerable: true, configurable: false, writable: false });
+    Object.defineProperty(socket, 'remotePort', { value: undefined, enumerable: true, configurable: false, writable: false });
+    peers.set(key, peer);
+    sockets.add(socket);
+    socket.once('close', () => {
+      peers.delete(key);
+      sockets.delete(socket);
+      peer.release();
+    });
+    log.debug({ peer: key, pid: cred.pid, uid: cred.uid, gid: cred.gid, pidfd: pidfd >= 0 }, 'Workload API connection accepted');
+    injector.injectConnection(socket);
+  };
+
+  const netServer = createServer({ pauseOnConnect: false }, onConnection);
+  netServer.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  netServer.on('drop', (info) => log.warn({ ...info, maxConnections: netServer.maxConnections }, 'Workload API connection refused: too many open connections'));
+  try {
+    await listen(netServer, socketPath);
+    chmodSync(socketPath, WORKLOAD_SOCKET_MODE);
+  } catch (err) {
+    netServer.close();
+    injector.destroy();
+    throw new Error(`cannot listen on the Workload API socket ${socketPath}: ${(err as Error).message}`, { cause: err });
+  }
+  netServer.on('error', (err) => log.error({ err }, 'Workload API listener error'));
+
+  let stopped: Promise<void> | undefined;
+  const stopAccepting = (): Promise<void> => {
+    stopped ??= new Promise<void>((done) => {
+      netServer.close(() => done());
+      // The net.Server only emits 'close' once its accepted sockets are gone; don't wait for that here.
+      queueMicrotask(() => {
+        if (!netServer.listening) done();
+      });
+    });
+    return stopped;
+  };
+  let closed: Promise<void> | undefined;
+
+  return {
+    socketPath,
+    peerOf: (call) => peers.get(call.getPeer()),
+    get connectionCount() {
+      return peers.size;
+    },
+    stopAccepting,
+    close(): Promise<void> {
+      closed ??= (async () => {
+        await stopAccepting();
+        injector.destroy();
+        for (const s of sockets) s.destroy();
+        try {
+          if (lstatSync(socketPath).isSocket()) unlinkSync(socketPath);
+        } catch {
+          // already gone
+        }
+      })();
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,507 @@
+/**
+ * The SPIFFE Workload API (SPEC-NOTES section 5) over the agent's identity cache.
+ *
+ * Every call, in this order:
+ * 1. Security header: metadata `workload.spiffe.io` must be exactly one value, `true`, else
+ *    INVALID_ARGUMENT (before anything else is looked at).
+ * 2. Request fields that need no kernel or cache work (audience, svid, spiffe_id syntax):
+ *    INVALID_ARGUMENT, as SPIRE checks them before attesting.
+ * 3. Stream calls take a slot of the caller process's stream budget (RESOURCE_EXHAUSTED).
+ * 4. Attestation: every attestor on the kernel's SO_PEERCRED view of the caller, selectors
+ *    unioned; any failure (process gone, /proc unreadable) is UNAVAILABLE.
+ * 5. The caller must still be the same process (PeerContext.stillSameProcess: pidfd not exited,
+ *    same start time, same uid), else UNAVAILABLE: the pid was reused or the socket handed to
+ *    another process while we attested.
+ *
+ * Streams (FetchX509SVID, FetchX509Bundles, FetchJWTBundles) follow one cache subscription: the
+ * first message as soon as the subscription's initial update is there, then one message per
+ * change, each the full current state. Byte-identical consecutive messages are skipped. A caller
+ * with no identity gets PERMISSION_DENIED "no identity issued", at once or, when it loses its
+ * last identity, as the end of the stream. A slow reader never makes updates pile up: while the
+ * stream is not drained only the newest message waits. No timers: a stream ends when the client
+ * cancels, the connection closes, or `closeStreams()` (agent shutdown) ends it with UNAVAILABLE;
+ * each end closes the subscription and frees the slot. Before every push the caller must still be
+ * the same process, else the stream ends UNAVAILABLE (a child that inherited the connection after
+ * the caller exited gets no rotated SVIDs).
+ *
+ * Bundle streams send our trust domain's bundle plus the federated bundles of the CALLER'S
+ * identities (what the cache's WorkloadUpdate carries), as SPIRE does; a caller without identity
+ * gets PERMISSION_DENIED, as in SPIRE without `allow_unauthenticated_verifiers`. ValidateJWTSVID
+ * checks tokens against every bundle the agent knows (`cache.bundles()`).
+ */
+import {
+  Server,
+  status as GrpcStatus,
+  type Metadata,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+  type sendUnaryData,
+} from '@grpc/grpc-js';
+import type { IdentityCache, WorkloadSubscription, WorkloadUpdate } from '../manager/types.js';
+import type { WorkloadAttestor } from '../../attestors/workload/types.js';
+import type { Selector } from '../../server/datastore/types.js';
+import { BundleSet } from '../../spiffe/bundle.js';
+import { parseSpiffeId, type SpiffeId } from '../../spiffe/id.js';
+import { validateJwtSvid } from '../../spiffe/jwtsvid.js';
+import { HealthService } from '../../proto/gen/grpc/health/v1/health.js';
+import {
+  JWTBundlesResponse,
+  JWTSVIDResponse,
+  SpiffeWorkloadAPIClient,
+  SpiffeWorkloadAPIService,
+  X509BundlesResponse,
+  X509SVIDResponse,
+  type JWTSVIDRequest,
+  type SpiffeWorkloadAPIServer,
+  type ValidateJWTSVIDRequest,
+  type ValidateJWTSVIDResponse,
+} from '../../proto/gen/workload/workload.js';
+import type { PeerCredNative } from '../native/peercred.js';
+import { apiError, toStatus, WorkloadApiError } from './errors.js';
+import { createWorkloadHealthService } from './health.js';
+import { DEFAULT_MAX_STREAMS_PER_PID, StreamLimiter } from './limits.js';
+import { DEFAULT_MAX_CONNECTIONS, listenWorkloadSocket } from './listener.js';
+import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
+
+export const SECURITY_HEADER = 'workload.spiffe.io';
+
+export interface WorkloadApiLimits {
+  /** Streaming calls one caller process (pid) may hold open at once, over all its connections (limits.ts). Default 100. */
+  maxStreamsPerPid?: number;
+}
+
+export interface WorkloadApiServiceOptions {
+  cache: IdentityCache;
+  attestors: readonly WorkloadAttestor[];
+  peerOf: PeerOf;
+  logger: EndpointLogger;
+  limits?: WorkloadApiLimits;
+  /** Clock for JWT-SVID validation. Default: the system clock. */
+  now?: () => Date;
+}
+
+export interface WorkloadApiService {
+  /** Register with `server.addService(SpiffeWorkloadAPIService, implementation)`. */
+  readonly implementation: SpiffeWorkloadAPIServer;
+  /** Admission for other calls on the same socket (health Watch): the per-process stream budget. */
+  readonly streams: StreamLimiter;
+  /** Open streaming calls. */
+  readonly openStreams: number;
+  /** Ends every open stream with UNAVAILABLE (agent shutting down). */
+  closeStreams(): void;
+}
+
+interface Admitted {
+  peer: PeerContext;
+  selectors: Selector[];
+}
+
+/** Exactly one value, exactly `true`. */
+function hasSecurityHeader(metadata: Metadata): boolean {
+  const values = metadata.get(SECURITY_HEADER);
+  return values.length === 1 && values[0] === 'true';
+}
+
+function checkHeader(metadata: Metadata): void {
+  if (!hasSecurityHeader(metadata)) throw apiError(GrpcStatus.INVALID_ARGUMENT, 'security header missing from request');
+}
+
+function selectorKey(s: Selector): string {
+  return `${s.type}:${s.value}`;
+}
+
+/** Map keyed `spiffe://<td>` for our bundle plus the caller's federated bundles (own trust domain never overridden). */
+function bundleSetOf(update: WorkloadUpdate): BundleSet {
+  const own = update.bundle.trustDomain;
+  return new BundleSet([...update.federatedBundles.filter((b) => b.trustDomain !== own), update.bundle]);
+}
+
+export function composeX509SvidResponse(update: WorkloadUpdate): X509SVIDResponse {
+  const bundle = update.bundle.x509AuthoritiesDer();
+  const federated = new BundleSet(update.federatedBundles.filter((b) => b.trustDomain !== update.bundle.trustDomain));
+  return {
+    svids: update.identities.map((id) => ({
+      spiffeId: id.spiffeId,
+      x509Svid: Buffer.concat(id.chain),
+      x509SvidKey: id.privateKeyPkcs8,
+      bundle,
+      hint: id.hint,
+    })),
+    crl: [],
+    federatedBundles: federated.x509BundlesMap(),
+  };
+}
+
+export function composeX509BundlesResponse(update: WorkloadUpdate): X509BundlesResponse {
+  return { crl: [], bundles: bundleSetOf(update).x509BundlesMap() };
+}
+
+export function composeJwtBundlesResponse(update: WorkloadUpdate): JWTBundlesResponse {
+  return { bundles: bundleSetOf(update).jwtBundlesMap() };
+}
+
+export function createWorkloadApiService(options: WorkloadApiServiceOptions): WorkloadApiService {
+  const { cache, attestors, peerOf } = options;
+  const log = options.logger;
+  const now = options.now ?? (() => new Date());
+  const limiter = new StreamLimiter(options.limits?.maxStreamsPerPid ?? DEFAULT_MAX_STREAMS_PER_PID);
+  /** Enders of open streams, for closeStreams(). */
+  const open = new Set<(code: GrpcStatus, details: string) => void>();
+
+  function peerOfCall(call: { getPeer(): string }): PeerContext {
+    const peer = peerOf(call);
+    if (peer === undefined) throw apiError(GrpcStatus.UNAVAILABLE, 'caller connection is not tracked (closed?)');
+    return peer;
+  }
+
+  /** Steps 4-5 of the module comment. */
+  async function attest(peer: PeerContext, signal: AbortSignal): Promise<Selector[]> {
+    const results = await Promise.all(attestors.map((a) => a.attest(peer.peer, signal)));
+    signal.throwIfAborted();
+    if (!peer.stillSameProcess()) {
+      throw apiError(GrpcStatus.UNAVAILABLE, 'caller process changed during attestation (it exited or its pid was reused); reconnect and retry');
+    }
+    const seen = new Set<string>();
+    const selectors: Selector[] = [];
+    for (const s of results.flat()) {
+      const k = selectorKey(s);
+      if (!seen.has(k)) {
+        seen.add(k);
+        selectors.push(s);
+      }
+    }
+    return selectors;
+  }
+
+  /** A cache failure: the caller should retry later; the detail goes to the log. */
+  const cacheError = (err: unknown): WorkloadApiError =>
+    err instanceof WorkloadApiError ? err : apiError(GrpcStatus.UNAVAILABLE, 'identities are not available right now; retry later', err);
+
+  function unary<Req, Res>(method: string, check: (req: Req) => void, handle: (req: Req, admitted: Admitted) => Promise<Res>) {
+    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+      const abort = new AbortController();
+      call.once('cancelled', () => abort.abort());
+      const context = { method, peer: call.getPeer() };
+      (async () => {
+        checkHeader(call.metadata);
+        check(call.request);
+        const peer = peerOfCall(call);
+        const selectors = await attest(peer, abort.signal);
+        return handle(call.request, { peer, selectors });
+      })().then(
+        (res) => callback(null, res),
+        (err: unknown) => {
+          if (!abort.signal.aborted) callback(toStatus(err, log, context));
+        },
+      );
+    };
+  }
+
+  /**
+   * A stream following the cache subscription of the caller's selectors; `compose` makes the
+   * message for an update with at least one identity.
+   */
+  function subscriptionStream<Res>(method: string, encode: (res: Res) => Uint8Array, compose: (update: WorkloadUpdate) => Res) {
+    return (call: ServerWritableStream<unknown, Res>): void => {
+      const context = { method, peer: call.getPeer() };
+      const abort = new AbortController();
+      let release: (() => void) | undefined;
+      let sub: WorkloadSubscription | undefined;
+      let caller: PeerContext | undefined;
+      let ended = false;
+
+      const cleanup = (): void => {
+        if (ended) return;
+        ended = true;
+        open.delete(endWith);
+        abort.abort();
+        sub?.close();
+        release?.();
+      };
+      function endWith(code: GrpcStatus, details: string): void {
+        if (ended) return;
+        cleanup();
+        call.emit('error', { code, details });
+      }
+      const fail = (err: unknown): void => {
+        if (ended) return;
+        const st = toStatus(err, log, context);
+        endWith(st.code, st.details);
+      };
+      call.once('cancelled', cleanup);
+      call.once('close', cleanup);
+      open.add(endWith);
+
+      // Writer: skips repeats; while the transport is not drained, only the newest message waits.
+      let last: Buffer | undefined;
+      let waiting = false;
+      let pending: Res | undefined;
+      const send = (res: Res): void => {
+        if (ended) return;
+        if (waiting) {
+          pending = res;
+          return;
+        }
+        const bytes = Buffer.from(encode(res));
+        if (last !== undefined && last.equals(bytes)) return;
+        last = bytes;
+        if (!call.write(res)) {
+          waiting = true;
+          call.once('drain', () => {
+            waiting = false;
+            const next = pending;
+            pending = undefined;
+            if (next !== undefined) send(next);
+          });
+        }
+      };
+      const onUpdate = (update: WorkloadUpdate): void => {
+        if (ended) return;
+        // Re-checked before every push (cheap: a poll and two /proc reads): a process that
+        // inherited the connection after the caller exited gets no further SVIDs.
+        if (caller !== undefined && !caller.stillSameProcess()) {
+          endWith(GrpcStatus.UNAVAILABLE, 'caller process changed (it exited or its pid was reused); reconnect and retry');
+          log.debug(context, 'stream ended: caller process changed');
+          return;
+        }
+        if (update.identities.length === 0) {
+          endWith(GrpcStatus.PERMISSION_DENIED, 'no identity issued');
+          log.debug(context, 'no identity issued');
+          return;
+        }
+        let res: Res;
+        try {
+          res = compose(update);
+        } catch (err) {
+          fail(err);
+          return;
+        }
+        send(res);
+      };
+
+      (async () => {
+        checkHeader(call.metadata);
+        const peer = peerOfCall(call);
+        release = limiter.acquire(peer.peer.pid);
+        if (release === undefined) {
+          throw apiError(GrpcStatus.RESOURCE_EXHAUSTED, `too many open Workload API streams for this process (limit ${limiter.max})`);
+        }
+        const selectors = await attest(peer, abort.signal);
+        if (ended) return;
+        caller = peer;
+        let initialSent = false;
+        let early: WorkloadUpdate | undefined;
+        try {
+          sub = cache.subscribe(selectors, (update) => {
+            if (initialSent) onUpdate(update);
+            else early = update; // newer than the initial one, which has not arrived yet
+          });
+        } catch (err) {
+          throw cacheError(err);
+        }
+        if (ended) {
+          sub.close();
+          return;
+        }
+        let initial: WorkloadUpdate;
+        try {
+          initial = await sub.initial;
+        } catch (err) {
+          throw cacheError(err);
+        }
+        initialSent = true;
+        onUpdate(initial);
+        if (early !== undefined) onUpdate(early);
+        early = undefined;
+      })().catch(fail);
+    };
+  }
+
+  const implementation: SpiffeWorkloadAPIServer = {
+    fetchX509Svid: subscriptionStream('FetchX509SVID', (r: X509SVIDResponse) => X509SVIDResponse.encode(r).finish(), composeX509SvidResponse),
+    fetchX509Bundles: subscriptionStream('FetchX509Bundles', (r: X509BundlesResponse) => X509BundlesResponse.encode(r).finish(), composeX509BundlesResponse),
+    fetchJwtBundles: subscriptionStream('FetchJWTBundles', (r: JWTBundlesResponse) => JWTBundlesResponse.encode(r).finish(), composeJwtBundlesResponse),
+
+    fetchJwtsvid: unary<JWTSVIDRequest, JWTSVIDResponse>(
+      'FetchJWTSVID',
+      (req) => {
+        if (req.audience.length === 0) throw apiError(GrpcStatus.INVALID_ARGUMENT, 'audience must be specified');
+        if (req.audience.some((a) => a === '')) throw apiError(GrpcStatus.INVALID_ARGUMENT, 'audience must not contain empty values');
+        if (req.spiffeId !== '') {
+          try {
+            parseSpiffeId(req.spiffeId);
+          } catch (err) {
+            throw apiError(GrpcStatus.INVALID_ARGUMENT, `invalid requested SPIFFE ID: ${(err as Error).message}`, err);
+          }
+        }
+      },
+      async (req, { selectors }) => {
+        const wanted: SpiffeId | undefined = req.spiffeId === '' ? undefined : parseSpiffeId(req.spiffeId);
+        let jwts;
+        try {
+          jwts = await cache.fetchJwt(selectors, [...new Set(req.audience)], wanted);
+        } catch (err) {
+          throw cacheError(err);
+        }
+        if (wanted !== undefined) jwts = jwts.filter((j) => j.spiffeId === wanted);
+        if (jwts.length === 0) {
+          throw apiError(GrpcStatus.PERMISSION_DENIED, wanted === undefined ? 'no identity issued' : `no identity issued for ${JSON.stringify(wanted)}`);
+        }
+        return { svids: jwts.map((j) => ({ spiffeId: j.spiffeId, svid: j.token, hint: j.hint })) };
+      },
+    ),
+
+    validateJwtsvid: unary<ValidateJWTSVIDRequest, ValidateJWTSVIDResponse>(
+      'ValidateJWTSVID',
+      (req) => {
+        if (req.audience === '') throw apiError(GrpcStatus.INVALID_ARGUMENT, 'audience must be specified');
+        if (req.svid === '') throw apiError(GrpcStatus.INVALID_ARGUMENT, 'svid must be specified');
+      },
+      async (req) => {
+        // A SpiffeError (bad or untrusted token) becomes INVALID_ARGUMENT with its reason (toStatus).
+        const v = await validateJwtSvid(req.svid, { audience: req.audience, bundles: cache.bundles(), now: now() });
+        return { spiffeId: v.id, claims: v.claims };
+      },
+    ),
+  };
+
+  return {
+    implementation,
+    streams: limiter,
+    get openStreams() {
+      return open.size;
+    },
+    closeStreams() {
+      for (const end of [...open]) end(GrpcStatus.UNAVAILABLE, 'the agent is shutting down');
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The endpoint: listener + Workload API + health on one socket
+
+export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024;
+export const DEFAULT_MAX_SEND_MESSAGE_BYTES = 16 * 1024 * 1024;
+const SHUTDOWN_GRACE_MS = 1000;
+
+export interface WorkloadEndpointLimits {
+  /** Open streams per caller process (limits.ts). Default 100. */
+  maxStreamsPerPid?: number;
+  /** Default 8192. */
+  maxConnections?: number;
+  /** Default 64 KiB. */
+  maxReceiveMessageBytes?: number;
+  /** Default 16 MiB. */
+  maxSendMessageBytes?: number;
+}
+
+export interface ExtraService {
+  name: string;
+  definition: ServiceDefinition;
+  implementation: UntypedServiceImplementation;
+}
+
+export interface WorkloadEndpointOptions {
+  socketPath: string;
+  cache: IdentityCache;
+  attestors: readonly WorkloadAttestor[];
+  logger: EndpointLogger;
+  limits?: WorkloadEndpointLimits;
+  /** Other services on the same socket (e.g. SDS), built with the endpoint's peerOf. */
+  extraServices?: (peerOf: PeerOf) => ExtraService[];
+  /** Default /proc (peer start-time and uid checks). */
+  procRoot?: string;
+  /** Default: the built peercred addon. */
+  native?: PeerCredNative;
+  now?: () => Date;
+}
+
+export interface WorkloadEndpoint {
+  readonly socketPath: string;
+  readonly peerOf: PeerOf;
+  /** Ends open streams with UNAVAILABLE, stops the server, closes connections and removes the socket. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * The agent's public endpoint: one Unix socket (listener.ts) serving the SPIFFE Workload API and
+ * grpc.health.v1.Health (and, through `extraServices`, other local APIs such as SDS, whose
+ * handlers get the same `peerOf`).
+ *
+ * Limits, set deliberately:
+ * - receive 64 KiB per message: every Workload API request is tiny (ValidateJWTSVID's token is the
+ *   largest, and JWT-SVIDs over 64 KiB are refused by the validator anyway);
+ * - send 16 MiB per message: an X509SVIDResponse carries every identity of the caller with chains,
+ *   keys and federated bundles; generous, yet bounded;
+ * - per caller process, `maxStreamsPerPid` open streams (default 100) -> RESOURCE_EXHAUSTED;
+ * - HTTP/2 max concurrent streams per connection = that budget + 64 (room for unary calls), so
+ *   a flood on one connection meets RESOURCE_EXHAUSTED instead of silent client-side queueing;
+ * - `maxConnections` open connections in all (default 8192), further ones closed at accept.
+ *
+ * Server reflection is not served: grpc-js has none built in and @grpc/reflection is not a
+ * dependency. The socket is also not TLS (SPEC-NOTES 5: plaintext HTTP/2 over a Unix socket).
+ */
+export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): Promise<WorkloadEndpoint> {
+  const log = options.logger;
+  const limits = options.limits ?? {};
+  const maxStreams = limits.maxStreamsPerPid ?? DEFAULT_MAX_STREAMS_PER_PID;
+  const server = new Server({
+    'grpc.max_receive_message_length': limits.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+    'grpc.max_send_message_length': limits.maxSendMessageBytes ?? DEFAULT_MAX_SEND_MESSAGE_BYTES,
+    'grpc.max_concurrent_streams': maxStreams + 64,
+  });
+  let peerOf: PeerOf = () => undefined;
+  const lazyPeerOf: PeerOf = (call) => peerOf(call);
+
+  const workload = createWorkloadApiService({
+    cache: options.cache,
+    attestors: options.attestors,
+    peerOf: lazyPeerOf,
+    logger: log.child({ component: 'workload_api' }),
+    limits: { maxStreamsPerPid: maxStreams },
+    ...(options.now ? { now: options.now } : {}),
+  });
+  server.addService(SpiffeWorkloadAPIService, workload.implementation);
+  const extra = options.extraServices?.(lazyPeerOf) ?? [];
+  for (const s of extra) server.addService(s.definition, s.implementation);
+  server.addService(HealthService, createWorkloadHealthService([SpiffeWorkloadAPIClient.serviceName, ...extra.map((s) => s.name)], lazyPeerOf, workload.streams));
+
+  const listener = await listenWorkloadSocket({
+    socketPath: options.socketPath,
+    server,
+    logger: log.child({ component: 'workload_listener' }),
+    maxConnections: limits.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    ...(options.procRoot ? { procRoot: options.procRoot } : {}),
+    ...(options.native ? { native: options.native } : {}),
+  });
+  peerOf = listener.peerOf;
+  log.info({ socketPath: listener.socketPath }, 'Workload API listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    socketPath: listener.socketPath,
+    peerOf: lazyPeerOf,
+    close(): Promise<void> {
+      closing ??= (async () => {
+        await listener.stopAccepting();
+        workload.closeStreams();
+        await new Promise<void>((done) => {
+          const timer = setTimeout(() => {
+            server.forceShutdown();
+            done();
+          }, SHUTDOWN_GRACE_MS);
+          timer.unref();
+          server.tryShutdown(() => {
+            clearTimeout(timer);
+            done();
+          });
+        });
+        await listener.close();
+        log.info({ socketPath: listener.socketPath }, 'Workload API stopped');
+      })();
+      return closing;
+    },
+  };
+}

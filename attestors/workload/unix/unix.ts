@@ -1,0 +1,219 @@
+/**
+ * The `unix` workload attestor (SPIRE's unix plugin): selectors from what /proc says about the
+ * caller's process.
+ *
+ *   unix:uid:<n>                   effective uid   (/proc/<pid>/status "Uid:" second column)
+ *   unix:user:<name>               its name in <etc>/passwd (omitted when not listed)
+ *   unix:gid:<n>                   effective gid   ("Gid:" second column)
+ *   unix:group:<name>              its name in <etc>/group (omitted when not listed)
+ *   unix:supplementary_gid:<n>     each gid of "Groups:"
+ *   unix:supplementary_group:<name>
+ * With `discover_workload_path: true`:
+ *   unix:path:<path>               readlink /proc/<pid>/exe
+ *   unix:sha256:<hex>              SHA-256 of the executable, read through /proc/<pid>/exe (the
+ *                                  inode the process runs, in its own mount namespace, even if
+ *                                  the path was replaced since). `workload_size_limit` (bytes)
+ *                                  bounds it: 0 = no limit, negative = no sha256 selector, a
+ *                                  larger binary fails attestation (as in SPIRE).
+ *
+ * Names come from parsing passwd/group files, not libc: users only known to NSS (LDAP, sssd)
+ * get no name selectors. Every failure (process gone, /proc unreadable, binary too large) is a
+ * WorkloadAttestationError, which the Workload API turns into UNAVAILABLE. The /proc and /etc
+ * roots are injectable so tests can use a fake tree.
+ */
+import { createHash } from 'node:crypto';
+import { open, readFile, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ConfigReader } from '../../../common/configfile.js';
+import type { Selector } from '../../../server/datastore/types.js';
+import { WorkloadAttestationError, type PeerInfo, type WorkloadAttestor } from '../types.js';
+
+export const UNIX = 'unix';
+
+export interface UnixAttestorOptions {
+  /** Add unix:path and unix:sha256. Default false. */
+  discoverWorkloadPath?: boolean;
+  /** Bytes; 0 = no limit (default), negative = never hash. */
+  workloadSizeLimit?: number;
+  /** Default /proc. */
+  procRoot?: string;
+  /** Directory holding passwd and group. Default /etc. */
+  etcRoot?: string;
+}
+
+/** Ids of a process from /proc/<pid>/status. */
+export interface ProcStatusIds {
+  /** Real, effective, saved, filesystem. */
+  uids: [number, number, number, number];
+  gids: [number, number, number, number];
+  groups: number[];
+}
+
+const ID = /^\d+$/;
+
+function parseIdList(line: string | undefined, what: string, count: number | undefined): number[] {
+  if (line === undefined) throw new WorkloadAttestationError(`/proc status has no ${what} line`);
+  const parts = line.trim() === '' ? [] : line.trim().split(/\s+/);
+  if ((count !== undefined && parts.length !== count) || !parts.every((p) => ID.test(p))) {
+    throw new WorkloadAttestationError(`/proc status ${what} line is malformed: ${JSON.stringify(line.slice(0, 100))}`);
+  }
+  return parts.map(Number);
+}
+
+/** Parses the Uid:, Gid: and Groups: lines of /proc/<pid>/status. Throws WorkloadAttestationError. */
+export function parseProcStatus(text: string): ProcStatusIds {
+  const fields = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const colon = line.indexOf(':');
+    if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1));
+  }
+  return {
+    uids: parseIdList(fields.get('Uid'), 'Uid', 4) as ProcStatusIds['uids'],
+    gids: parseIdList(fields.get('Gid'), 'Gid', 4) as ProcStatusIds['gids'],
+    groups: parseIdList(fields.get('Groups'), 'Groups', undefined),
+  };
+}
+
+/**
+ * id -> name from a passwd- or group-format file (`name:x:id:...`): the first line naming an id
+ * wins, as getpwuid/getgrgid do with files. Comments, blank lines and NIS `+`/`-` lines are skipped.
+ */
+export function parseIdNames(text: string): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#') || line.startsWith('+') || line.startsWith('-')) continue;
+    const f = line.split(':');
+    const name = f[0];
+    const id = f[2];
+    if (f.length < 3 || name === undefined || name === '' || id === undefined || !ID.test(id)) continue;
+    const n = Number(id);
+    if (!out.has(n)) out.set(n, name);
+  }
+  return out;
+}
+
+async function readIdNames(path: string): Promise<Map<number, string>> {
+  try {
+    return parseIdNames(await readFile(path, 'utf8'));
+  } catch {
+    return new Map(); // no file, no names: the numeric selectors still stand
+  }
+}
+
+function gone(pid: number, err: unknown): WorkloadAttestationError {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ESRCH') return new WorkloadAttestationError(`process ${pid} is gone`, { cause: err });
+  return new WorkloadAttestationError(`cannot inspect process ${pid}: ${(err as Error).message}`, { cause: err });
+}
+
+const HASH_CHUNK = 1 << 20;
+
+export class UnixWorkloadAttestor implements WorkloadAttestor {
+  readonly name = UNIX;
+  readonly discoverWorkloadPath: boolean;
+  readonly workloadSizeLimit: number;
+  readonly #procRoot: string;
+  readonly #etcRoot: string;
+
+  constructor(opts: UnixAttestorOptions = {}) {
+    this.discoverWorkloadPath = opts.discoverWorkloadPath ?? false;
+    this.workloadSizeLimit = opts.workloadSizeLimit ?? 0;
+    if (!Number.isSafeInteger(this.workloadSizeLimit)) throw new TypeError('workloadSizeLimit must be an integer');
+    this.#procRoot = opts.procRoot ?? '/proc';
+    this.#etcRoot = opts.etcRoot ?? '/etc';
+  }
+
+  /** From the plugin_data of `WorkloadAttestor "unix"`; throws ConfigError naming bad keys. */
+  static fromConfig(data: ConfigReader, roots: Pick<UnixAttestorOptions, 'procRoot' | 'etcRoot'> = {}): UnixWorkloadAttestor {
+    const discoverWorkloadPath = data.bool('discover_workload_path', false);
+    const workloadSizeLimit = data.int('workload_size_limit', { default: 0 });
+    data.throwIfInvalid();
+    return new UnixWorkloadAttestor({ discoverWorkloadPath, workloadSizeLimit, ...roots });
+  }
+
+  async attest(peer: PeerInfo, signal?: AbortSignal): Promise<Selector[]> {
+    const { pid } = peer;
+    if (!Number.isSafeInteger(pid) || pid <= 0) throw new WorkloadAttestationError(`invalid caller pid ${String(pid)}`);
+    const procDir = join(this.#procRoot, String(pid));
+    let ids: ProcStatusIds;
+    try {
+      ids = parseProcStatus(await readFile(join(procDir, 'status'), { encoding: 'utf8', signal }));
+    } catch (err) {
+      if (err instanceof WorkloadAttestationError) throw err;
+      signal?.throwIfAborted();
+      throw gone(pid, err);
+    }
+    const [users, groups] = await Promise.all([readIdNames(join(this.#etcRoot, 'passwd')), readIdNames(join(this.#etcRoot, 'group'))]);
+    signal?.throwIfAborted();
+
+    const out: Selector[] = [];
+    const seen = new Set<string>();
+    const add = (value: string): void => {
+      if (seen.has(value)) return;
+      seen.add(value);
+      out.push({ type: UNIX, value });
+    };
+    const uid = ids.uids[1];
+    const gid = ids.gids[1];
+    add(`uid:${uid}`);
+    const user = users.get(uid);
+    if (user !== undefined) add(`user:${user}`);
+    add(`gid:${gid}`);
+    const group = groups.get(gid);
+    if (group !== undefined) add(`group:${group}`);
+    for (const g of ids.groups) {
+      add(`supplementary_gid:${g}`);
+      const name = groups.get(g);
+      if (name !== undefined) add(`supplementary_group:${name}`);
+    }
+
+    if (this.discoverWorkloadPath) {
+      const exe = join(procDir, 'exe');
+      let path: string;
+      try {
+        path = await readlink(exe);
+      } catch (err) {
+        signal?.throwIfAborted();
+        throw gone(pid, err);
+      }
+      add(`path:${path}`);
+      if (this.workloadSizeLimit >= 0) add(`sha256:${await this.#hash(pid, exe, path, signal)}`);
+    }
+    return out;
+  }
+
+  /** SHA-256 of the file behind `exe`, refusing more than workloadSizeLimit bytes (when > 0). */
+  async #hash(pid: number, exe: string, path: string, signal: AbortSignal | undefined): Promise<string> {
+    const limit = this.workloadSizeLimit;
+    const tooLarge = (size: number): WorkloadAttestationError =>
+      new WorkloadAttestationError(`workload ${path} (pid ${pid}) exceeds workload_size_limit (${size} > ${limit} bytes)`);
+    let fh;
+    try {
+      fh = await open(exe, 'r');
+    } catch (err) {
+      throw gone(pid, err);
+    }
+    try {
+      const { size } = await fh.stat();
+      if (limit > 0 && size > limit) throw tooLarge(size);
+      const hash = createHash('sha256');
+      const buf = Buffer.allocUnsafe(HASH_CHUNK);
+      let total = 0;
+      for (;;) {
+        signal?.throwIfAborted();
+        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) break;
+        total += bytesRead;
+        if (limit > 0 && total > limit) throw tooLarge(total); // grew while we read
+        hash.update(buf.subarray(0, bytesRead));
+      }
+      return hash.digest('hex');
+    } catch (err) {
+      if (err instanceof WorkloadAttestationError) throw err;
+      signal?.throwIfAborted();
+      throw new WorkloadAttestationError(`cannot hash workload ${path} (pid ${pid}): ${(err as Error).message}`, { cause: err });
+    } finally {
+      await fh.close();
+    }
+  }
+}
