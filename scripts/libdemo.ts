@@ -1,5 +1,5 @@
 /**
- * `npm start`. Until the server and agent exist, this demonstrates the SPIFFE core library end
+ * `npm run demo:library`: demonstrates the SPIFFE core library end
  * to end, the way the server and agent will use it: a trust domain CA, an agent-side key and
  * CSR, a leaf X509-SVID signed from the CSR with the identity taken from a (pretend)
  * registration entry, validation against the trust bundle, and a JWT-SVID round trip.
@@ -58,4 +58,4 @@ Check independently:
   openssl verify -CAfile ${join(out, 'bundle.pem')} ${join(out, 'svid.pem')}
   openssl x509 -in ${join(out, 'svid.pem')} -noout -text
 
-The server and agent commands are not implemented yet; see README.md.`);
+For the full system (server + agent + workload), run npm start.`);

@@ -1,0 +1,229 @@
+/**
+ * The agent's own identity: attestation (once), its X509-SVID and key kept under data_dir
+ * (key 0600) so a restart resumes without a new join token, renewal at half-life, and the
+ * connection to the server built from it.
+ *
+ * Files in data_dir: agent_svid.pem (chain, leaf first), agent_svid.key (PKCS#8, 0600),
+ * bundle.pem (our trust domain's X.509 authorities, refreshed as the server pushes them),
+ * agent_data.json ({ agentId, reattestable }).
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { Metadata } from '@grpc/grpc-js';
+import { parseSpiffeId, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
+import { exportPrivateKeyPkcs8, generateKeyPair, importPrivateKeyPkcs8 } from '../../spiffe/keys.js';
+import { certificatesToPem, pemToCertificates, pemToPrivateKey, privateKeyToPem } from '../../spiffe/pem.js';
+import { parseBundle } from '../../spiffe/bundle.js';
+import { createCsr, parseCertificate } from '../../spiffe/x509/index.js';
+import type { AgentNodeAttestor } from '../../attestors/node/types.js';
+import type { RenewAgentResponse, GetBundleResponse } from '../../proto/gen/spindle/agent/v1/agent.js';
+import { attestAgent, connectAgentApi, type AgentApiConnection, type ServerAddress } from '../client/serverclient.js';
+
+export interface AgentIdentityLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+interface State {
+  agentId: SpiffeId;
+  chain: Buffer[];
+  privateKey: KeyObject;
+  bundle: Buffer[];
+  reattestable: boolean;
+}
+
+const FILES = { svid: 'agent_svid.pem', key: 'agent_svid.key', bundle: 'bundle.pem', data: 'agent_data.json' } as const;
+
+function writeAtomic(path: string, data: string, mode: number): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, data, { mode });
+  chmodSync(tmp, mode);
+  renameSync(tmp, path);
+}
+
+export class AgentIdentity {
+  readonly #dir: string;
+  readonly #td: TrustDomain;
+  readonly #address: ServerAddress;
+  readonly #log: AgentIdentityLogger;
+  readonly #now: () => Date;
+  #state!: State;
+  #conn!: AgentApiConnection;
+  #timer: NodeJS.Timeout | undefined;
+  readonly #listeners = new Set<() => void>();
+
+  private constructor(opts: { dataDir: string; trustDomain: TrustDomain; address: ServerAddress; logger: AgentIdentityLogger; now?: () => Date }) {
+    this.#dir = opts.dataDir;
+    this.#td = opts.trustDomain;
+    this.#address = opts.address;
+    this.#log = opts.logger;
+    this.#now = opts.now ?? (() => new Date());
+  }
+
+  /**
+   * Resumes from data_dir when it holds an unexpired agent SVID; otherwise attests with
+   * `attestor`, trusting `bundle` (or, with insecureBootstrap, whatever the server sends).
+   */
+  static async start(opts: {
+    dataDir: string;
+    trustDomain: TrustDomain;
+    address: ServerAddress;
+    attestor: AgentNodeAttestor | undefined;
+    /** PEM of a trust bundle given by the operator (-trustBundle). */
+    trustBundlePem?: string;
+    insecureBootstrap?: boolean;
+    logger: AgentIdentityLogger;
+    now?: () => Date;
+  }): Promise<AgentIdentity> {
+    const id = new AgentIdentity(opts);
+    mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+    chmodSync(opts.dataDir, 0o700);
+    const stored = id.#load();
+    if (stored && parseCertificate(stored.chain[0]!).notAfter.getTime() > id.#now().getTime()) {
+      id.#state = stored;
+      id.#log.info({ agent_id: stored.agentId, not_after: parseCertificate(stored.chain[0]!).notAfter }, 'resuming with the stored agent SVID');
+    } else {
+      if (stored) id.#log.warn({ agent_id: stored.agentId }, 'the stored agent SVID has expired; attesting again');
+      if (!opts.attestor) throw new Error('no agent SVID in the data directory and no node attestor configured (give -joinToken)');
+      let bundle = stored?.bundle;
+      if (opts.trustBundlePem) bundle = pemToCertificates(opts.trustBundlePem);
+      if (!bundle && opts.insecureBootstrap) bundle = await id.#fetchBundleInsecurely();
+      if (!bundle) throw new Error('no trust bundle to verify the server: give -trustBundle FILE (from `spindle-server bundle show`) or -insecureBootstrap');
+      id.#state = await id.#attest(opts.attestor, bundle);
+    }
+    id.#conn = id.#connect();
+    id.#schedule();
+    return id;
+  }
+
+  get agentId(): SpiffeId {
+    return this.#state.agentId;
+  }
+
+  connection(): AgentApiConnection {
+    return this.#conn;
+  }
+
+  /** Called after the connection was replaced (renewed SVID or new bundle). */
+  onConnectionChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** The server pushed a new bundle: keep it for restarts and trust it from now on. */
+  updateBundle(x509Authorities: Buffer[]): void {
+    if (x509Authorities.length === 0) return;
+    const same = x509Authorities.length === this.#state.bundle.length && x509Authorities.every((c, i) => c.equals(this.#state.bundle[i]!));
+    if (same) return;
+    this.#state = { ...this.#state, bundle: x509Authorities };
+    writeAtomic(join(this.#dir, FILES.bundle), certificatesToPem(x509Authorities), 0o644);
+    this.#replaceConnection();
+  }
+
+  stop(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#conn?.close();
+  }
+
+  #load(): State | undefined {
+    const p = (f: string): string => join(this.#dir, f);
+    if (![FILES.svid, FILES.key, FILES.bundle, FILES.data].every((f) => existsSync(p(f)))) return undefined;
+    const data = JSON.parse(readFileSync(p(FILES.data), 'utf8')) as { agentId: string; reattestable: boolean };
+    return {
+      agentId: parseSpiffeId(data.agentId),
+      chain: pemToCertificates(readFileSync(p(FILES.svid), 'utf8')),
+      privateKey: importPrivateKeyPkcs8(pemToPrivateKey(readFileSync(p(FILES.key), 'utf8'))),
+      bundle: pemToCertificates(readFileSync(p(FILES.bundle), 'utf8')),
+      reattestable: data.reattestable,
+    };
+  }
+
+  #save(s: State): void {
+    const p = (f: string): string => join(this.#dir, f);
+    writeAtomic(p(FILES.key), privateKeyToPem(exportPrivateKeyPkcs8(s.privateKey)), 0o600);
+    writeAtomic(p(FILES.svid), certificatesToPem(s.chain), 0o644);
+    writeAtomic(p(FILES.bundle), certificatesToPem(s.bundle), 0o644);
+    writeAtomic(p(FILES.data), `${JSON.stringify({ agentId: s.agentId, reattestable: s.reattestable })}\n`, 0o644);
+  }
+
+  async #fetchBundleInsecurely(): Promise<Buffer[]> {
+    this.#log.warn({}, 'insecure bootstrap: trusting the bundle the server sends without verifying the server');
+    const conn = connectAgentApi({ address: this.#address, trustDomain: this.#td, insecure: true });
+    try {
+      const res = await new Promise<GetBundleResponse>((resolve, reject) =>
+        conn.client.getBundle({}, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) => (err ? reject(err) : resolve(r!))),
+      );
+      return parseBundle(this.#td, res.bundle!.document).x509Authorities().slice();
+    } finally {
+      conn.close();
+    }
+  }
+
+  async #attest(attestor: AgentNodeAttestor, bundle: Buffer[]): Promise<State> {
+    const keys = await generateKeyPair('ec-p256');
+    const conn = connectAgentApi({ address: this.#address, trustDomain: this.#td, bundle });
+    try {
+      const res = await attestAgent(conn.client, {
+        type: attestor.name,
+        payload: await attestor.payload(),
+        csr: createCsr(keys.privateKey),
+        ...(attestor.answerChallenge ? { answerChallenge: (c: Buffer) => attestor.answerChallenge!(c) } : {}),
+      });
+      const state: State = { agentId: parseSpiffeId(res.svid.spiffeId), chain: res.svid.certChain, privateKey: keys.privateKey, bundle, reattestable: res.reattestable };
+      this.#save(state);
+      this.#log.info({ agent_id: state.agentId }, 'node attestation succeeded');
+      return state;
+    } finally {
+      conn.close();
+    }
+  }
+
+  #connect(): AgentApiConnection {
+    return connectAgentApi({
+      address: this.#address,
+      trustDomain: this.#td,
+      bundle: this.#state.bundle,
+      svid: { chain: this.#state.chain, privateKeyPem: privateKeyToPem(exportPrivateKeyPkcs8(this.#state.privateKey)) },
+    });
+  }
+
+  #replaceConnection(): void {
+    const old = this.#conn;
+    this.#conn = this.#connect();
+    for (const l of this.#listeners) l();
+    // Let in-flight calls on the old channel finish.
+    setTimeout(() => old.close(), 10_000).unref();
+  }
+
+  #schedule(): void {
+    const leaf = parseCertificate(this.#state.chain[0]!);
+    const now = this.#now().getTime();
+    const half = leaf.notBefore.getTime() + (leaf.notAfter.getTime() - leaf.notBefore.getTime()) / 2;
+    const delay = Math.max(0, Math.min(half - now, 2 ** 31 - 1));
+    this.#timer = setTimeout(() => void this.renew(), delay);
+    this.#timer.unref();
+  }
+
+  /** Renews the agent SVID now (the timer calls this at half-life). */
+  async renew(): Promise<void> {
+    try {
+      const keys = await generateKeyPair('ec-p256');
+      const res = await new Promise<RenewAgentResponse>((resolve, reject) =>
+        this.#conn.client.renewAgent({ csr: createCsr(keys.privateKey) }, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) =>
+          err ? reject(err) : resolve(r!),
+        ),
+      );
+      this.#state = { ...this.#state, chain: res.svid!.certChain, privateKey: keys.privateKey };
+      this.#save(this.#state);
+      this.#log.info({ agent_id: this.#state.agentId, serial: res.svid!.serial }, 'agent SVID renewed');
+      this.#replaceConnection();
+      this.#schedule();
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'agent SVID renewal failed; retrying in 5 s');
+      this.#timer = setTimeout(() => void this.renew(), 5_000);
+      this.#timer.unref();
+    }
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * spindle-agent's main job: establish the agent's identity (resume or attest), follow the
+ * server's authorized entries, and serve the Workload API on the local socket.
+ */
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { createLogger } from '../common/logging.js';
+import { JoinTokenAgentAttestor } from '../attestors/node/join_token/agent.js';
+import type { AgentNodeAttestor } from '../attestors/node/types.js';
+import { buildWorkloadAttestors } from '../attestors/workload/registry.js';
+import { AgentIdentity } from './attest/identity.js';
+import { AgentManager } from './manager/manager.js';
+import { startWorkloadEndpoint } from './endpoints/workloadapi.js';
+import type { AgentConfig } from './config/types.js';
+
+export interface RunningAgent {
+  config: AgentConfig;
+  logger: Logger;
+  manager: AgentManager;
+  identity: AgentIdentity;
+  stop(): Promise<void>;
+}
+
+function nodeAttestorFrom(config: AgentConfig): AgentNodeAttestor | undefined {
+  const { name, data } = config.plugins.nodeAttestor;
+  if (name !== 'join_token') throw new Error(`node attestor "${name}" is not available in this build`);
+  data.throwIfInvalid();
+  return config.joinToken ? new JoinTokenAgentAttestor(config.joinToken) : undefined;
+}
+
+export async function startAgent(config: AgentConfig, opts: { logger?: Logger } = {}): Promise<RunningAgent> {
+  const logger = opts.logger ?? createLogger({ level: config.logLevel, format: config.logFormat, file: config.logFile, name: 'spindle-agent' });
+  const cleanups: Array<() => Promise<void> | void> = [];
+  const stop = async (): Promise<void> => {
+    while (cleanups.length > 0) {
+      try {
+        await cleanups.pop()!();
+      } catch (err) {
+        logger.error({ err }, 'error during shutdown');
+      }
+    }
+  };
+  try {
+    const workloadAttestors = buildWorkloadAttestors(config.plugins.workloadAttestors);
+    const identity = await AgentIdentity.start({
+      dataDir: config.dataDir,
+      trustDomain: config.trustDomain,
+      address: { host: config.serverAddress, port: config.serverPort },
+      attestor: nodeAttestorFrom(config),
+      ...(config.trustBundlePath ? { trustBundlePem: readFileSync(config.trustBundlePath, 'utf8') } : {}),
+      insecureBootstrap: config.insecureBootstrap,
+      logger: logger.child({ subsystem: 'attestor' }),
+    });
+    cleanups.push(() => identity.stop());
+
+    const manager = new AgentManager({
+      trustDomain: config.trustDomain,
+      connection: () => identity.connection(),
+      logger: logger.child({ subsystem: 'manager' }),
+    });
+    cleanups.push(() => manager.stop());
+    identity.onConnectionChange(() => manager.reconnect());
+    manager.subscribeBundles((set) => {
+      const own = set.get(config.trustDomain);
+      if (own) identity.updateBundle(own.x509Authorities().slice());
+    });
+    // Do not wait for the server here: the socket serves as soon as the first sync arrives,
+    // and workloads that connect earlier wait for it (or are told the agent is not ready).
+    manager.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'initial sync with the server failed'));
+
+    const endpoint = await startWorkloadEndpoint({
+      socketPath: config.socketPath,
+      cache: manager,
+      attestors: workloadAttestors,
+      logger: logger.child({ subsystem: 'endpoints' }),
+      limits: { maxStreamsPerPid: config.workloadApi.maxStreamsPerPid },
+    });
+    cleanups.push(() => endpoint.close());
+
+    logger.info({ agent_id: identity.agentId, socket_path: config.socketPath, server: `${config.serverAddress}:${config.serverPort}` }, 'spindle-agent is ready');
+    return { config, logger, manager, identity, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
