@@ -76,6 +76,10 @@ export function connectAgentApi(opts: {
     verify,
   );
   const client = new AgentAPIClient(target(opts.address), creds, {
+    // The server is identified by its SPIFFE ID (checkServerIdentity above), not by a host name;
+    // a fixed TLS server name also avoids sending an IP address as SNI.
+    'grpc.ssl_target_name_override': 'spindle-server',
+    'grpc.default_authority': 'spindle-server',
     'grpc.max_receive_message_length': MAX_SERVER_MESSAGE_BYTES,
     'grpc.keepalive_time_ms': 30_000,
     'grpc.keepalive_permit_without_calls': 1,
