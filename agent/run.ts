@@ -12,6 +12,7 @@ import { AgentIdentity } from './attest/identity.js';
 import { AgentManager } from './manager/manager.js';
 import { startWorkloadEndpoint } from './endpoints/workloadapi.js';
 import type { AgentConfig } from './config/types.js';
+import { startAgentTelemetry } from './telemetry.js';
 
 export interface RunningAgent {
   config: AgentConfig;
@@ -66,7 +67,11 @@ export async function startAgent(config: AgentConfig, opts: { logger?: Logger } 
     });
     // Do not wait for the server here: the socket serves as soon as the first sync arrives,
     // and workloads that connect earlier wait for it (or are told the agent is not ready).
-    manager.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'initial sync with the server failed'));
+    let synced = false;
+    manager.start().then(
+      () => (synced = true),
+      (err: unknown) => logger.error({ err: (err as Error).message }, 'initial sync with the server failed'),
+    );
 
     const endpoint = await startWorkloadEndpoint({
       socketPath: config.socketPath,
@@ -76,6 +81,13 @@ export async function startAgent(config: AgentConfig, opts: { logger?: Logger } 
       limits: { maxStreamsPerPid: config.workloadApi.maxStreamsPerPid },
     });
     cleanups.push(() => endpoint.close());
+
+    const telemetry = await startAgentTelemetry({
+      config,
+      logger: logger.child({ subsystem: 'telemetry' }),
+      sources: { entries: () => manager.entryCount, synced: () => synced, agentSvidNotAfter: () => identity.svidNotAfter() },
+    });
+    cleanups.push(() => telemetry.close());
 
     logger.info({ agent_id: identity.agentId, socket_path: config.socketPath, server: `${config.serverAddress}:${config.serverPort}` }, 'spindle-agent is ready');
     return { config, logger, manager, identity, stop };

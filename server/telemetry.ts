@@ -10,7 +10,7 @@
  *   (`reasons`), never internals (the datastore error is logged once per outage instead).
  * - /metrics: the server instance's own registry (server/metrics.ts), Prometheus text format.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { startTelemetryListeners, type Readiness } from '../common/telemetryhttp.js';
 import type { Registry } from 'prom-client';
 import type { ServerConfig } from './config/config.js';
 import type { CaStatus } from './ca/manager.js';
@@ -31,10 +31,7 @@ export interface TelemetrySources {
   api: { readonly openStreams: number };
 }
 
-export interface Readiness {
-  ready: boolean;
-  body: Record<string, unknown>;
-}
+export type { Readiness };
 
 type TelemetryLogger = { info(o: object, m: string): void; warn(o: object, m: string): void };
 
@@ -87,31 +84,6 @@ export async function checkReadiness(src: TelemetrySources, now: Date, onDatasto
   return { ready: reasons.length === 0, body };
 }
 
-function listen(server: Server, host: string, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-}
-
-const closeServer = (s: Server): Promise<void> =>
-  new Promise((resolve) => {
-    s.close(() => resolve());
-    s.closeAllConnections();
-  });
-
-function sendJson(req: IncomingMessage, res: ServerResponse, code: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
-  res.end(req.method === 'HEAD' ? undefined : text);
-}
-
-const pathOf = (req: IncomingMessage): string => (req.url ?? '').split('?')[0] ?? '';
-const isRead = (req: IncomingMessage): boolean => req.method === 'GET' || req.method === 'HEAD';
-
 export async function startTelemetry(opts: {
   config: ServerConfig;
   metrics: ServerMetrics;
@@ -126,71 +98,20 @@ export async function startTelemetry(opts: {
   const src: TelemetrySources = { datastore: opts.datastore, ca: opts.ca, api: opts.api };
   const registry = metrics.registry;
   metrics.observe(src);
-  const servers: Server[] = [];
-  const stopAll = (): Promise<void> => Promise.all(servers.map(closeServer)).then(() => undefined);
-
-  try {
-    if (config.telemetry.prometheus) {
-      const server = createServer((req, res) => {
-        if (!isRead(req) || pathOf(req) !== '/metrics') {
-          res.writeHead(404);
-          res.end();
-          return;
-        }
-        registry.metrics().then(
-          (body) => {
-            res.writeHead(200, { 'content-type': registry.contentType });
-            res.end(req.method === 'HEAD' ? undefined : body);
-          },
-          (err: unknown) => {
-            logger.warn({ err }, 'collecting metrics failed');
-            res.writeHead(500);
-            res.end();
-          },
-        );
+  let datastoreDown = false;
+  const listeners = await startTelemetryListeners({
+    healthChecks: config.healthChecks,
+    prometheus: config.telemetry.prometheus,
+    registry,
+    logger,
+    ready: async () => {
+      const r = await checkReadiness(src, now(), (err) => {
+        if (!datastoreDown) logger.warn({ err }, 'readiness: datastore is not answering');
+        datastoreDown = true;
       });
-      const { host, port } = config.telemetry.prometheus;
-      await listen(server, host, port);
-      servers.push(server);
-      logger.info({ address: `${host}:${port}` }, 'serving Prometheus metrics');
-    }
-
-    const hc = config.healthChecks;
-    if (hc.listenerEnabled) {
-      let datastoreDown = false;
-      const server = createServer((req, res) => {
-        const path = pathOf(req);
-        if (!isRead(req) || (path !== hc.livePath && path !== hc.readyPath)) {
-          res.writeHead(404);
-          res.end();
-          return;
-        }
-        if (path === hc.livePath) {
-          sendJson(req, res, 200, { live: true });
-          return;
-        }
-        checkReadiness(src, now(), (err) => {
-          if (!datastoreDown) logger.warn({ err }, 'readiness: datastore is not answering');
-          datastoreDown = true;
-        }).then(
-          (r) => {
-            if (r.body['datastore'] === 'ok') datastoreDown = false;
-            sendJson(req, res, r.ready ? 200 : 503, r.body);
-          },
-          (err: unknown) => {
-            logger.warn({ err }, 'readiness check failed');
-            sendJson(req, res, 503, { ready: false, reasons: ['readiness check failed'] });
-          },
-        );
-      });
-      await listen(server, hc.bindAddress, hc.bindPort);
-      servers.push(server);
-      logger.info({ address: `${hc.bindAddress}:${hc.bindPort}` }, 'serving health checks');
-    }
-  } catch (err) {
-    await stopAll();
-    throw err;
-  }
-
-  return { registry, close: stopAll };
+      if (r.body['datastore'] === 'ok') datastoreDown = false;
+      return r;
+    },
+  });
+  return { registry, close: () => listeners.close() };
 }
