@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
-import { isConfigError } from '../../common/configfile.js';
+import { runService, validateConfig } from '../../common/runcommand.js';
 import type { AgentConfig, AgentFlags } from '../config/types.js';
 
 function addFlags(cmd: Command): Command {
@@ -31,47 +31,14 @@ async function load(flags: AgentFlags): Promise<AgentConfig> {
   return loadAgentConfig({ flags, cwd: process.cwd(), env: process.env as Record<string, string>, readFile: (p: string) => readFileSync(p, 'utf8') });
 }
 
-function fail(err: unknown): never {
-  if (isConfigError(err)) process.stderr.write(`${err.problems.join('\n')}\n`);
-  else process.stderr.write(`Error: ${(err as Error).message}\n`);
-  process.exit(1);
-}
-
 export function register(program: Command): void {
-  addFlags(program.command('run').description('Runs the agent')).action(async (flags: AgentFlags) => {
-    let config: AgentConfig;
-    try {
-      config = await load(flags);
-    } catch (err) {
-      fail(err);
-    }
-    const { startAgent } = await import('../run.js');
-    let agent;
-    try {
-      agent = await startAgent(config);
-    } catch (err) {
-      fail(err);
-    }
-    let stopping = false;
-    const shutdown = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      agent.logger.info({ signal }, 'shutting down');
-      agent.stop().then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
-    };
-    process.on('SIGTERM', () => shutdown('SIGTERM'));
-    process.on('SIGINT', () => shutdown('SIGINT'));
-  });
-
-  addFlags(program.command('validate').description('Validates an agent configuration file')).action(async (flags: AgentFlags) => {
-    try {
-      await load(flags);
-    } catch (err) {
-      fail(err);
-    }
-    process.stdout.write('Configuration is valid.\n');
-  });
+  addFlags(program.command('run').description('Runs the agent')).action((flags: AgentFlags) =>
+    runService(
+      () => load(flags),
+      async (config) => (await import('../run.js')).startAgent(config),
+    ),
+  );
+  addFlags(program.command('validate').description('Validates a agent configuration file')).action((flags: AgentFlags) =>
+    validateConfig(() => load(flags)),
+  );
 }

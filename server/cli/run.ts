@@ -4,10 +4,10 @@
  * This is the one place below bin/ that reads process.env and process.cwd().
  */
 import { Option, type Command } from 'commander';
-import { isConfigError } from '../../common/configfile.js';
+import { runService, validateConfig } from '../../common/runcommand.js';
 import type { ServerConfig, ServerFlags } from '../config/config.js';
 
-function addConfigFlags(cmd: Command): Command {
+function addFlags(cmd: Command): Command {
   return cmd
     .addOption(new Option('--config <file>', 'Path to a SPIRE-style server config file (YAML or JSON)'))
     .addOption(new Option('--expandEnv', 'Expand $VARIABLES in the config file'))
@@ -27,50 +27,14 @@ async function load(flags: ServerFlags): Promise<ServerConfig> {
   return loadServerConfig({ flags, cwd: process.cwd(), env: process.env as Record<string, string> });
 }
 
-function fail(err: unknown): never {
-  if (isConfigError(err)) {
-    process.stderr.write(`${err.problems.map((p) => `${p}`).join('\n')}\n`);
-  } else {
-    process.stderr.write(`Error: ${(err as Error).message}\n`);
-  }
-  process.exit(1);
-}
-
 export function register(program: Command): void {
-  addConfigFlags(program.command('run').description('Runs the server')).action(async (flags: ServerFlags) => {
-    let config: ServerConfig;
-    try {
-      config = await load(flags);
-    } catch (err) {
-      fail(err);
-    }
-    const { startServer } = await import('../run.js');
-    let server;
-    try {
-      server = await startServer(config);
-    } catch (err) {
-      fail(err);
-    }
-    let stopping = false;
-    const shutdown = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      server.logger.info({ signal }, 'shutting down');
-      server.stop().then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
-    };
-    process.on('SIGTERM', () => shutdown('SIGTERM'));
-    process.on('SIGINT', () => shutdown('SIGINT'));
-  });
-
-  addConfigFlags(program.command('validate').description('Validates a server configuration file')).action(async (flags: ServerFlags) => {
-    try {
-      await load(flags);
-    } catch (err) {
-      fail(err);
-    }
-    process.stdout.write('Configuration is valid.\n');
-  });
+  addFlags(program.command('run').description('Runs the server')).action((flags: ServerFlags) =>
+    runService(
+      () => load(flags),
+      async (config) => (await import('../run.js')).startServer(config),
+    ),
+  );
+  addFlags(program.command('validate').description('Validates a server configuration file')).action((flags: ServerFlags) =>
+    validateConfig(() => load(flags)),
+  );
 }
