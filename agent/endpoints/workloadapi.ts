@@ -61,6 +61,7 @@ import {
 import type { PeerCredNative } from '../native/peercred.js';
 import { apiError, toStatus, WorkloadApiError } from './errors.js';
 import { createWorkloadHealthService } from './health.js';
+import { addReflection } from './reflection.js';
 import { DEFAULT_MAX_STREAMS_PER_PID, StreamLimiter } from './limits.js';
 import { DEFAULT_MAX_CONNECTIONS, listenWorkloadSocket } from './listener.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
@@ -440,8 +441,8 @@ export interface WorkloadEndpoint {
  *   a flood on one connection meets RESOURCE_EXHAUSTED instead of silent client-side queueing;
  * - `maxConnections` open connections in all (default 8192), further ones closed at accept.
  *
- * Server reflection is not served: grpc-js has none built in and @grpc/reflection is not a
- * dependency. The socket is also not TLS (SPEC-NOTES 5: plaintext HTTP/2 over a Unix socket).
+ * Server reflection (reflection.ts) lists the Workload API and health services. The socket is not
+ * TLS (SPEC-NOTES 5: plaintext HTTP/2 over a Unix socket).
  */
 export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): Promise<WorkloadEndpoint> {
   const log = options.logger;
@@ -467,6 +468,7 @@ export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): P
   const extra = options.extraServices?.(lazyPeerOf) ?? [];
   for (const s of extra) server.addService(s.definition, s.implementation);
   server.addService(HealthService, createWorkloadHealthService([SpiffeWorkloadAPIClient.serviceName, ...extra.map((s) => s.name)], lazyPeerOf, workload.streams));
+  addReflection(server);
 
   const listener = await listenWorkloadSocket({
     socketPath: options.socketPath,
