@@ -2,7 +2,7 @@
  * spindle-agent configuration: SPIRE's agent.conf (same sections, key names and defaults where
  * SPIRE has them) written as YAML or JSON, plus SPIRE's `run` flags, validated into the typed
  * `AgentConfig` of ./types.ts. Modelled on server/config/config.ts and built on the shared
- * toolkit in common/configfile.ts.
+ * toolkit in common/configfile.ts and common/configfields.ts.
  *
  * Contract:
  * - Sections: `agent`, `plugins`, `health_checks`, `telemetry`. Unknown keys anywhere are errors
@@ -35,26 +35,37 @@
  * Nothing here reads `process.env` or `process.cwd()`: main passes both in.
  */
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
-import { ConfigReader, closestKey, isPlainMap, loadConfigFile, pluginSections, type PluginSection } from '../../common/configfile.js';
-import type { LogFormat, LogLevel } from '../../common/logging.js';
-import { parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
+import { ConfigReader, loadConfigFile } from '../../common/configfile.js';
+import {
+  HEALTH_CHECKS_DEFAULTS,
+  TELEMETRY_DEFAULTS,
+  addressAt,
+  flagReaderFor,
+  kindSections,
+  onlyOne,
+  logSettings,
+  parseHealthChecks,
+  parseTelemetry,
+  pathAt,
+  pick,
+  portAt,
+  rejectUnknownPluginTypes,
+  rejectUnsupportedKeys,
+  requiredTrustDomain,
+  socketPathAt,
+  type KindSectionsOptions,
+} from '../../common/configfields.js';
 import { isWellFormedJoinToken } from '../../attestors/node/join_token/token.js';
 import type { AgentConfig, AgentFlags } from './types.js';
 
 export type { AgentConfig, AgentFlags } from './types.js';
-
-export const LOG_LEVELS: readonly LogLevel[] = ['DEBUG', 'INFO', 'WARN', 'ERROR'];
-export const LOG_FORMATS: readonly LogFormat[] = ['text', 'json'];
+export { LOG_FORMATS, LOG_LEVELS } from '../../common/configfields.js';
 
 export const NODE_ATTESTORS = ['join_token'] as const;
 export const WORKLOAD_ATTESTORS = ['unix'] as const;
 export const KEY_MANAGERS = ['memory'] as const;
 export const PLUGIN_TYPES = ['KeyManager', 'NodeAttestor', 'WorkloadAttestor'] as const;
-
-/** Longest Unix socket path Linux accepts (sun_path is 108 bytes including the NUL). */
-const MAX_SOCKET_PATH_BYTES = 107;
 
 /**
  * Every default, keyed by the config file's names. Docs, the example file and tests use this
@@ -79,16 +90,8 @@ export const AGENT_DEFAULTS = {
     /** Used (with no plugin_data) when no WorkloadAttestor is configured. */
     WorkloadAttestor: 'unix',
   },
-  health_checks: {
-    listener_enabled: false,
-    bind_address: 'localhost',
-    bind_port: 80,
-    live_path: '/live',
-    ready_path: '/ready',
-  },
-  telemetry: {
-    Prometheus: { host: 'localhost' },
-  },
+  health_checks: HEALTH_CHECKS_DEFAULTS,
+  telemetry: TELEMETRY_DEFAULTS,
 } as const;
 
 export interface ParseAgentConfigOptions {
@@ -133,39 +136,19 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
   const cwd = options.cwd;
   const readFile = options.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
   const root = new ConfigReader(raw);
-  const flagReader = new ConfigReader(flagsAsMap(flags));
-  flagReader.raw('-config');
-  flagReader.bool('-expandEnv');
+  const flagReader = flagReaderFor(flags);
 
   const a = root.section('agent');
-  rejectUnsupportedAgentKeys(a);
+  rejectUnsupportedKeys(a, UNSUPPORTED_AGENT_KEYS);
 
-  // Trust domain: required, from the file or the flag.
-  const tdFile = trustDomainAt(a, 'trust_domain');
-  const tdFlag = trustDomainAt(flagReader, '-trustDomain');
-  const trustDomain = tdFlag.value ?? tdFile.value;
-  if (trustDomain === undefined && !tdFile.invalid && !tdFlag.invalid) {
-    root.problemLine('config: trust_domain is required (set agent.trust_domain in the config file or -trustDomain)');
-  }
+  const trustDomain = requiredTrustDomain(root, flagReader, a);
 
   const d = AGENT_DEFAULTS.agent;
   const serverAddress = pick(addressAt(flagReader, '-serverAddress'), addressAt(a, 'server_address'), d.server_address);
   const serverPort = pick(portAt(flagReader, '-serverPort'), portAt(a, 'server_port'), d.server_port);
   const socketPath = pick(socketPathAt(flagReader, '-socketPath', cwd), socketPathAt(a, 'socket_path', cwd), resolve(cwd, d.socket_path));
   const dataDir = pick(pathAt(flagReader, '-dataDir', cwd), pathAt(a, 'data_dir', cwd), resolve(cwd, d.data_dir));
-  const logLevel = pick(
-    flagReader.enum('-logLevel', LOG_LEVELS, undefined, { caseInsensitive: true }),
-    a.enum('log_level', LOG_LEVELS, undefined, { caseInsensitive: true }),
-    d.log_level,
-  );
-  const logFormat = pick(
-    flagReader.enum('-logFormat', LOG_FORMATS, undefined, { caseInsensitive: true }),
-    a.enum('log_format', LOG_FORMATS, undefined, { caseInsensitive: true }),
-    d.log_format,
-  );
-  const logFileFromFlag = pathAt(flagReader, '-logFile', cwd);
-  const logFileFromFile = pathAt(a, 'log_file', cwd);
-  const logFile = logFileFromFlag ?? logFileFromFile;
+  const { logLevel, logFormat, logFile } = logSettings(flagReader, a, cwd, d);
 
   const joinToken = parseJoinToken(a, flagReader, cwd, readFile);
   const trust = parseInitialTrust(root, a, flagReader, cwd);
@@ -173,8 +156,8 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
   const maxStreamsPerPid = a.int('workload_api_max_streams_per_pid', { min: 1, default: d.workload_api_max_streams_per_pid });
 
   const plugins = parsePlugins(root);
-  const healthChecks = parseHealthChecks(root);
-  const telemetry = parseTelemetry(root);
+  const healthChecks = parseHealthChecks(root, AGENT_DEFAULTS.health_checks);
+  const telemetry = parseTelemetry(root, AGENT_DEFAULTS.telemetry);
 
   root.absorb(flagReader);
   root.throwIfInvalid();
@@ -202,70 +185,6 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
 
 // ---------------------------------------------------------------------------------------------
 // agent section helpers
-
-function flagsAsMap(flags: AgentFlags): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(flags)) if (v !== undefined) out[`-${k}`] = v;
-  return out;
-}
-
-/**
- * The flag value if set, else the file value, else the default. Both are evaluated by the
- * caller first (never `flag ?? readFile()`), so the file's key is validated and counted as known.
- */
-function pick<T>(flagValue: T | undefined, fileValue: T | undefined, def: T): T {
-  return flagValue ?? fileValue ?? def;
-}
-
-/** `invalid` when a value was given but rejected (the problem is already recorded). */
-function trustDomainAt(r: ConfigReader, key: string): { value?: TrustDomain; invalid: boolean } {
-  const v = r.string(key);
-  if (v === undefined) {
-    const raw = r.raw(key);
-    return { invalid: raw !== undefined && raw !== '' };
-  }
-  try {
-    return { value: parseTrustDomain(v), invalid: false };
-  } catch (err) {
-    r.problem(key, (err as Error).message);
-    return { invalid: true };
-  }
-}
-
-const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
-
-function addressAt(r: ConfigReader, key: string): string | undefined {
-  const v = r.string(key);
-  if (v === undefined) return undefined;
-  if (isIP(v) === 0 && !HOSTNAME.test(v)) {
-    r.problem(key, `expected an IP address or host name, got ${JSON.stringify(v)}`);
-    return undefined;
-  }
-  return v;
-}
-
-function portAt(r: ConfigReader, key: string): number | undefined {
-  return r.int(key, { min: 1, max: 65535 });
-}
-
-function pathAt(r: ConfigReader, key: string, cwd: string): string | undefined {
-  const v = r.string(key);
-  if (v === undefined) return undefined;
-  if (v.includes('\0')) {
-    r.problem(key, 'must not contain a NUL character');
-    return undefined;
-  }
-  return resolve(cwd, v);
-}
-
-function socketPathAt(r: ConfigReader, key: string, cwd: string): string | undefined {
-  const p = pathAt(r, key, cwd);
-  if (p !== undefined && Buffer.byteLength(p) > MAX_SOCKET_PATH_BYTES) {
-    r.problem(key, `Unix socket paths are limited to ${MAX_SOCKET_PATH_BYTES} bytes, got ${JSON.stringify(p)} (${Buffer.byteLength(p)} bytes)`);
-    return undefined;
-  }
-  return p;
-}
 
 const MALFORMED_TOKEN = 'is not a join token (expected a UUID as printed by `spindle-server token generate`)';
 
@@ -370,15 +289,6 @@ const UNSUPPORTED_AGENT_KEYS: Readonly<Record<string, string>> = {
   log_source_location: 'is not supported yet',
 };
 
-function rejectUnsupportedAgentKeys(a: ConfigReader): void {
-  for (const [key, detail] of Object.entries(UNSUPPORTED_AGENT_KEYS)) a.unsupported(key, detail);
-  const experimental = a.section('experimental');
-  for (const key of experimental.keys()) {
-    experimental.raw(key);
-    experimental.problem(key, 'unsupported experimental option (Spindle has none)');
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // plugins
 
@@ -398,65 +308,28 @@ const NOT_YET_DETAIL: Readonly<Record<string, string>> = {
 
 function parsePlugins(root: ConfigReader): AgentConfig['plugins'] {
   const p = root.section('plugins');
-  for (const kind of p.keys()) {
-    if ((PLUGIN_TYPES as readonly string[]).includes(kind)) continue;
-    p.raw(kind);
-    if (SPIRE_ONLY_PLUGIN_TYPES.includes(kind)) {
-      p.problem(kind, `plugin type is not supported yet; spindle-agent has ${PLUGIN_TYPES.join(', ')}`);
-    } else {
-      const near = closestKey(kind, PLUGIN_TYPES);
-      p.problem(kind, `unknown plugin type${near ? ` (did you mean "${near}"?)` : ''}; expected one of ${PLUGIN_TYPES.join(', ')}`);
-    }
-  }
+  rejectUnknownPluginTypes(p, PLUGIN_TYPES, SPIRE_ONLY_PLUGIN_TYPES, 'spindle-agent');
   const nodeAttestor = parseNodeAttestor(root, p);
   const workloadAttestors = parseWorkloadAttestors(p);
   parseKeyManager(root, p);
   return { nodeAttestor, workloadAttestors };
 }
 
-interface KindSections<N extends string> {
-  /** Enabled plugins with known names, in file order. */
-  enabled: Array<PluginSection & { name: N }>;
-  /** How many plugins had names we do not know or lack, or a malformed shape (each already reported). */
-  unknown: number;
-}
-
-/** The plugins of a kind, split into enabled known ones and a count of rejected names (reported). */
-function kindSections<N extends string>(p: ConfigReader, kind: string, names: readonly N[]): KindSections<N> {
-  const result: KindSections<N> = { enabled: [], unknown: 0 };
-  // Malformed shapes (reported by pluginSections) count as rejected, so "found none" is not added.
-  const raw = p.raw(kind);
-  if (Array.isArray(raw)) result.unknown += raw.filter((item) => !isPlainMap(item)).length;
-  else if (raw !== undefined && !isPlainMap(raw)) result.unknown++;
-  for (const section of pluginSections(p, kind)) {
-    if ((names as readonly string[]).includes(section.name)) {
-      if (section.enabled) result.enabled.push(section as PluginSection & { name: N });
-      continue;
-    }
-    result.unknown++;
-    if (NOT_YET_AVAILABLE[kind]?.includes(section.name)) {
-      p.problemLine(`config: ${section.path}: ${NOT_YET_DETAIL[`${kind}.${section.name}`] ?? 'is not available yet in spindle-agent'}`);
-    } else {
-      const near = closestKey(section.name, names);
-      p.problemLine(
-        `config: ${section.path}: unknown ${kind} plugin${near ? ` (did you mean "${near}"?)` : ''}; expected one of ${names.join(', ')}`,
-      );
-    }
-  }
-  return result;
-}
+/**
+ * How the agent reads plugin kinds: malformed entries count as rejected (so "found none" is not
+ * added), and plugins it lacks yet are reported as such rather than as unknown.
+ */
+const AGENT_KIND_SECTIONS: KindSectionsOptions = {
+  countMalformed: true,
+  unavailable: (kind, name) =>
+    NOT_YET_AVAILABLE[kind]?.includes(name) ? (NOT_YET_DETAIL[`${kind}.${name}`] ?? 'is not available yet in spindle-agent') : undefined,
+};
 
 function parseNodeAttestor(root: ConfigReader, p: ConfigReader): AgentConfig['plugins']['nodeAttestor'] {
   const name = AGENT_DEFAULTS.plugins.NodeAttestor;
   const fallback = { name, data: new ConfigReader(undefined, `plugins.NodeAttestor.${name}.plugin_data`) };
   if (!p.has('NodeAttestor')) return fallback;
-  const { enabled, unknown } = kindSections(p, 'NodeAttestor', NODE_ATTESTORS);
-  if (enabled.length > 1) {
-    p.problem('NodeAttestor', `only one NodeAttestor may be enabled, found ${enabled.length} (${enabled.map((s) => s.name).join(', ')})`);
-  } else if (enabled.length === 0 && unknown === 0) {
-    p.problem('NodeAttestor', 'exactly one NodeAttestor must be enabled, found none');
-  }
-  const section = enabled[0];
+  const section = onlyOne(p, 'NodeAttestor', kindSections(p, 'NodeAttestor', NODE_ATTESTORS, AGENT_KIND_SECTIONS), true);
   if (section === undefined) return fallback;
   // join_token takes no options: absorbing now reports any key as unknown.
   if (section.name === 'join_token') root.absorb(section.data);
@@ -468,7 +341,7 @@ function parseWorkloadAttestors(p: ConfigReader): AgentConfig['plugins']['worklo
     const name = AGENT_DEFAULTS.plugins.WorkloadAttestor;
     return [{ name, data: new ConfigReader(undefined, `plugins.WorkloadAttestor.${name}.plugin_data`) }];
   }
-  const { enabled, unknown } = kindSections(p, 'WorkloadAttestor', WORKLOAD_ATTESTORS);
+  const { enabled, unknown } = kindSections(p, 'WorkloadAttestor', WORKLOAD_ATTESTORS, AGENT_KIND_SECTIONS);
   if (enabled.length === 0 && unknown === 0) p.problem('WorkloadAttestor', 'at least one WorkloadAttestor must be enabled');
   // Each attestor validates its own plugin_data when it is built (unix: UnixWorkloadAttestor.fromConfig).
   return enabled.map((s) => ({ name: s.name, data: s.data }));
@@ -477,65 +350,7 @@ function parseWorkloadAttestors(p: ConfigReader): AgentConfig['plugins']['worklo
 /** KeyManager is optional and only `memory` exists; it takes no options and is not in AgentConfig. */
 function parseKeyManager(root: ConfigReader, p: ConfigReader): void {
   if (!p.has('KeyManager')) return;
-  const { enabled, unknown } = kindSections(p, 'KeyManager', KEY_MANAGERS);
+  const { enabled, unknown } = kindSections(p, 'KeyManager', KEY_MANAGERS, AGENT_KIND_SECTIONS);
   if (enabled.length === 0 && unknown === 0) p.problem('KeyManager', 'exactly one KeyManager must be enabled, found none');
   for (const section of enabled) root.absorb(section.data);
-}
-
-// ---------------------------------------------------------------------------------------------
-// health_checks, telemetry (as the server's)
-
-function urlPathAt(r: ConfigReader, key: string, def: string): string {
-  const v = r.string(key);
-  if (v === undefined) return def;
-  if (!/^\/[^\s?#]*$/.test(v)) {
-    r.problem(key, `expected an HTTP path starting with "/" (no spaces, "?" or "#"), got ${JSON.stringify(v)}`);
-    return def;
-  }
-  return v;
-}
-
-function parseHealthChecks(root: ConfigReader): AgentConfig['healthChecks'] {
-  const h = root.section('health_checks');
-  const d = AGENT_DEFAULTS.health_checks;
-  const result = {
-    listenerEnabled: h.bool('listener_enabled', d.listener_enabled),
-    bindAddress: addressAt(h, 'bind_address') ?? d.bind_address,
-    bindPort: portAt(h, 'bind_port') ?? d.bind_port,
-    livePath: urlPathAt(h, 'live_path', d.live_path),
-    readyPath: urlPathAt(h, 'ready_path', d.ready_path),
-  };
-  if (result.livePath === result.readyPath) {
-    h.problem('ready_path', `must differ from health_checks.live_path, got ${JSON.stringify(result.readyPath)}`);
-  }
-  return result;
-}
-
-const SPIRE_ONLY_TELEMETRY_KEYS = [
-  'DogStatsd',
-  'Statsd',
-  'M3',
-  'InMem',
-  'MetricPrefix',
-  'EnableHostnameLabel',
-  'AllowedPrefixes',
-  'BlockedPrefixes',
-  'AllowedLabels',
-  'BlockedLabels',
-];
-
-function parseTelemetry(root: ConfigReader): AgentConfig['telemetry'] {
-  const t = root.section('telemetry');
-  for (const key of SPIRE_ONLY_TELEMETRY_KEYS) {
-    t.unsupported(key, 'is not supported yet; Spindle exports telemetry to Prometheus only');
-  }
-  const prom = t.section('Prometheus');
-  if (!prom.present) return {};
-  const host = addressAt(prom, 'host') ?? AGENT_DEFAULTS.telemetry.Prometheus.host;
-  const port = portAt(prom, 'port');
-  if (port === undefined) {
-    if (!prom.has('port')) prom.problem('port', 'is required when telemetry.Prometheus is set');
-    return {};
-  }
-  return { prometheus: { host, port } };
 }

@@ -23,9 +23,10 @@
  * attestation (SPEC-NOTES 5).
  */
 import { ServerCredentials, type Server } from '@grpc/grpc-js';
-import { chmodSync, closeSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
-import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
+import { chmodSync, closeSync } from 'node:fs';
+import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname, resolve } from 'node:path';
+import { prepareSocketDirectory, removeSocketFile, removeStaleSocket } from '../../common/unixsocket.js';
 import { loadPeerCred, type PeerCredNative } from '../native/peercred.js';
 import { readEffectiveUid, readStartTime } from './procfs.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
@@ -34,7 +35,6 @@ export const WORKLOAD_SOCKET_MODE = 0o777;
 export const WORKLOAD_SOCKET_DIR_MODE = 0o755;
 export const DEFAULT_MAX_CONNECTIONS = 8192;
 const PEER_KEY_PREFIX = 'spindle-peer-';
-const PROBE_TIMEOUT_MS = 1000;
 
 export interface WorkloadListenerOptions {
   socketPath: string;
@@ -109,43 +109,6 @@ class TrackedPeer implements PeerContext {
   }
 }
 
-function socketAnswers(path: string): Promise<boolean> {
-  return new Promise((done) => {
-    const sock = connect({ path });
-    const finish = (answers: boolean): void => {
-      sock.destroy();
-      done(answers);
-    };
-    sock.setTimeout(PROBE_TIMEOUT_MS, () => finish(true));
-    sock.once('connect', () => finish(true));
-    sock.once('error', () => finish(false));
-  });
-}
-
-function prepareDirectory(dir: string): void {
-  try {
-    if (!statSync(dir).isDirectory()) throw new Error(`Workload API socket directory ${dir} exists and is not a directory`);
-    return;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  mkdirSync(dir, { recursive: true, mode: WORKLOAD_SOCKET_DIR_MODE });
-  chmodSync(dir, WORKLOAD_SOCKET_DIR_MODE); // the umask must not make it private
-}
-
-async function removeStaleSocket(path: string): Promise<void> {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (!st.isSocket()) throw new Error(`Workload API socket path ${path} exists and is not a socket; remove it or choose another socket_path`);
-  if (await socketAnswers(path)) throw new Error(`another process is already serving on ${path} (is spindle-agent already running?)`);
-  unlinkSync(path);
-}
-
 function listen(server: NetServer, path: string): Promise<void> {
   return new Promise((ok, fail) => {
     server.once('error', fail);
@@ -161,8 +124,11 @@ export async function listenWorkloadSocket(options: WorkloadListenerOptions): Pr
   const procRoot = options.procRoot ?? '/proc';
   const log = options.logger;
   const socketPath = resolve(options.socketPath);
-  prepareDirectory(dirname(socketPath));
-  await removeStaleSocket(socketPath);
+  prepareSocketDirectory(dirname(socketPath), WORKLOAD_SOCKET_DIR_MODE, 'Workload API socket');
+  await removeStaleSocket(socketPath, {
+    what: 'Workload API socket',
+    inUse: (path) => `another process is already serving on ${path} (is spindle-agent already running?)`,
+  });
 
   const injector = options.server.createConnectionInjector(ServerCredentials.createInsecure());
   const peers = new Map<string, TrackedPeer>();
@@ -246,11 +212,7 @@ export async function listenWorkloadSocket(options: WorkloadListenerOptions): Pr
         await stopAccepting();
         injector.destroy();
         for (const s of sockets) s.destroy();
-        try {
-          if (lstatSync(socketPath).isSocket()) unlinkSync(socketPath);
-        } catch {
-          // already gone
-        }
+        removeSocketFile(socketPath);
       })();
       return closed;
     },

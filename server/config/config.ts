@@ -17,17 +17,33 @@
  *   validate (it reads its keys and calls `data.throwIfInvalid()`); join_token takes none.
  * Nothing here reads `process.env` or `process.cwd()`: main passes both in.
  */
-import { isIP } from 'node:net';
 import { isAbsolute, join, resolve } from 'node:path';
-import { ConfigReader, closestKey, loadConfigFile, pluginSections, type PluginSection } from '../../common/configfile.js';
+import { ConfigReader, loadConfigFile } from '../../common/configfile.js';
+import {
+  HEALTH_CHECKS_DEFAULTS,
+  TELEMETRY_DEFAULTS,
+  addressAt,
+  flagReaderFor,
+  kindSections,
+  onlyOne,
+  logSettings,
+  parseHealthChecks,
+  parseTelemetry,
+  pathAt,
+  pick,
+  portAt,
+  rejectUnknownPluginTypes,
+  rejectUnsupportedKeys,
+  requiredTrustDomain,
+  socketPathAt,
+} from '../../common/configfields.js';
 import { formatDuration } from '../../common/duration.js';
-import { parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
+import type { LogFormat, LogLevel } from '../../common/logging.js';
+import type { TrustDomain } from '../../spiffe/id.js';
 import { KEY_TYPES, type KeyType } from '../../spiffe/keys.js';
 
-export const LOG_LEVELS = ['DEBUG', 'INFO', 'WARN', 'ERROR'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
-export const LOG_FORMATS = ['text', 'json'] as const;
-export type LogFormat = (typeof LOG_FORMATS)[number];
+export { LOG_FORMATS, LOG_LEVELS } from '../../common/configfields.js';
+export type { LogFormat, LogLevel } from '../../common/logging.js';
 
 export const NODE_ATTESTORS = ['join_token', 'k8s_psat'] as const;
 export type NodeAttestorName = (typeof NODE_ATTESTORS)[number];
@@ -39,9 +55,6 @@ export const PLUGIN_TYPES = ['DataStore', 'KeyManager', 'NodeAttestor', 'Upstrea
 
 /** Shortest accepted `ca_ttl`: the CA must outlive a useful SVID and leave room to rotate. */
 export const MIN_CA_TTL_SECONDS = 120;
-
-/** Longest Unix socket path Linux accepts (sun_path is 108 bytes including the NUL). */
-const MAX_SOCKET_PATH_BYTES = 107;
 
 /**
  * Every default, keyed by the config file's names; durations in seconds (plain integers are
@@ -77,16 +90,8 @@ export const SERVER_DEFAULTS = {
     /** DataStore "sql" connection_string default: this file under data_dir. */
     sqlite_file_in_data_dir: 'datastore.sqlite3',
   },
-  health_checks: {
-    listener_enabled: false,
-    bind_address: 'localhost',
-    bind_port: 80,
-    live_path: '/live',
-    ready_path: '/ready',
-  },
-  telemetry: {
-    Prometheus: { host: 'localhost' },
-  },
+  health_checks: HEALTH_CHECKS_DEFAULTS,
+  telemetry: TELEMETRY_DEFAULTS,
 } as const;
 
 /** `spindle-server run` flags, named as SPIRE names them. Strings as a CLI parser gives them. */
@@ -203,20 +208,12 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
   if (!isAbsolute(options.cwd)) throw new TypeError(`parseServerConfig: cwd must be absolute, got ${JSON.stringify(options.cwd)}`);
   const cwd = options.cwd;
   const root = new ConfigReader(raw);
-  const flagReader = new ConfigReader(flagsAsMap(flags));
-  flagReader.raw('-config');
-  flagReader.bool('-expandEnv');
+  const flagReader = flagReaderFor(flags);
 
   const s = root.section('server');
-  rejectUnsupportedServerKeys(s);
+  rejectUnsupportedKeys(s, UNSUPPORTED_SERVER_KEYS);
 
-  // Trust domain: required, from the file or the flag.
-  const tdFile = trustDomainAt(s, 'trust_domain');
-  const tdFlag = trustDomainAt(flagReader, '-trustDomain');
-  const trustDomain = tdFlag.value ?? tdFile.value;
-  if (trustDomain === undefined && !tdFile.invalid && !tdFlag.invalid) {
-    root.problemLine('config: trust_domain is required (set server.trust_domain in the config file or -trustDomain)');
-  }
+  const trustDomain = requiredTrustDomain(root, flagReader, s);
 
   const bindAddress = pick(addressAt(flagReader, '-bindAddress'), addressAt(s, 'bind_address'), SERVER_DEFAULTS.server.bind_address);
   const bindPort = pick(portAt(flagReader, '-serverPort'), portAt(s, 'bind_port'), SERVER_DEFAULTS.server.bind_port);
@@ -226,19 +223,7 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
     resolve(cwd, SERVER_DEFAULTS.server.socket_path),
   );
   const dataDir = pick(pathAt(flagReader, '-dataDir', cwd), pathAt(s, 'data_dir', cwd), resolve(cwd, SERVER_DEFAULTS.server.data_dir));
-  const logLevel = pick(
-    flagReader.enum('-logLevel', LOG_LEVELS, undefined, { caseInsensitive: true }),
-    s.enum('log_level', LOG_LEVELS, undefined, { caseInsensitive: true }),
-    SERVER_DEFAULTS.server.log_level,
-  );
-  const logFormat = pick(
-    flagReader.enum('-logFormat', LOG_FORMATS, undefined, { caseInsensitive: true }),
-    s.enum('log_format', LOG_FORMATS, undefined, { caseInsensitive: true }),
-    SERVER_DEFAULTS.server.log_format,
-  );
-  const logFileFromFlag = pathAt(flagReader, '-logFile', cwd);
-  const logFileFromFile = pathAt(s, 'log_file', cwd);
-  const logFile = logFileFromFlag ?? logFileFromFile;
+  const { logLevel, logFormat, logFile } = logSettings(flagReader, s, cwd, SERVER_DEFAULTS.server);
 
   // TTLs. Each is checked against ca_ttl only when both are valid, so one mistake is one problem.
   // Defaults are checked too (a short ca_ttl can be below the default SVID TTLs), except
@@ -279,8 +264,8 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
   const auditLogEnabled = s.bool('audit_log_enabled', SERVER_DEFAULTS.server.audit_log_enabled);
 
   const plugins = parsePlugins(root, dataDir, cwd);
-  const healthChecks = parseHealthChecks(root);
-  const telemetry = parseTelemetry(root);
+  const healthChecks = parseHealthChecks(root, SERVER_DEFAULTS.health_checks);
+  const telemetry = parseTelemetry(root, SERVER_DEFAULTS.telemetry);
 
   root.absorb(flagReader);
   root.throwIfInvalid();
@@ -312,71 +297,7 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
 }
 
 // ---------------------------------------------------------------------------------------------
-// server section helpers
-
-function flagsAsMap(flags: ServerFlags): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(flags)) if (v !== undefined) out[`-${k}`] = v;
-  return out;
-}
-
-/**
- * The flag value if set, else the file value, else the default. Both are evaluated by the
- * caller first (never `flag ?? readFile()`), so the file's key is validated and counted as known.
- */
-function pick<T>(flagValue: T | undefined, fileValue: T | undefined, def: T): T {
-  return flagValue ?? fileValue ?? def;
-}
-
-/** `invalid` when a value was given but rejected (the problem is already recorded). */
-function trustDomainAt(r: ConfigReader, key: string): { value?: TrustDomain; invalid: boolean } {
-  const v = r.string(key);
-  if (v === undefined) {
-    const raw = r.raw(key);
-    return { invalid: raw !== undefined && raw !== '' };
-  }
-  try {
-    return { value: parseTrustDomain(v), invalid: false };
-  } catch (err) {
-    r.problem(key, (err as Error).message);
-    return { invalid: true };
-  }
-}
-
-const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
-
-function addressAt(r: ConfigReader, key: string): string | undefined {
-  const v = r.string(key);
-  if (v === undefined) return undefined;
-  if (isIP(v) === 0 && !HOSTNAME.test(v)) {
-    r.problem(key, `expected an IP address or host name, got ${JSON.stringify(v)}`);
-    return undefined;
-  }
-  return v;
-}
-
-function portAt(r: ConfigReader, key: string): number | undefined {
-  return r.int(key, { min: 1, max: 65535 });
-}
-
-function pathAt(r: ConfigReader, key: string, cwd: string): string | undefined {
-  const v = r.string(key);
-  if (v === undefined) return undefined;
-  if (v.includes('\0')) {
-    r.problem(key, 'must not contain a NUL character');
-    return undefined;
-  }
-  return resolve(cwd, v);
-}
-
-function socketPathAt(r: ConfigReader, key: string, cwd: string): string | undefined {
-  const p = pathAt(r, key, cwd);
-  if (p !== undefined && Buffer.byteLength(p) > MAX_SOCKET_PATH_BYTES) {
-    r.problem(key, `Unix socket paths are limited to ${MAX_SOCKET_PATH_BYTES} bytes, got ${JSON.stringify(p)} (${Buffer.byteLength(p)} bytes)`);
-    return undefined;
-  }
-  return p;
-}
+// server section
 
 /** SPIRE server keys Spindle recognizes but does not implement, with what to say about them. */
 const UNSUPPORTED_SERVER_KEYS: Readonly<Record<string, string>> = {
@@ -396,15 +317,6 @@ const UNSUPPORTED_SERVER_KEYS: Readonly<Record<string, string>> = {
   upstream_bundle: 'was removed in SPIRE (upstream CA certificates are always in the bundle)',
 };
 
-function rejectUnsupportedServerKeys(s: ConfigReader): void {
-  for (const [key, detail] of Object.entries(UNSUPPORTED_SERVER_KEYS)) s.unsupported(key, detail);
-  const experimental = s.section('experimental');
-  for (const key of experimental.keys()) {
-    experimental.raw(key);
-    experimental.problem(key, 'unsupported experimental option (Spindle has none)');
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // plugins
 
@@ -412,16 +324,7 @@ const SPIRE_ONLY_PLUGIN_TYPES = ['BundlePublisher', 'CredentialComposer', 'Notif
 
 function parsePlugins(root: ConfigReader, dataDir: string, cwd: string): ServerConfig['plugins'] {
   const p = root.section('plugins');
-  for (const kind of p.keys()) {
-    if ((PLUGIN_TYPES as readonly string[]).includes(kind)) continue;
-    p.raw(kind);
-    if (SPIRE_ONLY_PLUGIN_TYPES.includes(kind)) {
-      p.problem(kind, `plugin type is not supported yet; Spindle has ${PLUGIN_TYPES.join(', ')}`);
-    } else {
-      const near = closestKey(kind, PLUGIN_TYPES);
-      p.problem(kind, `unknown plugin type${near ? ` (did you mean "${near}"?)` : ''}; expected one of ${PLUGIN_TYPES.join(', ')}`);
-    }
-  }
+  rejectUnknownPluginTypes(p, PLUGIN_TYPES, SPIRE_ONLY_PLUGIN_TYPES, 'Spindle');
 
   return {
     nodeAttestors: parseNodeAttestors(root, p),
@@ -433,44 +336,6 @@ function parsePlugins(root: ConfigReader, dataDir: string, cwd: string): ServerC
 
 function optionalUpstream(u: UpstreamAuthorityConfig | undefined): { upstreamAuthority?: UpstreamAuthorityConfig } {
   return u === undefined ? {} : { upstreamAuthority: u };
-}
-
-interface KindSections<N extends string> {
-  /** Enabled plugins with known names, in file order. */
-  enabled: Array<PluginSection & { name: N }>;
-  /** How many plugins had names we do not know (each already reported). */
-  unknown: number;
-}
-
-/** The plugins of a kind, split into enabled known ones and a count of unknown names (reported). */
-function kindSections<N extends string>(p: ConfigReader, kind: string, names: readonly N[]): KindSections<N> {
-  const result: KindSections<N> = { enabled: [], unknown: 0 };
-  for (const section of pluginSections(p, kind)) {
-    if (!(names as readonly string[]).includes(section.name)) {
-      const near = closestKey(section.name, names);
-      p.problemLine(
-        `config: ${section.path}: unknown ${kind} plugin${near ? ` (did you mean "${near}"?)` : ''}; expected one of ${names.join(', ')}`,
-      );
-      result.unknown++;
-    } else if (section.enabled) {
-      result.enabled.push(section as PluginSection & { name: N });
-    }
-  }
-  return result;
-}
-
-/**
- * The one enabled plugin of a kind. More than one is a problem; none is a problem when
- * `required` (unless every name was unknown, which is reported already).
- */
-function onlyOne<N extends string>(p: ConfigReader, kind: string, sections: KindSections<N>, required: boolean): (PluginSection & { name: N }) | undefined {
-  const { enabled, unknown } = sections;
-  if (enabled.length > 1) {
-    p.problem(kind, `only one ${kind} may be enabled, found ${enabled.length} (${enabled.map((s) => s.name).join(', ')})`);
-  } else if (enabled.length === 0 && required && unknown === 0) {
-    p.problem(kind, `exactly one ${kind} must be enabled, found none`);
-  }
-  return enabled[0];
 }
 
 function parseNodeAttestors(root: ConfigReader, p: ConfigReader): NodeAttestorConfig[] {
@@ -546,62 +411,4 @@ function parseDataStore(root: ConfigReader, p: ConfigReader, dataDir: string, cw
   }
   root.absorb(d);
   return { name: 'sql', databaseType: 'sqlite3', connectionString };
-}
-
-// ---------------------------------------------------------------------------------------------
-// health_checks, telemetry
-
-function urlPathAt(r: ConfigReader, key: string, def: string): string {
-  const v = r.string(key);
-  if (v === undefined) return def;
-  if (!/^\/[^\s?#]*$/.test(v)) {
-    r.problem(key, `expected an HTTP path starting with "/" (no spaces, "?" or "#"), got ${JSON.stringify(v)}`);
-    return def;
-  }
-  return v;
-}
-
-function parseHealthChecks(root: ConfigReader): ServerConfig['healthChecks'] {
-  const h = root.section('health_checks');
-  const d = SERVER_DEFAULTS.health_checks;
-  const result = {
-    listenerEnabled: h.bool('listener_enabled', d.listener_enabled),
-    bindAddress: addressAt(h, 'bind_address') ?? d.bind_address,
-    bindPort: portAt(h, 'bind_port') ?? d.bind_port,
-    livePath: urlPathAt(h, 'live_path', d.live_path),
-    readyPath: urlPathAt(h, 'ready_path', d.ready_path),
-  };
-  if (result.livePath === result.readyPath) {
-    h.problem('ready_path', `must differ from health_checks.live_path, got ${JSON.stringify(result.readyPath)}`);
-  }
-  return result;
-}
-
-const SPIRE_ONLY_TELEMETRY_KEYS = [
-  'DogStatsd',
-  'Statsd',
-  'M3',
-  'InMem',
-  'MetricPrefix',
-  'EnableHostnameLabel',
-  'AllowedPrefixes',
-  'BlockedPrefixes',
-  'AllowedLabels',
-  'BlockedLabels',
-];
-
-function parseTelemetry(root: ConfigReader): ServerConfig['telemetry'] {
-  const t = root.section('telemetry');
-  for (const key of SPIRE_ONLY_TELEMETRY_KEYS) {
-    t.unsupported(key, 'is not supported yet; Spindle exports telemetry to Prometheus only');
-  }
-  const prom = t.section('Prometheus');
-  if (!prom.present) return {};
-  const host = addressAt(prom, 'host') ?? SERVER_DEFAULTS.telemetry.Prometheus.host;
-  const port = portAt(prom, 'port');
-  if (port === undefined) {
-    if (!prom.has('port')) prom.problem('port', 'is required when telemetry.Prometheus is set');
-    return {};
-  }
-  return { prometheus: { host, port } };
 }

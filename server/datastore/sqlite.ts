@@ -30,6 +30,7 @@ import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, closeSync, constants as fsConstants, fchmodSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { compareCodePoints } from '../../common/strings.js';
 import { isSpiffeId, parseTrustDomain, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
 import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js';
 import {
@@ -140,24 +141,6 @@ type Stmt<R = unknown> = Database.Statement<unknown[], R>;
 
 // ---------------------------------------------------------------------------------------------
 // Validation and normalisation (pure).
-
-/** Orders strings by Unicode code point (= SQLite BINARY order of their UTF-8). */
-function compareCodePoints(a: string, b: string): number {
-  if (a === b) return 0;
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    let x = a.charCodeAt(i);
-    let y = b.charCodeAt(i);
-    if (x === y) continue;
-    // UTF-16 order differs from code point order only between surrogates and U+E000..U+FFFF.
-    if (x >= 0xd800 && y >= 0xd800) {
-      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
-      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
-    }
-    return x - y;
-  }
-  return a.length - b.length;
-}
 
 const LONE_SURROGATE = /\p{Surrogate}/u;
 

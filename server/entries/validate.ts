@@ -37,8 +37,11 @@ import {
   type SpiffeId,
   type TrustDomain,
 } from '../../spiffe/id.js';
+import { compareCodePoints } from '../../common/strings.js';
 import { quote } from '../../spiffe/errors.js';
 import type { NewEntry, Selector } from '../datastore/types.js';
+
+export { compareCodePoints } from '../../common/strings.js';
 
 export const ERR_ENTRY_INVALID = 'ERR_ENTRY_INVALID';
 
@@ -251,24 +254,6 @@ export function validateSelector(sel: Selector | string, index?: number): Select
 /** `type:value` (the inverse of parseSelector for valid selectors). */
 export function formatSelector(sel: Selector): string {
   return `${sel.type}:${sel.value}`;
-}
-
-/** Orders strings by Unicode code point (SQLite's BINARY order on UTF-8), not UTF-16 unit. */
-export function compareCodePoints(a: string, b: string): number {
-  if (a === b) return 0;
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    let x = a.charCodeAt(i);
-    let y = b.charCodeAt(i);
-    if (x === y) continue;
-    // UTF-16 order differs from code point order only between surrogates and U+E000..U+FFFF.
-    if (x >= 0xd800 && y >= 0xd800) {
-      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
-      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
-    }
-    return x - y;
-  }
-  return a.length - b.length;
 }
 
 /** Orders selectors by (type, value), code point order: the datastore's order. */

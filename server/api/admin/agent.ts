@@ -2,7 +2,8 @@
  * AgentService: attested agents (list, show, evict, ban, count) and join tokens.
  *
  * Join tokens (SPIRE's CreateJoinToken):
- * - The value is a random UUID v4; only its SHA-256 (hex) is stored. The value is returned to
+ * - The value is a random UUID v4; only its SHA-256 (hex) is stored (both as the join_token
+ *   attestor defines them: attestors/node/join_token/token.ts). The value is returned to
  *   the caller once and never logged.
  * - TTL 0 means the default (600 s unless configured); negative TTLs are refused.
  * - With `agent_alias_spiffe_id`, SPIRE's alias entry is created too: spiffeId = the alias,
@@ -14,7 +15,7 @@
  * Ban (SPIRE semantics): the record stays, marked banned, with its SVID serials cleared; the
  * agent API refuses banned agents and their re-attestation until the record is deleted (evict).
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { generateJoinToken, hashJoinToken } from '../../../attestors/node/join_token/token.js';
 import { idFromSegments } from '../../../spiffe/id.js';
 import type { AgentServiceServer } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import { validateNewEntry } from '../../entries/validate.js';
@@ -24,10 +25,6 @@ import { DEFAULT_JOIN_TOKEN_TTL_SECONDS, type AdminDeps, type AdminLogger } from
 
 /** Longest join token lifetime accepted (one year). */
 export const MAX_JOIN_TOKEN_TTL_SECONDS = 365 * 24 * 3600;
-
-export function hashJoinToken(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex');
-}
 
 export function createAgentService(deps: AdminDeps, log: AdminLogger): AgentServiceServer {
   const { datastore: ds, trustDomain } = deps;
@@ -79,7 +76,7 @@ export function createAgentService(deps: AdminDeps, log: AdminLogger): AgentServ
       const alias =
         req.agentAliasSpiffeId === '' ? undefined : parseWorkloadIdField(req.agentAliasSpiffeId, 'agent_alias_spiffe_id', trustDomain);
 
-      const token = randomUUID();
+      const token = generateJoinToken();
       const agentId = idFromSegments(trustDomain, 'spire', 'agent', 'join_token', token);
       // Validate the alias entry before storing anything (fail early, as SPIRE does).
       const aliasEntry =

@@ -10,9 +10,9 @@
  * Serves EntryService, AgentService, BundleService, SVIDService and grpc.health.v1.Health.
  */
 import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js';
-import { chmodSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
-import { connect } from 'node:net';
+import { chmodSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { prepareSocketDirectory, removeSocketFile, removeStaleSocket } from '../../../common/unixsocket.js';
 import { HealthService } from '../../../proto/gen/grpc/health/v1/health.js';
 import {
   AgentServiceClient,
@@ -47,56 +47,15 @@ export interface AdminServer {
 }
 
 const SHUTDOWN_GRACE_MS = 5000;
-const PROBE_TIMEOUT_MS = 1000;
-
-/** Whether something accepts connections on the Unix socket at `path`. */
-function socketAnswers(path: string): Promise<boolean> {
-  return new Promise((resolveProbe) => {
-    const sock = connect({ path });
-    const done = (answers: boolean): void => {
-      sock.destroy();
-      resolveProbe(answers);
-    };
-    sock.setTimeout(PROBE_TIMEOUT_MS, () => done(true));
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
-  });
-}
 
 function prepareDirectory(dir: string, log: AdminLogger): void {
-  let existing;
-  try {
-    existing = statSync(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  if (existing === undefined) {
-    mkdirSync(dir, { recursive: true, mode: ADMIN_SOCKET_DIR_MODE });
-    chmodSync(dir, ADMIN_SOCKET_DIR_MODE);
-    return;
-  }
-  if (!existing.isDirectory()) throw new Error(`admin socket directory ${dir} exists and is not a directory`);
-  if ((existing.mode & 0o007) !== 0) {
+  const existing = prepareSocketDirectory(dir, ADMIN_SOCKET_DIR_MODE, 'admin socket');
+  if (existing !== undefined && (existing.mode & 0o007) !== 0) {
     log.warn(
       { dir, mode: (existing.mode & 0o777).toString(8) },
       'admin socket directory is accessible to others; the socket itself is 0770, but a private directory (0700) is safer',
     );
   }
-}
-
-async function removeStaleSocket(path: string): Promise<void> {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (!st.isSocket()) throw new Error(`admin socket path ${path} exists and is not a socket; remove it or choose another socket_path`);
-  if (await socketAnswers(path)) {
-    throw new Error(`another process is already serving on the admin socket ${path} (is spindle-server already running?)`);
-  }
-  unlinkSync(path);
 }
 
 function bind(server: Server, target: string): Promise<void> {
@@ -109,7 +68,10 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   const log = options.logger.child({ component: 'admin_server' });
   const socketPath = resolve(options.socketPath);
   prepareDirectory(dirname(socketPath), log);
-  await removeStaleSocket(socketPath);
+  await removeStaleSocket(socketPath, {
+    what: 'admin socket',
+    inUse: (path) => `another process is already serving on the admin socket ${path} (is spindle-server already running?)`,
+  });
 
   const server = new Server({ interceptors: options.metrics ? [options.metrics.grpcInterceptor()] : [] });
   const { services } = options;
@@ -144,11 +106,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         timer.unref();
         server.tryShutdown(() => {
           clearTimeout(timer);
-          try {
-            if (lstatSync(socketPath).isSocket()) unlinkSync(socketPath);
-          } catch {
-            // already gone
-          }
+          removeSocketFile(socketPath);
           log.info({ socketPath }, 'admin API stopped');
           done();
         });
