@@ -1,0 +1,375 @@
+// End to end: real spindle-server and spindle-agent processes, workloads of different uids
+// (spawned as other users: the tests run as root in CI) talking to the agent's Workload API.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { chmodSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
+import { Metadata, credentials, status, type ClientReadableStream, type ServiceError, type StatusObject } from '@grpc/grpc-js';
+import { SpiffeWorkloadAPIClient, type X509SVIDResponse } from '../proto/gen/workload/workload.js';
+import { createWorkloadApiClient, type WorkloadApiClient, type WorkloadApiError, type X509Context } from '../spiffe/workloadapi/index.js';
+import { generateJoinToken, serverCliAsync, startAgentProcess, type AgentProcess } from './support/agentproc.js';
+import { repoRoot, startServerProcess, type ServerProcess } from './support/serverproc.js';
+
+const TD = 'example.org';
+const ALIAS = `spiffe://${TD}/e2e/node`;
+const MY_UID = process.getuid!();
+const OTHER_UID = 65534; // nobody
+const UNREGISTERED_UID = 65533; // no passwd entry, no registration entry
+const MY_ID = `spiffe://${TD}/e2e/uid-${MY_UID}`;
+const OTHER_ID = `spiffe://${TD}/e2e/nobody`;
+const MY_TTL = 10; // seconds: rotation every ~5 s on every stream of this uid
+const isRoot = MY_UID === 0;
+const SERVER_DOWN_MS = 2000;
+
+let server: ServerProcess;
+let agent: AgentProcess;
+let workloadScript: string;
+let myEntryId: string;
+const clients: WorkloadApiClient[] = [];
+
+function ok(r: { status: number | null; stdout: string; stderr: string }, what = 'CLI'): string {
+  assert.equal(r.status, 0, `${what} failed (${r.status}): ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+function entryIdOf(out: string): string {
+  const m = /^Entry ID\s+:\s+(\S+)$/m.exec(out);
+  assert.ok(m, `entry create prints "Entry ID : <id>":\n${out}`);
+  return m[1]!;
+}
+
+function client(): WorkloadApiClient {
+  const c = createWorkloadApiClient({ address: agent.address, backoff: { initialMs: 200, maxMs: 1000 } });
+  clients.push(c);
+  return c;
+}
+
+function serial(ctx: X509Context, id?: string): string {
+  const svid = id === undefined ? ctx.defaultSvid : ctx.svids.find((s) => s.id.toString() === id);
+  assert.ok(svid, `no SVID ${id} in ${ctx.svids.map((s) => s.id.toString()).join(', ')}`);
+  return new X509Certificate(svid.certificates[0]!).serialNumber;
+}
+
+/** Every update of an SDK watch, with `waitFor(pred)` resolving on the first (past or future) match. */
+function watchUpdates(c: WorkloadApiClient) {
+  const updates: Array<{ at: number; ctx: X509Context }> = [];
+  const errors: WorkloadApiError[] = [];
+  const waiters: Array<() => void> = [];
+  const w = c.watchX509Context(
+    (ctx) => {
+      updates.push({ at: performance.now(), ctx });
+      for (const f of waiters.splice(0)) f();
+    },
+    (err) => {
+      errors.push(err);
+      for (const f of waiters.splice(0)) f();
+    },
+  );
+  const waitFor = (pred: (ctx: X509Context) => boolean, timeoutMs: number, from = 0, what = 'update'): Promise<{ at: number; ctx: X509Context; index: number }> =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs} ms (updates: ${updates.length}, errors: ${errors.map((e) => e.message).join('; ')})`)), timeoutMs);
+      const check = (): void => {
+        for (let i = from; i < updates.length; i++) {
+          if (pred(updates[i]!.ctx)) {
+            clearTimeout(timer);
+            resolve({ ...updates[i]!, index: i });
+            return;
+          }
+        }
+        waiters.push(check);
+      };
+      check();
+    });
+  return { updates, errors, waitFor, done: w.done, close: () => w.close() };
+}
+
+/** Runs the workload script as `uid` (a separate process: the agent attests it from the kernel). */
+function runWorkloadAs(uid: number): Promise<{ id?: string; uid?: number; code?: number; codeName?: string; message?: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [workloadScript, agent.address], { uid, gid: uid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' } });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      const line = out.trim().split('\n').pop() ?? '';
+      try {
+        resolve(JSON.parse(line));
+      } catch {
+        reject(new Error(`workload as uid ${uid} exited ${code} without a result:\nstdout: ${out}\nstderr: ${err}`));
+      }
+    });
+  });
+}
+
+before(async () => {
+  server = await startServerProcess({ trustDomain: TD });
+  const token = generateJoinToken(server, ALIAS);
+  myEntryId = entryIdOf(ok(server.cli(['entry', 'create', '-parentID', ALIAS, '-spiffeID', MY_ID, '-selector', `unix:uid:${MY_UID}`, '-x509SVIDTTL', String(MY_TTL)]), 'entry create (own uid)'));
+  ok(server.cli(['entry', 'create', '-parentID', ALIAS, '-spiffeID', OTHER_ID, '-selector', `unix:uid:${OTHER_UID}`]), 'entry create (nobody)');
+  agent = await startAgentProcess({ server, joinToken: token });
+
+  // The workload run as other uids: a file they can read that imports the SDK from dist.
+  if (isRoot) {
+    for (const p of [repoRoot, join(repoRoot, 'dist'), join(repoRoot, 'node_modules')]) {
+      assert.ok((statSync(p).mode & 0o005) === 0o005, `${p} must be readable by other users for the uid ${OTHER_UID} workload`);
+    }
+  }
+  const sdk = pathToFileURL(join(repoRoot, 'dist', 'spiffe', 'workloadapi', 'index.js')).href;
+  workloadScript = join(agent.dir, 'workload.mjs');
+  writeFileSync(
+    workloadScript,
+    `import { createWorkloadApiClient, statusName } from ${JSON.stringify(sdk)};
+const c = createWorkloadApiClient({ address: process.argv[2] });
+try {
+  const ctx = await c.fetchX509Context({ timeoutMs: 10000 });
+  console.log(JSON.stringify({ id: ctx.defaultSvid.id.toString(), uid: process.getuid() }));
+} catch (err) {
+  console.log(JSON.stringify({ code: err.code, codeName: statusName(err.code), message: err.message }));
+} finally {
+  c.close();
+}
+`,
+  );
+  chmodSync(workloadScript, 0o644);
+});
+
+after(async () => {
+  for (const c of clients) c.close();
+  await agent?.stop();
+  await server?.stop();
+  if (process.env['SPINDLE_E2E_KEEP']) {
+    if (agent) writeFileSync(join(agent.dir, 'agent.log'), agent.log());
+    if (server) writeFileSync(join(server.dir, 'server.log'), server.log());
+    console.log(`# kept ${agent?.dir} and ${server?.dir}`);
+  } else {
+    for (const d of [agent?.dir, server?.dir]) if (d) rmSync(d, { recursive: true, force: true });
+  }
+});
+
+describe('workload identities by uid', () => {
+  test(`a workload of uid ${MY_UID} and one of uid ${OTHER_UID} each get their own identity`, { skip: isRoot ? false : 'needs root to spawn a workload as another uid' }, async () => {
+    const [mine, theirs] = await Promise.all([client().fetchX509Context(), runWorkloadAs(OTHER_UID)]);
+    assert.equal(mine.defaultSvid.id.toString(), MY_ID);
+    assert.deepEqual(mine.svids.map((s) => s.id.toString()), [MY_ID]);
+    assert.equal(theirs.uid, OTHER_UID);
+    assert.equal(theirs.id, OTHER_ID, `uid ${OTHER_UID} workload: ${JSON.stringify(theirs)}`);
+  });
+
+  test(`a uid with no entry (${UNREGISTERED_UID}) gets PERMISSION_DENIED`, { skip: isRoot ? false : 'needs root to spawn a workload as another uid' }, async () => {
+    const r = await runWorkloadAs(UNREGISTERED_UID);
+    assert.equal(r.codeName, 'PERMISSION_DENIED', JSON.stringify(r));
+    assert.equal(r.code, status.PERMISSION_DENIED);
+  });
+});
+
+describe('security header', () => {
+  test('calls without the workload.spiffe.io header get INVALID_ARGUMENT (raw grpc-js client)', async () => {
+    const raw = new SpiffeWorkloadAPIClient(`unix:${agent.socketPath}`, credentials.createInsecure());
+    try {
+      const streamStatus = await new Promise<StatusObject>((resolve) => {
+        const call = raw.fetchX509Svid({}, new Metadata(), { deadline: Date.now() + 10_000 });
+        call.on('data', () => assert.fail('no SVID may be sent without the security header'));
+        call.on('error', () => {});
+        call.on('status', resolve);
+      });
+      assert.equal(streamStatus.code, status.INVALID_ARGUMENT, streamStatus.details);
+      const unaryErr = await new Promise<ServiceError | null>((resolve) => {
+        raw.fetchJwtsvid({ audience: ['x'], spiffeId: '' }, new Metadata(), { deadline: Date.now() + 10_000 }, (err) => resolve(err));
+      });
+      assert.equal(unaryErr?.code, status.INVALID_ARGUMENT, unaryErr?.details);
+      // A wrong value is as bad as none.
+      const md = new Metadata();
+      md.set('workload.spiffe.io', 'yes');
+      const wrongErr = await new Promise<ServiceError | null>((resolve) => {
+        raw.fetchJwtsvid({ audience: ['x'], spiffeId: '' }, md, { deadline: Date.now() + 10_000 }, (err) => resolve(err));
+      });
+      assert.equal(wrongErr?.code, status.INVALID_ARGUMENT, wrongErr?.details);
+    } finally {
+      raw.close();
+    }
+  });
+});
+
+describe('JWT-SVIDs', () => {
+  test('a JWT-SVID with two audiences validates through the agent', async () => {
+    const c = client();
+    const [jwt, ...rest] = await c.fetchJwtSvid({ audience: ['e2e-one', 'e2e-two'] });
+    assert.equal(rest.length, 0);
+    assert.ok(jwt);
+    assert.equal(jwt.id.toString(), MY_ID);
+    assert.deepEqual([...jwt.audience].sort(), ['e2e-one', 'e2e-two']);
+    for (const aud of ['e2e-one', 'e2e-two']) {
+      const v = await c.validateJwtSvid(jwt.token, aud);
+      assert.equal(v.spiffeId.toString(), MY_ID);
+      assert.equal(v.claims['sub'], MY_ID);
+    }
+    await assert.rejects(c.validateJwtSvid(jwt.token, 'someone-else'), (err: WorkloadApiError) => err.code === status.INVALID_ARGUMENT);
+  });
+});
+
+describe('streams', () => {
+  test(`rotation shows on an open stream (X509-SVID TTL ${MY_TTL} s)`, async () => {
+    const w = watchUpdates(client());
+    try {
+      const first = await w.waitFor(() => true, 10_000, 0, 'first message');
+      // Two rotations on the same stream: the second one's timing is a full renewal period.
+      const seen = [first];
+      for (let i = 0; i < 2; i++) {
+        const prev = seen.at(-1)!;
+        const prevSerial = serial(prev.ctx);
+        seen.push(await w.waitFor((ctx) => serial(ctx) !== prevSerial, 12_000, prev.index + 1, `rotation ${i + 1}`));
+      }
+      const certs = seen.map((u) => new X509Certificate(u.ctx.defaultSvid.certificates[0]!));
+      const wall = (at: number): number => Date.now() - (performance.now() - at);
+      const notes: string[] = [];
+      for (let i = 1; i < seen.length; i++) {
+        const old = certs[i - 1]!;
+        const fresh = certs[i]!;
+        assert.equal(seen[i]!.ctx.defaultSvid.id.toString(), MY_ID);
+        assert.ok(wall(seen[i]!.at) < Date.parse(old.validTo), `rotation ${i}: renewed before the old SVID expired`);
+        assert.ok(Date.parse(fresh.validTo) > Date.parse(old.validTo), `rotation ${i}: the new SVID outlives the old one`);
+        // notBefore is backdated 10 s: issued at validFrom + 10 s, valid for the TTL from then.
+        const issued = Date.parse(old.validFrom) + 10_000;
+        notes.push(`${fresh.serialNumber.slice(0, 8)}… at ${((wall(seen[i]!.at) - issued) / 1000).toFixed(1)} s of the old SVID's ${((Date.parse(old.validTo) - issued) / 1000).toFixed(0)} s`);
+      }
+      console.log(`# rotation on one open stream: ${notes.join('; ')}; interval between the two rotations ${((seen[2]!.at - seen[1]!.at) / 1000).toFixed(1)} s`);
+      assert.equal(w.errors.length, 0, w.errors.map((e) => e.message).join('; '));
+    } finally {
+      w.close();
+    }
+  });
+
+  test('entry create and delete reach an open stream', async () => {
+    const w = watchUpdates(client());
+    const secondId = `spiffe://${TD}/e2e/uid-${MY_UID}-second`;
+    try {
+      const first = await w.waitFor(() => true, 10_000, 0, 'first message');
+      assert.equal(first.ctx.svids.length, 1);
+
+      const t0 = performance.now();
+      const created = await serverCliAsync(server, ['entry', 'create', '-parentID', ALIAS, '-spiffeID', secondId, '-selector', `unix:uid:${MY_UID}`]);
+      const cliCreateMs = performance.now() - t0;
+      const entryId = entryIdOf(ok(created, 'entry create'));
+      const withTwo = await w.waitFor((ctx) => ctx.svids.length === 2, 10_000, first.index + 1, 'update with 2 SVIDs');
+      const createDelay = withTwo.at - t0;
+      assert.deepEqual(withTwo.ctx.svids.map((s) => s.id.toString()), [MY_ID, secondId], 'the default identity stays first');
+
+      const t1 = performance.now();
+      const deleted = await serverCliAsync(server, ['entry', 'delete', '-entryID', entryId]);
+      const cliDeleteMs = performance.now() - t1;
+      ok(deleted, 'entry delete');
+      const backToOne = await w.waitFor((ctx) => ctx.svids.length === 1, 10_000, withTwo.index + 1, 'update with 1 SVID');
+      const deleteDelay = backToOne.at - t1;
+      assert.equal(backToOne.ctx.defaultSvid.id.toString(), MY_ID);
+
+      console.log(`# entry create -> open stream: ${createDelay.toFixed(0)} ms from just before the CLI call (the CLI itself took ${cliCreateMs.toFixed(0)} ms)`);
+      console.log(`# entry delete -> open stream: ${deleteDelay.toFixed(0)} ms from just before the CLI call (the CLI itself took ${cliDeleteMs.toFixed(0)} ms)`);
+      // No poll interval: the change is pushed. Generous bounds for a loaded 2-core CI box.
+      assert.ok(createDelay < 5000, `create took ${createDelay} ms to reach the stream`);
+      assert.ok(deleteDelay < 5000, `delete took ${deleteDelay} ms to reach the stream`);
+      assert.equal(w.errors.length, 0, w.errors.map((e) => e.message).join('; '));
+    } finally {
+      w.close();
+    }
+  });
+});
+
+describe('restarts', () => {
+  test('the agent resumes after a restart without a new join token', async () => {
+    const idOf = (log: string): string | undefined => /agent_id=("?)(spiffe:\/\/[^\s"]+)\1/.exec(log.split('\n').find((l) => l.includes('spindle-agent is ready')) ?? '')?.[2];
+    const before = idOf(agent.log());
+    assert.ok(before?.startsWith(`spiffe://${TD}/spire/agent/join_token/`), `agent ID in the ready line:\n${agent.log().slice(-1500)}`);
+    assert.equal(statSync(join(agent.dataDir, 'agent_svid.key')).mode & 0o777, 0o600, 'the agent key is 0600');
+    assert.equal(await agent.stop('SIGTERM'), 0, `agent exit status after SIGTERM:\n${agent.log().slice(-2000)}`);
+    agent = await startAgentProcess({ server, dir: agent.dir });
+    assert.equal(idOf(agent.log()), before, 'same agent identity after the restart');
+    const ctx = await client().fetchX509Context();
+    assert.equal(ctx.defaultSvid.id.toString(), MY_ID);
+  });
+
+  test('an open Workload API stream survives a server restart and still receives entry changes', async () => {
+    // A raw stream: a reconnecting SDK watch would hide a stream the agent ended.
+    const raw = new SpiffeWorkloadAPIClient(`unix:${agent.socketPath}`, credentials.createInsecure());
+    const md = new Metadata();
+    md.set('workload.spiffe.io', 'true');
+    const call: ClientReadableStream<X509SVIDResponse> = raw.fetchX509Svid({}, md);
+    const messages: Array<{ at: number; ids: string[] }> = [];
+    let ended: StatusObject | undefined;
+    const waiters: Array<() => void> = [];
+    call.on('data', (m: X509SVIDResponse) => {
+      messages.push({ at: performance.now(), ids: m.svids.map((s) => s.spiffeId) });
+      for (const f of waiters.splice(0)) f();
+    });
+    call.on('error', () => {});
+    call.on('status', (s: StatusObject) => {
+      ended = s;
+      for (const f of waiters.splice(0)) f();
+    });
+    const waitFor = (pred: (ids: string[]) => boolean, timeoutMs: number, what: string): Promise<{ at: number; ids: string[] }> =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs} ms (${messages.length} messages)`)), timeoutMs);
+        const check = (): void => {
+          const m = messages.find((x) => pred(x.ids));
+          if (m) {
+            clearTimeout(timer);
+            return resolve(m);
+          }
+          if (ended) {
+            clearTimeout(timer);
+            return reject(new Error(`the stream ended: ${status[ended.code]} ${ended.details}`));
+          }
+          waiters.push(check);
+        };
+        check();
+      });
+    const thirdId = `spiffe://${TD}/e2e/after-server-restart`;
+    try {
+      await waitFor((ids) => ids.length === 1, 10_000, 'first message');
+      const tStop = performance.now();
+      await server.stop('SIGTERM');
+      // Down long enough for the agent to fail a reconnect or two (and back off).
+      await new Promise((r) => setTimeout(r, SERVER_DOWN_MS));
+      server = await startServerProcess({ dir: server.dir, port: server.port, trustDomain: TD });
+      const restartMs = performance.now() - tStop;
+      const t0 = performance.now();
+      ok(await serverCliAsync(server, ['entry', 'create', '-parentID', ALIAS, '-spiffeID', thirdId, '-selector', `unix:uid:${MY_UID}`]), 'entry create after restart');
+      const got = await waitFor((ids) => ids.includes(thirdId), 30_000, 'the new entry on the same stream');
+      console.log(`# server down and restarted in ${restartMs.toFixed(0)} ms; the entry created afterwards reached the same open stream ${(got.at - t0).toFixed(0)} ms after the CLI call`);
+      assert.equal(ended, undefined, 'the stream stayed open');
+      assert.match(agent.log(), /lost the server sync stream/, 'the agent says it lost the server');
+      assert.deepEqual(got.ids, [MY_ID, thirdId], 'the default identity stays first');
+    } finally {
+      call.cancel();
+      raw.close();
+    }
+  });
+});
+
+describe('identity loss (last: it removes this uid\'s entries)', () => {
+  test('a caller that loses every identity has its open stream ended with PERMISSION_DENIED', async () => {
+    const c = client();
+    const w = watchUpdates(c);
+    try {
+      const first = await w.waitFor(() => true, 10_000, 0, 'first message');
+      ok(await serverCliAsync(server, ['entry', 'delete', '-entryID', myEntryId]), 'entry delete');
+      const left = ok(await serverCliAsync(server, ['entry', 'show', '-selector', `unix:uid:${MY_UID}`]), 'entry show');
+      for (const id of [...left.matchAll(/^Entry ID\s+:\s+(\S+)$/gm)].map((m) => m[1]!)) ok(await serverCliAsync(server, ['entry', 'delete', '-entryID', id]), 'entry delete');
+      const err = await Promise.race([w.done, new Promise<'open'>((r) => setTimeout(() => r('open'), 10_000))]);
+      assert.notEqual(err, 'open', 'the stream ended');
+      assert.equal((err as WorkloadApiError | undefined)?.code, status.PERMISSION_DENIED, (err as Error | undefined)?.message);
+      assert.ok(w.updates.slice(first.index).every((u) => u.ctx.svids.length > 0), 'never an empty svids list');
+      await assert.rejects(c.fetchX509Context(), (e: WorkloadApiError) => e.code === status.PERMISSION_DENIED);
+      await assert.rejects(c.fetchJwtSvid({ audience: ['x'] }), (e: WorkloadApiError) => e.code === status.PERMISSION_DENIED);
+    } finally {
+      w.close();
+    }
+  });
+});
