@@ -52,6 +52,11 @@ export class AgentIdentity {
   #state!: State;
   #conn!: AgentApiConnection;
   #timer: NodeJS.Timeout | undefined;
+  /** The renewal in progress: concurrent renew() calls share it (one RenewAgent call). */
+  #renewing: Promise<void> | undefined;
+  #stopped = false;
+  /** Replaced connections, closed a little later so in-flight calls can finish. */
+  readonly #retired = new Set<AgentApiConnection>();
   readonly #listeners = new Set<() => void>();
 
   private constructor(opts: { dataDir: string; trustDomain: TrustDomain; address: ServerAddress; logger: AgentIdentityLogger; now?: () => Date }) {
@@ -86,7 +91,13 @@ export class AgentIdentity {
       id.#log.info({ agent_id: stored.agentId, not_after: parseCertificate(stored.chain[0]!).notAfter }, 'resuming with the stored agent SVID');
     } else {
       if (stored) id.#log.warn({ agent_id: stored.agentId }, 'the stored agent SVID has expired; attesting again');
-      if (!opts.attestor) throw new Error('no agent SVID in the data directory and no node attestor configured (give -joinToken)');
+      if (!opts.attestor) {
+        throw new Error(
+          stored
+            ? `the stored agent SVID of ${stored.agentId} has expired and no node attestor is configured: give a new -joinToken to attest again`
+            : 'no agent SVID in the data directory and no node attestor configured (give -joinToken)',
+        );
+      }
       let bundle = stored?.bundle;
       if (opts.trustBundlePem) bundle = pemToCertificates(opts.trustBundlePem);
       if (!bundle && opts.insecureBootstrap) bundle = await id.#fetchBundleInsecurely();
@@ -100,6 +111,11 @@ export class AgentIdentity {
 
   get agentId(): SpiffeId {
     return this.#state.agentId;
+  }
+
+  /** notAfter of the current agent SVID. */
+  svidNotAfter(): Date {
+    return parseCertificate(this.#state.chain[0]!).notAfter;
   }
 
   connection(): AgentApiConnection {
@@ -123,8 +139,12 @@ export class AgentIdentity {
   }
 
   stop(): void {
+    this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.#conn?.close();
+    for (const c of this.#retired) c.close();
+    this.#retired.clear();
   }
 
   #load(): State | undefined {
@@ -190,24 +210,50 @@ export class AgentIdentity {
   }
 
   #replaceConnection(): void {
+    if (this.#stopped) return;
     const old = this.#conn;
     this.#conn = this.#connect();
     for (const l of this.#listeners) l();
-    // Let in-flight calls on the old channel finish.
-    setTimeout(() => old.close(), 10_000).unref();
+    // Let in-flight calls on the old channel finish (stop() closes it sooner).
+    this.#retired.add(old);
+    setTimeout(() => {
+      this.#retired.delete(old);
+      old.close();
+    }, 10_000).unref();
   }
 
-  #schedule(): void {
-    const leaf = parseCertificate(this.#state.chain[0]!);
-    const now = this.#now().getTime();
-    const half = leaf.notBefore.getTime() + (leaf.notAfter.getTime() - leaf.notBefore.getTime()) / 2;
-    const delay = Math.max(0, Math.min(half - now, 2 ** 31 - 1));
-    this.#timer = setTimeout(() => void this.renew(), delay);
+  #schedule(delayMs?: number): void {
+    // One renewal timer at a time: a renew() called early (or a retry) replaces the pending one.
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#stopped) return;
+    let delay = delayMs;
+    if (delay === undefined) {
+      const leaf = parseCertificate(this.#state.chain[0]!);
+      const half = leaf.notBefore.getTime() + (leaf.notAfter.getTime() - leaf.notBefore.getTime()) / 2;
+      delay = Math.max(0, Math.min(half - this.#now().getTime(), 2 ** 31 - 1));
+    }
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      // Failures are logged and retried by renew() itself.
+      this.renew().catch(() => undefined);
+    }, delay);
     this.#timer.unref();
   }
 
-  /** Renews the agent SVID now (the timer calls this at half-life). */
-  async renew(): Promise<void> {
+  /**
+   * Renews the agent SVID now (the timer calls this at half-life). Resolves once the new SVID is
+   * stored and the connection replaced; on failure, schedules a retry in 5 s and rejects.
+   * Concurrent calls share one renewal.
+   */
+  renew(): Promise<void> {
+    this.#renewing ??= this.#renewOnce().finally(() => {
+      this.#renewing = undefined;
+    });
+    return this.#renewing;
+  }
+
+  async #renewOnce(): Promise<void> {
     try {
       const keys = await generateKeyPair('ec-p256');
       const res = await new Promise<RenewAgentResponse>((resolve, reject) =>
@@ -222,8 +268,8 @@ export class AgentIdentity {
       this.#schedule();
     } catch (err) {
       this.#log.warn({ err: (err as Error).message }, 'agent SVID renewal failed; retrying in 5 s');
-      this.#timer = setTimeout(() => void this.renew(), 5_000);
-      this.#timer.unref();
+      this.#schedule(5_000);
+      throw err;
     }
   }
 }

@@ -8,8 +8,15 @@
  * - SVIDs are signed lazily: only for entries some connected workload matches, in batches
  *   (one BatchNewX509SVID call per burst), so thousands of entries cost nothing until used.
  *   A workload's first response waits for at most one batch round trip.
- * - One timer drives renewals (the earliest due SVID), not one timer per SVID.
- * - Server unreachable: what is cached keeps being served; the stream reconnects with backoff.
+ * - An entry is never signed twice at once: requests for an entry already queued or in flight
+ *   wait for that call. An SVID signed for an entry that changed or vanished meanwhile is
+ *   dropped (and re-signed for the entry as it now is).
+ * - One timer drives renewals (the earliest due SVID), not one timer per SVID; the current SVID
+ *   is served until its replacement arrives.
+ * - An entry the server will not sign costs only that identity: the others are still served,
+ *   pushed and rotated, and the missing one is retried with backoff.
+ * - Server unreachable: what is cached keeps being served until it expires; the stream
+ *   reconnects with backoff.
  */
 import { createHash, randomInt } from 'node:crypto';
 import { Metadata, status as GrpcStatus, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
@@ -41,6 +48,8 @@ export interface ManagerOptions {
   onRefused?: (err: ServiceError) => void;
   /** Max CSRs per BatchNewX509SVID call. */
   batchSize?: number;
+  /** First delay before trying again to sign SVIDs that failed (doubles up to 5 min); default 5 s. */
+  retryMs?: number;
 }
 
 interface CachedSvid {
@@ -49,6 +58,11 @@ interface CachedSvid {
   renewAt: number;
   /** Entry revision the SVID was signed for. */
   revision: bigint;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (e: unknown) => void;
 }
 
 interface Sub {
@@ -60,7 +74,15 @@ interface Sub {
 
 const selKey = (s: Selector): string => `${s.type}:${s.value}`;
 const RECONNECT_MIN_MS = 500;
-const RECONNECT_MAX_MS = 30_000;
+/**
+ * Upper bound of the reconnect backoff. Kept at SPIRE's poll interval: after an outage, entry
+ * changes reach workloads at most this long after the server is back.
+ */
+const RECONNECT_MAX_MS = 5_000;
+/** How soon a failed renewal is tried again. */
+const RENEW_RETRY_MS = 5_000;
+/** Longest wait between attempts to sign SVIDs a subscriber is missing. */
+const RETRY_MAX_MS = 300_000;
 
 export class NotReadyError extends Error {
   readonly code = 'ERR_AGENT_NOT_READY';
@@ -74,27 +96,38 @@ export class AgentManager implements IdentityCache {
   readonly #entries = new Map<string, Entry>();
   readonly #bySelector = new Map<string, Set<string>>();
   readonly #svids = new Map<string, CachedSvid>();
-  readonly #jwts = new Map<string, { jwt: JwtIdentity; renewAt: number }>();
+  /** Entry ID -> audience set key -> cached JWT-SVID. */
+  readonly #jwts = new Map<string, Map<string, { jwt: JwtIdentity; renewAt: number }>>();
   #bundles = new Map<string, Bundle>();
   readonly #subs = new Set<Sub>();
   readonly #bundleListeners = new Set<(b: BundleSet) => void>();
   #stream: ClientReadableStream<SyncAuthorizedResponse> | undefined;
   #synced = false;
-  #readyWaiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
+  #readyWaiters: Waiter[] = [];
   #revision = 0n;
   #backoff = RECONNECT_MIN_MS;
+  /** When the sync stream was lost (undefined while connected). */
+  #lostAt: number | undefined;
   #reconnectTimer: NodeJS.Timeout | undefined;
   #renewTimer: NodeJS.Timeout | undefined;
   #stopped = false;
-  /** Entries waiting to be signed, with the promises of whoever waits for them. */
-  #pending = new Map<string, Array<{ resolve: () => void; reject: (e: unknown) => void }>>();
+  /** Entries waiting to be signed (not sent yet), with the promises of whoever waits for them. */
+  #pending = new Map<string, Waiter[]>();
+  /** Entries whose CSR is in a BatchNewX509SVID call now: later requests wait for that call. */
+  #inflight = new Map<string, Waiter[]>();
   #flushScheduled = false;
+  /** reconnect() cancelled the stream on purpose: reconnect at once rather than backing off. */
+  #reconnectNow = false;
+  /** Retries signing for subscribers whose SVIDs could not all be signed (with backoff). */
+  #retryTimer: NodeJS.Timeout | undefined;
+  #retryBackoff: number;
 
   constructor(opts: ManagerOptions) {
     this.trustDomain = opts.trustDomain;
     this.#o = opts;
     this.#log = opts.logger;
     this.#now = opts.now ?? (() => new Date());
+    this.#retryBackoff = opts.retryMs ?? RENEW_RETRY_MS;
   }
 
   /** Opens the sync stream; resolves once the first message has been applied. */
@@ -105,12 +138,23 @@ export class AgentManager implements IdentityCache {
 
   ready(): Promise<void> {
     if (this.#synced) return Promise.resolve();
+    if (this.#stopped) return Promise.reject(new NotReadyError('the agent manager has stopped'));
     return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
   }
 
   /** Re-opens the sync stream on a new connection (after the agent SVID renewed). */
   reconnect(): void {
-    this.#stream?.cancel();
+    if (this.#stopped) return;
+    this.#backoff = RECONNECT_MIN_MS;
+    if (this.#stream) {
+      this.#reconnectNow = true;
+      this.#stream.cancel();
+    } else if (this.#reconnectTimer) {
+      // Waiting out a backoff on the old connection: try the new one now.
+      clearTimeout(this.#reconnectTimer);
+      this.#reconnectTimer = undefined;
+      this.#connect();
+    }
   }
 
   stop(): void {
@@ -118,12 +162,27 @@ export class AgentManager implements IdentityCache {
     this.#stream?.cancel();
     if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
     if (this.#renewTimer) clearTimeout(this.#renewTimer);
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
     for (const s of this.#subs) s.closed = true;
     this.#subs.clear();
+    const stopped = new NotReadyError('the agent manager has stopped');
+    for (const w of this.#readyWaiters.splice(0)) w.reject(stopped);
+    for (const list of this.#pending.values()) for (const w of list) w.reject(stopped);
+    this.#pending.clear();
   }
 
   get entryCount(): number {
     return this.#entries.size;
+  }
+
+  /** Number of X509-SVIDs held (signed for entries some workload asked for). */
+  get svidCount(): number {
+    return this.#svids.size;
+  }
+
+  /** Server revision of the last applied sync message. */
+  get revision(): bigint {
+    return this.#revision;
   }
 
   // ---- sync stream
@@ -139,6 +198,10 @@ export class AgentManager implements IdentityCache {
     });
     this.#stream = stream;
     stream.on('data', (msg: SyncAuthorizedResponse) => {
+      if (this.#lostAt !== undefined) {
+        this.#log.info({ after_ms: Date.now() - this.#lostAt, revision: String(msg.revision) }, 'reconnected to the server');
+        this.#lostAt = undefined;
+      }
       this.#backoff = RECONNECT_MIN_MS;
       try {
         this.#apply(msg);
@@ -149,8 +212,10 @@ export class AgentManager implements IdentityCache {
     stream.on('error', (err: ServiceError) => {
       if (this.#stream !== stream) return;
       this.#stream = undefined;
-      if (this.#stopped || err.code === GrpcStatus.CANCELLED) {
-        if (!this.#stopped) this.#scheduleReconnect(0);
+      if (this.#stopped) return;
+      if (err.code === GrpcStatus.CANCELLED && this.#reconnectNow) {
+        this.#reconnectNow = false;
+        this.#scheduleReconnect(0);
         return;
       }
       if (err.code === GrpcStatus.PERMISSION_DENIED || err.code === GrpcStatus.UNAUTHENTICATED) {
@@ -160,11 +225,14 @@ export class AgentManager implements IdentityCache {
       } else {
         this.#log.warn({ code: err.code, details: err.details, retry_ms: this.#backoff }, 'lost the server sync stream; serving cached identities and retrying');
       }
+      this.#lostAt ??= Date.now();
       this.#scheduleReconnect(this.#backoff);
       this.#backoff = Math.min(this.#backoff * 2, RECONNECT_MAX_MS);
     });
     stream.on('end', () => {
       if (this.#stream === stream && !this.#stopped) {
+        this.#log.warn({ retry_ms: this.#backoff }, 'the server closed the sync stream; reconnecting');
+        this.#lostAt ??= Date.now();
         this.#stream = undefined;
         this.#scheduleReconnect(this.#backoff);
       }
@@ -202,9 +270,18 @@ export class AgentManager implements IdentityCache {
     if (changed.size > 0 || bundlesChanged) this.#refreshSubscribers();
   }
 
+  #unindex(e: Entry): void {
+    for (const s of e.selectors) {
+      const k = selKey(s);
+      const set = this.#bySelector.get(k);
+      // Drop emptied sets: selectors churn (pod UIDs...) and the index must not keep them all.
+      if (set?.delete(e.id) && set.size === 0) this.#bySelector.delete(k);
+    }
+  }
+
   #upsertEntry(e: Entry): void {
     const old = this.#entries.get(e.id);
-    if (old) for (const s of old.selectors) this.#bySelector.get(selKey(s))?.delete(e.id);
+    if (old) this.#unindex(old);
     this.#entries.set(e.id, e);
     for (const s of e.selectors) {
       const k = selKey(s);
@@ -215,15 +292,20 @@ export class AgentManager implements IdentityCache {
     const cached = this.#svids.get(e.id);
     // Identity-relevant change: the SVID must be re-signed.
     if (cached && (cached.revision !== e.revisionNumber || cached.identity.spiffeId !== e.spiffeId)) this.#svids.delete(e.id);
-    for (const k of [...this.#jwts.keys()]) if (k.startsWith(`${e.id}\n`)) this.#jwts.delete(k);
+    // A resent, unchanged entry (snapshot) keeps its JWT-SVIDs.
+    if (!old || old.revisionNumber !== e.revisionNumber || old.spiffeId !== e.spiffeId) this.#dropJwts(e.id);
+  }
+
+  #dropJwts(entryId: string): void {
+    this.#jwts.delete(entryId);
   }
 
   #removeEntry(id: string): string {
     const e = this.#entries.get(id);
-    if (e) for (const s of e.selectors) this.#bySelector.get(selKey(s))?.delete(id);
+    if (e) this.#unindex(e);
     this.#entries.delete(id);
     this.#svids.delete(id);
-    for (const k of [...this.#jwts.keys()]) if (k.startsWith(`${id}\n`)) this.#jwts.delete(k);
+    this.#jwts.delete(id);
     return id;
   }
 
@@ -266,20 +348,26 @@ export class AgentManager implements IdentityCache {
     return out;
   }
 
-  #ensureSigned(entries: readonly Entry[]): Promise<void> {
+  /**
+   * Gets SVIDs signed for these entries (those without one, or all of them with `renew`),
+   * joining a batch already queued or in flight for the same entry. Resolves, once every
+   * entry has been dealt with, with the errors of those that could not be signed.
+   */
+  #ensureSigned(entries: readonly Entry[], renew = false): Promise<unknown[]> {
     const waits: Promise<void>[] = [];
     for (const e of entries) {
-      if (this.#svids.has(e.id)) continue;
+      // A held SVID is served while its renewal is under way.
+      if (!renew && this.#svids.has(e.id)) continue;
+      const joined = this.#inflight.get(e.id) ?? this.#pending.get(e.id);
       waits.push(
         new Promise((resolve, reject) => {
-          let list = this.#pending.get(e.id);
-          if (!list) this.#pending.set(e.id, (list = []));
-          list.push({ resolve, reject });
+          if (joined) joined.push({ resolve, reject });
+          else this.#pending.set(e.id, [{ resolve, reject }]);
         }),
       );
     }
-    if (waits.length > 0) this.#scheduleFlush();
-    return Promise.all(waits).then(() => undefined);
+    if (this.#pending.size > 0) this.#scheduleFlush();
+    return Promise.allSettled(waits).then((rs) => rs.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : [])));
   }
 
   #scheduleFlush(): void {
@@ -292,16 +380,39 @@ export class AgentManager implements IdentityCache {
   }
 
   async #flush(): Promise<void> {
+    if (this.#stopped) {
+      const stopped = new NotReadyError('the agent manager has stopped');
+      for (const list of this.#pending.values()) for (const w of list) w.reject(stopped);
+      this.#pending.clear();
+      return;
+    }
     const batchSize = this.#o.batchSize ?? 500;
     const ids = [...this.#pending.keys()].slice(0, batchSize);
     if (ids.length === 0) return;
-    const waiters = ids.map((id) => [id, this.#pending.get(id)!] as const);
-    for (const id of ids) this.#pending.delete(id);
+    for (const id of ids) {
+      this.#inflight.set(id, this.#pending.get(id)!);
+      this.#pending.delete(id);
+    }
     if (this.#pending.size > 0) this.#scheduleFlush();
+    /** Ends the wait for one entry: its SVID is stored (or it cannot be, `err`). */
     const settle = (id: string, err?: unknown): void => {
-      const w = waiters.find(([i]) => i === id)?.[1] ?? [];
+      const w = this.#inflight.get(id) ?? [];
+      this.#inflight.delete(id);
+      const held = this.#svids.get(id);
+      // A failed renewal: keep the current SVID and try again soon (not in a tight loop).
+      if (err && held) held.renewAt = Math.max(held.renewAt, this.#now().getTime() + (this.#o.retryMs ?? RENEW_RETRY_MS));
       for (const x of w) (err ? x.reject(err) : x.resolve());
     };
+    /** The entry changed while it was being signed: sign its current version for the same waiters. */
+    const requeue = (id: string): void => {
+      const w = this.#inflight.get(id) ?? [];
+      this.#inflight.delete(id);
+      const list = this.#pending.get(id);
+      if (list) list.push(...w);
+      else this.#pending.set(id, w);
+      this.#scheduleFlush();
+    };
+    let todo: Array<{ entry: Entry; keys: Awaited<ReturnType<typeof generateKeyPair>>; csr: Buffer }> = [];
     try {
       const work = await Promise.all(
         ids.map(async (id) => {
@@ -311,8 +422,9 @@ export class AgentManager implements IdentityCache {
           return { entry, keys, csr: createCsr(keys.privateKey) };
         }),
       );
-      const todo = work.filter((w): w is NonNullable<typeof w> => w !== undefined);
-      for (const id of ids) if (!todo.some((t) => t.entry.id === id)) settle(id, new NotReadyError(`entry ${id} was removed`));
+      todo = work.filter((w): w is NonNullable<typeof w> => w !== undefined);
+      // Removed before we got to it: nothing to sign, nothing to wait for.
+      for (const id of ids) if (!todo.some((t) => t.entry.id === id)) settle(id);
       if (todo.length === 0) return;
       const res = await new Promise<BatchNewX509SVIDResponse>((resolve, reject) =>
         this.#o.connection().client.batchNewX509Svid(
@@ -325,6 +437,17 @@ export class AgentManager implements IdentityCache {
       const now = this.#now().getTime();
       todo.forEach((t, i) => {
         const r = res.results[i];
+        const current = this.#entries.get(t.entry.id);
+        if (!current) {
+          // Removed while it was being signed: do not keep an SVID for it.
+          settle(t.entry.id);
+          return;
+        }
+        if (current.revisionNumber !== t.entry.revisionNumber || current.spiffeId !== t.entry.spiffeId) {
+          // Changed while it was being signed (new SPIFFE ID, DNS names, TTL...): that SVID is stale.
+          requeue(t.entry.id);
+          return;
+        }
         if (!r?.svid || (r.status && r.status.code !== 0)) {
           settle(t.entry.id, new Error(`server refused to sign ${t.entry.spiffeId}: ${r?.status?.message ?? 'no result'}`));
           return;
@@ -350,17 +473,20 @@ export class AgentManager implements IdentityCache {
         settle(t.entry.id);
       });
       this.#log.debug({ count: todo.length }, 'X509-SVIDs signed');
-      this.#scheduleRenewal();
     } catch (err) {
       this.#log.warn({ err: (err as Error).message, count: ids.length }, 'signing X509-SVIDs failed');
-      for (const id of ids) settle(id, err);
+      for (const id of ids) if (this.#inflight.has(id)) settle(id, err);
+    } finally {
+      this.#scheduleRenewal();
     }
   }
 
   #scheduleRenewal(): void {
     if (this.#renewTimer) clearTimeout(this.#renewTimer);
+    this.#renewTimer = undefined;
+    if (this.#stopped) return;
     let earliest = Infinity;
-    for (const s of this.#svids.values()) earliest = Math.min(earliest, s.renewAt);
+    for (const [id, s] of this.#svids) if (!this.#inflight.has(id) && !this.#pending.has(id)) earliest = Math.min(earliest, s.renewAt);
     if (earliest === Infinity) return;
     const delay = Math.max(0, Math.min(earliest - this.#now().getTime(), 2 ** 31 - 1));
     this.#renewTimer = setTimeout(() => this.renewDue(), delay);
@@ -369,29 +495,27 @@ export class AgentManager implements IdentityCache {
 
   /** Renews every SVID whose renewal time has come (the timer calls this; tests may too). */
   renewDue(): void {
+    if (this.#stopped) return;
     const now = this.#now().getTime();
     const due: Entry[] = [];
     for (const [id, s] of this.#svids) {
-      if (s.renewAt <= now) {
-        const e = this.#entries.get(id);
-        if (e) due.push(e);
-      }
+      if (s.renewAt > now || this.#inflight.has(id) || this.#pending.has(id)) continue;
+      const e = this.#entries.get(id);
+      if (e) due.push(e);
+      else this.#svids.delete(id); // cannot happen: removing an entry drops its SVID
     }
     if (due.length === 0) {
       this.#scheduleRenewal();
       return;
     }
-    // Keep serving the old SVIDs until the new ones arrive.
-    const old = new Map(due.map((e) => [e.id, this.#svids.get(e.id)!]));
-    for (const e of due) this.#svids.delete(e.id);
-    this.#ensureSigned(due).then(
-      () => this.#refreshSubscribers(),
-      (err: unknown) => {
-        for (const [id, s] of old) if (!this.#svids.has(id) && this.#entries.has(id)) this.#svids.set(id, { ...s, renewAt: now + 5_000 });
-        this.#log.warn({ err: (err as Error).message }, 'SVID renewal failed; keeping the current SVIDs and retrying');
-        this.#scheduleRenewal();
-      },
-    );
+    // The current SVIDs keep being served until their replacements arrive; those that fail are
+    // retried RENEW_RETRY_MS later (see #flush).
+    void this.#ensureSigned(due, true).then((errors) => {
+      if (errors.length > 0) {
+        this.#log.warn({ err: String((errors[0] as Error)?.message ?? errors[0]), failed: errors.length }, 'SVID renewal failed; keeping the current SVIDs and retrying');
+      }
+      this.#refreshSubscribers();
+    });
   }
 
   // ---- IdentityCache
@@ -399,9 +523,11 @@ export class AgentManager implements IdentityCache {
   #update(entries: readonly Entry[]): WorkloadUpdate {
     const identities: X509Identity[] = [];
     const seenHints = new Set<string>();
+    const now = this.#now().getTime();
     for (const e of entries) {
       const s = this.#svids.get(e.id);
-      if (!s) continue;
+      // Never hand out an expired SVID (e.g. the server has been unreachable for too long).
+      if (!s || s.identity.notAfter.getTime() <= now) continue;
       if (s.identity.hint !== '') {
         if (seenHints.has(s.identity.hint)) continue;
         seenHints.add(s.identity.hint);
@@ -421,9 +547,15 @@ export class AgentManager implements IdentityCache {
 
   async fetchX509(selectors: readonly Selector[]): Promise<WorkloadUpdate> {
     await this.ready();
-    const entries = this.#match(new Set(selectors.map(selKey)));
-    await this.#ensureSigned(entries);
-    return this.#update(this.#match(new Set(selectors.map(selKey))));
+    const keys = new Set(selectors.map(selKey));
+    const errors = await this.#ensureSigned(this.#match(keys));
+    const u = this.#update(this.#match(keys));
+    if (errors.length > 0) {
+      // One entry the server will not sign must not cost the workload its other identities.
+      if (u.identities.length === 0) throw errors[0];
+      this.#log.warn({ err: String((errors[0] as Error)?.message ?? errors[0]), failed: errors.length }, 'some SVIDs could not be signed; serving the others');
+    }
+    return u;
   }
 
   subscribe(selectors: readonly Selector[], listener: (update: WorkloadUpdate) => void): WorkloadSubscription {
@@ -446,18 +578,46 @@ export class AgentManager implements IdentityCache {
   #refreshSubscribers(): void {
     for (const sub of this.#subs) {
       const entries = this.#match(sub.selectors);
-      this.#ensureSigned(entries).then(
-        () => {
-          if (sub.closed) return;
-          const u = this.#update(this.#match(sub.selectors));
-          const fp = fingerprint(u);
-          if (fp === sub.last) return;
-          sub.last = fp;
+      void this.#ensureSigned(entries).then((errors) => {
+        if (sub.closed || this.#stopped) return;
+        if (errors.length > 0) {
+          this.#log.warn({ err: String((errors[0] as Error)?.message ?? errors[0]), failed: errors.length, retry_ms: this.#retryBackoff }, 'could not sign some SVIDs for a subscriber');
+          this.#scheduleRetry();
+        } else if (!this.#retryTimer) {
+          this.#retryBackoff = this.#o.retryMs ?? RENEW_RETRY_MS;
+        }
+        // Whatever could be signed goes out: a failing entry must not hold back removals and rotations.
+        let u: WorkloadUpdate;
+        try {
+          u = this.#update(this.#match(sub.selectors));
+        } catch (err) {
+          this.#log.warn({ err: (err as Error).message }, 'could not build an update for a subscriber');
+          return;
+        }
+        const fp = fingerprint(u);
+        if (fp === sub.last) return;
+        sub.last = fp;
+        try {
           sub.listener?.(u);
-        },
-        (err: unknown) => this.#log.warn({ err: (err as Error).message }, 'could not sign SVIDs for a subscriber'),
-      );
+        } catch (err) {
+          this.#log.error({ err }, 'a subscriber failed to handle an update');
+        }
+      });
     }
+  }
+
+  /** Tries again (later, with backoff) to sign what subscribers are still missing. */
+  #scheduleRetry(): void {
+    if (this.#retryTimer || this.#stopped) return;
+    const delay = this.#retryBackoff;
+    this.#retryBackoff = Math.min(this.#retryBackoff * 2, RETRY_MAX_MS);
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      const missing = [...this.#subs].some((sub) => this.#match(sub.selectors).some((e) => !this.#svids.has(e.id)));
+      if (missing) this.#refreshSubscribers();
+      else this.#retryBackoff = this.#o.retryMs ?? RENEW_RETRY_MS;
+    }, delay);
+    this.#retryTimer.unref();
   }
 
   async fetchJwt(selectors: readonly Selector[], audience: readonly string[], spiffeId?: SpiffeId): Promise<JwtIdentity[]> {
@@ -465,30 +625,39 @@ export class AgentManager implements IdentityCache {
     let entries = this.#match(new Set(selectors.map(selKey)));
     if (spiffeId !== undefined) entries = entries.filter((e) => e.spiffeId === spiffeId);
     const aud = [...new Set(audience)].sort();
-    const now = this.#now().getTime();
-    const out: JwtIdentity[] = [];
+    // JSON, not a joined string: audiences may contain any character.
+    const audKey = createHash('sha256').update(JSON.stringify(aud)).digest('hex');
     const seenHints = new Set<string>();
-    for (const e of entries) {
-      if (e.hint !== '') {
-        if (seenHints.has(e.hint)) continue;
-        seenHints.add(e.hint);
-      }
-      const key = `${e.id}\n${createHash('sha256').update(aud.join('\n')).digest('hex')}`;
-      const cached = this.#jwts.get(key);
-      if (cached && cached.renewAt > now) {
-        out.push(cached.jwt);
-        continue;
-      }
-      const res = await new Promise<NewJWTSVIDResponse>((resolve, reject) =>
-        this.#o.connection().client.newJwtsvid({ entryId: e.id, audience: aud }, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) => (err ? reject(err) : resolve(r!))),
-      );
-      const svid = res.svid!;
-      const jwt: JwtIdentity = { spiffeId: parseSpiffeId(svid.spiffeId), token: svid.token, hint: e.hint, expiresAt: new Date(Number(svid.expiresAt) * 1000) };
-      const issued = Number(svid.issuedAt) * 1000;
-      this.#jwts.set(key, { jwt, renewAt: issued + (jwt.expiresAt.getTime() - issued) / 2 });
-      out.push(jwt);
+    const wanted = entries.filter((e) => {
+      if (e.hint === '') return true;
+      if (seenHints.has(e.hint)) return false;
+      seenHints.add(e.hint);
+      return true;
+    });
+    // One round trip for all of them, not one after the other.
+    return Promise.all(wanted.map((e) => this.#jwtFor(e, aud, audKey)));
+  }
+
+  async #jwtFor(e: Entry, aud: string[], audKey: string): Promise<JwtIdentity> {
+    const cached = this.#jwts.get(e.id)?.get(audKey);
+    if (cached && cached.renewAt > this.#now().getTime()) return cached.jwt;
+    const res = await new Promise<NewJWTSVIDResponse>((resolve, reject) =>
+      this.#o.connection().client.newJwtsvid({ entryId: e.id, audience: aud }, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) => (err ? reject(err) : resolve(r!))),
+    );
+    const svid = res.svid!;
+    const jwt: JwtIdentity = { spiffeId: parseSpiffeId(svid.spiffeId), token: svid.token, hint: e.hint, expiresAt: new Date(Number(svid.expiresAt) * 1000) };
+    const issued = Number(svid.issuedAt) * 1000;
+    // Cache only for the entry as it still is (not for one removed or changed meanwhile).
+    const current = this.#entries.get(e.id);
+    if (current && current.revisionNumber === e.revisionNumber && current.spiffeId === e.spiffeId) {
+      let perEntry = this.#jwts.get(e.id);
+      if (!perEntry) this.#jwts.set(e.id, (perEntry = new Map()));
+      // Forget tokens past their renewal time, so one-off audiences do not pile up.
+      const now = this.#now().getTime();
+      for (const [k, v] of perEntry) if (v.renewAt <= now) perEntry.delete(k);
+      perEntry.set(audKey, { jwt, renewAt: issued + (jwt.expiresAt.getTime() - issued) / 2 });
     }
-    return out;
+    return jwt;
   }
 
   bundles(): BundleSet {

@@ -1,0 +1,604 @@
+// AgentManager against a real spindle-server process (real TLS, real signing): the sync stream,
+// lazy batched signing, subscriptions, JWT-SVIDs, server restarts and eviction.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { status, type ServiceError } from '@grpc/grpc-js';
+import { AgentManager, type ManagerLogger, type ManagerOptions } from './manager.js';
+import type { WorkloadUpdate } from './types.js';
+import { attestAgent, connectAgentApi, syncAuthorized, type AgentApiConnection } from '../client/serverclient.js';
+import type { AgentAPIClient, BatchNewX509SVIDResponse } from '../../proto/gen/spindle/agent/v1/agent.js';
+import type { Selector } from '../../server/datastore/types.js';
+import { parseSpiffeId, parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
+import { exportPrivateKeyPkcs8, generateKeyPair } from '../../spiffe/keys.js';
+import { pemToCertificates, privateKeyToPem } from '../../spiffe/pem.js';
+import { createCsr, parseCertificate, parseX509Svid, verifyX509Svid } from '../../spiffe/x509/index.js';
+import { validateJwtSvid, parseJwtSvidInsecure } from '../../spiffe/jwtsvid.js';
+import { serverBin, startServerProcess, type ServerProcess } from '../../test/support/serverproc.js';
+import { AgentIdentity } from '../attest/identity.js';
+import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
+
+const td: TrustDomain = parseTrustDomain('example.org');
+let server: ServerProcess;
+let bundle: Buffer[];
+
+// ---- helpers
+
+function ok(r: { status: number | null; stdout: string; stderr: string }): string {
+  assert.equal(r.status, 0, `CLI failed: ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/** Runs a CLI command without blocking this process's event loop (so pushes are seen as they come). */
+function cliAsync(args: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(serverBin, [...args, '-socketPath', server.socketPath], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    p.on('error', reject);
+    p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`CLI ${args.join(' ')} failed (${code}): ${err}${out}`))));
+    p.stdin.end(input ?? '');
+  });
+}
+
+const sel = (s: string): Selector => ({ type: s.slice(0, s.indexOf(':')), value: s.slice(s.indexOf(':') + 1) });
+const sels = (...s: string[]): Selector[] => s.map(sel);
+const uniq = (): string => randomUUID().slice(0, 8);
+
+interface EntrySpec {
+  spiffeId: string;
+  selectors: string[];
+  hint?: string;
+  id?: string;
+  x509SvidTtl?: number;
+}
+
+/** Creates entries parented by `agentId` in one CLI call; returns their IDs in order. */
+function createEntries(agentId: string, specs: EntrySpec[]): string[] {
+  const doc = {
+    entries: specs.map((s) => ({
+      ...(s.id ? { entry_id: s.id } : {}),
+      parent_id: agentId,
+      spiffe_id: s.spiffeId,
+      selectors: s.selectors,
+      ...(s.hint ? { hint: s.hint } : {}),
+      ...(s.x509SvidTtl ? { x509_svid_ttl: s.x509SvidTtl } : {}),
+    })),
+  };
+  const out = JSON.parse(ok(server.cli(['entry', 'create', '-data', '-', '-output', 'json'], { input: JSON.stringify(doc) }))) as {
+    results: Array<{ status?: { code?: number; message?: string }; entry: { id: string; createdAt: string } }>;
+  };
+  for (const r of out.results) {
+    assert.ok(!r.status?.code, `entry create: ${r.status?.message}`);
+    createdAt.set(r.entry.id, Number(r.entry.createdAt));
+  }
+  return out.results.map((r) => r.entry.id);
+}
+const createdAt = new Map<string, number>();
+
+interface TestAgent {
+  id: string;
+  conn: AgentApiConnection;
+  /** Number of CSRs in each BatchNewX509SVID call made through `connection()`. */
+  batches: number[];
+  /** While set, BatchNewX509SVID answers are held back until it resolves. */
+  hold: Promise<void> | undefined;
+  /** Entry IDs whose signing results are replaced by a refusal (as if the server refused). */
+  refuse: Set<string>;
+  /** performance.now() of each sync message received. */
+  syncTimes: number[];
+  manager(opts?: Partial<ManagerOptions>): AgentManager;
+  logs: string[];
+}
+
+const open: Array<{ stop(): void } | { close(): void }> = [];
+
+/** A fresh agent (new join token) with a connection whose BatchNewX509SVID calls are counted. */
+async function newAgent(): Promise<TestAgent> {
+  const token = /^Token: (\S+)$/m.exec(ok(server.cli(['token', 'generate'])))![1]!;
+  const keys = await generateKeyPair();
+  const boot = connectAgentApi({ address: { host: '127.0.0.1', port: server.port }, trustDomain: td, bundle });
+  let res;
+  try {
+    res = await attestAgent(boot.client, { type: 'join_token', payload: Buffer.from(token), csr: createCsr(keys.privateKey) });
+  } finally {
+    boot.close();
+  }
+  const conn = connectAgentApi({
+    address: { host: '127.0.0.1', port: server.port },
+    trustDomain: td,
+    bundle,
+    svid: { chain: res.svid.certChain, privateKeyPem: privateKeyToPem(exportPrivateKeyPkcs8(keys.privateKey)) },
+  });
+  open.push(conn);
+  const agent: TestAgent = {
+    id: res.svid.spiffeId,
+    conn,
+    batches: [],
+    hold: undefined,
+    refuse: new Set(),
+    syncTimes: [],
+    logs: [],
+    manager: (opts = {}) => {
+      const m = new AgentManager({ trustDomain: td, connection: () => spy, logger: loggerFor(agent.logs), ...opts });
+      open.push(m);
+      return m;
+    },
+  };
+  const client = new Proxy(conn.client, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (prop === 'batchNewX509Svid') {
+        return (req: { params: Array<{ entryId: string }> }, md: unknown, o: unknown, cb: (e: ServiceError | null, r?: BatchNewX509SVIDResponse) => void) => {
+          agent.batches.push(req.params.length);
+          const hold = agent.hold;
+          return (v as (...a: unknown[]) => unknown).call(target, req, md, o, (e: ServiceError | null, r?: BatchNewX509SVIDResponse) => {
+            if (r) {
+              r.results = r.results.map((x, i) =>
+                agent.refuse.has(req.params[i]!.entryId) ? { status: { code: status.PERMISSION_DENIED, message: 'refused by the test' }, svid: undefined } : x,
+              );
+            }
+            if (hold) void hold.then(() => cb(e, r));
+            else cb(e, r);
+          });
+        };
+      }
+      if (prop === 'syncAuthorized') {
+        return (...a: unknown[]) => {
+          const stream = (v as (...x: unknown[]) => NodeJS.EventEmitter).apply(target, a);
+          stream.on('data', () => agent.syncTimes.push(performance.now()));
+          return stream;
+        };
+      }
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  }) as AgentAPIClient;
+  const spy: AgentApiConnection = { client, close: () => conn.close() };
+  return agent;
+}
+
+function loggerFor(logs: string[]): ManagerLogger {
+  const rec = (level: string) => (o: object, m: string) => void logs.push(`${level} ${m} ${JSON.stringify(o, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`);
+  return { debug: rec('DEBUG'), info: rec('INFO'), warn: rec('WARN'), error: rec('ERROR') };
+}
+
+/** Queue of updates a subscriber receives; `next()` waits for the next one. */
+function collector() {
+  const queue: WorkloadUpdate[] = [];
+  const waiters: Array<(u: WorkloadUpdate) => void> = [];
+  let count = 0;
+  return {
+    listener: (u: WorkloadUpdate) => {
+      count++;
+      const w = waiters.shift();
+      if (w) w(u);
+      else queue.push(u);
+    },
+    get count() {
+      return count;
+    },
+    pending: () => queue.length,
+    next(timeoutMs = 10_000): Promise<WorkloadUpdate> {
+      const u = queue.shift();
+      if (u) return Promise.resolve(u);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('no update within the timeout')), timeoutMs);
+        waiters.push((x) => {
+          clearTimeout(t);
+          resolve(x);
+        });
+      });
+    },
+  };
+}
+
+/** Polls a condition (for state with no event to wait on). */
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const ids = (u: WorkloadUpdate): string[] => u.identities.map((i) => i.spiffeId);
+/** Entries created within the same second are ordered by ID: compare as sets where age is not the point. */
+const idSet = (u: WorkloadUpdate): string[] => ids(u).sort();
+const serialOf = (u: WorkloadUpdate, spiffeId: string): string => parseCertificate(u.identities.find((i) => i.spiffeId === spiffeId)!.chain[0]!).serialHex;
+
+before(async () => {
+  server = await startServerProcess({ trustDomain: td });
+  bundle = pemToCertificates(ok(server.cli(['bundle', 'show'])));
+});
+
+after(async () => {
+  for (const o of open) ('stop' in o ? o.stop() : o.close());
+  await server?.stop();
+});
+
+// ---- tests
+
+describe('AgentManager', () => {
+  test('start() resolves after the first sync', async () => {
+    const agent = await newAgent();
+    createEntries(agent.id, [{ spiffeId: `spiffe://example.org/start/${uniq()}`, selectors: ['unix:uid:100'] }]);
+    const m = agent.manager();
+    assert.equal(m.entryCount, 0);
+    await m.start();
+    assert.equal(m.entryCount, 1, 'the snapshot is applied when start() resolves');
+    assert.ok(m.bundles().get(td), 'and the bundle is known');
+    assert.deepEqual(agent.batches, [], 'nothing signed before a workload asks');
+    m.stop();
+  });
+
+  test('stop() before the first sync rejects start()', async () => {
+    const agent = await newAgent();
+    const m = agent.manager();
+    const started = m.start();
+    m.stop();
+    await assert.rejects(started);
+  });
+
+  test('fetchX509 for 0, 1 and 2 matching entries: verified SVIDs, matching keys, oldest first, duplicate hints dropped', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    // The first entry gets an ID that sorts last: the default must come from age, not ID order.
+    const [first] = createEntries(agent.id, [{ id: `zzzz-${u}`, spiffeId: `spiffe://example.org/x/first-${u}`, selectors: ['unix:uid:1001'], hint: 'h' }]);
+    const createdFirst = createdAt.get(first!)!;
+    // createdAt has second resolution: let the clock move past it (at most 1 s).
+    while (Math.floor(Date.now() / 1000) <= createdFirst) await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
+    createEntries(agent.id, [
+      { id: `0000-${u}`, spiffeId: `spiffe://example.org/x/second-${u}`, selectors: ['unix:uid:1001', 'unix:gid:50'] },
+      { spiffeId: `spiffe://example.org/x/duphint-${u}`, selectors: ['unix:uid:1001', 'unix:gid:50'], hint: 'h' },
+      { spiffeId: `spiffe://example.org/x/other-${u}`, selectors: ['unix:uid:2000'] },
+    ]);
+    const m = agent.manager();
+    await m.start();
+
+    const none = await m.fetchX509(sels('unix:uid:9999'));
+    assert.deepEqual(none.identities, []);
+    assert.deepEqual(agent.batches, []);
+
+    const one = await m.fetchX509(sels('unix:uid:1001', 'unix:pid:77'));
+    assert.deepEqual(ids(one), [`spiffe://example.org/x/first-${u}`]);
+
+    const two = await m.fetchX509(sels('unix:uid:1001', 'unix:gid:50', 'unix:gid:51'));
+    // first (oldest, hint h), second (no hint); duphint (hint h again, newer) is dropped.
+    assert.deepEqual(ids(two), [`spiffe://example.org/x/first-${u}`, `spiffe://example.org/x/second-${u}`]);
+    assert.equal(two.identities[0]!.hint, 'h');
+    const hints = two.identities.map((i) => i.hint).filter((h) => h !== '');
+    assert.equal(new Set(hints).size, hints.length, 'non-empty hints are unique');
+
+    for (const update of [one, two]) {
+      assert.equal(update.bundle.trustDomain, td);
+      assert.deepEqual(update.federatedBundles, []);
+      for (const i of update.identities) {
+        assert.equal(verifyX509Svid(i.chain, update.bundle).id, i.spiffeId);
+        const parsed = parseX509Svid(i.chain, i.privateKeyPkcs8); // checks that the key matches the leaf
+        assert.equal(parsed.id, i.spiffeId);
+        assert.ok(i.privateKeyPkcs8.equals(exportPrivateKeyPkcs8(i.privateKey)));
+        assert.equal(i.notAfter.getTime(), parseCertificate(i.chain[0]!).notAfter.getTime());
+        assert.deepEqual(i.federatesWith, []);
+      }
+    }
+    // The first fetch's SVID is reused, not signed again.
+    assert.equal(serialOf(one, `spiffe://example.org/x/first-${u}`), serialOf(two, `spiffe://example.org/x/first-${u}`));
+    assert.equal(agent.batches.reduce((a, b) => a + b, 0), 3, 'first, second and duphint signed once each; other never');
+    m.stop();
+  });
+
+  test('lazy signing: unused entries are never signed; a burst of 50 is one batch; concurrent requests share it', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    const specs: EntrySpec[] = [];
+    for (let i = 0; i < 50; i++) specs.push({ spiffeId: `spiffe://example.org/burst/${u}/${i}`, selectors: [`unix:uid:${5000 + i}`] });
+    for (let i = 0; i < 20; i++) specs.push({ spiffeId: `spiffe://example.org/unused/${u}/${i}`, selectors: [`unix:uid:${6000 + i}`] });
+    createEntries(agent.id, specs);
+    const m = agent.manager();
+    await m.start();
+    assert.equal(m.entryCount, 70);
+    assert.deepEqual(agent.batches, []);
+
+    const updates = await Promise.all(Array.from({ length: 50 }, (_, i) => m.fetchX509(sels(`unix:uid:${5000 + i}`))));
+    assert.deepEqual(agent.batches, [50], 'one BatchNewX509SVID call with 50 CSRs');
+    updates.forEach((up, i) => assert.deepEqual(ids(up), [`spiffe://example.org/burst/${u}/${i}`]));
+
+    // Served from the cache afterwards.
+    await m.fetchX509(sels('unix:uid:5000'));
+    assert.deepEqual(agent.batches, [50]);
+
+    // A request that arrives while the batch for the same entry is in flight waits for it.
+    createEntries(agent.id, [{ spiffeId: `spiffe://example.org/late/${u}`, selectors: ['unix:uid:5999'] }]);
+    await waitFor(() => m.entryCount === 71, 'the new entry to arrive');
+    let release!: () => void;
+    agent.hold = new Promise((r) => (release = r));
+    const a = m.fetchX509(sels('unix:uid:5999'));
+    await waitFor(() => agent.batches.length === 2, 'the batch call');
+    const b = m.fetchX509(sels('unix:uid:5999'));
+    const sub = m.subscribe(sels('unix:uid:5999'), () => undefined);
+    await new Promise((r) => setImmediate(r));
+    release();
+    agent.hold = undefined;
+    const [ua, ub, us] = await Promise.all([a, b, sub.initial]);
+    sub.close();
+    assert.deepEqual(agent.batches, [50, 1], 'no second signing of the same entry');
+    assert.equal(serialOf(ua, `spiffe://example.org/late/${u}`), serialOf(ub, `spiffe://example.org/late/${u}`));
+    assert.equal(serialOf(ua, `spiffe://example.org/late/${u}`), serialOf(us, `spiffe://example.org/late/${u}`));
+    // Nothing for the 20 unused entries.
+    assert.equal(m.svidCount, 51);
+    m.stop();
+  });
+
+  test('an entry that changes or disappears while its SVID is being signed is not served stale', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    const [changing, going] = createEntries(agent.id, [
+      { spiffeId: `spiffe://example.org/race/old-${u}`, selectors: ['unix:uid:4100'] },
+      { spiffeId: `spiffe://example.org/race/gone-${u}`, selectors: ['unix:uid:4200'] },
+    ]);
+    const m = agent.manager();
+    await m.start();
+
+    let release!: () => void;
+    agent.hold = new Promise((r) => (release = r));
+    const pending = m.fetchX509(sels('unix:uid:4100', 'unix:uid:4200'));
+    await waitFor(() => agent.batches.length === 1, 'the batch call');
+    const rev = m.revision;
+    await cliAsync(['entry', 'update', '-entryID', changing!, '-parentID', agent.id, '-spiffeID', `spiffe://example.org/race/new-${u}`, '-selector', 'unix:uid:4100']);
+    await cliAsync(['entry', 'delete', '-entryID', going!]);
+    await waitFor(() => m.revision > rev && m.entryCount === 1, 'the update and the delete to arrive');
+    agent.hold = undefined;
+    release();
+    const up = await pending;
+    assert.deepEqual(ids(up), [`spiffe://example.org/race/new-${u}`], 'the SVID has the entry\'s current SPIFFE ID');
+    assert.equal(verifyX509Svid(up.identities[0]!.chain, up.bundle).id, `spiffe://example.org/race/new-${u}`);
+    assert.equal(m.svidCount, 1, 'no SVID kept for the deleted entry');
+    m.stop();
+  });
+
+  test('subscribe: pushes on entry create and delete and on rotation, not on unrelated changes', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    createEntries(agent.id, [{ spiffeId: `spiffe://example.org/sub/a-${u}`, selectors: ['unix:uid:3000'], x509SvidTtl: 600 }]);
+    let offsetMs = 0;
+    const m = agent.manager({ now: () => new Date(Date.now() + offsetMs) });
+    await m.start();
+    const c1 = collector();
+    const s1 = m.subscribe(sels('unix:uid:3000', 'unix:gid:3000'), c1.listener);
+    const initial = await s1.initial;
+    assert.deepEqual(ids(initial), [`spiffe://example.org/sub/a-${u}`]);
+    assert.equal(c1.count, 0, 'the initial update is not pushed to the listener');
+
+    // Entry created for the subscriber's selectors: pushed, with the new SVID signed.
+    const t0 = performance.now();
+    const created = JSON.parse(
+      await cliAsync(['entry', 'create', '-parentID', agent.id, '-spiffeID', `spiffe://example.org/sub/b-${u}`, '-selector', 'unix:gid:3000', '-x509SVIDTTL', '600', '-output', 'json']),
+    ) as { results: Array<{ entry: { id: string } }> };
+    const tCli = performance.now();
+    const added = await c1.next();
+    const tPush = performance.now();
+    const tSync = agent.syncTimes.at(-1)!;
+    assert.ok(tSync > t0);
+    console.log(
+      `entry create via CLI -> subscriber push: ${(tPush - t0).toFixed(0)} ms (CLI process ${(tCli - t0).toFixed(0)} ms; ` +
+        `sync message at ${(tSync - t0).toFixed(0)} ms; sync message -> listener, SVID signing included: ${(tPush - tSync).toFixed(1)} ms)`,
+    );
+    assert.deepEqual(idSet(added), [`spiffe://example.org/sub/a-${u}`, `spiffe://example.org/sub/b-${u}`]);
+    for (const i of added.identities) assert.equal(verifyX509Svid(i.chain, added.bundle).id, i.spiffeId);
+    const b = created.results[0]!.entry.id;
+
+    // An unrelated entry: another subscriber sees it, the first one does not.
+    const c2 = collector();
+    const s2 = m.subscribe(sels('unix:uid:3999'), c2.listener);
+    assert.deepEqual(ids(await s2.initial), []);
+    const other = JSON.parse(
+      await cliAsync(['entry', 'create', '-parentID', agent.id, '-spiffeID', `spiffe://example.org/sub/other-${u}`, '-selector', 'unix:uid:3999', '-output', 'json']),
+    ) as { results: Array<{ entry: { id: string } }> };
+    assert.deepEqual(ids(await c2.next()), [`spiffe://example.org/sub/other-${u}`]);
+    await cliAsync(['entry', 'delete', '-entryID', other.results[0]!.entry.id]);
+    assert.deepEqual(ids(await c2.next()), []);
+    assert.equal(c1.count, 1, 'no push for changes to entries the subscriber does not match');
+
+    // Deleted: the identities shrink.
+    await cliAsync(['entry', 'delete', '-entryID', b]);
+    const shrunk = await c1.next();
+    assert.deepEqual(ids(shrunk), [`spiffe://example.org/sub/a-${u}`]);
+    assert.equal(serialOf(shrunk, `spiffe://example.org/sub/a-${u}`), serialOf(initial, `spiffe://example.org/sub/a-${u}`), 'the remaining SVID is unchanged');
+
+    // Rotation: nothing is due yet; past half-life (jitter included) it is renewed and pushed.
+    m.renewDue();
+    await new Promise((r) => setImmediate(r));
+    const batchesBefore = agent.batches.length;
+    offsetMs = 301_000; // TTL 600 s: due at most at 300 s
+    m.renewDue();
+    const rotated = await c1.next();
+    assert.deepEqual(ids(rotated), [`spiffe://example.org/sub/a-${u}`]);
+    assert.notEqual(serialOf(rotated, `spiffe://example.org/sub/a-${u}`), serialOf(initial, `spiffe://example.org/sub/a-${u}`), 'a new serial');
+    assert.equal(verifyX509Svid(rotated.identities[0]!.chain, rotated.bundle).id, `spiffe://example.org/sub/a-${u}`);
+    assert.equal(agent.batches.length - batchesBefore, 1, 'renewals go in one batch');
+    // The renewed SVID is not due again right away.
+    m.renewDue();
+    await new Promise((r) => setImmediate(r));
+    assert.equal(agent.batches.length - batchesBefore, 1);
+    assert.equal(c2.count, 2, 'the other subscriber got nothing from the rotation');
+    assert.equal(c1.count, 3);
+    s1.close();
+    s2.close();
+    m.stop();
+  });
+
+  test('an entry that cannot be signed does not block the others (fetch, pushes, rotation)', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    createEntries(agent.id, [{ spiffeId: `spiffe://example.org/partial/a-${u}`, selectors: ['unix:uid:3100'], x509SvidTtl: 600 }]);
+    let offsetMs = 0;
+    const m = agent.manager({ now: () => new Date(Date.now() + offsetMs), retryMs: 200 });
+    await m.start();
+    const c = collector();
+    const s = m.subscribe(sels('unix:uid:3100'), c.listener);
+    const initial = await s.initial;
+    assert.equal(initial.identities.length, 1);
+    const badId = `bad-${u}`;
+    agent.refuse.add(badId);
+    const n = agent.batches.length;
+    createEntries(agent.id, [{ id: badId, spiffeId: `spiffe://example.org/partial/bad-${u}`, selectors: ['unix:uid:3100'] }]);
+    await waitFor(() => agent.batches.length > n, 'the attempt to sign the new entry');
+    // A workload still gets the identity that could be signed.
+    assert.deepEqual(ids(await m.fetchX509(sels('unix:uid:3100'))), [`spiffe://example.org/partial/a-${u}`]);
+    // Rotation of the good SVID still reaches the subscriber.
+    offsetMs = 301_000;
+    m.renewDue();
+    const rotated = await c.next();
+    assert.deepEqual(ids(rotated), [`spiffe://example.org/partial/a-${u}`]);
+    assert.notEqual(serialOf(rotated, `spiffe://example.org/partial/a-${u}`), serialOf(initial, `spiffe://example.org/partial/a-${u}`));
+    // Retried by itself (with backoff): once the server signs it, the subscriber gets it.
+    const attempts = agent.batches.length;
+    await waitFor(() => agent.batches.length > attempts, 'a retry');
+    agent.refuse.clear();
+    const healed = await c.next();
+    assert.deepEqual(idSet(healed), [`spiffe://example.org/partial/a-${u}`, `spiffe://example.org/partial/bad-${u}`]);
+    s.close();
+    m.stop();
+  });
+
+  test('fetchJwt: every audience, cached until half-life, fresh for another audience, spiffeId filter', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    createEntries(agent.id, [
+      { spiffeId: `spiffe://example.org/jwt/one-${u}`, selectors: ['unix:uid:4000'] },
+      { spiffeId: `spiffe://example.org/jwt/two-${u}`, selectors: ['unix:uid:4000', 'unix:gid:4000'] },
+    ]);
+    let offsetMs = 0;
+    const m = agent.manager({ now: () => new Date(Date.now() + offsetMs) });
+    await m.start();
+    const S = sels('unix:uid:4000', 'unix:gid:4000');
+    const jwts = await m.fetchJwt(S, ['aud-1', 'aud-2']);
+    assert.deepEqual(jwts.map((j) => j.spiffeId).sort(), [`spiffe://example.org/jwt/one-${u}`, `spiffe://example.org/jwt/two-${u}`]);
+    for (const j of jwts) {
+      for (const aud of ['aud-1', 'aud-2']) {
+        const v = await validateJwtSvid(j.token, { audience: aud, bundles: m.bundles() });
+        assert.equal(v.id, j.spiffeId);
+        assert.deepEqual([...v.audience].sort(), ['aud-1', 'aud-2']);
+      }
+      assert.equal(parseJwtSvidInsecure(j.token).expiresAt.getTime(), j.expiresAt.getTime());
+    }
+    assert.deepEqual(agent.batches, [], 'JWT-SVIDs need no X509-SVIDs');
+
+    // Cached: same tokens (audience order and duplicates do not matter).
+    const again = await m.fetchJwt(S, ['aud-2', 'aud-1', 'aud-2']);
+    assert.deepEqual(again.map((j) => j.token), jwts.map((j) => j.token));
+    // Another audience: fresh tokens.
+    const other = await m.fetchJwt(S, ['aud-3']);
+    assert.equal(other.length, 2);
+    for (const j of other) {
+      assert.ok(!jwts.some((x) => x.token === j.token));
+      await validateJwtSvid(j.token, { audience: 'aud-3', bundles: m.bundles() });
+      await assert.rejects(validateJwtSvid(j.token, { audience: 'aud-1', bundles: m.bundles() }));
+    }
+    // spiffeId filter.
+    const only = await m.fetchJwt(S, ['aud-1', 'aud-2'], parseSpiffeId(`spiffe://example.org/jwt/two-${u}`));
+    assert.deepEqual(only.map((j) => j.token), [jwts.find((j) => j.spiffeId.endsWith(`two-${u}`))!.token]);
+    assert.deepEqual(await m.fetchJwt(S, ['aud-1'], parseSpiffeId(`spiffe://example.org/jwt/nope-${u}`)), []);
+    // Past half of the lifetime: fresh tokens.
+    const life = jwts[0]!.expiresAt.getTime() - Date.now();
+    offsetMs = life / 2 + 5_000;
+    const later = await m.fetchJwt(S, ['aud-1', 'aud-2']);
+    for (const j of later) assert.ok(!jwts.some((x) => x.token === j.token), 'renewed after half-life');
+    m.stop();
+  });
+
+  test('after the agent SVID renews, the sync stream moves to the new connection', async () => {
+    const token = /^Token: (\S+)$/m.exec(ok(server.cli(['token', 'generate'])))![1]!;
+    const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
+    const identity = await AgentIdentity.start({
+      dataDir: join(mkdtempSync(join(tmpdir(), 'spindle-mgr-')), 'data'),
+      trustDomain: td,
+      address: { host: '127.0.0.1', port: server.port },
+      attestor: new JoinTokenAgentAttestor(token),
+      trustBundlePem: ok(server.cli(['bundle', 'show'])),
+      logger: quiet,
+    });
+    open.push(identity);
+    const logs: string[] = [];
+    const m = new AgentManager({ trustDomain: td, connection: () => identity.connection(), logger: loggerFor(logs) });
+    open.push(m);
+    identity.onConnectionChange(() => m.reconnect());
+    const u = uniq();
+    createEntries(identity.agentId, [{ spiffeId: `spiffe://example.org/renew/a-${u}`, selectors: ['unix:uid:6600'] }]);
+    await m.start();
+    const c = collector();
+    const s = m.subscribe(sels('unix:uid:6600'), c.listener);
+    await s.initial;
+    const oldConn = identity.connection();
+    await identity.renew();
+    assert.notEqual(identity.connection(), oldConn);
+    await cliAsync(['entry', 'create', '-parentID', identity.agentId, '-spiffeID', `spiffe://example.org/renew/b-${u}`, '-selector', 'unix:uid:6600']);
+    assert.equal((await c.next()).identities.length, 2);
+    // The manager authenticated with the renewed SVID, which retired the old one.
+    await assert.rejects(
+      new Promise((resolve, reject) => {
+        const st = syncAuthorized(oldConn.client);
+        st.on('data', resolve);
+        st.on('error', reject);
+      }),
+      (e: ServiceError) => e.code === status.PERMISSION_DENIED && /superseded/.test(e.details),
+    );
+    assert.ok(!logs.some((l) => l.startsWith('WARN lost the server sync stream')), 'a planned reconnect is not a lost stream');
+    s.close();
+    m.stop();
+    identity.stop();
+  });
+
+  test('the manager reconnects by itself after the server restarts', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    createEntries(agent.id, [{ spiffeId: `spiffe://example.org/restart/a-${u}`, selectors: ['unix:uid:6500'] }]);
+    const m = agent.manager();
+    await m.start();
+    const c = collector();
+    const s = m.subscribe(sels('unix:uid:6500'), c.listener);
+    const initial = await s.initial;
+    assert.equal(server.proc.exitCode, null);
+    assert.equal(await server.stop(), 0);
+    const tDown = performance.now();
+    // Cached identities are served while the server is away.
+    assert.deepEqual(ids(await m.fetchX509(sels('unix:uid:6500'))), ids(initial));
+    server = await startServerProcess({ dir: server.dir, trustDomain: td, port: server.port });
+    const tUp = performance.now();
+    await cliAsync(['entry', 'create', '-parentID', agent.id, '-spiffeID', `spiffe://example.org/restart/b-${u}`, '-selector', 'unix:uid:6500']);
+    const up = await c.next(20_000);
+    console.log(`server restart: down for ${(tUp - tDown).toFixed(0)} ms; new entry pushed ${(performance.now() - tUp).toFixed(0)} ms after it was back`);
+    assert.deepEqual(idSet(up), [`spiffe://example.org/restart/a-${u}`, `spiffe://example.org/restart/b-${u}`]);
+    assert.equal(serialOf(up, `spiffe://example.org/restart/a-${u}`), serialOf(initial, `spiffe://example.org/restart/a-${u}`));
+    s.close();
+    m.stop();
+  });
+
+  test('an evicted agent: the stream fails with PERMISSION_DENIED, onRefused is called, cached SVIDs are still served', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    createEntries(agent.id, [{ spiffeId: `spiffe://example.org/evict/a-${u}`, selectors: ['unix:uid:7000'] }]);
+    let refused!: (e: ServiceError) => void;
+    const refusal = new Promise<ServiceError>((r) => (refused = r));
+    const m = agent.manager({ onRefused: (e) => refused(e) });
+    await m.start();
+    const before = await m.fetchX509(sels('unix:uid:7000'));
+    assert.equal(before.identities.length, 1);
+    ok(server.cli(['agent', 'evict', '-spiffeID', agent.id]));
+    const err = await refusal;
+    assert.equal(err.code, status.PERMISSION_DENIED);
+    assert.match(err.details, /evicted/);
+    const batches = agent.batches.length;
+    const after = await m.fetchX509(sels('unix:uid:7000'));
+    assert.equal(serialOf(after, `spiffe://example.org/evict/a-${u}`), serialOf(before, `spiffe://example.org/evict/a-${u}`));
+    assert.equal(agent.batches.length, batches, 'answered from the cache');
+    assert.ok(agent.logs.some((l) => l.startsWith('ERROR the server refused this agent')));
+    m.stop();
+  });
+});
