@@ -11,6 +11,7 @@ import { buildWorkloadAttestors } from '../attestors/workload/registry.js';
 import { AgentIdentity } from './attest/identity.js';
 import { AgentManager } from './manager/manager.js';
 import { startWorkloadEndpoint } from './endpoints/workloadapi.js';
+import { createSdsService } from './endpoints/sds.js';
 import type { AgentConfig } from './config/types.js';
 import { startAgentTelemetry } from './telemetry.js';
 
@@ -79,6 +80,16 @@ export async function startAgent(config: AgentConfig, opts: { logger?: Logger } 
       attestors: workloadAttestors,
       logger: logger.child({ subsystem: 'endpoints' }),
       limits: { maxStreamsPerPid: config.workloadApi.maxStreamsPerPid },
+      // Envoy SDS v3 on the same socket (SPIRE's `sds` config keys are not in AgentConfig yet: defaults).
+      extraServices: (peerOf) => [
+        createSdsService({
+          cache: manager,
+          attestors: workloadAttestors,
+          peerOf,
+          logger: logger.child({ subsystem: 'endpoints', component: 'sds' }),
+          maxStreamsPerPid: config.workloadApi.maxStreamsPerPid,
+        }),
+      ],
     });
     cleanups.push(() => endpoint.close());
 
