@@ -80,16 +80,23 @@ export async function startAgent(config: AgentConfig, opts: { logger?: Logger } 
       attestors: workloadAttestors,
       logger: logger.child({ subsystem: 'endpoints' }),
       limits: { maxStreamsPerPid: config.workloadApi.maxStreamsPerPid },
-      // Envoy SDS v3 on the same socket (SPIRE's `sds` config keys are not in AgentConfig yet: defaults).
-      extraServices: (peerOf) => [
-        createSdsService({
+      // Envoy SDS v3 on the same socket (SPIRE's agent `sds` section); its streams end first at close.
+      extraServices: (peerOf) => {
+        const sds = createSdsService({
           cache: manager,
           attestors: workloadAttestors,
           peerOf,
           logger: logger.child({ subsystem: 'endpoints', component: 'sds' }),
           maxStreamsPerPid: config.workloadApi.maxStreamsPerPid,
-        }),
-      ],
+          config: {
+            defaultSvidName: config.sds.defaultSvidName,
+            defaultBundleName: config.sds.defaultBundleName,
+            defaultAllBundlesName: config.sds.defaultAllBundlesName,
+            disableSpiffeCertValidation: config.sds.disableSpiffeCertValidation,
+          },
+        });
+        return [{ name: sds.name, definition: sds.definition, implementation: sds.implementation, close: () => sds.closeStreams() }];
+      },
     });
     cleanups.push(() => endpoint.close());
 

@@ -77,6 +77,11 @@ agent:
   trust_bundle_format: PEM
   insecure_bootstrap: "false"
   workload_api_max_streams_per_pid: 20
+  sds:
+    default_svid_name: my_svid
+    default_bundle_name: my_bundle
+    default_all_bundles_name: my_all
+    disable_spiffe_cert_validation: true
 
 plugins:
   NodeAttestor:
@@ -123,6 +128,7 @@ const FULL_EXPECTED: unknown = {
   healthChecks: { listenerEnabled: true, bindAddress: '0.0.0.0', bindPort: 8080, livePath: '/healthz/live', readyPath: '/healthz/ready' },
   telemetry: { prometheus: { host: '127.0.0.1', port: 9989 } },
   workloadApi: { maxStreamsPerPid: 20 },
+  sds: { defaultSvidName: 'my_svid', defaultBundleName: 'my_bundle', defaultAllBundlesName: 'my_all', disableSpiffeCertValidation: true },
 };
 
 // ------------------------------------------------------------------ whole files
@@ -173,13 +179,15 @@ test('the example file mentions every key the parser knows', () => {
   const keys = [
     ...Object.keys(AGENT_DEFAULTS.agent),
     ...Object.keys(AGENT_DEFAULTS.health_checks),
+    ...Object.keys(AGENT_DEFAULTS.sds),
+    'sds',
     'trust_domain', 'log_file', 'join_token', 'trust_bundle_path', 'trust_bundle_format',
     'NodeAttestor', 'join_token', 'enabled', 'plugin_data', 'WorkloadAttestor', 'unix', 'discover_workload_path',
     'workload_size_limit', 'KeyManager', 'memory', 'telemetry', 'Prometheus', 'host', 'port',
   ];
   for (const key of keys) assert.match(text, new RegExp(`(^|\\s|#\\s*)${key}:`, 'm'), key);
   // Keys rejected by name are listed as such.
-  for (const key of ['trust_bundle_url', 'sds', 'experimental', 'admin_socket_path']) assert.match(text, new RegExp(key), key);
+  for (const key of ['trust_bundle_url', 'experimental', 'admin_socket_path']) assert.match(text, new RegExp(key), key);
 });
 
 test('AGENT_DEFAULTS is what a flags-only config gets', () => {
@@ -470,11 +478,46 @@ test('unknown keys are errors naming their full path', () => {
   );
 });
 
-test('sds, experimental and other SPIRE-only agent options are rejected by name', () => {
-  rejects(
-    withAgent({ sds: { default_svid_name: 'default', default_bundle_name: 'ROOTCA' } }),
-    'config: agent.sds: is not supported yet: spindle-agent does not serve Envoy SDS yet (remove the sds section)',
+test('agent.sds: defaults when absent or null', () => {
+  const expected = { defaultSvidName: 'default', defaultBundleName: 'ROOTCA', defaultAllBundlesName: 'ALL', disableSpiffeCertValidation: false };
+  assert.deepEqual(parse(TD).sds, expected);
+  assert.deepEqual(parse(withAgent({ sds: null })).sds, expected);
+  assert.deepEqual(parse(withAgent({ sds: {} })).sds, expected);
+  const d = AGENT_DEFAULTS.sds;
+  assert.deepEqual(expected, {
+    defaultSvidName: d.default_svid_name,
+    defaultBundleName: d.default_bundle_name,
+    defaultAllBundlesName: d.default_all_bundles_name,
+    disableSpiffeCertValidation: d.disable_spiffe_cert_validation,
+  });
+});
+
+test('agent.sds: each key is read', () => {
+  assert.equal(parse(withAgent({ sds: { default_svid_name: 'svid' } })).sds.defaultSvidName, 'svid');
+  assert.equal(parse(withAgent({ sds: { default_bundle_name: 'bundle' } })).sds.defaultBundleName, 'bundle');
+  assert.equal(parse(withAgent({ sds: { default_all_bundles_name: 'everything' } })).sds.defaultAllBundlesName, 'everything');
+  assert.equal(parse(withAgent({ sds: { disable_spiffe_cert_validation: true } })).sds.disableSpiffeCertValidation, true);
+  assert.equal(parse(withAgent({ sds: { disable_spiffe_cert_validation: 'true' } })).sds.disableSpiffeCertValidation, true);
+  assert.deepEqual(
+    parse(withAgent({ sds: { default_svid_name: 'a', default_bundle_name: 'b', default_all_bundles_name: 'c', disable_spiffe_cert_validation: true } })).sds,
+    { defaultSvidName: 'a', defaultBundleName: 'b', defaultAllBundlesName: 'c', disableSpiffeCertValidation: true },
   );
+});
+
+test('agent.sds: wrong types, unknown keys and empty names are errors naming agent.sds.<key>', () => {
+  rejects(withAgent({ sds: { default_svid_name: 3 } }), 'config: agent.sds.default_svid_name: expected a string, got 3');
+  rejects(withAgent({ sds: { default_bundle_name: ['x'] } }), 'config: agent.sds.default_bundle_name: expected a string, got a list');
+  rejects(withAgent({ sds: { default_all_bundles_name: true } }), 'config: agent.sds.default_all_bundles_name: expected a string, got true');
+  rejects(withAgent({ sds: { disable_spiffe_cert_validation: 'yes' } }), 'config: agent.sds.disable_spiffe_cert_validation: expected true or false, got "yes"');
+  rejects(withAgent({ sds: { default_svid_nam: 'x' } }), 'config: agent.sds.default_svid_nam: unknown key (did you mean "default_svid_name"?)');
+  rejects(withAgent({ sds: { default_svid_name: '' } }), 'config: agent.sds.default_svid_name: must not be empty');
+  rejects(withAgent({ sds: { default_bundle_name: '  ' } }), 'config: agent.sds.default_bundle_name: must not be empty');
+  rejects(withAgent({ sds: { default_all_bundles_name: '' } }), 'config: agent.sds.default_all_bundles_name: must not be empty');
+  assert.equal(problems(withAgent({ sds: 'on' })).length, 1);
+  assert.match(problems(withAgent({ sds: 'on' }))[0]!, /^config: agent\.sds: expected a map of settings/);
+});
+
+test('experimental and other SPIRE-only agent options are rejected by name', () => {
   rejects(withAgent({ experimental: { named_pipe_name: '\\spire-agent\\public\\api' } }), 'config: agent.experimental.named_pipe_name: unsupported experimental option (Spindle has none)');
   assert.equal(parse(withAgent({ experimental: {} })).trustDomain, 'example.org');
   rejects(withAgent({ admin_socket_path: '/tmp/admin.sock' }), 'config: agent.admin_socket_path: is not supported yet: spindle-agent has no admin API');
@@ -593,7 +636,7 @@ test('multiple problems are reported together, unknown keys first', () => {
   assert.deepEqual(
     problems(
       {
-        agent: { trust_domian: 'example.org', server_port: 'abc', log_level: 'verbose', trust_bundle_path: 'b.pem', insecure_bootstrap: true, sds: {} },
+        agent: { trust_domian: 'example.org', server_port: 'abc', log_level: 'verbose', trust_bundle_path: 'b.pem', insecure_bootstrap: true, sds: { default_svid_name: '' } },
         plugins: { NodeAttestor: { k8s_psat: {} }, KeyManager: { disk: {} } },
         extra: true,
       },
@@ -602,11 +645,11 @@ test('multiple problems are reported together, unknown keys first', () => {
     [
       'config: extra: unknown key',
       'config: agent.trust_domian: unknown key (did you mean "trust_domain"?)',
-      'config: agent.sds: is not supported yet: spindle-agent does not serve Envoy SDS yet (remove the sds section)',
       'config: trust_domain is required (set agent.trust_domain in the config file or -trustDomain)',
       'config: agent.server_port: expected an integer between 1 and 65535, got "abc"',
       'config: agent.log_level: expected one of DEBUG, INFO, WARN, ERROR, got "verbose"',
       'config: agent.trust_bundle_path and agent.insecure_bootstrap are mutually exclusive: verify the server with a trust bundle, or bootstrap without one, not both',
+      'config: agent.sds.default_svid_name: must not be empty',
       'config: plugins.NodeAttestor.k8s_psat: is not available yet in spindle-agent; use join_token',
       'config: plugins.KeyManager.disk: is not supported: spindle-agent keeps workload keys in memory and its own SVID key under data_dir regardless; use memory or remove the KeyManager section',
       // Flag problems come after the file's, as in the server's config.

@@ -29,8 +29,10 @@
  *   regardless). health_checks and telemetry are the server's.
  * - Spindle extension: `agent.workload_api_max_streams_per_pid` (default 100) bounds the
  *   concurrent Workload API streams one process may hold open.
- * - SPIRE features Spindle lacks are rejected by name rather than ignored: `sds`,
- *   `experimental`, admin API / delegated identity, profiling, rate limits, rebootstrap, other
+ * - `agent.sds` (SPIRE's keys and defaults): default_svid_name "default", default_bundle_name
+ *   "ROOTCA", default_all_bundles_name "ALL" (non-empty strings), disable_spiffe_cert_validation
+ *   false. The SDS service on the Workload API socket uses them.
+ * - SPIRE features Spindle lacks are rejected by name rather than ignored: `experimental`, admin API / delegated identity, profiling, rate limits, rebootstrap, other
  *   plugin types (SVIDStore) and telemetry sinks other than Prometheus.
  * Nothing here reads `process.env` or `process.cwd()`: main passes both in.
  */
@@ -83,6 +85,13 @@ export const AGENT_DEFAULTS = {
     insecure_bootstrap: false,
     /** Spindle extension: concurrent Workload API streams per client process. */
     workload_api_max_streams_per_pid: 100,
+  },
+  /** SPIRE's agent `sds` section (Envoy SDS on the Workload API socket); same defaults. */
+  sds: {
+    default_svid_name: 'default',
+    default_bundle_name: 'ROOTCA',
+    default_all_bundles_name: 'ALL',
+    disable_spiffe_cert_validation: false,
   },
   plugins: {
     /** Used when no NodeAttestor is configured. */
@@ -155,6 +164,8 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
 
   const maxStreamsPerPid = a.int('workload_api_max_streams_per_pid', { min: 1, default: d.workload_api_max_streams_per_pid });
 
+  const sds = parseSds(a);
+
   const plugins = parsePlugins(root);
   const healthChecks = parseHealthChecks(root, AGENT_DEFAULTS.health_checks);
   const telemetry = parseTelemetry(root, AGENT_DEFAULTS.telemetry);
@@ -175,6 +186,7 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
     healthChecks,
     telemetry,
     workloadApi: { maxStreamsPerPid },
+    sds,
   };
   if (options.configPath !== undefined) config.configPath = options.configPath;
   if (logFile !== undefined) config.logFile = logFile;
@@ -269,9 +281,30 @@ function parseInitialTrust(root: ConfigReader, a: ConfigReader, flags: ConfigRea
   return result;
 }
 
+/** A non-empty SDS resource name (an empty one would never match a request). */
+function sdsNameAt(r: ConfigReader, key: string, def: string): string {
+  const v = r.raw(key);
+  if (typeof v === 'string' && v.trim() === '') {
+    r.problem(key, 'must not be empty');
+    return def;
+  }
+  return r.string(key, def);
+}
+
+/** agent.sds: SPIRE's SDS settings; absent or null gives the defaults. */
+function parseSds(a: ConfigReader): AgentConfig['sds'] {
+  const s = a.section('sds');
+  const d = AGENT_DEFAULTS.sds;
+  return {
+    defaultSvidName: sdsNameAt(s, 'default_svid_name', d.default_svid_name),
+    defaultBundleName: sdsNameAt(s, 'default_bundle_name', d.default_bundle_name),
+    defaultAllBundlesName: sdsNameAt(s, 'default_all_bundles_name', d.default_all_bundles_name),
+    disableSpiffeCertValidation: s.bool('disable_spiffe_cert_validation', d.disable_spiffe_cert_validation),
+  };
+}
+
 /** SPIRE agent keys Spindle recognizes but does not implement, with what to say about them. */
 const UNSUPPORTED_AGENT_KEYS: Readonly<Record<string, string>> = {
-  sds: 'is not supported yet: spindle-agent does not serve Envoy SDS yet (remove the sds section)',
   admin_socket_path: 'is not supported yet: spindle-agent has no admin API',
   authorized_delegates: 'is not supported yet: spindle-agent has no Delegated Identity API',
   allow_unauthenticated_verifiers: 'is not supported yet',

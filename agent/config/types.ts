@@ -31,6 +31,17 @@ export interface AgentConfig {
   telemetry: { prometheus?: { host: string; port: number } };
   /** Limits of the Workload API (sensible defaults). */
   workloadApi: { maxStreamsPerPid: number };
+  /** Envoy SDS v3 served on the Workload API socket (SPIRE's agent `sds` section). */
+  sds: {
+    /** Resource name of the caller's default X.509-SVID (sds.default_svid_name, default "default"). */
+    defaultSvidName: string;
+    /** Resource name of the own trust domain's bundle (sds.default_bundle_name, default "ROOTCA"). */
+    defaultBundleName: string;
+    /** Resource name of all bundles, federated ones included (sds.default_all_bundles_name, default "ALL"). */
+    defaultAllBundlesName: string;
+    /** Send plain trusted_ca validation contexts instead of the SPIFFE validator (default false). */
+    disableSpiffeCertValidation: boolean;
+  };
 }
 
 export interface AgentFlags {

@@ -402,6 +402,8 @@ export interface ExtraService {
   name: string;
   definition: ServiceDefinition;
   implementation: UntypedServiceImplementation;
+  /** Called first by the endpoint's close() (e.g. to end the service's open streams). */
+  close?: () => void;
 }
 
 export interface WorkloadEndpointOptions {
@@ -487,6 +489,13 @@ export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): P
     peerOf: lazyPeerOf,
     close(): Promise<void> {
       closing ??= (async () => {
+        for (const s of extra) {
+          try {
+            s.close?.();
+          } catch (err) {
+            log.error({ err, service: s.name }, 'error closing service');
+          }
+        }
         await listener.stopAccepting();
         workload.closeStreams();
         await new Promise<void>((done) => {
