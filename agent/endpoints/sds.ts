@@ -24,7 +24,6 @@ import { status as GrpcStatus, type ServerDuplexStream, type ServerUnaryCall, ty
 import { randomUUID } from 'node:crypto';
 import type { IdentityCache, WorkloadSubscription, WorkloadUpdate } from '../manager/types.js';
 import type { WorkloadAttestor } from '../../attestors/workload/types.js';
-import type { Selector } from '../../server/datastore/types.js';
 import type { Bundle } from '../../spiffe/bundle.js';
 import { parseSpiffeId, trustDomainOf, pathOf } from '../../spiffe/id.js';
 import { certificatesToPem, privateKeyToPem } from '../../spiffe/pem.js';
@@ -34,7 +33,8 @@ import { DiscoveryResponse, type DiscoveryRequest } from '../../proto/gen/envoy/
 import { SecretDiscoveryServiceService, type SecretDiscoveryServiceServer } from '../../proto/gen/envoy/service/secret/v3/sds.js';
 import { Secret } from '../../proto/gen/envoy/extensions/transport_sockets/tls/v3/secret.js';
 import { SPIFFECertValidatorConfig } from '../../proto/gen/envoy/extensions/transport_sockets/tls/v3/tls_spiffe_validator_config.js';
-import { apiError, toStatus, WorkloadApiError } from './errors.js';
+import { apiError, toStatus } from './errors.js';
+import { cacheError, callerAttestation } from './caller.js';
 import { DEFAULT_MAX_STREAMS_PER_PID, StreamLimiter } from './limits.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
@@ -194,9 +194,6 @@ export function buildSecrets(names: readonly string[], update: WorkloadUpdate, c
   return out;
 }
 
-function selectorKey(s: Selector): string {
-  return `${s.type}:${s.value}`;
-}
 
 function sameNameSet(a: readonly string[], b: readonly string[]): boolean {
   const sa = new Set(a);
@@ -218,32 +215,7 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
   const limiter = new StreamLimiter(options.maxStreamsPerPid ?? DEFAULT_MAX_STREAMS_PER_PID);
   const open = new Set<(code: GrpcStatus, details: string) => void>();
 
-  function peerOfCall(call: { getPeer(): string }): PeerContext {
-    const peer = peerOf(call);
-    if (peer === undefined) throw apiError(GrpcStatus.UNAVAILABLE, 'caller connection is not tracked (closed?)');
-    return peer;
-  }
-
-  async function attest(peer: PeerContext, signal: AbortSignal): Promise<Selector[]> {
-    const results = await Promise.all(attestors.map((a) => a.attest(peer.peer, signal)));
-    signal.throwIfAborted();
-    if (!peer.stillSameProcess()) {
-      throw apiError(GrpcStatus.UNAVAILABLE, 'caller process changed during attestation (it exited or its pid was reused); reconnect and retry');
-    }
-    const seen = new Set<string>();
-    const selectors: Selector[] = [];
-    for (const s of results.flat()) {
-      const k = selectorKey(s);
-      if (!seen.has(k)) {
-        seen.add(k);
-        selectors.push(s);
-      }
-    }
-    return selectors;
-  }
-
-  const cacheError = (err: unknown): WorkloadApiError =>
-    err instanceof WorkloadApiError ? err : apiError(GrpcStatus.UNAVAILABLE, 'identities are not available right now; retry later', err);
+  const { peerOfCall, attest } = callerAttestation(peerOf, attestors);
 
   function checkTypeUrl(req: DiscoveryRequest): void {
     if (req.typeUrl !== '' && req.typeUrl !== SECRET_TYPE_URL) {

@@ -59,7 +59,8 @@ import {
   type ValidateJWTSVIDResponse,
 } from '../../proto/gen/workload/workload.js';
 import type { PeerCredNative } from '../native/peercred.js';
-import { apiError, toStatus, WorkloadApiError } from './errors.js';
+import { apiError, toStatus } from './errors.js';
+import { cacheError, callerAttestation } from './caller.js';
 import { createWorkloadHealthService } from './health.js';
 import { addReflection } from './reflection.js';
 import { DEFAULT_MAX_STREAMS_PER_PID, StreamLimiter } from './limits.js';
@@ -109,9 +110,6 @@ function checkHeader(metadata: Metadata): void {
   if (!hasSecurityHeader(metadata)) throw apiError(GrpcStatus.INVALID_ARGUMENT, 'security header missing from request');
 }
 
-function selectorKey(s: Selector): string {
-  return `${s.type}:${s.value}`;
-}
 
 /** Map keyed `spiffe://<td>` for our bundle plus the caller's federated bundles (own trust domain never overridden). */
 function bundleSetOf(update: WorkloadUpdate): BundleSet {
@@ -151,34 +149,7 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
   /** Enders of open streams, for closeStreams(). */
   const open = new Set<(code: GrpcStatus, details: string) => void>();
 
-  function peerOfCall(call: { getPeer(): string }): PeerContext {
-    const peer = peerOf(call);
-    if (peer === undefined) throw apiError(GrpcStatus.UNAVAILABLE, 'caller connection is not tracked (closed?)');
-    return peer;
-  }
-
-  /** Steps 4-5 of the module comment. */
-  async function attest(peer: PeerContext, signal: AbortSignal): Promise<Selector[]> {
-    const results = await Promise.all(attestors.map((a) => a.attest(peer.peer, signal)));
-    signal.throwIfAborted();
-    if (!peer.stillSameProcess()) {
-      throw apiError(GrpcStatus.UNAVAILABLE, 'caller process changed during attestation (it exited or its pid was reused); reconnect and retry');
-    }
-    const seen = new Set<string>();
-    const selectors: Selector[] = [];
-    for (const s of results.flat()) {
-      const k = selectorKey(s);
-      if (!seen.has(k)) {
-        seen.add(k);
-        selectors.push(s);
-      }
-    }
-    return selectors;
-  }
-
-  /** A cache failure: the caller should retry later; the detail goes to the log. */
-  const cacheError = (err: unknown): WorkloadApiError =>
-    err instanceof WorkloadApiError ? err : apiError(GrpcStatus.UNAVAILABLE, 'identities are not available right now; retry later', err);
+  const { peerOfCall, attest } = callerAttestation(peerOf, attestors);
 
   function unary<Req, Res>(method: string, check: (req: Req) => void, handle: (req: Req, admitted: Admitted) => Promise<Res>) {
     return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
