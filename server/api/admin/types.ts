@@ -23,4 +23,4 @@ export interface AdminDeps {
   joinTokenDefaultTtlSeconds?: number;
 }
 
-export const DEFAULT_JOIN_TOKEN_TTL_SECONDS = 600;
+export { DEFAULT_JOIN_TOKEN_TTL_SECONDS } from '../../../attestors/node/join_token/token.js';
