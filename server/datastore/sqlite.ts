@@ -49,6 +49,7 @@ import {
   type Selector,
   type SelectorMatch,
   type StoredBundle,
+  compareSelectors,
 } from './types.js';
 
 export interface DataStoreLogger {
@@ -149,10 +150,6 @@ function checkText(v: unknown, what: string): string {
   if (typeof v !== 'string') throw invalid(`${what} must be a string, got ${describe(v)}`);
   if (LONE_SURROGATE.test(v)) throw invalid(`${what} is not well-formed Unicode (lone surrogate)`);
   return v;
-}
-
-function compareSelectors(a: Selector, b: Selector): number {
-  return compareCodePoints(a.type, b.type) || compareCodePoints(a.value, b.value);
 }
 
 function describe(v: unknown): string {

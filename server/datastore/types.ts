@@ -8,10 +8,16 @@
  * nothing. Times are unix seconds (integers) unless a name says otherwise.
  */
 import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
+import { compareCodePoints } from '../../common/strings.js';
 
 export interface Selector {
   type: string;
   value: string;
+}
+
+/** The canonical selector order: by type, then value, in Unicode code point order. */
+export function compareSelectors(a: Selector, b: Selector): number {
+  return compareCodePoints(a.type, b.type) || compareCodePoints(a.value, b.value);
 }
 
 export interface RegistrationEntry {

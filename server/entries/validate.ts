@@ -39,9 +39,10 @@ import {
 } from '../../spiffe/id.js';
 import { compareCodePoints } from '../../common/strings.js';
 import { quote } from '../../spiffe/errors.js';
-import type { NewEntry, Selector } from '../datastore/types.js';
+import { compareSelectors, type NewEntry, type Selector } from '../datastore/types.js';
 
 export { compareCodePoints } from '../../common/strings.js';
+export { compareSelectors } from '../datastore/types.js';
 
 export const ERR_ENTRY_INVALID = 'ERR_ENTRY_INVALID';
 
@@ -257,10 +258,6 @@ export function formatSelector(sel: Selector): string {
 }
 
 /** Orders selectors by (type, value), code point order: the datastore's order. */
-export function compareSelectors(a: Selector, b: Selector): number {
-  return compareCodePoints(a.type, b.type) || compareCodePoints(a.value, b.value);
-}
-
 /**
  * Canonical string of a selector SET: sorted by (type, value), duplicates dropped, `type:value`
  * joined by newlines. Unambiguous for valid selectors (types have no `:`, values no newline).
