@@ -34,7 +34,14 @@ const HOUSEKEEPING_MS = 5_000;
 /** Change-feed events are kept this long so reconnecting agents and other servers can catch up. */
 const EVENT_RETENTION_SECONDS = 24 * 3600;
 
-export async function startServer(config: ServerConfig, opts: { now?: () => Date; logger?: Logger } = {}): Promise<RunningServer> {
+export interface StartServerOptions {
+  now?: () => Date;
+  logger?: Logger;
+  /** The process environment, for attestors that read it (k8s_psat in-cluster credentials). */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+export async function startServer(config: ServerConfig, opts: StartServerOptions = {}): Promise<RunningServer> {
   const now = opts.now ?? (() => new Date());
   const logger = opts.logger ?? createLogger({ level: config.logLevel, format: config.logFormat, file: config.logFile, name: 'spindle-server' });
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -63,7 +70,7 @@ export async function startServer(config: ServerConfig, opts: { now?: () => Date
     const loaded = await feed.start();
     cleanups.push(() => feed.stop());
 
-    const attestors = buildServerNodeAttestors(config.plugins.nodeAttestors);
+    const attestors = buildServerNodeAttestors(config.plugins.nodeAttestors, opts.env ? { env: opts.env } : {});
     const metrics = new ServerMetrics({ attestors: attestors.keys() });
     const api = new AgentApi({
       trustDomain: config.trustDomain,

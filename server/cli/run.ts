@@ -31,10 +31,14 @@ export function register(program: Command): void {
   addFlags(program.command('run').description('Runs the server')).action((flags: ServerFlags) =>
     runService(
       () => load(flags),
-      async (config) => (await import('../run.js')).startServer(config),
+      async (config) => (await import('../run.js')).startServer(config, { env: process.env }),
     ),
   );
   addFlags(program.command('validate').description('Validates a server configuration file')).action((flags: ServerFlags) =>
-    validateConfig(() => load(flags)),
+    validateConfig(async () => {
+      const config = await load(flags);
+      // Node attestors check their own plugin_data (k8s_psat: clusters, kubeconfig); building contacts nothing.
+      (await import('../../attestors/node/registry.js')).buildServerNodeAttestors(config.plugins.nodeAttestors, { env: process.env });
+    }),
   );
 }
