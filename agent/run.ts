@@ -5,9 +5,7 @@
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { createLogger } from '../common/logging.js';
-import { JoinTokenAgentAttestor } from '../attestors/node/join_token/agent.js';
-import type { AgentNodeAttestor } from '../attestors/node/types.js';
-import { buildWorkloadAttestors } from '../attestors/workload/registry.js';
+import { buildAgentPlugins } from './plugins.js';
 import { AgentIdentity } from './attest/identity.js';
 import { AgentManager } from './manager/manager.js';
 import { startWorkloadEndpoint } from './endpoints/workloadapi.js';
@@ -23,14 +21,13 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
-function nodeAttestorFrom(config: AgentConfig): AgentNodeAttestor | undefined {
-  const { name, data } = config.plugins.nodeAttestor;
-  if (name !== 'join_token') throw new Error(`node attestor "${name}" is not available in this build`);
-  data.throwIfInvalid();
-  return config.joinToken ? new JoinTokenAgentAttestor(config.joinToken) : undefined;
+export interface StartAgentOptions {
+  logger?: Logger;
+  /** The process environment, for attestors configured to read it (k8s: node_name_env). */
+  env?: Readonly<Record<string, string | undefined>>;
 }
 
-export async function startAgent(config: AgentConfig, opts: { logger?: Logger } = {}): Promise<RunningAgent> {
+export async function startAgent(config: AgentConfig, opts: StartAgentOptions = {}): Promise<RunningAgent> {
   const logger = opts.logger ?? createLogger({ level: config.logLevel, format: config.logFormat, file: config.logFile, name: 'spindle-agent' });
   const cleanups: Array<() => Promise<void> | void> = [];
   const stop = async (): Promise<void> => {
@@ -43,12 +40,12 @@ export async function startAgent(config: AgentConfig, opts: { logger?: Logger } 
     }
   };
   try {
-    const workloadAttestors = buildWorkloadAttestors(config.plugins.workloadAttestors);
+    const { nodeAttestor, workloadAttestors } = buildAgentPlugins(config, { ...(opts.env ? { env: opts.env } : {}), logger });
     const identity = await AgentIdentity.start({
       dataDir: config.dataDir,
       trustDomain: config.trustDomain,
       address: { host: config.serverAddress, port: config.serverPort },
-      attestor: nodeAttestorFrom(config),
+      attestor: nodeAttestor,
       ...(config.trustBundlePath ? { trustBundlePem: readFileSync(config.trustBundlePath, 'utf8') } : {}),
       insecureBootstrap: config.insecureBootstrap,
       logger: logger.child({ subsystem: 'attestor' }),
@@ -59,6 +56,8 @@ export async function startAgent(config: AgentConfig, opts: { logger?: Logger } 
       trustDomain: config.trustDomain,
       connection: () => identity.connection(),
       logger: logger.child({ subsystem: 'manager' }),
+      // Evicted (or its SVID no longer accepted): attestors that allow it attest again by themselves.
+      onRefused: () => identity.reattestAfterRefusal(),
     });
     cleanups.push(() => manager.stop());
     identity.onConnectionChange(() => manager.reconnect());

@@ -1,7 +1,13 @@
 /**
- * The agent's own identity: attestation (once), its X509-SVID and key kept under data_dir
- * (key 0600) so a restart resumes without a new join token, renewal at half-life, and the
- * connection to the server built from it.
+ * The agent's own identity: attestation, its X509-SVID and key kept under data_dir (key 0600)
+ * so a restart resumes without a new join token, renewal at half-life, and the connection to
+ * the server built from it.
+ *
+ * Re-attestation (as SPIRE does for attestors that allow it, e.g. k8s_psat): when the server
+ * said the agent may re-attest and the attestor is configured, the half-life renewal attests
+ * again with fresh evidence (a new projected token) instead of calling RenewAgent, and
+ * `reattestAfterRefusal()` lets an evicted agent come back by itself. Join-token agents
+ * renew and, once evicted, need a new token.
  *
  * Files in data_dir: agent_svid.pem (chain, leaf first), agent_svid.key (PKCS#8, 0600),
  * bundle.pem (our trust domain's X.509 authorities, refreshed as the server pushes them),
@@ -34,6 +40,9 @@ interface State {
   reattestable: boolean;
 }
 
+const RETRY_MIN_MS = 5_000;
+const RETRY_MAX_MS = 300_000;
+
 const FILES = { svid: 'agent_svid.pem', key: 'agent_svid.key', bundle: 'bundle.pem', data: 'agent_data.json' } as const;
 
 function writeAtomic(path: string, data: string, mode: number): void {
@@ -58,8 +67,19 @@ export class AgentIdentity {
   /** Replaced connections, closed a little later so in-flight calls can finish. */
   readonly #retired = new Set<AgentApiConnection>();
   readonly #listeners = new Set<() => void>();
+  readonly #attestor: AgentNodeAttestor | undefined;
+  /** Consecutive failed renewals, for the retry backoff. */
+  #failures = 0;
 
-  private constructor(opts: { dataDir: string; trustDomain: TrustDomain; address: ServerAddress; logger: AgentIdentityLogger; now?: () => Date }) {
+  private constructor(opts: {
+    dataDir: string;
+    trustDomain: TrustDomain;
+    address: ServerAddress;
+    logger: AgentIdentityLogger;
+    now?: () => Date;
+    attestor: AgentNodeAttestor | undefined;
+  }) {
+    this.#attestor = opts.attestor;
     this.#dir = opts.dataDir;
     this.#td = opts.trustDomain;
     this.#address = opts.address;
@@ -111,6 +131,22 @@ export class AgentIdentity {
 
   get agentId(): SpiffeId {
     return this.#state.agentId;
+  }
+
+  /** Whether this agent renews by attesting again (the server allows it and an attestor is configured). */
+  get reattests(): boolean {
+    return this.#state.reattestable && this.#attestor !== undefined;
+  }
+
+  /**
+   * The server refused the agent (evicted, or its SVID is no longer accepted): attest again
+   * when that is possible. Returns whether a re-attestation was started.
+   */
+  reattestAfterRefusal(): boolean {
+    if (!this.reattests || this.#stopped) return false;
+    this.#log.warn({ agent_id: this.#state.agentId }, 'the server refused this agent; attesting again');
+    this.renew().catch(() => undefined);
+    return true;
   }
 
   /** notAfter of the current agent SVID. */
@@ -242,9 +278,9 @@ export class AgentIdentity {
   }
 
   /**
-   * Renews the agent SVID now (the timer calls this at half-life). Resolves once the new SVID is
-   * stored and the connection replaced; on failure, schedules a retry in 5 s and rejects.
-   * Concurrent calls share one renewal.
+   * Renews the agent SVID now (the timer calls this at half-life), by re-attesting when
+   * `reattests`. Resolves once the new SVID is stored and the connection replaced; on failure,
+   * schedules a retry (5 s, doubling up to 5 min) and rejects. Concurrent calls share one renewal.
    */
   renew(): Promise<void> {
     this.#renewing ??= this.#renewOnce().finally(() => {
@@ -255,6 +291,15 @@ export class AgentIdentity {
 
   async #renewOnce(): Promise<void> {
     try {
+      if (this.reattests) {
+        const before = this.#state.agentId;
+        this.#state = await this.#attest(this.#attestor!, this.#state.bundle);
+        if (this.#state.agentId !== before) this.#log.warn({ agent_id: this.#state.agentId, previous: before }, 'the agent ID changed on re-attestation');
+        this.#failures = 0;
+        this.#replaceConnection();
+        this.#schedule();
+        return;
+      }
       const keys = await generateKeyPair('ec-p256');
       const res = await new Promise<RenewAgentResponse>((resolve, reject) =>
         this.#conn.client.renewAgent({ csr: createCsr(keys.privateKey) }, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) =>
@@ -264,11 +309,15 @@ export class AgentIdentity {
       this.#state = { ...this.#state, chain: res.svid!.certChain, privateKey: keys.privateKey };
       this.#save(this.#state);
       this.#log.info({ agent_id: this.#state.agentId, serial: res.svid!.serial }, 'agent SVID renewed');
+      this.#failures = 0;
       this.#replaceConnection();
       this.#schedule();
     } catch (err) {
-      this.#log.warn({ err: (err as Error).message }, 'agent SVID renewal failed; retrying in 5 s');
-      this.#schedule(5_000);
+      // 5 s, doubling up to 5 min: a banned agent must not hammer the server.
+      const delay = Math.min(RETRY_MIN_MS * 2 ** this.#failures, RETRY_MAX_MS);
+      this.#failures++;
+      this.#log.warn({ err: (err as Error).message, retry_ms: delay }, this.reattests ? 'agent re-attestation failed; retrying' : 'agent SVID renewal failed; retrying');
+      this.#schedule(delay);
       throw err;
     }
   }

@@ -35,10 +35,15 @@ export function register(program: Command): void {
   addFlags(program.command('run').description('Runs the agent')).action((flags: AgentFlags) =>
     runService(
       () => load(flags),
-      async (config) => (await import('../run.js')).startAgent(config),
+      async (config) => (await import('../run.js')).startAgent(config, { env: process.env }),
     ),
   );
   addFlags(program.command('validate').description('Validates a agent configuration file')).action((flags: AgentFlags) =>
-    validateConfig(() => load(flags)),
+    validateConfig(async () => {
+      const config = await load(flags);
+      // Plugins validate their own plugin_data; building them has no side effects.
+      (await import('../plugins.js')).buildAgentPlugins(config, { env: process.env });
+      return config;
+    }),
   );
 }

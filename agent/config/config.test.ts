@@ -532,17 +532,24 @@ test('unknown plugin types and names are errors listing what exists', () => {
   rejects(withPlugins({ NodeAtestor: {} }), 'config: plugins.NodeAtestor: unknown plugin type (did you mean "NodeAttestor"?); expected one of KeyManager, NodeAttestor, WorkloadAttestor');
   rejects(withPlugins({ SVIDStore: { aws_secretsmanager: {} } }), 'config: plugins.SVIDStore: plugin type is not supported yet; spindle-agent has KeyManager, NodeAttestor, WorkloadAttestor');
   rejects(withPlugins({ DataStore: { sql: {} } }), 'config: plugins.DataStore: unknown plugin type; expected one of KeyManager, NodeAttestor, WorkloadAttestor');
-  rejects(withPlugins({ NodeAttestor: { aws_iid: {} } }), 'config: plugins.NodeAttestor.aws_iid: unknown NodeAttestor plugin; expected one of join_token');
+  rejects(withPlugins({ NodeAttestor: { aws_iid: {} } }), 'config: plugins.NodeAttestor.aws_iid: unknown NodeAttestor plugin; expected one of join_token, k8s_psat');
   rejects(
     withPlugins({ NodeAttestor: { join_tokn: {} } }),
-    'config: plugins.NodeAttestor.join_tokn: unknown NodeAttestor plugin (did you mean "join_token"?); expected one of join_token',
+    'config: plugins.NodeAttestor.join_tokn: unknown NodeAttestor plugin (did you mean "join_token"?); expected one of join_token, k8s_psat',
   );
-  rejects(withPlugins({ WorkloadAttestor: { docker: {} } }), 'config: plugins.WorkloadAttestor.docker: unknown WorkloadAttestor plugin; expected one of unix');
+  rejects(withPlugins({ WorkloadAttestor: { docker: {} } }), 'config: plugins.WorkloadAttestor.docker: unknown WorkloadAttestor plugin; expected one of unix, k8s');
   rejects(withPlugins({ KeyManager: { tpm: {} } }), 'config: plugins.KeyManager.tpm: unknown KeyManager plugin; expected one of memory');
 });
 
-test('NodeAttestor k8s_psat and KeyManager disk are rejected with what to use instead', () => {
-  rejects(withPlugins({ NodeAttestor: { k8s_psat: { plugin_data: { cluster: 'prod' } } } }), 'config: plugins.NodeAttestor.k8s_psat: is not available yet in spindle-agent; use join_token');
+test('NodeAttestor k8s_psat and WorkloadAttestor k8s pass their plugin_data on to be validated by the attestor', () => {
+  const c = parse(withPlugins({ NodeAttestor: { k8s_psat: { plugin_data: { cluster: 'prod' } } }, WorkloadAttestor: { k8s: { plugin_data: { node_name: 'n1' } }, unix: {} } }));
+  assert.equal(c.plugins.nodeAttestor.name, 'k8s_psat');
+  assert.equal(c.plugins.nodeAttestor.data.string('cluster'), 'prod');
+  assert.equal(c.plugins.nodeAttestor.data.path, 'plugins.NodeAttestor.k8s_psat.plugin_data');
+  assert.deepEqual(c.plugins.workloadAttestors.map((w) => w.name), ['k8s', 'unix']);
+});
+
+test('KeyManager disk is rejected with what to use instead', () => {
   rejects(
     withPlugins({ KeyManager: { disk: { plugin_data: { directory: './.data' } } } }),
     'config: plugins.KeyManager.disk: is not supported: spindle-agent keeps workload keys in memory and its own SVID key under data_dir regardless; use memory or remove the KeyManager section',
@@ -637,7 +644,7 @@ test('multiple problems are reported together, unknown keys first', () => {
     problems(
       {
         agent: { trust_domian: 'example.org', server_port: 'abc', log_level: 'verbose', trust_bundle_path: 'b.pem', insecure_bootstrap: true, sds: { default_svid_name: '' } },
-        plugins: { NodeAttestor: { k8s_psat: {} }, KeyManager: { disk: {} } },
+        plugins: { NodeAttestor: { aws_iid: {} }, KeyManager: { disk: {} } },
         extra: true,
       },
       { trustBundleUrl: 'https://x' },
@@ -650,7 +657,7 @@ test('multiple problems are reported together, unknown keys first', () => {
       'config: agent.log_level: expected one of DEBUG, INFO, WARN, ERROR, got "verbose"',
       'config: agent.trust_bundle_path and agent.insecure_bootstrap are mutually exclusive: verify the server with a trust bundle, or bootstrap without one, not both',
       'config: agent.sds.default_svid_name: must not be empty',
-      'config: plugins.NodeAttestor.k8s_psat: is not available yet in spindle-agent; use join_token',
+      'config: plugins.NodeAttestor.aws_iid: unknown NodeAttestor plugin; expected one of join_token, k8s_psat',
       'config: plugins.KeyManager.disk: is not supported: spindle-agent keeps workload keys in memory and its own SVID key under data_dir regardless; use memory or remove the KeyManager section',
       // Flag problems come after the file's, as in the server's config.
       'config: -trustBundleUrl: is not supported yet: use -trustBundle or -insecureBootstrap',

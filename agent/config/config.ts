@@ -22,9 +22,10 @@
  *   SPIRE), but neither is required here: an agent that already has its SVID and bundle in
  *   data_dir starts without either, so the agent checks at start, once it knows its state.
  *   `trust_bundle_url` (and -trustBundleUrl) is rejected: not supported yet.
- * - Plugins: exactly one NodeAttestor (join_token; the default when the section is absent);
- *   WorkloadAttestor unix (the default when the section is absent), whose `plugin_data` is
- *   passed through as a `ConfigReader` for the attestor to validate; KeyManager `memory` only
+ * - Plugins: exactly one NodeAttestor (join_token, the default when the section is absent, or
+ *   k8s_psat); WorkloadAttestors unix (the default when the section is absent) and k8s. Their
+ *   `plugin_data` (except join_token's, which takes none) is passed through as a `ConfigReader`
+ *   for the attestor to validate (agent/plugins.ts builds them); KeyManager `memory` only
  *   (optional: the agent keeps workload keys in memory and its own SVID key under data_dir
  *   regardless). health_checks and telemetry are the server's.
  * - Spindle extension: `agent.workload_api_max_streams_per_pid` (default 100) bounds the
@@ -64,8 +65,8 @@ import type { AgentConfig, AgentFlags } from './types.js';
 export type { AgentConfig, AgentFlags } from './types.js';
 export { LOG_FORMATS, LOG_LEVELS } from '../../common/configfields.js';
 
-export const NODE_ATTESTORS = ['join_token'] as const;
-export const WORKLOAD_ATTESTORS = ['unix'] as const;
+export const NODE_ATTESTORS = ['join_token', 'k8s_psat'] as const;
+export const WORKLOAD_ATTESTORS = ['unix', 'k8s'] as const;
 export const KEY_MANAGERS = ['memory'] as const;
 export const PLUGIN_TYPES = ['KeyManager', 'NodeAttestor', 'WorkloadAttestor'] as const;
 
@@ -329,12 +330,10 @@ const SPIRE_ONLY_PLUGIN_TYPES = ['SVIDStore'];
 
 /** Plugins Spindle knows (the server has them, or they are planned) but the agent lacks yet. */
 const NOT_YET_AVAILABLE: Readonly<Record<string, readonly string[]>> = {
-  NodeAttestor: ['k8s_psat'],
   KeyManager: ['disk'],
 };
 
 const NOT_YET_DETAIL: Readonly<Record<string, string>> = {
-  'NodeAttestor.k8s_psat': 'is not available yet in spindle-agent; use join_token',
   'KeyManager.disk':
     'is not supported: spindle-agent keeps workload keys in memory and its own SVID key under data_dir regardless; use memory or remove the KeyManager section',
 };

@@ -108,7 +108,7 @@ export class AgentApi {
     this.#metrics = deps.metrics ?? NO_METRICS;
     this.#unsubscribe = deps.feed.subscribe({
       entries: (changes, revision) => this.#pushEntries(changes, revision),
-      node: (agentId) => void this.#checkNode(agentId),
+      node: (agentId, revision) => void this.#checkNode(agentId, revision),
       bundle: () => void this.#pushBundles(),
     });
   }
@@ -445,12 +445,21 @@ export class AgentApi {
     }
   }
 
-  /** A node record changed: end the streams of banned or evicted agents. */
-  async #checkNode(agentId: SpiffeId): Promise<void> {
+  /**
+   * A node record changed: end the streams of banned or evicted agents; for a node that
+   * re-attested with other node selectors (k8s_psat: new labels, another pod), recompute its
+   * node-alias memberships and push the difference to its open streams.
+   */
+  async #checkNode(agentId: SpiffeId, revision: number): Promise<void> {
     const set = this.#streams.get(agentId);
     if (!set) return;
     const node = await this.#d.datastore.getAttestedNode(agentId);
-    if (node && !node.banned) return;
+    if (node && !node.banned) {
+      if (!this.#d.cache.hasAgent(agentId)) return;
+      const change = this.#d.cache.setAgent(agentId, node.selectors);
+      if (change) this.#pushEntries([change], revision);
+      return;
+    }
     const message = node ? `agent ${agentId} is banned` : `agent ${agentId} has been evicted: attest again`;
     for (const stream of [...set]) stream.call.emit('error', { code: GrpcStatus.PERMISSION_DENIED, details: message } as Partial<ServiceError>);
     this.#log.info({ agent_id: agentId }, node ? 'closed streams of banned agent' : 'closed streams of evicted agent');
