@@ -209,13 +209,7 @@ export function parseTokenReview(res: unknown): TokenReviewStatus {
 
 export function parsePod(res: unknown, namespace: string, name: string): KubePod {
   const W = 'Pod';
-  const o = checkKind(res, W, 'v1');
-  if (!isObj(o.metadata)) throw shapeError(W, 'metadata', 'is missing');
-  const meta = o.metadata;
-  const uid = optString(meta, 'uid', W, 'metadata.uid');
-  if (uid === '') throw shapeError(W, 'metadata.uid', 'is missing');
-  const gotName = optString(meta, 'name', W, 'metadata.name');
-  if (gotName !== '' && gotName !== name) throw shapeError(W, 'metadata.name', `is ${JSON.stringify(gotName.slice(0, 100))}, asked for ${JSON.stringify(name)}`);
+  const { o, meta, uid } = objectMeta(res, W, name);
   const gotNs = optString(meta, 'namespace', W, 'metadata.namespace');
   if (gotNs !== '' && gotNs !== namespace) throw shapeError(W, 'metadata.namespace', `is ${JSON.stringify(gotNs.slice(0, 100))}, asked for ${JSON.stringify(namespace)}`);
   const spec = optObj(o, 'spec', W, 'spec');
@@ -232,6 +226,12 @@ export function parsePod(res: unknown, namespace: string, name: string): KubePod
 
 export function parseNode(res: unknown, name: string): KubeNode {
   const W = 'Node';
+  const { meta, uid } = objectMeta(res, W, name);
+  return { name, uid, labels: labels(meta, W) };
+}
+
+/** A v1 object of kind `W` named `name`: its metadata and (required) UID. */
+function objectMeta(res: unknown, W: string, name: string) {
   const o = checkKind(res, W, 'v1');
   if (!isObj(o.metadata)) throw shapeError(W, 'metadata', 'is missing');
   const meta = o.metadata;
@@ -239,5 +239,5 @@ export function parseNode(res: unknown, name: string): KubeNode {
   if (uid === '') throw shapeError(W, 'metadata.uid', 'is missing');
   const gotName = optString(meta, 'name', W, 'metadata.name');
   if (gotName !== '' && gotName !== name) throw shapeError(W, 'metadata.name', `is ${JSON.stringify(gotName.slice(0, 100))}, asked for ${JSON.stringify(name)}`);
-  return { name, uid, labels: labels(meta, W) };
+  return { o, meta, uid };
 }
