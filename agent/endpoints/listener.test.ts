@@ -1,7 +1,7 @@
 import { credentials, Server, type ServiceError } from '@grpc/grpc-js';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, linkSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -197,6 +197,42 @@ describe('workload socket listener', () => {
       writeFileSync(join(pidDir, 'stat'), stat(4712)); // a new process with the same pid
       assert.equal(ctx.stillSameProcess(), false);
       rmSync(pidDir, { recursive: true }); // gone
+      assert.equal(ctx.stillSameProcess(), false);
+    } finally {
+      c.close();
+      await s.close();
+    }
+  });
+
+  it('with a pidfd, its liveness replaces the start-time re-read; the uid is still checked', async () => {
+    const real = loadPeerCred();
+    let alive = true;
+    const native: PeerCredNative = {
+      getPeerCred: real.getPeerCred,
+      pidfdOpen: () => openSync('/dev/null', 'r'), // stands in for the pidfd (closed on release)
+      pidfdAlive: () => alive,
+    };
+    const procRoot = join(root, 'fakeproc-pidfd');
+    const pidDir = join(procRoot, String(process.pid));
+    mkdirSync(pidDir, { recursive: true });
+    const stat = (start: number): string => `${process.pid} (node) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 ${start} 20 21\n`;
+    const status = (uid: number): string => `Name:\tnode\nUid:\t${uid}\t${uid}\t${uid}\t${uid}\nGid:\t0\t0\t0\t0\n`;
+    writeFileSync(join(pidDir, 'stat'), stat(4711));
+    writeFileSync(join(pidDir, 'status'), status(process.getuid!()));
+    const path = socketIn();
+    const s = await whoAmIServer(path, { procRoot, native });
+    const c = whoAmI(path);
+    try {
+      await c.reply;
+      const ctx = s.seen[0]!;
+      assert.equal(ctx.stillSameProcess(), true);
+      writeFileSync(join(pidDir, 'stat'), stat(4712)); // not consulted while the pidfd is alive
+      assert.equal(ctx.stillSameProcess(), true);
+      writeFileSync(join(pidDir, 'status'), status(12345)); // setuid since connect
+      assert.equal(ctx.stillSameProcess(), false);
+      writeFileSync(join(pidDir, 'status'), status(process.getuid!()));
+      assert.equal(ctx.stillSameProcess(), true);
+      alive = false; // the process exited
       assert.equal(ctx.stillSameProcess(), false);
     } finally {
       c.close();

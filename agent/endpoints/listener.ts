@@ -87,13 +87,25 @@ class TrackedPeer implements PeerContext {
 
   stillSameProcess(): boolean {
     if (this.#closed || this.#startTime === undefined) return false;
+    const { pid, uid } = this.peer;
+    if (this.#pidfd >= 0) {
+      // A live pidfd is the process itself: while it has not exited its pid cannot be reused,
+      // so the start time needs no re-reading (one /proc read per check instead of two).
+      try {
+        if (!this.#native.pidfdAlive(this.#pidfd)) return false;
+      } catch {
+        return false;
+      }
+    } else if (readStartTime(this.#procRoot, pid) !== this.#startTime) {
+      return false;
+    }
+    if (readEffectiveUid(this.#procRoot, pid) !== uid) return false;
+    // Alive before and after the /proc read: the uid read was the caller's, not a successor's.
     try {
-      if (this.#pidfd >= 0 && !this.#native.pidfdAlive(this.#pidfd)) return false;
+      return this.#pidfd < 0 || this.#native.pidfdAlive(this.#pidfd);
     } catch {
       return false;
     }
-    const { pid, uid } = this.peer;
-    return readStartTime(this.#procRoot, pid) === this.#startTime && readEffectiveUid(this.#procRoot, pid) === uid;
   }
 
   release(): void {

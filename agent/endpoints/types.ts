@@ -18,8 +18,8 @@ export interface PeerContext {
   readonly peer: PeerInfo;
   /**
    * True while the process that opened the connection still runs as the same uid: its pidfd
-   * (when the kernel has pidfds) has not signalled exit, /proc/<pid>/stat start time is the one
-   * read at accept, and /proc/<pid>/status effective uid is still `peer.uid`. False once the
+   * has not signalled exit (without pidfds: /proc/<pid>/stat start time is the one read at
+   * accept), and /proc/<pid>/status effective uid is still `peer.uid`. False once the
    * connection is closed. Checked after attestation: a pid can be reused, and a socket can be
    * handed to another process (fork, SCM_RIGHTS) after the original caller exits.
    */

@@ -31,7 +31,7 @@ import type { X509Identity } from '../manager/types.js';
 
 import { collect, FakeIdentityCache, headerMetadata, rawUnaryCall, recordingLogger, sel, silentLogger, TestTrustDomain, within, workloadClient } from './testkit.js';
 import type { PeerContext } from './types.js';
-import { createWorkloadApiService, startWorkloadEndpoint, type WorkloadEndpoint, type WorkloadEndpointLimits } from './workloadapi.js';
+import { createWorkloadApiService, startWorkloadEndpoint, WORKLOAD_API_SERVICE, type WorkloadEndpoint, type WorkloadEndpointLimits } from './workloadapi.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const CHILD = join(here, 'fixtures', 'client.js');
@@ -395,7 +395,15 @@ describe('Workload API: caller identity threats and limits', () => {
     cache.entries = [{ selectors: [sel(`unix:uid:${UID}`)], identity: rootId }];
     let same = true;
     let attestations = 0;
-    const ctx: PeerContext = { key: 'k', peer: { pid: process.pid, uid: UID, gid: 0 }, stillSameProcess: () => same };
+    let checks = 0;
+    const ctx: PeerContext = {
+      key: 'k',
+      peer: { pid: process.pid, uid: UID, gid: 0 },
+      stillSameProcess: () => {
+        checks++;
+        return same;
+      },
+    };
     const attestor: WorkloadAttestor = {
       name: 'unix',
       async attest(peer) {
@@ -406,7 +414,7 @@ describe('Workload API: caller identity threats and limits', () => {
     };
     const svc = createWorkloadApiService({ cache, attestors: [attestor], peerOf: () => ctx, logger: silentLogger });
     const server = new Server();
-    server.addService(SpiffeWorkloadAPIService, svc.implementation);
+    server.addService(WORKLOAD_API_SERVICE, svc.implementation);
     const path = socketIn();
     mkdirSync(dirname(path), { recursive: true });
     await new Promise<void>((r, j) => server.bindAsync(`unix:${path}`, ServerCredentials.createInsecure(), (err) => (err ? j(err) : r())));
@@ -417,6 +425,9 @@ describe('Workload API: caller identity threats and limits', () => {
       // An open stream whose caller changes gets nothing more: the next push ends it.
       const open = x509Stream(e);
       await open.next();
+      const before = checks;
+      cache.notify(); // an unchanged update: checked (nothing to send)
+      assert.equal(checks - before, 1, 'every push after the first checks the caller again');
       same = false;
       cache.notify();
       await streamStatus(open, GrpcStatus.UNAVAILABLE, /caller process changed/);

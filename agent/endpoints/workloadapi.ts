@@ -22,7 +22,8 @@
  * cancels, the connection closes, or `closeStreams()` (agent shutdown) ends it with UNAVAILABLE;
  * each end closes the subscription and frees the slot. Before every push the caller must still be
  * the same process, else the stream ends UNAVAILABLE (a child that inherited the connection after
- * the caller exited gets no rotated SVIDs).
+ * the caller exited gets no rotated SVIDs); a first message sent within a millisecond of
+ * attestation's own check (step 5) is not checked twice.
  *
  * Bundle streams send our trust domain's bundle plus the federated bundles of the CALLER'S
  * identities (what the cache's WorkloadUpdate carries), as SPIRE does; a caller without identity
@@ -68,6 +69,8 @@ import { DEFAULT_MAX_CONNECTIONS, listenWorkloadSocket } from './listener.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
 export const SECURITY_HEADER = 'workload.spiffe.io';
+/** A caller confirmed this recently (attestation's check) is not re-checked for the first push. */
+const FRESH_CHECK_MS = 1;
 
 export interface WorkloadApiLimits {
   /** Streaming calls one caller process (pid) may hold open at once, over all its connections (limits.ts). Default 100. */
@@ -85,7 +88,7 @@ export interface WorkloadApiServiceOptions {
 }
 
 export interface WorkloadApiService {
-  /** Register with `server.addService(SpiffeWorkloadAPIService, implementation)`. */
+  /** Register with `server.addService(WORKLOAD_API_SERVICE, implementation)`. */
   readonly implementation: SpiffeWorkloadAPIServer;
   /** Admission for other calls on the same socket (health Watch): the per-process stream budget. */
   readonly streams: StreamLimiter;
@@ -94,6 +97,35 @@ export interface WorkloadApiService {
   /** Ends every open stream with UNAVAILABLE (agent shutting down). */
   closeStreams(): void;
 }
+
+/** A composed response and its encoding (what `last` compares and the transport sends). */
+interface Message<Res> {
+  res: Res;
+  bytes: Buffer;
+}
+
+/**
+ * Responses encoded already (by the streams, to skip repeats), so the service definition's
+ * serializer sends those bytes instead of encoding the same message again.
+ */
+const preEncoded = new WeakMap<object, Buffer>();
+
+function reuseEncoding<D extends { responseSerialize: (value: never) => Buffer }>(def: D): D {
+  const serialize = def.responseSerialize as (value: object) => Buffer;
+  return { ...def, responseSerialize: (value: object) => preEncoded.get(value) ?? serialize(value) };
+}
+
+/**
+ * The Workload API service definition to register `implementation` with: the generated one,
+ * except that stream responses already encoded are sent as they are (the generated definition
+ * works too, encoding every message once more).
+ */
+export const WORKLOAD_API_SERVICE: typeof SpiffeWorkloadAPIService = {
+  ...SpiffeWorkloadAPIService,
+  fetchX509Svid: reuseEncoding(SpiffeWorkloadAPIService.fetchX509Svid),
+  fetchX509Bundles: reuseEncoding(SpiffeWorkloadAPIService.fetchX509Bundles),
+  fetchJwtBundles: reuseEncoding(SpiffeWorkloadAPIService.fetchJwtBundles),
+};
 
 interface Admitted {
   peer: PeerContext;
@@ -175,13 +207,29 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
    * A stream following the cache subscription of the caller's selectors; `compose` makes the
    * message for an update with at least one identity.
    */
-  function subscriptionStream<Res>(method: string, encode: (res: Res) => Uint8Array, compose: (update: WorkloadUpdate) => Res) {
+  function subscriptionStream<Res extends object>(method: string, encode: (res: Res) => Uint8Array, compose: (update: WorkloadUpdate) => Res) {
+    // The cache hands streams whose callers match the same entries the same update object:
+    // compose and encode it once for all of them (a rotation pushed to many streams).
+    const messages = new WeakMap<WorkloadUpdate, Message<Res>>();
+    const messageOf = (update: WorkloadUpdate): Message<Res> => {
+      let m = messages.get(update);
+      if (m === undefined) {
+        const res = compose(update);
+        const u8 = encode(res);
+        const bytes = Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+        preEncoded.set(res, bytes);
+        messages.set(update, (m = { res, bytes }));
+      }
+      return m;
+    };
     return (call: ServerWritableStream<unknown, Res>): void => {
       const context = { method, peer: call.getPeer() };
       const abort = new AbortController();
       let release: (() => void) | undefined;
       let sub: WorkloadSubscription | undefined;
       let caller: PeerContext | undefined;
+      /** When attestation last confirmed the caller (cleared by the first push). */
+      let checkedAt: number | undefined;
       let ended = false;
 
       const cleanup = (): void => {
@@ -209,15 +257,15 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
       // Writer: skips repeats; while the transport is not drained, only the newest message waits.
       let last: Buffer | undefined;
       let waiting = false;
-      let pending: Res | undefined;
-      const send = (res: Res): void => {
+      let pending: Message<Res> | undefined;
+      const send = (msg: Message<Res>): void => {
         if (ended) return;
         if (waiting) {
-          pending = res;
+          pending = msg;
           return;
         }
-        const bytes = Buffer.from(encode(res));
-        if (last !== undefined && last.equals(bytes)) return;
+        const { res, bytes } = msg;
+        if (last !== undefined && (last === bytes || last.equals(bytes))) return;
         last = bytes;
         if (!call.write(res)) {
           waiting = true;
@@ -231,9 +279,13 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
       };
       const onUpdate = (update: WorkloadUpdate): void => {
         if (ended) return;
-        // Re-checked before every push (cheap: a poll and two /proc reads): a process that
-        // inherited the connection after the caller exited gets no further SVIDs.
-        if (caller !== undefined && !caller.stillSameProcess()) {
+        // Re-checked before every push (a poll of the pidfd and a /proc read): a process that
+        // inherited the connection after the caller exited gets no further SVIDs. Not again for
+        // a message right behind attestation's own check (the first one, SVIDs already held):
+        // that is the same check, microseconds earlier.
+        const fresh = checkedAt !== undefined && performance.now() - checkedAt < FRESH_CHECK_MS;
+        checkedAt = undefined;
+        if (caller !== undefined && !fresh && !caller.stillSameProcess()) {
           endWith(GrpcStatus.UNAVAILABLE, 'caller process changed (it exited or its pid was reused); reconnect and retry');
           log.debug(context, 'stream ended: caller process changed');
           return;
@@ -243,14 +295,14 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
           log.debug(context, 'no identity issued');
           return;
         }
-        let res: Res;
+        let msg: Message<Res>;
         try {
-          res = compose(update);
+          msg = messageOf(update);
         } catch (err) {
           fail(err);
           return;
         }
-        send(res);
+        send(msg);
       };
 
       (async () => {
@@ -263,6 +315,7 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
         const selectors = await attest(peer, abort.signal);
         if (ended) return;
         caller = peer;
+        checkedAt = performance.now(); // attest() has just checked stillSameProcess()
         let initialSent = false;
         let early: WorkloadUpdate | undefined;
         try {
@@ -412,7 +465,8 @@ export interface WorkloadEndpoint {
  * - per caller process, `maxStreamsPerPid` open streams (default 100) -> RESOURCE_EXHAUSTED;
  * - HTTP/2 max concurrent streams per connection = that budget + 64 (room for unary calls), so
  *   a flood on one connection meets RESOURCE_EXHAUSTED instead of silent client-side queueing;
- * - `maxConnections` open connections in all (default 8192), further ones closed at accept.
+ * - `maxConnections` open connections in all (default 8192), further ones closed at accept;
+ * - channelz off (nothing serves it; it costs per connection and per call).
  *
  * Server reflection (reflection.ts) lists the Workload API and health services. The socket is not
  * TLS (SPEC-NOTES 5: plaintext HTTP/2 over a Unix socket).
@@ -425,6 +479,9 @@ export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): P
     'grpc.max_receive_message_length': limits.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
     'grpc.max_send_message_length': limits.maxSendMessageBytes ?? DEFAULT_MAX_SEND_MESSAGE_BYTES,
     'grpc.max_concurrent_streams': maxStreams + 64,
+    // Nothing reads channelz here (no admin service exposes it), and its per-connection and
+    // per-call bookkeeping costs CPU and memory on a socket with thousands of workloads.
+    'grpc.enable_channelz': 0,
   });
   let peerOf: PeerOf = () => undefined;
   const lazyPeerOf: PeerOf = (call) => peerOf(call);
@@ -437,7 +494,7 @@ export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): P
     limits: { maxStreamsPerPid: maxStreams },
     ...(options.now ? { now: options.now } : {}),
   });
-  server.addService(SpiffeWorkloadAPIService, workload.implementation);
+  server.addService(WORKLOAD_API_SERVICE, workload.implementation);
   const extra = options.extraServices?.(lazyPeerOf) ?? [];
   for (const s of extra) server.addService(s.definition, s.implementation);
   server.addService(HealthService, createWorkloadHealthService([SpiffeWorkloadAPIClient.serviceName, ...extra.map((s) => s.name)], lazyPeerOf, workload.streams));

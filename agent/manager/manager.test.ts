@@ -433,6 +433,49 @@ describe('AgentManager', () => {
     m.stop();
   });
 
+  test('subscribers matching the same entries share one update; others get their own; changes reach all', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    const [, bId] = createEntries(agent.id, [
+      { spiffeId: `spiffe://example.org/share/a-${u}`, selectors: ['unix:uid:3300'], x509SvidTtl: 600 },
+      { spiffeId: `spiffe://example.org/share/b-${u}`, selectors: ['unix:uid:3300', 'unix:gid:3301'], x509SvidTtl: 600 },
+    ]);
+    let offsetMs = 0;
+    const m = agent.manager({ now: () => new Date(Date.now() + offsetMs) });
+    await m.start();
+    const [c1, c2, c3] = [collector(), collector(), collector()];
+    const s1 = m.subscribe(sels('unix:uid:3300'), c1.listener);
+    const s2 = m.subscribe(sels('unix:uid:3300', 'unix:gid:3302'), c2.listener); // same entries as s1
+    const s3 = m.subscribe(sels('unix:uid:3300', 'unix:gid:3301'), c3.listener); // one more
+    const [i1, i2, i3] = await Promise.all([s1.initial, s2.initial, s3.initial]);
+    assert.deepEqual(ids(i1), [`spiffe://example.org/share/a-${u}`]);
+    assert.equal(i1, i2, 'the same entries: the same update object');
+    assert.deepEqual(idSet(i3), [`spiffe://example.org/share/a-${u}`, `spiffe://example.org/share/b-${u}`]);
+    assert.notEqual(i3, i1);
+
+    // Rotation: every subscriber gets the new SVIDs; s1 and s2 share the new update, which is not the old one.
+    offsetMs = 301_000;
+    m.renewDue();
+    const [r1, r2, r3] = await Promise.all([c1.next(), c2.next(), c3.next()]);
+    assert.equal(r1, r2);
+    assert.notEqual(r1, i1, 'a change makes a new update');
+    assert.notEqual(serialOf(r1, `spiffe://example.org/share/a-${u}`), serialOf(i1, `spiffe://example.org/share/a-${u}`));
+    assert.equal(serialOf(r3, `spiffe://example.org/share/a-${u}`), serialOf(r1, `spiffe://example.org/share/a-${u}`));
+    assert.deepEqual(idSet(r3), [`spiffe://example.org/share/a-${u}`, `spiffe://example.org/share/b-${u}`]);
+
+    // B deleted: only s3 is pushed, and now matches what s1 matches (same object again).
+    await cliAsync(['entry', 'delete', '-entryID', bId!]);
+    const d3 = await c3.next();
+    assert.deepEqual(ids(d3), [`spiffe://example.org/share/a-${u}`]);
+    assert.equal(d3, await m.fetchX509(sels('unix:uid:3300')));
+    assert.equal(c1.count, 1);
+    assert.equal(c2.count, 1);
+    s1.close();
+    s2.close();
+    s3.close();
+    m.stop();
+  });
+
   test('an entry that cannot be signed does not block the others (fetch, pushes, rotation)', async () => {
     const agent = await newAgent();
     const u = uniq();

@@ -83,6 +83,10 @@ const RECONNECT_MAX_MS = 5_000;
 const RENEW_RETRY_MS = 5_000;
 /** Longest wait between attempts to sign SVIDs a subscriber is missing. */
 const RETRY_MAX_MS = 300_000;
+/** Subscribers pushed to before yielding to the event loop (so earlier pushes get written). */
+const PUSH_CHUNK = 64;
+/** Distinct shared updates kept between changes (one per distinct set of matched entries). */
+const MAX_SHARED_UPDATES = 4096;
 
 export class NotReadyError extends Error {
   readonly code = 'ERR_AGENT_NOT_READY';
@@ -121,6 +125,15 @@ export class AgentManager implements IdentityCache {
   /** Retries signing for subscribers whose SVIDs could not all be signed (with backoff). */
   #retryTimer: NodeJS.Timeout | undefined;
   #retryBackoff: number;
+  /** Bumped on every change to entries, SVIDs or bundles: updates built before are stale. */
+  #generation = 0;
+  /**
+   * Updates built at `#updatesGeneration`, by the IDs of the entries they were built from:
+   * workloads that match the same entries share one update object (and the Workload API its
+   * encoding), so a change pushed to many streams is built once, not once per stream.
+   */
+  readonly #updates = new Map<string, { update: WorkloadUpdate; validUntil: number }>();
+  #updatesGeneration = -1;
 
   constructor(opts: ManagerOptions) {
     this.trustDomain = opts.trustDomain;
@@ -280,6 +293,7 @@ export class AgentManager implements IdentityCache {
   }
 
   #upsertEntry(e: Entry): void {
+    this.#generation++;
     const old = this.#entries.get(e.id);
     if (old) this.#unindex(old);
     this.#entries.set(e.id, e);
@@ -301,6 +315,7 @@ export class AgentManager implements IdentityCache {
   }
 
   #removeEntry(id: string): string {
+    this.#generation++;
     const e = this.#entries.get(id);
     if (e) this.#unindex(e);
     this.#entries.delete(id);
@@ -327,6 +342,7 @@ export class AgentManager implements IdentityCache {
     const same = next.size === this.#bundles.size && [...next].every(([td, b]) => this.#bundles.get(td)?.equals(b));
     if (same) return false;
     this.#bundles = next;
+    this.#generation++;
     const set = this.bundles();
     for (const l of this.#bundleListeners) l(set);
     return true;
@@ -456,6 +472,7 @@ export class AgentManager implements IdentityCache {
         const life = notAfter.getTime() - now;
         // Renew at half the remaining life, minus up to 10% jitter so a fleet does not stampede.
         const renewAt = now + life / 2 - randomInt(0, Math.max(1, Math.floor(life / 10)));
+        this.#generation++;
         this.#svids.set(t.entry.id, {
           revision: t.entry.revisionNumber,
           renewAt,
@@ -502,7 +519,10 @@ export class AgentManager implements IdentityCache {
       if (s.renewAt > now || this.#inflight.has(id) || this.#pending.has(id)) continue;
       const e = this.#entries.get(id);
       if (e) due.push(e);
-      else this.#svids.delete(id); // cannot happen: removing an entry drops its SVID
+      else {
+        this.#svids.delete(id); // cannot happen: removing an entry drops its SVID
+        this.#generation++;
+      }
     }
     if (due.length === 0) {
       this.#scheduleRenewal();
@@ -545,11 +565,31 @@ export class AgentManager implements IdentityCache {
     return { identities, bundle: own, federatedBundles };
   }
 
+  /**
+   * `#update(entries)`, shared: the same object for the same entries until anything changes (or
+   * one of its SVIDs expires). Callers must not modify it.
+   */
+  #updateFor(entries: readonly Entry[]): WorkloadUpdate {
+    if (this.#updatesGeneration !== this.#generation || this.#updates.size >= MAX_SHARED_UPDATES) {
+      this.#updates.clear();
+      this.#updatesGeneration = this.#generation;
+    }
+    const key = entries.map((e) => e.id).join('\n');
+    const now = this.#now().getTime();
+    const cached = this.#updates.get(key);
+    if (cached && now < cached.validUntil) return cached.update;
+    const update = this.#update(entries);
+    let validUntil = Infinity;
+    for (const i of update.identities) validUntil = Math.min(validUntil, i.notAfter.getTime());
+    this.#updates.set(key, { update, validUntil });
+    return update;
+  }
+
   async fetchX509(selectors: readonly Selector[]): Promise<WorkloadUpdate> {
     await this.ready();
     const keys = new Set(selectors.map(selKey));
     const errors = await this.#ensureSigned(this.#match(keys));
-    const u = this.#update(this.#match(keys));
+    const u = this.#updateFor(this.#match(keys));
     if (errors.length > 0) {
       // One entry the server will not sign must not cost the workload its other identities.
       if (u.identities.length === 0) throw errors[0];
@@ -576,32 +616,57 @@ export class AgentManager implements IdentityCache {
   }
 
   #refreshSubscribers(): void {
+    // Subscribers matching the same entries wait for one signing and share one update.
+    const groups = new Map<string, { entries: Entry[]; subs: Sub[] }>();
     for (const sub of this.#subs) {
       const entries = this.#match(sub.selectors);
+      const key = entries.map((e) => e.id).join('\n');
+      const g = groups.get(key);
+      if (g) g.subs.push(sub);
+      else groups.set(key, { entries, subs: [sub] });
+    }
+    for (const { entries, subs } of groups.values()) {
       void this.#ensureSigned(entries).then((errors) => {
-        if (sub.closed || this.#stopped) return;
+        if (this.#stopped) return;
         if (errors.length > 0) {
-          this.#log.warn({ err: String((errors[0] as Error)?.message ?? errors[0]), failed: errors.length, retry_ms: this.#retryBackoff }, 'could not sign some SVIDs for a subscriber');
+          this.#log.warn({ err: String((errors[0] as Error)?.message ?? errors[0]), failed: errors.length, subscribers: subs.length, retry_ms: this.#retryBackoff }, 'could not sign some SVIDs for subscribers');
           this.#scheduleRetry();
         } else if (!this.#retryTimer) {
           this.#retryBackoff = this.#o.retryMs ?? RENEW_RETRY_MS;
         }
-        // Whatever could be signed goes out: a failing entry must not hold back removals and rotations.
-        let u: WorkloadUpdate;
-        try {
-          u = this.#update(this.#match(sub.selectors));
-        } catch (err) {
-          this.#log.warn({ err: (err as Error).message }, 'could not build an update for a subscriber');
-          return;
-        }
-        const fp = fingerprint(u);
-        if (fp === sub.last) return;
-        sub.last = fp;
-        try {
-          sub.listener?.(u);
-        } catch (err) {
-          this.#log.error({ err }, 'a subscriber failed to handle an update');
-        }
+        // Whatever could be signed goes out: a failing entry must not hold back removals and
+        // rotations. Each subscriber is matched again against the state as it is NOW (entries
+        // may have changed while signing); the update object is shared per match result.
+        // Delivered PUSH_CHUNK subscribers at a time, yielding in between, so that what is
+        // written already reaches the sockets while the rest is still being prepared (a
+        // subscriber whose turn comes after a newer change gets that state, never an older one).
+        const fingerprints = new Map<WorkloadUpdate, string>();
+        const deliver = (from: number): void => {
+          if (this.#stopped) return;
+          const to = Math.min(subs.length, from + PUSH_CHUNK);
+          for (let i = from; i < to; i++) {
+            const sub = subs[i]!;
+            if (sub.closed) continue;
+            let u: WorkloadUpdate;
+            try {
+              u = this.#updateFor(this.#match(sub.selectors));
+            } catch (err) {
+              this.#log.warn({ err: (err as Error).message }, 'could not build an update for a subscriber');
+              continue;
+            }
+            let fp = fingerprints.get(u);
+            if (fp === undefined) fingerprints.set(u, (fp = fingerprint(u)));
+            if (fp === sub.last) continue;
+            sub.last = fp;
+            try {
+              sub.listener?.(u);
+            } catch (err) {
+              this.#log.error({ err }, 'a subscriber failed to handle an update');
+            }
+          }
+          if (to < subs.length) setImmediate(deliver, to);
+        };
+        deliver(0);
       });
     }
   }

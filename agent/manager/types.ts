@@ -24,7 +24,10 @@ export interface X509Identity {
   federatesWith: TrustDomain[];
 }
 
-/** Everything a workload with some selectors is entitled to, at one moment. */
+/**
+ * Everything a workload with some selectors is entitled to, at one moment. The cache may hand
+ * the same object to every subscriber matching the same entries: read it, never modify it.
+ */
 export interface WorkloadUpdate {
   /** Sorted deterministically; the first is the workload's default identity. Never contains two equal non-empty hints. */
   identities: X509Identity[];

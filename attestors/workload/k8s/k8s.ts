@@ -237,7 +237,10 @@ export class K8sWorkloadAttestor implements WorkloadAttestor {
     const path = join(this.#procRoot, String(pid), 'cgroup');
     let text: string;
     try {
-      text = await readFile(path, { encoding: 'utf8', ...(signal ? { signal } : {}) });
+      // Synchronous on purpose, as in the unix attestor: a small kernel-generated file; the
+      // promise API costs thread-pool round trips and a 64 KiB buffer per procfs read.
+      signal?.throwIfAborted();
+      text = readFileSync(path, 'utf8');
     } catch (err) {
       signal?.throwIfAborted();
       const code = (err as NodeJS.ErrnoException).code;
