@@ -1,6 +1,7 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, generateKeyPairSync, sign as nodeSign, type KeyObject } from 'node:crypto';
+import { createHmac, generateKeyPairSync, sign as nodeSign, webcrypto, type KeyObject } from 'node:crypto';
+import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
 import { Bundle, BundleSet } from './bundle.js';
 import { isSpiffeError, type ErrorCode } from './errors.js';
 import { parseSpiffeId, parseTrustDomain } from './id.js';
@@ -98,6 +99,38 @@ for (const [name, alg] of [['ec256', 'ES256'], ['ec384', 'ES384'], ['rsa', 'RS25
     }
     // A Bundle is a JwtBundleSource by itself, too.
     await validateJwtSvid(minted.token, opts({ bundles: ours.get(td)! }));
+  });
+}
+
+for (const [name, alg] of [['ec256', 'ES256'], ['ec384', 'ES384'], ['rsa', 'RS256']] as const) {
+  test(`mint: jose's jwtVerify accepts our tokens, and header/claims bytes are what jose's SignJWT makes (${alg})`, async () => {
+    const audience = [AUD, 'https://api.example', AUD]; // duplicate dropped, order kept
+    const signer = { kid: `kid-${name}`, privateKey: keys[name].privateKey };
+    const minted = await mintJwtSvid({ id, audience, ttlSeconds: 90, signer, now: NOW });
+    const params = name === 'rsa' ? { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } : { name: 'ECDSA', namedCurve: name === 'ec256' ? 'P-256' : 'P-384' };
+    const pub = await webcrypto.subtle.importKey('spki', exportPublicKeySpki(keys[name].publicKey), params, false, ['verify']);
+    const verified = await jwtVerify(minted.token, pub, { algorithms: [alg], audience: AUD, currentDate: NOW, typ: 'JWT' });
+    assert.deepEqual(verified.protectedHeader, { alg, kid: signer.kid, typ: 'JWT' });
+    assert.deepEqual(verified.payload, { sub: id, aud: [AUD, 'https://api.example'], exp: nowSec + 90, iat: nowSec });
+
+    // The same header and claims through jose: the first two parts are byte-identical; the
+    // signature is raw r||s of the curve's size for ECDSA; RSA PKCS#1 v1.5 is deterministic,
+    // so the whole token is identical.
+    const priv = await webcrypto.subtle.importKey('pkcs8', keys[name].privateKey.export({ format: 'der', type: 'pkcs8' }), params, false, ['sign']);
+    const viaJose = await new SignJWT({ sub: id, aud: [AUD, 'https://api.example'], exp: nowSec + 90, iat: nowSec })
+      .setProtectedHeader({ alg, kid: signer.kid, typ: 'JWT' })
+      .sign(priv);
+    const ours3 = minted.token.split('.');
+    const jose3 = viaJose.split('.');
+    assert.equal(ours3.length, 3);
+    assert.equal(ours3[0], jose3[0]);
+    assert.equal(ours3[1], jose3[1]);
+    const sigLen = Buffer.from(ours3[2]!, 'base64url').length;
+    assert.equal(sigLen, { ec256: 64, ec384: 96, rsa: 256 }[name]);
+    if (name === 'rsa') assert.equal(minted.token, viaJose);
+    // A tampered signature is refused by jose too.
+    const bad = `${ours3[0]}.${ours3[1]}.${Buffer.from(Buffer.from(ours3[2]!, 'base64url').map((b, i) => (i === 5 ? b ^ 1 : b))).toString('base64url')}`;
+    await assert.rejects(jwtVerify(bad, pub, { algorithms: [alg], currentDate: NOW }), (err: unknown) => err instanceof joseErrors.JWSSignatureVerificationFailed);
   });
 }
 

@@ -1,11 +1,12 @@
 /**
- * JWT-SVIDs (SPEC-NOTES section 3): minting and validation on top of `jose`.
+ * JWT-SVIDs (SPEC-NOTES section 3): minting with node:crypto, validation on top of `jose`.
  *
  * Contract:
  * - Minted tokens: compact JWS, header `{alg, kid, typ: "JWT"}` with `alg` from the signing key
  *   (ES256 P-256, ES384 P-384, RS256 RSA); claims `sub`, `aud` (ALWAYS an array with every
  *   requested audience), `exp`, `iat`. Default lifetime 300 s, capped by `expiresAtMost` (the
- *   signing key's own expiry).
+ *   signing key's own expiry). Signed synchronously with node:crypto (ECDSA as IEEE P1363 r||s,
+ *   RSA PKCS#1 v1.5): the hot path of the server's NewJWTSVID; jose verifies what we mint.
  * - Validation order, first failure wins: token shape -> `alg` allow-list (on the decoded
  *   protected header, before any key work: `none`, HS*, EdDSA never reach a key) -> `typ`
  *   (absent, `JWT` or `JOSE`) -> claims shape -> `sub` is a SPIFFE ID -> bundle of the `sub`'s
@@ -26,11 +27,11 @@
  *   ERR_KEY_INVALID         (minting) signer key not private / unsupported, from keys.ts
  * The jose error, when there is one, is kept as `cause`.
  */
-import { webcrypto, type KeyObject } from 'node:crypto';
-import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
+import { sign as cryptoSign, webcrypto, type KeyObject } from 'node:crypto';
+import { errors as joseErrors, jwtVerify } from 'jose';
 import { ErrorCode, SpiffeError, quote } from './errors.js';
 import { isSpiffeId, trustDomainOf, type SpiffeId } from './id.js';
-import { exportPrivateKeyPkcs8, exportPublicKeySpki, jwsAlgFor } from './keys.js';
+import { exportPublicKeySpki, jwsAlgFor } from './keys.js';
 import type { JwtBundleSource } from './source.js';
 
 /** Algorithms a JWT-SVID may be signed with (SPEC-NOTES section 3). */
@@ -75,7 +76,7 @@ function checkDate(d: Date | undefined, what: string): Date {
 }
 
 // ---------------------------------------------------------------------------------------------
-// KeyObject -> CryptoKey (cached per key and algorithm)
+// Public KeyObject -> CryptoKey for jose's verification (cached per key and algorithm)
 
 type WebCryptoParams = { name: 'ECDSA'; namedCurve: string } | { name: 'RSASSA-PKCS1-v1_5' | 'RSA-PSS'; hash: string };
 
@@ -98,10 +99,8 @@ function toCryptoKey(key: KeyObject, alg: JwtSvidAlg, params: WebCryptoParams): 
   if (perAlg === undefined) cryptoKeys.set(key, (perAlg = new Map()));
   let pending = perAlg.get(alg);
   if (pending === undefined) {
-    pending =
-      key.type === 'private'
-        ? webcrypto.subtle.importKey('pkcs8', exportPrivateKeyPkcs8(key), params, false, ['sign'])
-        : webcrypto.subtle.importKey('spki', exportPublicKeySpki(key), params, false, ['verify']);
+    // Verification keys only (minting signs with node:crypto).
+    pending = webcrypto.subtle.importKey('spki', exportPublicKeySpki(key), params, false, ['verify']);
     perAlg.set(alg, pending);
     pending.catch(() => perAlg!.delete(alg));
   }
@@ -152,11 +151,33 @@ export async function mintJwtSvid(opts: MintJwtSvidOptions): Promise<MintedJwtSv
   if (opts.expiresAtMost !== undefined) exp = Math.min(exp, epochSeconds(checkDate(opts.expiresAtMost, 'expiresAtMost')));
   if (exp <= iat) throw invalid('signer_expired', 'the JWT signing key has expired: cannot mint a JWT-SVID');
 
-  const key = await toCryptoKey(signer.privateKey, alg, importParams(alg, signer.privateKey)!);
-  const token = await new SignJWT({ sub: id, aud: [...new Set(audience)], exp, iat })
-    .setProtectedHeader({ alg, kid: signer.kid, typ: 'JWT' })
-    .sign(key);
+  const token = signCompactJws({ alg, kid: signer.kid, typ: 'JWT' }, { sub: id, aud: [...new Set(audience)], exp, iat }, signer.privateKey);
   return { token, expiresAt: new Date(exp * 1000), issuedAt: new Date(iat * 1000) };
+}
+
+/** node:crypto parameters per minting alg (jwsAlgFor's range): JWS wants raw r||s ECDSA signatures. */
+const SIGN_PARAMS: Record<ReturnType<typeof jwsAlgFor>, { hash: string; dsaEncoding?: 'ieee-p1363' }> = {
+  ES256: { hash: 'sha256', dsaEncoding: 'ieee-p1363' },
+  ES384: { hash: 'sha384', dsaEncoding: 'ieee-p1363' },
+  RS256: { hash: 'sha256' },
+};
+
+/** The last protected header encoded (the server signs with one key at a time). */
+let lastHeader = { json: '', b64: '' };
+
+/**
+ * The compact JWS `b64u(header).b64u(claims).b64u(signature)` (RFC 7515 section 7.1), signed
+ * synchronously with node:crypto: the same bytes jose's SignJWT produces (JSON.stringify of the
+ * header and claims, in insertion order), without WebCrypto's thread-pool round trip per token.
+ * `key` must fit `alg` (mintJwtSvid derives `alg` from the key).
+ */
+function signCompactJws(header: { alg: ReturnType<typeof jwsAlgFor>; kid: string; typ: 'JWT' }, claims: Record<string, unknown>, key: KeyObject): string {
+  const p = SIGN_PARAMS[header.alg];
+  const json = JSON.stringify(header);
+  if (lastHeader.json !== json) lastHeader = { json, b64: Buffer.from(json).toString('base64url') };
+  const input = `${lastHeader.b64}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+  const signature = cryptoSign(p.hash, Buffer.from(input), p.dsaEncoding === undefined ? key : { key, dsaEncoding: p.dsaEncoding });
+  return `${input}.${signature.toString('base64url')}`;
 }
 
 // ---------------------------------------------------------------------------------------------

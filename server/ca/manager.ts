@@ -32,6 +32,9 @@
  * Keys never leave the KeyManager except into the Issuer / JWT signer; nothing here logs keys.
  */
 import { X509Certificate, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { SpiffeError, type ErrorCode } from '../../spiffe/errors.js';
+import { SignPool } from './signpool.js';
 import { LogField } from '../../common/logging.js';
 import { Bundle, marshalBundle, parseBundle } from '../../spiffe/bundle.js';
 import { assertLeafId, parseSpiffeId, parseTrustDomain, trustDomainOf, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
@@ -106,7 +109,17 @@ export interface CaManagerOptions {
   refreshHintSeconds?: number;
   /** Lifetime of the server's own SVID. Default: defaultX509SvidTtlSeconds. */
   serverSvidTtlSeconds?: number;
+  /**
+   * Worker threads that verify CSRs and sign for signX509SvidBatch (0: sign inline on the
+   * calling thread). Default: DEFAULT_SIGNING_WORKERS (the machine's parallelism, at most 4).
+   */
+  signingWorkers?: number;
 }
+
+/** Default signing worker threads: one per core, at most 4 (0 on a single-core machine). */
+export const DEFAULT_SIGNING_WORKERS = availableParallelism() > 1 ? Math.min(4, availableParallelism()) : 0;
+/** Batches smaller than this are signed inline (a thread hop costs more than it saves). */
+export const MIN_POOLED_BATCH = 16;
 
 export type RotationEventAction = 'prepared' | 'activated' | 'demoted' | 'pruned' | 'dropped' | 'published';
 
@@ -211,6 +224,10 @@ export function caOptionsFromConfig(
 interface LiveX509 {
   record: X509Record;
   issuer: Issuer;
+  /** The CA key, for the signing pool's workers only (never logged or written by this module). */
+  privateKey: KeyObject;
+  /** Identifies this issuer to the signing pool. */
+  poolId: number;
   /** What follows the leaf in an SVID chain: [] (self-signed) or [our CA, ...upstream intermediates]. */
   chainTail: Buffer[];
 }
@@ -242,6 +259,8 @@ interface Draft {
   liveJwt: Map<string, LiveJwt>;
   events: RotationEvent[];
 }
+
+let poolIds = 0;
 
 const NOOP_LOGGER: CaLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -322,6 +341,8 @@ export class CaManager implements CaSigner {
   #timer: NodeJS.Timeout | undefined;
   #lastRotation: { at: Date; error?: string } | undefined;
   #warnedNoOutlive = false;
+  readonly #signingWorkers: number;
+  #pool: SignPool | undefined;
 
   private constructor(o: CaManagerOptions) {
     this.trustDomain = parseTrustDomain(o.trustDomain);
@@ -350,6 +371,10 @@ export class CaManager implements CaSigner {
     this.#refreshHint = o.refreshHintSeconds;
     this.#rotateIntervalMs = o.rotateIntervalMs ?? DEFAULT_ROTATE_INTERVAL_MS;
     this.#upstreamOptions = o.upstream;
+    if (o.signingWorkers !== undefined && (!Number.isSafeInteger(o.signingWorkers) || o.signingWorkers < 0)) {
+      throw new CaError('config', `signingWorkers must be a non-negative whole number, got ${String(o.signingWorkers)}`);
+    }
+    this.#signingWorkers = o.signingWorkers ?? DEFAULT_SIGNING_WORKERS;
     this.#server = new ServerIdentity(this.trustDomain, (err) => this.#log.error({ err }, 'server SVID listener failed'));
     if (this.#caTtl < 6 * this.#x509Ttl) {
       this.#log.warn(
@@ -382,6 +407,42 @@ export class CaManager implements CaSigner {
       now: this.#now(),
     });
     return { chain: [issued.der, ...active.chainTail], notAfter: issued.notAfter, serialHex: issued.serialHex };
+  }
+
+  async signX509SvidBatch(
+    reqs: ReadonlyArray<{ id: SpiffeId; csr: Buffer; dnsNames?: readonly string[]; ttlSeconds?: number }>,
+  ): Promise<Array<SignedX509Svid | Error>> {
+    const inline = (): Array<SignedX509Svid | Error> =>
+      reqs.map((r) => {
+        try {
+          return this.signX509Svid(r);
+        } catch (err) {
+          return err instanceof Error ? err : new Error(String(err));
+        }
+      });
+    if (this.#signingWorkers === 0 || reqs.length < MIN_POOLED_BATCH) return inline();
+    let active: LiveX509;
+    try {
+      active = this.#requireActiveX509();
+    } catch (err) {
+      return reqs.map(() => err as Error);
+    }
+    this.#pool ??= new SignPool(this.#signingWorkers);
+    let outcomes: Awaited<ReturnType<SignPool['sign']>>;
+    try {
+      outcomes = await this.#pool.sign(
+        { issuerId: active.poolId, chain: active.issuer.chain, privateKey: active.privateKey },
+        reqs.map((r) => ({ id: r.id, csr: r.csr, dnsNames: r.dnsNames ?? [], ttlSeconds: r.ttlSeconds || this.#x509Ttl })),
+        this.#now(),
+      );
+    } catch (err) {
+      this.#log.warn({ err }, 'signing worker failed; signing this batch inline');
+      return inline();
+    }
+    return outcomes.map((o) => {
+      if ('der' in o) return { chain: [o.der, ...active.chainTail], notAfter: o.notAfter, serialHex: o.serialHex };
+      return o.spiffe ? new SpiffeError(o.code as ErrorCode, o.reason ?? 'unknown', o.message) : new Error(o.message);
+    });
   }
 
   async mintJwtSvid(req: { id: SpiffeId; audience: readonly string[]; ttlSeconds?: number }): Promise<SignedJwtSvid> {
@@ -470,6 +531,9 @@ export class CaManager implements CaSigner {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#inflight?.catch(() => undefined);
+    const pool = this.#pool;
+    this.#pool = undefined;
+    await pool?.close();
   }
 
   status(): CaStatus {
@@ -604,7 +668,7 @@ export class CaManager implements CaSigner {
     }
     const issuer = createIssuer(chain, key); // checks CA flags and that the key is the certificate's
     if (issuer.trustDomain !== this.trustDomain) throw new CaError('journal', `CA certificate is not a CA of trust domain ${this.trustDomain}`);
-    return { record, issuer, chainTail };
+    return { record, issuer, chainTail, privateKey: key, poolId: ++poolIds };
   }
 
   #isFromCurrentUpstream(r: X509Record): boolean {

@@ -27,6 +27,12 @@ export interface CaSigner {
    * notAfter.
    */
   signX509Svid(req: { id: SpiffeId; csr: Buffer; dnsNames?: readonly string[]; ttlSeconds?: number }): SignedX509Svid;
+  /**
+   * signX509Svid for many CSRs at once (the BatchNewX509SVID path), possibly on other threads:
+   * one result per request, in order, either the SVID or the Error signX509Svid would have
+   * thrown. Every CSR's signature is verified. Optional: callers fall back to signX509Svid.
+   */
+  signX509SvidBatch?(reqs: ReadonlyArray<{ id: SpiffeId; csr: Buffer; dnsNames?: readonly string[]; ttlSeconds?: number }>): Promise<Array<SignedX509Svid | Error>>;
   mintJwtSvid(req: { id: SpiffeId; audience: readonly string[]; ttlSeconds?: number }): Promise<SignedJwtSvid>;
   /**
    * CA certificates between our SVIDs and the bundle's roots (with an upstream authority: the

@@ -59,6 +59,10 @@ export const MAX_CSRS_PER_BATCH = 1000;
 export const MAX_AUDIENCES = 32;
 /** How long an attestation may wait for a challenge response. */
 export const ATTESTATION_TIMEOUT_MS = 30_000;
+/** Agent certificates whose chain verification is remembered (see #authenticate). */
+export const MAX_VERIFIED_AGENT_CERTS = 4096;
+/** Longest a remembered chain verification is reused before the chain is verified again. */
+export const VERIFIED_AGENT_CERT_TTL_MS = 60_000;
 
 const denied = (message: string): AdminApiError => new AdminApiError(GrpcStatus.PERMISSION_DENIED, message);
 const unauthenticated = (message: string): AdminApiError => new AdminApiError(GrpcStatus.UNAUTHENTICATED, message);
@@ -71,6 +75,16 @@ function svidToProto(id: SpiffeId, s: SignedX509Svid): X509SVID {
 interface Caller {
   agentId: SpiffeId;
   node: AttestedNode;
+}
+
+/** A chain verification that succeeded, for one agent certificate (DER) and the current bundle. */
+interface VerifiedAgentCert {
+  agentId: SpiffeId;
+  serialHex: string;
+  /** The verified path's common validity window (ms): max notBefore, min notAfter. */
+  notBefore: number;
+  notAfter: number;
+  verifiedAt: number;
 }
 
 /** One open SyncAuthorized stream. */
@@ -101,6 +115,14 @@ export class AgentApi {
   readonly #metrics: AgentApiMetrics;
   readonly #streams = new Map<SpiffeId, Set<SyncStream>>();
   #unsubscribe: (() => void) | undefined;
+  #unsubscribeBundle: (() => void) | undefined;
+  /**
+   * Agent certificates (base64 DER) whose chain verified against the current bundle and that
+   * name an agent of this trust domain. Cleared whenever the CA's bundle changes; entries expire
+   * with the verified path's validity and after VERIFIED_AGENT_CERT_TTL_MS; insertion-ordered,
+   * oldest dropped beyond MAX_VERIFIED_AGENT_CERTS. Only successes are kept.
+   */
+  readonly #verified = new Map<string, VerifiedAgentCert>();
 
   constructor(deps: AgentApiDeps) {
     this.#d = deps;
@@ -111,6 +133,7 @@ export class AgentApi {
       node: (agentId, revision) => void this.#checkNode(agentId, revision),
       bundle: () => void this.#pushBundles(),
     });
+    this.#unsubscribeBundle = deps.ca.onBundleChange(() => this.#verified.clear());
   }
 
   /** Number of open sync streams (for metrics and tests). */
@@ -123,6 +146,8 @@ export class AgentApi {
   /** Ends every stream (shutdown). */
   close(): void {
     this.#unsubscribe?.();
+    this.#unsubscribeBundle?.();
+    this.#verified.clear();
     for (const set of this.#streams.values()) for (const s of set) s.call.end();
     this.#streams.clear();
   }
@@ -148,29 +173,44 @@ export class AgentApi {
         const caller = await this.#authenticate(call);
         if (req.params.length > MAX_CSRS_PER_BATCH) throw invalid(`too many CSRs in one batch: ${req.params.length} (at most ${MAX_CSRS_PER_BATCH})`);
         const entries = this.#authorizedMap(caller);
-        const results = req.params.map((p) => {
+        type Result = { status: { code: number; message: string }; svid: X509SVID | undefined };
+        const results: Result[] = new Array<Result>(req.params.length);
+        // Identity (SPIFFE ID, DNS names, TTL) from the authorized entry only; the CSR gives the key.
+        const toSign: Array<{ at: number; entry: RegistrationEntry; req: { id: SpiffeId; csr: Buffer; dnsNames: readonly string[]; ttlSeconds: number | undefined } }> = [];
+        req.params.forEach((p, at) => {
           const entry = entries.get(p.entryId);
           if (!entry) {
-            return { status: { code: GrpcStatus.PERMISSION_DENIED, message: `entry ${JSON.stringify(p.entryId)} is not authorized for this agent` }, svid: undefined };
+            results[at] = { status: { code: GrpcStatus.PERMISSION_DENIED, message: `entry ${JSON.stringify(p.entryId)} is not authorized for this agent` }, svid: undefined };
+            return;
           }
-          try {
-            const svid = this.#d.ca.signX509Svid({
-              id: entry.spiffeId,
-              csr: p.csr,
-              dnsNames: entry.dnsNames,
-              ttlSeconds: entry.x509SvidTtl || undefined,
+          toSign.push({ at, entry, req: { id: entry.spiffeId, csr: p.csr, dnsNames: entry.dnsNames, ttlSeconds: entry.x509SvidTtl || undefined } });
+        });
+        const ca = this.#d.ca;
+        const signed: Array<SignedX509Svid | Error> = ca.signX509SvidBatch
+          ? await ca.signX509SvidBatch(toSign.map((t) => t.req))
+          : toSign.map((t) => {
+              try {
+                return ca.signX509Svid(t.req);
+              } catch (err) {
+                return err instanceof Error ? err : new Error(String(err));
+              }
             });
-            return { status: OK_STATUS, svid: svidToProto(entry.spiffeId, svid) };
-          } catch (err) {
-            return { status: statusOf(err, this.#log, { method: 'BatchNewX509SVID', entry_id: p.entryId }), svid: undefined };
+        let ok = 0;
+        toSign.forEach((t, k) => {
+          const s = signed[k]!;
+          if (s instanceof Error) {
+            results[t.at] = { status: statusOf(s, this.#log, { method: 'BatchNewX509SVID', entry_id: t.entry.id }), svid: undefined };
+          } else {
+            results[t.at] = { status: OK_STATUS, svid: svidToProto(t.entry.spiffeId, s) };
+            ok++;
           }
         });
-        this.#metrics.x509SvidSigned('workload', results.filter((r) => r.svid !== undefined).length);
+        this.#metrics.x509SvidSigned('workload', ok);
         return { results };
       }),
       newJwtsvid: withCall(this.#log, 'NewJWTSVID', async (req, call) => {
         const caller = await this.#authenticate(call);
-        const entry = this.#authorizedMap(caller).get(req.entryId);
+        const entry = this.#authorizedEntry(caller, req.entryId);
         if (!entry) throw denied(`entry ${JSON.stringify(req.entryId)} is not authorized for this agent`);
         if (req.audience.length === 0 || req.audience.some((a) => a === '')) throw invalid('audience is required and must not contain empty values');
         if (req.audience.length > MAX_AUDIENCES) throw invalid(`too many audiences (at most ${MAX_AUDIENCES})`);
@@ -192,23 +232,18 @@ export class AgentApi {
     return { trustDomain: b.trustDomain, document: Buffer.from(marshalBundle(b)), sequence: b.sequence };
   }
 
-  /** The caller's agent identity from its TLS client certificate; throws a gRPC-mapped error. */
+  /**
+   * The caller's agent identity from its TLS client certificate; throws a gRPC-mapped error.
+   * The chain verification (and the agent-ID shape check) of a certificate is remembered in
+   * #verified; the node checks (attested, not banned, serial current) run on every call.
+   */
   async #authenticate(call: { getAuthContext(): { sslPeerCertificate?: { raw: Buffer } } }): Promise<Caller> {
     const peer = call.getAuthContext().sslPeerCertificate;
-    if (!peer?.raw) throw unauthenticated('an agent X509-SVID (TLS client certificate) is required');
-    let agentId: SpiffeId;
-    try {
-      agentId = verifyX509Svid([peer.raw, ...(this.#d.ca.intermediates?.() ?? [])], this.#d.ca.bundle(), { now: this.#d.now() }).id;
-    } catch (err) {
-      throw unauthenticated(`agent SVID is not valid: ${(err as Error).message}`);
-    }
-    if (!isMemberOf(agentId, this.#d.trustDomain) || !pathOf(agentId).startsWith(`${AGENT_PATH_PREFIX}/`)) {
-      throw denied(`${agentId} is not an agent ID of this trust domain`);
-    }
+    if (!peer?.raw) throw unauthenticated('no valid agent X509-SVID was presented (the TLS client certificate is missing, expired, or not signed by this trust domain)');
+    const { agentId, serialHex: serial } = this.#verifyAgentCert(peer.raw);
     let node = await this.#d.datastore.getAttestedNode(agentId);
     if (!node) throw denied(`agent ${agentId} is not attested (evicted?): attest again`);
     if (node.banned) throw denied(`agent ${agentId} is banned`);
-    const serial = parseCertificate(peer.raw).serialHex;
     if (serial !== node.certSerial) {
       if (node.newCertSerial === '' || serial !== node.newCertSerial) {
         throw denied(`agent SVID serial ${serial} has been superseded; use the current agent SVID`);
@@ -220,6 +255,45 @@ export class AgentApi {
       );
     }
     return { agentId, node };
+  }
+
+  /** Chain verification against the current bundle, remembered per certificate (see #verified). */
+  #verifyAgentCert(der: Buffer): VerifiedAgentCert {
+    const now = this.#d.now();
+    const t = now.getTime();
+    const key = der.toString('base64');
+    const hit = this.#verified.get(key);
+    if (hit !== undefined) {
+      if (t >= hit.notBefore && t <= hit.notAfter && t - hit.verifiedAt >= 0 && t - hit.verifiedAt < VERIFIED_AGENT_CERT_TTL_MS) return hit;
+      this.#verified.delete(key);
+    }
+    let path: Buffer[];
+    let agentId: SpiffeId;
+    try {
+      ({ id: agentId, chain: path } = verifyX509Svid([der, ...(this.#d.ca.intermediates?.() ?? [])], this.#d.ca.bundle(), { now }));
+    } catch (err) {
+      throw unauthenticated(`agent SVID is not valid: ${(err as Error).message}`);
+    }
+    if (!isMemberOf(agentId, this.#d.trustDomain) || !pathOf(agentId).startsWith(`${AGENT_PATH_PREFIX}/`)) {
+      throw denied(`${agentId} is not an agent ID of this trust domain`);
+    }
+    const certs = path.map((d) => parseCertificate(d));
+    const v: VerifiedAgentCert = {
+      agentId,
+      serialHex: certs[0]!.serialHex,
+      notBefore: Math.max(...certs.map((c) => c.notBefore.getTime())),
+      notAfter: Math.min(...certs.map((c) => c.notAfter.getTime())),
+      verifiedAt: t,
+    };
+    this.#verified.set(key, v);
+    if (this.#verified.size > MAX_VERIFIED_AGENT_CERTS) this.#verified.delete(this.#verified.keys().next().value!);
+    return v;
+  }
+
+  /** The authorized entry `entryId` of the caller, if any. */
+  #authorizedEntry(caller: Caller, entryId: string): RegistrationEntry | undefined {
+    const entries = this.#d.cache.entriesFor(caller.agentId) ?? this.#d.cache.index.authorizedEntries(caller.agentId, caller.node.selectors);
+    return entries.find((e) => e.id === entryId);
   }
 
   #authorizedMap(caller: Caller): Map<string, RegistrationEntry> {
