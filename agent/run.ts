@@ -78,15 +78,15 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
       cache: manager,
       attestors: workloadAttestors,
       logger: logger.child({ subsystem: 'endpoints' }),
-      limits: { maxStreamsPerPid: config.workloadApi.maxStreamsPerPid },
+      limits: config.workloadApi,
       // Envoy SDS v3 on the same socket (SPIRE's agent `sds` section); its streams end first at close.
-      extraServices: (peerOf) => {
+      extraServices: (peerOf, limits) => {
         const sds = createSdsService({
           cache: manager,
           attestors: workloadAttestors,
           peerOf,
           logger: logger.child({ subsystem: 'endpoints', component: 'sds' }),
-          maxStreamsPerPid: config.workloadApi.maxStreamsPerPid,
+          limits,
           config: {
             defaultSvidName: config.sds.defaultSvidName,
             defaultBundleName: config.sds.defaultBundleName,
@@ -102,7 +102,12 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     const telemetry = await startAgentTelemetry({
       config,
       logger: logger.child({ subsystem: 'telemetry' }),
-      sources: { entries: () => manager.entryCount, synced: () => synced, agentSvidNotAfter: () => identity.svidNotAfter() },
+      sources: {
+        entries: () => manager.entryCount,
+        synced: () => synced,
+        agentSvidNotAfter: () => identity.svidNotAfter(),
+        workloadApiLimits: () => endpoint.limits.stats(),
+      },
     });
     cleanups.push(() => telemetry.close());
 

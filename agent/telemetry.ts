@@ -3,9 +3,10 @@
  * Ready: the first sync with the server has completed and the agent SVID is unexpired (an agent
  * that lost the server stays ready while it can still serve what it has).
  */
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { startTelemetryListeners, type TelemetryListeners } from '../common/telemetryhttp.js';
 import type { AgentConfig } from './config/types.js';
+import { LIMITED_APIS, type CallerLimitStats } from './endpoints/limits.js';
 
 export interface AgentTelemetrySources {
   /** Authorized entries held. */
@@ -14,6 +15,42 @@ export interface AgentTelemetrySources {
   synced(): boolean;
   /** notAfter of the agent's own SVID. */
   agentSvidNotAfter(): Date;
+  /** Per-caller limit counters of the Workload API socket (agent/endpoints/limits.ts). */
+  workloadApiLimits?(): CallerLimitStats;
+}
+
+export const REFUSED_METRIC = 'spindle_agent_workload_api_refused_total';
+export const OPEN_STREAMS_METRIC = 'spindle_agent_workload_api_open_streams';
+
+/**
+ * The Workload API socket's per-caller limit metrics, read from `stats` at scrape time:
+ * - spindle_agent_workload_api_refused_total{api="workload"|"sds", reason="rate"|"streams",
+ *   scope="process"|"uid"}: calls refused with RESOURCE_EXHAUSTED by a per-caller limit;
+ * - spindle_agent_workload_api_open_streams{api}: streaming calls open now.
+ */
+export function registerWorkloadApiMetrics(registry: Registry, stats: () => CallerLimitStats): void {
+  new Counter({
+    name: REFUSED_METRIC,
+    help: 'Workload API and SDS calls refused (RESOURCE_EXHAUSTED) by a per-caller limit, by API, limit (rate, streams) and scope (process, uid)',
+    labelNames: ['api', 'reason', 'scope'] as const,
+    registers: [registry],
+    collect() {
+      // The source counts monotonically; mirror it (reset + inc keeps prom-client's Counter type).
+      this.reset();
+      for (const api of LIMITED_APIS) for (const reason of ['rate', 'streams']) this.inc({ api, reason, scope: 'process' }, 0);
+      for (const r of stats().refused) this.inc({ api: r.api, reason: r.reason, scope: r.scope }, r.count);
+    },
+  });
+  new Gauge({
+    name: OPEN_STREAMS_METRIC,
+    help: 'Streaming Workload API and SDS calls open now, by API',
+    labelNames: ['api'] as const,
+    registers: [registry],
+    collect() {
+      const open = stats().openStreams;
+      for (const api of LIMITED_APIS) this.set({ api }, open[api]);
+    },
+  });
 }
 
 export async function startAgentTelemetry(opts: {
@@ -37,6 +74,7 @@ export async function startAgentTelemetry(opts: {
         this.set(Math.floor(sources.agentSvidNotAfter().getTime() / 1000));
       },
     });
+    if (sources.workloadApiLimits) registerWorkloadApiMetrics(registry, sources.workloadApiLimits.bind(sources));
   }
   const listeners = await startTelemetryListeners({
     healthChecks: opts.config.healthChecks,

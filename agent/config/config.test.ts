@@ -77,6 +77,11 @@ agent:
   trust_bundle_format: PEM
   insecure_bootstrap: "false"
   workload_api_max_streams_per_pid: 20
+  workload_api_rate_limit_per_pid: "50"
+  workload_api_rate_burst_per_pid: 80
+  workload_api_max_streams_per_uid: 300
+  workload_api_rate_limit_per_uid: 0
+  workload_api_rate_burst_per_uid: 2000
   sds:
     default_svid_name: my_svid
     default_bundle_name: my_bundle
@@ -127,7 +132,7 @@ const FULL_EXPECTED: unknown = {
   },
   healthChecks: { listenerEnabled: true, bindAddress: '0.0.0.0', bindPort: 8080, livePath: '/healthz/live', readyPath: '/healthz/ready' },
   telemetry: { prometheus: { host: '127.0.0.1', port: 9989 } },
-  workloadApi: { maxStreamsPerPid: 20 },
+  workloadApi: { maxStreamsPerPid: 20, ratePerPid: 50, burstPerPid: 80, maxStreamsPerUid: 300, ratePerUid: 0, burstPerUid: 2000 },
   sds: { defaultSvidName: 'my_svid', defaultBundleName: 'my_bundle', defaultAllBundlesName: 'my_all', disableSpiffeCertValidation: true },
 };
 
@@ -207,8 +212,16 @@ test('AGENT_DEFAULTS is what a flags-only config gets', () => {
   assert.equal(c.joinToken, undefined);
   assert.equal(c.trustBundlePath, undefined);
   assert.equal(c.configPath, undefined);
-  assert.equal(c.workloadApi.maxStreamsPerPid, d.workload_api_max_streams_per_pid);
-  assert.equal(c.workloadApi.maxStreamsPerPid, 100);
+  assert.deepEqual(c.workloadApi, {
+    maxStreamsPerPid: d.workload_api_max_streams_per_pid,
+    ratePerPid: d.workload_api_rate_limit_per_pid,
+    burstPerPid: d.workload_api_rate_burst_per_pid,
+    maxStreamsPerUid: d.workload_api_max_streams_per_uid,
+    ratePerUid: d.workload_api_rate_limit_per_uid,
+    burstPerUid: d.workload_api_rate_burst_per_uid,
+  });
+  // Per process: generous defaults; per uid: off.
+  assert.deepEqual(c.workloadApi, { maxStreamsPerPid: 100, ratePerPid: 200, burstPerPid: 500, maxStreamsPerUid: 0, ratePerUid: 0, burstPerUid: 1000 });
   assert.deepEqual((plain(c) as { plugins: unknown }).plugins, {
     nodeAttestor: { name: AGENT_DEFAULTS.plugins.NodeAttestor, data: {} },
     workloadAttestors: [{ name: AGENT_DEFAULTS.plugins.WorkloadAttestor, data: {} }],
@@ -442,15 +455,28 @@ test('every bad agent value names its key', () => {
     [{ log_file: 'a\0b' }, 'config: agent.log_file: must not contain a NUL character'],
     [{ trust_bundle_path: true }, 'config: agent.trust_bundle_path: expected a string, got true'],
     [{ insecure_bootstrap: 'yes' }, 'config: agent.insecure_bootstrap: expected true or false, got "yes"'],
-    [{ workload_api_max_streams_per_pid: 0 }, 'config: agent.workload_api_max_streams_per_pid: expected an integer of at least 1, got 0'],
-    [{ workload_api_max_streams_per_pid: 'many' }, 'config: agent.workload_api_max_streams_per_pid: expected an integer of at least 1, got "many"'],
+    [{ workload_api_max_streams_per_pid: -1 }, 'config: agent.workload_api_max_streams_per_pid: expected an integer between 0 and 1000000000, got -1'],
+    [{ workload_api_max_streams_per_pid: 'many' }, 'config: agent.workload_api_max_streams_per_pid: expected an integer between 0 and 1000000000, got "many"'],
+    [{ workload_api_rate_limit_per_pid: 2.5 }, 'config: agent.workload_api_rate_limit_per_pid: expected an integer between 0 and 1000000000, got 2.5'],
+    [{ workload_api_rate_burst_per_pid: 0 }, 'config: agent.workload_api_rate_burst_per_pid: expected an integer between 1 and 1000000000, got 0'],
+    [{ workload_api_max_streams_per_uid: '1e3' }, 'config: agent.workload_api_max_streams_per_uid: expected an integer between 0 and 1000000000, got "1e3"'],
+    [{ workload_api_rate_limit_per_uid: -5 }, 'config: agent.workload_api_rate_limit_per_uid: expected an integer between 0 and 1000000000, got -5'],
+    [{ workload_api_rate_burst_per_uid: 'lots' }, 'config: agent.workload_api_rate_burst_per_uid: expected an integer between 1 and 1000000000, got "lots"'],
   ];
   for (const [agent, problem] of cases) rejects(withAgent(agent), problem);
 });
 
-test('workload_api_max_streams_per_pid accepts integers and digit strings', () => {
+test('workload_api_* limits accept integers and digit strings; 0 disables a limit', () => {
   assert.equal(parse(withAgent({ workload_api_max_streams_per_pid: 1 })).workloadApi.maxStreamsPerPid, 1);
   assert.equal(parse(withAgent({ workload_api_max_streams_per_pid: '250' })).workloadApi.maxStreamsPerPid, 250);
+  const off = parse(withAgent({ workload_api_max_streams_per_pid: 0, workload_api_rate_limit_per_pid: '0', workload_api_rate_burst_per_pid: 1 }));
+  assert.deepEqual([off.workloadApi.maxStreamsPerPid, off.workloadApi.ratePerPid, off.workloadApi.burstPerPid], [0, 0, 1]);
+  const uid = parse(withAgent({ workload_api_rate_limit_per_uid: 1000, workload_api_max_streams_per_uid: '400' })).workloadApi;
+  assert.deepEqual([uid.ratePerUid, uid.maxStreamsPerUid, uid.burstPerUid], [1000, 400, 1000]);
+  // A misspelled limit key is an error naming it (not a silently ignored limit).
+  const [problem, ...more] = problems(withAgent({ workload_api_rate_limit_per_process: 5 }));
+  assert.match(problem ?? '', /^config: agent\.workload_api_rate_limit_per_process: unknown key/);
+  assert.deepEqual(more, []);
 });
 
 test('enums are normalized and case-insensitive; IPv6 and host names are addresses', () => {

@@ -28,8 +28,13 @@
  *   for the attestor to validate (agent/plugins.ts builds them); KeyManager `memory` only
  *   (optional: the agent keeps workload keys in memory and its own SVID key under data_dir
  *   regardless). health_checks and telemetry are the server's.
- * - Spindle extension: `agent.workload_api_max_streams_per_pid` (default 100) bounds the
- *   concurrent Workload API streams one process may hold open.
+ * - Spindle extensions (SPIRE has no Workload API limits), per caller process over the Workload
+ *   API and SDS (agent/endpoints/limits.ts): `agent.workload_api_max_streams_per_pid` (default
+ *   100) open streams, `agent.workload_api_rate_limit_per_pid` (200) calls per second with a
+ *   burst of `agent.workload_api_rate_burst_per_pid` (500); per uid over all its processes
+ *   `agent.workload_api_max_streams_per_uid` and `agent.workload_api_rate_limit_per_uid` (both 0:
+ *   off) with `agent.workload_api_rate_burst_per_uid` (1000). Integers; 0 disables a limit;
+ *   bursts are at least 1.
  * - `agent.sds` (SPIRE's keys and defaults): default_svid_name "default", default_bundle_name
  *   "ROOTCA", default_all_bundles_name "ALL" (non-empty strings), disable_spiffe_cert_validation
  *   false. The SDS service on the Workload API socket uses them.
@@ -60,6 +65,7 @@ import {
   type KindSectionsOptions,
 } from '../../common/configfields.js';
 import { isWellFormedJoinToken } from '../../attestors/node/join_token/token.js';
+import { DEFAULT_CALLER_LIMITS } from '../endpoints/limits.js';
 import type { AgentConfig, AgentFlags } from './types.js';
 
 export type { AgentConfig, AgentFlags } from './types.js';
@@ -84,8 +90,13 @@ export const AGENT_DEFAULTS = {
     log_level: 'INFO',
     log_format: 'text',
     insecure_bootstrap: false,
-    /** Spindle extension: concurrent Workload API streams per client process. */
-    workload_api_max_streams_per_pid: 100,
+    /** Spindle extensions (agent/endpoints/limits.ts): per-caller limits of the Workload API and SDS; 0 disables one. */
+    workload_api_max_streams_per_pid: DEFAULT_CALLER_LIMITS.maxStreamsPerPid,
+    workload_api_rate_limit_per_pid: DEFAULT_CALLER_LIMITS.ratePerPid,
+    workload_api_rate_burst_per_pid: DEFAULT_CALLER_LIMITS.burstPerPid,
+    workload_api_max_streams_per_uid: DEFAULT_CALLER_LIMITS.maxStreamsPerUid,
+    workload_api_rate_limit_per_uid: DEFAULT_CALLER_LIMITS.ratePerUid,
+    workload_api_rate_burst_per_uid: DEFAULT_CALLER_LIMITS.burstPerUid,
   },
   /** SPIRE's agent `sds` section (Envoy SDS on the Workload API socket); same defaults. */
   sds: {
@@ -163,7 +174,7 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
   const joinToken = parseJoinToken(a, flagReader, cwd, readFile);
   const trust = parseInitialTrust(root, a, flagReader, cwd);
 
-  const maxStreamsPerPid = a.int('workload_api_max_streams_per_pid', { min: 1, default: d.workload_api_max_streams_per_pid });
+  const workloadApi = parseWorkloadApiLimits(a);
 
   const sds = parseSds(a);
 
@@ -186,7 +197,7 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
     plugins,
     healthChecks,
     telemetry,
-    workloadApi: { maxStreamsPerPid },
+    workloadApi,
     sds,
   };
   if (options.configPath !== undefined) config.configPath = options.configPath;
@@ -198,6 +209,22 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
 
 // ---------------------------------------------------------------------------------------------
 // agent section helpers
+
+/** The per-caller limits of the Workload API socket (Spindle extensions; 0 disables a limit). */
+function parseWorkloadApiLimits(a: ConfigReader): AgentConfig['workloadApi'] {
+  const d = AGENT_DEFAULTS.agent;
+  const MAX = 1_000_000_000;
+  const limit = (key: keyof typeof d & `workload_api_${string}`): number => a.int(key, { min: 0, max: MAX, default: d[key] as number });
+  const burst = (key: keyof typeof d & `workload_api_${string}`): number => a.int(key, { min: 1, max: MAX, default: d[key] as number });
+  return {
+    maxStreamsPerPid: limit('workload_api_max_streams_per_pid'),
+    ratePerPid: limit('workload_api_rate_limit_per_pid'),
+    burstPerPid: burst('workload_api_rate_burst_per_pid'),
+    maxStreamsPerUid: limit('workload_api_max_streams_per_uid'),
+    ratePerUid: limit('workload_api_rate_limit_per_uid'),
+    burstPerUid: burst('workload_api_rate_burst_per_uid'),
+  };
+}
 
 const MALFORMED_TOKEN = 'is not a join token (expected a UUID as printed by `spindle-server token generate`)';
 

@@ -2,6 +2,7 @@
 import type { ConfigReader } from '../../common/configfile.js';
 import type { LogFormat, LogLevel } from '../../common/logging.js';
 import type { TrustDomain } from '../../spiffe/id.js';
+import type { CallerLimitSettings } from '../endpoints/limits.js';
 
 export interface AgentConfig {
   configPath?: string;
@@ -29,8 +30,11 @@ export interface AgentConfig {
   };
   healthChecks: { listenerEnabled: boolean; bindAddress: string; bindPort: number; livePath: string; readyPath: string };
   telemetry: { prometheus?: { host: string; port: number } };
-  /** Limits of the Workload API (sensible defaults). */
-  workloadApi: { maxStreamsPerPid: number };
+  /**
+   * Per-caller limits of the Workload API socket (Workload API and SDS; agent/endpoints/limits.ts):
+   * agent.workload_api_{max_streams,rate_limit,rate_burst}_per_{pid,uid}. 0 disables a limit.
+   */
+  workloadApi: CallerLimitSettings;
   /** Envoy SDS v3 served on the Workload API socket (SPIRE's agent `sds` section). */
   sds: {
     /** Resource name of the caller's default X.509-SVID (sds.default_svid_name, default "default"). */

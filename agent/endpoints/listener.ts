@@ -65,6 +65,7 @@ export interface WorkloadListener {
 class TrackedPeer implements PeerContext {
   readonly key: string;
   readonly peer: { pid: number; uid: number; gid: number };
+  readonly processKey: string;
   readonly #native: PeerCredNative;
   readonly #procRoot: string;
   /** -1: no pidfd (kernel without pidfd_open, or process gone at accept). */
@@ -79,6 +80,7 @@ class TrackedPeer implements PeerContext {
     this.#procRoot = procRoot;
     this.#pidfd = pidfd;
     this.#startTime = startTime;
+    this.processKey = `${peer.pid}:${startTime ?? '?'}`;
   }
 
   get hasPidfd(): boolean {

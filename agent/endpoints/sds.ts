@@ -19,6 +19,9 @@
  *   Cache changes (rotation, bundles) are pushed when they change the requested resources.
  *   version_info is a per-stream counter, nonce random.
  * - FetchSecrets answers once; DeltaSecrets is UNIMPLEMENTED.
+ * - Per-caller limits (limits.ts), shared with the Workload API on the same socket: each
+ *   StreamSecrets/FetchSecrets takes a token of the caller process's rate bucket before any
+ *   attestation, and each StreamSecrets a slot of its stream budget; RESOURCE_EXHAUSTED otherwise.
  */
 import { status as GrpcStatus, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
@@ -35,7 +38,7 @@ import { Secret } from '../../proto/gen/envoy/extensions/transport_sockets/tls/v
 import { SPIFFECertValidatorConfig } from '../../proto/gen/envoy/extensions/transport_sockets/tls/v3/tls_spiffe_validator_config.js';
 import { apiError, toStatus } from './errors.js';
 import { cacheError, callerAttestation } from './caller.js';
-import { DEFAULT_MAX_STREAMS_PER_PID, StreamLimiter } from './limits.js';
+import { CallerLimits } from './limits.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
 export const SDS_SERVICE_NAME = 'envoy.service.secret.v3.SecretDiscoveryService';
@@ -60,8 +63,8 @@ export interface SdsServiceOptions {
   peerOf: PeerOf;
   logger: EndpointLogger;
   config?: SdsConfig;
-  /** Open SDS streams per caller process. Default 100. */
-  maxStreamsPerPid?: number;
+  /** Per-caller limits shared with the Workload API (startWorkloadEndpoint passes its own). Default: its own with the defaults. */
+  limits?: CallerLimits;
 }
 
 export interface SdsService {
@@ -212,7 +215,7 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
     defaultAllBundlesName: options.config?.defaultAllBundlesName || 'ALL',
     disableSpiffeCertValidation: options.config?.disableSpiffeCertValidation ?? false,
   };
-  const limiter = new StreamLimiter(options.maxStreamsPerPid ?? DEFAULT_MAX_STREAMS_PER_PID);
+  const limits = options.limits ?? new CallerLimits();
   const open = new Set<(code: GrpcStatus, details: string) => void>();
 
   const { peerOfCall, attest } = callerAttestation(peerOf, attestors);
@@ -326,10 +329,8 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
 
     (async () => {
       const peer = peerOfCall(call);
-      release = limiter.acquire(peer.peer.pid);
-      if (release === undefined) {
-        throw apiError(GrpcStatus.RESOURCE_EXHAUSTED, `too many open SDS streams for this process (limit ${limiter.max})`);
-      }
+      limits.admitCall(peer, 'sds');
+      release = limits.openStream(peer, 'sds');
       const selectors = await attest(peer, abort.signal);
       if (ended) return;
       caller = peer;
@@ -369,8 +370,9 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
     const context = { method: 'FetchSecrets', peer: call.getPeer() };
     (async () => {
       const req = call.request;
-      checkTypeUrl(req);
       const peer = peerOfCall(call);
+      limits.admitCall(peer, 'sds');
+      checkTypeUrl(req);
       const selectors = await attest(peer, abort.signal);
       let update: WorkloadUpdate;
       try {

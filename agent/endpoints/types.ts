@@ -17,6 +17,12 @@ export interface PeerContext {
   /** From SO_PEERCRED at accept: the caller's pid and effective uid/gid when it connected. */
   readonly peer: PeerInfo;
   /**
+   * The calling process as the per-caller limits count it: `<pid>:<start time>` (start time from
+   * /proc at accept; `?` when it could not be read). Connections of one process share it; a
+   * reused pid gets another.
+   */
+  readonly processKey: string;
+  /**
    * True while the process that opened the connection still runs as the same uid: its pidfd
    * has not signalled exit (without pidfds: /proc/<pid>/stat start time is the one read at
    * accept), and /proc/<pid>/status effective uid is still `peer.uid`. False once the

@@ -399,6 +399,7 @@ describe('Workload API: caller identity threats and limits', () => {
     const ctx: PeerContext = {
       key: 'k',
       peer: { pid: process.pid, uid: UID, gid: 0 },
+      processKey: `${process.pid}:test`,
       stillSameProcess: () => {
         checks++;
         return same;

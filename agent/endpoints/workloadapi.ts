@@ -4,12 +4,14 @@
  * Every call, in this order:
  * 1. Security header: metadata `workload.spiffe.io` must be exactly one value, `true`, else
  *    INVALID_ARGUMENT (before anything else is looked at).
- * 2. Request fields that need no kernel or cache work (audience, svid, spiffe_id syntax):
+ * 2. Per-caller rate limit (limits.ts): one token of the caller process's bucket (and of its
+ *    uid's, when configured), else RESOURCE_EXHAUSTED naming the limit; no attestation work yet.
+ * 3. Request fields that need no kernel or cache work (audience, svid, spiffe_id syntax):
  *    INVALID_ARGUMENT, as SPIRE checks them before attesting.
- * 3. Stream calls take a slot of the caller process's stream budget (RESOURCE_EXHAUSTED).
- * 4. Attestation: every attestor on the kernel's SO_PEERCRED view of the caller, selectors
+ * 4. Stream calls take a slot of the caller process's stream budget (RESOURCE_EXHAUSTED).
+ * 5. Attestation: every attestor on the kernel's SO_PEERCRED view of the caller, selectors
  *    unioned; any failure (process gone, /proc unreadable) is UNAVAILABLE.
- * 5. The caller must still be the same process (PeerContext.stillSameProcess: pidfd not exited,
+ * 6. The caller must still be the same process (PeerContext.stillSameProcess: pidfd not exited,
  *    same start time, same uid), else UNAVAILABLE: the pid was reused or the socket handed to
  *    another process while we attested.
  *
@@ -64,7 +66,7 @@ import { apiError, toStatus } from './errors.js';
 import { cacheError, callerAttestation } from './caller.js';
 import { createWorkloadHealthService } from './health.js';
 import { addReflection } from './reflection.js';
-import { DEFAULT_MAX_STREAMS_PER_PID, StreamLimiter } from './limits.js';
+import { CallerLimits, StreamLimiter, type CallerLimitSettings } from './limits.js';
 import { DEFAULT_MAX_CONNECTIONS, listenWorkloadSocket } from './listener.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
@@ -72,17 +74,13 @@ export const SECURITY_HEADER = 'workload.spiffe.io';
 /** A caller confirmed this recently (attestation's check) is not re-checked for the first push. */
 const FRESH_CHECK_MS = 1;
 
-export interface WorkloadApiLimits {
-  /** Streaming calls one caller process (pid) may hold open at once, over all its connections (limits.ts). Default 100. */
-  maxStreamsPerPid?: number;
-}
-
 export interface WorkloadApiServiceOptions {
   cache: IdentityCache;
   attestors: readonly WorkloadAttestor[];
   peerOf: PeerOf;
   logger: EndpointLogger;
-  limits?: WorkloadApiLimits;
+  /** Per-caller rate and stream limits, shared with SDS on the same socket. Default: a CallerLimits of its own with the defaults. */
+  limits?: CallerLimits;
   /** Clock for JWT-SVID validation. Default: the system clock. */
   now?: () => Date;
 }
@@ -90,8 +88,8 @@ export interface WorkloadApiServiceOptions {
 export interface WorkloadApiService {
   /** Register with `server.addService(WORKLOAD_API_SERVICE, implementation)`. */
   readonly implementation: SpiffeWorkloadAPIServer;
-  /** Admission for other calls on the same socket (health Watch): the per-process stream budget. */
-  readonly streams: StreamLimiter;
+  /** The per-caller limits this service applies. */
+  readonly limits: CallerLimits;
   /** Open streaming calls. */
   readonly openStreams: number;
   /** Ends every open stream with UNAVAILABLE (agent shutting down). */
@@ -177,7 +175,7 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
   const { cache, attestors, peerOf } = options;
   const log = options.logger;
   const now = options.now ?? (() => new Date());
-  const limiter = new StreamLimiter(options.limits?.maxStreamsPerPid ?? DEFAULT_MAX_STREAMS_PER_PID);
+  const limits = options.limits ?? new CallerLimits();
   /** Enders of open streams, for closeStreams(). */
   const open = new Set<(code: GrpcStatus, details: string) => void>();
 
@@ -190,8 +188,9 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
       const context = { method, peer: call.getPeer() };
       (async () => {
         checkHeader(call.metadata);
-        check(call.request);
         const peer = peerOfCall(call);
+        limits.admitCall(peer, 'workload');
+        check(call.request);
         const selectors = await attest(peer, abort.signal);
         return handle(call.request, { peer, selectors });
       })().then(
@@ -308,10 +307,8 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
       (async () => {
         checkHeader(call.metadata);
         const peer = peerOfCall(call);
-        release = limiter.acquire(peer.peer.pid);
-        if (release === undefined) {
-          throw apiError(GrpcStatus.RESOURCE_EXHAUSTED, `too many open Workload API streams for this process (limit ${limiter.max})`);
-        }
+        limits.admitCall(peer, 'workload');
+        release = limits.openStream(peer, 'workload');
         const selectors = await attest(peer, abort.signal);
         if (ended) return;
         caller = peer;
@@ -394,7 +391,7 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
 
   return {
     implementation,
-    streams: limiter,
+    limits,
     get openStreams() {
       return open.size;
     },
@@ -411,9 +408,7 @@ export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024;
 export const DEFAULT_MAX_SEND_MESSAGE_BYTES = 16 * 1024 * 1024;
 const SHUTDOWN_GRACE_MS = 1000;
 
-export interface WorkloadEndpointLimits {
-  /** Open streams per caller process (limits.ts). Default 100. */
-  maxStreamsPerPid?: number;
+export interface WorkloadEndpointLimits extends Partial<CallerLimitSettings> {
   /** Default 8192. */
   maxConnections?: number;
   /** Default 64 KiB. */
@@ -436,18 +431,22 @@ export interface WorkloadEndpointOptions {
   attestors: readonly WorkloadAttestor[];
   logger: EndpointLogger;
   limits?: WorkloadEndpointLimits;
-  /** Other services on the same socket (e.g. SDS), built with the endpoint's peerOf. */
-  extraServices?: (peerOf: PeerOf) => ExtraService[];
+  /** Other services on the same socket (e.g. SDS), built with the endpoint's peerOf and per-caller limits. */
+  extraServices?: (peerOf: PeerOf, limits: CallerLimits) => ExtraService[];
   /** Default /proc (peer start-time and uid checks). */
   procRoot?: string;
   /** Default: the built peercred addon. */
   native?: PeerCredNative;
   now?: () => Date;
+  /** Monotonic clock in ms for the rate limits (default performance.now). */
+  limitsClock?: () => number;
 }
 
 export interface WorkloadEndpoint {
   readonly socketPath: string;
   readonly peerOf: PeerOf;
+  /** The per-caller limits (their stats() feed the agent's metrics). */
+  readonly limits: CallerLimits;
   /** Ends open streams with UNAVAILABLE, stops the server, closes connections and removes the socket. Idempotent. */
   close(): Promise<void>;
 }
@@ -462,9 +461,13 @@ export interface WorkloadEndpoint {
  *   largest, and JWT-SVIDs over 64 KiB are refused by the validator anyway);
  * - send 16 MiB per message: an X509SVIDResponse carries every identity of the caller with chains,
  *   keys and federated bundles; generous, yet bounded;
- * - per caller process, `maxStreamsPerPid` open streams (default 100) -> RESOURCE_EXHAUSTED;
- * - HTTP/2 max concurrent streams per connection = that budget + 64 (room for unary calls), so
- *   a flood on one connection meets RESOURCE_EXHAUSTED instead of silent client-side queueing;
+ * - per caller process (limits.ts), shared by the Workload API and SDS: `ratePerPid` calls and
+ *   stream opens per second with a burst of `burstPerPid` (default 100/s, 200), and
+ *   `maxStreamsPerPid` open streams (default 100) -> RESOURCE_EXHAUSTED; optional per-uid
+ *   aggregates (off by default); health Watch has its own per-process stream budget;
+ * - HTTP/2 max concurrent streams per connection = the stream budget + 64 (room for unary
+ *   calls), so a flood on one connection meets RESOURCE_EXHAUSTED instead of silent client-side
+ *   queueing (no per-connection cap when the stream limit is off);
  * - `maxConnections` open connections in all (default 8192), further ones closed at accept;
  * - channelz off (nothing serves it; it costs per connection and per call).
  *
@@ -474,11 +477,13 @@ export interface WorkloadEndpoint {
 export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): Promise<WorkloadEndpoint> {
   const log = options.logger;
   const limits = options.limits ?? {};
-  const maxStreams = limits.maxStreamsPerPid ?? DEFAULT_MAX_STREAMS_PER_PID;
+  const { maxConnections, maxReceiveMessageBytes, maxSendMessageBytes, ...callerSettings } = limits;
+  const callerLimits = new CallerLimits(callerSettings, options.limitsClock ? { now: options.limitsClock } : {});
+  const maxStreams = callerLimits.settings.maxStreamsPerPid;
   const server = new Server({
-    'grpc.max_receive_message_length': limits.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
-    'grpc.max_send_message_length': limits.maxSendMessageBytes ?? DEFAULT_MAX_SEND_MESSAGE_BYTES,
-    'grpc.max_concurrent_streams': maxStreams + 64,
+    'grpc.max_receive_message_length': maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+    'grpc.max_send_message_length': maxSendMessageBytes ?? DEFAULT_MAX_SEND_MESSAGE_BYTES,
+    ...(maxStreams > 0 ? { 'grpc.max_concurrent_streams': maxStreams + 64 } : {}),
     // Nothing reads channelz here (no admin service exposes it), and its per-connection and
     // per-call bookkeeping costs CPU and memory on a socket with thousands of workloads.
     'grpc.enable_channelz': 0,
@@ -491,20 +496,20 @@ export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): P
     attestors: options.attestors,
     peerOf: lazyPeerOf,
     logger: log.child({ component: 'workload_api' }),
-    limits: { maxStreamsPerPid: maxStreams },
+    limits: callerLimits,
     ...(options.now ? { now: options.now } : {}),
   });
   server.addService(WORKLOAD_API_SERVICE, workload.implementation);
-  const extra = options.extraServices?.(lazyPeerOf) ?? [];
+  const extra = options.extraServices?.(lazyPeerOf, callerLimits) ?? [];
   for (const s of extra) server.addService(s.definition, s.implementation);
-  server.addService(HealthService, createWorkloadHealthService([SpiffeWorkloadAPIClient.serviceName, ...extra.map((s) => s.name)], lazyPeerOf, workload.streams));
+  server.addService(HealthService, createWorkloadHealthService([SpiffeWorkloadAPIClient.serviceName, ...extra.map((s) => s.name)], lazyPeerOf, new StreamLimiter(maxStreams)));
   addReflection(server);
 
   const listener = await listenWorkloadSocket({
     socketPath: options.socketPath,
     server,
     logger: log.child({ component: 'workload_listener' }),
-    maxConnections: limits.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    maxConnections: maxConnections ?? DEFAULT_MAX_CONNECTIONS,
     ...(options.procRoot ? { procRoot: options.procRoot } : {}),
     ...(options.native ? { native: options.native } : {}),
   });
@@ -515,6 +520,7 @@ export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): P
   return {
     socketPath: listener.socketPath,
     peerOf: lazyPeerOf,
+    limits: callerLimits,
     close(): Promise<void> {
       closing ??= (async () => {
         for (const s of extra) {
