@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseSpiffeId, parseTrustDomain, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
 import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js';
-import { openSqliteDataStore, type DataStoreLogger, type SqliteDataStore } from './sqlite.js';
+import { newEntryId, openSqliteDataStore, type DataStoreLogger, type SqliteDataStore } from './sqlite.js';
 import {
   DataStoreError,
   type AttestedNode,
@@ -245,7 +245,7 @@ describe('registration entries', () => {
       entryExpiry: 99999,
     });
     const e = await createOne(store, input, 1234);
-    assert.match(e.id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.match(e.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     assert.deepEqual(e, {
       id: e.id,
       spiffeId: 'spiffe://example.org/ns/prod/sa/api',
@@ -634,6 +634,160 @@ describe('registration entries', () => {
     // The store keeps working after the failure.
     await createOne(store, newEntry({ hint: 'after', selectors: [sel('r', '4')] }));
     assert.deepEqual(calls, [2]);
+  });
+});
+
+describe('entry IDs', () => {
+  it('are UUID v7: the millisecond time first (so IDs sort by creation time), random below it', () => {
+    const a = newEntryId(Date.UTC(2026, 0, 1));
+    const b = newEntryId(Date.UTC(2026, 0, 1) + 1);
+    for (const x of [a, b]) assert.match(x, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.equal(a.slice(0, 13).replace('-', ''), Date.UTC(2026, 0, 1).toString(16).padStart(12, '0'));
+    assert.ok(a < b, `${a} sorts before ${b}`);
+    const same = new Set(Array.from({ length: 1000 }, () => newEntryId(5)));
+    assert.equal(same.size, 1000, 'IDs of the same millisecond differ');
+  });
+});
+
+describe('bulk entry reads', () => {
+  it('getEntries returns the named entries keyed by ID, skipping unknown ones', async () => {
+    const { store } = freshStore();
+    const a = await createOne(store, newEntry({ spiffeId: id('spiffe://example.org/a'), dnsNames: ['a.example.org'] }));
+    const b = await createOne(store, newEntry({ spiffeId: id('spiffe://example.org/b'), federatesWith: [td('partner.org')] }));
+    await createOne(store, newEntry({ spiffeId: id('spiffe://example.org/c') }));
+    const got = await store.getEntries([b.id, 'no-such-entry', a.id, a.id]);
+    assert.deepEqual([...got.keys()].sort(), [a.id, b.id].sort());
+    assert.deepEqual(got.get(a.id), await store.getEntry(a.id));
+    assert.deepEqual(got.get(b.id), await store.getEntry(b.id));
+    assert.equal((await store.getEntries([])).size, 0);
+    await assert.rejects(store.getEntries([a.id, 7 as unknown as string]), (e: unknown) => e instanceof DataStoreError && e.reason === 'invalid' && /entry ids\[1\]/.test(e.message));
+  });
+
+  it('listAllEntries returns every entry exactly as getEntry does, children included', async () => {
+    const { store } = freshStore();
+    const created: RegistrationEntry[] = [];
+    for (let i = 0; i < 40; i++) {
+      created.push(
+        await createOne(
+          store,
+          newEntry({
+            spiffeId: id(`spiffe://example.org/w${i}`),
+            selectors: i % 3 === 0 ? [] : [sel('unix', `uid:${i}`), sel('k8s', `ns:"quoted" \\ ${i}`)],
+            dnsNames: i % 4 === 0 ? [`z${i}.example.org`, `a${i}.example.org`] : [],
+            federatesWith: i % 5 === 0 ? [td('zeta.org'), td('alpha.org')] : [],
+            hint: i % 2 === 0 ? '' : `hint \u00e9 ${i}`,
+            admin: i % 7 === 0,
+            downstream: i % 6 === 0,
+            entryExpiry: i % 8 === 0 ? 5000 + i : 0,
+            x509SvidTtl: i,
+          }),
+        ),
+      );
+    }
+    // A deleted one is gone; an updated one comes back in its current version.
+    await store.deleteEntries([created[1]!.id], 2000);
+    const updated = await store.updateEntry({ ...created[2]!, hint: 'updated' }, 2001);
+    const all = await store.listAllEntries();
+    assert.equal(all.length, 39);
+    const byId = new Map(all.map((e) => [e.id, e]));
+    assert.equal(byId.has(created[1]!.id), false);
+    assert.deepEqual(byId.get(updated.id), updated);
+    for (const e of created.slice(3)) assert.deepEqual(byId.get(e.id), await store.getEntry(e.id));
+    const empty = freshStore().store;
+    assert.deepEqual(await empty.listAllEntries(), []);
+  });
+});
+
+describe('group commit of concurrent createEntries calls', () => {
+  const web = (n: number): NewEntry => newEntry({ spiffeId: id(`spiffe://example.org/web${n}`) });
+
+  it('commits calls made in one turn together, each caller getting its own results', async () => {
+    const { store } = freshStore();
+    const commits: number[] = [];
+    store.onChange((latest) => commits.push(latest));
+    const p1 = store.createEntries([web(1), web(2)], 1000);
+    // A duplicate inside the second call fails only that item of that call.
+    const p2 = store.createEntries([web(3), web(3), web(4)], 1001);
+    const p3 = store.createEntries([web(5)], 1002);
+    const [r1, r2, r3] = await Promise.all([p1, p2, p3]);
+    assert.deepEqual(r1.map((r) => ('entry' in r ? r.entry.spiffeId : r.error.reason)), ['spiffe://example.org/web1', 'spiffe://example.org/web2']);
+    assert.deepEqual(r2.map((r) => ('entry' in r ? r.entry.spiffeId : r.error.reason)), ['spiffe://example.org/web3', 'duplicate_entry', 'spiffe://example.org/web4']);
+    const dup = r2[1]!;
+    assert.ok('error' in dup && /created earlier in this batch/.test(dup.error.message), 'the duplicate names its own batch');
+    assert.deepEqual(r3.map((r) => ('entry' in r ? r.entry.createdAt : -1)), [1002]);
+    assert.equal(r1[0] && 'entry' in r1[0] ? r1[0].entry.createdAt : -1, 1000);
+    // One transaction: one change notification for the five events.
+    assert.deepEqual(commits, [5]);
+    assert.equal(await store.countEntries(), 5);
+  });
+
+  it('a duplicate across two calls of one turn is refused in the later call only', async () => {
+    const { store } = freshStore();
+    const [a, b] = await Promise.all([store.createEntries([web(1)], 1000), store.createEntries([web(1), web(2)], 1000)]);
+    assert.ok(a[0] && 'entry' in a[0]);
+    assert.ok(b[0] && 'error' in b[0] && b[0].error.reason === 'duplicate_entry');
+    assert.ok(b[1] && 'entry' in b[1]);
+    assert.equal(await store.countEntries(), 2);
+  });
+
+  it('a read or write issued right after queued creates sees them (calls take effect in call order)', async () => {
+    const { store } = freshStore();
+    const created = store.createEntries([web(1), web(2)], 1000);
+    // Not awaited: these run before the group commit's setImmediate would.
+    const count = store.countEntries();
+    const listed = store.listAllEntries();
+    const events = store.listEventsSince(0, 10);
+    const [r] = await created;
+    assert.ok(r && 'entry' in r);
+    assert.equal(await count, 2);
+    assert.equal((await listed).length, 2);
+    assert.deepEqual((await events).map((e) => e.kind), ['entry_created', 'entry_created']);
+    // A write right after: deleting the entry just queued finds it.
+    const again = store.createEntries([web(3)], 1001);
+    const del = store.deleteEntries([r.entry.id], 1001);
+    const [d] = await del;
+    assert.ok(d && 'entry' in d, 'the delete saw the queued create');
+    const [r3] = await again;
+    assert.ok(r3 && 'entry' in r3);
+    assert.deepEqual((await store.listEventsSince(2, 10)).map((e) => [e.kind, e.key]), [
+      ['entry_created', r3.entry.id],
+      ['entry_deleted', r.entry.id],
+    ]);
+  });
+
+  it('close commits queued creates first; after close, creates are refused', async () => {
+    const path = join(freshDir(), 'datastore.sqlite3');
+    const store = openSqliteDataStore({ path });
+    const pending = store.createEntries([web(1)], 1000);
+    await store.close();
+    const [r] = await pending;
+    assert.ok(r && 'entry' in r, 'queued before close: committed');
+    await assert.rejects(store.createEntries([web(2)], 1000), (e: unknown) => e instanceof DataStoreError && e.reason === 'io' && /closed/.test(e.message));
+    const reopened = openStore(path);
+    assert.equal(await reopened.countEntries(), 1);
+  });
+
+  it('a failing transaction rejects every queued call and commits none of them', async () => {
+    const path = join(freshDir(), 'datastore.sqlite3');
+    const store = openStore(path);
+    // Another connection holds the write lock past the busy timeout would be slow; instead make
+    // the commit itself fail: a trigger that aborts on the second call's entry.
+    const other = new Database(path);
+    other.exec(
+      "CREATE TRIGGER fail_web2 BEFORE INSERT ON entries WHEN NEW.spiffe_id = 'spiffe://example.org/web2' " +
+        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END",
+    );
+    other.close();
+    const results = await Promise.allSettled([store.createEntries([web(1)], 1000), store.createEntries([web(2)], 1000), store.createEntries([web(3)], 1000)]);
+    for (const r of results) {
+      assert.equal(r.status, 'rejected');
+      assert.ok(r.status === 'rejected' && r.reason instanceof DataStoreError && r.reason.reason === 'io', String(r.status === 'rejected' ? r.reason : ''));
+    }
+    assert.equal(await store.countEntries(), 0, 'nothing of the failed group was committed');
+    assert.deepEqual(await store.listEventsSince(0, 10), []);
+    // The store still works afterwards.
+    const [ok] = await store.createEntries([web(1)], 1001);
+    assert.ok(ok && 'entry' in ok);
   });
 });
 

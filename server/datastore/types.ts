@@ -21,7 +21,7 @@ export function compareSelectors(a: Selector, b: Selector): number {
 }
 
 export interface RegistrationEntry {
-  /** Generated (UUID v4) unless given at creation. */
+  /** Generated (a UUID v7: time-ordered, random below the millisecond) unless given at creation. */
   id: string;
   spiffeId: SpiffeId;
   parentId: SpiffeId;
@@ -142,6 +142,16 @@ export interface DataStore {
   /** Creates all or, per entry, reports why it was refused; accepted ones commit together. */
   createEntries(entries: NewEntry[], now: number): Promise<Array<{ entry: RegistrationEntry } | { error: DataStoreError }>>;
   getEntry(id: string): Promise<RegistrationEntry | undefined>;
+  /**
+   * The entries with these IDs, read in one snapshot, keyed by ID; unknown IDs are absent. For
+   * bulk reads such as the change feed's (one query per batch of events, not one per event).
+   */
+  getEntries(ids: readonly string[]): Promise<Map<string, RegistrationEntry>>;
+  /**
+   * Every entry, in no particular order, read in one snapshot: the cheapest way to load them all
+   * (the server's authorization cache at startup). listEntries pages and sorts; this does not.
+   */
+  listAllEntries(): Promise<RegistrationEntry[]>;
   listEntries(filter?: EntryFilter, page?: Page): Promise<Paged<RegistrationEntry>>;
   countEntries(filter?: EntryFilter): Promise<number>;
   /** Replaces the entry's mutable fields; bumps revisionNumber. Throws not_found / duplicate. */

@@ -57,13 +57,7 @@ export class ChangeFeed {
    */
   async start(opts: { pollIntervalMs?: number } = {}): Promise<{ entries: number }> {
     this.#revision = await this.#datastore.latestEventId();
-    const entries: RegistrationEntry[] = [];
-    let token = '';
-    do {
-      const page = await this.#datastore.listEntries(undefined, { token, size: 10000 });
-      entries.push(...page.items);
-      token = page.nextToken;
-    } while (token !== '');
+    const entries = await this.#datastore.listAllEntries();
     this.#cache.reload(entries);
     this.#unsubscribe = this.#datastore.onChange(() => void this.poke());
     const every = opts.pollIntervalMs ?? 5000;
@@ -118,30 +112,86 @@ export class ChangeFeed {
     for (;;) {
       const events = await this.#datastore.listEventsSince(this.#revision, BATCH);
       if (events.length === 0) return;
-      for (const ev of events) await this.#apply(ev);
+      // The current version of every entry the batch created or updated, in one read.
+      const ids: string[] = [];
+      for (const ev of events) if (ev.kind === 'entry_created' || ev.kind === 'entry_updated') ids.push(ev.key);
+      const current = ids.length > 0 ? await this.#datastore.getEntries(ids) : new Map<string, RegistrationEntry>();
+      try {
+        for (const ev of events) this.#apply(ev, current);
+      } finally {
+        this.#flushPending();
+      }
     }
   }
 
-  async #apply(ev: ChangeEvent): Promise<void> {
+  /**
+   * Entry changes of the events read in one batch, merged per agent and entry, so a burst of
+   * writes reaches each agent as one change (one push) instead of one per event. Flushed at the
+   * end of every batch and before any node or bundle event, so listeners still see changes in
+   * commit order. A flush reports the last event processed before it as its revision.
+   */
+  #pending = new Map<SpiffeId, Map<string, { kind: 'added' | 'updated' | 'removed'; entry: RegistrationEntry }>>();
+
+  #addPending(changes: AgentChange[]): void {
+    for (const ch of changes) {
+      let m = this.#pending.get(ch.agentId);
+      if (!m) this.#pending.set(ch.agentId, (m = new Map()));
+      const put = (kind: 'added' | 'updated' | 'removed', entry: RegistrationEntry): void => {
+        const prev = m.get(entry.id)?.kind;
+        if (prev === undefined) m.set(entry.id, { kind, entry });
+        else if (kind === 'removed') {
+          // Added and removed within the batch: the agent never needs to hear of it.
+          if (prev === 'added') m.delete(entry.id);
+          else m.set(entry.id, { kind, entry });
+        } else if (prev === 'added') m.set(entry.id, { kind: 'added', entry });
+        // Removed then back (or updated twice): the agent keeps it with the new content.
+        else m.set(entry.id, { kind: 'updated', entry });
+      };
+      for (const e of ch.removed) put('removed', e);
+      for (const e of ch.added) put('added', e);
+      for (const e of ch.updated) put('updated', e);
+    }
+  }
+
+  #flushPending(): void {
+    if (this.#pending.size === 0) return;
+    const changes: AgentChange[] = [];
+    for (const [agentId, m] of this.#pending) {
+      const ch: AgentChange = { agentId, added: [], updated: [], removed: [] };
+      for (const { kind, entry } of m.values()) ch[kind].push(entry);
+      if (ch.added.length + ch.updated.length + ch.removed.length > 0) changes.push(ch);
+    }
+    this.#pending = new Map();
+    if (changes.length > 0) this.#emitEntries(changes, this.#revision);
+  }
+
+  /**
+   * `current`: the entries' versions read after the events were listed. An entry event applies
+   * the entry's current version (absent: deleted since), as reading it per event would: later
+   * events for the same entry then change nothing, and the cache ends at the current state.
+   */
+  #apply(ev: ChangeEvent, current: ReadonlyMap<string, RegistrationEntry>): void {
     switch (ev.kind) {
       case 'entry_created':
       case 'entry_updated':
       case 'entry_deleted': {
         const before = this.#cache.index.get(ev.key);
-        const after = ev.kind === 'entry_deleted' ? undefined : await this.#datastore.getEntry(ev.key);
+        const after = ev.kind === 'entry_deleted' ? undefined : current.get(ev.key);
         const changes = this.#cache.applyChange(before, after);
         this.#revision = ev.id;
-        if (changes.length > 0) this.#emitEntries(changes, ev.id);
+        if (changes.length > 0) this.#addPending(changes);
         break;
       }
       case 'node_created':
       case 'node_updated':
       case 'node_deleted':
+        this.#flushPending();
         this.#revision = ev.id;
         for (const l of this.#listeners) this.#guard(() => l.node?.(ev.key as SpiffeId, ev.id));
         break;
       case 'bundle_updated':
       case 'bundle_deleted':
+        this.#flushPending();
         this.#revision = ev.id;
         for (const l of this.#listeners) this.#guard(() => l.bundle?.(ev.key, ev.id));
         break;
