@@ -429,8 +429,16 @@ test('statusOf: caller errors keep their message; internal ones are hidden and l
   const io = statusOf(new DataStoreError('io', 'SQLITE_CORRUPT at /secret/path'), log);
   assert.equal(io.code, GrpcStatus.UNAVAILABLE);
   assert.doesNotMatch(io.message, /secret/);
+  const sqliteError = (code: string): Error => Object.assign(new Error(`${code}: /secret/path`), { code });
+  const full = statusOf(new DataStoreError('io', 'write failed', { cause: sqliteError('SQLITE_FULL') }), log);
+  assert.equal(full.code, GrpcStatus.RESOURCE_EXHAUSTED);
+  assert.match(full.message, /disk holding the datastore is full: nothing was written/);
+  const ro = statusOf(new DataStoreError('io', 'write failed', { cause: sqliteError('SQLITE_READONLY_DBMOVED') }), log);
+  assert.equal(ro.code, GrpcStatus.UNAVAILABLE);
+  assert.match(ro.message, /read-only/);
+  assert.doesNotMatch(full.message + ro.message, /secret/);
   const internal = statusOf(new TypeError('x is undefined in /secret/file.ts'), log);
   assert.deepEqual(internal, { code: GrpcStatus.INTERNAL, message: 'internal error' });
-  assert.equal(lines.length, 2);
+  assert.equal(lines.length, 4);
   assert.match(lines.join(''), /secret/);
 });

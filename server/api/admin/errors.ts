@@ -6,8 +6,9 @@
  *   'invalid') become INVALID_ARGUMENT with their message, which names the field and value.
  * - DataStoreError not_found -> NOT_FOUND, already_exists / duplicate_entry -> ALREADY_EXISTS
  *   (their messages name only what the caller sent).
- * - DataStoreError io -> UNAVAILABLE "datastore unavailable"; anything else -> INTERNAL
- *   "internal error". The detail (and cause) is logged, never sent.
+ * - DataStoreError io -> RESOURCE_EXHAUSTED when the disk is full (SQLITE_FULL), UNAVAILABLE
+ *   saying so when the database is read-only, else UNAVAILABLE "datastore unavailable";
+ *   anything else -> INTERNAL "internal error". The detail (and cause) is logged, never sent.
  */
 import { status as GrpcStatus, Metadata, type handleUnaryCall, type StatusObject } from '@grpc/grpc-js';
 import { isConfigError } from '../../../common/configfile.js';
@@ -48,13 +49,30 @@ export function statusOf(err: unknown, log: AdminLogger, context: Record<string,
         return { code: GrpcStatus.ALREADY_EXISTS, message: err.message };
       case 'invalid':
         return { code: GrpcStatus.INVALID_ARGUMENT, message: err.message };
-      case 'io':
+      case 'io': {
         log.error({ ...context, err }, 'datastore failure');
+        const code = sqliteCodeOf(err);
+        if (code === 'SQLITE_FULL') {
+          return { code: GrpcStatus.RESOURCE_EXHAUSTED, message: 'the disk holding the datastore is full: nothing was written; free space where data_dir lives and retry' };
+        }
+        if (code?.startsWith('SQLITE_READONLY')) {
+          return { code: GrpcStatus.UNAVAILABLE, message: 'the datastore is read-only (is the filesystem holding data_dir mounted read-only?): nothing was written' };
+        }
         return { code: GrpcStatus.UNAVAILABLE, message: 'datastore unavailable; see the server log' };
+      }
     }
   }
   log.error({ ...context, err }, 'internal error in admin API');
   return { code: GrpcStatus.INTERNAL, message: 'internal error' };
+}
+
+/** The SQLite result code (`SQLITE_FULL`, ...) somewhere in `err`'s cause chain. */
+function sqliteCodeOf(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('SQLITE_')) return code;
+  }
+  return undefined;
 }
 
 /** The status a unary callback fails with. */
