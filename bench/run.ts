@@ -1,11 +1,14 @@
 /**
  * `npm run bench`: runs the benchmarks and prints each figure next to its target and a baseline
- * measured in the same run. Options: --seconds N (per figure, default 3), --csrs N (default 200).
- * Benchmarks never run inside `npm test`.
+ * measured in the same run: one table per scenario, then a summary of every row with a target.
+ * Options: --only a,b (issuance, issuance-api, propagation, scale, admin, fanout, rotation,
+ * memory), --quick (small sizes), --seconds N (per in-process figure, default 3), --csrs N,
+ * sizes (--entries, --agents, --burst, --workloads, --client-procs, --rotations) and profiling
+ * (--server-cpu-prof DIR, --agent-cpu-prof DIR). Benchmarks never run inside `npm test`.
  */
 import { parseArgs } from 'node:util';
 import { benchIssuance } from './issuance.js';
-import { printTable } from './table.js';
+import { printTable, type Row } from './table.js';
 import { isSelected, runServerScenarios, SERVER_BENCH_OPTIONS } from './server/scenarios.js';
 import { AGENT_BENCH_OPTIONS, runAgentScenarios } from './scenarios/fanout.js';
 
@@ -19,12 +22,20 @@ if (!(seconds > 0) || !(csrs > 0)) {
   process.exit(2);
 }
 
+const started = performance.now();
 console.log(`Spindle benchmarks (node ${process.version}, ${seconds}s per figure)\n`);
+const rows: Row[] = [];
 if (isSelected(values, 'issuance')) {
   console.log('Issuance (spiffe/ signing path, one thread):');
-  printTable(await benchIssuance({ seconds, csrs }));
+  const issuance = await benchIssuance({ seconds, csrs });
+  printTable(issuance);
+  rows.push(...issuance);
 }
 // Server-side scenarios (--only issuance-api,propagation,scale,admin; --quick; --entries; --agents).
-await runServerScenarios(values, seconds);
+rows.push(...(await runServerScenarios(values, seconds)));
 // Agent-side scenarios (--only fanout,rotation,memory; --quick; --workloads; --client-procs; --rotations; --agent-cpu-prof DIR).
-await runAgentScenarios(values);
+rows.push(...(await runAgentScenarios(values)));
+
+const targeted = rows.filter((r) => r.pass !== undefined);
+console.log(`\nSummary: ${targeted.filter((r) => r.pass).length} of ${targeted.length} targets met in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+printTable(targeted);
