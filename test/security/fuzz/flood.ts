@@ -1,0 +1,117 @@
+/**
+ * A hostile client as a separate process (its own pid, so the Workload API's per-process limits
+ * apply to it and not to the test's well-behaved client, and so its event loop load does not
+ * slow the well-behaved client down):
+ *
+ *   node dist/test/security/fuzz/flood.js '<FloodSpec JSON>'
+ *
+ * Modes:
+ * - `streams`: `streams` calls spread over `connections` HTTP/2 connections, all opened at once,
+ *   each sending `bodyHex` (framed) and ending its side; with `noRead`, response data is never
+ *   read (the streams are paused: the server's writes back up against flow control). Streams
+ *   are held for `holdMs`, then everything is closed.
+ * - `slowloris`: `connections` connections, each opening one call whose request body is a frame
+ *   prefix that is never completed; held for `holdMs`.
+ * Prints one JSON line: { outcomes: { CODE|STREAMING|OPEN|NO_STATUS: n }, sessionErrors: n }.
+ */
+import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { fileURLToPath } from 'node:url';
+import { codeName, connectRaw, type RawTarget } from './wire.js';
+
+export interface FloodSpec {
+  mode: 'streams' | 'slowloris';
+  target: RawTarget;
+  path: string;
+  headers?: Record<string, string>;
+  /** The request message bytes (hex), framed by the flooder. */
+  bodyHex?: string;
+  /** End the request side after the body (default true). */
+  endRequest?: boolean;
+  connections: number;
+  streams?: number;
+  noRead?: boolean;
+  holdMs: number;
+}
+
+export interface FloodResult {
+  outcomes: Record<string, number>;
+  sessionErrors: number;
+}
+
+/** The path of the compiled flooder, for spawning. */
+export const FLOOD_SCRIPT = fileURLToPath(import.meta.url);
+
+export async function flood(spec: FloodSpec): Promise<FloodResult> {
+  const sessions: ClientHttp2Session[] = [];
+  let sessionErrors = 0;
+  for (let i = 0; i < spec.connections; i++) {
+    const s = connectRaw(spec.target);
+    s.on('error', () => sessionErrors++);
+    sessions.push(s);
+  }
+  const body = Buffer.from(spec.bodyHex ?? '', 'hex');
+  const framed = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), body]);
+  framed.writeUInt32BE(body.length, 1);
+  const state: Array<{ code?: number; data: boolean; closed: boolean }> = [];
+  const streams: ClientHttp2Stream[] = [];
+  const n = spec.mode === 'streams' ? (spec.streams ?? spec.connections) : spec.connections;
+  for (let i = 0; i < n; i++) {
+    const st: { code?: number; data: boolean; closed: boolean } = { data: false, closed: false };
+    state.push(st);
+    let stream: ClientHttp2Stream;
+    try {
+      stream = sessions[i % sessions.length]!.request({ ':method': 'POST', ':path': spec.path, 'content-type': 'application/grpc', te: 'trailers', ...spec.headers });
+    } catch {
+      st.closed = true;
+      continue;
+    }
+    streams.push(stream);
+    stream.on('error', () => {});
+    const onStatus = (h: http2.IncomingHttpHeaders): void => {
+      if (h['grpc-status'] !== undefined) st.code = Number(h['grpc-status']);
+    };
+    stream.on('response', onStatus);
+    stream.on('trailers', onStatus);
+    stream.on('close', () => (st.closed = true));
+    if (spec.noRead) {
+      stream.once('response', () => stream.pause());
+      stream.pause();
+    } else {
+      stream.on('data', () => (st.data = true));
+    }
+    if (spec.mode === 'slowloris') {
+      // A prefix announcing 1000 bytes, and 3 of them: the message never completes.
+      stream.write(Buffer.from([0, 0, 0, 0x03, 0xe8, 1, 2, 3]));
+    } else {
+      stream.write(framed);
+      if (spec.endRequest ?? true) stream.end();
+    }
+  }
+  await new Promise((r) => setTimeout(r, spec.holdMs));
+  const outcomes: Record<string, number> = {};
+  for (const st of state) {
+    // A paused stream's data is never read; readableLength tells whether any arrived.
+    const k = st.code !== undefined ? codeName(st.code) : st.data ? 'STREAMING' : st.closed ? 'NO_STATUS' : 'OPEN';
+    outcomes[k] = (outcomes[k] ?? 0) + 1;
+  }
+  if (spec.noRead) {
+    const buffered = streams.filter((s) => s.readableLength > 0).length;
+    if (buffered > 0) outcomes.BUFFERED_UNREAD = buffered;
+  }
+  for (const s of sessions) s.destroy();
+  return { outcomes, sessionErrors };
+}
+
+if (process.argv[1] === FLOOD_SCRIPT) {
+  const spec = JSON.parse(process.argv[2] ?? '{}') as FloodSpec;
+  flood(spec).then(
+    (r) => {
+      process.stdout.write(`${JSON.stringify(r)}\n`);
+      process.exit(0);
+    },
+    (err: unknown) => {
+      process.stderr.write(`flood failed: ${(err as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
+}
