@@ -83,6 +83,10 @@ export function connectAgentApi(opts: {
     'grpc.max_receive_message_length': MAX_SERVER_MESSAGE_BYTES,
     'grpc.keepalive_time_ms': 30_000,
     'grpc.keepalive_permit_without_calls': 1,
+    // The channel's own reconnect backoff (grpc-js: 1 s growing to 120 s) would keep the agent
+    // away from a server that is back long after its sync loop retries (0.5-5 s): match them.
+    'grpc.initial_reconnect_backoff_ms': 200,
+    'grpc.max_reconnect_backoff_ms': 5_000,
   });
   return { client, close: () => client.close() };
 }

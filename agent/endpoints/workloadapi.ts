@@ -42,7 +42,7 @@ import {
   type UntypedServiceImplementation,
   type sendUnaryData,
 } from '@grpc/grpc-js';
-import type { IdentityCache, WorkloadSubscription, WorkloadUpdate } from '../manager/types.js';
+import { IdentityUnavailableError, type IdentityCache, type WorkloadSubscription, type WorkloadUpdate } from '../manager/types.js';
 import type { WorkloadAttestor } from '../../attestors/workload/types.js';
 import type { Selector } from '../../server/datastore/types.js';
 import { BundleSet } from '../../spiffe/bundle.js';
@@ -289,6 +289,12 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
           log.debug(context, 'stream ended: caller process changed');
           return;
         }
+        if (update.identities.length === 0 && update.unavailable !== undefined) {
+          // Entitled, but nothing servable now (e.g. expired while the server is unreachable): retry.
+          endWith(GrpcStatus.UNAVAILABLE, update.unavailable);
+          log.warn(context, update.unavailable);
+          return;
+        }
         if (update.identities.length === 0) {
           endWith(GrpcStatus.PERMISSION_DENIED, 'no identity issued');
           log.debug(context, 'no identity issued');
@@ -331,7 +337,7 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
         try {
           initial = await sub.initial;
         } catch (err) {
-          throw cacheError(err);
+          throw err instanceof IdentityUnavailableError ? apiError(GrpcStatus.UNAVAILABLE, err.message, err) : cacheError(err);
         }
         initialSent = true;
         onUpdate(initial);

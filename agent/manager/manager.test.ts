@@ -510,6 +510,43 @@ describe('AgentManager', () => {
     m.stop();
   });
 
+  test('an SVID past its serving time is signed again at once; when it cannot be, UNAVAILABLE with a reason, a WARN, and a push', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    const [id] = createEntries(agent.id, [{ spiffeId: `spiffe://example.org/exp/a-${u}`, selectors: ['unix:uid:7100'], x509SvidTtl: 600 }]);
+    let offsetMs = 0;
+    const m = agent.manager({ now: () => new Date(Date.now() + offsetMs) });
+    await m.start();
+    const first = await m.fetchX509(sels('unix:uid:7100'));
+    const notAfter = first.identities[0]!.notAfter.getTime();
+    // Within the expiry margin (0.5 s before notAfter): not served, and signed again right away
+    // (not left for the renewal retry).
+    offsetMs = notAfter - Date.now() - 500;
+    const again = await m.fetchX509(sels('unix:uid:7100'));
+    assert.equal(again.identities.length, 1, 'a fresh SVID, not "no identity"');
+    assert.notEqual(serialOf(again, `spiffe://example.org/exp/a-${u}`), serialOf(first, `spiffe://example.org/exp/a-${u}`));
+
+    // The server now refuses it: past its notAfter the caller is told why (transient), the
+    // subscriber is pushed an update saying so, and one WARN names the SVID.
+    const c = collector();
+    const s = m.subscribe(sels('unix:uid:7100'), c.listener);
+    await s.initial;
+    agent.refuse.add(id!);
+    offsetMs = again.identities[0]!.notAfter.getTime() - Date.now() + 10;
+    m.renewDue();
+    const pushed = await c.next();
+    assert.equal(pushed.identities.length, 0);
+    assert.match(pushed.unavailable ?? '', new RegExp(`X509-SVID for spiffe://example.org/exp/a-${u} expired at .*retrying`));
+    await assert.rejects(m.fetchX509(sels('unix:uid:7100')), (e: Error) => e.name === 'IdentityUnavailableError' && /expired at/.test(e.message));
+    assert.equal(agent.logs.filter((l) => l.startsWith('WARN X509-SVID expired without being renewed')).length, 1);
+    // A caller matching nothing is still "no identity" (an empty update, no reason).
+    const none = await m.fetchX509(sels('unix:uid:7199'));
+    assert.equal(none.identities.length, 0);
+    assert.equal(none.unavailable, undefined);
+    s.close();
+    m.stop();
+  });
+
   test('fetchJwt: every audience, cached until half-life, fresh for another audience, spiffeId filter', async () => {
     const agent = await newAgent();
     const u = uniq();

@@ -29,7 +29,7 @@ import type { SyncAuthorizedResponse, BatchNewX509SVIDResponse, NewJWTSVIDRespon
 import type { Selector } from '../../server/datastore/types.js';
 import type { AgentApiConnection } from '../client/serverclient.js';
 import { syncAuthorized } from '../client/serverclient.js';
-import type { IdentityCache, JwtIdentity, WorkloadSubscription, WorkloadUpdate, X509Identity } from './types.js';
+import { IdentityUnavailableError, type IdentityCache, type JwtIdentity, type WorkloadSubscription, type WorkloadUpdate, type X509Identity } from './types.js';
 
 export interface ManagerLogger {
   debug(obj: object, msg: string): void;
@@ -54,8 +54,14 @@ export interface ManagerOptions {
 
 interface CachedSvid {
   identity: X509Identity;
-  /** When to renew (half-life with jitter). */
+  /** When to renew next (half-life with jitter; later after a failed attempt). */
   renewAt: number;
+  /** The half-life renewal time itself (what is overdue once the server is back). */
+  dueAt: number;
+  /** Served only while now < notAfter - margin (so it cannot expire on its way to the workload). */
+  marginMs: number;
+  /** Its expiry without renewal has been logged. */
+  expiryLogged: boolean;
   /** Entry revision the SVID was signed for. */
   revision: bigint;
 }
@@ -87,6 +93,12 @@ const RETRY_MAX_MS = 300_000;
 const PUSH_CHUNK = 64;
 /** Distinct shared updates kept between changes (one per distinct set of matched entries). */
 const MAX_SHARED_UPDATES = 4096;
+/**
+ * An SVID is no longer served this long before its notAfter (at most a tenth of its lifetime):
+ * an update is pushed, encoded and read after it is built, and must not arrive expired.
+ */
+const EXPIRY_MARGIN_MS = 1_000;
+const iso = (ms: number): string => new Date(ms).toISOString();
 
 export class NotReadyError extends Error {
   readonly code = 'ERR_AGENT_NOT_READY';
@@ -110,8 +122,10 @@ export class AgentManager implements IdentityCache {
   #readyWaiters: Waiter[] = [];
   #revision = 0n;
   #backoff = RECONNECT_MIN_MS;
-  /** When the sync stream was lost (undefined while connected). */
+  /** When the sync stream was lost (undefined while connected), by the injected clock. */
   #lostAt: number | undefined;
+  /** Since when the server cannot be reached (stream lost or a signing call failed in transport), by the injected clock. */
+  #unreachableSince: number | undefined;
   #reconnectTimer: NodeJS.Timeout | undefined;
   #renewTimer: NodeJS.Timeout | undefined;
   #stopped = false;
@@ -211,16 +225,19 @@ export class AgentManager implements IdentityCache {
     });
     this.#stream = stream;
     stream.on('data', (msg: SyncAuthorizedResponse) => {
+      const wasLost = this.#lostAt !== undefined || this.#unreachableSince !== undefined;
       if (this.#lostAt !== undefined) {
-        this.#log.info({ after_ms: Date.now() - this.#lostAt, revision: String(msg.revision) }, 'reconnected to the server');
+        this.#log.info({ after_ms: this.#now().getTime() - this.#lostAt, revision: String(msg.revision) }, 'reconnected to the server');
         this.#lostAt = undefined;
       }
+      this.#unreachableSince = undefined;
       this.#backoff = RECONNECT_MIN_MS;
       try {
         this.#apply(msg);
       } catch (err) {
         this.#log.error({ err }, 'could not apply an update from the server');
       }
+      if (wasLost) this.#resumeAfterOutage();
     });
     stream.on('error', (err: ServiceError) => {
       if (this.#stream !== stream) return;
@@ -238,14 +255,16 @@ export class AgentManager implements IdentityCache {
       } else {
         this.#log.warn({ code: err.code, details: err.details, retry_ms: this.#backoff }, 'lost the server sync stream; serving cached identities and retrying');
       }
-      this.#lostAt ??= Date.now();
+      this.#lostAt ??= this.#now().getTime();
+      this.#unreachableSince ??= this.#lostAt;
       this.#scheduleReconnect(this.#backoff);
       this.#backoff = Math.min(this.#backoff * 2, RECONNECT_MAX_MS);
     });
     stream.on('end', () => {
       if (this.#stream === stream && !this.#stopped) {
         this.#log.warn({ retry_ms: this.#backoff }, 'the server closed the sync stream; reconnecting');
-        this.#lostAt ??= Date.now();
+        this.#lostAt ??= this.#now().getTime();
+        this.#unreachableSince ??= this.#lostAt;
         this.#stream = undefined;
         this.#scheduleReconnect(this.#backoff);
       }
@@ -371,9 +390,12 @@ export class AgentManager implements IdentityCache {
    */
   #ensureSigned(entries: readonly Entry[], renew = false): Promise<unknown[]> {
     const waits: Promise<void>[] = [];
+    const now = this.#now().getTime();
     for (const e of entries) {
-      // A held SVID is served while its renewal is under way.
-      if (!renew && this.#svids.has(e.id)) continue;
+      // A held SVID is served while its renewal is under way; one past its serving time is
+      // as good as missing (it is signed again now, not when its renewal retry comes).
+      const held = this.#svids.get(e.id);
+      if (!renew && held && usable(held, now)) continue;
       const joined = this.#inflight.get(e.id) ?? this.#pending.get(e.id);
       waits.push(
         new Promise((resolve, reject) => {
@@ -451,6 +473,14 @@ export class AgentManager implements IdentityCache {
         ),
       );
       const now = this.#now().getTime();
+      if (this.#stream !== undefined && this.#lostAt === undefined) this.#unreachableSince = undefined;
+      else if (this.#stream === undefined && this.#reconnectTimer) {
+        // The server answers again while the sync stream waits out its backoff: reconnect now.
+        clearTimeout(this.#reconnectTimer);
+        this.#reconnectTimer = undefined;
+        this.#backoff = RECONNECT_MIN_MS;
+        this.#connect();
+      }
       todo.forEach((t, i) => {
         const r = res.results[i];
         const current = this.#entries.get(t.entry.id);
@@ -476,6 +506,9 @@ export class AgentManager implements IdentityCache {
         this.#svids.set(t.entry.id, {
           revision: t.entry.revisionNumber,
           renewAt,
+          dueAt: renewAt,
+          marginMs: Math.min(EXPIRY_MARGIN_MS, Math.max(0, life / 10)),
+          expiryLogged: false,
           identity: {
             entryId: t.entry.id,
             spiffeId: parseSpiffeId(r.svid.spiffeId),
@@ -491,6 +524,8 @@ export class AgentManager implements IdentityCache {
       });
       this.#log.debug({ count: todo.length }, 'X509-SVIDs signed');
     } catch (err) {
+      const code = (err as Partial<ServiceError>).code;
+      if (code === GrpcStatus.UNAVAILABLE || code === GrpcStatus.DEADLINE_EXCEEDED) this.#unreachableSince ??= this.#now().getTime();
       this.#log.warn({ err: (err as Error).message, count: ids.length }, 'signing X509-SVIDs failed');
       for (const id of ids) if (this.#inflight.has(id)) settle(id, err);
     } finally {
@@ -503,7 +538,12 @@ export class AgentManager implements IdentityCache {
     this.#renewTimer = undefined;
     if (this.#stopped) return;
     let earliest = Infinity;
-    for (const [id, s] of this.#svids) if (!this.#inflight.has(id) && !this.#pending.has(id)) earliest = Math.min(earliest, s.renewAt);
+    for (const [id, s] of this.#svids) {
+      // Also wake when an SVID stops being served (its renewal failed until then): subscribers
+      // must hear that it is gone, and an operator why.
+      if (!s.expiryLogged) earliest = Math.min(earliest, servedUntil(s));
+      if (!this.#inflight.has(id) && !this.#pending.has(id)) earliest = Math.min(earliest, s.renewAt);
+    }
     if (earliest === Infinity) return;
     const delay = Math.max(0, Math.min(earliest - this.#now().getTime(), 2 ** 31 - 1));
     this.#renewTimer = setTimeout(() => this.renewDue(), delay);
@@ -515,7 +555,19 @@ export class AgentManager implements IdentityCache {
     if (this.#stopped) return;
     const now = this.#now().getTime();
     const due: Entry[] = [];
+    let expired = false;
     for (const [id, s] of this.#svids) {
+      if (!s.expiryLogged && !usable(s, now)) {
+        // Served no more: said once per SVID, and pushed to subscribers below.
+        s.expiryLogged = true;
+        expired = true;
+        this.#generation++;
+        const since = this.#unreachableSince ?? this.#lostAt;
+        this.#log.warn(
+          { spiffe_id: s.identity.spiffeId, entry_id: id, expires_at: iso(s.identity.notAfter.getTime()), ...(since !== undefined ? { server_unreachable_since: iso(since) } : {}) },
+          since !== undefined ? 'X509-SVID expired without being renewed: the server is unreachable; retrying' : 'X509-SVID expired without being renewed; retrying',
+        );
+      }
       if (s.renewAt > now || this.#inflight.has(id) || this.#pending.has(id)) continue;
       const e = this.#entries.get(id);
       if (e) due.push(e);
@@ -526,6 +578,7 @@ export class AgentManager implements IdentityCache {
     }
     if (due.length === 0) {
       this.#scheduleRenewal();
+      if (expired) this.#refreshSubscribers();
       return;
     }
     // The current SVIDs keep being served until their replacements arrive; those that fail are
@@ -544,10 +597,15 @@ export class AgentManager implements IdentityCache {
     const identities: X509Identity[] = [];
     const seenHints = new Set<string>();
     const now = this.#now().getTime();
+    let missing: { entry: Entry; svid: CachedSvid | undefined } | undefined;
     for (const e of entries) {
       const s = this.#svids.get(e.id);
-      // Never hand out an expired SVID (e.g. the server has been unreachable for too long).
-      if (!s || s.identity.notAfter.getTime() <= now) continue;
+      // Never hand out an expired SVID, nor one about to expire before the workload reads it
+      // (e.g. the server has been unreachable for too long).
+      if (!s || !usable(s, now)) {
+        missing ??= { entry: e, svid: s };
+        continue;
+      }
       if (s.identity.hint !== '') {
         if (seenHints.has(s.identity.hint)) continue;
         seenHints.add(s.identity.hint);
@@ -562,7 +620,16 @@ export class AgentManager implements IdentityCache {
       const b = this.#bundles.get(td);
       return b ? [b] : [];
     });
-    return { identities, bundle: own, federatedBundles };
+    const update: WorkloadUpdate = { identities, bundle: own, federatedBundles };
+    if (identities.length === 0 && missing) update.unavailable = this.#unavailableReason(missing.entry, missing.svid);
+    return update;
+  }
+
+  /** Why a workload matching `entry` has no SVID for it right now (sent to that workload). */
+  #unavailableReason(entry: Entry, svid: CachedSvid | undefined): string {
+    const since = this.#unreachableSince;
+    const what = svid ? `X509-SVID for ${entry.spiffeId} expired at ${iso(svid.identity.notAfter.getTime())}` : `no X509-SVID for ${entry.spiffeId} yet`;
+    return since !== undefined ? `${what}; server unreachable since ${iso(since)}; retrying` : `${what}; signing it failed; retrying`;
   }
 
   /**
@@ -580,7 +647,12 @@ export class AgentManager implements IdentityCache {
     if (cached && now < cached.validUntil) return cached.update;
     const update = this.#update(entries);
     let validUntil = Infinity;
-    for (const i of update.identities) validUntil = Math.min(validUntil, i.notAfter.getTime());
+    for (const e of entries) {
+      const s = this.#svids.get(e.id);
+      if (s && update.identities.includes(s.identity)) validUntil = Math.min(validUntil, servedUntil(s));
+    }
+    // A reason names the outage's start: built afresh each time, never shared stale.
+    if (update.unavailable !== undefined) validUntil = 0;
     this.#updates.set(key, { update, validUntil });
     return update;
   }
@@ -590,6 +662,8 @@ export class AgentManager implements IdentityCache {
     const keys = new Set(selectors.map(selKey));
     const errors = await this.#ensureSigned(this.#match(keys));
     const u = this.#updateFor(this.#match(keys));
+    // Entitled to identities, none of them can be served now: a transient state, not a refusal.
+    if (u.unavailable !== undefined) throw new IdentityUnavailableError(u.unavailable, { cause: errors[0] });
     if (errors.length > 0) {
       // One entry the server will not sign must not cost the workload its other identities.
       if (u.identities.length === 0) throw errors[0];
@@ -654,6 +728,9 @@ export class AgentManager implements IdentityCache {
               this.#log.warn({ err: (err as Error).message }, 'could not build an update for a subscriber');
               continue;
             }
+            // Nothing servable only because a newer change's signing is under way: that change's
+            // own refresh delivers (a workload is not told "unavailable" for a moment's wait).
+            if (u.unavailable !== undefined && this.#match(sub.selectors).some((e) => this.#pending.has(e.id) || this.#inflight.has(e.id))) continue;
             let fp = fingerprints.get(u);
             if (fp === undefined) fingerprints.set(u, (fp = fingerprint(u)));
             if (fp === sub.last) continue;
@@ -671,6 +748,22 @@ export class AgentManager implements IdentityCache {
     }
   }
 
+  /**
+   * The server is back after an outage: renew at once whatever came due meanwhile (not when its
+   * retry timer fires), and sign what subscribers are missing (their SVIDs expired, or were
+   * never signed).
+   */
+  #resumeAfterOutage(): void {
+    if (this.#stopped) return;
+    const now = this.#now().getTime();
+    for (const s of this.#svids.values()) if (s.dueAt <= now && s.renewAt > now) s.renewAt = now;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    this.#retryBackoff = this.#o.retryMs ?? RENEW_RETRY_MS;
+    this.renewDue();
+    this.#refreshSubscribers();
+  }
+
   /** Tries again (later, with backoff) to sign what subscribers are still missing. */
   #scheduleRetry(): void {
     if (this.#retryTimer || this.#stopped) return;
@@ -678,7 +771,13 @@ export class AgentManager implements IdentityCache {
     this.#retryBackoff = Math.min(this.#retryBackoff * 2, RETRY_MAX_MS);
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
-      const missing = [...this.#subs].some((sub) => this.#match(sub.selectors).some((e) => !this.#svids.has(e.id)));
+      const now = this.#now().getTime();
+      const missing = [...this.#subs].some((sub) =>
+        this.#match(sub.selectors).some((e) => {
+          const s = this.#svids.get(e.id);
+          return !s || !usable(s, now);
+        }),
+      );
       if (missing) this.#refreshSubscribers();
       else this.#retryBackoff = this.#o.retryMs ?? RENEW_RETRY_MS;
     }, delay);
@@ -733,6 +832,15 @@ export class AgentManager implements IdentityCache {
     this.#bundleListeners.add(listener);
     return () => this.#bundleListeners.delete(listener);
   }
+}
+
+/** The last moment an SVID is served (a margin before its notAfter). */
+function servedUntil(s: CachedSvid): number {
+  return s.identity.notAfter.getTime() - s.marginMs;
+}
+
+function usable(s: CachedSvid, now: number): boolean {
+  return now < servedUntil(s);
 }
 
 /** Identity of an update's content, to skip pushing what a subscriber already has. */

@@ -35,6 +35,26 @@ export interface WorkloadUpdate {
   bundle: Bundle;
   /** Bundles of the trust domains the identities federate with (never our own). */
   federatedBundles: Bundle[];
+  /**
+   * Set when `identities` is empty although the workload matches entries: none of their SVIDs
+   * can be served right now (expired while the server is unreachable, or not signed yet). Says
+   * why, for the workload (a transient state: retry), e.g. "X509-SVID for spiffe://... expired
+   * at ...; server unreachable since ...; retrying". Unset when the workload matches no entry.
+   */
+  unavailable?: string;
+}
+
+/**
+ * The workload matches entries but none of their SVIDs can be served now (see
+ * WorkloadUpdate.unavailable): the Workload API answers UNAVAILABLE with this message, never
+ * PERMISSION_DENIED (which tells SDKs to give up).
+ */
+export class IdentityUnavailableError extends Error {
+  readonly code = 'ERR_IDENTITY_UNAVAILABLE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'IdentityUnavailableError';
+  }
 }
 
 export interface JwtIdentity {

@@ -331,6 +331,57 @@ describe('watch', () => {
     }
   });
 
+  test('a reader that falls behind gets the newest state, not every superseded message', async () => {
+    const live = await FakeAgent.start({ identities: [trust.web], ...trust.material });
+    try {
+      const c = client(live.address);
+      const updates = new Inbox<X509Context>();
+      let calls = 0;
+      const w = c.watchX509Context((ctx) => {
+        calls++;
+        // A slow consumer: everything pushed meanwhile waits in the socket.
+        const until = performance.now() + 50;
+        while (performance.now() < until);
+        updates.push(ctx);
+      });
+      await updates.next();
+      const before = calls;
+      for (let i = 0; i < 30; i++) live.update({ identities: i % 2 === 0 ? [trust.web, trust.db] : [trust.db] });
+      live.update({ identities: [trust.db, trust.web] });
+      let ctx: X509Context;
+      do ctx = await updates.next();
+      while (ctx.svids.length !== 2 || ctx.svids[0]!.id !== 'spiffe://example.org/db');
+      const handled = calls - before;
+      assert.ok(handled < 10, `31 messages sent together reach onUpdate coalesced (${handled} calls)`);
+      w.close();
+    } finally {
+      await live.close();
+    }
+  });
+
+  test('the channel reconnect backoff follows the watch backoff (a restarted agent is found within it)', async () => {
+    const live = await FakeAgent.start({ identities: [trust.web], ...trust.material });
+    try {
+      // No channelOptions: the SDK's defaults. grpc-js alone would wait 1 s, 1.6 s, 2.56 s... between dials.
+      const c = createWorkloadApiClient({ address: live.address, backoff: { initialMs: 50, maxMs: 200 } });
+      clients.push(c);
+      const updates = new Inbox<X509Context>();
+      const w = c.watchX509Context(updates.push);
+      await updates.next();
+      await live.stop();
+      // Down long enough for grpc-js's own backoff to have grown past a second.
+      await new Promise((r) => setTimeout(r, 3500));
+      await live.listen();
+      const t0 = performance.now();
+      await updates.next(8000);
+      const ms = performance.now() - t0;
+      assert.ok(ms < 700, `the watch got the restarted agent's state ${ms.toFixed(0)} ms after it listened (watch backoff max 200 ms)`);
+      w.close();
+    } finally {
+      await live.close();
+    }
+  });
+
   test('watchX509Bundles and watchJwtBundles push bundle changes', async () => {
     const live = await FakeAgent.start({ identities: [trust.web], ...trust.material });
     try {

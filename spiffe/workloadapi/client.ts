@@ -23,6 +23,14 @@
  *   (`final: false`) and reconnects with exponential backoff (`backoff`, default 1 s doubling to
  *   30 s, reset by every message received). A message that does not decode is reported
  *   (`final: false`, reason `bad_response`) and skipped; the stream stays open.
+ * - Watches deliver the newest state: messages that arrive together (a reader that fell behind)
+ *   are coalesced and only the last one is decoded and passed to `onUpdate` (each message is
+ *   the full current state, so nothing is lost, and a slow reader catches up instead of working
+ *   through SVIDs that were replaced, or have expired, meanwhile).
+ * - The channel's own reconnect backoff (grpc-js `grpc.initial_reconnect_backoff_ms` /
+ *   `grpc.max_reconnect_backoff_ms`, 1 s growing to 120 s by default) follows `backoff` unless
+ *   `channelOptions` sets it: a watch retrying every second must not sit behind a channel that
+ *   waits two minutes before it dials the restarted agent again.
  * - Every failure is a WorkloadApiError (errors.ts) keeping the gRPC status `code`.
  * - Watch callbacks run on grpc-js stream events: they must not throw (an exception escapes as
  *   from any event handler). close() may be called from inside them.
@@ -59,6 +67,10 @@ export const ENDPOINT_SOCKET_ENV = 'SPIFFE_ENDPOINT_SOCKET';
 export const SECURITY_HEADER = 'workload.spiffe.io';
 export const DEFAULT_TIMEOUT_MS = 10_000;
 export const DEFAULT_BACKOFF = { initialMs: 1000, maxMs: 30_000 } as const;
+/** Event-loop turns a watch waits for more buffered messages before delivering the newest. */
+const COALESCE_MAX_TURNS = 8;
+/** First reconnect delay of the channel (at most the watch backoff's initial delay). */
+const DEFAULT_CHANNEL_INITIAL_BACKOFF_MS = 100;
 export const DEFAULT_FATAL_CODES: readonly number[] = [Status.PERMISSION_DENIED, Status.INVALID_ARGUMENT, Status.UNIMPLEMENTED];
 
 export interface WorkloadApiClientOptions {
@@ -144,7 +156,12 @@ export class WorkloadApiClient {
     this.timeoutMs = positive(opts.timeoutMs, DEFAULT_TIMEOUT_MS, 'timeoutMs');
     const initialMs = positive(opts.backoff?.initialMs, DEFAULT_BACKOFF.initialMs, 'backoff.initialMs');
     this.#backoff = { initialMs, maxMs: Math.max(initialMs, positive(opts.backoff?.maxMs, DEFAULT_BACKOFF.maxMs, 'backoff.maxMs')) };
-    this.#grpc = new SpiffeWorkloadAPIClient(toGrpcTarget(addr), credentials.createInsecure(), opts.channelOptions ?? {});
+    const channelOptions: Partial<ClientOptions> = {
+      'grpc.initial_reconnect_backoff_ms': Math.min(this.#backoff.initialMs, DEFAULT_CHANNEL_INITIAL_BACKOFF_MS),
+      'grpc.max_reconnect_backoff_ms': this.#backoff.maxMs,
+      ...opts.channelOptions,
+    };
+    this.#grpc = new SpiffeWorkloadAPIClient(toGrpcTarget(addr), credentials.createInsecure(), channelOptions);
   }
 
   get closed(): boolean {
@@ -334,22 +351,44 @@ export class WorkloadApiClient {
       if (ended) return;
       const call = start(this.#metadata());
       current = call;
-      call.on('data', (res: Res) => {
-        if (ended || current !== call) return;
-        delay = this.#backoff.initialMs;
+      // Coalescing: messages received before the next turn of the event loop replace each other.
+      // grpc-js hands over buffered messages a few per turn, so a backlog is waited out for a
+      // few more turns (bounded: a steady stream still gets through).
+      let latest: { res: Res } | undefined;
+      let arrived = 0;
+      let rounds = 0;
+      const settleThenDeliver = (seen: number): void => {
+        if (arrived !== seen && rounds++ < COALESCE_MAX_TURNS) setImmediate(settleThenDeliver, arrived);
+        else deliver();
+      };
+      const deliver = (): void => {
+        rounds = 0;
+        const m = latest;
+        latest = undefined;
+        if (m === undefined || ended || current !== call) return;
         let value: T;
         try {
-          value = parse(res);
+          value = parse(m.res);
         } catch (err) {
           report(badResponse(rpc, 'a message does not decode (skipped)', err), { final: false });
           return;
         }
         onUpdate(value);
+      };
+      call.on('data', (res: Res) => {
+        if (ended || current !== call) return;
+        delay = this.#backoff.initialMs;
+        const scheduled = latest !== undefined;
+        latest = { res };
+        arrived++;
+        if (!scheduled) setImmediate(settleThenDeliver, arrived);
       });
       call.on('error', () => {
         /* the outcome is taken from 'status' */
       });
       call.on('status', (s: { code: number; details: string }) => {
+        if (ended || current !== call) return;
+        deliver(); // what arrived before the status first
         if (ended || current !== call) return;
         current = undefined;
         const err =
