@@ -5,25 +5,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { agentBin, freePort, repoRoot, serverBin } from '../../test/support/serverproc.js';
 
-export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
-const serverBin = join(repoRoot, 'bin', 'spindle-server');
-const agentBin = join(repoRoot, 'bin', 'spindle-agent');
+export { freePort, repoRoot };
 const LOG_TAIL = 16 * 1024;
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      s.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no free port'))));
-    });
-  });
-}
 
 export interface Proc {
   proc: ChildProcess;

@@ -107,7 +107,8 @@ export function openSqliteDataStore(options: SqliteDataStoreOptions): SqliteData
 // ---------------------------------------------------------------------------------------------
 // Rows (raw mode: arrays in SELECT column order).
 
-type EntryRow = [
+/** The columns of an entry row, in SELECT order, before its children. */
+type EntryColumns = [
   pk: number,
   id: string,
   spiffeId: string,
@@ -121,6 +122,10 @@ type EntryRow = [
   revisionNumber: number,
   createdAt: number,
   updatedAt: number,
+];
+
+type EntryRow = [
+  ...EntryColumns,
   /** JSON arrays: selectors_key ([[type, value], ...]), [name, ...], [trustDomain, ...]. */
   selectors: string,
   dnsNames: string,
@@ -158,19 +163,7 @@ const ALL_ENTRIES_JSON_SQL =
 const ALL_ENTRIES_CHUNK = 50_000;
 
 type EntryJson = [
-  pk: number,
-  id: string,
-  spiffeId: string,
-  parentId: string,
-  x509SvidTtl: number,
-  jwtSvidTtl: number,
-  admin: number,
-  downstream: number,
-  hint: string,
-  entryExpiry: number,
-  revisionNumber: number,
-  createdAt: number,
-  updatedAt: number,
+  ...EntryColumns,
   selectors: Array<[string, string]>,
   federatesWith: string[],
 ];
