@@ -5,10 +5,9 @@
  * with SIGTERM (or SIGKILL).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { agentBin, serverBin, type ServerProcess } from './serverproc.js';
+import { agentBin, serverBin, tempDir, type ServerProcess } from './serverproc.js';
 
 export interface AgentProcess {
   dir: string;
@@ -76,7 +75,7 @@ export async function startAgentProcess(opts: {
   readyTimeoutMs?: number;
 }): Promise<AgentProcess> {
   const { server } = opts;
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'spindle-agent-e2e-'));
+  const dir = opts.dir ?? tempDir('spindle-agent-e2e-');
   // Workloads of other uids connect to the socket below this dir: let them traverse it.
   chmodSync(dir, 0o755);
   const dataDir = join(dir, 'data');

@@ -3,7 +3,7 @@
  * flags in a temp dir, ready when the log says so, stopped with SIGTERM (or SIGKILL).
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,22 @@ export const serverBin = join(repoRoot, 'bin', 'spindle-server');
 export const agentBin = join(repoRoot, 'bin', 'spindle-agent');
 
 /** A TCP port that was free a moment ago on 127.0.0.1. */
+/** Temp dirs made by these helpers: removed when the test process exits (SPINDLE_E2E_KEEP=1 keeps them). */
+const madeDirs = new Set<string>();
+
+/** A fresh temp dir under os.tmpdir(), removed at process exit. */
+export function tempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  if (madeDirs.size === 0) {
+    process.once('exit', () => {
+      if (process.env['SPINDLE_E2E_KEEP']) return;
+      for (const d of madeDirs) rmSync(d, { recursive: true, force: true });
+    });
+  }
+  madeDirs.add(dir);
+  return dir;
+}
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
@@ -40,7 +56,7 @@ export interface ServerProcess {
 }
 
 export async function startServerProcess(opts: { dir?: string; trustDomain?: string; port?: number; extraArgs?: string[] } = {}): Promise<ServerProcess> {
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'spindle-e2e-'));
+  const dir = opts.dir ?? tempDir('spindle-e2e-');
   const dataDir = join(dir, 'data');
   const socketPath = join(dir, 'admin', 'api.sock');
   const port = opts.port ?? (await freePort());
