@@ -37,7 +37,7 @@ import { SecretDiscoveryServiceService, type SecretDiscoveryServiceServer } from
 import { Secret } from '../../proto/gen/envoy/extensions/transport_sockets/tls/v3/secret.js';
 import { SPIFFECertValidatorConfig } from '../../proto/gen/envoy/extensions/transport_sockets/tls/v3/tls_spiffe_validator_config.js';
 import { apiError, toStatus } from './errors.js';
-import { cacheError, callerAttestation } from './caller.js';
+import { cacheError, callerAttestation, StreamEnd, type StreamEnder } from './caller.js';
 import { CallerLimits } from './limits.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
@@ -216,7 +216,7 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
     disableSpiffeCertValidation: options.config?.disableSpiffeCertValidation ?? false,
   };
   const limits = options.limits ?? new CallerLimits();
-  const open = new Set<(code: GrpcStatus, details: string) => void>();
+  const open = new Set<StreamEnder>();
 
   const { peerOfCall, attest } = callerAttestation(peerOf, attestors);
 
@@ -232,11 +232,9 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
 
   function streamSecrets(call: ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>): void {
     const context = { method: 'StreamSecrets', peer: call.getPeer() };
-    const abort = new AbortController();
-    let release: (() => void) | undefined;
-    let sub: WorkloadSubscription | undefined;
+    const life = new StreamEnd(call, open, log, context);
+    const { cleanup, endWith, fail } = life;
     let caller: PeerContext | undefined;
-    let ended = false;
     let ready = false;
     const queued: DiscoveryRequest[] = [];
     let update: WorkloadUpdate | undefined;
@@ -246,30 +244,10 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
     let lastResources: Buffer | undefined;
     let version = 0;
 
-    const cleanup = (): void => {
-      if (ended) return;
-      ended = true;
-      open.delete(endWith);
-      abort.abort();
-      sub?.close();
-      release?.();
-    };
-    function endWith(code: GrpcStatus, details: string): void {
-      if (ended) return;
-      cleanup();
-      call.emit('error', { code, details });
-    }
-    const fail = (err: unknown): void => {
-      if (ended) return;
-      const st = toStatus(err, log, context);
-      endWith(st.code, st.details);
-    };
-    call.once('cancelled', cleanup);
-    call.once('close', cleanup);
     call.on('error', () => cleanup());
     call.on('end', () => {
       // Client half-closed: finish the call.
-      if (ended) return;
+      if (life.ended) return;
       cleanup();
       call.end();
     });
@@ -277,7 +255,7 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
 
     /** Sends the requested resources; `force` false skips a response identical to the last one. */
     const respond = (force: boolean): void => {
-      if (ended || names === undefined || update === undefined) return;
+      if (life.ended || names === undefined || update === undefined) return;
       if (caller !== undefined && !caller.stillSameProcess()) {
         endWith(GrpcStatus.UNAVAILABLE, 'caller process changed (it exited or its pid was reused); reconnect and retry');
         return;
@@ -300,7 +278,7 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
     };
 
     const handle = (req: DiscoveryRequest): void => {
-      if (ended) return;
+      if (life.ended) return;
       try {
         checkTypeUrl(req);
       } catch (err) {
@@ -322,7 +300,7 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
     };
 
     call.on('data', (req: DiscoveryRequest) => {
-      if (ended) return;
+      if (life.ended) return;
       if (!ready) queued.push(req);
       else handle(req);
     });
@@ -330,14 +308,15 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
     (async () => {
       const peer = peerOfCall(call);
       limits.admitCall(peer, 'sds');
-      release = limits.openStream(peer, 'sds');
-      const selectors = await attest(peer, abort.signal);
-      if (ended) return;
+      life.release = limits.openStream(peer, 'sds');
+      const selectors = await attest(peer, life.abort.signal);
+      if (life.ended) return;
       caller = peer;
       let initialDone = false;
       let early: WorkloadUpdate | undefined;
+      let sub: WorkloadSubscription;
       try {
-        sub = cache.subscribe(selectors, (u) => {
+        sub = life.sub = cache.subscribe(selectors, (u) => {
           if (!initialDone) {
             early = u;
             return;
@@ -348,7 +327,7 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
       } catch (err) {
         throw cacheError(err);
       }
-      if (ended) {
+      if (life.ended) {
         sub.close();
         return;
       }

@@ -63,7 +63,7 @@ import {
 } from '../../proto/gen/workload/workload.js';
 import type { PeerCredNative } from '../native/peercred.js';
 import { apiError, toStatus } from './errors.js';
-import { cacheError, callerAttestation } from './caller.js';
+import { cacheError, callerAttestation, StreamEnd, type StreamEnder } from './caller.js';
 import { createWorkloadHealthService } from './health.js';
 import { addReflection } from './reflection.js';
 import { CallerLimits, StreamLimiter, type CallerLimitSettings } from './limits.js';
@@ -177,7 +177,7 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
   const now = options.now ?? (() => new Date());
   const limits = options.limits ?? new CallerLimits();
   /** Enders of open streams, for closeStreams(). */
-  const open = new Set<(code: GrpcStatus, details: string) => void>();
+  const open = new Set<StreamEnder>();
 
   const { peerOfCall, attest } = callerAttestation(peerOf, attestors);
 
@@ -223,42 +223,18 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
     };
     return (call: ServerWritableStream<unknown, Res>): void => {
       const context = { method, peer: call.getPeer() };
-      const abort = new AbortController();
-      let release: (() => void) | undefined;
-      let sub: WorkloadSubscription | undefined;
+      const life = new StreamEnd(call, open, log, context);
+      const { endWith, fail } = life;
       let caller: PeerContext | undefined;
       /** When attestation last confirmed the caller (cleared by the first push). */
       let checkedAt: number | undefined;
-      let ended = false;
-
-      const cleanup = (): void => {
-        if (ended) return;
-        ended = true;
-        open.delete(endWith);
-        abort.abort();
-        sub?.close();
-        release?.();
-      };
-      function endWith(code: GrpcStatus, details: string): void {
-        if (ended) return;
-        cleanup();
-        call.emit('error', { code, details });
-      }
-      const fail = (err: unknown): void => {
-        if (ended) return;
-        const st = toStatus(err, log, context);
-        endWith(st.code, st.details);
-      };
-      call.once('cancelled', cleanup);
-      call.once('close', cleanup);
-      open.add(endWith);
 
       // Writer: skips repeats; while the transport is not drained, only the newest message waits.
       let last: Buffer | undefined;
       let waiting = false;
       let pending: Message<Res> | undefined;
       const send = (msg: Message<Res>): void => {
-        if (ended) return;
+        if (life.ended) return;
         if (waiting) {
           pending = msg;
           return;
@@ -277,7 +253,7 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
         }
       };
       const onUpdate = (update: WorkloadUpdate): void => {
-        if (ended) return;
+        if (life.ended) return;
         // Re-checked before every push (a poll of the pidfd and a /proc read): a process that
         // inherited the connection after the caller exited gets no further SVIDs. Not again for
         // a message right behind attestation's own check (the first one, SVIDs already held):
@@ -314,22 +290,23 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
         checkHeader(call.metadata);
         const peer = peerOfCall(call);
         limits.admitCall(peer, 'workload');
-        release = limits.openStream(peer, 'workload');
-        const selectors = await attest(peer, abort.signal);
-        if (ended) return;
+        life.release = limits.openStream(peer, 'workload');
+        const selectors = await attest(peer, life.abort.signal);
+        if (life.ended) return;
         caller = peer;
         checkedAt = performance.now(); // attest() has just checked stillSameProcess()
         let initialSent = false;
         let early: WorkloadUpdate | undefined;
+        let sub: WorkloadSubscription;
         try {
-          sub = cache.subscribe(selectors, (update) => {
+          sub = life.sub = cache.subscribe(selectors, (update) => {
             if (initialSent) onUpdate(update);
             else early = update; // newer than the initial one, which has not arrived yet
           });
         } catch (err) {
           throw cacheError(err);
         }
-        if (ended) {
+        if (life.ended) {
           sub.close();
           return;
         }
