@@ -303,6 +303,14 @@ interface NormalizedEntry {
   entryExpiry: number;
 }
 
+/**
+ * The mutable columns of an entry, in the order insertEntry and updateEntry name them
+ * (spiffe_id ... entry_expiry).
+ */
+function entryColumnValues(n: NormalizedEntry): Array<string | number> {
+  return [n.spiffeId, n.parentId, n.selectorsKey, n.selectors.length, n.federatesWith.length, n.x509SvidTtl, n.jwtSvidTtl, n.admin ? 1 : 0, n.downstream ? 1 : 0, n.hint, n.entryExpiry];
+}
+
 /** Validates the mutable fields of an entry; throws DataStoreError('invalid'). */
 function normalizeEntry(e: NewEntry | RegistrationEntry): NormalizedEntry {
   if (typeof e !== 'object' || e === null) throw invalid(`entry must be an object, got ${describe(e)}`);
@@ -1007,22 +1015,7 @@ class SqliteStore implements SqliteDataStore {
         results.push({ error: this.duplicateError(n, dup, created.has(dup)) });
         continue;
       }
-      const inserted = this.s.insertEntry.run(
-        id,
-        n.spiffeId,
-        n.parentId,
-        n.selectorsKey,
-        n.selectors.length,
-        n.federatesWith.length,
-        n.x509SvidTtl,
-        n.jwtSvidTtl,
-        n.admin ? 1 : 0,
-        n.downstream ? 1 : 0,
-        n.hint,
-        n.entryExpiry,
-        now,
-        now,
-      );
+      const inserted = this.s.insertEntry.run(id, ...entryColumnValues(n), now, now);
       this.insertEntryChildren(Number(inserted.lastInsertRowid), n);
       emit('entry_created', id, now);
       created.add(id);
@@ -1174,21 +1167,7 @@ class SqliteStore implements SqliteDataStore {
       if (pk === undefined) throw new DataStoreError('not_found', `entry ${describe(id)} not found`);
       const dup = this.s.entryByIdentity.get(n.spiffeId, n.parentId, n.selectorsKey, id);
       if (dup !== undefined) throw this.duplicateError(n, dup, false);
-      this.s.updateEntry.run(
-        n.spiffeId,
-        n.parentId,
-        n.selectorsKey,
-        n.selectors.length,
-        n.federatesWith.length,
-        n.x509SvidTtl,
-        n.jwtSvidTtl,
-        n.admin ? 1 : 0,
-        n.downstream ? 1 : 0,
-        n.hint,
-        n.entryExpiry,
-        now,
-        pk,
-      );
+      this.s.updateEntry.run(...entryColumnValues(n), now, pk);
       this.s.deleteEntrySelectors.run(pk);
       this.s.deleteEntryDns.run(pk);
       this.s.deleteEntryFederates.run(pk);
