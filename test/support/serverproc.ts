@@ -30,7 +30,21 @@ export function tempDir(prefix: string): string {
   return dir;
 }
 
-export function freePort(): Promise<number> {
+const handedOut = new Set<number>();
+
+/** A port nothing listens on now, never the same one twice in this process (callers often take
+ * several before binding any, and the kernel may offer a just-closed port again). */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await pickPort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+}
+
+function pickPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
