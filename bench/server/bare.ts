@@ -1,8 +1,10 @@
 /**
- * The "bare grpc-js" baseline for unary agent-API calls: a grpc-js server over mutual TLS
- * (P-256 certificates, as the agent API) answering every call with a cached payload, run as its
- * own process (`node dist/bench/server/bare.js <payloadBytes>` prints its port), and a client
- * measuring calls per second with a number of calls in flight.
+ * The "bare grpc-js" baselines for the agent API: a grpc-js server over mutual TLS (P-256
+ * certificates, as the agent API) answering every call with a cached payload, run as its own
+ * process (`node dist/bench/server/bare.js <payloadBytes>` prints its port), and a client
+ * measuring calls per second with a number of calls in flight. The same server answers
+ * SyncAuthorized (at the agent API's path) with a cached message after reading the peer
+ * certificate as the agent API does: the reconnect storm's floor.
  */
 import { ChannelCredentials, credentials, makeGenericClientConstructor, Metadata, Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
@@ -14,6 +16,15 @@ import { createIssuer, createSelfSignedCa, issueX509Svid } from '../../spiffe/x5
 
 const identity = (b: Buffer): Buffer => b;
 const SERVICE: ServiceDefinition = {
+  sync: {
+    path: '/spindle.agent.v1.AgentAPI/SyncAuthorized',
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  },
   echo: {
     path: '/bench.Bare/Echo',
     requestStream: false,
@@ -26,7 +37,10 @@ const SERVICE: ServiceDefinition = {
 };
 
 export interface BareTls {
+  /** The bare CA (clients verify the server with it); the server verifies clients with it too. */
   caPem: string;
+  /** More authorities the server accepts client certificates from (e.g. a Spindle bundle). */
+  clientCaPem?: string;
   server: { certPem: string; keyPem: string };
   client: { certPem: string; keyPem: string };
 }
@@ -45,10 +59,13 @@ export async function bareTls(): Promise<BareTls> {
   return { caPem: toPem('CERTIFICATE', caDer), server: await leaf('server'), client: await leaf('client') };
 }
 
-/** Starts the bare server process; resolves with its port and a stop function. */
-export async function startBareServer(tls: BareTls, payloadBytes: number): Promise<{ port: number; pid: number; stop(): void }> {
+/**
+ * Starts the bare server process; resolves with its port and a stop function. `syncMessage`:
+ * what SyncAuthorized answers (encoded SyncAuthorizedResponse; default empty).
+ */
+export async function startBareServer(tls: BareTls, payloadBytes: number, syncMessage: Uint8Array = new Uint8Array()): Promise<{ port: number; pid: number; stop(): void }> {
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), String(payloadBytes)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  child.stdin!.end(JSON.stringify(tls));
+  child.stdin!.end(JSON.stringify({ tls, sync: Buffer.from(syncMessage).toString('base64') } satisfies BareInput));
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {
@@ -93,14 +110,27 @@ export async function bareUnaryRate(tls: BareTls, port: number, inFlight: number
   }
 }
 
+interface BareInput {
+  tls: BareTls;
+  /** base64 of the SyncAuthorized answer. */
+  sync: string;
+}
+
 async function main(): Promise<void> {
   const payload = Buffer.alloc(Number(process.argv[2] ?? 600), 7);
   let input = '';
   for await (const chunk of process.stdin) input += (chunk as Buffer).toString();
-  const tls = JSON.parse(input) as BareTls;
-  const server = new Server();
-  server.addService(SERVICE, { echo: (_call: unknown, cb: (e: null, r: Buffer) => void) => cb(null, payload) });
-  const creds = ServerCredentials.createSsl(Buffer.from(tls.caPem), [{ cert_chain: Buffer.from(tls.server.certPem), private_key: Buffer.from(tls.server.keyPem) }], true);
+  const { tls, sync } = JSON.parse(input) as BareInput;
+  const syncMessage = Buffer.from(sync, 'base64');
+  const server = new Server({ 'grpc.enable_channelz': 0 });
+  server.addService(SERVICE, {
+    echo: (_call: unknown, cb: (e: null, r: Buffer) => void) => cb(null, payload),
+    sync: (call: { getAuthContext(): unknown; write(b: Buffer): boolean }) => {
+      call.getAuthContext();
+      call.write(syncMessage);
+    },
+  });
+  const creds = ServerCredentials.createSsl(Buffer.from(tls.caPem + (tls.clientCaPem ?? '')), [{ cert_chain: Buffer.from(tls.server.certPem), private_key: Buffer.from(tls.server.keyPem) }], true);
   server.bindAsync('127.0.0.1:0', creds, (err, port) => {
     if (err) throw err;
     process.stdout.write(`port ${port}\n`);

@@ -68,6 +68,8 @@ export interface VerifiedX509Svid {
   id: SpiffeId;
   /** The verified path: leaf, intermediates, trust anchor (from the bundle). */
   chain: Buffer[];
+  /** The same path, parsed. */
+  certificates: CertificateInfo[];
 }
 
 export interface X509Svid {
@@ -374,7 +376,7 @@ export function verifyX509Svid(chain: readonly Buffer[] | Buffer, bundles: X509B
   };
 
   const found = search([leafNode]);
-  if (found !== undefined) return { id, chain: found.map((n) => n.info.der) };
+  if (found !== undefined) return { id, chain: found.map((n) => n.info.der), certificates: found.map((n) => n.info) };
   if (firstError !== undefined) throw firstError;
   if (sawBadSignature) {
     throw untrusted('bad_signature', `a certificate in the chain of ${quote(id)} has a signature that does not verify with its issuer's key`);

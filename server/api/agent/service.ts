@@ -9,9 +9,9 @@
  * entry the agent is authorized for, never from the request.
  */
 import { status as GrpcStatus, type handleUnaryCall, type ServerUnaryCall, type ServerDuplexStream, type ServerWritableStream, type ServiceError } from '@grpc/grpc-js';
-import { verifyX509Svid, parseCertificate } from '../../../spiffe/x509/index.js';
+import { verifyX509Svid, type CertificateInfo } from '../../../spiffe/x509/index.js';
 import { isMemberOf, pathOf, type SpiffeId, type TrustDomain } from '../../../spiffe/id.js';
-import { marshalBundle } from '../../../spiffe/bundle.js';
+import { marshalBundle, type Bundle } from '../../../spiffe/bundle.js';
 import type {
   AgentAPIServer,
   AttestAgentRequest,
@@ -25,7 +25,8 @@ import type { CaSigner, SignedX509Svid } from '../../ca/types.js';
 import type { AuthorizationCache, AgentChange } from '../../entries/authorized.js';
 import type { ChangeFeed } from '../../entries/feed.js';
 import { AttestationError, AGENT_PATH_PREFIX, type ServerNodeAttestor } from '../../../attestors/node/types.js';
-import { entryToProto } from '../admin/convert.js';
+import { peerCertificateDer, type AuthContextCall } from './peer.js';
+import { encodeSyncResponse } from './syncencode.js';
 import { AdminApiError, statusOf, toServiceError, unary, OK_STATUS } from '../admin/errors.js';
 import type { AdminLogger } from '../admin/types.js';
 
@@ -123,6 +124,8 @@ export class AgentApi {
    * oldest dropped beyond MAX_VERIFIED_AGENT_CERTS. Only successes are kept.
    */
   readonly #verified = new Map<string, VerifiedAgentCert>();
+  /** See #ownBundleNow; dropped on every bundle change. */
+  #ownBundle: { bundle: Bundle; proto: ProtoBundle } | undefined;
 
   constructor(deps: AgentApiDeps) {
     this.#d = deps;
@@ -133,7 +136,10 @@ export class AgentApi {
       node: (agentId, revision) => void this.#checkNode(agentId, revision),
       bundle: () => void this.#pushBundles(),
     });
-    this.#unsubscribeBundle = deps.ca.onBundleChange(() => this.#verified.clear());
+    this.#unsubscribeBundle = deps.ca.onBundleChange(() => {
+      this.#verified.clear();
+      this.#ownBundle = undefined;
+    });
   }
 
   /** Number of open sync streams (for metrics and tests). */
@@ -227,9 +233,17 @@ export class AgentApi {
     return Math.floor(this.#d.now().getTime() / 1000);
   }
 
+  /** The current bundle and its protobuf form, copied and marshalled once per bundle change. */
+  #ownBundleNow(): { bundle: Bundle; proto: ProtoBundle } {
+    if (this.#ownBundle === undefined) {
+      const b = this.#d.ca.bundle();
+      this.#ownBundle = { bundle: b, proto: { trustDomain: b.trustDomain, document: Buffer.from(marshalBundle(b)), sequence: b.sequence } };
+    }
+    return this.#ownBundle;
+  }
+
   #ownBundleProto(): ProtoBundle {
-    const b = this.#d.ca.bundle();
-    return { trustDomain: b.trustDomain, document: Buffer.from(marshalBundle(b)), sequence: b.sequence };
+    return this.#ownBundleNow().proto;
   }
 
   /**
@@ -237,10 +251,10 @@ export class AgentApi {
    * The chain verification (and the agent-ID shape check) of a certificate is remembered in
    * #verified; the node checks (attested, not banned, serial current) run on every call.
    */
-  async #authenticate(call: { getAuthContext(): { sslPeerCertificate?: { raw: Buffer } } }): Promise<Caller> {
-    const peer = call.getAuthContext().sslPeerCertificate;
-    if (!peer?.raw) throw unauthenticated('no valid agent X509-SVID was presented (the TLS client certificate is missing, expired, or not signed by this trust domain)');
-    const { agentId, serialHex: serial } = this.#verifyAgentCert(peer.raw);
+  async #authenticate(call: AuthContextCall): Promise<Caller> {
+    const der = peerCertificateDer(call);
+    if (der === undefined) throw unauthenticated('no valid agent X509-SVID was presented (the TLS client certificate is missing, expired, or not signed by this trust domain)');
+    const { agentId, serialHex: serial } = this.#verifyAgentCert(der);
     let node = await this.#d.datastore.getAttestedNode(agentId);
     if (!node) throw denied(`agent ${agentId} is not attested (evicted?): attest again`);
     if (node.banned) throw denied(`agent ${agentId} is banned`);
@@ -267,17 +281,16 @@ export class AgentApi {
       if (t >= hit.notBefore && t <= hit.notAfter && t - hit.verifiedAt >= 0 && t - hit.verifiedAt < VERIFIED_AGENT_CERT_TTL_MS) return hit;
       this.#verified.delete(key);
     }
-    let path: Buffer[];
+    let certs: CertificateInfo[];
     let agentId: SpiffeId;
     try {
-      ({ id: agentId, chain: path } = verifyX509Svid([der, ...(this.#d.ca.intermediates?.() ?? [])], this.#d.ca.bundle(), { now }));
+      ({ id: agentId, certificates: certs } = verifyX509Svid([der, ...(this.#d.ca.intermediates?.() ?? [])], this.#ownBundleNow().bundle, { now }));
     } catch (err) {
       throw unauthenticated(`agent SVID is not valid: ${(err as Error).message}`);
     }
     if (!isMemberOf(agentId, this.#d.trustDomain) || !pathOf(agentId).startsWith(`${AGENT_PATH_PREFIX}/`)) {
       throw denied(`${agentId} is not an agent ID of this trust domain`);
     }
-    const certs = path.map((d) => parseCertificate(d));
     const v: VerifiedAgentCert = {
       agentId,
       serialHex: certs[0]!.serialHex,
@@ -420,14 +433,16 @@ export class AgentApi {
       bundles: [],
       bundlesIncluded: false,
     };
-    if (known.size === 0) first.entries = entries.map(entryToProto);
-    else {
+    let send: readonly RegistrationEntry[] = entries;
+    if (known.size > 0) {
+      const changed: RegistrationEntry[] = [];
       const current = new Set<string>();
       for (const e of entries) {
         current.add(e.id);
-        if (known.get(e.id) !== BigInt(e.revisionNumber)) first.entries.push(entryToProto(e));
+        if (known.get(e.id) !== BigInt(e.revisionNumber)) changed.push(e);
       }
       for (const id of known.keys()) if (!current.has(id)) first.removedEntryIds.push(id);
+      send = changed;
     }
     this.#attachBundles(stream, entries, first, true);
     let set = this.#streams.get(agentId);
@@ -445,7 +460,7 @@ export class AgentApi {
     call.on('close', detach);
     call.on('error', detach);
     call.on('finish', detach);
-    call.write(first);
+    writeEncoded(call, encodeSyncResponse(first, send));
     this.#log.debug({ agent_id: agentId, entries: entries.length, snapshot: first.snapshot }, 'agent sync stream opened');
   }
 
@@ -490,13 +505,13 @@ export class AgentApi {
         const msg: SyncAuthorizedResponse = {
           revision: BigInt(revision),
           snapshot: false,
-          entries: [...ch.added, ...ch.updated].map(entryToProto),
+          entries: [],
           removedEntryIds: ch.removed.map((e) => e.id),
           bundles: [],
           bundlesIncluded: false,
         };
         this.#attachBundles(stream, entries, msg, false);
-        stream.call.write(msg);
+        writeEncoded(stream.call, encodeSyncResponse(msg, ch.updated.length === 0 ? ch.added : [...ch.added, ...ch.updated]));
       }
     }
   }
@@ -538,4 +553,12 @@ export class AgentApi {
     for (const stream of [...set]) stream.call.emit('error', { code: GrpcStatus.PERMISSION_DENIED, details: message } as Partial<ServiceError>);
     this.#log.info({ agent_id: agentId }, node ? 'closed streams of banned agent' : 'closed streams of evicted agent');
   }
+}
+
+/**
+ * Writes a SyncAuthorized message encoded by encodeSyncResponse: the service is registered with
+ * syncencode.ts's definition, whose serializer passes Buffers through.
+ */
+function writeEncoded(call: ServerWritableStream<SyncAuthorizedRequest, SyncAuthorizedResponse>, msg: Buffer): void {
+  call.write(msg as unknown as SyncAuthorizedResponse);
 }

@@ -1,0 +1,51 @@
+/**
+ * SyncAuthorized messages with pre-encoded entries. A snapshot for an agent is mostly its
+ * entries' protobuf bytes, and the same entries go to every agent that reconnects (a reconnect
+ * storm encodes the same 100,000 entries again): each entry is encoded once per version
+ * (cached by object, checked against its revision) and copied into the messages that carry it.
+ *
+ * The message is the generated encoding of everything but `entries`, followed by one field-3
+ * record per entry: protobuf allows fields in any order and repeated fields to be split, so any
+ * decoder reads exactly the message the generated encoder would have produced (tests compare).
+ */
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import { AgentAPIService, SyncAuthorizedResponse } from '../../../proto/gen/spindle/agent/v1/agent.js';
+import { Entry } from '../../../proto/gen/spindle/types/v1/types.js';
+import type { RegistrationEntry } from '../../datastore/types.js';
+import { entryToProto } from '../admin/convert.js';
+
+/** Field 3 (entries), wire type 2 (length-delimited). */
+const ENTRIES_TAG = (3 << 3) | 2;
+
+const encoded = new WeakMap<RegistrationEntry, { revision: number; bytes: Uint8Array }>();
+
+/** The entry's protobuf encoding (types.v1.Entry), cached per entry object and revision. */
+export function encodedEntry(e: RegistrationEntry): Uint8Array {
+  const hit = encoded.get(e);
+  if (hit !== undefined && hit.revision === e.revisionNumber) return hit.bytes;
+  const bytes = Entry.encode(entryToProto(e)).finish();
+  encoded.set(e, { revision: e.revisionNumber, bytes });
+  return bytes;
+}
+
+/** `msg` (its `entries` ignored) with `entries` as its entries, encoded. */
+export function encodeSyncResponse(msg: SyncAuthorizedResponse, entries: readonly RegistrationEntry[]): Buffer {
+  const w = new BinaryWriter();
+  SyncAuthorizedResponse.encode(msg.entries.length === 0 ? msg : { ...msg, entries: [] }, w);
+  for (const e of entries) w.uint32(ENTRIES_TAG).bytes(encodedEntry(e));
+  const out = w.finish();
+  return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+}
+
+/**
+ * The AgentAPI service definition with a SyncAuthorized response serializer that passes
+ * already-encoded messages (Buffers from encodeSyncResponse) through unchanged.
+ */
+export const agentApiServiceDefinition: typeof AgentAPIService = {
+  ...AgentAPIService,
+  syncAuthorized: {
+    ...AgentAPIService.syncAuthorized,
+    responseSerialize: (value: SyncAuthorizedResponse | Buffer): Buffer =>
+      Buffer.isBuffer(value) ? value : AgentAPIService.syncAuthorized.responseSerialize(value),
+  },
+};
