@@ -4,6 +4,7 @@
 // client presented no certificate or one the handshake did not verify.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import http2 from 'node:http2';
 import { TLSSocket } from 'node:tls';
 import {
   credentials,
@@ -76,6 +77,33 @@ after(() => {
   server?.forceShutdown();
 });
 
+/** Two unary calls on one raw HTTP/2 connection with TLS at most `maxVersion`. */
+async function twoCallsOneConnection(client: { key: string; chain: Buffer[] }, maxVersion: 'TLSv1.2' | 'TLSv1.3'): Promise<Seen[]> {
+  seen.length = 0;
+  const session = http2.connect(`https://127.0.0.1:${port}`, {
+    ca: toPem('CERTIFICATE', ca.rootDer),
+    cert: certificatesToPem(client.chain),
+    key: client.key,
+    maxVersion,
+    checkServerIdentity: () => undefined,
+  });
+  session.on('error', () => undefined);
+  try {
+    for (let i = 0; i < 2; i++) {
+      await new Promise<void>((ok, fail) => {
+        const req = session.request({ ':method': 'POST', ':path': '/t.T/Unary', 'content-type': 'application/grpc', te: 'trailers' });
+        req.on('trailers', () => ok());
+        req.on('error', fail);
+        req.on('data', () => undefined);
+        req.end(Buffer.from([0, 0, 0, 0, 1, 0x78]));
+      });
+    }
+  } finally {
+    session.close();
+  }
+  return [...seen];
+}
+
 async function callBoth(client: { key: string; chain: Buffer[] } | undefined): Promise<Seen[]> {
   seen.length = 0;
   const creds = credentials.createSsl(
@@ -114,6 +142,19 @@ test('a verified client certificate: the fast path gives the same DER as getAuth
     assert.ok(s.der.equals(agent.certDer));
     assert.ok(s.viaAuthContext !== undefined && s.der.equals(s.viaAuthContext));
   }
+});
+
+test('TLS 1.3: the certificate is read once per connection; TLS 1.2: on every call (renegotiation could change it)', async () => {
+  const agent = await ca.issueSvid('spiffe://example.org/spire/agent/join_token/t');
+  const client = { key: privateKeyPem(agent.privateKey), chain: agent.chain };
+  const v13 = await twoCallsOneConnection(client, 'TLSv1.3');
+  assert.equal(v13.length, 2);
+  assert.ok(v13[0]!.der?.equals(agent.certDer) && v13[1]!.der?.equals(agent.certDer));
+  assert.equal(v13[1]!.der, v13[0]!.der, 'the same remembered Buffer on the second call');
+  const v12 = await twoCallsOneConnection(client, 'TLSv1.2');
+  assert.equal(v12.length, 2);
+  assert.ok(v12[0]!.der?.equals(agent.certDer) && v12[1]!.der?.equals(agent.certDer));
+  assert.notEqual(v12[1]!.der, v12[0]!.der, 'read again on TLS 1.2');
 });
 
 test('no client certificate, or one from another CA: nothing, as getAuthContext', async () => {

@@ -419,8 +419,9 @@ export class AgentApi {
     if (call.cancelled) return;
     const { agentId } = caller;
     const cache = this.#d.cache;
-    if (!cache.hasAgent(agentId)) cache.setAgent(agentId, caller.node.selectors);
-    const entries = cache.entriesFor(agentId) ?? [];
+    // A new agent's snapshot is what setAgent returns; an agent with another open stream already
+    // has its set.
+    const entries = (cache.hasAgent(agentId) ? cache.entriesFor(agentId) : cache.setAgent(agentId, caller.node.selectors)?.added) ?? [];
     const stream: SyncStream = { agentId, call, bundleSequences: new Map() };
     const req = call.request;
     const known = new Map(req.knownEntries.map((k) => [k.id, k.revisionNumber]));

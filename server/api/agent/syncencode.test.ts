@@ -39,6 +39,8 @@ const base = (over: Partial<SyncAuthorizedResponse> = {}): SyncAuthorizedRespons
 
 test('a message with pre-encoded entries decodes to exactly what the generated encoder would send', () => {
   const entries = Array.from({ length: 12 }, (_, i) => entry(i + 1));
+  // One entry over 16 KiB: its length prefix takes three varint bytes.
+  entries.push(entry(13, { dnsNames: Array.from({ length: 300 }, (_, i) => `${'d'.repeat(50)}-${i}.example.org`) }));
   const expected = base({ entries: entries.map(entryToProto) });
   const bytes = encodeSyncResponse(base(), entries);
   assert.deepEqual(SyncAuthorizedResponse.decode(bytes), SyncAuthorizedResponse.decode(SyncAuthorizedResponse.encode(expected).finish()));

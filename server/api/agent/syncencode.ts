@@ -19,22 +19,49 @@ const ENTRIES_TAG = (3 << 3) | 2;
 
 const encoded = new WeakMap<RegistrationEntry, { revision: number; bytes: Uint8Array }>();
 
+/** One writer for entry encodings: it keeps its grown buffer between entries (finish() copies). */
+const entryWriter = new BinaryWriter();
+
 /** The entry's protobuf encoding (types.v1.Entry), cached per entry object and revision. */
 export function encodedEntry(e: RegistrationEntry): Uint8Array {
   const hit = encoded.get(e);
   if (hit !== undefined && hit.revision === e.revisionNumber) return hit.bytes;
-  const bytes = Entry.encode(entryToProto(e)).finish();
+  const bytes = Entry.encode(entryToProto(e), entryWriter).finish();
   encoded.set(e, { revision: e.revisionNumber, bytes });
   return bytes;
 }
 
-/** `msg` (its `entries` ignored) with `entries` as its entries, encoded. */
+/** Bytes of `n` as a protobuf varint (n < 2^32). */
+function varintLength(n: number): number {
+  let len = 1;
+  while (n >= 0x80) {
+    n >>>= 7;
+    len++;
+  }
+  return len;
+}
+
+/** `msg` (its `entries` ignored) with `entries` as its entries, encoded into one buffer. */
 export function encodeSyncResponse(msg: SyncAuthorizedResponse, entries: readonly RegistrationEntry[]): Buffer {
-  const w = new BinaryWriter();
-  SyncAuthorizedResponse.encode(msg.entries.length === 0 ? msg : { ...msg, entries: [] }, w);
-  for (const e of entries) w.uint32(ENTRIES_TAG).bytes(encodedEntry(e));
-  const out = w.finish();
-  return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+  const head = SyncAuthorizedResponse.encode(msg.entries.length === 0 ? msg : { ...msg, entries: [] }).finish();
+  const parts = entries.map(encodedEntry);
+  let total = head.length;
+  for (const p of parts) total += 1 + varintLength(p.length) + p.length;
+  const out = Buffer.allocUnsafe(total);
+  out.set(head, 0);
+  let pos = head.length;
+  for (const p of parts) {
+    out[pos++] = ENTRIES_TAG;
+    let n = p.length;
+    while (n >= 0x80) {
+      out[pos++] = (n & 0x7f) | 0x80;
+      n >>>= 7;
+    }
+    out[pos++] = n;
+    out.set(p, pos);
+    pos += p.length;
+  }
+  return out;
 }
 
 /**
