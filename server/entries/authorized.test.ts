@@ -525,7 +525,15 @@ describe('AuthorizationCache model check', () => {
           assert.deepEqual([...m.keys()].sort(), ids(expected), `seed ${seed} ${step}: mirror of ${a}`);
           for (const e of expected) assert.equal(m.get(e.id), e, `seed ${seed} ${step}: stale version of ${e.id}`);
           assert.deepEqual(ids(cache.entriesFor(a)!), ids(expected), `seed ${seed} ${step}: cache of ${a}`);
+          // entryFor agrees with the set for every entry of the index, in it or not.
+          const inSet = new Set(expected.map((e) => e.id));
+          for (const e of index.values()) {
+            const got = cache.entryFor(a, e.id);
+            if (inSet.has(e.id)) assert.equal(got, e, `seed ${seed} ${step}: entryFor(${a}, ${e.id})`);
+            else assert.equal(got, undefined, `seed ${seed} ${step}: entryFor(${a}, ${e.id}) of an entry outside the set`);
+          }
         }
+        assert.equal(cache.entryFor('spiffe://example.org/spire/agent/untracked' as SpiffeId, 'x'), null);
       };
       for (const a of agents.slice(0, 3)) {
         const s = [...new Set([pick(nodeSels), pick(nodeSels)])].map(sel);

@@ -456,6 +456,20 @@ export class AuthorizationCache {
     return agent === undefined ? undefined : this.entriesOfAgent(agent);
   }
 
+  /**
+   * Entry `entryId` if it is in the set of tracked agent `agentId` (as entriesFor(agentId)
+   * would list it), without building the set; `null` when the agent is not tracked.
+   */
+  entryFor(agentId: SpiffeId, entryId: string): RegistrationEntry | undefined | null {
+    const agent = this.agents.get(agentId);
+    if (agent === undefined) return null;
+    for (const r of agent.roots) {
+      const e = this.closures.get(r)?.entries.get(entryId);
+      if (e !== undefined) return e;
+    }
+    return undefined;
+  }
+
   // ---- entries
 
   /** Creates or updates an entry. See applyChange. */

@@ -62,7 +62,7 @@ async function setup() {
     updateAttestedNode: async (n: AttestedNode) => (stored = { ...n }),
   } as unknown as DataStore;
   const entry = { id: 'e1', spiffeId: WORKLOAD, parentId: AGENT, selectors: [], x509SvidTtl: 0, jwtSvidTtl: 0, dnsNames: [], federatesWith: [] } as unknown as RegistrationEntry;
-  const cache = { entriesFor: () => [entry], index: { authorizedEntries: () => [entry] } } as unknown as AuthorizationCache;
+  const cache = { entriesFor: () => [entry], entryFor: (_a: string, id: string) => (id === entry.id ? entry : undefined), index: { authorizedEntries: () => [entry] } } as unknown as AuthorizationCache;
   const feed = { subscribe: () => () => undefined, revision: 0 } as unknown as ChangeFeed;
   const api = new AgentApi({ trustDomain: td, datastore, ca, attestors: new Map(), cache, feed, now, agentTtlSeconds: 3600, logger: quiet });
   const svc = api.service();

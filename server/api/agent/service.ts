@@ -305,8 +305,11 @@ export class AgentApi {
 
   /** The authorized entry `entryId` of the caller, if any. */
   #authorizedEntry(caller: Caller, entryId: string): RegistrationEntry | undefined {
-    const entries = this.#d.cache.entriesFor(caller.agentId) ?? this.#d.cache.index.authorizedEntries(caller.agentId, caller.node.selectors);
-    return entries.find((e) => e.id === entryId);
+    const cache = this.#d.cache;
+    const tracked = cache.entryFor(caller.agentId, entryId);
+    if (tracked !== null) return tracked;
+    // No open sync stream: compute from the index without tracking the agent.
+    return cache.index.authorizedEntries(caller.agentId, caller.node.selectors).find((e) => e.id === entryId);
   }
 
   #authorizedMap(caller: Caller): Map<string, RegistrationEntry> {
