@@ -8,24 +8,28 @@
  *
  * Run as `fork(bench/baselines/grpc.js, [socketPath, bytes])`; it sends {op:'ready'} over IPC.
  */
-import { Server, ServerCredentials, type ServerWritableStream, type ServiceDefinition } from '@grpc/grpc-js';
+import { Server, ServerCredentials, type MethodDefinition, type ServerWritableStream, type ServiceDefinition } from '@grpc/grpc-js';
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 export const BARE_MESSAGE_BYTES = 1536;
 
 const identity = (b: Buffer): Buffer => b;
-const SERVICE: ServiceDefinition = {
-  fetchX509Svid: {
-    path: '/SpiffeWorkloadAPI/FetchX509SVID',
+
+/** A method whose messages are passed through as bytes (the bare baselines send cached ones). */
+export function rawMethod(path: string, responseStream: boolean): MethodDefinition<Buffer, Buffer> {
+  return {
+    path,
     requestStream: false,
-    responseStream: true,
+    responseStream,
     requestSerialize: identity,
     requestDeserialize: identity,
     responseSerialize: identity,
     responseDeserialize: identity,
-  },
-};
+  };
+}
+
+const SERVICE: ServiceDefinition = { fetchX509Svid: rawMethod('/SpiffeWorkloadAPI/FetchX509SVID', true) };
 
 export interface BareGrpcServer {
   pid: number;

@@ -13,27 +13,11 @@ import { generateKeyPair } from '../../spiffe/keys.js';
 import { parseSpiffeId, parseTrustDomain } from '../../spiffe/id.js';
 import { toPem } from '../../spiffe/pem.js';
 import { createIssuer, createSelfSignedCa, issueX509Svid } from '../../spiffe/x509/index.js';
+import { rawMethod } from '../baselines/grpc.js';
 
-const identity = (b: Buffer): Buffer => b;
 const SERVICE: ServiceDefinition = {
-  sync: {
-    path: '/spindle.agent.v1.AgentAPI/SyncAuthorized',
-    requestStream: false,
-    responseStream: true,
-    requestSerialize: identity,
-    requestDeserialize: identity,
-    responseSerialize: identity,
-    responseDeserialize: identity,
-  },
-  echo: {
-    path: '/bench.Bare/Echo',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: identity,
-    requestDeserialize: identity,
-    responseSerialize: identity,
-    responseDeserialize: identity,
-  },
+  sync: rawMethod('/spindle.agent.v1.AgentAPI/SyncAuthorized', true),
+  echo: rawMethod('/bench.Bare/Echo', false),
 };
 
 export interface BareTls {
