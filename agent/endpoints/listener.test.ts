@@ -15,6 +15,15 @@ import { parseStartTime } from './procfs.js';
 import { silentLogger } from './testkit.js';
 import type { PeerContext } from './types.js';
 
+/**
+ * stillSameProcess() in the next synchronous run: /proc values read in one run are reused
+ * within it (procfs.ts), so a change to the fake /proc files shows from the next run on.
+ */
+async function checkedNextTurn(ctx: { stillSameProcess(): boolean }): Promise<boolean> {
+  await Promise.resolve();
+  return ctx.stillSameProcess();
+}
+
 const here = dirname(fileURLToPath(import.meta.url));
 const CHILD = join(here, 'fixtures', 'client.js');
 const root = mkdtempSync(join(tmpdir(), 'spindle-listener-'));
@@ -189,15 +198,15 @@ describe('workload socket listener', () => {
     try {
       await c.reply;
       const ctx = s.seen[0]!;
-      assert.equal(ctx.stillSameProcess(), true);
+      assert.equal(await checkedNextTurn(ctx), true);
       writeFileSync(join(pidDir, 'status'), status(12345)); // setuid since connect
-      assert.equal(ctx.stillSameProcess(), false);
+      assert.equal(await checkedNextTurn(ctx), false);
       writeFileSync(join(pidDir, 'status'), status(process.getuid!()));
-      assert.equal(ctx.stillSameProcess(), true);
+      assert.equal(await checkedNextTurn(ctx), true);
       writeFileSync(join(pidDir, 'stat'), stat(4712)); // a new process with the same pid
-      assert.equal(ctx.stillSameProcess(), false);
+      assert.equal(await checkedNextTurn(ctx), false);
       rmSync(pidDir, { recursive: true }); // gone
-      assert.equal(ctx.stillSameProcess(), false);
+      assert.equal(await checkedNextTurn(ctx), false);
     } finally {
       c.close();
       await s.close();
@@ -225,15 +234,15 @@ describe('workload socket listener', () => {
     try {
       await c.reply;
       const ctx = s.seen[0]!;
-      assert.equal(ctx.stillSameProcess(), true);
+      assert.equal(await checkedNextTurn(ctx), true);
       writeFileSync(join(pidDir, 'stat'), stat(4712)); // not consulted while the pidfd is alive
-      assert.equal(ctx.stillSameProcess(), true);
+      assert.equal(await checkedNextTurn(ctx), true);
       writeFileSync(join(pidDir, 'status'), status(12345)); // setuid since connect
-      assert.equal(ctx.stillSameProcess(), false);
+      assert.equal(await checkedNextTurn(ctx), false);
       writeFileSync(join(pidDir, 'status'), status(process.getuid!()));
-      assert.equal(ctx.stillSameProcess(), true);
+      assert.equal(await checkedNextTurn(ctx), true);
       alive = false; // the process exited
-      assert.equal(ctx.stillSameProcess(), false);
+      assert.equal(await checkedNextTurn(ctx), false);
     } finally {
       c.close();
       await s.close();

@@ -28,14 +28,35 @@ export function parseStartTime(statText: string): string | undefined {
   return field !== undefined && /^\d+$/.test(field) ? field : undefined;
 }
 
-/** The effective uid (second column of "Uid:") from /proc/<pid>/status. */
+/**
+ * Effective uids read in the current synchronous run of JavaScript, by status path; dropped at
+ * the next microtask checkpoint. A push to many streams checks each stream's caller in one
+ * synchronous chunk, and many streams often share a process (Envoy's SDS streams, SDK watches):
+ * one /proc read per process per chunk instead of one per stream. Sound for the "still the same
+ * process" check: the caller's pidfd (or start time) is confirmed alive after this read, and
+ * its process existed before the read (it was tracked since accept), so the pid was still that
+ * process when the value was read.
+ */
+let uidsThisTurn: Map<string, number | undefined> | undefined;
+
+/** The effective uid (second column of "Uid:") from /proc/<pid>/status (see uidsThisTurn). */
 export function readEffectiveUid(procRoot: string, pid: number): number | undefined {
-  let text: string;
-  try {
-    text = readFileSync(join(procRoot, String(pid), 'status'), 'utf8');
-  } catch {
-    return undefined;
+  const path = join(procRoot, String(pid), 'status');
+  if (uidsThisTurn === undefined) {
+    uidsThisTurn = new Map();
+    queueMicrotask(() => {
+      uidsThisTurn = undefined;
+    });
+  } else if (uidsThisTurn.has(path)) {
+    return uidsThisTurn.get(path);
   }
-  const m = /^Uid:\s+\d+\s+(\d+)\s/m.exec(text);
-  return m === null ? undefined : Number(m[1]);
+  let uid: number | undefined;
+  try {
+    const m = /^Uid:\s+\d+\s+(\d+)\s/m.exec(readFileSync(path, 'utf8'));
+    uid = m === null ? undefined : Number(m[1]);
+  } catch {
+    uid = undefined;
+  }
+  uidsThisTurn.set(path, uid);
+  return uid;
 }
