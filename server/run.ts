@@ -33,6 +33,11 @@ export interface RunningServer {
 const HOUSEKEEPING_MS = 5_000;
 /** Change-feed events are kept this long so reconnecting agents and other servers can catch up. */
 const EVENT_RETENTION_SECONDS = 24 * 3600;
+/**
+ * Expired join tokens are kept this long before housekeeping deletes them, so an agent that
+ * presents one shortly after it expired is told "expired" rather than "does not exist".
+ */
+const EXPIRED_JOIN_TOKEN_RETENTION_SECONDS = 3600;
 
 export interface StartServerOptions {
   now?: () => Date;
@@ -102,7 +107,7 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     const housekeeping = setInterval(() => {
       feed.pruneExpired();
       const t = nowSeconds();
-      void datastore.pruneJoinTokens(t).catch((err: unknown) => logger.warn({ err }, 'join token pruning failed'));
+      void datastore.pruneJoinTokens(t - EXPIRED_JOIN_TOKEN_RETENTION_SECONDS).catch((err: unknown) => logger.warn({ err }, 'join token pruning failed'));
       void datastore.pruneExpiredEntries(t).catch((err: unknown) => logger.warn({ err }, 'expired entry pruning failed'));
       void datastore.pruneEvents(t - EVENT_RETENTION_SECONDS).catch((err: unknown) => logger.warn({ err }, 'event pruning failed'));
     }, HOUSEKEEPING_MS);

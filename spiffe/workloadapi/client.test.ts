@@ -375,7 +375,10 @@ describe('watch', () => {
       const t0 = performance.now();
       await updates.next(8000);
       const ms = performance.now() - t0;
-      assert.ok(ms < 700, `the watch got the restarted agent's state ${ms.toFixed(0)} ms after it listened (watch backoff max 200 ms)`);
+      // By design at most ~450 ms (channel backoff 200 ms +20%, a 200 ms watch retry, reconnect);
+      // grpc-js's default backoff would dial next 1.1-2.2 s after the agent listened.
+      console.log(`# restarted agent found ${ms.toFixed(0)} ms after it listened`);
+      assert.ok(ms < 1000, `the watch got the restarted agent's state ${ms.toFixed(0)} ms after it listened (watch backoff max 200 ms)`);
       w.close();
     } finally {
       await live.close();

@@ -35,9 +35,10 @@ export interface CliResult {
  * (unlike ServerProcess.cli, which uses spawnSync): open Workload API streams in the test
  * process keep receiving while the command runs.
  */
-export function serverCliAsync(server: ServerProcess, args: string[], timeoutMs = 20_000): Promise<CliResult> {
+export function serverCliAsync(server: ServerProcess, args: string[], timeoutMs = 20_000, input?: string): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(serverBin, [...args, '-socketPath', server.socketPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(serverBin, [...args, '-socketPath', server.socketPath], { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    if (input !== undefined) child.stdin!.end(input);
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
