@@ -4,7 +4,7 @@
  */
 import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { AgentServiceClient, BundleServiceClient, EntryServiceClient, type BatchCreateEntryResponse } from '../../proto/gen/spindle/admin/v1/admin.js';
-import type { Entry } from '../../proto/gen/spindle/types/v1/types.js';
+import { Entry } from '../../proto/gen/spindle/types/v1/types.js';
 import { parseBundle } from '../../spiffe/bundle.js';
 import { parseTrustDomain } from '../../spiffe/id.js';
 
@@ -19,23 +19,8 @@ export interface BenchEntry {
 }
 
 export function toProtoEntry(e: BenchEntry): Entry {
-  return {
-    id: '',
-    spiffeId: e.spiffeId,
-    parentId: e.parentId,
-    selectors: e.selectors,
-    x509SvidTtl: e.x509SvidTtl ?? 0,
-    jwtSvidTtl: 0,
-    dnsNames: [],
-    federatesWith: [],
-    admin: false,
-    downstream: false,
-    hint: '',
-    expiresAt: 0n,
-    revisionNumber: 0n,
-    createdAt: 0n,
-    updatedAt: 0n,
-  };
+  // Every other field at its default (as an entry that leaves it out).
+  return Entry.fromPartial({ spiffeId: e.spiffeId, parentId: e.parentId, selectors: e.selectors, x509SvidTtl: e.x509SvidTtl ?? 0 });
 }
 
 export class BenchAdmin {

@@ -6,6 +6,7 @@
 import { openSqliteDataStore } from '../../server/datastore/sqlite.js';
 import type { NewEntry } from '../../server/datastore/types.js';
 import { parseSpiffeId } from '../../spiffe/id.js';
+import { entryWithDefaults } from '../../test/support/entries.js';
 
 const SEED_BATCH = 5000;
 
@@ -22,19 +23,13 @@ export async function seedEntries(dbPath: string, trustDomain: string, parentIds
     for (let start = 0; start < total; start += SEED_BATCH) {
       const batch: NewEntry[] = [];
       for (let i = start; i < Math.min(total, start + SEED_BATCH); i++) {
-        batch.push({
-          spiffeId: parseSpiffeId(`spiffe://${trustDomain}/seed/w${i}`),
-          parentId: parents[i % parents.length]!,
-          selectors: [{ type: 'unix', value: `uid:${i % 1000}` }],
-          x509SvidTtl: 0,
-          jwtSvidTtl: 0,
-          dnsNames: [],
-          federatesWith: [],
-          admin: false,
-          downstream: false,
-          hint: '',
-          entryExpiry: 0,
-        });
+        batch.push(
+          entryWithDefaults({
+            spiffeId: parseSpiffeId(`spiffe://${trustDomain}/seed/w${i}`),
+            parentId: parents[i % parents.length]!,
+            selectors: [{ type: 'unix', value: `uid:${i % 1000}` }],
+          }),
+        );
       }
       const results = await ds.createEntries(batch, now);
       for (const r of results) {

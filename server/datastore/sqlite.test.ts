@@ -20,6 +20,7 @@ import {
   type Selector,
   type SelectorMatch,
 } from './types.js';
+import { entryWithDefaults } from '../../test/support/entries.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -56,20 +57,7 @@ const AGENT = id('spiffe://example.org/spire/agent/join_token/abc');
 const AGENT2 = id('spiffe://example.org/spire/agent/join_token/def');
 
 function newEntry(over: Partial<NewEntry> = {}): NewEntry {
-  return {
-    spiffeId: id('spiffe://example.org/workload'),
-    parentId: AGENT,
-    selectors: [sel('unix', 'uid:1000')],
-    x509SvidTtl: 0,
-    jwtSvidTtl: 0,
-    dnsNames: [],
-    federatesWith: [],
-    admin: false,
-    downstream: false,
-    hint: '',
-    entryExpiry: 0,
-    ...over,
-  };
+  return entryWithDefaults({ spiffeId: id('spiffe://example.org/workload'), parentId: AGENT, selectors: [sel('unix', 'uid:1000')], ...over });
 }
 
 async function createOne(store: SqliteDataStore, e: NewEntry, now = 1000): Promise<RegistrationEntry> {

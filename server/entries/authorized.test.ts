@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { parseSpiffeId, parseTrustDomain, type SpiffeId } from '../../spiffe/id.js';
 import type { RegistrationEntry, Selector } from '../datastore/types.js';
 import { AuthorizationCache, EntryIndex, isExpired, sameEntry, serverIdOf, type AgentChange } from './authorized.js';
+import { entryWithDefaults } from '../../test/support/entries.js';
 
 const td = parseTrustDomain('example.org');
 const SERVER = serverIdOf(td);
@@ -28,17 +29,7 @@ function entry(
 ): RegistrationEntry {
   return {
     id: eid,
-    spiffeId,
-    parentId,
-    selectors: selectors.map(sel),
-    x509SvidTtl: 0,
-    jwtSvidTtl: 0,
-    dnsNames: [],
-    federatesWith: [],
-    admin: false,
-    downstream: false,
-    hint: '',
-    entryExpiry: 0,
+    ...entryWithDefaults({ spiffeId, parentId, selectors: selectors.map(sel) }),
     revisionNumber: 0,
     createdAt: T0,
     updatedAt: T0,

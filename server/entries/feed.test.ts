@@ -10,6 +10,7 @@ import { openSqliteDataStore, type SqliteDataStore } from '../datastore/sqlite.j
 import type { DataStore, NewEntry, RegistrationEntry } from '../datastore/types.js';
 import { AuthorizationCache, EntryIndex, type AgentChange } from './authorized.js';
 import { ChangeFeed } from './feed.js';
+import { entryWithDefaults } from '../../test/support/entries.js';
 
 const td = parseTrustDomain('example.org');
 const NOW = 1_700_000_000;
@@ -21,20 +22,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 let n = 0;
 
 function entry(path: string, parentId: SpiffeId, over: Partial<NewEntry> = {}): NewEntry {
-  return {
-    spiffeId: parseSpiffeId(`spiffe://example.org/${path}`),
-    parentId,
-    selectors: [{ type: 'unix', value: 'uid:1000' }],
-    x509SvidTtl: 0,
-    jwtSvidTtl: 0,
-    dnsNames: [],
-    federatesWith: [],
-    admin: false,
-    downstream: false,
-    hint: '',
-    entryExpiry: 0,
-    ...over,
-  };
+  return entryWithDefaults({ spiffeId: parseSpiffeId(`spiffe://example.org/${path}`), parentId, selectors: [{ type: 'unix', value: 'uid:1000' }], ...over });
 }
 
 async function create(ds: DataStore, e: NewEntry): Promise<RegistrationEntry> {
