@@ -10,9 +10,10 @@ import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { Metadata, credentials, status, type ClientReadableStream, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 import { SpiffeWorkloadAPIClient, type X509SVIDResponse } from '../proto/gen/workload/workload.js';
-import { createWorkloadApiClient, type WorkloadApiClient, type WorkloadApiError, type X509Context } from '../spiffe/workloadapi/index.js';
+import { createWorkloadApiClient, type WorkloadApiClient, type WorkloadApiError } from '../spiffe/workloadapi/index.js';
 import { generateJoinToken, serverCliAsync, startAgentProcess, type AgentProcess } from './support/agentproc.js';
 import { repoRoot, startServerProcess, type ServerProcess } from './support/serverproc.js';
+import { recordWatch, serialOf } from './support/watch.js';
 
 const TD = 'example.org';
 const ALIAS = `spiffe://${TD}/e2e/node`;
@@ -46,45 +47,6 @@ function client(): WorkloadApiClient {
   const c = createWorkloadApiClient({ address: agent.address, backoff: { initialMs: 200, maxMs: 1000 } });
   clients.push(c);
   return c;
-}
-
-function serial(ctx: X509Context, id?: string): string {
-  const svid = id === undefined ? ctx.defaultSvid : ctx.svids.find((s) => s.id.toString() === id);
-  assert.ok(svid, `no SVID ${id} in ${ctx.svids.map((s) => s.id.toString()).join(', ')}`);
-  return new X509Certificate(svid.certificates[0]!).serialNumber;
-}
-
-/** Every update of an SDK watch, with `waitFor(pred)` resolving on the first (past or future) match. */
-function watchUpdates(c: WorkloadApiClient) {
-  const updates: Array<{ at: number; ctx: X509Context }> = [];
-  const errors: WorkloadApiError[] = [];
-  const waiters: Array<() => void> = [];
-  const w = c.watchX509Context(
-    (ctx) => {
-      updates.push({ at: performance.now(), ctx });
-      for (const f of waiters.splice(0)) f();
-    },
-    (err) => {
-      errors.push(err);
-      for (const f of waiters.splice(0)) f();
-    },
-  );
-  const waitFor = (pred: (ctx: X509Context) => boolean, timeoutMs: number, from = 0, what = 'update'): Promise<{ at: number; ctx: X509Context; index: number }> =>
-    new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs} ms (updates: ${updates.length}, errors: ${errors.map((e) => e.message).join('; ')})`)), timeoutMs);
-      const check = (): void => {
-        for (let i = from; i < updates.length; i++) {
-          if (pred(updates[i]!.ctx)) {
-            clearTimeout(timer);
-            resolve({ ...updates[i]!, index: i });
-            return;
-          }
-        }
-        waiters.push(check);
-      };
-      check();
-    });
-  return { updates, errors, waitFor, done: w.done, close: () => w.close() };
 }
 
 /** Runs the workload script as `uid` (a separate process: the agent attests it from the kernel). */
@@ -217,15 +179,15 @@ describe('JWT-SVIDs', () => {
 
 describe('streams', () => {
   test(`rotation shows on an open stream (X509-SVID TTL ${MY_TTL} s)`, async () => {
-    const w = watchUpdates(client());
+    const w = recordWatch(client());
     try {
       const first = await w.waitFor(() => true, 10_000, 0, 'first message');
       // Two rotations on the same stream: the second one's timing is a full renewal period.
       const seen = [first];
       for (let i = 0; i < 2; i++) {
         const prev = seen.at(-1)!;
-        const prevSerial = serial(prev.ctx);
-        seen.push(await w.waitFor((ctx) => serial(ctx) !== prevSerial, 12_000, prev.index + 1, `rotation ${i + 1}`));
+        const prevSerial = serialOf(prev.ctx);
+        seen.push(await w.waitFor((ctx) => serialOf(ctx) !== prevSerial, 12_000, prev.index + 1, `rotation ${i + 1}`));
       }
       const certs = seen.map((u) => new X509Certificate(u.ctx.defaultSvid.certificates[0]!));
       const wall = (at: number): number => Date.now() - (performance.now() - at);
@@ -241,14 +203,14 @@ describe('streams', () => {
         notes.push(`${fresh.serialNumber.slice(0, 8)}… at ${((wall(seen[i]!.at) - issued) / 1000).toFixed(1)} s of the old SVID's ${((Date.parse(old.validTo) - issued) / 1000).toFixed(0)} s`);
       }
       console.log(`# rotation on one open stream: ${notes.join('; ')}; interval between the two rotations ${((seen[2]!.at - seen[1]!.at) / 1000).toFixed(1)} s`);
-      assert.equal(w.errors.length, 0, w.errors.map((e) => e.message).join('; '));
+      assert.equal(w.errors.length, 0, w.errors.map((e) => e.err.message).join('; '));
     } finally {
       w.close();
     }
   });
 
   test('entry create and delete reach an open stream', async () => {
-    const w = watchUpdates(client());
+    const w = recordWatch(client());
     const secondId = `spiffe://${TD}/e2e/uid-${MY_UID}-second`;
     try {
       const first = await w.waitFor(() => true, 10_000, 0, 'first message');
@@ -275,7 +237,7 @@ describe('streams', () => {
       // No poll interval: the change is pushed. Generous bounds for a loaded 2-core CI box.
       assert.ok(createDelay < 5000, `create took ${createDelay} ms to reach the stream`);
       assert.ok(deleteDelay < 5000, `delete took ${deleteDelay} ms to reach the stream`);
-      assert.equal(w.errors.length, 0, w.errors.map((e) => e.message).join('; '));
+      assert.equal(w.errors.length, 0, w.errors.map((e) => e.err.message).join('; '));
     } finally {
       w.close();
     }
@@ -356,7 +318,7 @@ describe('restarts', () => {
 describe('identity loss (last: it removes this uid\'s entries)', () => {
   test('a caller that loses every identity has its open stream ended with PERMISSION_DENIED', async () => {
     const c = client();
-    const w = watchUpdates(c);
+    const w = recordWatch(c);
     try {
       const first = await w.waitFor(() => true, 10_000, 0, 'first message');
       ok(await serverCliAsync(server, ['entry', 'delete', '-entryID', myEntryId]), 'entry delete');

@@ -4,14 +4,11 @@
  * watch recorder that checks every SVID it receives was unexpired when it arrived.
  */
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { AdminClient } from '../../../server/cli/client.js';
 import { Entry } from '../../../proto/gen/spindle/types/v1/types.js';
-import type { WorkloadApiClient, WorkloadApiError, X509Context } from '../../../spiffe/workloadapi/index.js';
 import type { AgentProcess } from '../../support/agentproc.js';
 import type { ServerProcess } from '../../support/serverproc.js';
 
@@ -91,64 +88,7 @@ export function procStats(pid: number): { rssKb: number; fds: number } {
   return { rssKb: Number(m[1]), fds: readdirSync(`/proc/${pid}/fd`).length };
 }
 
-export interface WatchRecord {
-  at: number;
-  wall: number;
-  ctx: X509Context;
-}
-
-/**
- * Records every update of an SDK X509-context watch. Each update's SVIDs are checked against the
- * wall clock when they arrive: `expiredServed` lists any that were already expired.
- */
-export function recordWatch(c: WorkloadApiClient, label = 'watch') {
-  const updates: WatchRecord[] = [];
-  const errors: Array<{ at: number; err: WorkloadApiError; final: boolean }> = [];
-  const expiredServed: string[] = [];
-  const waiters: Array<() => void> = [];
-  const w = c.watchX509Context(
-    (ctx) => {
-      const wall = Date.now();
-      for (const s of ctx.svids) {
-        const notAfter = Date.parse(new X509Certificate(s.certificates[0]!).validTo);
-        if (notAfter <= wall) expiredServed.push(`${label}: ${s.id.toString()} expired ${wall - notAfter} ms before it was served`);
-      }
-      updates.push({ at: performance.now(), wall, ctx });
-      for (const f of waiters.splice(0)) f();
-    },
-    (err, info) => {
-      errors.push({ at: performance.now(), err, final: info.final });
-      for (const f of waiters.splice(0)) f();
-    },
-  );
-  const waitFor = (pred: (ctx: X509Context) => boolean, timeoutMs: number, from = 0, what = 'update'): Promise<WatchRecord & { index: number }> =>
-    new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${label}: no ${what} within ${timeoutMs} ms (updates: ${updates.length}, errors: ${errors.map((e) => e.err.message).join('; ')})`)), timeoutMs);
-      const check = (): void => {
-        for (let i = from; i < updates.length; i++) {
-          if (pred(updates[i]!.ctx)) {
-            clearTimeout(timer);
-            resolve({ ...updates[i]!, index: i });
-            return;
-          }
-        }
-        waiters.push(check);
-      };
-      check();
-    });
-  return { updates, errors, expiredServed, waitFor, done: w.done, close: () => w.close() };
-}
-
-/** The leaf serial of the default SVID (or of `id`). */
-export function serialOf(ctx: X509Context, id?: string): string {
-  const svid = id === undefined ? ctx.defaultSvid : ctx.svids.find((s) => s.id.toString() === id);
-  assert.ok(svid, `no SVID ${id} in ${ctx.svids.map((s) => s.id.toString()).join(', ')}`);
-  return new X509Certificate(svid.certificates[0]!).serialNumber;
-}
-
-export function notAfterOf(ctx: X509Context): number {
-  return Date.parse(new X509Certificate(ctx.defaultSvid.certificates[0]!).validTo);
-}
+export { notAfterOf, recordWatch, serialOf, type WatchRecord } from '../../support/watch.js';
 
 /** Keeps (SPINDLE_E2E_KEEP set: writes the logs there) or removes the processes' directories. */
 export function keepOrClean(keep: boolean, procs: Array<ServerProcess | AgentProcess | undefined>, extraDirs: string[] = []): void {
