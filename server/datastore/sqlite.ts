@@ -168,6 +168,27 @@ type EntryJson = [
   federatesWith: string[],
 ];
 
+/** An entry from its EntryColumns (IDs already checked) and its list fields, however read. */
+function entryOf(r: EntryColumns | EntryRow | EntryJson, spiffeId: SpiffeId, parentId: SpiffeId, selectors: Selector[], dnsNames: string[], federatesWith: TrustDomain[]): RegistrationEntry {
+  return {
+    id: r[1],
+    spiffeId,
+    parentId,
+    selectors,
+    x509SvidTtl: r[4],
+    jwtSvidTtl: r[5],
+    dnsNames,
+    federatesWith,
+    admin: r[6] === 1,
+    downstream: r[7] === 1,
+    hint: r[8],
+    entryExpiry: r[9],
+    revisionNumber: r[10],
+    createdAt: r[11],
+    updatedAt: r[12],
+  };
+}
+
 type NodeRow = [
   spiffeId: string,
   attestationType: string,
@@ -919,23 +940,7 @@ class SqliteStore implements SqliteDataStore {
     if (!isSpiffeId(spiffeId) || !isSpiffeId(parentId)) {
       throw new DataStoreError('io', `sqlite datastore: stored entry ${describe(id)} has an invalid SPIFFE ID`);
     }
-    return {
-      id,
-      spiffeId,
-      parentId,
-      selectors: selectorsFromKey(r[13]),
-      x509SvidTtl: r[4],
-      jwtSvidTtl: r[5],
-      dnsNames: parseJsonArray<string>(r[14]),
-      federatesWith: parseJsonArray<TrustDomain>(r[15]),
-      admin: r[6] === 1,
-      downstream: r[7] === 1,
-      hint: r[8],
-      entryExpiry: r[9],
-      revisionNumber: r[10],
-      createdAt: r[11],
-      updatedAt: r[12],
-    };
+    return entryOf(r, spiffeId, parentId, selectorsFromKey(r[13]), parseJsonArray<string>(r[14]), parseJsonArray<TrustDomain>(r[15]));
   }
 
   private loadEntry(id: string): RegistrationEntry | undefined {
@@ -1092,23 +1097,7 @@ class SqliteStore implements SqliteDataStore {
               const [type, value] = r[13][i]!;
               selectors[i] = { type, value };
             }
-            out.push({
-              id,
-              spiffeId,
-              parentId: parentId as SpiffeId,
-              selectors,
-              x509SvidTtl: r[4],
-              jwtSvidTtl: r[5],
-              dnsNames: dns.get(r[0]) ?? [],
-              federatesWith: r[14] as TrustDomain[],
-              admin: r[6] === 1,
-              downstream: r[7] === 1,
-              hint: r[8],
-              entryExpiry: r[9],
-              revisionNumber: r[10],
-              createdAt: r[11],
-              updatedAt: r[12],
-            });
+            out.push(entryOf(r, spiffeId, parentId as SpiffeId, selectors, dns.get(r[0]) ?? [], r[14] as TrustDomain[]));
           }
           if (count < ALL_ENTRIES_CHUNK) break;
           after = maxPk;
