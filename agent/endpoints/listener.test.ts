@@ -24,6 +24,22 @@ async function checkedNextTurn(ctx: { stillSameProcess(): boolean }): Promise<bo
   return ctx.stillSameProcess();
 }
 
+/**
+ * A fake /proc/<this pid> under the test root: `stat` with the start time in field 22 (comm
+ * `comm`), `status` with the uid; starts at start time 4711 and this process's uid.
+ */
+function fakeProc(dirName: string, comm: string) {
+  const procRoot = join(root, dirName);
+  const pidDir = join(procRoot, String(process.pid));
+  mkdirSync(pidDir, { recursive: true });
+  const stat = (start: number): string => `${process.pid} (${comm}) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 ${start} 20 21\n`;
+  const setStart = (start: number): void => writeFileSync(join(pidDir, 'stat'), stat(start));
+  const setUid = (uid: number): void => writeFileSync(join(pidDir, 'status'), `Name:\tnode\nUid:\t${uid}\t${uid}\t${uid}\t${uid}\nGid:\t0\t0\t0\t0\n`);
+  setStart(4711);
+  setUid(process.getuid!());
+  return { procRoot, pidDir, stat, setStart, setUid };
+}
+
 const here = dirname(fileURLToPath(import.meta.url));
 const CHILD = join(here, 'fixtures', 'client.js');
 const root = mkdtempSync(join(tmpdir(), 'spindle-listener-'));
@@ -184,14 +200,8 @@ describe('workload socket listener', () => {
   it('without pidfds, start time and uid from /proc still guard against reuse', async () => {
     const real = loadPeerCred();
     const native: PeerCredNative = { getPeerCred: real.getPeerCred, pidfdOpen: () => -1, pidfdAlive: () => true };
-    const procRoot = join(root, 'fakeproc');
-    const pidDir = join(procRoot, String(process.pid));
-    mkdirSync(pidDir, { recursive: true });
-    const stat = (start: number): string => `${process.pid} (node (x) y) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 ${start} 20 21\n`;
-    const status = (uid: number): string => `Name:\tnode\nUid:\t${uid}\t${uid}\t${uid}\t${uid}\nGid:\t0\t0\t0\t0\n`;
+    const { procRoot, pidDir, stat, setStart, setUid } = fakeProc('fakeproc', 'node (x) y');
     assert.equal(parseStartTime(stat(4711)), '4711');
-    writeFileSync(join(pidDir, 'stat'), stat(4711));
-    writeFileSync(join(pidDir, 'status'), status(process.getuid!()));
     const path = socketIn();
     const s = await whoAmIServer(path, { procRoot, native });
     const c = whoAmI(path);
@@ -199,11 +209,11 @@ describe('workload socket listener', () => {
       await c.reply;
       const ctx = s.seen[0]!;
       assert.equal(await checkedNextTurn(ctx), true);
-      writeFileSync(join(pidDir, 'status'), status(12345)); // setuid since connect
+      setUid(12345); // setuid since connect
       assert.equal(await checkedNextTurn(ctx), false);
-      writeFileSync(join(pidDir, 'status'), status(process.getuid!()));
+      setUid(process.getuid!());
       assert.equal(await checkedNextTurn(ctx), true);
-      writeFileSync(join(pidDir, 'stat'), stat(4712)); // a new process with the same pid
+      setStart(4712); // a new process with the same pid
       assert.equal(await checkedNextTurn(ctx), false);
       rmSync(pidDir, { recursive: true }); // gone
       assert.equal(await checkedNextTurn(ctx), false);
@@ -221,13 +231,7 @@ describe('workload socket listener', () => {
       pidfdOpen: () => openSync('/dev/null', 'r'), // stands in for the pidfd (closed on release)
       pidfdAlive: () => alive,
     };
-    const procRoot = join(root, 'fakeproc-pidfd');
-    const pidDir = join(procRoot, String(process.pid));
-    mkdirSync(pidDir, { recursive: true });
-    const stat = (start: number): string => `${process.pid} (node) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 ${start} 20 21\n`;
-    const status = (uid: number): string => `Name:\tnode\nUid:\t${uid}\t${uid}\t${uid}\t${uid}\nGid:\t0\t0\t0\t0\n`;
-    writeFileSync(join(pidDir, 'stat'), stat(4711));
-    writeFileSync(join(pidDir, 'status'), status(process.getuid!()));
+    const { procRoot, setStart, setUid } = fakeProc('fakeproc-pidfd', 'node');
     const path = socketIn();
     const s = await whoAmIServer(path, { procRoot, native });
     const c = whoAmI(path);
@@ -235,11 +239,11 @@ describe('workload socket listener', () => {
       await c.reply;
       const ctx = s.seen[0]!;
       assert.equal(await checkedNextTurn(ctx), true);
-      writeFileSync(join(pidDir, 'stat'), stat(4712)); // not consulted while the pidfd is alive
+      setStart(4712); // not consulted while the pidfd is alive
       assert.equal(await checkedNextTurn(ctx), true);
-      writeFileSync(join(pidDir, 'status'), status(12345)); // setuid since connect
+      setUid(12345); // setuid since connect
       assert.equal(await checkedNextTurn(ctx), false);
-      writeFileSync(join(pidDir, 'status'), status(process.getuid!()));
+      setUid(process.getuid!());
       assert.equal(await checkedNextTurn(ctx), true);
       alive = false; // the process exited
       assert.equal(await checkedNextTurn(ctx), false);
