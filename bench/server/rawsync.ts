@@ -12,6 +12,7 @@ import http2, { type ClientHttp2Session } from 'node:http2';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { SyncAuthorizedRequest, SyncAuthorizedResponse } from '../../proto/gen/spindle/agent/v1/agent.js';
 import { certificatesToPem } from '../../spiffe/pem.js';
+import { frame } from '../../test/security/fuzz/wire.js';
 import type { AgentIdentity, ServerTarget } from './agentclient.js';
 
 const PATH = '/spindle.agent.v1.AgentAPI/SyncAuthorized';
@@ -59,11 +60,7 @@ export function rawSyncClient(target: ServerTarget, secureContext: SecureContext
           knownEntries: known?.entries ?? [],
           knownBundleSequences: known?.bundleSequences ?? new Map(),
         }).finish();
-        const framed = Buffer.allocUnsafe(5 + body.length);
-        framed[0] = 0;
-        framed.writeUInt32BE(body.length, 1);
-        framed.set(body, 5);
-        req.end(framed);
+        req.end(frame(body));
         const chunks: Buffer[] = [];
         let have = 0;
         req.on('response', (h) => {
