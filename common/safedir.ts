@@ -21,9 +21,7 @@ import { chmodSync, lstatSync, mkdirSync, realpathSync, statSync, type Stats } f
 import { resolve } from 'node:path';
 
 /** The path is unsafe (as opposed to an fs error while looking at it, which is thrown as is). */
-export class UnsafeDirectoryError extends Error {
-  override name = 'UnsafeDirectoryError';
-}
+export class UnsafeDirectoryError extends Error {}
 
 const STICKY = 0o1000;
 const GROUP_OR_OTHER_WRITE = 0o022;
@@ -50,7 +48,7 @@ function prefixes(absolute: string): string[] {
 function problem(path: string, st: Stats, uid: number): string | undefined {
   const facts = `owner uid ${st.uid}, mode ${octalMode(st.mode)}`;
   if (st.uid !== uid && st.uid !== 0) {
-    return `${path} is owned by another user (${facts}; expected uid ${uid} or root)`;
+    return `${path} is owned by another user (${facts}; expected this user, uid ${uid}, or root)`;
   }
   if (st.isDirectory() && (st.mode & GROUP_OR_OTHER_WRITE) !== 0 && (st.mode & STICKY) === 0) {
     return `${path} is writable by group or others without the sticky bit (${facts})`;
@@ -68,7 +66,7 @@ export function checkSafeDirectory(dir: string, what: string): void {
   const abs = resolve(dir);
   const uid = euid();
   const fail = (why: string): never => {
-    throw new UnsafeDirectoryError(`${what} ${abs} is not safe to use: ${why}; another local user could take it over. Use a directory owned by uid ${uid} (or root) that only its owner can write to, or fix its owner/mode.`);
+    throw new UnsafeDirectoryError(`${what} ${abs} is not safe to use: ${why}; another local user could take it over. Use a directory owned by this user (uid ${uid}) or root that only its owner can write to, or fix its owner/mode.`);
   };
   // Components as written: lstat, so a symlink is judged by its own owner.
   let existing = '';
