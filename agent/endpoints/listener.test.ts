@@ -12,8 +12,8 @@ import { loadPeerCred, type PeerCredNative } from '../native/peercred.js';
 import { WhoAmIClient, WhoAmIService, type WhoAmIReply } from './fixtures/whoami.js';
 import { listenWorkloadSocket, type WorkloadListener } from './listener.js';
 import { parseStartTime } from './procfs.js';
-import { silentLogger } from './testkit.js';
-import type { PeerContext } from './types.js';
+import { recordingLogger, silentLogger } from './testkit.js';
+import type { EndpointLogger, PeerContext } from './types.js';
 
 /**
  * stillSameProcess() in the next synchronous run: /proc values read in one run are reused
@@ -64,7 +64,7 @@ let n = 0;
 const socketIn = (sub = ''): string => join(root, `t${++n}`, sub, 'api.sock');
 
 /** A server answering WhoAmI from peerOf(call), listening through the peer-tracking listener. */
-async function whoAmIServer(socketPath: string, extra: { procRoot?: string; native?: PeerCredNative } = {}): Promise<{ listener: WorkloadListener; server: Server; seen: PeerContext[]; close(): Promise<void> }> {
+async function whoAmIServer(socketPath: string, extra: { procRoot?: string; native?: PeerCredNative; logger?: EndpointLogger } = {}): Promise<{ listener: WorkloadListener; server: Server; seen: PeerContext[]; close(): Promise<void> }> {
   const server = new Server();
   const seen: PeerContext[] = [];
   let listener: WorkloadListener | undefined;
@@ -332,6 +332,31 @@ describe('workload socket listener', () => {
       setUid(process.getuid!());
       rmSync(join(procRoot, String(process.pid), 'exe')); // no longer inspectable
       assert.match((await whyNextTurn())!, /executed another program .* unreadable now/);
+    } finally {
+      c.close();
+      await s.close();
+    }
+  });
+
+  it('a kernel without SO_PEERGROUPS: each connection is closed and the error says what is missing', async () => {
+    const real = loadPeerCred();
+    const native: PeerCredNative = {
+      ...real,
+      getPeerGroups: () => {
+        throw Object.assign(new Error('getsockopt(SO_PEERGROUPS) is not supported by this kernel (it needs Linux 4.13 or newer)'), { code: 'ENOPROTOOPT' });
+      },
+    };
+    const logger = recordingLogger();
+    const path = socketIn();
+    const s = await whoAmIServer(path, { native, logger });
+    const c = whoAmI(path);
+    try {
+      await assert.rejects(c.reply);
+      assert.equal(s.seen.length, 0, 'no call was served');
+      assert.equal(s.listener.connectionCount, 0);
+      const rec = logger.records.find((r) => (r as { msg?: string }).msg?.includes('cannot read the peer credentials')) as { level: string; err: Error } | undefined;
+      assert.equal(rec?.level, 'error');
+      assert.match(rec.err.message, /SO_PEERGROUPS.*Linux 4\.13/);
     } finally {
       c.close();
       await s.close();
