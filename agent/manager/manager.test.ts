@@ -8,7 +8,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
+import { Registry } from 'prom-client';
 import { AgentManager, type ManagerLogger, type ManagerOptions } from './manager.js';
+import { JWT_CACHE_ENTRIES_METRIC, JWT_CACHE_EVICTIONS_METRIC, registerJwtCacheMetrics } from '../telemetry.js';
 import type { WorkloadUpdate } from './types.js';
 import { attestAgent, connectAgentApi, syncAuthorized, type AgentApiConnection } from '../client/serverclient.js';
 import type { AgentAPIClient, BatchNewX509SVIDResponse } from '../../proto/gen/spindle/agent/v1/agent.js';
@@ -590,6 +592,72 @@ describe('AgentManager', () => {
     offsetMs = life / 2 + 5_000;
     const later = await m.fetchJwt(S, ['aud-1', 'aud-2']);
     for (const j of later) assert.ok(!jwts.some((x) => x.token === j.token), 'renewed after half-life');
+    m.stop();
+  });
+
+  test('JWT-SVID cache: at most jwtCacheMaxPerEntry audience sets per entry and jwtCacheMaxTotal in all, least recently used evicted, renew-due tokens swept; the metric reports its size', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    const [one, two, three] = ['one', 'two', 'three'].map((n) => `spiffe://example.org/jwtcap/${n}-${u}`) as [string, string, string];
+    createEntries(agent.id, [one, two, three].map((spiffeId) => ({ spiffeId, selectors: ['unix:uid:4100'] })));
+    let offsetMs = 0;
+    const m = agent.manager({ now: () => new Date(Date.now() + offsetMs), jwtCacheMaxPerEntry: 100, jwtCacheMaxTotal: 150 });
+    await m.start();
+    const registry = new Registry();
+    registerJwtCacheMetrics(registry, () => ({ entries: m.jwtCacheSize, evictions: m.jwtCacheEvictions }));
+    const metric = async (name: string): Promise<number> => {
+      const line = (await registry.metrics()).split('\n').find((l) => l.startsWith(`${name} `));
+      assert.ok(line, `${name} is exported`);
+      return Number(line.split(' ')[1]);
+    };
+    const S = sels('unix:uid:4100');
+    const fetchOne = async (aud: string, id = one): Promise<string> => {
+      const r = await m.fetchJwt(S, [aud], parseSpiffeId(id));
+      assert.equal(r.length, 1);
+      return r[0]!.token;
+    };
+
+    // One entry, 130 distinct audiences: capped at 100 for that entry, the oldest evicted.
+    const first = new Map<string, string>();
+    for (let i = 0; i < 130; i++) {
+      first.set(`a${i}`, await fetchOne(`a${i}`));
+      // a30 is used again just before a130 would evict it: it becomes the most recently used.
+      if (i === 129) assert.equal(await fetchOne('a30'), first.get('a30'), 'a30 is still cached');
+    }
+    assert.equal(m.jwtCacheSize, 100, 'per-entry cap');
+    assert.equal(await metric(JWT_CACHE_ENTRIES_METRIC), 100);
+    assert.equal(await metric(JWT_CACHE_EVICTIONS_METRIC), 30);
+    assert.equal(await fetchOne('a129'), first.get('a129'), 'the newest is served from the cache');
+    assert.notEqual(await fetchOne('a0'), first.get('a0'), 'the oldest was evicted (a fresh token)');
+    // a0 came back and evicted the least recently used one, a31 (a30 was touched).
+    assert.equal(await fetchOne('a30'), first.get('a30'), 'the touched one survived');
+    assert.notEqual(await fetchOne('a31'), first.get('a31'), 'the least recently used one went');
+    assert.equal(m.jwtCacheSize, 100);
+
+    // Another entry, 80 audiences: the total cap (150) holds; the oldest overall go first.
+    for (let i = 0; i < 80; i++) await fetchOne(`b${i}`, two);
+    assert.equal(m.jwtCacheSize, 150, 'total cap');
+    assert.equal(await metric(JWT_CACHE_ENTRIES_METRIC), 150);
+    assert.equal(await fetchOne('b79', two), await fetchOne('b79', two), 'the newest of the other entry is cached');
+
+    // Past the tokens' renewal time: an insertion drops its entry's renew-due tokens, and one at
+    // the total cap sweeps every entry's before evicting anything live.
+    const life = (await m.fetchJwt(S, ['x'], parseSpiffeId(one)))[0]!.expiresAt.getTime() - Date.now();
+    offsetMs = life / 2 + 5_000;
+    const evicted = m.jwtCacheEvictions;
+    await fetchOne('fresh');
+    assert.equal(m.jwtCacheSize, 80 + 1, 'the entry\'s renew-due tokens are dropped, not kept until evicted');
+    await fetchOne('fresh', two);
+    assert.equal(m.jwtCacheSize, 2);
+    assert.equal(await metric(JWT_CACHE_ENTRIES_METRIC), 2);
+    assert.equal(m.jwtCacheEvictions, evicted, 'dropping renew-due tokens is no eviction');
+    offsetMs = 0;
+    for (let i = 0; i < 148; i++) await fetchOne(`c${i}`, i % 2 === 0 ? one : two);
+    assert.equal(m.jwtCacheSize, 150);
+    offsetMs = life / 2 + 5_000;
+    await fetchOne('y', three);
+    assert.equal(m.jwtCacheSize, 1, 'at the cap, every renew-due token is swept first');
+    assert.equal(m.jwtCacheEvictions, evicted);
     m.stop();
   });
 
