@@ -3,8 +3,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { createPrivateKey, randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
@@ -18,7 +18,7 @@ import type { Selector } from '../../server/datastore/types.js';
 import { parseSpiffeId, parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
 import { exportPrivateKeyPkcs8, generateKeyPair } from '../../spiffe/keys.js';
 import { pemToCertificates, privateKeyToPem } from '../../spiffe/pem.js';
-import { createCsr, parseCertificate, parseX509Svid, verifyX509Svid } from '../../spiffe/x509/index.js';
+import { createCsr, createIssuer, issueX509Svid, parseCertificate, parseX509Svid, verifyX509Svid } from '../../spiffe/x509/index.js';
 import { validateJwtSvid, parseJwtSvidInsecure } from '../../spiffe/jwtsvid.js';
 import { serverBin, startServerProcess, type ServerProcess } from '../../test/support/serverproc.js';
 import { AgentIdentity } from '../attest/identity.js';
@@ -87,6 +87,8 @@ const createdAt = new Map<string, number>();
 interface TestAgent {
   id: string;
   conn: AgentApiConnection;
+  /** The agent SVID chain from the attestation. */
+  chain: Buffer[];
   /** Number of CSRs in each BatchNewX509SVID call made through `connection()`. */
   batches: number[];
   /** While set, BatchNewX509SVID answers are held back until it resolves. */
@@ -122,6 +124,7 @@ async function newAgent(): Promise<TestAgent> {
   const agent: TestAgent = {
     id: res.svid.spiffeId,
     conn,
+    chain: res.svid.certChain.map((c) => Buffer.from(c)),
     batches: [],
     hold: undefined,
     refuse: new Set(),
@@ -747,6 +750,41 @@ describe('AgentManager', () => {
     assert.equal(serialOf(after, `spiffe://example.org/evict/a-${u}`), serialOf(before, `spiffe://example.org/evict/a-${u}`));
     assert.equal(agent.batches.length, batches, 'answered from the cache');
     assert.ok(agent.logs.some((l) => l.startsWith('ERROR the server refused this agent')));
+    m.stop();
+  });
+
+  test('a sync stream ended at the agent SVID expiry (UNAUTHENTICATED): onRefused is called; reconnect() on a valid SVID resumes pushes', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    createEntries(agent.id, [{ spiffeId: `spiffe://example.org/expiry/a-${u}`, selectors: ['unix:uid:7100'] }]);
+    // The same agent ID and serial, signed with the server's CA key, valid for 4 s.
+    const issuer = createIssuer([bundle[0]!], createPrivateKey(readFileSync(join(server.dataDir, 'keys', 'x509-CA-A.key'), 'utf8')));
+    const keys = await generateKeyPair();
+    const serial = parseCertificate(agent.chain[0]!).serialHex;
+    const cert = issueX509Svid({ id: parseSpiffeId(agent.id), publicKey: keys.publicKey, ttlSeconds: 4, issuer, now: new Date(), serial: Buffer.from(serial, 'hex') });
+    const shortLived = connectAgentApi({
+      address: { host: '127.0.0.1', port: server.port },
+      trustDomain: td,
+      bundle,
+      svid: { chain: [cert.der], privateKeyPem: privateKeyToPem(exportPrivateKeyPkcs8(keys.privateKey)) },
+    });
+    open.push(shortLived);
+    let current: AgentApiConnection = shortLived;
+    let refused!: (e: ServiceError) => void;
+    const refusal = new Promise<ServiceError>((r) => (refused = r));
+    const m = new AgentManager({ trustDomain: td, connection: () => current, logger: loggerFor(agent.logs), onRefused: (e) => refused(e) });
+    open.push(m);
+    await m.start();
+    assert.equal(m.entryCount, 1);
+    const err = await refusal;
+    assert.equal(err.code, status.UNAUTHENTICATED);
+    assert.match(err.details, /agent SVID expired at/);
+    assert.ok(Date.now() >= cert.notAfter.getTime(), 'not ended before the notAfter');
+    // As after a renewal: the connection is replaced and the manager told to reconnect.
+    current = agent.conn;
+    m.reconnect();
+    await cliAsync(['entry', 'create', '-parentID', agent.id, '-spiffeID', `spiffe://example.org/expiry/b-${u}`, '-selector', 'unix:uid:7100']);
+    await waitFor(() => m.entryCount === 2, 'the entry created after the reconnect to reach the manager', 15_000);
     m.stop();
   });
 });
