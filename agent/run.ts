@@ -113,6 +113,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
         synced: () => synced,
         agentSvidNotAfter: () => identity.svidNotAfter(),
         workloadApiLimits: () => endpoint.limits.stats(),
+        jwtSvidCache: () => ({ entries: manager.jwtCacheSize, evictions: manager.jwtCacheEvictions }),
       },
     });
     cleanups.push(() => telemetry.close());

@@ -17,10 +17,32 @@ export interface AgentTelemetrySources {
   agentSvidNotAfter(): Date;
   /** Per-caller limit counters of the Workload API socket (agent/endpoints/limits.ts). */
   workloadApiLimits?(): CallerLimitStats;
+  /** The JWT-SVID cache (agent/manager/manager.ts): tokens held, and evicted by its caps so far. */
+  jwtSvidCache?(): { entries: number; evictions: number };
 }
 
 export const REFUSED_METRIC = 'spindle_agent_workload_api_refused_total';
 export const OPEN_STREAMS_METRIC = 'spindle_agent_workload_api_open_streams';
+export const JWT_CACHE_ENTRIES_METRIC = 'spindle_agent_jwt_svid_cache_entries';
+export const JWT_CACHE_EVICTIONS_METRIC = 'spindle_agent_jwt_svid_cache_evictions_total';
+
+/**
+ * The JWT-SVID cache's metrics, read from `stats` at scrape time:
+ * - spindle_agent_jwt_svid_cache_entries: JWT-SVIDs cached now (one per entry and audience set);
+ * - spindle_agent_jwt_svid_cache_evictions_total: evicted by the per-entry or total cap.
+ */
+export function registerJwtCacheMetrics(registry: Registry, stats: () => { entries: number; evictions: number }): void {
+  new Gauge({ name: JWT_CACHE_ENTRIES_METRIC, help: 'JWT-SVIDs cached by the agent (one per entry and audience set)', registers: [registry], collect() { this.set(stats().entries); } });
+  new Counter({
+    name: JWT_CACHE_EVICTIONS_METRIC,
+    help: 'JWT-SVIDs evicted from the agent cache by its per-entry or total cap (least recently used first)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(stats().evictions);
+    },
+  });
+}
 
 /**
  * The Workload API socket's per-caller limit metrics, read from `stats` at scrape time:
@@ -75,6 +97,7 @@ export async function startAgentTelemetry(opts: {
       },
     });
     if (sources.workloadApiLimits) registerWorkloadApiMetrics(registry, sources.workloadApiLimits.bind(sources));
+    if (sources.jwtSvidCache) registerJwtCacheMetrics(registry, sources.jwtSvidCache.bind(sources));
   }
   const listeners = await startTelemetryListeners({
     healthChecks: opts.config.healthChecks,

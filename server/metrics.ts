@@ -16,7 +16,7 @@
  */
 import { status as GrpcStatus, ServerInterceptingCall, type ServerInterceptor } from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { AgentApiMetrics } from './api/agent/service.js';
+import { ATTESTATION_LIMITS, type AgentApiMetrics, type AttestationLimit } from './api/agent/service.js';
 import type { CaStatus } from './ca/manager.js';
 
 export type SvidKind = 'workload' | 'agent';
@@ -49,7 +49,7 @@ function splitPath(path: string): [string, string] {
 export interface MetricsSources {
   datastore: { countEntries(): Promise<number>; countAttestedNodes(): Promise<number> };
   ca: { status(): CaStatus };
-  api: { readonly openStreams: number };
+  api: { readonly openStreams: number; readonly attestationsInProgress?: number };
 }
 
 export class ServerMetrics implements AgentApiMetrics {
@@ -59,6 +59,7 @@ export class ServerMetrics implements AgentApiMetrics {
   readonly x509SvidsSigned: Counter<'kind'>;
   readonly jwtSvidsMinted: Counter;
   readonly nodeAttestations: Counter<'attestor' | 'result'>;
+  readonly attestationsRefused: Counter<'limit'>;
   readonly #knownAttestors = new Set<string>();
   #observing = false;
 
@@ -96,6 +97,13 @@ export class ServerMetrics implements AgentApiMetrics {
       labelNames: ['attestor', 'result'],
       registers,
     });
+    this.attestationsRefused = new Counter({
+      name: 'spindle_server_attestations_refused_total',
+      help: 'AttestAgent streams refused with RESOURCE_EXHAUSTED by an attestation limit (limit: in_progress_total, in_progress_per_address)',
+      labelNames: ['limit'],
+      registers,
+    });
+    for (const limit of ATTESTATION_LIMITS) this.attestationsRefused.inc({ limit }, 0);
     for (const kind of SVID_KINDS) this.x509SvidsSigned.inc({ kind }, 0);
     for (const name of opts.attestors ?? []) {
       this.#knownAttestors.add(name);
@@ -116,6 +124,10 @@ export class ServerMetrics implements AgentApiMetrics {
   nodeAttestation(attestor: string | undefined, result: AttestationResult): void {
     const label = attestor !== undefined && this.#knownAttestors.has(attestor) ? attestor : 'unknown';
     this.nodeAttestations.inc({ attestor: label, result });
+  }
+
+  attestationRefused(limit: AttestationLimit): void {
+    this.attestationsRefused.inc({ limit });
   }
 
   // ---- RPCs
@@ -180,6 +192,14 @@ export class ServerMetrics implements AgentApiMetrics {
       registers,
       collect() {
         this.set(src.api.openStreams);
+      },
+    });
+    new Gauge({
+      name: 'spindle_server_attestations_in_progress',
+      help: 'AttestAgent streams in progress (admitted, not yet ended)',
+      registers,
+      collect() {
+        this.set(src.api.attestationsInProgress ?? 0);
       },
     });
     new Gauge({

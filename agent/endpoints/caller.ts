@@ -13,7 +13,7 @@ import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 export interface CallerAttestation {
   /** The tracked peer of a call; UNAVAILABLE when its connection is gone. */
   peerOfCall(call: { getPeer(): string }): PeerContext;
-  /** The union of every attestor's selectors; UNAVAILABLE when the process changed meanwhile. */
+  /** The union of every attestor's selectors; UNAVAILABLE when the process changed since it connected. */
   attest(peer: PeerContext, signal: AbortSignal): Promise<Selector[]>;
 }
 
@@ -27,8 +27,9 @@ export function callerAttestation(peerOf: PeerOf, attestors: readonly WorkloadAt
     async attest(peer, signal) {
       const results = await Promise.all(attestors.map((a) => a.attest(peer.peer, signal)));
       signal.throwIfAborted();
-      if (!peer.stillSameProcess()) {
-        throw apiError(GrpcStatus.UNAVAILABLE, 'caller process changed during attestation (it exited or its pid was reused); reconnect and retry');
+      const changed = peer.whyNotSameProcess();
+      if (changed !== undefined) {
+        throw apiError(GrpcStatus.UNAVAILABLE, `caller process changed since it connected: ${changed}; identities are only served to the process that opened the connection; reconnect from it and retry`);
       }
       const seen = new Set<string>();
       const selectors: Selector[] = [];

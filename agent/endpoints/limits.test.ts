@@ -34,7 +34,7 @@ const UID = process.getuid!();
 // ---------------------------------------------------------------------------------------------
 // Units, with a hand-driven clock
 
-const peerCtx = (processKey: string, uid: number): PeerContext => ({ key: `k-${processKey}`, peer: { pid: 1, uid, gid: 0 }, processKey, stillSameProcess: () => true });
+const peerCtx = (processKey: string, uid: number): PeerContext => ({ key: `k-${processKey}`, peer: { pid: 1, uid, gid: 0, groups: [] }, processKey, whyNotSameProcess: () => undefined, stillSameProcess: () => true });
 
 describe('token bucket and stream budget', () => {
   it('a bucket gives its burst at once, then refills at the rate, never beyond the burst', () => {

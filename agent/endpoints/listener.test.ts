@@ -1,7 +1,7 @@
 import { credentials, Server, type ServiceError } from '@grpc/grpc-js';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -12,8 +12,8 @@ import { loadPeerCred, type PeerCredNative } from '../native/peercred.js';
 import { WhoAmIClient, WhoAmIService, type WhoAmIReply } from './fixtures/whoami.js';
 import { listenWorkloadSocket, type WorkloadListener } from './listener.js';
 import { parseStartTime } from './procfs.js';
-import { silentLogger } from './testkit.js';
-import type { PeerContext } from './types.js';
+import { recordingLogger, silentLogger } from './testkit.js';
+import type { EndpointLogger, PeerContext } from './types.js';
 
 /**
  * stillSameProcess() in the next synchronous run: /proc values read in one run are reused
@@ -26,7 +26,8 @@ async function checkedNextTurn(ctx: { stillSameProcess(): boolean }): Promise<bo
 
 /**
  * A fake /proc/<this pid> under the test root: `stat` with the start time in field 22 (comm
- * `comm`), `status` with the uid; starts at start time 4711 and this process's uid.
+ * `comm`), `status` with the effective uid and gid, `exe` pointing at an executable; starts at
+ * start time 4711, this process's uid and gid and node's binary.
  */
 function fakeProc(dirName: string, comm: string) {
   const procRoot = join(root, dirName);
@@ -34,10 +35,24 @@ function fakeProc(dirName: string, comm: string) {
   mkdirSync(pidDir, { recursive: true });
   const stat = (start: number): string => `${process.pid} (${comm}) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 ${start} 20 21\n`;
   const setStart = (start: number): void => writeFileSync(join(pidDir, 'stat'), stat(start));
-  const setUid = (uid: number): void => writeFileSync(join(pidDir, 'status'), `Name:\tnode\nUid:\t${uid}\t${uid}\t${uid}\t${uid}\nGid:\t0\t0\t0\t0\n`);
+  let ids = { uid: process.getuid!(), gid: process.getgid!() };
+  const writeStatus = (): void => writeFileSync(join(pidDir, 'status'), `Name:\tnode\nUid:\t${ids.uid}\t${ids.uid}\t${ids.uid}\t${ids.uid}\nGid:\t${ids.gid}\t${ids.gid}\t${ids.gid}\t${ids.gid}\n`);
+  const setUid = (uid: number): void => {
+    ids = { ...ids, uid };
+    writeStatus();
+  };
+  const setGid = (gid: number): void => {
+    ids = { ...ids, gid };
+    writeStatus();
+  };
+  const setExe = (target: string): void => {
+    rmSync(join(pidDir, 'exe'), { force: true });
+    symlinkSync(target, join(pidDir, 'exe'));
+  };
   setStart(4711);
-  setUid(process.getuid!());
-  return { procRoot, pidDir, stat, setStart, setUid };
+  writeStatus();
+  setExe(process.execPath);
+  return { procRoot, pidDir, stat, setStart, setUid, setGid, setExe };
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -49,7 +64,7 @@ let n = 0;
 const socketIn = (sub = ''): string => join(root, `t${++n}`, sub, 'api.sock');
 
 /** A server answering WhoAmI from peerOf(call), listening through the peer-tracking listener. */
-async function whoAmIServer(socketPath: string, extra: { procRoot?: string; native?: PeerCredNative } = {}): Promise<{ listener: WorkloadListener; server: Server; seen: PeerContext[]; close(): Promise<void> }> {
+async function whoAmIServer(socketPath: string, extra: { procRoot?: string; native?: PeerCredNative; logger?: EndpointLogger } = {}): Promise<{ listener: WorkloadListener; server: Server; seen: PeerContext[]; close(): Promise<void> }> {
   const server = new Server();
   const seen: PeerContext[] = [];
   let listener: WorkloadListener | undefined;
@@ -119,6 +134,39 @@ describe('peercred native addon', () => {
     c.destroy();
     s.destroy();
     srv.close();
+  });
+
+  it('SO_PEERGROUPS: the supplementary groups (and ids) a process had when it connected, whatever it runs as later', async () => {
+    const native = loadPeerCred();
+    const path = socketIn();
+    mkdirSync(dirname(path), { recursive: true });
+    chmodSync(dirname(path), 0o755);
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(path, r));
+    chmodSync(path, 0o777);
+    // 70 groups: more than the addon's first buffer (64), so the ERANGE retry is exercised.
+    const groups = Array.from({ length: 70 }, (_, i) => 5000 + i);
+    // Connects as uid 0, egid 65534 with 70 groups, then drops them all: the kernel keeps what it
+    // had at connect().
+    const script = [
+      'import os, socket, sys',
+      `os.setgroups(${JSON.stringify(groups)}); os.setgid(65534)`,
+      's = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])',
+      'os.setgroups([]); os.setuid(65534)',
+      'sys.stdin.read()',
+    ].join('\n');
+    const accepted = new Promise<Socket>((r) => srv.once('connection', r));
+    const py = spawn('python3', ['-c', script, path], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      const s = await accepted;
+      const fd = (s as unknown as { _handle: { fd: number } })._handle.fd;
+      assert.deepEqual(native.getPeerGroups(fd), groups);
+      assert.deepEqual(native.getPeerCred(fd), { pid: py.pid, uid: 0, gid: 65534 });
+      s.destroy();
+    } finally {
+      py.kill('SIGKILL');
+      srv.close();
+    }
   });
 });
 
@@ -199,7 +247,7 @@ describe('workload socket listener', () => {
 
   it('without pidfds, start time and uid from /proc still guard against reuse', async () => {
     const real = loadPeerCred();
-    const native: PeerCredNative = { getPeerCred: real.getPeerCred, pidfdOpen: () => -1, pidfdAlive: () => true };
+    const native: PeerCredNative = { getPeerCred: real.getPeerCred, getPeerGroups: real.getPeerGroups, pidfdOpen: () => -1, pidfdAlive: () => true };
     const { procRoot, pidDir, stat, setStart, setUid } = fakeProc('fakeproc', 'node (x) y');
     assert.equal(parseStartTime(stat(4711)), '4711');
     const path = socketIn();
@@ -228,6 +276,7 @@ describe('workload socket listener', () => {
     let alive = true;
     const native: PeerCredNative = {
       getPeerCred: real.getPeerCred,
+      getPeerGroups: real.getPeerGroups,
       pidfdOpen: () => openSync('/dev/null', 'r'), // stands in for the pidfd (closed on release)
       pidfdAlive: () => alive,
     };
@@ -247,6 +296,67 @@ describe('workload socket listener', () => {
       assert.equal(await checkedNextTurn(ctx), true);
       alive = false; // the process exited
       assert.equal(await checkedNextTurn(ctx), false);
+    } finally {
+      c.close();
+      await s.close();
+    }
+  });
+
+  it('an exec after connect is noticed: another executable, or effective ids other than the connect-time ones', async () => {
+    const real = loadPeerCred();
+    const native: PeerCredNative = { ...real, pidfdOpen: () => openSync('/dev/null', 'r'), pidfdAlive: () => true };
+    const { procRoot, setUid, setGid, setExe } = fakeProc('fakeproc-exec', 'node');
+    const other = join(root, 'other-program');
+    copyFileSync(process.execPath, other); // same content, another file: another program to the kernel
+    const path = socketIn();
+    const s = await whoAmIServer(path, { procRoot, native });
+    const c = whoAmI(path);
+    try {
+      await c.reply;
+      const ctx = s.seen[0]!;
+      const whyNextTurn = async (): Promise<string | undefined> => {
+        await Promise.resolve();
+        return ctx.whyNotSameProcess();
+      };
+      assert.equal(await whyNextTurn(), undefined);
+      setExe(other); // execve() of another program (pid, pidfd, start time, uid unchanged)
+      assert.match((await whyNextTurn())!, new RegExp(`process ${process.pid} executed another program since it connected`));
+      assert.equal(ctx.stillSameProcess(), false);
+      setExe(process.execPath); // back to the file seen at accept
+      assert.equal(await whyNextTurn(), undefined);
+      setGid(42); // a setgid program: egid differs from SO_PEERCRED's connect-time gid
+      assert.match((await whyNextTurn())!, new RegExp(`connected with effective uid ${process.getuid!()} gid ${process.getgid!()} and now runs with uid ${process.getuid!()} gid 42`));
+      setGid(process.getgid!());
+      setUid(65534);
+      assert.match((await whyNextTurn())!, /now runs with uid 65534/);
+      setUid(process.getuid!());
+      rmSync(join(procRoot, String(process.pid), 'exe')); // no longer inspectable
+      assert.match((await whyNextTurn())!, /executed another program .* unreadable now/);
+    } finally {
+      c.close();
+      await s.close();
+    }
+  });
+
+  it('a kernel without SO_PEERGROUPS: each connection is closed and the error says what is missing', async () => {
+    const real = loadPeerCred();
+    const native: PeerCredNative = {
+      ...real,
+      getPeerGroups: () => {
+        throw Object.assign(new Error('getsockopt(SO_PEERGROUPS) is not supported by this kernel (it needs Linux 4.13 or newer)'), { code: 'ENOPROTOOPT' });
+      },
+    };
+    const logger = recordingLogger();
+    const path = socketIn();
+    const s = await whoAmIServer(path, { native, logger });
+    const c = whoAmI(path);
+    try {
+      await assert.rejects(c.reply);
+      assert.equal(s.seen.length, 0, 'no call was served');
+      assert.equal(s.listener.connectionCount, 0);
+      const rec = logger.records.find((r) => (r as { msg?: string }).msg?.includes('cannot read the peer credentials')) as { level: string; err: Error } | undefined;
+      assert.equal(rec?.level, 'error');
+      assert.match(rec.err.message, /SO_PEERGROUPS.*Linux 4\.13/);
     } finally {
       c.close();
       await s.close();

@@ -3,9 +3,19 @@
  *
  * We own the listening Unix socket (net.Server) instead of letting grpc-js bind it, because the
  * caller's identity must come from the kernel at accept time: on each connection we read
- * SO_PEERCRED (pid, uid, gid at connect()), open a pidfd for the pid and read its start time
- * (/proc/<pid>/stat field 22), and only then hand the socket to grpc-js through
- * `Server.createConnectionInjector(...).injectConnection(socket)`.
+ * SO_PEERCRED (pid, effective uid and gid at connect()) and SO_PEERGROUPS (supplementary groups
+ * at connect()), open a pidfd for the pid, read its start time (/proc/<pid>/stat field 22) and
+ * the identity of its executable (dev:ino behind /proc/<pid>/exe, one stat), and only then hand
+ * the socket to grpc-js through `Server.createConnectionInjector(...).injectConnection(socket)`.
+ *
+ * Exec after connect: pid, pidfd, start time and uid survive execve(), so a process that
+ * connects, forks and execs a setgid (or otherwise identified) program while its child uses the
+ * connection would be attested as that program. The unix attestor takes ids from the kernel's
+ * connect-time credentials, and the same-process check (TrackedPeer.whyNotSameProcess) refuses
+ * once the executable differs from the one seen at accept or /proc's effective uid/gid differ
+ * from the connect-time ones. What it cannot see: an exec between connect() and accept() that
+ * changes no credential (the program at accept is then the only one known), an exec of the same
+ * file, and a program that execs another and comes back between two checks.
  *
  * Telling handlers which connection a call came from: grpc-js 1.14 gives a handler no supported
  * way to reach the socket (call objects expose only `getPeer()`, `getAuthContext()` - TLS only -
@@ -31,7 +41,8 @@ import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { bindSocketInPlace, prepareSocketDirectory, removeSocketFile, removeStaleSocket } from '../../common/unixsocket.js';
 import { loadPeerCred, type PeerCredNative } from '../native/peercred.js';
-import { readEffectiveUid, readStartTime } from './procfs.js';
+import { readCallerFacts, readExeId, readStartTime } from './procfs.js';
+import type { PeerInfo } from '../../attestors/workload/types.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
 export const WORKLOAD_SOCKET_MODE = 0o777;
@@ -64,25 +75,28 @@ export interface WorkloadListener {
   close(): Promise<void>;
 }
 
-/** One connection's peer: SO_PEERCRED facts plus the handles to re-check them. */
+/** One connection's peer: SO_PEERCRED/SO_PEERGROUPS facts plus the handles to re-check them. */
 class TrackedPeer implements PeerContext {
   readonly key: string;
-  readonly peer: { pid: number; uid: number; gid: number };
+  readonly peer: PeerInfo;
   readonly processKey: string;
   readonly #native: PeerCredNative;
   readonly #procRoot: string;
   /** -1: no pidfd (kernel without pidfd_open, or process gone at accept). */
   #pidfd: number;
   readonly #startTime: string | undefined;
+  /** readExeId at accept; undefined when the agent may not stat it (it must stay so: then only the ids are compared). */
+  readonly #exe: string | undefined;
   #closed = false;
 
-  constructor(key: string, peer: { pid: number; uid: number; gid: number }, native: PeerCredNative, procRoot: string, pidfd: number, startTime: string | undefined) {
+  constructor(key: string, peer: PeerInfo, native: PeerCredNative, procRoot: string, pidfd: number, startTime: string | undefined, exe: string | undefined) {
     this.key = key;
     this.peer = peer;
     this.#native = native;
     this.#procRoot = procRoot;
     this.#pidfd = pidfd;
     this.#startTime = startTime;
+    this.#exe = exe;
     this.processKey = `${peer.pid}:${startTime ?? '?'}`;
   }
 
@@ -90,27 +104,42 @@ class TrackedPeer implements PeerContext {
     return this.#pidfd >= 0;
   }
 
-  stillSameProcess(): boolean {
-    if (this.#closed || this.#startTime === undefined) return false;
-    const { pid, uid } = this.peer;
-    if (this.#pidfd >= 0) {
-      // A live pidfd is the process itself: while it has not exited its pid cannot be reused,
-      // so the start time needs no re-reading (one /proc read per check instead of two).
-      try {
-        if (!this.#native.pidfdAlive(this.#pidfd)) return false;
-      } catch {
-        return false;
-      }
-    } else if (readStartTime(this.#procRoot, pid) !== this.#startTime) {
-      return false;
-    }
-    if (readEffectiveUid(this.#procRoot, pid) !== uid) return false;
-    // Alive before and after the /proc read: the uid read was the caller's, not a successor's.
+  #alive(): boolean {
     try {
-      return this.#pidfd < 0 || this.#native.pidfdAlive(this.#pidfd);
+      return this.#native.pidfdAlive(this.#pidfd);
     } catch {
       return false;
     }
+  }
+
+  whyNotSameProcess(): string | undefined {
+    if (this.#closed) return 'its connection is closed';
+    const { pid, uid, gid } = this.peer;
+    if (this.#startTime === undefined) return `process ${pid} was not visible in /proc when it connected`;
+    const gone = `process ${pid} exited or its pid was reused`;
+    if (this.#pidfd >= 0) {
+      // A live pidfd is the process itself: while it has not exited its pid cannot be reused,
+      // so the start time needs no re-reading (one /proc read per check instead of two).
+      if (!this.#alive()) return gone;
+    } else if (readStartTime(this.#procRoot, pid) !== this.#startTime) {
+      return gone;
+    }
+    const now = readCallerFacts(this.#procRoot, pid);
+    // Alive before and after the /proc reads: what they saw was the caller, not a successor.
+    if (this.#pidfd >= 0 && !this.#alive()) return gone;
+    if (now.euid === undefined || now.egid === undefined) return gone;
+    if (now.euid !== uid || now.egid !== gid) {
+      return `process ${pid} connected with effective uid ${uid} gid ${gid} and now runs with uid ${now.euid} gid ${now.egid} (it executed a setuid/setgid program or changed its ids since it connected)`;
+    }
+    // Both unreadable (an agent without the right to inspect the process): only the ids above count.
+    if (now.exe !== this.#exe) {
+      return `process ${pid} executed another program since it connected (executable ${this.#exe ?? 'unreadable'} at accept, ${now.exe ?? 'unreadable'} now)`;
+    }
+    return undefined;
+  }
+
+  stillSameProcess(): boolean {
+    return this.whyNotSameProcess() === undefined;
   }
 
   release(): void {
@@ -155,9 +184,11 @@ export async function listenWorkloadSocket(options: WorkloadListenerOptions): Pr
   const onConnection = (socket: Socket): void => {
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
     let cred;
+    let groups: number[];
     try {
       if (typeof fd !== 'number' || fd < 0) throw new Error('accepted socket has no file descriptor');
       cred = native.getPeerCred(fd);
+      groups = native.getPeerGroups(fd);
     } catch (err) {
       log.error({ err }, 'cannot read the peer credentials of a Workload API connection; closing it');
       socket.destroy();
@@ -166,6 +197,7 @@ export async function listenWorkloadSocket(options: WorkloadListenerOptions): Pr
     // pid 0: the caller's pid is not visible in our pid namespace; it cannot be attested.
     let pidfd = -1;
     let startTime: string | undefined;
+    let exe: string | undefined;
     if (cred.pid > 0) {
       try {
         pidfd = native.pidfdOpen(cred.pid);
@@ -175,9 +207,11 @@ export async function listenWorkloadSocket(options: WorkloadListenerOptions): Pr
       // Read after the pidfd is open: if the pid was already reused, the start time belongs to
       // the same (new) process as the pidfd, and attestation sees that process too.
       startTime = readStartTime(procRoot, cred.pid);
+      // The program it runs now, to notice an exec before attestation (one stat per accept).
+      exe = readExeId(procRoot, cred.pid);
     }
     const key = `${PEER_KEY_PREFIX}${++counter}`;
-    const peer = new TrackedPeer(key, { pid: cred.pid, uid: cred.uid, gid: cred.gid }, native, procRoot, pidfd, startTime);
+    const peer = new TrackedPeer(key, { pid: cred.pid, uid: cred.uid, gid: cred.gid, groups }, native, procRoot, pidfd, startTime, exe);
     Object.defineProperty(socket, 'remoteAddress', { value: key, enumerable: true, configurable: false, writable: false });
     Object.defineProperty(socket, 'remotePort', { value: undefined, enumerable: true, configurable: false, writable: false });
     peers.set(key, peer);

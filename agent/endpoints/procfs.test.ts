@@ -1,30 +1,39 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readEffectiveUid, readStartTime } from './procfs.js';
+import { readCallerFacts, readExeId, readStartTime } from './procfs.js';
 
-const status = (euid: number): string => `Name:\tw\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t${euid}\t${euid}\t${euid}\nGid:\t1000\t1000\t1000\t1000\n`;
+const status = (euid: number, egid = 1000): string => `Name:\tw\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t${euid}\t${euid}\t${euid}\nGid:\t1000\t${egid}\t${egid}\t${egid}\n`;
 
-test('the effective uid is read once per process per synchronous run, and again in the next one', async () => {
+test('effective ids and the executable are read once per process per synchronous run, and again in the next one', async () => {
   const root = mkdtempSync(join(tmpdir(), 'spindle-procfs-'));
   try {
     mkdirSync(join(root, '42'));
     mkdirSync(join(root, '43'));
+    writeFileSync(join(root, 'prog-a'), 'a');
+    writeFileSync(join(root, 'prog-b'), 'b');
+    const idOf = (f: string): string => {
+      const st = statSync(join(root, f), { bigint: true });
+      return `${st.dev}:${st.ino}`;
+    };
     writeFileSync(join(root, '42', 'status'), status(1000));
-    writeFileSync(join(root, '43', 'status'), status(2000));
-    assert.equal(readEffectiveUid(root, 42), 1000);
-    assert.equal(readEffectiveUid(root, 43), 2000, 'another process is read on its own');
-    writeFileSync(join(root, '42', 'status'), status(0));
-    assert.equal(readEffectiveUid(root, 42), 1000, 'same synchronous run: the value read at its start');
+    symlinkSync(join(root, 'prog-a'), join(root, '42', 'exe'));
+    writeFileSync(join(root, '43', 'status'), status(2000, 42));
+    assert.deepEqual(readCallerFacts(root, 42), { euid: 1000, egid: 1000, exe: idOf('prog-a') });
+    assert.deepEqual(readCallerFacts(root, 43), { euid: 2000, egid: 42, exe: undefined }, 'another process is read on its own; no exe: undefined');
+    writeFileSync(join(root, '42', 'status'), status(0, 42));
+    unlinkSync(join(root, '42', 'exe'));
+    symlinkSync(join(root, 'prog-b'), join(root, '42', 'exe')); // "exec"
+    assert.deepEqual(readCallerFacts(root, 42), { euid: 1000, egid: 1000, exe: idOf('prog-a') }, 'same synchronous run: the values read at its start');
     await Promise.resolve();
-    assert.equal(readEffectiveUid(root, 42), 0, 'next run: read again');
+    assert.deepEqual(readCallerFacts(root, 42), { euid: 0, egid: 42, exe: idOf('prog-b') }, 'next run: read again');
+    assert.equal(readExeId(root, 42), idOf('prog-b'));
     rmSync(join(root, '42'), { recursive: true });
-    assert.equal(readEffectiveUid(root, 42), 0);
     await Promise.resolve();
-    assert.equal(readEffectiveUid(root, 42), undefined, 'a process gone: undefined');
-    assert.equal(readEffectiveUid(root, 44), undefined);
+    assert.deepEqual(readCallerFacts(root, 42), { euid: undefined, egid: undefined, exe: undefined }, 'a process gone: undefined');
+    assert.equal(readExeId(root, 44), undefined);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -256,8 +256,9 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
     /** Sends the requested resources; `force` false skips a response identical to the last one. */
     const respond = (force: boolean): void => {
       if (life.ended || names === undefined || update === undefined) return;
-      if (caller !== undefined && !caller.stillSameProcess()) {
-        endWith(GrpcStatus.UNAVAILABLE, 'caller process changed (it exited or its pid was reused); reconnect and retry');
+      const changed = caller?.whyNotSameProcess();
+      if (changed !== undefined) {
+        endWith(GrpcStatus.UNAVAILABLE, `caller process changed: ${changed}; reconnect and retry`);
         return;
       }
       let resources: Any[];

@@ -14,7 +14,7 @@ export interface EndpointLogger {
 export interface PeerContext {
   /** Unique per connection for the listener's lifetime (also what grpc-js `call.getPeer()` returns). */
   readonly key: string;
-  /** From SO_PEERCRED at accept: the caller's pid and effective uid/gid when it connected. */
+  /** From SO_PEERCRED and SO_PEERGROUPS: the caller's pid, effective uid/gid and supplementary groups when it connected. */
   readonly peer: PeerInfo;
   /**
    * The calling process as the per-caller limits count it: `<pid>:<start time>` (start time from
@@ -23,12 +23,19 @@ export interface PeerContext {
    */
   readonly processKey: string;
   /**
-   * True while the process that opened the connection still runs as the same uid: its pidfd
-   * has not signalled exit (without pidfds: /proc/<pid>/stat start time is the one read at
-   * accept), and /proc/<pid>/status effective uid is still `peer.uid`. False once the
-   * connection is closed. Checked after attestation: a pid can be reused, and a socket can be
-   * handed to another process (fork, SCM_RIGHTS) after the original caller exits.
+   * Undefined while the process that opened the connection is still the one that connected and
+   * still runs the same program with the same credentials; otherwise why not (for the error
+   * message). Checked: its pidfd has not signalled exit (without pidfds: /proc/<pid>/stat start
+   * time is the one read at accept); /proc/<pid>/status effective uid and gid are still
+   * `peer.uid` / `peer.gid` (a setuid/setgid exec, or setuid()/setgid(), changes them); the
+   * executable behind /proc/<pid>/exe is still the one stat'ed at accept (an exec of another
+   * program changes it). "Not the same" once the connection is closed. Checked after
+   * attestation and before every push: a pid can be reused, a socket can be handed to another
+   * process (fork, SCM_RIGHTS) after the original caller exits, and the caller can exec another
+   * program while a forked child keeps using the connection.
    */
+  whyNotSameProcess(): string | undefined;
+  /** `whyNotSameProcess() === undefined`. */
   stillSameProcess(): boolean;
 }
 

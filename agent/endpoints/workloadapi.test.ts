@@ -398,12 +398,13 @@ describe('Workload API: caller identity threats and limits', () => {
     let checks = 0;
     const ctx: PeerContext = {
       key: 'k',
-      peer: { pid: process.pid, uid: UID, gid: 0 },
+      peer: { pid: process.pid, uid: UID, gid: 0, groups: [] },
       processKey: `${process.pid}:test`,
-      stillSameProcess: () => {
+      whyNotSameProcess: () => {
         checks++;
-        return same;
+        return same ? undefined : 'process 1 exited or its pid was reused';
       },
+      stillSameProcess: () => ctx.whyNotSameProcess() === undefined,
     };
     const attestor: WorkloadAttestor = {
       name: 'unix',

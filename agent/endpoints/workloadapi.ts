@@ -11,9 +11,9 @@
  * 4. Stream calls take a slot of the caller process's stream budget (RESOURCE_EXHAUSTED).
  * 5. Attestation: every attestor on the kernel's SO_PEERCRED view of the caller, selectors
  *    unioned; any failure (process gone, /proc unreadable) is UNAVAILABLE.
- * 6. The caller must still be the same process (PeerContext.stillSameProcess: pidfd not exited,
- *    same start time, same uid), else UNAVAILABLE: the pid was reused or the socket handed to
- *    another process while we attested.
+ * 6. The caller must still be the same process (PeerContext.whyNotSameProcess: pidfd not exited,
+ *    same start time, same effective uid/gid, same executable), else UNAVAILABLE: the pid was
+ *    reused, the socket handed to another process, or the caller exec'd another program.
  *
  * Streams (FetchX509SVID, FetchX509Bundles, FetchJWTBundles) follow one cache subscription: the
  * first message as soon as the subscription's initial update is there, then one message per
@@ -260,9 +260,10 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
         // that is the same check, microseconds earlier.
         const fresh = checkedAt !== undefined && performance.now() - checkedAt < FRESH_CHECK_MS;
         checkedAt = undefined;
-        if (caller !== undefined && !fresh && !caller.stillSameProcess()) {
-          endWith(GrpcStatus.UNAVAILABLE, 'caller process changed (it exited or its pid was reused); reconnect and retry');
-          log.debug(context, 'stream ended: caller process changed');
+        const changed = caller !== undefined && !fresh ? caller.whyNotSameProcess() : undefined;
+        if (changed !== undefined) {
+          endWith(GrpcStatus.UNAVAILABLE, `caller process changed: ${changed}; reconnect and retry`);
+          log.debug({ ...context, reason: changed }, 'stream ended: caller process changed');
           return;
         }
         if (update.identities.length === 0 && update.unavailable !== undefined) {

@@ -3,12 +3,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { createPrivateKey, randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
+import { Registry } from 'prom-client';
 import { AgentManager, type ManagerLogger, type ManagerOptions } from './manager.js';
+import { JWT_CACHE_ENTRIES_METRIC, JWT_CACHE_EVICTIONS_METRIC, registerJwtCacheMetrics } from '../telemetry.js';
 import type { WorkloadUpdate } from './types.js';
 import { attestAgent, connectAgentApi, syncAuthorized, type AgentApiConnection } from '../client/serverclient.js';
 import type { AgentAPIClient, BatchNewX509SVIDResponse } from '../../proto/gen/spindle/agent/v1/agent.js';
@@ -16,7 +18,7 @@ import type { Selector } from '../../server/datastore/types.js';
 import { parseSpiffeId, parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
 import { exportPrivateKeyPkcs8, generateKeyPair } from '../../spiffe/keys.js';
 import { pemToCertificates, privateKeyToPem } from '../../spiffe/pem.js';
-import { createCsr, parseCertificate, parseX509Svid, verifyX509Svid } from '../../spiffe/x509/index.js';
+import { createCsr, createIssuer, issueX509Svid, parseCertificate, parseX509Svid, verifyX509Svid } from '../../spiffe/x509/index.js';
 import { validateJwtSvid, parseJwtSvidInsecure } from '../../spiffe/jwtsvid.js';
 import { serverBin, startServerProcess, type ServerProcess } from '../../test/support/serverproc.js';
 import { AgentIdentity } from '../attest/identity.js';
@@ -85,6 +87,8 @@ const createdAt = new Map<string, number>();
 interface TestAgent {
   id: string;
   conn: AgentApiConnection;
+  /** The agent SVID chain from the attestation. */
+  chain: Buffer[];
   /** Number of CSRs in each BatchNewX509SVID call made through `connection()`. */
   batches: number[];
   /** While set, BatchNewX509SVID answers are held back until it resolves. */
@@ -120,6 +124,7 @@ async function newAgent(): Promise<TestAgent> {
   const agent: TestAgent = {
     id: res.svid.spiffeId,
     conn,
+    chain: res.svid.certChain.map((c) => Buffer.from(c)),
     batches: [],
     hold: undefined,
     refuse: new Set(),
@@ -593,6 +598,72 @@ describe('AgentManager', () => {
     m.stop();
   });
 
+  test('JWT-SVID cache: at most jwtCacheMaxPerEntry audience sets per entry and jwtCacheMaxTotal in all, least recently used evicted, renew-due tokens swept; the metric reports its size', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    const [one, two, three] = ['one', 'two', 'three'].map((n) => `spiffe://example.org/jwtcap/${n}-${u}`) as [string, string, string];
+    createEntries(agent.id, [one, two, three].map((spiffeId) => ({ spiffeId, selectors: ['unix:uid:4100'] })));
+    let offsetMs = 0;
+    const m = agent.manager({ now: () => new Date(Date.now() + offsetMs), jwtCacheMaxPerEntry: 100, jwtCacheMaxTotal: 150 });
+    await m.start();
+    const registry = new Registry();
+    registerJwtCacheMetrics(registry, () => ({ entries: m.jwtCacheSize, evictions: m.jwtCacheEvictions }));
+    const metric = async (name: string): Promise<number> => {
+      const line = (await registry.metrics()).split('\n').find((l) => l.startsWith(`${name} `));
+      assert.ok(line, `${name} is exported`);
+      return Number(line.split(' ')[1]);
+    };
+    const S = sels('unix:uid:4100');
+    const fetchOne = async (aud: string, id = one): Promise<string> => {
+      const r = await m.fetchJwt(S, [aud], parseSpiffeId(id));
+      assert.equal(r.length, 1);
+      return r[0]!.token;
+    };
+
+    // One entry, 130 distinct audiences: capped at 100 for that entry, the oldest evicted.
+    const first = new Map<string, string>();
+    for (let i = 0; i < 130; i++) {
+      first.set(`a${i}`, await fetchOne(`a${i}`));
+      // a30 is used again just before a130 would evict it: it becomes the most recently used.
+      if (i === 129) assert.equal(await fetchOne('a30'), first.get('a30'), 'a30 is still cached');
+    }
+    assert.equal(m.jwtCacheSize, 100, 'per-entry cap');
+    assert.equal(await metric(JWT_CACHE_ENTRIES_METRIC), 100);
+    assert.equal(await metric(JWT_CACHE_EVICTIONS_METRIC), 30);
+    assert.equal(await fetchOne('a129'), first.get('a129'), 'the newest is served from the cache');
+    assert.notEqual(await fetchOne('a0'), first.get('a0'), 'the oldest was evicted (a fresh token)');
+    // a0 came back and evicted the least recently used one, a31 (a30 was touched).
+    assert.equal(await fetchOne('a30'), first.get('a30'), 'the touched one survived');
+    assert.notEqual(await fetchOne('a31'), first.get('a31'), 'the least recently used one went');
+    assert.equal(m.jwtCacheSize, 100);
+
+    // Another entry, 80 audiences: the total cap (150) holds; the oldest overall go first.
+    for (let i = 0; i < 80; i++) await fetchOne(`b${i}`, two);
+    assert.equal(m.jwtCacheSize, 150, 'total cap');
+    assert.equal(await metric(JWT_CACHE_ENTRIES_METRIC), 150);
+    assert.equal(await fetchOne('b79', two), await fetchOne('b79', two), 'the newest of the other entry is cached');
+
+    // Past the tokens' renewal time: an insertion drops its entry's renew-due tokens, and one at
+    // the total cap sweeps every entry's before evicting anything live.
+    const life = (await m.fetchJwt(S, ['x'], parseSpiffeId(one)))[0]!.expiresAt.getTime() - Date.now();
+    offsetMs = life / 2 + 5_000;
+    const evicted = m.jwtCacheEvictions;
+    await fetchOne('fresh');
+    assert.equal(m.jwtCacheSize, 80 + 1, 'the entry\'s renew-due tokens are dropped, not kept until evicted');
+    await fetchOne('fresh', two);
+    assert.equal(m.jwtCacheSize, 2);
+    assert.equal(await metric(JWT_CACHE_ENTRIES_METRIC), 2);
+    assert.equal(m.jwtCacheEvictions, evicted, 'dropping renew-due tokens is no eviction');
+    offsetMs = 0;
+    for (let i = 0; i < 148; i++) await fetchOne(`c${i}`, i % 2 === 0 ? one : two);
+    assert.equal(m.jwtCacheSize, 150);
+    offsetMs = life / 2 + 5_000;
+    await fetchOne('y', three);
+    assert.equal(m.jwtCacheSize, 1, 'at the cap, every renew-due token is swept first');
+    assert.equal(m.jwtCacheEvictions, evicted);
+    m.stop();
+  });
+
   test('after the agent SVID renews, the sync stream moves to the new connection', async () => {
     const token = /^Token: (\S+)$/m.exec(ok(server.cli(['token', 'generate'])))![1]!;
     const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -679,6 +750,41 @@ describe('AgentManager', () => {
     assert.equal(serialOf(after, `spiffe://example.org/evict/a-${u}`), serialOf(before, `spiffe://example.org/evict/a-${u}`));
     assert.equal(agent.batches.length, batches, 'answered from the cache');
     assert.ok(agent.logs.some((l) => l.startsWith('ERROR the server refused this agent')));
+    m.stop();
+  });
+
+  test('a sync stream ended at the agent SVID expiry (UNAUTHENTICATED): onRefused is called; reconnect() on a valid SVID resumes pushes', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    createEntries(agent.id, [{ spiffeId: `spiffe://example.org/expiry/a-${u}`, selectors: ['unix:uid:7100'] }]);
+    // The same agent ID and serial, signed with the server's CA key, valid for 4 s.
+    const issuer = createIssuer([bundle[0]!], createPrivateKey(readFileSync(join(server.dataDir, 'keys', 'x509-CA-A.key'), 'utf8')));
+    const keys = await generateKeyPair();
+    const serial = parseCertificate(agent.chain[0]!).serialHex;
+    const cert = issueX509Svid({ id: parseSpiffeId(agent.id), publicKey: keys.publicKey, ttlSeconds: 4, issuer, now: new Date(), serial: Buffer.from(serial, 'hex') });
+    const shortLived = connectAgentApi({
+      address: { host: '127.0.0.1', port: server.port },
+      trustDomain: td,
+      bundle,
+      svid: { chain: [cert.der], privateKeyPem: privateKeyToPem(exportPrivateKeyPkcs8(keys.privateKey)) },
+    });
+    open.push(shortLived);
+    let current: AgentApiConnection = shortLived;
+    let refused!: (e: ServiceError) => void;
+    const refusal = new Promise<ServiceError>((r) => (refused = r));
+    const m = new AgentManager({ trustDomain: td, connection: () => current, logger: loggerFor(agent.logs), onRefused: (e) => refused(e) });
+    open.push(m);
+    await m.start();
+    assert.equal(m.entryCount, 1);
+    const err = await refusal;
+    assert.equal(err.code, status.UNAUTHENTICATED);
+    assert.match(err.details, /agent SVID expired at/);
+    assert.ok(Date.now() >= cert.notAfter.getTime(), 'not ended before the notAfter');
+    // As after a renewal: the connection is replaced and the manager told to reconnect.
+    current = agent.conn;
+    m.reconnect();
+    await cliAsync(['entry', 'create', '-parentID', agent.id, '-spiffeID', `spiffe://example.org/expiry/b-${u}`, '-selector', 'unix:uid:7100']);
+    await waitFor(() => m.entryCount === 2, 'the entry created after the reconnect to reach the manager', 15_000);
     m.stop();
   });
 });

@@ -17,6 +17,10 @@
  *   pushed and rotated, and the missing one is retried with backoff.
  * - Server unreachable: what is cached keeps being served until it expires; the stream
  *   reconnects with backoff.
+ * - JWT-SVIDs are cached per entry and audience set until their half-life, bounded: at most
+ *   `jwtCacheMaxPerEntry` audience sets per entry and `jwtCacheMaxTotal` tokens in all, the
+ *   least recently used evicted first, tokens past their renewal time dropped (a workload asking
+ *   for ever new audiences costs server calls, not agent memory).
  */
 import { createHash, randomInt } from 'node:crypto';
 import { Metadata, status as GrpcStatus, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
@@ -50,6 +54,25 @@ export interface ManagerOptions {
   batchSize?: number;
   /** First delay before trying again to sign SVIDs that failed (doubles up to 5 min); default 5 s. */
   retryMs?: number;
+  /** JWT-SVIDs cached per entry (distinct audience sets); default JWT_CACHE_MAX_PER_ENTRY. */
+  jwtCacheMaxPerEntry?: number;
+  /** JWT-SVIDs cached in all; default JWT_CACHE_MAX_TOTAL. */
+  jwtCacheMaxTotal?: number;
+}
+
+/** Default cap of cached JWT-SVIDs per entry (one per distinct audience set). */
+export const JWT_CACHE_MAX_PER_ENTRY = 100;
+/** Default cap of cached JWT-SVIDs over all entries. */
+export const JWT_CACHE_MAX_TOTAL = 10_000;
+/** How often JWT-SVIDs past their renewal time are swept from the cache. */
+const JWT_SWEEP_MS = 30_000;
+
+interface CachedJwt {
+  entryId: string;
+  audKey: string;
+  jwt: JwtIdentity;
+  /** Half-life: from then on the token is not served from the cache (a fresh one is minted). */
+  renewAt: number;
 }
 
 interface CachedSvid {
@@ -112,8 +135,14 @@ export class AgentManager implements IdentityCache {
   readonly #entries = new Map<string, Entry>();
   readonly #bySelector = new Map<string, Set<string>>();
   readonly #svids = new Map<string, CachedSvid>();
-  /** Entry ID -> audience set key -> cached JWT-SVID. */
-  readonly #jwts = new Map<string, Map<string, { jwt: JwtIdentity; renewAt: number }>>();
+  /** Entry ID -> audience set key -> cached JWT-SVID, least recently used first. */
+  readonly #jwts = new Map<string, Map<string, CachedJwt>>();
+  /** Every cached JWT-SVID by `${entryId}\n${audKey}`, least recently used first (the total cap). */
+  readonly #jwtLru = new Map<string, CachedJwt>();
+  readonly #jwtMaxPerEntry: number;
+  readonly #jwtMaxTotal: number;
+  #jwtEvictions = 0;
+  #jwtSweepTimer: NodeJS.Timeout | undefined;
   #bundles = new Map<string, Bundle>();
   readonly #subs = new Set<Sub>();
   readonly #bundleListeners = new Set<(b: BundleSet) => void>();
@@ -155,6 +184,8 @@ export class AgentManager implements IdentityCache {
     this.#log = opts.logger;
     this.#now = opts.now ?? (() => new Date());
     this.#retryBackoff = opts.retryMs ?? RENEW_RETRY_MS;
+    this.#jwtMaxPerEntry = Math.max(1, opts.jwtCacheMaxPerEntry ?? JWT_CACHE_MAX_PER_ENTRY);
+    this.#jwtMaxTotal = Math.max(1, opts.jwtCacheMaxTotal ?? JWT_CACHE_MAX_TOTAL);
   }
 
   /** Opens the sync stream; resolves once the first message has been applied. */
@@ -190,6 +221,8 @@ export class AgentManager implements IdentityCache {
     if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
     if (this.#renewTimer) clearTimeout(this.#renewTimer);
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    if (this.#jwtSweepTimer) clearInterval(this.#jwtSweepTimer);
+    this.#jwtSweepTimer = undefined;
     for (const s of this.#subs) s.closed = true;
     this.#subs.clear();
     const stopped = new NotReadyError('the agent manager has stopped');
@@ -205,6 +238,16 @@ export class AgentManager implements IdentityCache {
   /** Number of X509-SVIDs held (signed for entries some workload asked for). */
   get svidCount(): number {
     return this.#svids.size;
+  }
+
+  /** Number of JWT-SVIDs cached (over all entries and audience sets). */
+  get jwtCacheSize(): number {
+    return this.#jwtLru.size;
+  }
+
+  /** JWT-SVIDs evicted from the cache by its caps so far (not counting expired ones). */
+  get jwtCacheEvictions(): number {
+    return this.#jwtEvictions;
   }
 
   /** Server revision of the last applied sync message. */
@@ -330,7 +373,57 @@ export class AgentManager implements IdentityCache {
   }
 
   #dropJwts(entryId: string): void {
+    const perEntry = this.#jwts.get(entryId);
+    if (!perEntry) return;
+    for (const c of perEntry.values()) this.#jwtLru.delete(`${c.entryId}\n${c.audKey}`);
     this.#jwts.delete(entryId);
+  }
+
+  #deleteJwt(c: CachedJwt): void {
+    this.#jwtLru.delete(`${c.entryId}\n${c.audKey}`);
+    const perEntry = this.#jwts.get(c.entryId);
+    if (perEntry?.delete(c.audKey) && perEntry.size === 0) this.#jwts.delete(c.entryId);
+  }
+
+  /** Drops every cached JWT-SVID past its renewal time (never served again). */
+  #sweepJwts(): void {
+    const now = this.#now().getTime();
+    for (const c of [...this.#jwtLru.values()]) if (c.renewAt <= now) this.#deleteJwt(c);
+    if (this.#jwtLru.size === 0 && this.#jwtSweepTimer) {
+      clearInterval(this.#jwtSweepTimer);
+      this.#jwtSweepTimer = undefined;
+    }
+  }
+
+  /** Caches `c`, evicting within the caps: the entry's least recently used first, then the oldest overall. */
+  #cacheJwt(c: CachedJwt): void {
+    const old = this.#jwts.get(c.entryId)?.get(c.audKey);
+    if (old) this.#deleteJwt(old);
+    let perEntry = this.#jwts.get(c.entryId);
+    if (perEntry) {
+      const now = this.#now().getTime();
+      for (const v of [...perEntry.values()]) if (v.renewAt <= now) this.#deleteJwt(v);
+    }
+    perEntry = this.#jwts.get(c.entryId);
+    if (!perEntry) this.#jwts.set(c.entryId, (perEntry = new Map()));
+    while (perEntry.size >= this.#jwtMaxPerEntry) {
+      this.#deleteJwt(perEntry.values().next().value!);
+      this.#jwtEvictions++;
+      perEntry = this.#jwts.get(c.entryId) ?? perEntry;
+    }
+    if (this.#jwtLru.size >= this.#jwtMaxTotal) this.#sweepJwts();
+    while (this.#jwtLru.size >= this.#jwtMaxTotal) {
+      this.#deleteJwt(this.#jwtLru.values().next().value!);
+      this.#jwtEvictions++;
+    }
+    perEntry = this.#jwts.get(c.entryId);
+    if (!perEntry) this.#jwts.set(c.entryId, (perEntry = new Map()));
+    perEntry.set(c.audKey, c);
+    this.#jwtLru.set(`${c.entryId}\n${c.audKey}`, c);
+    if (!this.#jwtSweepTimer && !this.#stopped) {
+      this.#jwtSweepTimer = setInterval(() => this.#sweepJwts(), JWT_SWEEP_MS);
+      this.#jwtSweepTimer.unref();
+    }
   }
 
   #removeEntry(id: string): string {
@@ -339,7 +432,7 @@ export class AgentManager implements IdentityCache {
     if (e) this.#unindex(e);
     this.#entries.delete(id);
     this.#svids.delete(id);
-    this.#jwts.delete(id);
+    this.#dropJwts(id);
     return id;
   }
 
@@ -804,7 +897,18 @@ export class AgentManager implements IdentityCache {
 
   async #jwtFor(e: Entry, aud: string[], audKey: string): Promise<JwtIdentity> {
     const cached = this.#jwts.get(e.id)?.get(audKey);
-    if (cached && cached.renewAt > this.#now().getTime()) return cached.jwt;
+    if (cached) {
+      if (cached.renewAt > this.#now().getTime()) {
+        // Most recently used now: to the end of both orders.
+        this.#jwts.get(e.id)!.delete(audKey);
+        this.#jwts.get(e.id)!.set(audKey, cached);
+        const k = `${e.id}\n${audKey}`;
+        this.#jwtLru.delete(k);
+        this.#jwtLru.set(k, cached);
+        return cached.jwt;
+      }
+      this.#deleteJwt(cached);
+    }
     const res = await new Promise<NewJWTSVIDResponse>((resolve, reject) =>
       this.#o.connection().client.newJwtsvid({ entryId: e.id, audience: aud }, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) => (err ? reject(err) : resolve(r!))),
     );
@@ -813,13 +917,8 @@ export class AgentManager implements IdentityCache {
     const issued = Number(svid.issuedAt) * 1000;
     // Cache only for the entry as it still is (not for one removed or changed meanwhile).
     const current = this.#entries.get(e.id);
-    if (current && current.revisionNumber === e.revisionNumber && current.spiffeId === e.spiffeId) {
-      let perEntry = this.#jwts.get(e.id);
-      if (!perEntry) this.#jwts.set(e.id, (perEntry = new Map()));
-      // Forget tokens past their renewal time, so one-off audiences do not pile up.
-      const now = this.#now().getTime();
-      for (const [k, v] of perEntry) if (v.renewAt <= now) perEntry.delete(k);
-      perEntry.set(audKey, { jwt, renewAt: issued + (jwt.expiresAt.getTime() - issued) / 2 });
+    if (current && current.revisionNumber === e.revisionNumber && current.spiffeId === e.spiffeId && !this.#stopped) {
+      this.#cacheJwt({ entryId: e.id, audKey, jwt, renewAt: issued + (jwt.expiresAt.getTime() - issued) / 2 });
     }
     return jwt;
   }

@@ -18,6 +18,11 @@ export interface PeerCred {
 export interface PeerCredNative {
   /** getsockopt(SO_PEERCRED) on a connected Unix socket fd. Throws (err.code = errno name). */
   getPeerCred(fd: number): PeerCred;
+  /**
+   * getsockopt(SO_PEERGROUPS) on a connected Unix socket fd: the peer's supplementary groups at
+   * connect() (Linux >= 4.13). Throws (err.code = errno name; ENOPROTOOPT on older kernels).
+   */
+  getPeerGroups(fd: number): number[];
   /** pidfd_open(pid): a new O_CLOEXEC fd (close with fs.closeSync), or -1 when the kernel does not offer pidfds. Throws ESRCH when no such process. */
   pidfdOpen(pid: number): number;
   /** false once the pidfd's process has exited (poll: readable). */

@@ -6,11 +6,19 @@
  */
 import type { Selector } from '../../server/datastore/types.js';
 
-/** The caller as the kernel reported it on accept (SO_PEERCRED), plus a handle to detect reuse. */
+/**
+ * The caller as the kernel captured it when it called connect(): SO_PEERCRED (pid, effective uid
+ * and gid) and SO_PEERGROUPS (supplementary groups). These credentials stay those of the
+ * connecting process whatever it does later (exec a setuid/setgid program, hand the socket to
+ * another process); anything an attestor reads from /proc/<pid> describes the process as it is
+ * at attestation time, which the agent's same-process check ties back to the connector.
+ */
 export interface PeerInfo {
   pid: number;
   uid: number;
   gid: number;
+  /** Supplementary group ids, in the kernel's order. */
+  groups: readonly number[];
 }
 
 export interface WorkloadAttestor {

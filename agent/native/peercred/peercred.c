@@ -4,6 +4,10 @@
  *
  *   getPeerCred(fd)     -> { pid, uid, gid }  getsockopt(SO_PEERCRED): the credentials the peer
  *                                             had when it called connect(); throws on error.
+ *   getPeerGroups(fd)   -> number[]              getsockopt(SO_PEERGROUPS) (Linux >= 4.13): the
+ *                                             peer's supplementary groups when it called
+ *                                             connect(); throws (.code ENOPROTOOPT, a message
+ *                                             naming the kernel requirement) where unsupported.
  *   pidfdOpen(pid)      -> fd | -1            pidfd_open(2) (Linux >= 5.3); -1 when the kernel or
  *                                             a seccomp filter does not offer it (ENOSYS/EPERM/
  *                                             EACCES). Any other failure (e.g. ESRCH: no such
@@ -18,6 +22,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -26,6 +31,10 @@
 #include <unistd.h>
 
 #include <node_api.h>
+
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59 /* asm-generic value, Linux >= 4.13 */
+#endif
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434 /* same number on every architecture */
@@ -42,6 +51,7 @@ static const char *errno_name(int err) {
     case EMFILE: return "EMFILE";
     case ENFILE: return "ENFILE";
     case ENOMEM: return "ENOMEM";
+    case ERANGE: return "ERANGE";
     default: return "EUNKNOWN";
   }
 }
@@ -95,6 +105,53 @@ static napi_value get_peer_cred(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * The group list is as long as the peer's (up to NGROUPS_MAX, 65536): start with room for 64 and,
+ * when the kernel answers ERANGE, retry once with the size it wrote back into len. The list was
+ * fixed at connect(), so the second answer fits; a bounded loop anyway.
+ */
+static napi_value get_peer_groups(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  gid_t small[64];
+  gid_t *groups = small;
+  socklen_t len = sizeof small;
+  napi_value result, n;
+  int tries;
+  if (!int_arg(env, info, &fd)) return NULL;
+  for (tries = 0;; tries++) {
+    socklen_t cap = len;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0) break;
+    int err = errno;
+    if (err == ERANGE && tries < 3 && len > cap && len <= 65536 * sizeof(gid_t)) {
+      gid_t *bigger = (gid_t *)malloc(len);
+      if (groups != small) free(groups);
+      groups = bigger;
+      if (groups == NULL) return throw_errno(env, "getsockopt(SO_PEERGROUPS)", ENOMEM);
+      continue;
+    }
+    if (groups != small) free(groups);
+    if (err == ENOPROTOOPT) {
+      napi_value code, message, error;
+      napi_create_string_utf8(env, "ENOPROTOOPT", NAPI_AUTO_LENGTH, &code);
+      napi_create_string_utf8(env,
+                              "getsockopt(SO_PEERGROUPS) is not supported by this kernel (it needs Linux 4.13 or newer): "
+                              "the agent cannot learn a caller's supplementary groups from the kernel",
+                              NAPI_AUTO_LENGTH, &message);
+      napi_create_error(env, code, message, &error);
+      napi_throw(env, error);
+      return NULL;
+    }
+    return throw_errno(env, "getsockopt(SO_PEERGROUPS)", err);
+  }
+  napi_create_array_with_length(env, len / sizeof(gid_t), &result);
+  for (size_t i = 0; i < len / sizeof(gid_t); i++) {
+    napi_create_uint32(env, groups[i], &n);
+    napi_set_element(env, result, (uint32_t)i, n);
+  }
+  if (groups != small) free(groups);
+  return result;
+}
+
 static napi_value pidfd_open(napi_env env, napi_callback_info info) {
   int32_t pid;
   napi_value result;
@@ -129,6 +186,7 @@ static napi_value pidfd_alive(napi_env env, napi_callback_info info) {
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor props[] = {
       {"getPeerCred", NULL, get_peer_cred, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"getPeerGroups", NULL, get_peer_groups, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pidfdOpen", NULL, pidfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pidfdAlive", NULL, pidfd_alive, NULL, NULL, NULL, napi_enumerable, NULL},
   };

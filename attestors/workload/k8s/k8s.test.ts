@@ -124,7 +124,7 @@ describe('k8s workload attestor', () => {
     writeFileSync(join(d, 'mountinfo'), mountinfo ?? '22 1 0:21 / / rw,relatime - overlay overlay rw\n');
     return pid;
   }
-  const peer = (pid: number): { pid: number; uid: number; gid: number } => ({ pid, uid: 1000, gid: 1000 });
+  const peer = (pid: number): { pid: number; uid: number; gid: number; groups: number[] } => ({ pid, uid: 1000, gid: 1000, groups: [] });
 
   function attestor(data: Record<string, unknown> = {}, time = fakeTime(), env: Record<string, string> = {}): K8sWorkloadAttestor {
     return K8sWorkloadAttestor.fromConfig(

@@ -22,6 +22,11 @@
  *    known pod attest before its container shows up in the pod status.
  * Static pods need nothing special: the kubelet lists them under the UID their cgroups carry.
  *
+ * The cgroup is read from /proc at attestation time. execve() does not move a process to another
+ * cgroup, so a caller that execs after connecting stays in its container; the agent's same-process
+ * check after attestation (agent/endpoints/caller.ts: pidfd, ids, executable) still applies, as to
+ * every attestor, and refuses a caller that exec'd another program meanwhile.
+ *
  * Kubelet credentials are read from files when configured (a missing or bad file is a config
  * error naming the key) and re-read every `reload_interval`; the bearer token on every request.
  */

@@ -8,7 +8,7 @@ import { ConfigReader, isConfigError } from '../../../common/configfile.js';
 import type { Selector } from '../../../server/datastore/types.js';
 import { buildWorkloadAttestors } from '../registry.js';
 import { WorkloadAttestationError } from '../types.js';
-import { parseIdNames, parseProcStatus, UnixWorkloadAttestor } from './unix.js';
+import { parseIdNames, UnixWorkloadAttestor } from './unix.js';
 
 const root = mkdtempSync(join(tmpdir(), 'spindle-unix-attestor-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -37,14 +37,15 @@ function fakeHost(name: string, opts: { statusText: string; binary?: Buffer; pas
 
 const PASSWD = '# comment\nroot:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\nalias:x:1000:1000::/home/alias:/bin/sh\n+nis::::::\nbroken line\n';
 const GROUP = 'root:x:0:\nalice:x:1000:\nwheel:x:10:alice\ndocker:x:999:alice\n';
-const peer = { pid: 4242, uid: 1000, gid: 1000 };
+const peer = { pid: 4242, uid: 1000, gid: 1000, groups: [] as number[] };
 
 describe('unix workload attestor', () => {
-  it('uses the EFFECTIVE uid/gid from /proc status and names from passwd/group', async () => {
-    // real 0, effective 1000: a setuid binary run by root is attested as 1000.
-    const host = fakeHost('effective', { statusText: status('0\t1000\t1000\t1000', '0\t1000\t1000\t1000', '10 999 4711 '), passwd: PASSWD, group: GROUP });
+  it('takes uid, gid and supplementary groups from the connect-time credentials, never from /proc status', async () => {
+    // /proc says what the process runs as NOW (e.g. after exec'ing a setgid program: egid 42,
+    // no groups); the selectors come from what the kernel captured at connect().
+    const host = fakeHost('effective', { statusText: status('0\t0\t0\t0', '42\t42\t42\t42', ''), passwd: PASSWD, group: GROUP });
     const a = new UnixWorkloadAttestor(host);
-    assert.deepEqual(values(await a.attest(peer)), [
+    assert.deepEqual(values(await a.attest({ pid: 4242, uid: 1000, gid: 1000, groups: [10, 999, 4711] })), [
       'unix:uid:1000',
       'unix:user:alice', // first line for uid 1000 wins, not "alias"
       'unix:gid:1000',
@@ -57,9 +58,9 @@ describe('unix workload attestor', () => {
     ]);
   });
 
-  it('omits names when unknown or when passwd/group are missing; handles an empty Groups line', async () => {
+  it('omits names when unknown or when passwd/group are missing; handles no supplementary groups', async () => {
     const host = fakeHost('nonames', { statusText: status('5\t5\t5\t5', '6\t6\t6\t6', ' ') });
-    assert.deepEqual(values(await new UnixWorkloadAttestor(host).attest(peer)), ['unix:uid:5', 'unix:gid:6']);
+    assert.deepEqual(values(await new UnixWorkloadAttestor(host).attest({ ...peer, uid: 5, gid: 6 })), ['unix:uid:5', 'unix:gid:6']);
   });
 
   it('adds unix:path and unix:sha256 with discover_workload_path', async () => {
@@ -85,37 +86,30 @@ describe('unix workload attestor', () => {
     await assert.rejects(at('4999').attest(peer), (err: unknown) => err instanceof WorkloadAttestationError && /exceeds workload_size_limit \(5000 > 4999/.test(err.message));
   });
 
-  it('fails with WorkloadAttestationError when the process is gone or status is malformed', async () => {
-    const host = fakeHost('gone', { statusText: status('1\t1\t1', '1\t1\t1\t1', '') }); // 3 uid columns
-    const a = new UnixWorkloadAttestor(host);
+  it('fails with WorkloadAttestationError when the process is gone (path discovery) or the pid is invalid', async () => {
+    const host = fakeHost('gone', { statusText: status('1\t1\t1\t1', '1\t1\t1\t1', '') });
+    const a = new UnixWorkloadAttestor({ ...host, discoverWorkloadPath: true });
     await assert.rejects(a.attest({ ...peer, pid: 999_999 }), (err: unknown) => err instanceof WorkloadAttestationError && /process 999999 is gone/.test(err.message));
-    await assert.rejects(a.attest(peer), (err: unknown) => err instanceof WorkloadAttestationError && /Uid line is malformed/.test(err.message));
     await assert.rejects(a.attest({ ...peer, pid: 0 }), WorkloadAttestationError);
-    writeFileSync(join(host.procRoot, '4242', 'status'), 'Uid:\t1\t1\t1\t1\nGid:\t-1\t1\t1\t1\nGroups:\t\n');
-    await assert.rejects(a.attest(peer), /Gid line is malformed/);
+    await assert.rejects(new UnixWorkloadAttestor(host).attest({ ...peer, pid: -1 }), /invalid caller pid -1/);
   });
 
   it('attests this test process from the real /proc', async () => {
     const a = UnixWorkloadAttestor.fromConfig(new ConfigReader({ discover_workload_path: true }));
-    const got = values(await a.attest({ pid: process.pid, uid: 0, gid: 0 }));
     const uid = process.geteuid!();
     const gid = process.getegid!();
+    // What SO_PEERGROUPS reports for this process: the kernel's list (Node's getgroups() adds the egid).
+    const groups = (/^Groups:\s*(.*)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '').trim().split(/\s+/).filter((g) => g !== '').map(Number);
+    const got = values(await a.attest({ pid: process.pid, uid, gid, groups }));
     assert.ok(got.includes(`unix:uid:${uid}`), got.join(' '));
     assert.ok(got.includes(`unix:gid:${gid}`), got.join(' '));
-    // Node's getgroups() always adds the egid, which the kernel's list need not contain.
-    for (const g of process.getgroups!().filter((g) => g !== gid)) assert.ok(got.includes(`unix:supplementary_gid:${g}`), `${g} in ${got.join(' ')}`);
+    for (const g of groups) assert.ok(got.includes(`unix:supplementary_gid:${g}`), `${g} in ${got.join(' ')}`);
     const names = parseIdNames(readFileSync('/etc/passwd', 'utf8'));
     const user = names.get(uid);
     if (user !== undefined) assert.ok(got.includes(`unix:user:${user}`));
     assert.ok(got.includes(`unix:path:${realpathSync(process.execPath)}`), got.join(' '));
     const sha = createHash('sha256').update(readFileSync(process.execPath)).digest('hex');
     assert.ok(got.includes(`unix:sha256:${sha}`));
-  });
-
-  it('parses /proc status strictly', () => {
-    assert.deepEqual(parseProcStatus(status('1\t2\t3\t4', '5\t6\t7\t8', '9 10')), { uids: [1, 2, 3, 4], gids: [5, 6, 7, 8], groups: [9, 10] });
-    assert.throws(() => parseProcStatus('Gid:\t1\t1\t1\t1\nGroups:\n'), /no Uid line/);
-    assert.throws(() => parseProcStatus(status('1\t2\t3\t4', '5\t6\t7\t8', '9 x')), /Groups line is malformed/);
   });
 });
 

@@ -1,12 +1,12 @@
 /**
- * The `unix` workload attestor (SPIRE's unix plugin): selectors from what /proc says about the
- * caller's process.
+ * The `unix` workload attestor (SPIRE's unix plugin): selectors from the caller's credentials
+ * and, optionally, the program it runs.
  *
- *   unix:uid:<n>                   effective uid   (/proc/<pid>/status "Uid:" second column)
+ *   unix:uid:<n>                   effective uid at connect()   (SO_PEERCRED)
  *   unix:user:<name>               its name in <etc>/passwd (omitted when not listed)
- *   unix:gid:<n>                   effective gid   ("Gid:" second column)
+ *   unix:gid:<n>                   effective gid at connect()   (SO_PEERCRED)
  *   unix:group:<name>              its name in <etc>/group (omitted when not listed)
- *   unix:supplementary_gid:<n>     each gid of "Groups:"
+ *   unix:supplementary_gid:<n>     each supplementary group at connect() (SO_PEERGROUPS)
  *   unix:supplementary_group:<name>
  * With `discover_workload_path: true`:
  *   unix:path:<path>               readlink /proc/<pid>/exe
@@ -15,6 +15,13 @@
  *                                  the path was replaced since). `workload_size_limit` (bytes)
  *                                  bounds it: 0 = no limit, negative = no sha256 selector, a
  *                                  larger binary fails attestation (as in SPIRE).
+ *
+ * The ids are the kernel's record of the process that connected (PeerInfo), never /proc's view
+ * at attestation time: a caller that connects, forks and execs a setuid/setgid program keeps the
+ * ids it connected with, whatever the exec'd program runs as. SPIRE reads them from
+ * /proc/<pid>/status when it attests. path and sha256 can only come from /proc: they describe
+ * the process at attestation time, and the agent's same-process check (agent/endpoints/caller.ts)
+ * refuses the call when the executable changed since accept.
  *
  * Names come from parsing passwd/group files, not libc: users only known to NSS (LDAP, sssd)
  * get no name selectors. Every failure (process gone, /proc unreadable, binary too large) is a
@@ -42,38 +49,7 @@ export interface UnixAttestorOptions {
   etcRoot?: string;
 }
 
-/** Ids of a process from /proc/<pid>/status. */
-export interface ProcStatusIds {
-  /** Real, effective, saved, filesystem. */
-  uids: [number, number, number, number];
-  gids: [number, number, number, number];
-  groups: number[];
-}
-
 const ID = /^\d+$/;
-
-function parseIdList(line: string | undefined, what: string, count: number | undefined): number[] {
-  if (line === undefined) throw new WorkloadAttestationError(`/proc status has no ${what} line`);
-  const parts = line.trim() === '' ? [] : line.trim().split(/\s+/);
-  if ((count !== undefined && parts.length !== count) || !parts.every((p) => ID.test(p))) {
-    throw new WorkloadAttestationError(`/proc status ${what} line is malformed: ${JSON.stringify(line.slice(0, 100))}`);
-  }
-  return parts.map(Number);
-}
-
-/** Parses the Uid:, Gid: and Groups: lines of /proc/<pid>/status. Throws WorkloadAttestationError. */
-export function parseProcStatus(text: string): ProcStatusIds {
-  const fields = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const colon = line.indexOf(':');
-    if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1));
-  }
-  return {
-    uids: parseIdList(fields.get('Uid'), 'Uid', 4) as ProcStatusIds['uids'],
-    gids: parseIdList(fields.get('Gid'), 'Gid', 4) as ProcStatusIds['gids'],
-    groups: parseIdList(fields.get('Groups'), 'Groups', undefined),
-  };
-}
 
 /**
  * id -> name from a passwd- or group-format file (`name:x:id:...`): the first line naming an id
@@ -148,18 +124,6 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     const { pid } = peer;
     if (!Number.isSafeInteger(pid) || pid <= 0) throw new WorkloadAttestationError(`invalid caller pid ${String(pid)}`);
     const procDir = join(this.#procRoot, String(pid));
-    let ids: ProcStatusIds;
-    try {
-      // Synchronous on purpose: a small kernel-generated file (microseconds). The promise API
-      // costs four thread-pool round trips and a 64 KiB buffer per call for procfs files (they
-      // report size 0), which a burst of a thousand connections turns into ~0.5 s of CPU and
-      // ~60 MB of RSS.
-      ids = parseProcStatus(readFileSync(join(procDir, 'status'), 'utf8'));
-    } catch (err) {
-      if (err instanceof WorkloadAttestationError) throw err;
-      signal?.throwIfAborted();
-      throw gone(pid, err);
-    }
     const users = readIdNames(join(this.#etcRoot, 'passwd'));
     const groups = readIdNames(join(this.#etcRoot, 'group'));
     signal?.throwIfAborted();
@@ -171,15 +135,14 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
       seen.add(value);
       out.push({ type: UNIX, value });
     };
-    const uid = ids.uids[1];
-    const gid = ids.gids[1];
+    const { uid, gid } = peer;
     add(`uid:${uid}`);
     const user = users.get(uid);
     if (user !== undefined) add(`user:${user}`);
     add(`gid:${gid}`);
     const group = groups.get(gid);
     if (group !== undefined) add(`group:${group}`);
-    for (const g of ids.groups) {
+    for (const g of peer.groups) {
       add(`supplementary_gid:${g}`);
       const name = groups.get(g);
       if (name !== undefined) add(`supplementary_group:${name}`);

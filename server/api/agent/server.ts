@@ -19,6 +19,14 @@ export interface ServerTlsSource {
 
 /** Largest agent API message (a batch of 1,000 CSRs is about 0.5 MB). */
 export const MAX_AGENT_API_MESSAGE_BYTES = 8 * 1024 * 1024;
+/**
+ * HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). An
+ * agent uses one connection: its SyncAuthorized stream plus unary calls (RenewAgent,
+ * BatchNewX509SVID, NewJWTSVID per JWT-SVID cache miss); calls beyond the limit wait on the
+ * client side (grpc-js queues them) rather than fail. Bounds what one connection can hold open
+ * before authentication (with node's default, about 4 billion).
+ */
+export const MAX_CONCURRENT_STREAMS_PER_CONNECTION = 256;
 
 class IdentityProvider implements experimental.CertificateProvider {
   readonly #source: ServerTlsSource;
@@ -91,6 +99,7 @@ export async function startAgentApiServer(opts: {
     'grpc.max_send_message_length': MAX_AGENT_API_MESSAGE_BYTES,
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_permit_without_calls': 1,
+    'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS_PER_CONNECTION,
     // Nothing serves channelz; it would keep per-socket and per-call counters and traces
     // (about 4% of the server's CPU in a reconnect storm).
     'grpc.enable_channelz': 0,

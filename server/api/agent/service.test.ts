@@ -14,7 +14,7 @@ import type { AuthorizationCache } from '../../entries/authorized.js';
 import type { ChangeFeed } from '../../entries/feed.js';
 import type { CaSigner, SignedJwtSvid } from '../../ca/types.js';
 import type { AdminLogger } from '../admin/types.js';
-import { AgentApi, VERIFIED_AGENT_CERT_TTL_MS } from './service.js';
+import { AgentApi, remoteAddressOf, VERIFIED_AGENT_CERT_TTL_MS } from './service.js';
 
 const td = parseTrustDomain('example.org');
 const AGENT = parseSpiffeId('spiffe://example.org/spire/agent/join_token/t1');
@@ -149,5 +149,16 @@ describe('AgentApi caller authentication', () => {
     for (let i = 0; i < 2; i++) assert.equal((await s.call(w.der)).code, status.PERMISSION_DENIED);
     assert.equal(s.verifications(), 2);
     s.api.close();
+  });
+});
+
+describe('remoteAddressOf (the per-address attestation limit key)', () => {
+  test('grpc-js peers: IPv4, IPv6, IPv4-mapped IPv6 and unknown', () => {
+    assert.equal(remoteAddressOf('127.0.0.2:54321'), '127.0.0.2');
+    assert.equal(remoteAddressOf('::1:54321'), '::1');
+    assert.equal(remoteAddressOf('2001:db8::7:443'), '2001:db8::7');
+    assert.equal(remoteAddressOf('::ffff:10.1.2.3:8081'), '10.1.2.3');
+    assert.equal(remoteAddressOf('[::1]:1'), '::1');
+    assert.equal(remoteAddressOf('unknown'), 'unknown');
   });
 });

@@ -10,6 +10,7 @@
  */
 import { status as GrpcStatus, type handleUnaryCall, type ServerUnaryCall, type ServerDuplexStream, type ServerWritableStream, type ServiceError } from '@grpc/grpc-js';
 import { verifyX509Svid, type CertificateInfo } from '../../../spiffe/x509/index.js';
+import { verifyCsrForIssuance } from '../../../spiffe/x509/csr.js';
 import { isMemberOf, pathOf, type SpiffeId, type TrustDomain } from '../../../spiffe/id.js';
 import { marshalBundle, type Bundle } from '../../../spiffe/bundle.js';
 import type {
@@ -36,7 +37,13 @@ export interface AgentApiMetrics {
   jwtSvidMinted(): void;
   /** `attestor`: the requested attestor type, or undefined before it is known. */
   nodeAttestation(attestor: string | undefined, result: 'ok' | 'denied' | 'error'): void;
+  /** An AttestAgent stream refused with RESOURCE_EXHAUSTED by one of the attestation limits. */
+  attestationRefused?(limit: AttestationLimit): void;
 }
+
+/** Which limit refused an attestation stream (a metric label). */
+export type AttestationLimit = 'in_progress_total' | 'in_progress_per_address';
+export const ATTESTATION_LIMITS: readonly AttestationLimit[] = ['in_progress_total', 'in_progress_per_address'];
 
 const NO_METRICS: AgentApiMetrics = { x509SvidSigned: () => undefined, jwtSvidMinted: () => undefined, nodeAttestation: () => undefined };
 
@@ -58,8 +65,24 @@ export interface AgentApiDeps {
 export const MAX_CSRS_PER_BATCH = 1000;
 /** Upper bound of audiences in one JWT-SVID request. */
 export const MAX_AUDIENCES = 32;
-/** How long an attestation may wait for a challenge response. */
-export const ATTESTATION_TIMEOUT_MS = 30_000;
+/**
+ * How long after an AttestAgent stream opens the agent may take to send what the server waits
+ * for (its params, then any challenge response): the stream is refused when the deadline
+ * passes. Agents send their params at once (join_token needs no further round trip, k8s_psat
+ * one TokenReview by the server); the attestor's own outbound calls are bounded by their own
+ * timeouts (k8s API: 10 s per request).
+ */
+export const ATTESTATION_TIMEOUT_MS = 10_000;
+/**
+ * AttestAgent streams in progress at once (unauthenticated: anyone who can reach the port may
+ * open them), over all callers and per remote address. Beyond either, a new stream is refused
+ * with RESOURCE_EXHAUSTED before anything is read. An attestation holds its slot until it ends
+ * (at most ATTESTATION_TIMEOUT_MS waiting for the agent).
+ */
+export const MAX_ATTESTATIONS_IN_PROGRESS = 1024;
+export const MAX_ATTESTATIONS_IN_PROGRESS_PER_ADDRESS = 64;
+/** AttestAgent messages buffered ahead of the server reading them (params, one challenge response). */
+const MAX_QUEUED_ATTESTATION_MESSAGES = 4;
 /** Agent certificates whose chain verification is remembered (see #authenticate). */
 export const MAX_VERIFIED_AGENT_CERTS = 4096;
 /** Longest a remembered chain verification is reused before the chain is verified again. */
@@ -76,6 +99,8 @@ function svidToProto(id: SpiffeId, s: SignedX509Svid): X509SVID {
 interface Caller {
   agentId: SpiffeId;
   node: AttestedNode;
+  /** End of the presented certificate chain's common validity (ms since the epoch). */
+  certNotAfter: number;
 }
 
 /** A chain verification that succeeded, for one agent certificate (DER) and the current bundle. */
@@ -94,6 +119,8 @@ interface SyncStream {
   call: ServerWritableStream<SyncAuthorizedRequest, SyncAuthorizedResponse>;
   /** Trust domain -> sequence of the bundles this stream has been sent. */
   bundleSequences: Map<string, bigint>;
+  /** Ends the stream when the agent's certificate expires (cleared when the stream goes). */
+  expiryTimer: NodeJS.Timeout | undefined;
 }
 
 /** A grpc-js unary handler around an async function of (request, call); failures via toServiceError. */
@@ -126,6 +153,9 @@ export class AgentApi {
   readonly #verified = new Map<string, VerifiedAgentCert>();
   /** See #ownBundleNow; dropped on every bundle change. */
   #ownBundle: { bundle: Bundle; proto: ProtoBundle } | undefined;
+  /** AttestAgent streams in progress: in all, and by remote address. */
+  #attesting = 0;
+  readonly #attestingByAddress = new Map<string, number>();
 
   constructor(deps: AgentApiDeps) {
     this.#d = deps;
@@ -149,18 +179,27 @@ export class AgentApi {
     return n;
   }
 
+  /** AttestAgent streams in progress now (for metrics and tests). */
+  get attestationsInProgress(): number {
+    return this.#attesting;
+  }
+
   /** Ends every stream (shutdown). */
   close(): void {
     this.#unsubscribe?.();
     this.#unsubscribeBundle?.();
     this.#verified.clear();
-    for (const set of this.#streams.values()) for (const s of set) s.call.end();
+    for (const set of this.#streams.values())
+      for (const s of set) {
+        clearTimeout(s.expiryTimer);
+        s.call.end();
+      }
     this.#streams.clear();
   }
 
   service(): AgentAPIServer {
     return {
-      attestAgent: (call) => void this.#attest(call),
+      attestAgent: (call) => this.#attest(call),
       renewAgent: withCall(this.#log, 'RenewAgent', async (req, call) => {
         const caller = await this.#authenticate(call);
         const svid = this.#d.ca.signX509Svid({ id: caller.agentId, csr: req.csr, ttlSeconds: this.#d.agentTtlSeconds });
@@ -254,7 +293,7 @@ export class AgentApi {
   async #authenticate(call: AuthContextCall): Promise<Caller> {
     const der = peerCertificateDer(call);
     if (der === undefined) throw unauthenticated('no valid agent X509-SVID was presented (the TLS client certificate is missing, expired, or not signed by this trust domain)');
-    const { agentId, serialHex: serial } = this.#verifyAgentCert(der);
+    const { agentId, serialHex: serial, notAfter: certNotAfter } = this.#verifyAgentCert(der);
     let node = await this.#d.datastore.getAttestedNode(agentId);
     if (!node) throw denied(`agent ${agentId} is not attested (evicted?): attest again`);
     if (node.banned) throw denied(`agent ${agentId} is banned`);
@@ -268,7 +307,7 @@ export class AgentApi {
         this.#nowSeconds(),
       );
     }
-    return { agentId, node };
+    return { agentId, node, certNotAfter };
   }
 
   /** Chain verification against the current bundle, remembered per certificate (see #verified). */
@@ -324,17 +363,54 @@ export class AgentApi {
 
   // ---- AttestAgent
 
-  async #attest(call: ServerDuplexStream<AttestAgentRequest, AttestAgentResponse>): Promise<void> {
+  /**
+   * Admits an AttestAgent stream within the in-progress limits (total and per remote address),
+   * or refuses it with RESOURCE_EXHAUSTED before reading anything. The slot is held until the
+   * attestation ends.
+   */
+  #attest(call: ServerDuplexStream<AttestAgentRequest, AttestAgentResponse>): void {
+    const address = remoteAddressOf(call.getPeer());
+    const fromAddress = this.#attestingByAddress.get(address) ?? 0;
+    let refusal: { limit: AttestationLimit; message: string } | undefined;
+    if (this.#attesting >= MAX_ATTESTATIONS_IN_PROGRESS) {
+      refusal = { limit: 'in_progress_total', message: `too many agent attestations in progress on this server (at most ${MAX_ATTESTATIONS_IN_PROGRESS} at once); try again shortly` };
+    } else if (fromAddress >= MAX_ATTESTATIONS_IN_PROGRESS_PER_ADDRESS) {
+      refusal = {
+        limit: 'in_progress_per_address',
+        message: `too many agent attestations in progress from ${address} (at most ${MAX_ATTESTATIONS_IN_PROGRESS_PER_ADDRESS} at once per remote address); try again shortly`,
+      };
+    }
+    if (refusal !== undefined) {
+      // Not logged one by one (a flood would flood the log too): counted instead.
+      this.#metrics.attestationRefused?.(refusal.limit);
+      call.emit('error', { code: GrpcStatus.RESOURCE_EXHAUSTED, details: refusal.message } as Partial<ServiceError>);
+      return;
+    }
+    this.#attesting++;
+    this.#attestingByAddress.set(address, fromAddress + 1);
+    void this.#runAttestation(call).finally(() => {
+      this.#attesting--;
+      const n = (this.#attestingByAddress.get(address) ?? 1) - 1;
+      if (n > 0) this.#attestingByAddress.set(address, n);
+      else this.#attestingByAddress.delete(address);
+    });
+  }
+
+  async #runAttestation(call: ServerDuplexStream<AttestAgentRequest, AttestAgentResponse>): Promise<void> {
     const log = this.#log;
+    const deadline = Date.now() + ATTESTATION_TIMEOUT_MS;
     const queue: AttestAgentRequest[] = [];
     let waiting: ((m: AttestAgentRequest | undefined) => void) | undefined;
     let ended = false;
+    /** The agent sent more than the attestation can have asked for (not kept). */
+    let overflow = false;
     call.on('data', (m: AttestAgentRequest) => {
       if (waiting) {
         const w = waiting;
         waiting = undefined;
         w(m);
-      } else queue.push(m);
+      } else if (queue.length < MAX_QUEUED_ATTESTATION_MESSAGES) queue.push(m);
+      else overflow = true;
     });
     const finish = (): void => {
       ended = true;
@@ -344,11 +420,15 @@ export class AgentApi {
     call.on('error', finish);
     call.on('cancelled', finish);
     const next = (): Promise<AttestAgentRequest | undefined> => {
+      if (overflow) return Promise.reject(invalid('the agent sent more AttestAgent messages than the attestation asked for'));
       const m = queue.shift();
       if (m) return Promise.resolve(m);
       if (ended) return Promise.resolve(undefined);
       return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new AttestationError('timeout', 'timed out waiting for the attestation challenge response')), ATTESTATION_TIMEOUT_MS);
+        const t = setTimeout(
+          () => reject(new AttestationError('timeout', `timed out waiting for the agent's attestation data (an attestation must complete within ${ATTESTATION_TIMEOUT_MS / 1000} s)`)),
+          Math.max(0, deadline - Date.now()),
+        );
         waiting = (v) => {
           clearTimeout(t);
           resolve(v);
@@ -365,6 +445,9 @@ export class AgentApi {
       attestorType = data.type;
       const attestor = this.#d.attestors.get(data.type);
       if (!attestor) throw invalid(`node attestor ${JSON.stringify(data.type)} is not enabled on this server`);
+      // The CSR is checked before the attestor runs: attestors may consume their evidence (a
+      // join token is single-use), which a request that cannot be signed must not burn.
+      verifyCsrForIssuance(csr);
       const result = await attestor.attest(data.payload, {
         trustDomain: this.#d.trustDomain,
         datastore: this.#d.datastore,
@@ -425,7 +508,7 @@ export class AgentApi {
     // A new agent's snapshot is what setAgent returns; an agent with another open stream already
     // has its set.
     const entries = (cache.hasAgent(agentId) ? cache.entriesFor(agentId) : cache.setAgent(agentId, caller.node.selectors)?.added) ?? [];
-    const stream: SyncStream = { agentId, call, bundleSequences: new Map() };
+    const stream: SyncStream = { agentId, call, bundleSequences: new Map(), expiryTimer: undefined };
     const req = call.request;
     const known = new Map(req.knownEntries.map((k) => [k.id, k.revisionNumber]));
     for (const [td, seq] of req.knownBundleSequences) stream.bundleSequences.set(td, seq);
@@ -453,6 +536,8 @@ export class AgentApi {
     if (!set) this.#streams.set(agentId, (set = new Set()));
     set.add(stream);
     const detach = (): void => {
+      clearTimeout(stream.expiryTimer);
+      stream.expiryTimer = undefined;
       const s = this.#streams.get(agentId);
       if (!s?.delete(stream)) return;
       if (s.size === 0) {
@@ -464,8 +549,32 @@ export class AgentApi {
     call.on('close', detach);
     call.on('error', detach);
     call.on('finish', detach);
+    this.#endAtExpiry(stream, caller.certNotAfter);
     writeEncoded(call, encodeSyncResponse(first, send));
     this.#log.debug({ agent_id: agentId, entries: entries.length, snapshot: first.snapshot }, 'agent sync stream opened');
+  }
+
+  /**
+   * Ends `stream` with UNAUTHENTICATED once the agent certificate it was opened with expires
+   * (`notAfter`, ms; valid through that instant): a long-lived stream must not outlive the
+   * credential that opened it. The agent renews at half-life and reopens its stream with the
+   * renewed SVID long before, so this ends only streams of agents whose renewal failed.
+   * Measured by the injected clock; the timer re-checks when it fires early (clock adjusted,
+   * delays beyond setTimeout's range).
+   */
+  #endAtExpiry(stream: SyncStream, notAfter: number): void {
+    const left = notAfter - this.#d.now().getTime();
+    if (left < 0) {
+      stream.expiryTimer = undefined;
+      this.#log.info({ agent_id: stream.agentId, expired_at: new Date(notAfter).toISOString() }, 'ended the sync stream of an agent whose SVID expired');
+      stream.call.emit('error', {
+        code: GrpcStatus.UNAUTHENTICATED,
+        details: `agent SVID expired at ${new Date(notAfter).toISOString()}: reconnect with the renewed agent SVID (or attest again)`,
+      } as Partial<ServiceError>);
+      return;
+    }
+    stream.expiryTimer = setTimeout(() => this.#endAtExpiry(stream, notAfter), Math.min(left + 1, 2 ** 31 - 1));
+    stream.expiryTimer.unref();
   }
 
   /** Fills `msg.bundles` when the stream's bundle set differs from what it was last sent. */
@@ -557,6 +666,18 @@ export class AgentApi {
     for (const stream of [...set]) stream.call.emit('error', { code: GrpcStatus.PERMISSION_DENIED, details: message } as Partial<ServiceError>);
     this.#log.info({ agent_id: agentId }, node ? 'closed streams of banned agent' : 'closed streams of evicted agent');
   }
+}
+
+/**
+ * The remote address of a call from grpc-js's `getPeer()` ("ip:port", IPv6 without brackets),
+ * without the port; an IPv4-mapped IPv6 address (a listener on `::`) as plain IPv4.
+ */
+export function remoteAddressOf(peer: string): string {
+  const colon = peer.lastIndexOf(':');
+  let host = colon > 0 && /^\d+$/.test(peer.slice(colon + 1)) ? peer.slice(0, colon) : peer;
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
+  if (host.toLowerCase().startsWith('::ffff:') && host.includes('.')) host = host.slice(7);
+  return host;
 }
 
 /**

@@ -10,10 +10,13 @@
  *   each sending `bodyHex` (framed) and ending its side; with `noRead`, response data is never
  *   read (the streams are paused: the server's writes back up against flow control). Streams
  *   are held for `holdMs`, then everything is closed.
- * - `slowloris`: `connections` connections, each opening one call whose request body is a frame
- *   prefix that is never completed; held for `holdMs`.
+ * - `slowloris`: `streams` calls (default: one per connection) spread over `connections`
+ *   connections, each with a request body that is a frame prefix never completed; held for
+ *   `holdMs`.
+ * With `localAddresses` (TLS targets), connection i uses source address i mod their number.
  * Prints one JSON line: { outcomes: { CODE|STREAMING|OPEN|NO_STATUS: n }, sessionErrors: n }.
  */
+import { spawn } from 'node:child_process';
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { fileURLToPath } from 'node:url';
 import { codeName, connectRaw, type RawTarget } from './wire.js';
@@ -31,6 +34,8 @@ export interface FloodSpec {
   streams?: number;
   noRead?: boolean;
   holdMs: number;
+  /** Loopback source addresses the connections are spread over (TLS targets only). */
+  localAddresses?: string[];
 }
 
 export interface FloodResult {
@@ -41,11 +46,27 @@ export interface FloodResult {
 /** The path of the compiled flooder, for spawning. */
 export const FLOOD_SCRIPT = fileURLToPath(import.meta.url);
 
+/** Runs `flood(spec)` in a child process (its own pid and event loop) and resolves with its result. */
+export function runFloodProcess(spec: FloodSpec): Promise<FloodResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [FLOOD_SCRIPT, JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.once('close', (code) => {
+      if (code !== 0) return reject(new Error(`flooder exited ${code}: ${err}`));
+      resolve(JSON.parse(out) as FloodResult);
+    });
+  });
+}
+
 export async function flood(spec: FloodSpec): Promise<FloodResult> {
   const sessions: ClientHttp2Session[] = [];
   let sessionErrors = 0;
   for (let i = 0; i < spec.connections; i++) {
-    const s = connectRaw(spec.target);
+    const from = spec.localAddresses?.[i % spec.localAddresses.length];
+    const s = connectRaw(from !== undefined && spec.target.kind === 'tls' ? { ...spec.target, localAddress: from } : spec.target);
     s.on('error', () => sessionErrors++);
     sessions.push(s);
   }
@@ -54,7 +75,7 @@ export async function flood(spec: FloodSpec): Promise<FloodResult> {
   framed.writeUInt32BE(body.length, 1);
   const state: Array<{ code?: number; data: boolean; closed: boolean }> = [];
   const streams: ClientHttp2Stream[] = [];
-  const n = spec.mode === 'streams' ? (spec.streams ?? spec.connections) : spec.connections;
+  const n = spec.streams ?? spec.connections;
   for (let i = 0; i < n; i++) {
     const st: { code?: number; data: boolean; closed: boolean } = { data: false, closed: false };
     state.push(st);

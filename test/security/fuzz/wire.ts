@@ -14,7 +14,7 @@ import { connect as netConnect } from 'node:net';
 /** Where a raw session connects: a Unix socket (plaintext h2c) or TCP with TLS (the agent API). */
 export type RawTarget =
   | { kind: 'unix'; socketPath: string }
-  | { kind: 'tls'; host: string; port: number; caPem: string; certPem?: string; keyPem?: string };
+  | { kind: 'tls'; host: string; port: number; caPem: string; certPem?: string; keyPem?: string; localAddress?: string };
 
 export function connectRaw(target: RawTarget): ClientHttp2Session {
   const session =
@@ -23,6 +23,8 @@ export function connectRaw(target: RawTarget): ClientHttp2Session {
       : http2.connect(`https://${target.host}:${target.port}`, {
           ca: target.caPem,
           ...(target.certPem !== undefined ? { cert: target.certPem, key: target.keyPem } : {}),
+          // Another loopback source address (127.0.0.2, ...): a distinct remote address to the server.
+          ...(target.localAddress !== undefined ? { localAddress: target.localAddress } : {}),
           // The server presents spiffe://<td>/spire/server (a URI SAN, no DNS name): the chain
           // is checked against the bundle; the name check is not what these tests are about.
           checkServerIdentity: () => undefined,
