@@ -4,7 +4,9 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
+import { dirname, resolve } from 'node:path';
 import { createLogger } from '../common/logging.js';
+import { checkSafeDirectory } from '../common/safedir.js';
 import { buildAgentPlugins } from './plugins.js';
 import { AgentIdentity } from './attest/identity.js';
 import { AgentManager } from './manager/manager.js';
@@ -40,6 +42,10 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     }
   };
   try {
+    // Before anything is created: a data or socket directory another local user controls is
+    // refused (they could read the agent key, or serve their own Workload API in our place).
+    checkSafeDirectory(config.dataDir, 'agent data directory');
+    checkSafeDirectory(dirname(resolve(config.socketPath)), 'Workload API socket directory');
     const { nodeAttestor, workloadAttestors } = buildAgentPlugins(config, { ...(opts.env ? { env: opts.env } : {}), logger });
     const identity = await AgentIdentity.start({
       dataDir: config.dataDir,

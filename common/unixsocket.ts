@@ -1,16 +1,22 @@
 /**
  * The socket file of a server listening on a Unix socket path (spindle-agent's Workload API,
  * spindle-server's admin API), before bind and after close:
- * - the parent directory is created with the caller's mode if missing (chmod after mkdir: the
- *   umask does not matter); an existing directory is left as it is and its stats returned;
- *   anything else there is an error;
+ * - the parent directory must be safe from other local users (common/safedir.ts: it and every
+ *   ancestor owned by us or root, none writable by others without the sticky bit); a missing one
+ *   is created with the caller's mode (chmod after mkdir: the umask does not matter); an existing
+ *   one is left as it is and its stats returned; anything else there is an error;
+ * - the socket is bound inside a fresh private staging directory next to the final path
+ *   (mkdtemp, 0700), chmod'ed there and then renamed into place, so at the final path it only
+ *   ever exists with its final mode: nobody can connect during a window between bind and chmod;
  * - a stale socket from a previous run is removed only if it IS a socket and nothing answers
  *   on it; any other file at the path is an error (never deleted), and so is a live socket;
  * - on close, the path is unlinked only while it is still a socket.
  * Messages name the socket by the caller's `what` ("admin socket", "Workload API socket").
  */
-import { chmodSync, lstatSync, mkdirSync, statSync, unlinkSync, type Stats } from 'node:fs';
+import { chmodSync, lstatSync, mkdtempSync, renameSync, rmdirSync, unlinkSync, type Stats } from 'node:fs';
 import { connect } from 'node:net';
+import { dirname, join } from 'node:path';
+import { ensureSafeDirectory } from './safedir.js';
 
 const PROBE_TIMEOUT_MS = 1000;
 
@@ -36,24 +42,39 @@ export function socketAnswers(path: string): Promise<boolean> {
 }
 
 /**
- * Makes sure the socket's directory `dir` exists: created (with its parents) and chmod'ed to
- * `mode` when missing, then `undefined`; an existing directory is left alone and its stats
- * returned (for the caller to judge its mode). Anything else at `dir` is an error.
+ * Makes sure the socket's directory `dir` exists and no other local user controls it or any
+ * ancestor (throws, naming the path, owner and mode, when one does): created (with its parents)
+ * and chmod'ed to `mode` when missing, then `undefined`; an existing directory is left alone and
+ * its stats returned (for the caller to judge its mode). Anything else at `dir` is an error.
  */
 export function prepareSocketDirectory(dir: string, mode: number, what: string): Stats | undefined {
-  let existing;
+  return ensureSafeDirectory(dir, mode, `${what} directory`);
+}
+
+/**
+ * Binds a socket that appears at `path` only with `mode`: `bind` is called with a path inside a
+ * fresh 0700 directory made next to `path` (same directory, so the same filesystem), the socket
+ * is chmod'ed there and then renamed onto `path`; the staging directory is removed. The rename
+ * keeps the listening socket working (it is bound to the inode, not the name). The staging name
+ * is `<dir>/.bind-XXXXXX/s`: `path`'s directory must leave room for it within the Unix socket
+ * path limit (107 bytes). On failure the caller closes what `bind` opened; the staging directory
+ * is removed here.
+ */
+export async function bindSocketInPlace(path: string, mode: number, bind: (stagingPath: string) => Promise<void>): Promise<void> {
+  const staging = mkdtempSync(join(dirname(path), '.bind-'));
+  const stagingPath = join(staging, 's');
   try {
-    existing = statSync(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    await bind(stagingPath);
+    chmodSync(stagingPath, mode);
+    renameSync(stagingPath, path);
+  } finally {
+    try {
+      unlinkSync(stagingPath);
+    } catch {
+      // renamed away, or never bound
+    }
+    rmdirSync(staging);
   }
-  if (existing === undefined) {
-    mkdirSync(dir, { recursive: true, mode });
-    chmodSync(dir, mode); // the umask must not narrow it
-    return undefined;
-  }
-  if (!existing.isDirectory()) throw new Error(`${what} directory ${dir} exists and is not a directory`);
-  return existing;
 }
 
 /**

@@ -3,7 +3,9 @@
  * admin API and telemetry together, and shuts them down in reverse order.
  */
 import type { Logger } from 'pino';
+import { dirname, resolve } from 'node:path';
 import { createLogger } from '../common/logging.js';
+import { checkSafeDirectory } from '../common/safedir.js';
 import { openSqliteDataStore } from './datastore/sqlite.js';
 import { CaManager, caOptionsFromConfig } from './ca/manager.js';
 import { EntryIndex, AuthorizationCache } from './entries/authorized.js';
@@ -61,6 +63,10 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     }
   };
   try {
+    // Before anything is created: a data or socket directory another local user controls is
+    // refused (they could read keys, or replace the admin socket with their own server).
+    checkSafeDirectory(config.dataDir, 'server data directory');
+    checkSafeDirectory(dirname(resolve(config.socketPath)), 'admin socket directory');
     const datastore = openSqliteDataStore({ path: config.plugins.dataStore.connectionString, logger: logger.child({ subsystem: 'datastore' }) });
     cleanups.push(() => datastore.close());
 

@@ -13,7 +13,9 @@
  * bundle.pem (our trust domain's X.509 authorities, refreshed as the server pushes them),
  * agent_data.json ({ agentId, reattestable }).
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
+import { ensureSafeDirectory } from '../../common/safedir.js';
+import { writeFileReplacingSync } from '../../common/safefile.js';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { Metadata } from '@grpc/grpc-js';
@@ -45,11 +47,9 @@ const RETRY_MAX_MS = 300_000;
 
 const FILES = { svid: 'agent_svid.pem', key: 'agent_svid.key', bundle: 'bundle.pem', data: 'agent_data.json' } as const;
 
+/** Replaces `path`; the temp file has `mode` before any byte is written (common/safefile.ts). */
 function writeAtomic(path: string, data: string, mode: number): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, data, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, path);
+  writeFileReplacingSync(path, data, mode);
 }
 
 export class AgentIdentity {
@@ -103,7 +103,9 @@ export class AgentIdentity {
     now?: () => Date;
   }): Promise<AgentIdentity> {
     const id = new AgentIdentity(opts);
-    mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+    // Refused when another local user controls it or an ancestor; created 0700 if missing, an
+    // existing one narrowed to 0700.
+    ensureSafeDirectory(opts.dataDir, 0o700, 'agent data directory');
     chmodSync(opts.dataDir, 0o700);
     const stored = id.#load();
     if (stored && parseCertificate(stored.chain[0]!).notAfter.getTime() > id.#now().getTime()) {

@@ -12,8 +12,7 @@
  * - `-silent` suppresses all stdout (SPIRE's doc: "Suppress stdout").
  */
 import type { Command } from 'commander';
-import { randomBytes } from 'node:crypto';
-import { chmodSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileReplacingSync } from '../../common/safefile.js';
 import { join } from 'node:path';
 import { trustDomainId, trustDomainOf } from '../../spiffe/id.js';
 import { exportPrivateKeyPkcs8 } from '../../spiffe/keys.js';
@@ -28,15 +27,11 @@ interface FetchX509Options extends ApiOptions {
   write?: string;
 }
 
-/** Writes `data` to `path` with `mode` via a temp file + rename. */
+/** Writes `data` to `path` with `mode` via a temp file (final mode before any byte) + rename. */
 export function writeFileAtomic(path: string, data: string, mode: number): void {
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   try {
-    writeFileSync(tmp, data, { mode, flag: 'wx' });
-    chmodSync(tmp, mode); // the umask may have taken bits away from public files
-    renameSync(tmp, path);
+    writeFileReplacingSync(path, data, mode);
   } catch (err) {
-    rmSync(tmp, { force: true });
     const e = err as NodeJS.ErrnoException;
     const why = e.code === 'ENOENT' ? 'no such directory' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'is a directory' : e.message;
     throw new Error(`cannot write ${path}: ${why}`);

@@ -27,16 +27,19 @@
  * the pidfd is closed) when the socket closes, so a call racing with a closed connection finds
  * nothing and is refused.
  *
- * Socket file: the parent directory is created 0755 if missing (an existing one is left alone);
- * a stale SOCKET at the path is removed only when nothing answers on it (any other file type is
- * an error, never deleted); the socket is chmod 0777: world-connectable, authority comes from
- * attestation (SPEC-NOTES 5).
+ * Socket file: the parent directory and its ancestors must not be controlled by another local
+ * user (owned by us or root, not writable by others without the sticky bit; common/safedir.ts),
+ * else listening fails naming the directory, owner and mode; it is created 0755 if missing (an
+ * existing one is left alone); a stale SOCKET at the path is removed only when nothing answers
+ * on it (any other file type is an error, never deleted); the socket is bound in a private
+ * staging directory, chmod'ed 0777 there and renamed into place, so it appears at the path only
+ * with its final mode: world-connectable, authority comes from attestation.
  */
 import { ServerCredentials, type Server } from '@grpc/grpc-js';
-import { chmodSync, closeSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname, resolve } from 'node:path';
-import { prepareSocketDirectory, removeSocketFile, removeStaleSocket } from '../../common/unixsocket.js';
+import { bindSocketInPlace, prepareSocketDirectory, removeSocketFile, removeStaleSocket } from '../../common/unixsocket.js';
 import { loadPeerCred, type PeerCredNative } from '../native/peercred.js';
 import { readCallerFacts, readExeId, readStartTime } from './procfs.js';
 import type { PeerInfo } from '../../attestors/workload/types.js';
@@ -226,8 +229,7 @@ export async function listenWorkloadSocket(options: WorkloadListenerOptions): Pr
   netServer.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   netServer.on('drop', (info) => log.warn({ ...info, maxConnections: netServer.maxConnections }, 'Workload API connection refused: too many open connections'));
   try {
-    await listen(netServer, socketPath);
-    chmodSync(socketPath, WORKLOAD_SOCKET_MODE);
+    await bindSocketInPlace(socketPath, WORKLOAD_SOCKET_MODE, (staging) => listen(netServer, staging));
   } catch (err) {
     netServer.close();
     injector.destroy();

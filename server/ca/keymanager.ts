@@ -22,7 +22,8 @@
 import type { KeyObject } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { chmod, open, rename, stat, unlink } from 'node:fs/promises';
+import { ensureSafeDirectory } from '../../common/safedir.js';
 import { join } from 'node:path';
 import { exportPrivateKeyPkcs8, generateKeyPair, importPrivateKeyPkcs8, type KeyType } from '../../spiffe/keys.js';
 import { pemToPrivateKey, privateKeyToPem } from '../../spiffe/pem.js';
@@ -178,7 +179,8 @@ export class DiskKeyManager implements KeyManager {
   async #ensureDir(): Promise<void> {
     const dir = this.keysPath;
     try {
-      await mkdir(dir, { recursive: true, mode: 0o700 });
+      // Refuses a path another local user controls; creates missing components 0700.
+      ensureSafeDirectory(dir, 0o700, 'keys directory');
       const st = await stat(dir);
       if (!st.isDirectory()) throw new CaError('key_manager', `keys path ${dir} is not a directory`);
       const uid = ownUid();

@@ -5,10 +5,15 @@
  * - Errors become `CliError`s whose message says what to fix: the socket missing or refusing
  *   ("is spindle-server running?"), permission denied (run as the server's user or group),
  *   timeouts, or the server's own status message.
+ * - Before the first connection the socket's directory is checked like the server checks it
+ *   (common/safedir.ts): when another local user owns it or an ancestor, or may write into one
+ *   without the sticky bit, they could have put their own server there, so the CLI refuses to
+ *   talk to it (no request is sent, nothing the socket says is printed).
  */
 import { credentials, status as GrpcStatus, Metadata, type CallOptions, type Client, type ServiceError } from '@grpc/grpc-js';
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
+import { checkSafeDirectory, UnsafeDirectoryError } from '../../common/safedir.js';
 import { HealthClient } from '../../proto/gen/grpc/health/v1/health.js';
 import {
   AgentServiceClient,
@@ -70,6 +75,12 @@ export class AdminClient {
 
   /** Fails early, with a precise message, when the socket cannot be used at all. */
   checkSocket(): void {
+    try {
+      checkSafeDirectory(dirname(this.socketPath), 'admin socket directory');
+    } catch (err) {
+      // An fs error (a directory we may not enter) is reported below like any unusable socket.
+      if (err instanceof UnsafeDirectoryError) throw new CliError(`refusing to connect to the admin socket ${this.socketPath}: ${err.message}`);
+    }
     let isSocket: boolean;
     try {
       isSocket = statSync(this.socketPath).isSocket();

@@ -2,14 +2,16 @@
  * `x509 mint` and `jwt mint` (SPIRE's output and files).
  * - x509: the key pair is generated HERE (ECDSA P-256) and only a CSR goes to the server. With
  *   `-write DIR`: svid.pem and bundle.pem (0644) and key.pem (0600, whatever the umask and
- *   whatever mode an existing file had: the mode is set before any key byte is written).
+ *   whatever was at the path: a temp file gets the mode before any key byte is written and is
+ *   renamed over the path, so an existing file, possibly someone else's, is replaced, never
+ *   written through).
  * - `-ttl` is a Go duration (`1h`, `90s`) or whole seconds; 0 means the server default. When the
  *   server caps the lifetime (CA expiry), a warning says so, as SPIRE does.
  */
 import type { Command } from 'commander';
-import { closeSync, fchmodSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDuration } from '../../common/duration.js';
+import { writeFileReplacingSync } from '../../common/safefile.js';
 import { writeJson } from '../../common/output.js';
 import { MintJWTSVIDResponse } from '../../proto/gen/spindle/admin/v1/admin.js';
 import { exportPrivateKeyPkcs8, generateKeyPair } from '../../spiffe/keys.js';
@@ -18,19 +20,12 @@ import { action, addCommonOptions, collect, type CommonOptions } from './common.
 import { idFlag } from './entry.js';
 import { CliError } from './errors.js';
 
-/** Writes `data` to `path` with exactly `mode`, set on the open descriptor before writing. */
+/** Replaces `path` with `data` at exactly `mode`, set before any byte is written (common/safefile.ts). */
 export function writeFileWithMode(path: string, data: string, mode: number): void {
-  let fd: number;
   try {
-    fd = openSync(path, 'w', mode);
+    writeFileReplacingSync(path, data, mode);
   } catch (err) {
     throw new CliError(`cannot write ${path}: ${(err as Error).message}`);
-  }
-  try {
-    fchmodSync(fd, mode);
-    writeSync(fd, data);
-  } finally {
-    closeSync(fd);
   }
 }
 

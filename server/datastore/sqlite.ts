@@ -33,7 +33,8 @@
  */
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, constants as fsConstants, fchmodSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, constants as fsConstants, fchmodSync, openSync } from 'node:fs';
+import { ensureSafeDirectory } from '../../common/safedir.js';
 import { dirname, resolve } from 'node:path';
 import { compareCodePoints } from '../../common/strings.js';
 import { isSpiffeId, parseTrustDomain, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
@@ -641,21 +642,16 @@ function octal(mode: number): string {
   return `0${(mode & 0o777).toString(8)}`;
 }
 
-/** Creates the directory (0700) and the database file (0600) if missing; tightens the file's mode. */
+/**
+ * Creates the directory (0700) and the database file (0600) if missing; tightens the file's mode.
+ * The directory (and its ancestors) must not be controlled by another local user
+ * (common/safedir.ts): else this throws, naming the directory, its owner and mode.
+ */
 function prepareFiles(file: string, logger: DataStoreLogger | undefined): void {
   const dir = dirname(file);
-  const created = mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if (created !== undefined) {
-    // mkdir's mode is filtered by the umask: set it explicitly on every directory we made.
-    for (let d = dir; ; d = dirname(d)) {
-      chmodSync(d, 0o700);
-      if (d === created || dirname(d) === d) break;
-    }
-  } else {
-    const mode = statSync(dir).mode;
-    if ((mode & 0o077) !== 0) {
-      logger?.warn({ dir, mode: octal(mode) }, 'datastore directory is accessible to group or others; 0700 is expected');
-    }
+  const existing = ensureSafeDirectory(dir, 0o700, 'datastore directory');
+  if (existing !== undefined && (existing.mode & 0o077) !== 0) {
+    logger?.warn({ dir, mode: octal(existing.mode) }, 'datastore directory is accessible to group or others; 0700 is expected');
   }
   const fd = openSync(file, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
   try {

@@ -1,18 +1,21 @@
 /**
  * The admin API's gRPC server on a local Unix socket. Filesystem permissions are the
  * authorization (DESIGN: admin API), so:
- * - a missing parent directory is created with mode 0700 (chmod after mkdir: the umask does not
- *   matter); an existing directory is left as it is (it may be shared, e.g. /tmp) but one open
- *   to group or others is logged;
+ * - the parent directory and its ancestors must not be controlled by another local user (owned
+ *   by us or root, not writable by others without the sticky bit), else startup fails naming
+ *   the directory, its owner and mode; a missing one is created with mode 0700 (chmod after
+ *   mkdir: the umask does not matter); an existing one is left as it is (it may be shared, e.g.
+ *   /tmp) but one open to group or others is logged;
  * - a stale socket file from a previous run is removed only if it IS a socket and nothing answers
  *   on it; any other file at the path is an error (never deleted);
- * - the socket is chmod'ed to 0770 right after bind (owner and group may connect).
+ * - the socket is bound in a private (0700) staging directory next to the final path, chmod'ed
+ *   to 0770 there (owner and group may connect) and renamed into place: at the final path it
+ *   never exists with any other mode, so no one connects in a window between bind and chmod.
  * Serves EntryService, AgentService, BundleService, SVIDService and grpc.health.v1.Health.
  */
 import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js';
-import { chmodSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { prepareSocketDirectory, removeSocketFile, removeStaleSocket } from '../../../common/unixsocket.js';
+import { bindSocketInPlace, prepareSocketDirectory, removeSocketFile, removeStaleSocket } from '../../../common/unixsocket.js';
 import { HealthService } from '../../../proto/gen/grpc/health/v1/health.js';
 import {
   AgentServiceClient,
@@ -89,8 +92,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     ]),
   );
   try {
-    await bind(server, `unix:${socketPath}`);
-    chmodSync(socketPath, ADMIN_SOCKET_MODE);
+    await bindSocketInPlace(socketPath, ADMIN_SOCKET_MODE, (staging) => bind(server, `unix:${staging}`));
   } catch (err) {
     server.forceShutdown();
     throw new Error(`cannot listen on the admin socket ${socketPath}: ${(err as Error).message}`, { cause: err });

@@ -2,7 +2,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,6 +53,7 @@ test('socket 0770 and a created directory 0700 even with umask 0; close removes 
   assert.equal(statSync(socketPath).mode & 0o777, 0o770);
   assert.equal(statSync(join(dir, 'umask0', 'private')).mode & 0o777, 0o700);
   assert.equal(statSync(join(dir, 'umask0')).mode & 0o777, 0o700, 'intermediate directories are private too');
+  assert.deepEqual(readdirSync(join(dir, 'umask0', 'private')), ['api.sock'], 'the staging directory is gone');
   assert.ok(await healthy(socketPath));
   await server.close();
   assert.equal(existsSync(socketPath), false);
@@ -91,4 +92,15 @@ test('refuses to take over a live socket or to delete a non-socket file', async 
   writeFileSync(file, 'keep me');
   await assert.rejects(startAdminServer({ socketPath: file, services, logger: silentLogger }), /not a socket/);
   assert.equal(readFileSync(file, 'utf8'), 'keep me');
+});
+
+test('refuses a socket directory others may write without the sticky bit, naming it, its owner and mode; binds nothing', async () => {
+  const open = join(dir, 'open');
+  mkdirSync(open);
+  chmodSync(open, 0o777);
+  await assert.rejects(startAdminServer({ socketPath: join(open, 'api.sock'), services, logger: silentLogger }), (err: Error) => {
+    assert.match(err.message, /admin socket directory .*open is not safe to use: .*open is writable by group or others without the sticky bit \(owner uid \d+, mode 0777\)/);
+    return true;
+  });
+  assert.deepEqual(readdirSync(open), []);
 });
