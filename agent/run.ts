@@ -107,6 +107,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
         synced: () => synced,
         agentSvidNotAfter: () => identity.svidNotAfter(),
         workloadApiLimits: () => endpoint.limits.stats(),
+        workloadApiConnections: () => endpoint.connections.stats(),
       },
     });
     cleanups.push(() => telemetry.close());

@@ -67,7 +67,8 @@ import { cacheError, callerAttestation, StreamEnd, type StreamEnder } from './ca
 import { createWorkloadHealthService } from './health.js';
 import { addReflection } from './reflection.js';
 import { CallerLimits, StreamLimiter, type CallerLimitSettings } from './limits.js';
-import { DEFAULT_MAX_CONNECTIONS, listenWorkloadSocket } from './listener.js';
+import { ConnectionLimiter, type ConnectionLimitSettings } from './connlimits.js';
+import { listenWorkloadSocket } from './listener.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
 export const SECURITY_HEADER = 'workload.spiffe.io';
@@ -391,9 +392,7 @@ export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024;
 export const DEFAULT_MAX_SEND_MESSAGE_BYTES = 16 * 1024 * 1024;
 const SHUTDOWN_GRACE_MS = 1000;
 
-export interface WorkloadEndpointLimits extends Partial<CallerLimitSettings> {
-  /** Default 8192. */
-  maxConnections?: number;
+export interface WorkloadEndpointLimits extends Partial<CallerLimitSettings>, Partial<ConnectionLimitSettings> {
   /** Default 64 KiB. */
   maxReceiveMessageBytes?: number;
   /** Default 16 MiB. */
@@ -430,6 +429,8 @@ export interface WorkloadEndpoint {
   readonly peerOf: PeerOf;
   /** The per-caller limits (their stats() feed the agent's metrics). */
   readonly limits: CallerLimits;
+  /** The connection limits of the socket (their stats() feed the agent's metrics too). */
+  readonly connections: ConnectionLimiter;
   /** Ends open streams with UNAVAILABLE, stops the server, closes connections and removes the socket. Idempotent. */
   close(): Promise<void>;
 }
@@ -451,7 +452,10 @@ export interface WorkloadEndpoint {
  * - HTTP/2 max concurrent streams per connection = the stream budget + 64 (room for unary
  *   calls), so a flood on one connection meets RESOURCE_EXHAUSTED instead of silent client-side
  *   queueing (no per-connection cap when the stream limit is off);
- * - `maxConnections` open connections in all (default 8192), further ones closed at accept;
+ * - connections (connlimits.ts): `maxConnections` in all (default 8192), `maxConnsPerUid` per uid
+ *   (2048, leaving the rest to other uids) and `maxConnsPerPid` per process (256), further ones
+ *   closed at accept; a connection without an open stream for `idleTimeoutSeconds` (120) is
+ *   closed with GOAWAY (grpc-js max_connection_idle_ms);
  * - channelz off (nothing serves it; it costs per connection and per call).
  *
  * Server reflection (reflection.ts) lists the Workload API and health services. The socket is not
@@ -460,13 +464,18 @@ export interface WorkloadEndpoint {
 export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): Promise<WorkloadEndpoint> {
   const log = options.logger;
   const limits = options.limits ?? {};
-  const { maxConnections, maxReceiveMessageBytes, maxSendMessageBytes, ...callerSettings } = limits;
+  const { maxConnections, maxConnsPerUid, maxConnsPerPid, idleTimeoutSeconds, maxReceiveMessageBytes, maxSendMessageBytes, ...callerSettings } = limits;
+  const connections = new ConnectionLimiter({ maxConnections, maxConnsPerUid, maxConnsPerPid, idleTimeoutSeconds });
+  const idleSeconds = connections.settings.idleTimeoutSeconds;
   const callerLimits = new CallerLimits(callerSettings, options.limitsClock ? { now: options.limitsClock } : {});
   const maxStreams = callerLimits.settings.maxStreamsPerPid;
   const server = new Server({
     'grpc.max_receive_message_length': maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
     'grpc.max_send_message_length': maxSendMessageBytes ?? DEFAULT_MAX_SEND_MESSAGE_BYTES,
     ...(maxStreams > 0 ? { 'grpc.max_concurrent_streams': maxStreams + 64 } : {}),
+    // Counted from accept, and again from the end of a connection's last stream: a connection
+    // that never opens a stream is closed as well (GOAWAY, then the socket).
+    ...(idleSeconds > 0 ? { 'grpc.max_connection_idle_ms': idleSeconds * 1000 } : {}),
     // Nothing reads channelz here (no admin service exposes it), and its per-connection and
     // per-call bookkeeping costs CPU and memory on a socket with thousands of workloads.
     'grpc.enable_channelz': 0,
@@ -492,7 +501,7 @@ export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): P
     socketPath: options.socketPath,
     server,
     logger: log.child({ component: 'workload_listener' }),
-    maxConnections: maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    connections,
     ...(options.procRoot ? { procRoot: options.procRoot } : {}),
     ...(options.native ? { native: options.native } : {}),
   });
@@ -504,6 +513,7 @@ export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): P
     socketPath: listener.socketPath,
     peerOf: lazyPeerOf,
     limits: callerLimits,
+    connections,
     close(): Promise<void> {
       closing ??= (async () => {
         for (const s of extra) {
