@@ -333,6 +333,17 @@ describe('Workload API: JWT-SVIDs', () => {
     await rejectsWith(fetchJwt(e, { audience: ['a'], spiffeId: 'not an id' }), GrpcStatus.INVALID_ARGUMENT);
   });
 
+  it('FetchJWTSVID: more than 32 distinct audiences is INVALID_ARGUMENT naming the limit, before the cache (no server round trip)', async () => {
+    const e = await setup();
+    const aud = (n: number): string[] => Array.from({ length: n }, (_, i) => `aud-${i}`);
+    const before = e.cache.fetchJwtCalls.length;
+    await rejectsWith(fetchJwt(e, { audience: aud(33) }), GrpcStatus.INVALID_ARGUMENT, /too many audiences: 33 distinct values, at most 32 per JWT-SVID request/);
+    assert.equal(e.cache.fetchJwtCalls.length, before, 'refused before asking the cache (and so the server)');
+    // The limit counts distinct values, as the server does after the agent removes duplicates.
+    const ok = await fetchJwt(e, { audience: [...aud(32), ...aud(32)] });
+    assert.equal((parseJwtSvidInsecure(ok.svids[0]!.svid).claims['aud'] as string[]).length, 32);
+  });
+
   it('ValidateJWTSVID: claims of a good token; wrong audience, junk, foreign keys and missing fields are INVALID_ARGUMENT', async () => {
     const e = await setup();
     const [jwt] = (await fetchJwt(e, { audience: ['backend'] })).svids;

@@ -6,7 +6,8 @@
  *    INVALID_ARGUMENT (before anything else is looked at).
  * 2. Per-caller rate limit (limits.ts): one token of the caller process's bucket (and of its
  *    uid's, when configured), else RESOURCE_EXHAUSTED naming the limit; no attestation work yet.
- * 3. Request fields that need no kernel or cache work (audience, svid, spiffe_id syntax):
+ * 3. Request fields that need no kernel or cache work (audience presence and count, svid,
+ *    spiffe_id syntax):
  *    INVALID_ARGUMENT, as SPIRE checks them before attesting.
  * 4. Stream calls take a slot of the caller process's stream budget (RESOURCE_EXHAUSTED).
  * 5. Attestation: every attestor on the kernel's SO_PEERCRED view of the caller, selectors
@@ -47,7 +48,7 @@ import type { WorkloadAttestor } from '../../attestors/workload/types.js';
 import type { Selector } from '../../server/datastore/types.js';
 import { BundleSet } from '../../spiffe/bundle.js';
 import { parseSpiffeId, type SpiffeId } from '../../spiffe/id.js';
-import { validateJwtSvid } from '../../spiffe/jwtsvid.js';
+import { MAX_JWT_SVID_AUDIENCES, validateJwtSvid } from '../../spiffe/jwtsvid.js';
 import { HealthService } from '../../proto/gen/grpc/health/v1/health.js';
 import {
   JWTBundlesResponse,
@@ -335,6 +336,11 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
       (req) => {
         if (req.audience.length === 0) throw apiError(GrpcStatus.INVALID_ARGUMENT, 'audience must be specified');
         if (req.audience.some((a) => a === '')) throw apiError(GrpcStatus.INVALID_ARGUMENT, 'audience must not contain empty values');
+        // Checked here: the server refuses more, and its refusal would reach the caller as UNAVAILABLE (retried forever).
+        const distinct = new Set(req.audience).size;
+        if (distinct > MAX_JWT_SVID_AUDIENCES) {
+          throw apiError(GrpcStatus.INVALID_ARGUMENT, `too many audiences: ${distinct} distinct values, at most ${MAX_JWT_SVID_AUDIENCES} per JWT-SVID request; request several JWT-SVIDs with fewer audiences each`);
+        }
         if (req.spiffeId !== '') {
           try {
             parseSpiffeId(req.spiffeId);

@@ -12,6 +12,7 @@ import { status as GrpcStatus, type handleUnaryCall, type ServerUnaryCall, type 
 import { verifyX509Svid, type CertificateInfo } from '../../../spiffe/x509/index.js';
 import { isMemberOf, pathOf, type SpiffeId, type TrustDomain } from '../../../spiffe/id.js';
 import { marshalBundle, type Bundle } from '../../../spiffe/bundle.js';
+import { MAX_JWT_SVID_AUDIENCES } from '../../../spiffe/jwtsvid.js';
 import type {
   AgentAPIServer,
   AttestAgentRequest,
@@ -57,7 +58,7 @@ export interface AgentApiDeps {
 /** Upper bound of CSRs in one BatchNewX509SVID call. */
 export const MAX_CSRS_PER_BATCH = 1000;
 /** Upper bound of audiences in one JWT-SVID request. */
-export const MAX_AUDIENCES = 32;
+export const MAX_AUDIENCES = MAX_JWT_SVID_AUDIENCES;
 /** How long an attestation may wait for a challenge response. */
 export const ATTESTATION_TIMEOUT_MS = 30_000;
 /** Agent certificates whose chain verification is remembered (see #authenticate). */
