@@ -27,7 +27,9 @@ export interface PeerContext {
    * has not signalled exit (without pidfds: /proc/<pid>/stat start time is the one read at
    * accept), and /proc/<pid>/status effective uid is still `peer.uid`. False once the
    * connection is closed. Checked after attestation: a pid can be reused, and a socket can be
-   * handed to another process (fork, SCM_RIGHTS) after the original caller exits.
+   * handed to another process (fork, SCM_RIGHTS) and used after the original caller exits.
+   * While the connector lives, whoever holds the socket is served as the connector: SO_PEERCRED
+   * describes the process that called connect(), and sharing the socket is that process's choice.
    */
   stillSameProcess(): boolean;
 }

@@ -13,8 +13,8 @@
  * 5. Attestation: every attestor on the kernel's SO_PEERCRED view of the caller, selectors
  *    unioned; any failure (process gone, /proc unreadable) is UNAVAILABLE.
  * 6. The caller must still be the same process (PeerContext.stillSameProcess: pidfd not exited,
- *    same start time, same uid), else UNAVAILABLE: the pid was reused or the socket handed to
- *    another process while we attested.
+ *    same start time, same uid), else UNAVAILABLE: the process that connected exited (its
+ *    socket may live on in a process it was handed to) or its pid was reused.
  *
  * Streams (FetchX509SVID, FetchX509Bundles, FetchJWTBundles) follow one cache subscription: the
  * first message as soon as the subscription's initial update is there, then one message per
@@ -25,7 +25,8 @@
  * cancels, the connection closes, or `closeStreams()` (agent shutdown) ends it with UNAVAILABLE;
  * each end closes the subscription and frees the slot. Before every push the caller must still be
  * the same process, else the stream ends UNAVAILABLE (a child that inherited the connection after
- * the caller exited gets no rotated SVIDs); a first message sent within a millisecond of
+ * the caller exited gets no rotated SVIDs; while the connector lives, any holder of the socket is
+ * served as the connector, which is what SO_PEERCRED describes); a first message sent within a millisecond of
  * attestation's own check (step 5) is not checked twice.
  *
  * Bundle streams send our trust domain's bundle plus the federated bundles of the CALLER'S
