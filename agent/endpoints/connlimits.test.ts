@@ -1,8 +1,17 @@
-// The connection limiter's counting (per uid, per process, releases, the reserve rule); the
-// limits against real processes are in test/security/connflood.test.ts.
+// The connection limiter's counting (per uid, per process, releases, the reserve rule) and its
+// place in the listener's accept path; the limits against processes of another uid are in
+// test/security/connflood.test.ts.
+import { Server } from '@grpc/grpc-js';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { loadPeerCred, type PeerCredNative } from '../native/peercred.js';
 import { ConnectionLimiter, connectionLimitProblems, DEFAULT_CONNECTION_LIMITS } from './connlimits.js';
+import { listenWorkloadSocket } from './listener.js';
+import { silentLogger } from './testkit.js';
 
 describe('connection limiter', () => {
   it('admits up to the per-process limit, then refuses that process but not another of the same uid', () => {
@@ -56,5 +65,64 @@ describe('connection limiter', () => {
     assert.match(p ?? '', /agent\.workload_api_max_conns_per_uid \(10\) must be less than agent\.workload_api_max_conns \(10\)/);
     assert.deepEqual(connectionLimitProblems({ ...DEFAULT_CONNECTION_LIMITS, maxConnections: 10, maxConnsPerUid: 0 }), []);
     assert.throws(() => new ConnectionLimiter({ maxConnsPerPid: -1 }), /agent\.workload_api_max_conns_per_pid must be a non-negative integer, got -1/);
+  });
+});
+
+/** Connects and reports whether the listener closed the connection before sending a byte (refused at accept). */
+function probe(path: string): Promise<{ socket: Socket; refused: Promise<boolean> }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(path, () => {
+      let gotData = false;
+      socket.on('data', () => (gotData = true));
+      const refused = new Promise<boolean>((r) => {
+        socket.once('close', () => r(!gotData));
+        // Admitted: the HTTP/2 server's SETTINGS frame arrives at once.
+        socket.once('data', () => r(false));
+      });
+      resolve({ socket, refused });
+    });
+    socket.once('error', reject);
+  });
+}
+
+describe('connection limits at accept (listener)', () => {
+  it('a uid at its limit is refused before any pidfd is opened; a freed slot admits again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spindle-connlimits-'));
+    const real = loadPeerCred();
+    let pidfdOpens = 0;
+    const native: PeerCredNative = {
+      ...real,
+      pidfdOpen: (pid: number) => {
+        pidfdOpens++;
+        return real.pidfdOpen(pid);
+      },
+    };
+    const connections = new ConnectionLimiter({ maxConnections: 100, maxConnsPerUid: 2, maxConnsPerPid: 0 });
+    const server = new Server();
+    const listener = await listenWorkloadSocket({ socketPath: join(dir, 'api.sock'), server, logger: silentLogger, native, connections });
+    const held: Socket[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const p = await probe(listener.socketPath);
+        held.push(p.socket);
+        assert.equal(await p.refused, false, `connection ${i + 1} admitted`);
+      }
+      assert.equal(pidfdOpens, 2);
+      const third = await probe(listener.socketPath);
+      assert.equal(await third.refused, true, 'the third connection of this uid is closed at accept');
+      assert.equal(pidfdOpens, 2, 'no pidfd was opened for the refused connection');
+      assert.equal(listener.connectionCount, 2);
+      assert.equal(connections.refusedCount('uid'), 1);
+      held.shift()!.destroy();
+      for (let i = 0; i < 200 && connections.stats().open > 1; i++) await new Promise((r) => setTimeout(r, 10));
+      const again = await probe(listener.socketPath);
+      held.push(again.socket);
+      assert.equal(await again.refused, false, 'admitted once a slot is free');
+    } finally {
+      for (const s of held) s.destroy();
+      server.forceShutdown();
+      await listener.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

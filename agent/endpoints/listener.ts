@@ -20,9 +20,9 @@
  * Connection limits (connlimits.ts) are enforced at accept, cheapest first: the global maximum by
  * the net.Server itself, the per-uid limit right after SO_PEERCRED (before any pidfd or /proc
  * work), the per-process limit once the start time is known. A refused socket is destroyed at
- * once, so the accept queue keeps draining during a flood; the listen backlog is the kernel's
- * maximum (net.core.somaxconn caps LISTEN_BACKLOG) so bursts of connects queue instead of failing
- * with EAGAIN.
+ * once, so the accept queue keeps draining during a flood; the listen backlog is LISTEN_BACKLOG
+ * (4096, capped by net.core.somaxconn) so bursts of connects queue instead of failing with
+ * EAGAIN.
  *
  * Socket file: the parent directory is created 0755 if missing (an existing one is left alone);
  * a stale SOCKET at the path is removed only when nothing answers on it (any other file type is
