@@ -11,7 +11,9 @@
  * - `maxConnsPerPid`: connections one process (pid + start time) may hold, so one runaway process
  *   does not use up its uid's share for the other workloads of that uid;
  * - `idleTimeoutSeconds`: a connection with no open stream for this long (including one that
- *   never opened any) is closed with an HTTP/2 GOAWAY (grpc-js `grpc.max_connection_idle_ms`).
+ *   never opened any) is closed with an HTTP/2 GOAWAY (grpc-js `grpc.max_connection_idle_ms`,
+ *   which fires between one and two timeouts after the last stream; the listener then closes the
+ *   socket without waiting for the client's end).
  *   A connection holding a stream (a FetchX509SVID watch, an SDS stream) is never idle; gRPC
  *   clients reconnect transparently on their next call.
  *

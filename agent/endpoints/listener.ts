@@ -220,6 +220,10 @@ export async function listenWorkloadSocket(options: WorkloadListenerOptions): Pr
       peer.release();
       releaseSlot();
     });
+    // Once the HTTP/2 session has ended our side (idle timeout, GOAWAY, shutdown) nothing reads
+    // or writes this socket again: close it instead of waiting for the client's end, or a client
+    // that never closes would keep its slot, its pidfd and the socket forever.
+    socket.once('finish', () => socket.destroy());
     log.debug({ peer: key, pid: cred.pid, uid: cred.uid, gid: cred.gid, pidfd: pidfd >= 0 }, 'Workload API connection accepted');
     injector.injectConnection(socket);
   };
