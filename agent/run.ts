@@ -114,6 +114,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
         agentSvidNotAfter: () => identity.svidNotAfter(),
         workloadApiLimits: () => endpoint.limits.stats(),
         jwtSvidCache: () => ({ entries: manager.jwtCacheSize, evictions: manager.jwtCacheEvictions }),
+        workloadApiConnections: () => endpoint.connections.stats(),
       },
     });
     cleanups.push(() => telemetry.close());

@@ -6,6 +6,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { startTelemetryListeners, type TelemetryListeners } from '../common/telemetryhttp.js';
 import type { AgentConfig } from './config/types.js';
+import type { ConnectionLimitStats } from './endpoints/connlimits.js';
 import { LIMITED_APIS, type CallerLimitStats } from './endpoints/limits.js';
 
 export interface AgentTelemetrySources {
@@ -19,6 +20,8 @@ export interface AgentTelemetrySources {
   workloadApiLimits?(): CallerLimitStats;
   /** The JWT-SVID cache (agent/manager/manager.ts): tokens held, and evicted by its caps so far. */
   jwtSvidCache?(): { entries: number; evictions: number };
+  /** Connection limit counters of the same socket (agent/endpoints/connlimits.ts). */
+  workloadApiConnections?(): ConnectionLimitStats;
 }
 
 export const REFUSED_METRIC = 'spindle_agent_workload_api_refused_total';
@@ -44,16 +47,21 @@ export function registerJwtCacheMetrics(registry: Registry, stats: () => { entri
   });
 }
 
+export const OPEN_CONNECTIONS_METRIC = 'spindle_agent_workload_api_open_connections';
+
 /**
  * The Workload API socket's per-caller limit metrics, read from `stats` at scrape time:
  * - spindle_agent_workload_api_refused_total{api="workload"|"sds", reason="rate"|"streams",
  *   scope="process"|"uid"}: calls refused with RESOURCE_EXHAUSTED by a per-caller limit;
- * - spindle_agent_workload_api_open_streams{api}: streaming calls open now.
+ *   With `connections`: connections refused at accept as {api="socket", reason="connections",
+ *   scope="all"|"uid"|"process"};
+ * - spindle_agent_workload_api_open_streams{api}: streaming calls open now;
+ * - spindle_agent_workload_api_open_connections (with `connections`): connections open now.
  */
-export function registerWorkloadApiMetrics(registry: Registry, stats: () => CallerLimitStats): void {
+export function registerWorkloadApiMetrics(registry: Registry, stats: () => CallerLimitStats, connections?: () => ConnectionLimitStats): void {
   new Counter({
     name: REFUSED_METRIC,
-    help: 'Workload API and SDS calls refused (RESOURCE_EXHAUSTED) by a per-caller limit, by API, limit (rate, streams) and scope (process, uid)',
+    help: 'Workload API and SDS calls refused (RESOURCE_EXHAUSTED) by a per-caller limit, by API, limit (rate, streams) and scope (process, uid); connections refused at accept as api="socket", reason="connections", scope (all, uid, process)',
     labelNames: ['api', 'reason', 'scope'] as const,
     registers: [registry],
     collect() {
@@ -61,6 +69,10 @@ export function registerWorkloadApiMetrics(registry: Registry, stats: () => Call
       this.reset();
       for (const api of LIMITED_APIS) for (const reason of ['rate', 'streams']) this.inc({ api, reason, scope: 'process' }, 0);
       for (const r of stats().refused) this.inc({ api: r.api, reason: r.reason, scope: r.scope }, r.count);
+      if (connections) {
+        for (const scope of ['uid', 'process']) this.inc({ api: 'socket', reason: 'connections', scope }, 0);
+        for (const r of connections().refused) this.inc({ api: 'socket', reason: 'connections', scope: r.scope }, r.count);
+      }
     },
   });
   new Gauge({
@@ -73,6 +85,16 @@ export function registerWorkloadApiMetrics(registry: Registry, stats: () => Call
       for (const api of LIMITED_APIS) this.set({ api }, open[api]);
     },
   });
+  if (connections) {
+    new Gauge({
+      name: OPEN_CONNECTIONS_METRIC,
+      help: 'Connections to the Workload API socket open now (admitted by the connection limits)',
+      registers: [registry],
+      collect() {
+        this.set(connections().open);
+      },
+    });
+  }
 }
 
 export async function startAgentTelemetry(opts: {
@@ -96,7 +118,7 @@ export async function startAgentTelemetry(opts: {
         this.set(Math.floor(sources.agentSvidNotAfter().getTime() / 1000));
       },
     });
-    if (sources.workloadApiLimits) registerWorkloadApiMetrics(registry, sources.workloadApiLimits.bind(sources));
+    if (sources.workloadApiLimits) registerWorkloadApiMetrics(registry, sources.workloadApiLimits.bind(sources), sources.workloadApiConnections?.bind(sources));
     if (sources.jwtSvidCache) registerJwtCacheMetrics(registry, sources.jwtSvidCache.bind(sources));
   }
   const listeners = await startTelemetryListeners({

@@ -2,10 +2,16 @@
  * Logging through pino. `json` writes pino's JSON lines; `text` writes one readable line per
  * record (`time LEVEL [subsystem] message key=value ...`), as SPIRE's text format does. Field
  * names live in one place (LogField); keys, tokens and full SVIDs are never logged.
+ *
+ * A text line is one line whatever the values hold: control characters (C0, DEL, C1 such as
+ * NEL U+0085) and the Unicode line separators U+2028/U+2029 in the message, field names and
+ * values are written as `\uXXXX` escapes (values holding any are quoted), so a workload or entry
+ * value cannot split a record or forge another.
  */
 import { createWriteStream } from 'node:fs';
 import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
+import { escapeControls, hasControls } from './strings.js';
 
 export type LogLevel = 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
 export type LogFormat = 'text' | 'json';
@@ -25,9 +31,10 @@ const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INF
 const SKIP = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'subsystem', 'name']);
 
 function formatValue(v: unknown): string {
-  if (typeof v === 'string') return /[\s"=]/.test(v) || v === '' ? JSON.stringify(v) : v;
-  if (v instanceof Object && 'message' in v && 'stack' in v) return JSON.stringify((v as Error).message);
-  return JSON.stringify(v);
+  // JSON.stringify escapes C0 controls; escapeControls the rest (DEL, C1, U+2028/U+2029).
+  if (typeof v === 'string') return /[\s"=]/.test(v) || v === '' || hasControls(v) ? escapeControls(JSON.stringify(v)) : v;
+  if (v instanceof Object && 'message' in v && 'stack' in v) return escapeControls(JSON.stringify((v as Error).message));
+  return escapeControls(JSON.stringify(v) ?? String(v));
 }
 
 /** Turns pino JSON lines into text lines. */
@@ -40,12 +47,12 @@ export function textLine(json: string): string {
   }
   const time = new Date(typeof rec['time'] === 'number' ? rec['time'] : Date.now()).toISOString();
   const level = LEVEL_NAMES[rec['level'] as number] ?? String(rec['level']);
-  const sub = rec['subsystem'] ? ` [${String(rec['subsystem'])}]` : '';
+  const sub = rec['subsystem'] ? ` [${escapeControls(String(rec['subsystem']))}]` : '';
   const fields = Object.entries(rec)
     .filter(([k]) => !SKIP.has(k))
-    .map(([k, v]) => ` ${k}=${k === 'err' && v && typeof v === 'object' ? formatValue((v as { message?: unknown }).message) : formatValue(v)}`)
+    .map(([k, v]) => ` ${escapeControls(k)}=${k === 'err' && v && typeof v === 'object' ? formatValue((v as { message?: unknown }).message) : formatValue(v)}`)
     .join('');
-  return `${time} ${level.padEnd(5)}${sub} ${String(rec['msg'] ?? '')}${fields}\n`;
+  return `${time} ${level.padEnd(5)}${sub} ${escapeControls(String(rec['msg'] ?? ''))}${fields}\n`;
 }
 
 class TextStream extends Writable {

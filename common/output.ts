@@ -7,7 +7,12 @@
  * - `pretty` is what SPIRE prints; `json` is the protobuf message as JSON (ts-proto `toJSON`),
  *   compact, one document per line, as SPIRE's `-output json` prints protojson.
  * - Times are printed as Go prints `time.Time` in UTC: `2006-01-02 15:04:05 +0000 UTC`.
+ * - One value, one line: `field()`, `goQuote()` and `writeJson()` write control characters (C0, DEL, C1 such
+ *   as NEL U+0085) and U+2028/U+2029 as `\uXXXX`, so a value (a selector, a hint, an error
+ *   message from the server) cannot split a line or forge another. Values without them print
+ *   exactly as SPIRE prints them.
  */
+import { escapeControls } from './strings.js';
 
 export const OUTPUT_FORMATS = ['pretty', 'json'] as const;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
@@ -33,9 +38,9 @@ export const processStreams: OutputStreams = {
   err: { write: (text) => void process.stderr.write(text) },
 };
 
-/** Writes `value` as one line of compact JSON. */
+/** Writes `value` as one line of compact JSON (DEL, C1 controls and U+2028/U+2029 escaped as well). */
 export function writeJson(out: Writer, value: unknown): void {
-  out.write(`${JSON.stringify(value)}\n`);
+  out.write(`${escapeControls(JSON.stringify(value))}\n`);
 }
 
 function pad2(n: number): string {
@@ -57,9 +62,9 @@ export function pluralize(count: number, singular: string, plural: string): stri
   return `${count} ${count === 1 ? singular : plural}`;
 }
 
-/** Go's `%q` for the strings we print (JSON escaping is the same for printable text). */
+/** Go's `%q` for the strings we print (JSON escaping is the same for printable text; Go escapes C1 and U+2028/U+2029 too). */
 export function goQuote(s: string): string {
-  return JSON.stringify(s);
+  return escapeControls(JSON.stringify(s));
 }
 
 const GRPC_CODE_NAMES = [
@@ -89,7 +94,7 @@ export function grpcCodeName(code: number): string {
 
 /** A `Label : value` line with the label padded to `width` (SPIRE's aligned blocks). */
 export function field(label: string, value: string | number | boolean, width: number): string {
-  return `${label.padEnd(width)}: ${String(value)}\n`;
+  return `${label.padEnd(width)}: ${escapeControls(String(value))}\n`;
 }
 
 /**

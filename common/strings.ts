@@ -20,3 +20,28 @@ export function compareCodePoints(a: string, b: string): number {
   }
   return a.length - b.length;
 }
+
+/**
+ * Characters that end or break a line for some reader, or move the cursor: C0 controls (line
+ * feed, carriage return, vertical tab, form feed, the file/group/record separators, ESC), DEL,
+ * C1 controls (NEL U+0085 among them) and the Unicode line and paragraph separators
+ * U+2028/U+2029. Text logs and CLI output must not print these raw: a value carrying one could
+ * split a record into two or forge a second one.
+ */
+const LINE_BREAKING = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+
+/** Whether `s` holds a character escapeControls() would escape. */
+export function hasControls(s: string): boolean {
+  LINE_BREAKING.lastIndex = 0;
+  const found = LINE_BREAKING.test(s);
+  LINE_BREAKING.lastIndex = 0;
+  return found;
+}
+
+/**
+ * `s` with every control character and Unicode line separator written as `\uXXXX` (the JSON
+ * escape, so the result is still valid inside a JSON string); other text is unchanged.
+ */
+export function escapeControls(s: string): string {
+  return s.replace(LINE_BREAKING, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}

@@ -42,6 +42,11 @@ export const DEFAULT_JWT_SVID_TTL_SECONDS = 300;
 export const DEFAULT_LEEWAY_SECONDS = 30;
 /** Tokens longer than this are refused before any parsing (JWT-SVIDs are well under 4 KiB). */
 export const MAX_JWT_SVID_LENGTH = 64 * 1024;
+/**
+ * Distinct audiences one JWT-SVID request may ask for (the server's agent API enforces it; the
+ * agent's Workload API refuses larger requests itself, before any server round trip).
+ */
+export const MAX_JWT_SVID_AUDIENCES = 32;
 
 export type JwtSvidInvalidReason =
   | 'malformed'

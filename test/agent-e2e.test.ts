@@ -175,6 +175,19 @@ describe('JWT-SVIDs', () => {
     }
     await assert.rejects(c.validateJwtSvid(jwt.token, 'someone-else'), (err: WorkloadApiError) => err.code === status.INVALID_ARGUMENT);
   });
+
+  test('more than 32 audiences is INVALID_ARGUMENT naming the limit (not UNAVAILABLE, which clients retry forever)', async () => {
+    const c = client();
+    const audience = Array.from({ length: 33 }, (_, i) => `e2e-aud-${i}`);
+    await assert.rejects(c.fetchJwtSvid({ audience }), (err: WorkloadApiError) => {
+      assert.equal(err.code, status.INVALID_ARGUMENT, err.message);
+      assert.match(err.message, /too many audiences: 33 distinct values, at most 32 per JWT-SVID request/);
+      return true;
+    });
+    // At the limit the server signs it.
+    const [jwt] = await c.fetchJwtSvid({ audience: audience.slice(0, 32) });
+    assert.equal(jwt?.audience.length, 32);
+  });
 });
 
 describe('streams', () => {

@@ -12,6 +12,7 @@ import { marshalJwtBundle } from '../../spiffe/bundle.js';
 import { trustDomainId } from '../../spiffe/id.js';
 import { addApiOptions, apiAction, collectCommaList, type ApiOptions } from './common.js';
 import { b64, writeProtoJson } from './printer.js';
+import { escapeControls } from '../../common/strings.js';
 
 interface FetchJwtOptions extends ApiOptions {
   audience?: string[];
@@ -43,7 +44,7 @@ export function register(fetch: Command): void {
       let text = '';
       for (const s of svids) {
         text += `token(${s.id}):\n\t${s.token}\n`;
-        if (s.hint !== '') text += `hint(${s.id}):\n\t${s.hint}\n`;
+        if (s.hint !== '') text += `hint(${s.id}):\n\t${escapeControls(s.hint)}\n`;
       }
       for (const [id, doc] of jwks) text += `bundle(${id}):\n\t${doc}\n`;
       ctx.io.out.write(text);

@@ -5,7 +5,8 @@
  *   times as Go prints time.Time in UTC), then an empty line. Federated bundles are in trust
  *   domain order (SPIRE iterates a Go map: random order).
  * - `-output json`: what SPIRE's protojson printer writes: proto field names (snake_case), every
- *   field present, bytes as standard base64, object keys sorted, `<>&` escaped as Go does, one
+ *   field present, bytes as standard base64, object keys sorted, `<>&` and U+2028/U+2029 escaped
+ *   as Go does (DEL and C1 controls too, so no reader splits the line), one
  *   document per line; several messages form a JSON array.
  */
 import { trustDomainId, trustDomainOf, type TrustDomain } from '../../spiffe/id.js';
@@ -13,6 +14,7 @@ import type { BundleSet } from '../../spiffe/bundle.js';
 import { parseCertificate } from '../../spiffe/x509/index.js';
 import type { X509Context, WorkloadX509Svid } from '../../spiffe/workloadapi/index.js';
 import { goTimeString, type Writer } from '../../common/output.js';
+import { escapeControls } from '../../common/strings.js';
 
 /** Nanoseconds as Go's `time.Duration.String()`: "8.123456ms", "1.5s", "2m3s", "812ns". */
 export function goDurationString(ns: bigint): string {
@@ -107,12 +109,12 @@ function sortKeys(value: unknown): unknown {
 /** One line of JSON: one message, or an array of several. */
 export function writeProtoJson(out: Writer, messages: readonly unknown[]): void {
   const doc = messages.length === 1 ? messages[0] : messages;
-  const text = JSON.stringify(sortKeys(doc))
+  const json = JSON.stringify(sortKeys(doc))
     .replace(/</g, '\\u003c')
     .replace(/>/g, '\\u003e')
-    .replace(/&/g, '\\u0026')
-    .replace(/\u2028/g, '\\u2028')
-    .replace(/\u2029/g, '\\u2029');
+    .replace(/&/g, '\\u0026');
+  // Go escapes U+2028/U+2029; DEL and C1 controls (NEL U+0085) too here, so no reader splits the line.
+  const text = escapeControls(json);
   out.write(`${text}\n`);
 }
 

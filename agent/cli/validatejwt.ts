@@ -11,6 +11,7 @@ import { status as Status } from '@grpc/grpc-js';
 import { isWorkloadApiError } from '../../spiffe/workloadapi/index.js';
 import { addApiOptions, apiAction, type ApiOptions } from './common.js';
 import { writeProtoJson } from './printer.js';
+import { escapeControls } from '../../common/strings.js';
 
 interface ValidateJwtOptions extends ApiOptions {
   audience?: string;
@@ -50,7 +51,7 @@ export function register(validate: Command): void {
         writeProtoJson(ctx.io.out, [{ spiffe_id: result.spiffeId, claims: result.claims }]);
         return;
       }
-      ctx.io.out.write(`SVID is valid.\nSPIFFE ID : ${result.spiffeId}\nClaims    : ${sortedJson(result.claims)}\n`);
+      ctx.io.out.write(`SVID is valid.\nSPIFFE ID : ${result.spiffeId}\nClaims    : ${escapeControls(sortedJson(result.claims))}\n`);
     }),
   );
 }

@@ -82,6 +82,10 @@ agent:
   workload_api_max_streams_per_uid: 300
   workload_api_rate_limit_per_uid: 0
   workload_api_rate_burst_per_uid: 2000
+  workload_api_max_conns: 1000
+  workload_api_max_conns_per_uid: "400"
+  workload_api_max_conns_per_pid: 40
+  workload_api_idle_timeout: 45s
   sds:
     default_svid_name: my_svid
     default_bundle_name: my_bundle
@@ -132,7 +136,18 @@ const FULL_EXPECTED: unknown = {
   },
   healthChecks: { listenerEnabled: true, bindAddress: '0.0.0.0', bindPort: 8080, livePath: '/healthz/live', readyPath: '/healthz/ready' },
   telemetry: { prometheus: { host: '127.0.0.1', port: 9989 } },
-  workloadApi: { maxStreamsPerPid: 20, ratePerPid: 50, burstPerPid: 80, maxStreamsPerUid: 300, ratePerUid: 0, burstPerUid: 2000 },
+  workloadApi: {
+    maxStreamsPerPid: 20,
+    ratePerPid: 50,
+    burstPerPid: 80,
+    maxStreamsPerUid: 300,
+    ratePerUid: 0,
+    burstPerUid: 2000,
+    maxConnections: 1000,
+    maxConnsPerUid: 400,
+    maxConnsPerPid: 40,
+    idleTimeoutSeconds: 45,
+  },
   sds: { defaultSvidName: 'my_svid', defaultBundleName: 'my_bundle', defaultAllBundlesName: 'my_all', disableSpiffeCertValidation: true },
 };
 
@@ -219,9 +234,24 @@ test('AGENT_DEFAULTS is what a flags-only config gets', () => {
     maxStreamsPerUid: d.workload_api_max_streams_per_uid,
     ratePerUid: d.workload_api_rate_limit_per_uid,
     burstPerUid: d.workload_api_rate_burst_per_uid,
+    maxConnections: d.workload_api_max_conns,
+    maxConnsPerUid: d.workload_api_max_conns_per_uid,
+    maxConnsPerPid: d.workload_api_max_conns_per_pid,
+    idleTimeoutSeconds: d.workload_api_idle_timeout,
   });
-  // Per process: generous defaults; per uid: off.
-  assert.deepEqual(c.workloadApi, { maxStreamsPerPid: 100, ratePerPid: 200, burstPerPid: 500, maxStreamsPerUid: 0, ratePerUid: 0, burstPerUid: 1000 });
+  // Per process: generous defaults; per uid: off, except connections (a quarter of the total).
+  assert.deepEqual(c.workloadApi, {
+    maxStreamsPerPid: 100,
+    ratePerPid: 200,
+    burstPerPid: 500,
+    maxStreamsPerUid: 0,
+    ratePerUid: 0,
+    burstPerUid: 1000,
+    maxConnections: 8192,
+    maxConnsPerUid: 2048,
+    maxConnsPerPid: 256,
+    idleTimeoutSeconds: 120,
+  });
   assert.deepEqual((plain(c) as { plugins: unknown }).plugins, {
     nodeAttestor: { name: AGENT_DEFAULTS.plugins.NodeAttestor, data: {} },
     workloadAttestors: [{ name: AGENT_DEFAULTS.plugins.WorkloadAttestor, data: {} }],
@@ -462,6 +492,17 @@ test('every bad agent value names its key', () => {
     [{ workload_api_max_streams_per_uid: '1e3' }, 'config: agent.workload_api_max_streams_per_uid: expected an integer between 0 and 1000000000, got "1e3"'],
     [{ workload_api_rate_limit_per_uid: -5 }, 'config: agent.workload_api_rate_limit_per_uid: expected an integer between 0 and 1000000000, got -5'],
     [{ workload_api_rate_burst_per_uid: 'lots' }, 'config: agent.workload_api_rate_burst_per_uid: expected an integer between 1 and 1000000000, got "lots"'],
+    [{ workload_api_max_conns: -1 }, 'config: agent.workload_api_max_conns: expected an integer between 0 and 1000000000, got -1'],
+    [{ workload_api_max_conns_per_pid: 'few' }, 'config: agent.workload_api_max_conns_per_pid: expected an integer between 0 and 1000000000, got "few"'],
+    [{ workload_api_idle_timeout: 'soon' }, 'config: agent.workload_api_idle_timeout: expected a duration such as "1h", "30m", "90s" or "1h30m" (or whole seconds), got "soon"'],
+    [
+      { workload_api_max_conns: 100, workload_api_max_conns_per_uid: 100 },
+      'config: agent.workload_api_max_conns_per_uid: must be less than agent.workload_api_max_conns (100) so that one uid cannot take every connection, got 100; lower it, or set it to 0 to disable the per-uid limit',
+    ],
+    [
+      { workload_api_max_conns_per_uid: 9000 },
+      'config: agent.workload_api_max_conns_per_uid: must be less than agent.workload_api_max_conns (8192) so that one uid cannot take every connection, got 9000; lower it, or set it to 0 to disable the per-uid limit',
+    ],
   ];
   for (const [agent, problem] of cases) rejects(withAgent(agent), problem);
 });
@@ -473,6 +514,12 @@ test('workload_api_* limits accept integers and digit strings; 0 disables a limi
   assert.deepEqual([off.workloadApi.maxStreamsPerPid, off.workloadApi.ratePerPid, off.workloadApi.burstPerPid], [0, 0, 1]);
   const uid = parse(withAgent({ workload_api_rate_limit_per_uid: 1000, workload_api_max_streams_per_uid: '400' })).workloadApi;
   assert.deepEqual([uid.ratePerUid, uid.maxStreamsPerUid, uid.burstPerUid], [1000, 400, 1000]);
+  const conns = parse(withAgent({ workload_api_max_conns: 0, workload_api_max_conns_per_uid: 0, workload_api_max_conns_per_pid: '0', workload_api_idle_timeout: 0 })).workloadApi;
+  assert.deepEqual([conns.maxConnections, conns.maxConnsPerUid, conns.maxConnsPerPid, conns.idleTimeoutSeconds], [0, 0, 0, 0]);
+  // With the global limit off, any per-uid limit is fine; the idle timeout takes durations and seconds.
+  const big = parse(withAgent({ workload_api_max_conns: 0, workload_api_max_conns_per_uid: 50000, workload_api_idle_timeout: '5m' })).workloadApi;
+  assert.deepEqual([big.maxConnsPerUid, big.idleTimeoutSeconds], [50000, 300]);
+  assert.equal(parse(withAgent({ workload_api_idle_timeout: 30 })).workloadApi.idleTimeoutSeconds, 30);
   // A misspelled limit key is an error naming it (not a silently ignored limit).
   const [problem, ...more] = problems(withAgent({ workload_api_rate_limit_per_process: 5 }));
   assert.match(problem ?? '', /^config: agent\.workload_api_rate_limit_per_process: unknown key/);

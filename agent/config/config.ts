@@ -34,7 +34,11 @@
  *   burst of `agent.workload_api_rate_burst_per_pid` (500); per uid over all its processes
  *   `agent.workload_api_max_streams_per_uid` and `agent.workload_api_rate_limit_per_uid` (both 0:
  *   off) with `agent.workload_api_rate_burst_per_uid` (1000). Integers; 0 disables a limit;
- *   bursts are at least 1.
+ *   bursts are at least 1. Connections of the socket (agent/endpoints/connlimits.ts):
+ *   `agent.workload_api_max_conns` (8192) in all, `agent.workload_api_max_conns_per_uid` (2048;
+ *   must be less than the global limit, leaving room for other uids),
+ *   `agent.workload_api_max_conns_per_pid` (256), and `agent.workload_api_idle_timeout` (a
+ *   duration, default "2m") after which a connection without an open stream is closed.
  * - `agent.sds` (SPIRE's keys and defaults): default_svid_name "default", default_bundle_name
  *   "ROOTCA", default_all_bundles_name "ALL" (non-empty strings), disable_spiffe_cert_validation
  *   false. The SDS service on the Workload API socket uses them.
@@ -65,6 +69,7 @@ import {
   type KindSectionsOptions,
 } from '../../common/configfields.js';
 import { isWellFormedJoinToken } from '../../attestors/node/join_token/token.js';
+import { DEFAULT_CONNECTION_LIMITS } from '../endpoints/connlimits.js';
 import { DEFAULT_CALLER_LIMITS } from '../endpoints/limits.js';
 import type { AgentConfig, AgentFlags } from './types.js';
 
@@ -97,6 +102,11 @@ export const AGENT_DEFAULTS = {
     workload_api_max_streams_per_uid: DEFAULT_CALLER_LIMITS.maxStreamsPerUid,
     workload_api_rate_limit_per_uid: DEFAULT_CALLER_LIMITS.ratePerUid,
     workload_api_rate_burst_per_uid: DEFAULT_CALLER_LIMITS.burstPerUid,
+    /** Spindle extensions (agent/endpoints/connlimits.ts): connection limits of the Workload API socket. */
+    workload_api_max_conns: DEFAULT_CONNECTION_LIMITS.maxConnections,
+    workload_api_max_conns_per_uid: DEFAULT_CONNECTION_LIMITS.maxConnsPerUid,
+    workload_api_max_conns_per_pid: DEFAULT_CONNECTION_LIMITS.maxConnsPerPid,
+    workload_api_idle_timeout: DEFAULT_CONNECTION_LIMITS.idleTimeoutSeconds,
   },
   /** SPIRE's agent `sds` section (Envoy SDS on the Workload API socket); same defaults. */
   sds: {
@@ -216,14 +226,26 @@ function parseWorkloadApiLimits(a: ConfigReader): AgentConfig['workloadApi'] {
   const MAX = 1_000_000_000;
   const limit = (key: keyof typeof d & `workload_api_${string}`): number => a.int(key, { min: 0, max: MAX, default: d[key] as number });
   const burst = (key: keyof typeof d & `workload_api_${string}`): number => a.int(key, { min: 1, max: MAX, default: d[key] as number });
-  return {
+  const limits = {
     maxStreamsPerPid: limit('workload_api_max_streams_per_pid'),
     ratePerPid: limit('workload_api_rate_limit_per_pid'),
     burstPerPid: burst('workload_api_rate_burst_per_pid'),
     maxStreamsPerUid: limit('workload_api_max_streams_per_uid'),
     ratePerUid: limit('workload_api_rate_limit_per_uid'),
     burstPerUid: burst('workload_api_rate_burst_per_uid'),
+    maxConnections: limit('workload_api_max_conns'),
+    maxConnsPerUid: limit('workload_api_max_conns_per_uid'),
+    maxConnsPerPid: limit('workload_api_max_conns_per_pid'),
+    idleTimeoutSeconds: a.duration('workload_api_idle_timeout', d.workload_api_idle_timeout, { max: 7 * 24 * 3600 }),
   };
+  // The per-uid limit is the reserve for other uids: it must stay below the global one.
+  if (limits.maxConnections > 0 && limits.maxConnsPerUid >= limits.maxConnections) {
+    a.problem(
+      'workload_api_max_conns_per_uid',
+      `must be less than agent.workload_api_max_conns (${limits.maxConnections}) so that one uid cannot take every connection, got ${limits.maxConnsPerUid}; lower it, or set it to 0 to disable the per-uid limit`,
+    );
+  }
+  return limits;
 }
 
 const MALFORMED_TOKEN = 'is not a join token (expected a UUID as printed by `spindle-server token generate`)';

@@ -2,6 +2,7 @@
 import type { ConfigReader } from '../../common/configfile.js';
 import type { LogFormat, LogLevel } from '../../common/logging.js';
 import type { TrustDomain } from '../../spiffe/id.js';
+import type { ConnectionLimitSettings } from '../endpoints/connlimits.js';
 import type { CallerLimitSettings } from '../endpoints/limits.js';
 
 export interface AgentConfig {
@@ -32,9 +33,11 @@ export interface AgentConfig {
   telemetry: { prometheus?: { host: string; port: number } };
   /**
    * Per-caller limits of the Workload API socket (Workload API and SDS; agent/endpoints/limits.ts):
-   * agent.workload_api_{max_streams,rate_limit,rate_burst}_per_{pid,uid}. 0 disables a limit.
+   * agent.workload_api_{max_streams,rate_limit,rate_burst}_per_{pid,uid}; and its connection
+   * limits (agent/endpoints/connlimits.ts): agent.workload_api_max_conns{,_per_uid,_per_pid},
+   * agent.workload_api_idle_timeout. 0 disables a limit.
    */
-  workloadApi: CallerLimitSettings;
+  workloadApi: CallerLimitSettings & ConnectionLimitSettings;
   /** Envoy SDS v3 served on the Workload API socket (SPIRE's agent `sds` section). */
   sds: {
     /** Resource name of the caller's default X.509-SVID (sds.default_svid_name, default "default"). */

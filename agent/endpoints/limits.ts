@@ -16,7 +16,7 @@
  * (rate and streams over every process of one uid) bound that too. They are off by default: a
  * uid-wide limit lets one process exhaust the budget of every unrelated workload of its uid,
  * which is exactly what the per-process limits prevent; enable them where each workload has
- * its own uid. Connection floods are bounded separately (listener maxConnections).
+ * its own uid. Connection floods are bounded separately (connlimits.ts, enforced at accept).
  *
  * Every limit: 0 disables it. Refusals are RESOURCE_EXHAUSTED with a message naming the limit
  * and its config key, and are counted (stats(), exported as Prometheus metrics by

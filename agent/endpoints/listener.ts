@@ -34,6 +34,13 @@
  * on it (any other file type is an error, never deleted); the socket is bound in a private
  * staging directory, chmod'ed 0777 there and renamed into place, so it appears at the path only
  * with its final mode: world-connectable, authority comes from attestation.
+ *
+ * Connection limits (connlimits.ts) are enforced at accept, cheapest first: the global maximum by
+ * the net.Server itself, the per-uid limit right after SO_PEERCRED (before any pidfd or /proc
+ * work), the per-process limit once the start time is known. A refused socket is destroyed at
+ * once, so the accept queue keeps draining during a flood; the listen backlog is LISTEN_BACKLOG
+ * (4096, capped by net.core.somaxconn) so bursts of connects queue instead of failing with
+ * EAGAIN.
  */
 import { ServerCredentials, type Server } from '@grpc/grpc-js';
 import { closeSync } from 'node:fs';
@@ -41,13 +48,18 @@ import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { bindSocketInPlace, prepareSocketDirectory, removeSocketFile, removeStaleSocket } from '../../common/unixsocket.js';
 import { loadPeerCred, type PeerCredNative } from '../native/peercred.js';
+import { CONNECTION_LIMIT_CONFIG_KEYS, ConnectionLimiter, DEFAULT_CONNECTION_LIMITS, type ConnectionRefusal } from './connlimits.js';
 import { readCallerFacts, readExeId, readStartTime } from './procfs.js';
 import type { PeerInfo } from '../../attestors/workload/types.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
 export const WORKLOAD_SOCKET_MODE = 0o777;
 export const WORKLOAD_SOCKET_DIR_MODE = 0o755;
-export const DEFAULT_MAX_CONNECTIONS = 8192;
+export const DEFAULT_MAX_CONNECTIONS = DEFAULT_CONNECTION_LIMITS.maxConnections;
+/** Pending connects the kernel queues before accept (capped by net.core.somaxconn). */
+export const LISTEN_BACKLOG = 4096;
+/** At most one refusal warning per this many ms (the count since the last one is logged). */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
 const PEER_KEY_PREFIX = 'spindle-peer-';
 
 export interface WorkloadListenerOptions {
@@ -59,8 +71,8 @@ export interface WorkloadListenerOptions {
   procRoot?: string;
   /** Default: the built addon (throws a build hint when it is missing). */
   native?: PeerCredNative;
-  /** Open connections at once; further ones are closed at accept. Default 8192. */
-  maxConnections?: number;
+  /** Global, per-uid and per-process connection limits. Default: DEFAULT_CONNECTION_LIMITS. */
+  connections?: ConnectionLimiter;
 }
 
 export interface WorkloadListener {
@@ -158,7 +170,7 @@ class TrackedPeer implements PeerContext {
 function listen(server: NetServer, path: string): Promise<void> {
   return new Promise((ok, fail) => {
     server.once('error', fail);
-    server.listen({ path, exclusive: true }, () => {
+    server.listen({ path, exclusive: true, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', fail);
       ok();
     });
@@ -180,6 +192,22 @@ export async function listenWorkloadSocket(options: WorkloadListenerOptions): Pr
   const peers = new Map<string, TrackedPeer>();
   const sockets = new Set<Socket>();
   let counter = 0;
+  const limits = options.connections ?? new ConnectionLimiter();
+  let refusedSinceLog = 0;
+  let lastRefusalLog = -Infinity;
+  // One warning per interval during a flood, not one per connection.
+  const logRefusal = (fields: object, message: string): void => {
+    refusedSinceLog++;
+    const now = performance.now();
+    if (now - lastRefusalLog < REFUSAL_LOG_INTERVAL_MS) return;
+    log.warn({ ...fields, refused: refusedSinceLog }, message);
+    refusedSinceLog = 0;
+    lastRefusalLog = now;
+  };
+  const refuse = (socket: Socket, cred: { pid: number; uid: number }, r: ConnectionRefusal): void => {
+    logRefusal({ pid: cred.pid, uid: cred.uid, scope: r.scope }, `Workload API connection refused: ${r.message}`);
+    socket.destroy();
+  };
 
   const onConnection = (socket: Socket): void => {
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
@@ -194,6 +222,8 @@ export async function listenWorkloadSocket(options: WorkloadListenerOptions): Pr
       socket.destroy();
       return;
     }
+    const early = limits.checkUid(cred.uid);
+    if (early !== undefined) return refuse(socket, cred, early);
     // pid 0: the caller's pid is not visible in our pid namespace; it cannot be attested.
     let pidfd = -1;
     let startTime: string | undefined;
@@ -212,6 +242,11 @@ export async function listenWorkloadSocket(options: WorkloadListenerOptions): Pr
     }
     const key = `${PEER_KEY_PREFIX}${++counter}`;
     const peer = new TrackedPeer(key, { pid: cred.pid, uid: cred.uid, gid: cred.gid, groups }, native, procRoot, pidfd, startTime, exe);
+    const releaseSlot = limits.acquire(cred.uid, peer.processKey);
+    if (typeof releaseSlot !== 'function') {
+      peer.release();
+      return refuse(socket, cred, releaseSlot);
+    }
     Object.defineProperty(socket, 'remoteAddress', { value: key, enumerable: true, configurable: false, writable: false });
     Object.defineProperty(socket, 'remotePort', { value: undefined, enumerable: true, configurable: false, writable: false });
     peers.set(key, peer);
@@ -220,14 +255,22 @@ export async function listenWorkloadSocket(options: WorkloadListenerOptions): Pr
       peers.delete(key);
       sockets.delete(socket);
       peer.release();
+      releaseSlot();
     });
+    // Once the HTTP/2 session has ended our side (idle timeout, GOAWAY, shutdown) nothing reads
+    // or writes this socket again: close it instead of waiting for the client's end, or a client
+    // that never closes would keep its slot, its pidfd and the socket forever.
+    socket.once('finish', () => socket.destroy());
     log.debug({ peer: key, pid: cred.pid, uid: cred.uid, gid: cred.gid, pidfd: pidfd >= 0 }, 'Workload API connection accepted');
     injector.injectConnection(socket);
   };
 
   const netServer = createServer({ pauseOnConnect: false }, onConnection);
-  netServer.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-  netServer.on('drop', (info) => log.warn({ ...info, maxConnections: netServer.maxConnections }, 'Workload API connection refused: too many open connections'));
+  if (limits.settings.maxConnections > 0) netServer.maxConnections = limits.settings.maxConnections;
+  netServer.on('drop', () => {
+    limits.countDropped();
+    logRefusal({ scope: 'all' }, `Workload API connection refused: ${limits.settings.maxConnections} connections are open (${CONNECTION_LIMIT_CONFIG_KEYS.maxConnections})`);
+  });
   try {
     await bindSocketInPlace(socketPath, WORKLOAD_SOCKET_MODE, (staging) => listen(netServer, staging));
   } catch (err) {

@@ -33,6 +33,9 @@ export interface PeerContext {
    * attestation and before every push: a pid can be reused, a socket can be handed to another
    * process (fork, SCM_RIGHTS) after the original caller exits, and the caller can exec another
    * program while a forked child keeps using the connection.
+   * While the connector lives (and runs the same program), whoever holds the socket is served
+   * as the connector: SO_PEERCRED describes the process that called connect(), and sharing the
+   * socket is that process's choice.
    */
   whyNotSameProcess(): string | undefined;
   /** `whyNotSameProcess() === undefined`. */

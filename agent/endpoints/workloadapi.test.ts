@@ -15,7 +15,7 @@ import {
   JWTSVIDRequest,
   SpiffeWorkloadAPIService,
   type JWTBundlesResponse,
-  type JWTSVIDResponse,
+  JWTSVIDResponse,
   type ValidateJWTSVIDResponse,
   type X509BundlesResponse,
   type X509SVIDResponse,
@@ -333,6 +333,17 @@ describe('Workload API: JWT-SVIDs', () => {
     await rejectsWith(fetchJwt(e, { audience: ['a'], spiffeId: 'not an id' }), GrpcStatus.INVALID_ARGUMENT);
   });
 
+  it('FetchJWTSVID: more than 32 distinct audiences is INVALID_ARGUMENT naming the limit, before the cache (no server round trip)', async () => {
+    const e = await setup();
+    const aud = (n: number): string[] => Array.from({ length: n }, (_, i) => `aud-${i}`);
+    const before = e.cache.fetchJwtCalls.length;
+    await rejectsWith(fetchJwt(e, { audience: aud(33) }), GrpcStatus.INVALID_ARGUMENT, /too many audiences: 33 distinct values, at most 32 per JWT-SVID request/);
+    assert.equal(e.cache.fetchJwtCalls.length, before, 'refused before asking the cache (and so the server)');
+    // The limit counts distinct values, as the server does after the agent removes duplicates.
+    const ok = await fetchJwt(e, { audience: [...aud(32), ...aud(32)] });
+    assert.equal((parseJwtSvidInsecure(ok.svids[0]!.svid).claims['aud'] as string[]).length, 32);
+  });
+
   it('ValidateJWTSVID: claims of a good token; wrong audience, junk, foreign keys and missing fields are INVALID_ARGUMENT', async () => {
     const e = await setup();
     const [jwt] = (await fetchJwt(e, { audience: ['backend'] })).svids;
@@ -388,6 +399,25 @@ describe('Workload API: caller identity threats and limits', () => {
     assert.equal(res.grpcStatus, GrpcStatus.UNAVAILABLE, res.grpcMessage);
     assert.match(res.grpcMessage, /workload attestation failed|caller process changed|not tracked/);
     sock.destroy();
+  });
+
+  it('socket handed over SCM_RIGHTS while the connector (uid 65534) is alive -> served as the connector, not as the holder', async () => {
+    const e = await setup();
+    const kid = fork(CHILD, ['handoff-hold', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    try {
+      const sock = await new Promise<Socket>((resolve) => kid.once('message', (_m, handle) => resolve(handle as Socket)));
+      // SO_PEERCRED names the process that called connect(): this root process holds the socket,
+      // but the call is attested as the live uid-65534 child (it chose to share its identity).
+      const req = JWTSVIDRequest.encode({ audience: ['x'], spiffeId: '' }).finish();
+      const res = await rawUnaryCall(sock, SpiffeWorkloadAPIService.fetchJwtsvid.path, req, { 'workload.spiffe.io': 'true' });
+      assert.equal(res.grpcStatus, GrpcStatus.OK, res.grpcMessage);
+      const svids = JWTSVIDResponse.decode(res.body.subarray(5)).svids.map((s) => s.spiffeId);
+      assert.deepEqual(svids, [nobodyId.spiffeId], 'the connector\'s identity, none of root\'s');
+      sock.destroy();
+    } finally {
+      kid.send('exit');
+      await new Promise<void>((r) => (kid.exitCode !== null ? r() : kid.once('exit', () => r())));
+    }
   });
 
   it('caller no longer the same process after attestation (pid reuse) -> UNAVAILABLE; attestation failure -> UNAVAILABLE', async () => {

@@ -6,14 +6,16 @@
  *    INVALID_ARGUMENT (before anything else is looked at).
  * 2. Per-caller rate limit (limits.ts): one token of the caller process's bucket (and of its
  *    uid's, when configured), else RESOURCE_EXHAUSTED naming the limit; no attestation work yet.
- * 3. Request fields that need no kernel or cache work (audience, svid, spiffe_id syntax):
+ * 3. Request fields that need no kernel or cache work (audience presence and count, svid,
+ *    spiffe_id syntax):
  *    INVALID_ARGUMENT, as SPIRE checks them before attesting.
  * 4. Stream calls take a slot of the caller process's stream budget (RESOURCE_EXHAUSTED).
  * 5. Attestation: every attestor on the kernel's SO_PEERCRED view of the caller, selectors
  *    unioned; any failure (process gone, /proc unreadable) is UNAVAILABLE.
  * 6. The caller must still be the same process (PeerContext.whyNotSameProcess: pidfd not exited,
- *    same start time, same effective uid/gid, same executable), else UNAVAILABLE: the pid was
- *    reused, the socket handed to another process, or the caller exec'd another program.
+ *    same start time, same effective uid/gid, same executable), else UNAVAILABLE: the process
+ *    that connected exited (its socket may live on in a process it was handed to), its pid was
+ *    reused, or it exec'd another program.
  *
  * Streams (FetchX509SVID, FetchX509Bundles, FetchJWTBundles) follow one cache subscription: the
  * first message as soon as the subscription's initial update is there, then one message per
@@ -24,7 +26,8 @@
  * cancels, the connection closes, or `closeStreams()` (agent shutdown) ends it with UNAVAILABLE;
  * each end closes the subscription and frees the slot. Before every push the caller must still be
  * the same process, else the stream ends UNAVAILABLE (a child that inherited the connection after
- * the caller exited gets no rotated SVIDs); a first message sent within a millisecond of
+ * the caller exited gets no rotated SVIDs; while the connector lives, any holder of the socket is
+ * served as the connector, which is what SO_PEERCRED describes); a first message sent within a millisecond of
  * attestation's own check (step 5) is not checked twice.
  *
  * Bundle streams send our trust domain's bundle plus the federated bundles of the CALLER'S
@@ -47,7 +50,7 @@ import type { WorkloadAttestor } from '../../attestors/workload/types.js';
 import type { Selector } from '../../server/datastore/types.js';
 import { BundleSet } from '../../spiffe/bundle.js';
 import { parseSpiffeId, type SpiffeId } from '../../spiffe/id.js';
-import { validateJwtSvid } from '../../spiffe/jwtsvid.js';
+import { MAX_JWT_SVID_AUDIENCES, validateJwtSvid } from '../../spiffe/jwtsvid.js';
 import { HealthService } from '../../proto/gen/grpc/health/v1/health.js';
 import {
   JWTBundlesResponse,
@@ -67,7 +70,8 @@ import { cacheError, callerAttestation, StreamEnd, type StreamEnder } from './ca
 import { createWorkloadHealthService } from './health.js';
 import { addReflection } from './reflection.js';
 import { CallerLimits, StreamLimiter, type CallerLimitSettings } from './limits.js';
-import { DEFAULT_MAX_CONNECTIONS, listenWorkloadSocket } from './listener.js';
+import { ConnectionLimiter, type ConnectionLimitSettings } from './connlimits.js';
+import { listenWorkloadSocket } from './listener.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
 export const SECURITY_HEADER = 'workload.spiffe.io';
@@ -335,6 +339,11 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
       (req) => {
         if (req.audience.length === 0) throw apiError(GrpcStatus.INVALID_ARGUMENT, 'audience must be specified');
         if (req.audience.some((a) => a === '')) throw apiError(GrpcStatus.INVALID_ARGUMENT, 'audience must not contain empty values');
+        // Checked here: the server refuses more, and its refusal would reach the caller as UNAVAILABLE (retried forever).
+        const distinct = new Set(req.audience).size;
+        if (distinct > MAX_JWT_SVID_AUDIENCES) {
+          throw apiError(GrpcStatus.INVALID_ARGUMENT, `too many audiences: ${distinct} distinct values, at most ${MAX_JWT_SVID_AUDIENCES} per JWT-SVID request; request several JWT-SVIDs with fewer audiences each`);
+        }
         if (req.spiffeId !== '') {
           try {
             parseSpiffeId(req.spiffeId);
@@ -392,9 +401,7 @@ export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024;
 export const DEFAULT_MAX_SEND_MESSAGE_BYTES = 16 * 1024 * 1024;
 const SHUTDOWN_GRACE_MS = 1000;
 
-export interface WorkloadEndpointLimits extends Partial<CallerLimitSettings> {
-  /** Default 8192. */
-  maxConnections?: number;
+export interface WorkloadEndpointLimits extends Partial<CallerLimitSettings>, Partial<ConnectionLimitSettings> {
   /** Default 64 KiB. */
   maxReceiveMessageBytes?: number;
   /** Default 16 MiB. */
@@ -431,6 +438,8 @@ export interface WorkloadEndpoint {
   readonly peerOf: PeerOf;
   /** The per-caller limits (their stats() feed the agent's metrics). */
   readonly limits: CallerLimits;
+  /** The connection limits of the socket (their stats() feed the agent's metrics too). */
+  readonly connections: ConnectionLimiter;
   /** Ends open streams with UNAVAILABLE, stops the server, closes connections and removes the socket. Idempotent. */
   close(): Promise<void>;
 }
@@ -452,7 +461,10 @@ export interface WorkloadEndpoint {
  * - HTTP/2 max concurrent streams per connection = the stream budget + 64 (room for unary
  *   calls), so a flood on one connection meets RESOURCE_EXHAUSTED instead of silent client-side
  *   queueing (no per-connection cap when the stream limit is off);
- * - `maxConnections` open connections in all (default 8192), further ones closed at accept;
+ * - connections (connlimits.ts): `maxConnections` in all (default 8192), `maxConnsPerUid` per uid
+ *   (2048, leaving the rest to other uids) and `maxConnsPerPid` per process (256), further ones
+ *   closed at accept; a connection without an open stream for `idleTimeoutSeconds` (120) is
+ *   closed with GOAWAY (grpc-js max_connection_idle_ms);
  * - channelz off (nothing serves it; it costs per connection and per call).
  *
  * Server reflection (reflection.ts) lists the Workload API and health services. The socket is not
@@ -461,13 +473,18 @@ export interface WorkloadEndpoint {
 export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): Promise<WorkloadEndpoint> {
   const log = options.logger;
   const limits = options.limits ?? {};
-  const { maxConnections, maxReceiveMessageBytes, maxSendMessageBytes, ...callerSettings } = limits;
+  const { maxConnections, maxConnsPerUid, maxConnsPerPid, idleTimeoutSeconds, maxReceiveMessageBytes, maxSendMessageBytes, ...callerSettings } = limits;
+  const connections = new ConnectionLimiter({ maxConnections, maxConnsPerUid, maxConnsPerPid, idleTimeoutSeconds });
+  const idleSeconds = connections.settings.idleTimeoutSeconds;
   const callerLimits = new CallerLimits(callerSettings, options.limitsClock ? { now: options.limitsClock } : {});
   const maxStreams = callerLimits.settings.maxStreamsPerPid;
   const server = new Server({
     'grpc.max_receive_message_length': maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
     'grpc.max_send_message_length': maxSendMessageBytes ?? DEFAULT_MAX_SEND_MESSAGE_BYTES,
     ...(maxStreams > 0 ? { 'grpc.max_concurrent_streams': maxStreams + 64 } : {}),
+    // Counted from accept, and again from the end of a connection's last stream: a connection
+    // that never opens a stream is closed as well (GOAWAY, then the socket).
+    ...(idleSeconds > 0 ? { 'grpc.max_connection_idle_ms': idleSeconds * 1000 } : {}),
     // Nothing reads channelz here (no admin service exposes it), and its per-connection and
     // per-call bookkeeping costs CPU and memory on a socket with thousands of workloads.
     'grpc.enable_channelz': 0,
@@ -493,7 +510,7 @@ export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): P
     socketPath: options.socketPath,
     server,
     logger: log.child({ component: 'workload_listener' }),
-    maxConnections: maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    connections,
     ...(options.procRoot ? { procRoot: options.procRoot } : {}),
     ...(options.native ? { native: options.native } : {}),
   });
@@ -505,6 +522,7 @@ export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): P
     socketPath: listener.socketPath,
     peerOf: lazyPeerOf,
     limits: callerLimits,
+    connections,
     close(): Promise<void> {
       closing ??= (async () => {
         for (const s of extra) {

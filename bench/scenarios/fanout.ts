@@ -204,7 +204,8 @@ export async function benchAgentSide(opts: AgentSideOptions, which: readonly Age
         server,
         joinToken: token,
         bundlePem: certificatesToPem(await a.x509Authorities(td)),
-        config: `agent:\n  workload_api_max_streams_per_pid: ${perPid}\n`,
+        // Every client process is root: lift the per-process and per-uid connection limits too.
+        config: `agent:\n  workload_api_max_streams_per_pid: ${perPid}\n  workload_api_max_conns_per_pid: ${perPid}\n  workload_api_max_conns_per_uid: 0\n`,
       });
     } finally {
       process.env.PATH = savedPath;

@@ -243,6 +243,42 @@ describe('entry', () => {
     assert.equal(await admin.datastore.countEntries(), total);
   });
 
+  test('show: a stored value with U+2028 and U+0085 stays on its line, escaped (pretty and json)', async () => {
+    // Validation refuses such values today; a row stored by an older version (or written to the
+    // database directly) must still not split or forge lines of the output.
+    const [created] = await admin.datastore.createEntries(
+      [
+        {
+          spiffeId: id('spiffe://example.org/linesep'),
+          parentId: AGENT,
+          selectors: [{ type: 'unix', value: 'uid:1\u2028Selector         : unix:uid:0' }],
+          x509SvidTtl: 0,
+          jwtSvidTtl: 0,
+          dnsNames: [],
+          federatesWith: [],
+          admin: false,
+          downstream: false,
+          hint: 'web\u0085Admin            : true',
+          entryExpiry: 0,
+        },
+      ],
+      1_700_000_000,
+    );
+    assert.ok(created && 'entry' in created);
+    const entryId = created.entry.id;
+    const pretty = ok(await run(['entry', 'show', '-entryID', entryId])).stdout;
+    assert.doesNotMatch(pretty, /[\u0085\u2028\u2029]/, 'no raw line separator in the output');
+    const lines = pretty.split(/\r\n|[\n\r\u000b\u000c\u001c-\u001e\u0085\u2028\u2029]/);
+    assert.ok(lines.includes('Selector         : unix:uid:1\\u2028Selector         : unix:uid:0'), pretty);
+    assert.ok(lines.includes('Hint             : web\\u0085Admin            : true'), pretty);
+    assert.equal(lines.filter((l) => l.startsWith('Selector')).length, 1);
+    assert.equal(lines.filter((l) => l.startsWith('Admin')).length, 0);
+    const js = ok(await run(['entry', 'show', '-entryID', entryId, '-output', 'json'])).stdout;
+    assert.doesNotMatch(js, /[\u0085\u2028\u2029]/);
+    assert.equal(js.trimEnd().split('\n').length, 1);
+    await admin.datastore.deleteEntries([entryId], 1_700_000_001);
+  });
+
   test('update replaces the fields; count; delete', async () => {
     const [db] = (await admin.datastore.listEntries({ bySpiffeId: id('spiffe://example.org/db') })).items;
     const up = ok(await run(['entry', 'update', '-entryID', db!.id, '-spiffeID', 'spiffe://example.org/db', '-parentID', AGENT, '-selector', 'unix:uid:2001', '-downstream']));

@@ -13,6 +13,7 @@ import { verifyX509Svid, type CertificateInfo } from '../../../spiffe/x509/index
 import { verifyCsrForIssuance } from '../../../spiffe/x509/csr.js';
 import { isMemberOf, pathOf, type SpiffeId, type TrustDomain } from '../../../spiffe/id.js';
 import { marshalBundle, type Bundle } from '../../../spiffe/bundle.js';
+import { MAX_JWT_SVID_AUDIENCES } from '../../../spiffe/jwtsvid.js';
 import type {
   AgentAPIServer,
   AttestAgentRequest,
@@ -64,7 +65,7 @@ export interface AgentApiDeps {
 /** Upper bound of CSRs in one BatchNewX509SVID call. */
 export const MAX_CSRS_PER_BATCH = 1000;
 /** Upper bound of audiences in one JWT-SVID request. */
-export const MAX_AUDIENCES = 32;
+export const MAX_AUDIENCES = MAX_JWT_SVID_AUDIENCES;
 /**
  * How long after an AttestAgent stream opens the agent may take to send what the server waits
  * for (its params, then any challenge response): the stream is refused when the deadline
