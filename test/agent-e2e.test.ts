@@ -10,6 +10,9 @@ import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { Metadata, credentials, status, type ClientReadableStream, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 import { SpiffeWorkloadAPIClient, type X509SVIDResponse } from '../proto/gen/workload/workload.js';
+import { SecretDiscoveryServiceClient } from '../proto/gen/envoy/service/secret/v3/sds.js';
+import { DiscoveryRequest, type DiscoveryResponse } from '../proto/gen/envoy/service/discovery/v3/discovery.js';
+import { Secret } from '../proto/gen/envoy/extensions/transport_sockets/tls/v3/secret.js';
 import { createWorkloadApiClient, type WorkloadApiClient, type WorkloadApiError } from '../spiffe/workloadapi/index.js';
 import { generateJoinToken, serverCliAsync, startAgentProcess, type AgentProcess } from './support/agentproc.js';
 import { repoRoot, startServerProcess, type ServerProcess } from './support/serverproc.js';
@@ -129,6 +132,72 @@ describe('workload identities by uid', () => {
     const r = await runWorkloadAs(UNREGISTERED_UID);
     assert.equal(r.codeName, 'PERMISSION_DENIED', JSON.stringify(r));
     assert.equal(r.code, status.PERMISSION_DENIED);
+  });
+});
+
+describe('authorization: a workload gets only its own identities', () => {
+  /** As `uid`: FetchJWTSVID for `spiffeId` through the SDK; prints the IDs it got or the error. */
+  function fetchJwtAs(uid: number, spiffeId: string): Promise<{ ids?: string[]; code?: number; message?: string }> {
+    const sdk = pathToFileURL(join(repoRoot, 'dist', 'spiffe', 'workloadapi', 'index.js')).href;
+    const script = `import { createWorkloadApiClient } from ${JSON.stringify(sdk)};
+const c = createWorkloadApiClient({ address: process.argv.at(-2) });
+try {
+  const svids = await c.fetchJwtSvid({ audience: ['authz-e2e'], spiffeId: process.argv.at(-1) }, { timeoutMs: 10000 });
+  console.log(JSON.stringify({ ids: svids.map((s) => s.id.toString()) }));
+} catch (err) {
+  console.log(JSON.stringify({ code: err.code, message: err.message }));
+} finally {
+  c.close();
+}
+`;
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script, agent.address, spiffeId], { uid, gid: uid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' } });
+      let out = '';
+      let err = '';
+      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      child.once('error', reject);
+      child.once('close', (code) => {
+        clearTimeout(timer);
+        try {
+          resolve(JSON.parse(out.trim().split('\n').pop() ?? ''));
+        } catch {
+          reject(new Error(`JWT workload as uid ${uid} exited ${code} without a result:\nstdout: ${out}\nstderr: ${err}`));
+        }
+      });
+    });
+  }
+
+  test(`FetchJWTSVID for the other uid's SPIFFE ID: PERMISSION_DENIED both ways; each uid gets its own by ID`, async () => {
+    assert.equal(process.getuid?.(), 0, 'this test must run as root to run a workload as uid 65534; it did NOT run');
+    // Root asks for nobody's identity, and nobody for root's.
+    await assert.rejects(client().fetchJwtSvid({ audience: ['authz-e2e'], spiffeId: OTHER_ID }), (err: WorkloadApiError) => err.code === status.PERMISSION_DENIED);
+    const theirs = await fetchJwtAs(OTHER_UID, MY_ID);
+    assert.equal(theirs.code, status.PERMISSION_DENIED, JSON.stringify(theirs));
+    assert.equal(theirs.ids, undefined);
+    // Controls: each gets its own identity when asking for it by ID.
+    assert.deepEqual((await client().fetchJwtSvid({ audience: ['authz-e2e'], spiffeId: MY_ID })).map((s) => s.id.toString()), [MY_ID]);
+    assert.deepEqual((await fetchJwtAs(OTHER_UID, OTHER_ID)).ids, [OTHER_ID]);
+  });
+
+  test('SDS: a secret named after another workload\'s SPIFFE ID is refused; the caller\'s own is served', async () => {
+    const sds = new SecretDiscoveryServiceClient(`unix:${agent.socketPath}`, credentials.createInsecure());
+    try {
+      const fetch = (names: string[]): Promise<DiscoveryResponse> =>
+        new Promise((resolve, reject) => sds.fetchSecrets(DiscoveryRequest.fromPartial({ resourceNames: names }), (err, r) => (err ? reject(err) : resolve(r!))));
+      for (const names of [[OTHER_ID], [MY_ID, OTHER_ID]]) {
+        await assert.rejects(fetch(names), (err: ServiceError) => err.code === status.INVALID_ARGUMENT && err.details.includes(OTHER_ID), JSON.stringify(names));
+      }
+      const own = await fetch([MY_ID]);
+      assert.equal(own.resources.length, 1);
+      const secret = Secret.decode(own.resources[0]!.value);
+      assert.equal(secret.name, MY_ID);
+      assert.equal(secret.type?.$case, 'tlsCertificate');
+      assert.ok(secret.type?.$case === 'tlsCertificate' && secret.type.value.privateKey, 'the caller\'s own SVID comes with its key');
+    } finally {
+      sds.close();
+    }
   });
 });
 
