@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { Registry } from 'prom-client';
-import { AgentManager, type ManagerLogger, type ManagerOptions } from './manager.js';
+import { AgentManager, NotReadyError, type ManagerLogger, type ManagerOptions } from './manager.js';
 import { JWT_CACHE_ENTRIES_METRIC, JWT_CACHE_EVICTIONS_METRIC, registerJwtCacheMetrics } from '../telemetry.js';
 import type { WorkloadUpdate } from './types.js';
 import { attestAgent, connectAgentApi, syncAuthorized, type AgentApiConnection } from '../client/serverclient.js';
@@ -247,7 +247,7 @@ describe('AgentManager', () => {
     const m = agent.manager();
     const started = m.start();
     m.stop();
-    await assert.rejects(started);
+    await assert.rejects(started, (e: Error) => e instanceof NotReadyError && /stopped/.test(e.message));
   });
 
   test('fetchX509 for 0, 1 and 2 matching entries: verified SVIDs, matching keys, oldest first, duplicate hints dropped', async () => {
