@@ -12,7 +12,8 @@ import { DiscoveryRequest } from '../../proto/gen/envoy/service/discovery/v3/dis
 import { GetBundleRequest, SyncAuthorizedRequest } from '../../proto/gen/spindle/agent/v1/agent.js';
 import { CountEntriesRequest, ListEntriesRequest } from '../../proto/gen/spindle/admin/v1/admin.js';
 import { startSecurityCluster, SECRET_TYPE_URL, type Canary, type SecurityCluster } from './fuzz/cluster.js';
-import { serverCliAsync } from '../support/agentproc.js';
+import { adminClient, workloadEntry } from '../faults/support/common.js';
+import type { Entry } from '../../proto/gen/spindle/types/v1/types.js';
 import { FLOOD_SCRIPT, type FloodResult, type FloodSpec } from './fuzz/flood.js';
 import { describeFailures, runFuzz } from './fuzz/index.js';
 import { codeName, connectRaw, frame, rawCall, type RawTarget } from './fuzz/wire.js';
@@ -207,6 +208,14 @@ describe('floods', () => {
         runFlood({ mode: 'slowloris', target: c.raw.admin, path: '/spindle.admin.v1.EntryService/CountEntries', connections: 300, holdMs: 3000 }),
       ]);
       console.log(`# slowloris outcomes: workload ${JSON.stringify(wl)}, admin ${JSON.stringify(admin)}`);
+      // The attack happened: every connection is accounted for, most were held open for the
+      // whole time (the canary above was served meanwhile), none ended in a server error.
+      for (const [name, r] of [['workload', wl], ['admin', admin]] as const) {
+        const total = Object.values(r.outcomes).reduce((a, b) => a + b, 0);
+        assert.equal(total, 300, `${name}: ${JSON.stringify(r)}`);
+        assert.ok((r.outcomes.OPEN ?? 0) >= 150, `${name}: the slowloris connections were held open: ${JSON.stringify(r)}`);
+        assert.equal((r.outcomes.UNKNOWN ?? 0) + (r.outcomes.INTERNAL ?? 0) + (r.outcomes.NO_STATUS ?? 0), 0, `${name}: ${JSON.stringify(r)}`);
+      }
     });
   });
 });
@@ -214,38 +223,73 @@ describe('floods', () => {
 describe('slow clients', () => {
   test('streams that are never read while updates are pushed: the agent and server do not buffer without bound; others are unaffected', async () => {
     const uid = process.getuid?.() ?? 0;
-    const rssAgent0 = rssKb(c.agent.proc.pid!);
-    const rssServer0 = rssKb(c.server.proc.pid!);
     const x509 = Buffer.from(X509SVIDRequest.encode({}).finish()).toString('hex');
     const sync = Buffer.from(SyncAuthorizedRequest.encode({ sinceRevision: 0n, knownEntries: [], knownBundleSequences: new Map() }).finish()).toString('hex');
+    const HOLD_MS = 16_000;
     const res = await withCanary('slow clients under churn', async () => {
-      const floods = Promise.all([
-        runFlood({ mode: 'streams', target: c.raw.workload, path: '/SpiffeWorkloadAPI/FetchX509SVID', headers: HEADER, bodyHex: x509, connections: 5, streams: 90, noRead: true, holdMs: 8000 }),
-        runFlood({ mode: 'streams', target: c.raw.agent, path: '/spindle.agent.v1.AgentAPI/SyncAuthorized', bodyHex: sync, connections: 5, streams: 200, noRead: true, holdMs: 8000 }),
+      // One stream of each kind that reads everything: what an unread stream would hold if every
+      // message were buffered for it. Opened first (the agent API caps streams per agent).
+      const readers = Promise.all([
+        runFlood({ mode: 'streams', target: c.raw.workload, path: '/SpiffeWorkloadAPI/FetchX509SVID', headers: HEADER, bodyHex: x509, connections: 1, streams: 1, holdMs: HOLD_MS + 4000 }),
+        runFlood({ mode: 'streams', target: c.raw.agent, path: '/spindle.agent.v1.AgentAPI/SyncAuthorized', bodyHex: sync, connections: 1, streams: 1, holdMs: HOLD_MS + 4000 }),
       ]);
-      // Churn: batches of entries for this uid (each changes every unread stream's next message).
       await new Promise((r) => setTimeout(r, 1000));
-      for (let round = 0; round < 4; round++) {
-        const entries = Array.from({ length: 25 }, (_, i) => ({
-          spiffe_id: `spiffe://example.org/security/slow/${round}/${i}`,
-          parent_id: c.agentId,
-          selectors: [{ type: 'unix', value: `uid:${uid}` }],
-          dns_names: Array.from({ length: 20 }, (_, d) => `name-${d}-${'x'.repeat(40)}.example.org`),
-        }));
-        // Not spawnSync: that would stall this process's event loop, canary included.
-        const r = await serverCliAsync(c.server, ['entry', 'create', '-data', '-'], 20_000, JSON.stringify({ entries }));
-        assert.equal(r.status, 0, r.stderr);
+      const unread = Promise.all([
+        runFlood({ mode: 'streams', target: c.raw.workload, path: '/SpiffeWorkloadAPI/FetchX509SVID', headers: HEADER, bodyHex: x509, connections: 5, streams: 90, noRead: true, holdMs: HOLD_MS, drainMs: 3000 }),
+        runFlood({ mode: 'streams', target: c.raw.agent, path: '/spindle.agent.v1.AgentAPI/SyncAuthorized', bodyHex: sync, connections: 5, streams: 40, noRead: true, holdMs: HOLD_MS, drainMs: 3000 }),
+      ]);
+      await new Promise((r) => setTimeout(r, 1000));
+      // Churn, 40 rounds 200 ms apart through the admin API: each round replaces this uid's 8
+      // entries of the previous round by 8 new ones (a new X509-SVID message of about the same
+      // size on every Workload API stream) and adds 75 for a uid nobody here has (a large delta on
+      // every sync stream).
+      const admin = adminClient(c.server);
+      const dns = Array.from({ length: 20 }, (_, d) => `name-${d}-${'x'.repeat(40)}.example.org`);
+      const entry = (spiffeId: string, selector: string): Entry => ({ ...workloadEntry({ spiffeId, parentId: c.agentId, selectors: [selector] }), dnsNames: dns });
+      try {
+        let previous: string[] = [];
+        for (let round = 0; round < 40; round++) {
+          const entries = [
+            ...Array.from({ length: 8 }, (_, i) => entry(`spiffe://example.org/security/slow/${round}/${i}`, `unix:uid:${uid}`)),
+            ...Array.from({ length: 75 }, (_, i) => entry(`spiffe://example.org/security/bulk/${round}/${i}`, 'unix:uid:4242')),
+          ];
+          const created = await admin.call(admin.entry, admin.entry.batchCreateEntry, { entries });
+          assert.ok(created.results.every((r) => r.status?.code === 0), JSON.stringify(created.results.find((r) => r.status?.code !== 0)?.status));
+          if (previous.length > 0) await admin.call(admin.entry, admin.entry.batchDeleteEntry, { ids: previous });
+          previous = created.results.slice(0, 8).map((r) => r.entry!.id);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        if (previous.length > 0) await admin.call(admin.entry, admin.entry.batchDeleteEntry, { ids: previous });
+      } finally {
+        admin.close();
       }
-      return floods;
+      return Promise.all([unread, readers]);
     });
-    const [wl, agentApi] = res;
-    console.log(`# slow clients: workload ${JSON.stringify(wl)}, agent API ${JSON.stringify(agentApi)}`);
-    const rssAgent1 = rssKb(c.agent.proc.pid!);
-    const rssServer1 = rssKb(c.server.proc.pid!);
-    console.log(`# RSS agent ${rssAgent0} -> ${rssAgent1} kB, server ${rssServer0} -> ${rssServer1} kB`);
-    assert.ok((wl.outcomes.STREAMING ?? 0) + (wl.outcomes.BUFFERED_UNREAD ?? 0) + (wl.outcomes.OPEN ?? 0) >= 1, JSON.stringify(wl));
-    assert.ok(rssAgent1 - rssAgent0 < 200 * 1024, `agent RSS grew by ${rssAgent1 - rssAgent0} kB with unread streams`);
-    assert.ok(rssServer1 - rssServer0 < 300 * 1024, `server RSS grew by ${rssServer1 - rssServer0} kB with unread streams`);
+    const [[wl, agentApi], [wlReader, agentReader]] = res;
+    const brief = (r: typeof wl) => JSON.stringify({ ...r, messageSizes: r.messageSizes.length });
+    console.log(`# slow clients: workload ${brief(wl)}, agent API ${brief(agentApi)}; readers got ${wlReader.bytesRead} B in ${wlReader.messageSizes.length} messages (workload), ${agentReader.bytesRead} B in ${agentReader.messageSizes.length} (agent API)`);
+    const WINDOWS = 2 * 65_535; // the client's stream and connection flow-control windows
+
+    // Workload API: the agent keeps one message in flight and the newest next one for a stream
+    // that is not drained, so a resumed stream gets what the windows and the transport held plus
+    // a few messages, however many updates there were (a reader got them all).
+    const largest = Math.max(...wlReader.messageSizes);
+    const wlBound = WINDOWS + 4 * (largest + 5);
+    assert.ok(wlReader.bytesRead > 2 * wlBound, `the churn must push well over the bound to test it: ${wlReader.bytesRead} B vs bound ${wlBound} B`);
+    assert.ok(wl.maxResumedBytes > 0, `the unread Workload API streams were served: ${brief(wl)}`);
+    assert.ok(wl.maxResumedBytes <= wlBound, `an unread Workload API stream delivered ${wl.maxResumedBytes} B once resumed (bound ${wlBound} B; a reader got ${wlReader.bytesRead} B)`);
+
+    // Agent API: deltas cannot be dropped; a stream that does not read is ended once its backlog
+    // passes 1 MiB without progress (16 MiB at most), and each agent holds at most 8 streams.
+    assert.ok(agentReader.bytesRead > 2 * 1024 * 1024, `the churn must push well over 1 MiB per sync stream: ${agentReader.bytesRead} B`);
+    assert.equal(agentApi.outcomes.RESOURCE_EXHAUSTED, 40, `every unread sync stream was refused (per-agent cap) or ended (backlog): ${brief(agentApi)}`);
+    assert.ok(agentApi.details.some((d) => /sync stream ended: \d+ bytes queued .* not read for \d+ s; reconnect to resume/.test(d)), brief(agentApi));
+    assert.ok(agentApi.details.some((d) => /already has 8 open sync streams/.test(d)), brief(agentApi));
+    assert.ok(agentApi.maxResumedBytes <= 16 * 1024 * 1024 + WINDOWS, `a resumed sync stream delivered ${agentApi.maxResumedBytes} B`);
+    assert.ok(agentApi.maxResumedBytes < agentReader.bytesRead, `a resumed sync stream delivered ${agentApi.maxResumedBytes} B, as much as a reader (${agentReader.bytesRead} B): nothing was bounded`);
+    // The reader, and the real agent, kept their streams.
+    assert.equal(agentReader.outcomes.STREAMING, 1, brief(agentReader));
+    assert.equal(wlReader.outcomes.STREAMING, 1, brief(wlReader));
   });
 });
 
