@@ -240,6 +240,9 @@ describe('dot-segment and encoded IDs, malformed selectors', () => {
         const r = c.server.cli(args);
         assert.notEqual(r.status, 0, `${args.join(' ')} succeeded:\n${r.stdout}`);
         assert.ok(!/BEGIN CERTIFICATE|eyJ|^Token: /m.test(r.stdout), `${args.join(' ')} issued something:\n${r.stdout}`);
+        // The refusal names the value (as given, or JSON-quoted) and why.
+        assert.ok(r.stderr.includes(bad) || r.stderr.includes(JSON.stringify(bad)), `${args.join(' ')}: the error does not name ${JSON.stringify(bad)}:\n${r.stderr}`);
+        assert.doesNotMatch(r.stderr, /\n\s+at /, `${args.join(' ')}: a stack trace instead of a message:\n${r.stderr}`);
       }
     }
     // (`uid:0` is a valid selector of type "uid": SPIRE accepts any type.)
@@ -247,6 +250,7 @@ describe('dot-segment and encoded IDs, malformed selectors', () => {
     for (const sel of selectors) {
       const r = c.server.cli(['entry', 'create', '-parentID', c.agentId, '-spiffeID', 'spiffe://example.org/sel', '-selector', sel]);
       assert.notEqual(r.status, 0, `selector ${JSON.stringify(sel)} accepted:\n${r.stdout}`);
+      assert.match(r.stderr, /selector/i, `selector ${JSON.stringify(sel)}: the error does not say what was wrong:\n${r.stderr}`);
     }
     assert.equal(entryCount(), before, 'no entry was stored');
   });
