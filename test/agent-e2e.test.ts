@@ -16,6 +16,7 @@ import { Secret } from '../proto/gen/envoy/extensions/transport_sockets/tls/v3/s
 import { createWorkloadApiClient, type WorkloadApiClient, type WorkloadApiError } from '../spiffe/workloadapi/index.js';
 import { generateJoinToken, serverCliAsync, startAgentProcess, type AgentProcess } from './support/agentproc.js';
 import { repoRoot, startServerProcess, type ServerProcess } from './support/serverproc.js';
+import { forOtherUid, needsRoot } from './support/otheruid.js';
 import { recordWatch, serialOf } from './support/watch.js';
 
 const TD = 'example.org';
@@ -81,13 +82,10 @@ before(async () => {
   ok(server.cli(['entry', 'create', '-parentID', ALIAS, '-spiffeID', OTHER_ID, '-selector', `unix:uid:${OTHER_UID}`]), 'entry create (nobody)');
   agent = await startAgentProcess({ server, joinToken: token });
 
-  // The workload run as other uids: a file they can read that imports the SDK from dist.
-  if (isRoot) {
-    for (const p of [repoRoot, join(repoRoot, 'dist'), join(repoRoot, 'node_modules')]) {
-      assert.ok((statSync(p).mode & 0o005) === 0o005, `${p} must be readable by other users for the uid ${OTHER_UID} workload`);
-    }
-  }
-  const sdk = pathToFileURL(join(repoRoot, 'dist', 'spiffe', 'workloadapi', 'index.js')).href;
+  // The workload run as other uids: a file they can read that imports the SDK from dist (from
+  // a readable copy when other users cannot enter this checkout).
+  const sdkPath = join(repoRoot, 'dist', 'spiffe', 'workloadapi', 'index.js');
+  const sdk = pathToFileURL(isRoot ? forOtherUid(sdkPath) : sdkPath).href;
   workloadScript = join(agent.dir, 'workload.mjs');
   writeFileSync(
     workloadScript,
@@ -120,7 +118,8 @@ after(async () => {
 });
 
 describe('workload identities by uid', () => {
-  test(`a workload of uid ${MY_UID} and one of uid ${OTHER_UID} each get their own identity`, { skip: isRoot ? false : 'needs root to spawn a workload as another uid' }, async () => {
+  test(`a workload of uid ${MY_UID} and one of uid ${OTHER_UID} each get their own identity`, async () => {
+    needsRoot('spawning a workload as another uid');
     const [mine, theirs] = await Promise.all([client().fetchX509Context(), runWorkloadAs(OTHER_UID)]);
     assert.equal(mine.defaultSvid.id.toString(), MY_ID);
     assert.deepEqual(mine.svids.map((s) => s.id.toString()), [MY_ID]);
@@ -128,7 +127,8 @@ describe('workload identities by uid', () => {
     assert.equal(theirs.id, OTHER_ID, `uid ${OTHER_UID} workload: ${JSON.stringify(theirs)}`);
   });
 
-  test(`a uid with no entry (${UNREGISTERED_UID}) gets PERMISSION_DENIED`, { skip: isRoot ? false : 'needs root to spawn a workload as another uid' }, async () => {
+  test(`a uid with no entry (${UNREGISTERED_UID}) gets PERMISSION_DENIED`, async () => {
+    needsRoot('spawning a workload as another uid');
     const r = await runWorkloadAs(UNREGISTERED_UID);
     assert.equal(r.codeName, 'PERMISSION_DENIED', JSON.stringify(r));
     assert.equal(r.code, status.PERMISSION_DENIED);
@@ -138,7 +138,7 @@ describe('workload identities by uid', () => {
 describe('authorization: a workload gets only its own identities', () => {
   /** As `uid`: FetchJWTSVID for `spiffeId` through the SDK; prints the IDs it got or the error. */
   function fetchJwtAs(uid: number, spiffeId: string): Promise<{ ids?: string[]; code?: number; message?: string }> {
-    const sdk = pathToFileURL(join(repoRoot, 'dist', 'spiffe', 'workloadapi', 'index.js')).href;
+    const sdk = pathToFileURL(forOtherUid(join(repoRoot, 'dist', 'spiffe', 'workloadapi', 'index.js'))).href;
     const script = `import { createWorkloadApiClient } from ${JSON.stringify(sdk)};
 const c = createWorkloadApiClient({ address: process.argv.at(-2) });
 try {
@@ -170,7 +170,7 @@ try {
   }
 
   test(`FetchJWTSVID for the other uid's SPIFFE ID: PERMISSION_DENIED both ways; each uid gets its own by ID`, async () => {
-    assert.equal(process.getuid?.(), 0, 'this test must run as root to run a workload as uid 65534; it did NOT run');
+    needsRoot('running a workload as uid 65534');
     // Root asks for nobody's identity, and nobody for root's.
     await assert.rejects(client().fetchJwtSvid({ audience: ['authz-e2e'], spiffeId: OTHER_ID }), (err: WorkloadApiError) => err.code === status.PERMISSION_DENIED);
     const theirs = await fetchJwtAs(OTHER_UID, MY_ID);

@@ -31,6 +31,7 @@ import type { X509Identity } from '../manager/types.js';
 
 import { collect, FakeIdentityCache, headerMetadata, rawUnaryCall, recordingLogger, sel, silentLogger, TestTrustDomain, within, workloadClient } from './testkit.js';
 import type { PeerContext } from './types.js';
+import { forOtherUid } from '../../test/support/otheruid.js';
 import { createWorkloadApiService, startWorkloadEndpoint, WORKLOAD_API_SERVICE, type WorkloadEndpoint, type WorkloadEndpointLimits } from './workloadapi.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -265,7 +266,7 @@ describe('Workload API: FetchX509SVID', () => {
 
   it('two uids, real SO_PEERCRED + unix attestor: a uid-65534 child gets its identity, this root caller gets its own', async () => {
     const e = await setup();
-    const childProc = spawn(process.execPath, [CHILD, 'x509', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
+    const childProc = spawn(process.execPath, [forOtherUid(CHILD), 'x509', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
     const line = new Promise<Record<string, unknown>>((resolve, reject) => {
       createInterface({ input: childProc.stdout! }).once('line', (l) => resolve(JSON.parse(l) as Record<string, unknown>));
       childProc.once('exit', (code) => reject(new Error(`child exited ${code}`)));
@@ -276,7 +277,7 @@ describe('Workload API: FetchX509SVID', () => {
     assert.deepEqual(mine.svids.map((s) => s.spiffeId), [rootId.spiffeId, rootDbId.spiffeId]);
     // No entry for 65534 any more: the child is denied.
     e.cache.entries = e.cache.entries.filter((x) => x.identity !== nobodyId);
-    const denied = spawn(process.execPath, [CHILD, 'x509', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
+    const denied = spawn(process.execPath, [forOtherUid(CHILD), 'x509', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
     const deniedLine = await new Promise<Record<string, unknown>>((resolve) => createInterface({ input: denied.stdout! }).once('line', (l) => resolve(JSON.parse(l) as Record<string, unknown>)));
     assert.equal(deniedLine['code'], GrpcStatus.PERMISSION_DENIED, JSON.stringify(deniedLine));
     // Each process was looked up with its own kernel-attested uid (65534's calls with 65534's).

@@ -8,6 +8,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { agentBin, freePort, serverBin } from '../support/serverproc.js';
+import { forOtherUid, needsRoot } from '../support/otheruid.js';
 
 let dir: string;
 const procs: ChildProcess[] = [];
@@ -101,10 +102,10 @@ test('agent under umask 000: SVID key 0600, data dir closed to others', () => {
 });
 
 test('admin socket under umask 000: not connectable by another uid (65534), connectable by its owner', () => {
-  assert.equal(process.getuid?.(), 0, 'this test must run as root to act as another uid (CI runs as root); it did NOT run');
+  needsRoot('acting as another uid');
   assert.equal(mode(adminSocket) & 0o007, 0, `admin socket is ${octal(mode(adminSocket))}`);
   // The parent dirs are traversable by others here (0755), so only the socket's own mode stops them.
-  const other = spawnSync(serverBin, ['entry', 'count', '-socketPath', adminSocket], { encoding: 'utf8', uid: 65534, gid: 65534, timeout: 20_000 });
+  const other = spawnSync(forOtherUid(serverBin), ['entry', 'count', '-socketPath', adminSocket], { encoding: 'utf8', uid: 65534, gid: 65534, timeout: 20_000 });
   assert.notEqual(other.status, 0, `uid 65534 reached the admin API:\n${other.stdout}`);
   assert.match(other.stderr, /permission|EACCES/i, other.stderr);
   const owner = spawnSync(serverBin, ['entry', 'count', '-socketPath', adminSocket], { encoding: 'utf8', timeout: 20_000 });
