@@ -15,6 +15,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentBin, freePort, serverBin, tempDir } from '../support/serverproc.js';
+import { forOtherUid, needsRoot } from '../support/otheruid.js';
 
 const NOBODY = 65534;
 const asNobody = { uid: NOBODY, gid: NOBODY };
@@ -22,7 +23,7 @@ const procs: ChildProcess[] = [];
 const tmpPaths: string[] = [];
 
 before(() => {
-  assert.equal(process.getuid?.(), 0, 'these tests must run as root to act as uid 65534 (CI runs as root); they did NOT run');
+  needsRoot('acting as uid 65534');
 });
 
 after(async () => {
@@ -346,7 +347,7 @@ describe('admin CLI against a socket directory another local user controls', () 
     theirs = tmpName('spindle-lu-cli-');
     mkdirAsNobody(theirs);
     socketPath = join(theirs, 'private', 'api.sock');
-    ({ proc: attacker } = await startProcess(serverBin, serverArgs({ dataDir: join(theirs, 'data'), socketPath, port: await freePort() }), 'spindle-server is ready', { uid: NOBODY, cwd: theirs }));
+    ({ proc: attacker } = await startProcess(forOtherUid(serverBin), serverArgs({ dataDir: join(theirs, 'data'), socketPath, port: await freePort() }), 'spindle-server is ready', { uid: NOBODY, cwd: theirs }));
   });
 
   after(async () => {
