@@ -340,7 +340,7 @@ describe('admin CLI against a socket directory another local user controls', () 
   let socketPath: string;
   let attacker: ChildProcess;
   const cli = (args: string[], uid?: number): SpawnSyncReturns<string> =>
-    spawnSync(serverBin, [...args, '-socketPath', socketPath], { encoding: 'utf8', timeout: 20_000, ...(uid !== undefined ? { uid, gid: uid } : {}) });
+    spawnSync(uid !== undefined ? forOtherUid(serverBin) : serverBin, [...args, '-socketPath', socketPath], { encoding: 'utf8', timeout: 20_000, ...(uid !== undefined ? { uid, gid: uid } : {}) });
 
   before(async () => {
     // uid 65534 pre-creates the directory under /tmp and runs a server of its own there.
