@@ -423,7 +423,7 @@ describe('Workload API: caller identity threats and limits', () => {
 
   it('socket handed over SCM_RIGHTS while the connector (uid 65534) is alive -> served as the connector, not as the holder', async () => {
     const e = await setup();
-    const kid = fork(CHILD, ['handoff-hold', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const kid = fork(forOtherUid(CHILD), ['handoff-hold', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
     try {
       const sock = await new Promise<Socket>((resolve) => kid.once('message', (_m, handle) => resolve(handle as Socket)));
       // SO_PEERCRED names the process that called connect(): this root process holds the socket,

@@ -15,6 +15,7 @@ import { after, before, test } from 'node:test';
 import { SpiffeWorkloadAPIClient } from '../../proto/gen/workload/workload.js';
 import { generateJoinToken, startAgentProcess, type AgentProcess } from '../support/agentproc.js';
 import { freePort, startServerProcess, type ServerProcess } from '../support/serverproc.js';
+import { needsRoot } from '../support/otheruid.js';
 
 const NOBODY = 65534;
 /** Python from the system, reachable by uid 65534 (not a per-user install under /root). */
@@ -136,6 +137,7 @@ let agent: AgentProcess;
 let metricsPort: number;
 
 before(async () => {
+  needsRoot('flooding the socket as uid 65534');
   server = await startServerProcess();
   metricsPort = await freePort();
   const config = join(server.dir, 'agent-conns.yaml');
