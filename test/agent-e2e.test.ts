@@ -53,10 +53,14 @@ function client(): WorkloadApiClient {
   return c;
 }
 
-/** Runs the workload script as `uid` (a separate process: the agent attests it from the kernel). */
-function runWorkloadAs(uid: number): Promise<{ id?: string; uid?: number; code?: number; codeName?: string; message?: string }> {
+/**
+ * Runs node as `uid` (a separate process: the agent attests it from the kernel) with `args`
+ * (a script file, or `-e <code>`) and the agent address, and resolves with the JSON object it
+ * prints last.
+ */
+function runNodeAs<T>(uid: number, args: string[], what: string): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [workloadScript, agent.address], { uid, gid: uid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' } });
+    const child = spawn(process.execPath, [...args, agent.address], { uid, gid: uid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' } });
     let out = '';
     let err = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -67,12 +71,17 @@ function runWorkloadAs(uid: number): Promise<{ id?: string; uid?: number; code?:
       clearTimeout(timer);
       const line = out.trim().split('\n').pop() ?? '';
       try {
-        resolve(JSON.parse(line));
+        resolve(JSON.parse(line) as T);
       } catch {
-        reject(new Error(`workload as uid ${uid} exited ${code} without a result:\nstdout: ${out}\nstderr: ${err}`));
+        reject(new Error(`${what} as uid ${uid} exited ${code} without a result:\nstdout: ${out}\nstderr: ${err}`));
       }
     });
   });
+}
+
+/** The workload script as `uid`: its X.509 identity, or the error it got. */
+function runWorkloadAs(uid: number): Promise<{ id?: string; uid?: number; code?: number; codeName?: string; message?: string }> {
+  return runNodeAs(uid, [workloadScript], 'workload');
 }
 
 before(async () => {
@@ -140,9 +149,9 @@ describe('authorization: a workload gets only its own identities', () => {
   function fetchJwtAs(uid: number, spiffeId: string): Promise<{ ids?: string[]; code?: number; message?: string }> {
     const sdk = pathToFileURL(forOtherUid(join(repoRoot, 'dist', 'spiffe', 'workloadapi', 'index.js'))).href;
     const script = `import { createWorkloadApiClient } from ${JSON.stringify(sdk)};
-const c = createWorkloadApiClient({ address: process.argv.at(-2) });
+const c = createWorkloadApiClient({ address: process.argv.at(-1) });
 try {
-  const svids = await c.fetchJwtSvid({ audience: ['authz-e2e'], spiffeId: process.argv.at(-1) }, { timeoutMs: 10000 });
+  const svids = await c.fetchJwtSvid({ audience: ['authz-e2e'], spiffeId: process.argv.at(-2) }, { timeoutMs: 10000 });
   console.log(JSON.stringify({ ids: svids.map((s) => s.id.toString()) }));
 } catch (err) {
   console.log(JSON.stringify({ code: err.code, message: err.message }));
@@ -150,23 +159,7 @@ try {
   c.close();
 }
 `;
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ['--input-type=module', '-e', script, agent.address, spiffeId], { uid, gid: uid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' } });
-      let out = '';
-      let err = '';
-      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      child.once('error', reject);
-      child.once('close', (code) => {
-        clearTimeout(timer);
-        try {
-          resolve(JSON.parse(out.trim().split('\n').pop() ?? ''));
-        } catch {
-          reject(new Error(`JWT workload as uid ${uid} exited ${code} without a result:\nstdout: ${out}\nstderr: ${err}`));
-        }
-      });
-    });
+    return runNodeAs(uid, ['--input-type=module', '-e', script, spiffeId], 'JWT workload');
   }
 
   test(`FetchJWTSVID for the other uid's SPIFFE ID: PERMISSION_DENIED both ways; each uid gets its own by ID`, async () => {

@@ -5,16 +5,14 @@
 // running at the same time (cluster.canary(), another connection) keeps getting answers in time.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { JWTSVIDRequest, X509SVIDRequest } from '../../proto/gen/workload/workload.js';
 import { DiscoveryRequest } from '../../proto/gen/envoy/service/discovery/v3/discovery.js';
 import { GetBundleRequest, SyncAuthorizedRequest } from '../../proto/gen/spindle/agent/v1/agent.js';
 import { CountEntriesRequest, ListEntriesRequest } from '../../proto/gen/spindle/admin/v1/admin.js';
-import { startSecurityCluster, SECRET_TYPE_URL, type Canary, type SecurityCluster } from './fuzz/cluster.js';
+import { rssKb, startSecurityCluster, SECRET_TYPE_URL, withCanary, type SecurityCluster } from './fuzz/cluster.js';
 import { adminClient, workloadEntry } from '../faults/support/common.js';
 import type { Entry } from '../../proto/gen/spindle/types/v1/types.js';
-import { FLOOD_SCRIPT, type FloodResult, type FloodSpec } from './fuzz/flood.js';
+import { runFloodProcess, type FloodResult } from './fuzz/flood.js';
 import { describeFailures, runFuzz } from './fuzz/index.js';
 import { codeName, connectRaw, frame, rawCall, type RawTarget } from './fuzz/wire.js';
 
@@ -22,7 +20,6 @@ import { codeName, connectRaw, frame, rawCall, type RawTarget } from './fuzz/wir
  * The slowest answer the well-behaved client may see while an attack runs (2 cores; measured
  * worst 1.3 s, usually under 0.1 s).
  */
-const CANARY_BOUND_MS = 5000;
 const HEADER = { 'workload.spiffe.io': 'true' };
 const OK = 0;
 const INTERNAL = 13;
@@ -37,40 +34,8 @@ after(async () => {
   await c?.stop();
 });
 
-async function withCanary<T>(what: string, attack: () => Promise<T>): Promise<T> {
-  const canary: Canary = c.canary();
-  let result: T;
-  try {
-    result = await attack();
-  } finally {
-    const stats = await canary.stop();
-    console.log(`# ${what}: well-behaved client made ${stats.calls} calls, slowest per API (ms): ${JSON.stringify(Object.fromEntries(Object.entries(stats.maxMs).map(([k, v]) => [k, Math.round(v)])))}`);
-    assert.deepEqual(stats.errors, [], `the well-behaved client saw errors during ${what}`);
-    assert.ok(stats.calls >= 4, `the well-behaved client made only ${stats.calls} calls during ${what}`);
-    for (const [api, ms] of Object.entries(stats.maxMs)) assert.ok(ms < CANARY_BOUND_MS, `${api} answered the well-behaved client in ${ms.toFixed(0)} ms during ${what}`);
-  }
-  await c.probe();
-  return result;
-}
 
-function runFlood(spec: FloodSpec): Promise<FloodResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FLOOD_SCRIPT, JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.once('close', (code) => {
-      if (code !== 0) return reject(new Error(`flooder exited ${code}: ${err}`));
-      resolve(JSON.parse(out) as FloodResult);
-    });
-  });
-}
 
-function rssKb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m?.[1] ?? 0);
-}
 
 interface Api {
   name: string;
@@ -101,7 +66,7 @@ const apis = (): Api[] => [
 
 describe('malformed, truncated and oversized messages', () => {
   test('every API answers each with a clear status, keeps the connection usable, and other clients are unaffected', async () => {
-    await withCanary('malformed/truncated/oversized messages', async () => {
+    await withCanary(c, 'malformed/truncated/oversized messages', async () => {
       for (const api of apis()) {
         const s = connectRaw(api.target());
         try {
@@ -139,7 +104,7 @@ describe('malformed, truncated and oversized messages', () => {
   });
 
   test('a message split into 1-byte DATA frames is reassembled; a compressed flag without grpc-encoding is not a crash', async () => {
-    await withCanary('split frames', async () => {
+    await withCanary(c, 'split frames', async () => {
       for (const api of apis()) {
         const s = connectRaw(api.target());
         try {
@@ -159,8 +124,8 @@ describe('malformed, truncated and oversized messages', () => {
 
 describe('floods', () => {
   test('Workload API: 2000 concurrent FetchX509SVID streams from one process are capped per process (RESOURCE_EXHAUSTED); others keep being served', async () => {
-    const res = await withCanary('Workload API stream flood', () =>
-      runFlood({ mode: 'streams', target: c.raw.workload, path: '/SpiffeWorkloadAPI/FetchX509SVID', headers: HEADER, bodyHex: Buffer.from(X509SVIDRequest.encode({}).finish()).toString('hex'), connections: 20, streams: 2000, holdMs: 3000 }),
+    const res = await withCanary(c, 'Workload API stream flood', () =>
+      runFloodProcess({ mode: 'streams', target: c.raw.workload, path: '/SpiffeWorkloadAPI/FetchX509SVID', headers: HEADER, bodyHex: Buffer.from(X509SVIDRequest.encode({}).finish()).toString('hex'), connections: 20, streams: 2000, holdMs: 3000 }),
     );
     console.log(`# Workload API flood outcomes: ${JSON.stringify(res)}`);
     assert.ok((res.outcomes.STREAMING ?? 0) <= 100, `at most the per-process budget (100) of streams is served: ${JSON.stringify(res.outcomes)}`);
@@ -171,8 +136,8 @@ describe('floods', () => {
 
   test('SDS: 2000 concurrent StreamSecrets streams from one process are capped per process; others keep being served', async () => {
     const req = DiscoveryRequest.encode({ versionInfo: '', node: undefined, resourceNames: ['ROOTCA'], typeUrl: SECRET_TYPE_URL, responseNonce: '', errorDetail: undefined }).finish();
-    const res = await withCanary('SDS stream flood', () =>
-      runFlood({ mode: 'streams', target: c.raw.workload, path: '/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets', bodyHex: Buffer.from(req).toString('hex'), endRequest: false, connections: 20, streams: 2000, holdMs: 3000 }),
+    const res = await withCanary(c, 'SDS stream flood', () =>
+      runFloodProcess({ mode: 'streams', target: c.raw.workload, path: '/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets', bodyHex: Buffer.from(req).toString('hex'), endRequest: false, connections: 20, streams: 2000, holdMs: 3000 }),
     );
     console.log(`# SDS flood outcomes: ${JSON.stringify(res)}`);
     assert.ok((res.outcomes.STREAMING ?? 0) <= 100, JSON.stringify(res.outcomes));
@@ -183,8 +148,8 @@ describe('floods', () => {
   test('agent API: 2000 concurrent SyncAuthorized streams from one agent; the server stays up and serves others', async () => {
     const req = SyncAuthorizedRequest.encode({ sinceRevision: 0n, knownEntries: [], knownBundleSequences: new Map() }).finish();
     const rss0 = rssKb(c.server.proc.pid!);
-    const res = await withCanary('agent API stream flood', () =>
-      runFlood({ mode: 'streams', target: c.raw.agent, path: '/spindle.agent.v1.AgentAPI/SyncAuthorized', bodyHex: Buffer.from(req).toString('hex'), connections: 10, streams: 2000, holdMs: 4000 }),
+    const res = await withCanary(c, 'agent API stream flood', () =>
+      runFloodProcess({ mode: 'streams', target: c.raw.agent, path: '/spindle.agent.v1.AgentAPI/SyncAuthorized', bodyHex: Buffer.from(req).toString('hex'), connections: 10, streams: 2000, holdMs: 4000 }),
     );
     console.log(`# agent API flood outcomes: ${JSON.stringify(res)}; server RSS ${rss0} -> ${rssKb(c.server.proc.pid!)} kB`);
     assert.equal(res.outcomes.NO_STATUS ?? 0, 0, JSON.stringify(res.outcomes));
@@ -193,8 +158,8 @@ describe('floods', () => {
 
   test('admin API: 2000 concurrent ListEntries calls; the server stays up and serves others', async () => {
     const req = ListEntriesRequest.encode({ filter: undefined, pageSize: 0, pageToken: '' }).finish();
-    const res = await withCanary('admin API call flood', () =>
-      runFlood({ mode: 'streams', target: c.raw.admin, path: '/spindle.admin.v1.EntryService/ListEntries', bodyHex: Buffer.from(req).toString('hex'), connections: 10, streams: 2000, holdMs: 4000 }),
+    const res = await withCanary(c, 'admin API call flood', () =>
+      runFloodProcess({ mode: 'streams', target: c.raw.admin, path: '/spindle.admin.v1.EntryService/ListEntries', bodyHex: Buffer.from(req).toString('hex'), connections: 10, streams: 2000, holdMs: 4000 }),
     );
     console.log(`# admin API flood outcomes: ${JSON.stringify(res)}`);
     assert.equal(res.outcomes.NO_STATUS ?? 0, 0, JSON.stringify(res.outcomes));
@@ -202,10 +167,10 @@ describe('floods', () => {
   });
 
   test('slowloris: 300 connections each holding a message that never completes, on the agent socket and the admin socket', async () => {
-    await withCanary('slowloris', async () => {
+    await withCanary(c, 'slowloris', async () => {
       const [wl, admin] = await Promise.all([
-        runFlood({ mode: 'slowloris', target: c.raw.workload, path: '/SpiffeWorkloadAPI/FetchJWTSVID', headers: HEADER, connections: 300, holdMs: 3000 }),
-        runFlood({ mode: 'slowloris', target: c.raw.admin, path: '/spindle.admin.v1.EntryService/CountEntries', connections: 300, holdMs: 3000 }),
+        runFloodProcess({ mode: 'slowloris', target: c.raw.workload, path: '/SpiffeWorkloadAPI/FetchJWTSVID', headers: HEADER, connections: 300, holdMs: 3000 }),
+        runFloodProcess({ mode: 'slowloris', target: c.raw.admin, path: '/spindle.admin.v1.EntryService/CountEntries', connections: 300, holdMs: 3000 }),
       ]);
       console.log(`# slowloris outcomes: workload ${JSON.stringify(wl)}, admin ${JSON.stringify(admin)}`);
       // The attack happened: the connections were held open the whole time (the canary above
@@ -227,17 +192,17 @@ describe('slow clients', () => {
     const x509 = Buffer.from(X509SVIDRequest.encode({}).finish()).toString('hex');
     const sync = Buffer.from(SyncAuthorizedRequest.encode({ sinceRevision: 0n, knownEntries: [], knownBundleSequences: new Map() }).finish()).toString('hex');
     const HOLD_MS = 16_000;
-    const res = await withCanary('slow clients under churn', async () => {
+    const res = await withCanary(c, 'slow clients under churn', async () => {
       // One stream of each kind that reads everything: what an unread stream would hold if every
       // message were buffered for it. Opened first (the agent API caps streams per agent).
       const readers = Promise.all([
-        runFlood({ mode: 'streams', target: c.raw.workload, path: '/SpiffeWorkloadAPI/FetchX509SVID', headers: HEADER, bodyHex: x509, connections: 1, streams: 1, holdMs: HOLD_MS + 4000 }),
-        runFlood({ mode: 'streams', target: c.raw.agent, path: '/spindle.agent.v1.AgentAPI/SyncAuthorized', bodyHex: sync, connections: 1, streams: 1, holdMs: HOLD_MS + 4000 }),
+        runFloodProcess({ mode: 'streams', target: c.raw.workload, path: '/SpiffeWorkloadAPI/FetchX509SVID', headers: HEADER, bodyHex: x509, connections: 1, streams: 1, holdMs: HOLD_MS + 4000 }),
+        runFloodProcess({ mode: 'streams', target: c.raw.agent, path: '/spindle.agent.v1.AgentAPI/SyncAuthorized', bodyHex: sync, connections: 1, streams: 1, holdMs: HOLD_MS + 4000 }),
       ]);
       await new Promise((r) => setTimeout(r, 1000));
       const unread = Promise.all([
-        runFlood({ mode: 'streams', target: c.raw.workload, path: '/SpiffeWorkloadAPI/FetchX509SVID', headers: HEADER, bodyHex: x509, connections: 5, streams: 90, noRead: true, holdMs: HOLD_MS, drainMs: 3000 }),
-        runFlood({ mode: 'streams', target: c.raw.agent, path: '/spindle.agent.v1.AgentAPI/SyncAuthorized', bodyHex: sync, connections: 5, streams: 40, noRead: true, holdMs: HOLD_MS, drainMs: 3000 }),
+        runFloodProcess({ mode: 'streams', target: c.raw.workload, path: '/SpiffeWorkloadAPI/FetchX509SVID', headers: HEADER, bodyHex: x509, connections: 5, streams: 90, noRead: true, holdMs: HOLD_MS, drainMs: 3000 }),
+        runFloodProcess({ mode: 'streams', target: c.raw.agent, path: '/spindle.agent.v1.AgentAPI/SyncAuthorized', bodyHex: sync, connections: 5, streams: 40, noRead: true, holdMs: HOLD_MS, drainMs: 3000 }),
       ]);
       await new Promise((r) => setTimeout(r, 1000));
       // Churn, 40 rounds 200 ms apart through the admin API: each round replaces this uid's 8

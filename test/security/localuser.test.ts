@@ -16,6 +16,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, rmSync, write
 import { join } from 'node:path';
 import { agentBin, freePort, serverBin, tempDir } from '../support/serverproc.js';
 import { forOtherUid, needsRoot } from '../support/otheruid.js';
+import { startUntilReady } from '../support/ready.js';
 
 const NOBODY = 65534;
 const asNobody = { uid: NOBODY, gid: NOBODY };
@@ -57,28 +58,11 @@ function openTempDir(prefix: string): string {
   return dir;
 }
 
-/** Spawns `bin args` (optionally under `umask 000`, optionally as another uid); resolves when `ready` is logged. */
+/** Spawns `bin args` (see startUntilReady), kept for cleanup; resolves when `ready` is logged. */
 function startProcess(bin: string, args: string[], ready: string, opts: { umask000?: boolean; uid?: number; cwd?: string } = {}): Promise<{ proc: ChildProcess; log: () => string }> {
-  const [cmd, argv] = opts.umask000 ? ['sh', ['-c', 'umask 000; exec "$0" "$@"', bin, ...args]] : [bin, args];
-  const proc = spawn(cmd as string, argv as string[], { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.cwd ? { cwd: opts.cwd } : {}), ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}) });
-  procs.push(proc);
-  let log = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${bin} not ready in 30 s:\n${log}`)), 30_000);
-    const on = (d: Buffer): void => {
-      log += d.toString();
-      if (log.includes(ready)) {
-        clearTimeout(timer);
-        resolve({ proc, log: () => log });
-      }
-    };
-    proc.stdout!.on('data', on);
-    proc.stderr!.on('data', on);
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${bin} exited ${code}:\n${log}`));
-    });
-  });
+  const started = startUntilReady(bin, args, ready, opts);
+  procs.push(started.proc);
+  return started.ready;
 }
 
 async function stop(proc: ChildProcess): Promise<void> {
