@@ -246,6 +246,69 @@ describe('authorized entries, push and signing', () => {
   });
 });
 
+describe('authorization: an agent is signed only its own entries', () => {
+  type Batch = import('../proto/gen/spindle/agent/v1/agent.js').BatchNewX509SVIDResponse;
+  type Jwt = import('../proto/gen/spindle/agent/v1/agent.js').NewJWTSVIDResponse;
+  const batch = (agent: Agent, entryId: string, csr: Buffer): Promise<Batch> =>
+    new Promise((resolve, reject) => agent.conn.client.batchNewX509Svid({ params: [{ entryId, csr }] }, (err, r) => (err ? reject(err) : resolve(r!))));
+  const jwt = (agent: Agent, entryId: string): Promise<Jwt> =>
+    new Promise((resolve, reject) => agent.conn.client.newJwtsvid({ entryId, audience: ['authz'] }, (err, r) => (err ? reject(err) : resolve(r!))));
+  const entryFor = (parentId: string, spiffeId: string): string => {
+    const out = JSON.parse(ok(server.cli(['entry', 'create', '-parentID', parentId, '-spiffeID', spiffeId, '-selector', 'unix:uid:7', '-output', 'json']))) as { results: Array<{ entry: { id: string } }> };
+    return out.results[0]!.entry.id;
+  };
+
+  /**
+   * Two agents, each with an existing entry of its own. Asked for the other agent's entry, each
+   * gets PERMISSION_DENIED and no SVID, with and without its sync stream open (the server
+   * answers from the tracked authorization set when a stream is open, from the index when not);
+   * the owner of each entry is signed it (the control).
+   */
+  for (const streamOpen of [false, true]) {
+    test(`BatchNewX509SVID and NewJWTSVID for another agent's entry: PERMISSION_DENIED, no SVID (sync stream ${streamOpen ? 'open' : 'closed'})`, async () => {
+      const a = await attest(newToken());
+      const b = await attest(newToken());
+      const mine = entryFor(a.id, `spiffe://example.org/authz/a-${streamOpen}`);
+      const theirs = entryFor(b.id, `spiffe://example.org/authz/b-${streamOpen}`);
+      const streams = streamOpen ? [follow(a), follow(b)] : [];
+      for (const s of streams) await s.next();
+      const keys = await generateKeyPair();
+      const csr = createCsr(keys.privateKey);
+
+      const refused = await batch(a, theirs, csr);
+      assert.equal(refused.results.length, 1);
+      assert.equal(refused.results[0]!.status!.code, status.PERMISSION_DENIED, refused.results[0]!.status!.message);
+      assert.equal(refused.results[0]!.svid, undefined, 'no SVID for an entry of another agent');
+      await assert.rejects(jwt(a, theirs), (e: unknown) => grpcCode(e) === status.PERMISSION_DENIED && /not authorized/.test((e as Error).message));
+      // The other way round too.
+      assert.equal((await batch(b, mine, csr)).results[0]!.status!.code, status.PERMISSION_DENIED);
+      await assert.rejects(jwt(b, mine), (e: unknown) => grpcCode(e) === status.PERMISSION_DENIED);
+
+      // Control: each agent is signed its own entry.
+      const own = await batch(a, mine, csr);
+      assert.equal(own.results[0]!.status!.code, 0);
+      assert.deepEqual(parseCertificate(own.results[0]!.svid!.certChain[0]!).uriSans, [`spiffe://example.org/authz/a-${streamOpen}`]);
+      assert.equal((await jwt(b, theirs)).svid!.spiffeId, `spiffe://example.org/authz/b-${streamOpen}`);
+      for (const s of streams) s.close();
+      a.conn.close();
+      b.conn.close();
+    });
+  }
+
+  test('a sync snapshot holds only the agent\'s own entries', async () => {
+    const a = await attest(newToken());
+    const b = await attest(newToken());
+    entryFor(a.id, 'spiffe://example.org/authz/sync-a');
+    entryFor(b.id, 'spiffe://example.org/authz/sync-b');
+    const s = follow(a);
+    const snap = await s.next();
+    assert.deepEqual(snap.entries.map((e) => e.spiffeId), ['spiffe://example.org/authz/sync-a']);
+    s.close();
+    a.conn.close();
+    b.conn.close();
+  });
+});
+
 describe('agent lifecycle', () => {
   test('after renewal the superseded agent SVID is refused', async () => {
     const agent = await attest(newToken());

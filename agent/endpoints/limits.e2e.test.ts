@@ -3,13 +3,13 @@
 import { credentials, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
 import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { SpiffeWorkloadAPIClient } from '../../proto/gen/workload/workload.js';
 import { generateJoinToken, startAgentProcess, type AgentProcess } from '../../test/support/agentproc.js';
 import { freePort, startServerProcess, type ServerProcess } from '../../test/support/serverproc.js';
 import { headerMetadata } from './testkit.js';
+import { scrapeMetrics } from '../../test/support/metrics.js';
 
 let server: ServerProcess;
 let agent: AgentProcess;
@@ -42,17 +42,7 @@ after(async () => {
   if (server) rmSync(server.dir, { recursive: true, force: true });
 });
 
-function metrics(): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port: metricsPort, path: '/metrics' }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve(body));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+const metrics = (): Promise<string> => scrapeMetrics(metricsPort);
 
 test('a configured rate limit refuses a flood with RESOURCE_EXHAUSTED naming the key, counted in /metrics', async () => {
   const client = new SpiffeWorkloadAPIClient(`unix:${agent.socketPath}`, credentials.createInsecure());

@@ -13,6 +13,7 @@ import { WhoAmIClient, WhoAmIService, type WhoAmIReply } from './fixtures/whoami
 import { listenWorkloadSocket, type WorkloadListener } from './listener.js';
 import { parseStartTime } from './procfs.js';
 import { recordingLogger, silentLogger } from './testkit.js';
+import { forOtherUid } from '../../test/support/otheruid.js';
 import type { EndpointLogger, PeerContext } from './types.js';
 
 /**
@@ -103,7 +104,7 @@ function whoAmI(socketPath: string): { reply: Promise<WhoAmIReply>; close(): voi
 }
 
 function child(mode: string, socketPath: string, opts: { uid?: number; gid?: number } = {}): { proc: ChildProcess; line: Promise<Record<string, unknown>> } {
-  const proc = spawn(process.execPath, [CHILD, mode, socketPath], { stdio: ['ignore', 'pipe', 'inherit'], ...opts });
+  const proc = spawn(process.execPath, [opts.uid !== undefined ? forOtherUid(CHILD) : CHILD, mode, socketPath], { stdio: ['ignore', 'pipe', 'inherit'], ...opts });
   const line = new Promise<Record<string, unknown>>((resolve, reject) => {
     createInterface({ input: proc.stdout! }).once('line', (l) => resolve(JSON.parse(l) as Record<string, unknown>));
     proc.once('exit', (code) => reject(new Error(`child exited (${code}) before answering`)));

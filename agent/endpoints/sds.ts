@@ -243,6 +243,11 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
     let lastNonce: string | undefined;
     let lastResources: Buffer | undefined;
     let version = 0;
+    // A response not yet taken by the transport (the client does not read): later ones are not
+    // queued behind it; `owed` remembers that the state changed, and the response built when the
+    // transport takes the previous one carries the newest state (nothing piles up per stream).
+    let inflight = false;
+    let owed: boolean | undefined; // undefined: nothing owed; else the owed response's `force`
 
     call.on('error', () => cleanup());
     call.on('end', () => {
@@ -256,6 +261,10 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
     /** Sends the requested resources; `force` false skips a response identical to the last one. */
     const respond = (force: boolean): void => {
       if (life.ended || names === undefined || update === undefined) return;
+      if (inflight) {
+        owed = (owed ?? false) || force;
+        return;
+      }
       const changed = caller?.whyNotSameProcess();
       if (changed !== undefined) {
         endWith(GrpcStatus.UNAVAILABLE, `caller process changed: ${changed}; reconnect and retry`);
@@ -275,7 +284,13 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
       lastNonce = randomUUID();
       const res: DiscoveryResponse = { versionInfo: String(version), resources, canary: false, typeUrl: SECRET_TYPE_URL, nonce: lastNonce };
       log.debug({ ...context, version, names, count: resources.length }, 'SDS response sent');
-      call.write(res);
+      inflight = true;
+      call.write(res, () => {
+        inflight = false;
+        const again = owed;
+        owed = undefined;
+        if (again !== undefined) respond(again);
+      });
     };
 
     const handle = (req: DiscoveryRequest): void => {

@@ -83,6 +83,11 @@ export class TestTrustDomain {
 /**
  * IdentityCache over a list of entries (an entry matches when all its selectors are among the
  * caller's). Tests change entries and bundles and every subscriber gets the new full state.
+ *
+ * Which identities a caller may have is the real cache's decision (agent/manager), tested there
+ * and end to end; endpoint tests must not lean on this fake's matching for a refusal. `asked`
+ * records the selectors (and requested SPIFFE ID) of every call, so a test asserts what the
+ * endpoint asked for: the caller's attested selectors, nothing the caller said.
  */
 export class FakeIdentityCache implements IdentityCache {
   readonly own: TestTrustDomain;
@@ -93,6 +98,8 @@ export class FakeIdentityCache implements IdentityCache {
   readonly #subs = new Set<{ selectors: readonly Selector[]; listener: (u: WorkloadUpdate) => void }>();
   readonly #bundleSubs = new Set<(b: BundleSet) => void>();
   fetchJwtCalls: Array<{ audience: readonly string[]; spiffeId: SpiffeId | undefined }> = [];
+  /** Every call's selectors ("type:value", sorted) and, for fetchJwt, the requested ID. */
+  readonly asked: Array<{ method: 'fetchX509' | 'subscribe' | 'fetchJwt'; selectors: string[]; spiffeId?: SpiffeId }> = [];
 
   constructor(own: TestTrustDomain) {
     this.own = own;
@@ -117,11 +124,17 @@ export class FakeIdentityCache implements IdentityCache {
     return { identities, bundle: this.own.bundle, federatedBundles: [...fed.values()] };
   }
 
+  #record(method: 'fetchX509' | 'subscribe' | 'fetchJwt', selectors: readonly Selector[], spiffeId?: SpiffeId): void {
+    this.asked.push({ method, selectors: selectors.map((s) => `${s.type}:${s.value}`).sort(), ...(spiffeId === undefined ? {} : { spiffeId }) });
+  }
+
   async fetchX509(selectors: readonly Selector[]): Promise<WorkloadUpdate> {
+    this.#record('fetchX509', selectors);
     return this.updateFor(selectors);
   }
 
   subscribe(selectors: readonly Selector[], listener: (update: WorkloadUpdate) => void): WorkloadSubscription {
+    this.#record('subscribe', selectors);
     const sub = { selectors, listener };
     this.#subs.add(sub);
     const initial = this.failInitial ? Promise.reject(this.failInitial) : Promise.resolve(this.updateFor(selectors));
@@ -131,6 +144,7 @@ export class FakeIdentityCache implements IdentityCache {
 
   async fetchJwt(selectors: readonly Selector[], audience: readonly string[], spiffeId?: SpiffeId): Promise<JwtIdentity[]> {
     this.fetchJwtCalls.push({ audience, spiffeId });
+    this.#record('fetchJwt', selectors, spiffeId);
     const ids = this.updateFor(selectors).identities.filter((i) => spiffeId === undefined || i.spiffeId === spiffeId);
     return Promise.all(
       ids.map(async (i) => {

@@ -31,6 +31,7 @@ import type { X509Identity } from '../manager/types.js';
 
 import { collect, FakeIdentityCache, headerMetadata, rawUnaryCall, recordingLogger, sel, silentLogger, TestTrustDomain, within, workloadClient } from './testkit.js';
 import type { PeerContext } from './types.js';
+import { forOtherUid } from '../../test/support/otheruid.js';
 import { createWorkloadApiService, startWorkloadEndpoint, WORKLOAD_API_SERVICE, type WorkloadEndpoint, type WorkloadEndpointLimits } from './workloadapi.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -114,6 +115,11 @@ const fetchJwt = (e: Env, req: Partial<JWTSVIDRequest>, md = headerMetadata()): 
   call(e.client.fetchJwtsvid as Unary<JWTSVIDRequest, JWTSVIDResponse>, e.client, { audience: [], spiffeId: '', ...req }, md);
 const validateJwt = (e: Env, audience: string, svid: string, md = headerMetadata()): Promise<ValidateJWTSVIDResponse> =>
   call(e.client.validateJwtsvid as Unary<{ audience: string; svid: string }, ValidateJWTSVIDResponse>, e.client, { audience, svid }, md);
+
+/** The selectors a call was looked up with carry this process's uid and no other. */
+function assertOwnUid(selectors: string[], what: string): void {
+  assert.deepEqual(selectors.filter((s) => s.startsWith('unix:uid:')), [`unix:uid:${UID}`], `${what}: ${JSON.stringify(selectors)}`);
+}
 
 function rejectsWith(p: Promise<unknown>, code: GrpcStatus, details?: RegExp): Promise<void> {
   return assert.rejects(p, (err: ServiceError) => {
@@ -246,6 +252,10 @@ describe('Workload API: FetchX509SVID', () => {
     await streamStatus(collect(e.client.fetchJwtBundles({}, headerMetadata())), GrpcStatus.PERMISSION_DENIED);
     await rejectsWith(fetchJwt(e, { audience: ['x'] }), GrpcStatus.PERMISSION_DENIED, /no identity issued/);
     await until(() => e.cache.subscriberCount === 0, 'no subscription left');
+    // What the endpoint asked the cache for: this caller's attested selectors on every call (the
+    // cache's answer, nothing, became PERMISSION_DENIED; the matching itself is the manager's).
+    assert.deepEqual(new Set(e.cache.asked.map((a) => a.method)), new Set(['subscribe', 'fetchJwt']));
+    for (const a of e.cache.asked) assertOwnUid(a.selectors, a.method);
   });
 
   it('cache not ready -> UNAVAILABLE', async () => {
@@ -256,7 +266,7 @@ describe('Workload API: FetchX509SVID', () => {
 
   it('two uids, real SO_PEERCRED + unix attestor: a uid-65534 child gets its identity, this root caller gets its own', async () => {
     const e = await setup();
-    const childProc = spawn(process.execPath, [CHILD, 'x509', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
+    const childProc = spawn(process.execPath, [forOtherUid(CHILD), 'x509', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
     const line = new Promise<Record<string, unknown>>((resolve, reject) => {
       createInterface({ input: childProc.stdout! }).once('line', (l) => resolve(JSON.parse(l) as Record<string, unknown>));
       childProc.once('exit', (code) => reject(new Error(`child exited ${code}`)));
@@ -267,9 +277,13 @@ describe('Workload API: FetchX509SVID', () => {
     assert.deepEqual(mine.svids.map((s) => s.spiffeId), [rootId.spiffeId, rootDbId.spiffeId]);
     // No entry for 65534 any more: the child is denied.
     e.cache.entries = e.cache.entries.filter((x) => x.identity !== nobodyId);
-    const denied = spawn(process.execPath, [CHILD, 'x509', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
+    const denied = spawn(process.execPath, [forOtherUid(CHILD), 'x509', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
     const deniedLine = await new Promise<Record<string, unknown>>((resolve) => createInterface({ input: denied.stdout! }).once('line', (l) => resolve(JSON.parse(l) as Record<string, unknown>)));
     assert.equal(deniedLine['code'], GrpcStatus.PERMISSION_DENIED, JSON.stringify(deniedLine));
+    // Each process was looked up with its own kernel-attested uid (65534's calls with 65534's).
+    const uids = e.cache.asked.map((a) => a.selectors.filter((s) => s.startsWith('unix:uid:')));
+    assert.ok(uids.some((u) => u.length === 1 && u[0] === `unix:uid:${NOBODY}`), JSON.stringify(uids));
+    assert.ok(uids.every((u) => u.length === 1 && (u[0] === `unix:uid:${NOBODY}` || u[0] === `unix:uid:${UID}`)), JSON.stringify(uids));
   });
 });
 
@@ -328,7 +342,13 @@ describe('Workload API: JWT-SVIDs', () => {
     assert.deepEqual(one.svids.map((s) => s.spiffeId), [rootDbId.spiffeId]);
     await rejectsWith(fetchJwt(e, { audience: [] }), GrpcStatus.INVALID_ARGUMENT, /audience must be specified/);
     await rejectsWith(fetchJwt(e, { audience: ['a', ''] }), GrpcStatus.INVALID_ARGUMENT, /audience/);
+    e.cache.asked.length = 0;
     await rejectsWith(fetchJwt(e, { audience: ['a'], spiffeId: nobodyId.spiffeId }), GrpcStatus.PERMISSION_DENIED, /no identity issued for/);
+    // Asked with this caller's selectors and the requested ID: the cache decides (agent/manager).
+    assert.equal(e.cache.asked.length, 1);
+    assert.equal(e.cache.asked[0]!.method, 'fetchJwt');
+    assert.equal(e.cache.asked[0]!.spiffeId, nobodyId.spiffeId);
+    assertOwnUid(e.cache.asked[0]!.selectors, 'fetchJwt');
     await rejectsWith(fetchJwt(e, { audience: ['a'], spiffeId: 'spiffe://example.org/a/../workload/db' }), GrpcStatus.INVALID_ARGUMENT, /invalid requested SPIFFE ID/);
     await rejectsWith(fetchJwt(e, { audience: ['a'], spiffeId: 'not an id' }), GrpcStatus.INVALID_ARGUMENT);
   });
@@ -403,7 +423,7 @@ describe('Workload API: caller identity threats and limits', () => {
 
   it('socket handed over SCM_RIGHTS while the connector (uid 65534) is alive -> served as the connector, not as the holder', async () => {
     const e = await setup();
-    const kid = fork(CHILD, ['handoff-hold', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const kid = fork(forOtherUid(CHILD), ['handoff-hold', e.socketPath], { uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
     try {
       const sock = await new Promise<Socket>((resolve) => kid.once('message', (_m, handle) => resolve(handle as Socket)));
       // SO_PEERCRED names the process that called connect(): this root process holds the socket,

@@ -21,8 +21,8 @@
  * first message as soon as the subscription's initial update is there, then one message per
  * change, each the full current state. Byte-identical consecutive messages are skipped. A caller
  * with no identity gets PERMISSION_DENIED "no identity issued", at once or, when it loses its
- * last identity, as the end of the stream. A slow reader never makes updates pile up: while the
- * stream is not drained only the newest message waits. No timers: a stream ends when the client
+ * last identity, as the end of the stream. A slow reader never makes updates pile up: while a
+ * message is not yet taken by the transport, only the newest next one waits. No timers: a stream ends when the client
  * cancels, the connection closes, or `closeStreams()` (agent shutdown) ends it with UNAVAILABLE;
  * each end closes the subscription and frees the slot. Before every push the caller must still be
  * the same process, else the stream ends UNAVAILABLE (a child that inherited the connection after
@@ -233,28 +233,28 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
       /** When attestation last confirmed the caller (cleared by the first push). */
       let checkedAt: number | undefined;
 
-      // Writer: skips repeats; while the transport is not drained, only the newest message waits.
+      // Writer: skips repeats; while a message is not yet taken by the transport (the client
+      // does not read, flow control holds it), only the newest next message waits: one in
+      // flight and one pending at most, however many updates come.
       let last: Buffer | undefined;
-      let waiting = false;
+      let inflight = false;
       let pending: Message<Res> | undefined;
       const send = (msg: Message<Res>): void => {
         if (life.ended) return;
-        if (waiting) {
+        if (inflight) {
           pending = msg;
           return;
         }
         const { res, bytes } = msg;
         if (last !== undefined && (last === bytes || last.equals(bytes))) return;
         last = bytes;
-        if (!call.write(res)) {
-          waiting = true;
-          call.once('drain', () => {
-            waiting = false;
-            const next = pending;
-            pending = undefined;
-            if (next !== undefined) send(next);
-          });
-        }
+        inflight = true;
+        call.write(res, () => {
+          inflight = false;
+          const next = pending;
+          pending = undefined;
+          if (next !== undefined) send(next);
+        });
       };
       const onUpdate = (update: WorkloadUpdate): void => {
         if (life.ended) return;

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { Registry } from 'prom-client';
-import { AgentManager, type ManagerLogger, type ManagerOptions } from './manager.js';
+import { AgentManager, NotReadyError, type ManagerLogger, type ManagerOptions } from './manager.js';
 import { JWT_CACHE_ENTRIES_METRIC, JWT_CACHE_EVICTIONS_METRIC, registerJwtCacheMetrics } from '../telemetry.js';
 import type { WorkloadUpdate } from './types.js';
 import { attestAgent, connectAgentApi, syncAuthorized, type AgentApiConnection } from '../client/serverclient.js';
@@ -247,7 +247,7 @@ describe('AgentManager', () => {
     const m = agent.manager();
     const started = m.start();
     m.stop();
-    await assert.rejects(started);
+    await assert.rejects(started, (e: Error) => e instanceof NotReadyError && /stopped/.test(e.message));
   });
 
   test('fetchX509 for 0, 1 and 2 matching entries: verified SVIDs, matching keys, oldest first, duplicate hints dropped', async () => {
@@ -661,6 +661,48 @@ describe('AgentManager', () => {
     await fetchOne('y', three);
     assert.equal(m.jwtCacheSize, 1, 'at the cap, every renew-due token is swept first');
     assert.equal(m.jwtCacheEvictions, evicted);
+    m.stop();
+  });
+
+  test('authorization: an identity whose selectors the caller lacks is never served, even asked for by SPIFFE ID or sharing a hint', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    const mineId = `spiffe://example.org/authz/mine-${u}`;
+    const theirsId = `spiffe://example.org/authz/theirs-${u}`;
+    const subsetId = `spiffe://example.org/authz/needs-more-${u}`;
+    createEntries(agent.id, [
+      { spiffeId: mineId, selectors: ['unix:uid:4100'], hint: 'web' },
+      // Same agent, same hint, another caller's selector.
+      { spiffeId: theirsId, selectors: ['unix:uid:4101'], hint: 'web' },
+      // Needs a selector the caller has AND one it lacks.
+      { spiffeId: subsetId, selectors: ['unix:uid:4100', 'unix:gid:4101'] },
+    ]);
+    const m = agent.manager();
+    await m.start();
+    const caller = sels('unix:uid:4100', 'unix:gid:4100');
+
+    // JWT: asked for the other identities by ID, nothing; asked for nothing in particular, only its own.
+    assert.deepEqual(await m.fetchJwt(caller, ['authz'], parseSpiffeId(theirsId)), []);
+    assert.deepEqual(await m.fetchJwt(caller, ['authz'], parseSpiffeId(subsetId)), []);
+    const all = await m.fetchJwt(caller, ['authz']);
+    assert.deepEqual(all.map((j) => j.spiffeId), [mineId]);
+    assert.equal((await m.fetchJwt(caller, ['authz'], parseSpiffeId(mineId)))[0]!.spiffeId, mineId);
+
+    // X.509 (fetch and subscribe): only its own; the hint it shares with another entry changes nothing.
+    const x = await m.fetchX509(caller);
+    assert.deepEqual(x.identities.map((i) => i.spiffeId), [mineId]);
+    const pushed = await new Promise<WorkloadUpdate>((resolve, reject) => {
+      const sub = m.subscribe(caller, () => {});
+      sub.initial.then((v) => (sub.close(), resolve(v)), reject);
+    });
+    assert.deepEqual(pushed.identities.map((i) => i.spiffeId), [mineId]);
+
+    // The other caller gets its own, the control that the entries are servable at all.
+    const theirs = await m.fetchJwt(sels('unix:uid:4101'), ['authz'], parseSpiffeId(theirsId));
+    assert.deepEqual(theirs.map((j) => j.spiffeId), [theirsId]);
+    assert.deepEqual((await m.fetchX509(sels('unix:uid:4101'))).identities.map((i) => i.spiffeId), [theirsId]);
+    // No selectors at all: nothing.
+    assert.deepEqual(await m.fetchJwt([], ['authz'], parseSpiffeId(mineId)), []);
     m.stop();
   });
 

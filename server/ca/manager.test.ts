@@ -97,10 +97,13 @@ describe('CaManager start', () => {
     await assert.rejects(startCa({ datastore: ds, keyManager: km, now: clock.now }), (e: Error) => isCaError(e, 'journal') && /version/.test(e.message));
   });
 
-  it('accepts a pino logger', async () => {
+  it('accepts a pino logger: its lines carry the CA\'s messages as JSON', async () => {
     const { ds, km, clock } = env();
-    const logger: CaLogger = pino({ enabled: false });
+    const lines: Array<Record<string, unknown>> = [];
+    const logger: CaLogger = pino({ level: 'debug' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
     await startCa({ datastore: ds, keyManager: km, now: clock.now, logger });
+    assert.ok(lines.length > 0, 'the CA logged nothing through the pino logger');
+    for (const l of lines) assert.equal(typeof l['msg'], 'string', JSON.stringify(l));
   });
 
   it('signs with the configured key types (RSA CA, P-384 JWT key)', async () => {

@@ -11,6 +11,7 @@ import { marshalBundle, parseBundle } from '../../spiffe/bundle.js';
 import { parseSpiffeId, parseTrustDomain, type SpiffeId } from '../../spiffe/id.js';
 import { validateJwtSvid } from '../../spiffe/jwtsvid.js';
 import { certificatesToPem } from '../../spiffe/pem.js';
+import { forOtherUid, needsRoot } from '../../test/support/otheruid.js';
 import { createTestCaSigner, startTestAdmin, type TestAdmin } from '../api/admin/testkit.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -33,7 +34,7 @@ function run(args: string[], opts: { input?: string; socket?: boolean; umask0?: 
   const argv = opts.socket === false ? args : [...args, '-socketPath', admin.socketPath];
   const [cmd, cmdArgs] = opts.umask0
     ? ['/bin/sh', ['-c', 'umask 000; exec "$0" "$@"', process.execPath, BIN, ...argv]]
-    : [process.execPath, [BIN, ...argv]];
+    : [process.execPath, [opts.uid === undefined ? BIN : forOtherUid(BIN), ...argv]];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, cmdArgs as string[], {
       cwd: work,
@@ -554,7 +555,8 @@ describe('healthcheck and connection errors', () => {
     assert.equal(r.code, 1);
   });
 
-  test('the admin socket refuses other users', { skip: process.getuid?.() !== 0 ? 'needs root to run as another user' : false }, async () => {
+  test('the admin socket refuses other users', async () => {
+    needsRoot('running the CLI as another user');
     const [r, h] = await Promise.all([run(['entry', 'show'], { uid: 65534, gid: 65534 }), run(['healthcheck'], { uid: 65534, gid: 65534 })]);
     fails(r, /Error: permission denied on the admin socket .*: run this command as the user or group that runs spindle-server/);
     fails(h, /Server is unhealthy: permission denied/);

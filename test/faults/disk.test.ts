@@ -9,11 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServerProcess, type ServerProcess } from '../support/serverproc.js';
 import { adminClient, integrityCheck, keepOrClean, listAllEntries, ok, workloadEntry } from './support/common.js';
+import { needsRoot } from '../support/otheruid.js';
 import { mountTmpfs, type TmpfsMount } from './support/tmpfs.js';
 
 const TD = 'example.org';
 const PARENT = `spiffe://${TD}/faults/node`;
-const isRoot = process.getuid?.() === 0;
 
 let server: ServerProcess | undefined;
 let mount: TmpfsMount | undefined;
@@ -39,7 +39,8 @@ function assertClearFailure(r: { status: number | null; stdout: string; stderr: 
   return msg;
 }
 
-test('disk full and read-only data dir: clear errors, server up, intact database, recovery', { timeout: 60_000, skip: isRoot ? false : 'NOT RUN: needs root to mount a tmpfs' }, async () => {
+test('disk full and read-only data dir: clear errors, server up, intact database, recovery', { timeout: 60_000 }, async () => {
+  needsRoot('mounting a tmpfs');
   dir = mkdtempSync(join(tmpdir(), 'spindle-disk-'));
   mount = mountTmpfs(join(dir, 'data'), 8 * 1024 * 1024);
   server = await startServerProcess({ dir, trustDomain: TD });

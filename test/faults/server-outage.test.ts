@@ -15,6 +15,7 @@ import { createWorkloadApiClient, type WorkloadApiClient } from '../../spiffe/wo
 import { generateJoinToken, startAgentProcess, type AgentProcess } from '../support/agentproc.js';
 import { startServerProcess, type ServerProcess } from '../support/serverproc.js';
 import { entryIdOf, keepOrClean, notAfterOf, ok, recordWatch, serialOf, sleep } from './support/common.js';
+import { needsRoot } from '../support/otheruid.js';
 import { startWatchers, type ErrorEvent, type UpdateEvent, type WatcherProcess } from './support/workloads.js';
 
 const TD = 'example.org';
@@ -25,7 +26,6 @@ const LONG_ID = `spiffe://${TD}/faults/long`;
 const SHORT_ID = `spiffe://${TD}/faults/short`;
 const LONG_TTL = 40;
 const SHORT_TTL = 10;
-const isRoot = LONG_UID === 0;
 /**
  * Bound for "rotation resumes within seconds": the agent's channel reconnect backoff (up to 5 s
  * +20%), then the renewal; for the short-TTL workload also its watch retry and channel backoff
@@ -64,7 +64,8 @@ function client(): WorkloadApiClient {
 const isUpdate = (e: { t: string }): e is UpdateEvent => e.t === 'update';
 const isError = (e: { t: string }): e is ErrorEvent => e.t === 'error';
 
-test('an outage longer than half (and longer than all) of an SVID lifetime', { timeout: 90_000, skip: isRoot ? false : 'needs root to run the short-TTL workload as uid 65534' }, async () => {
+test('an outage longer than half (and longer than all) of an SVID lifetime', { timeout: 90_000 }, async () => {
+  needsRoot('running the short-TTL workload as uid 65534');
   const a = agent!;
   const long = recordWatch(client(), 'long-TTL stream');
   const short = startWatchers({ address: a.address, uid: SHORT_UID, backoffMs: 200 });

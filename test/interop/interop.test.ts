@@ -99,8 +99,8 @@ describe('Python grpc client (stubs generated from our proto)', () => {
     );
     const r = JSON.parse(stdout.trim().split('\n').pop()!) as {
       grpc_version: string;
-      x509: { spiffe_ids: string[]; chain_len: number; bundle_len: number; leaf_uri_sans: string[]; key_matches_leaf: boolean; federated_bundles: string[] };
-      jwt: { spiffe_id: string; sub: string; aud: string[]; validated: Array<{ audience: string; spiffe_id: string; sub: string }>; wrong_audience: string };
+      x509: { spiffe_ids: string[]; chain_len: number; bundle_len: number; leaf_uri_sans: string[]; key_matches_leaf: boolean; federated_bundles: string[]; chain_verified: string; chain_against_wrong_bundle: string };
+      jwt: { signature_verified: string; other_audience: string; claims_changed: string; spiffe_id: string; sub: string; aud: string[]; validated: Array<{ audience: string; spiffe_id: string; sub: string }>; wrong_audience: string };
       no_header: Record<string, string>;
     };
 
@@ -109,6 +109,10 @@ describe('Python grpc client (stubs generated from our proto)', () => {
     assert.deepEqual(r.x509.leaf_uri_sans, [MY_ID]);
     assert.equal(r.x509.key_matches_leaf, true, 'python3-cryptography: the key belongs to the leaf');
     assert.ok(r.x509.chain_len >= 1 && r.x509.bundle_len >= 1);
+    // Python validated the chain itself (signatures, CA flags, validity, one SPIFFE URI SAN)
+    // against the bundle, and refused it against a bundle that did not sign it.
+    assert.equal(r.x509.chain_verified, 'ok', 'python3-cryptography: the X509-SVID chain verifies against the bundle');
+    assert.equal(r.x509.chain_against_wrong_bundle, 'no bundle root signed the chain');
 
     // The bundle in the response is the server's bundle (as `bundle show` prints it).
     const certsOf = (pem: string): string[] => (pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []).map((p) => new X509Certificate(p).fingerprint256);
@@ -135,9 +139,14 @@ describe('Python grpc client (stubs generated from our proto)', () => {
     assert.deepEqual([...r.jwt.aud].sort(), [...AUDIENCES].sort());
     assert.deepEqual(r.jwt.validated, AUDIENCES.map((audience) => ({ audience, spiffe_id: MY_ID, sub: MY_ID })));
     assert.equal(r.jwt.wrong_audience, 'INVALID_ARGUMENT');
+    // Python verified the JWT-SVID's signature with the key (by kid) from FetchJWTBundles, its
+    // audience and expiry; a changed claim or another audience fails there too.
+    assert.equal(r.jwt.signature_verified, 'ok', 'python3-cryptography: the JWT-SVID verifies with the FetchJWTBundles key');
+    assert.equal(r.jwt.other_audience, 'audience');
+    assert.equal(r.jwt.claims_changed, 'bad signature');
 
     // No security header: INVALID_ARGUMENT for the stream and the unary call.
     assert.deepEqual(r.no_header, { FetchX509SVID: 'INVALID_ARGUMENT', FetchJWTSVID: 'INVALID_ARGUMENT' });
-    console.log(`# python grpc ${r.grpc_version}: X509-SVID ${r.x509.spiffe_ids.join(',')} (chain ${r.x509.chain_len}, bundle ${r.x509.bundle_len}) verified by openssl; JWT-SVID aud ${r.jwt.aud.join(',')} validated by the agent; no header -> ${Object.values(r.no_header).join('/')}`);
+    console.log(`# python grpc ${r.grpc_version}: X509-SVID ${r.x509.spiffe_ids.join(',')} (chain ${r.x509.chain_len}, bundle ${r.x509.bundle_len}) verified by openssl; JWT-SVID aud ${r.jwt.aud.join(',')} validated by the agent and its signature verified in Python; no header -> ${Object.values(r.no_header).join('/')}`);
   });
 });

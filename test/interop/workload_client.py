@@ -13,12 +13,16 @@ and prints one JSON object on stdout with what it saw (the test checks it).
 """
 import argparse
 import base64
+import datetime
 import json
 import sys
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 HEADER = (("workload.spiffe.io", "true"),)
 
@@ -47,6 +51,93 @@ def der_split(data):
 
 def pem_certs(ders):
     return b"".join(x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM) for d in ders)
+
+
+def b64url(data):
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+def signed_by(cert, issuer):
+    """Whether issuer's key made cert's signature (cryptography 38 has no helper for this)."""
+    key = issuer.public_key()
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
+        else:
+            return False
+        return cert.issuer == issuer.subject
+    except InvalidSignature:
+        return False
+
+
+def is_ca(cert):
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def verify_chain(chain, roots):
+    """X509-SVID validation as the SPIFFE X509-SVID spec describes it, done here independently:
+    every certificate in its validity window, the leaf no CA with exactly one spiffe:// URI SAN,
+    each certificate signed by the next, intermediates CAs, the last one signed by a root of the
+    bundle. Returns the reason it fails, or "ok"."""
+    now = datetime.datetime.utcnow()
+    leaf = chain[0]
+    if is_ca(leaf):
+        return "leaf is a CA"
+    uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1 or not uris[0].startswith("spiffe://"):
+        return "leaf URI SANs %r" % uris
+    for c in chain:
+        if not (c.not_valid_before <= now <= c.not_valid_after):
+            return "outside its validity: %s" % c.subject.rfc4514_string()
+    for child, parent in zip(chain, chain[1:]):
+        if not is_ca(parent):
+            return "intermediate is not a CA"
+        if not signed_by(child, parent):
+            return "not signed by the next certificate"
+    if not any(signed_by(chain[-1], root) and is_ca(root) for root in roots):
+        return "no bundle root signed the chain"
+    return "ok"
+
+
+def jwt_verify(token, jwks_by_td, audience):
+    """JWT-SVID signature, expiry and audience checked here with the keys of FetchJWTBundles
+    (the JWKS of the token's trust domain, key chosen by kid). Returns the reason, or "ok"."""
+    head_b64, claims_b64, sig_b64 = token.split(".")
+    header = json.loads(b64url(head_b64))
+    claims = json.loads(b64url(claims_b64))
+    sub = claims.get("sub", "")
+    td = sub[len("spiffe://"):].split("/")[0]
+    keys = json.loads(jwks_by_td["spiffe://" + td])["keys"]
+    jwk = next((k for k in keys if k.get("kid") == header.get("kid")), None)
+    if jwk is None:
+        return "no key %r in the %s JWKS" % (header.get("kid"), td)
+    signing_input = (head_b64 + "." + claims_b64).encode()
+    sig = b64url(sig_b64)
+    alg = header.get("alg")
+    try:
+        if alg in ("ES256", "ES384") and jwk["kty"] == "EC":
+            curve, digest, size = (ec.SECP256R1(), hashes.SHA256(), 32) if alg == "ES256" else (ec.SECP384R1(), hashes.SHA384(), 48)
+            pub = ec.EllipticCurvePublicNumbers(int.from_bytes(b64url(jwk["x"]), "big"), int.from_bytes(b64url(jwk["y"]), "big"), curve).public_key()
+            der = encode_dss_signature(int.from_bytes(sig[:size], "big"), int.from_bytes(sig[size:], "big"))
+            pub.verify(der, signing_input, ec.ECDSA(digest))
+        elif alg == "RS256" and jwk["kty"] == "RSA":
+            pub = rsa.RSAPublicNumbers(int.from_bytes(b64url(jwk["e"]), "big"), int.from_bytes(b64url(jwk["n"]), "big")).public_key()
+            pub.verify(sig, signing_input, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            return "unexpected alg %r for a %s key" % (alg, jwk.get("kty"))
+    except InvalidSignature:
+        return "bad signature"
+    aud = claims.get("aud")
+    if audience not in (aud if isinstance(aud, list) else [aud]):
+        return "audience"
+    if not claims.get("exp") or claims["exp"] <= datetime.datetime.utcnow().timestamp():
+        return "expired"
+    return "ok"
 
 
 def jwt_claims(token):
@@ -91,6 +182,8 @@ def main():
         with open(args.out + "/svid.key", "wb") as f:
             f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         leaf = x509.load_der_x509_certificate(chain[0])
+        chain_certs = [x509.load_der_x509_certificate(d) for d in chain]
+        root_certs = [x509.load_der_x509_certificate(d) for d in bundle]
         spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier)
         result["x509"] = {
@@ -100,6 +193,10 @@ def main():
             "leaf_uri_sans": uris,
             "key_matches_leaf": key.public_key().public_bytes(*spki) == leaf.public_key().public_bytes(*spki),
             "federated_bundles": sorted(first.federated_bundles.keys()),
+            # Checked here against the bundle of the response; and, as a control, against a
+            # "bundle" holding only the leaf (a certificate that signed nothing): must fail.
+            "chain_verified": verify_chain(chain_certs, root_certs),
+            "chain_against_wrong_bundle": verify_chain(chain_certs, [chain_certs[0]]),
         }
 
         # FetchJWTSVID (unary) with every audience, then ValidateJWTSVID for each one.
@@ -110,7 +207,16 @@ def main():
         for aud in args.audience:
             v = stub.ValidateJWTSVID(workload_pb2.ValidateJWTSVIDRequest(audience=aud, svid=token), metadata=HEADER, timeout=15)
             validated.append({"audience": aud, "spiffe_id": v.spiffe_id, "sub": v.claims.fields["sub"].string_value})
+        bundles_stream = stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(), metadata=HEADER, timeout=15)
+        jwks = dict(next(iter(bundles_stream)).bundles)
+        bundles_stream.cancel()
+        head, body, sig = token.split(".")
+        forged_claims = dict(claims, sub=claims["sub"] + "-admin")
+        forged = head + "." + base64.urlsafe_b64encode(json.dumps(forged_claims).encode()).decode().rstrip("=") + "." + sig
         result["jwt"] = {
+            "signature_verified": jwt_verify(token, jwks, args.audience[0]),
+            "other_audience": jwt_verify(token, jwks, "not-" + args.audience[0]),
+            "claims_changed": jwt_verify(forged, jwks, args.audience[0]),
             "spiffe_id": jwt.svids[0].spiffe_id,
             "sub": claims.get("sub"),
             "aud": claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")],

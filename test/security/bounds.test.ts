@@ -19,7 +19,7 @@ import { certificatesToPem, pemToCertificates, privateKeyToPem } from '../../spi
 import { createCsr, createIssuer, issueX509Svid, parseCertificate, type Issuer } from '../../spiffe/x509/index.js';
 import { generateJoinToken, serverCliAsync } from '../support/agentproc.js';
 import { freePort, tempDir } from '../support/serverproc.js';
-import { startSecurityCluster, type Canary, type SecurityCluster } from './fuzz/cluster.js';
+import { rssKb, startSecurityCluster, withCanary, type SecurityCluster } from './fuzz/cluster.js';
 import { runFloodProcess } from './fuzz/flood.js';
 import { codeName, connectRaw, frame, rawCall, rawUnary } from './fuzz/wire.js';
 import { ATTESTATION_TIMEOUT_MS, MAX_ATTESTATIONS_IN_PROGRESS, MAX_ATTESTATIONS_IN_PROGRESS_PER_ADDRESS } from '../../server/api/agent/service.js';
@@ -27,7 +27,6 @@ import { MAX_CONCURRENT_STREAMS_PER_CONNECTION } from '../../server/api/agent/se
 import { JWT_CACHE_MAX_PER_ENTRY } from '../../agent/manager/manager.js';
 
 /** The slowest answer the well-behaved client may see while an attack runs (2 cores, noisy). */
-const CANARY_BOUND_MS = 5000;
 const HEADER = { 'workload.spiffe.io': 'true' };
 const RESOURCE_EXHAUSTED = 8;
 const INVALID_ARGUMENT = 3;
@@ -60,26 +59,7 @@ async function metric(port: number, name: string, labels = ''): Promise<number> 
   return Number(line.split(' ')[1]);
 }
 
-function rssKb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m?.[1] ?? 0);
-}
 
-async function withCanary<T>(what: string, attack: () => Promise<T>): Promise<T> {
-  const canary: Canary = c.canary();
-  let result: T;
-  try {
-    result = await attack();
-  } finally {
-    const stats = await canary.stop();
-    console.log(`# ${what}: well-behaved client made ${stats.calls} calls, slowest per API (ms): ${JSON.stringify(Object.fromEntries(Object.entries(stats.maxMs).map(([k, v]) => [k, Math.round(v)])))}`);
-    assert.deepEqual(stats.errors, [], `the well-behaved client saw errors during ${what}`);
-    assert.ok(stats.calls >= 4, `the well-behaved client made only ${stats.calls} calls during ${what}`);
-    for (const [api, ms] of Object.entries(stats.maxMs)) assert.ok(ms < CANARY_BOUND_MS, `${api} answered the well-behaved client in ${ms.toFixed(0)} ms during ${what}`);
-  }
-  await c.probe();
-  return result;
-}
 
 /** Attests a fresh agent with a new join token over grpc-js, from 127.0.0.1 (the default source). */
 async function legitAttest(csr?: Buffer, token = generateJoinToken(c.server)): Promise<string> {
@@ -101,7 +81,7 @@ describe('agent JWT-SVID cache', () => {
     let maxSeen = 0;
     const failures: string[] = [];
     const t0 = performance.now();
-    await withCanary('JWT-SVID audience flood', async () => {
+    await withCanary(c, 'JWT-SVID audience flood', async () => {
       const sessions = Array.from({ length: 4 }, () => connectRaw(c.raw.workload));
       try {
         let next = 0;
@@ -151,7 +131,7 @@ describe('agent API: unauthenticated AttestAgent streams', () => {
     const refused0 = await metric(serverMetricsPort, 'spindle_server_attestations_refused_total', '{limit="in_progress_per_address"}');
     const rss0 = rssKb(c.server.proc.pid!);
     let rssPeak = rss0;
-    const res = await withCanary('AttestAgent flood from one address', async () => {
+    const res = await withCanary(c, 'AttestAgent flood from one address', async () => {
       const flood = runFloodProcess({
         mode: 'slowloris',
         target: { kind: 'tls', host: '127.0.0.1', port: c.server.port, caPem: c.caPem, localAddress: '127.0.0.2' },
@@ -196,7 +176,7 @@ describe('agent API: unauthenticated AttestAgent streams', () => {
   test(`streams from 20 addresses beyond ${MAX_ATTESTATIONS_IN_PROGRESS} in all: refused by the total limit; attestation works again once they end`, async () => {
     const refused0 = await metric(serverMetricsPort, 'spindle_server_attestations_refused_total', '{limit="in_progress_total"}');
     const addresses = Array.from({ length: 20 }, (_, i) => `127.0.0.${10 + i}`);
-    const res = await withCanary('AttestAgent flood from 20 addresses', () =>
+    const res = await withCanary(c, 'AttestAgent flood from 20 addresses', () =>
       runFloodProcess({ mode: 'slowloris', target: c.raw.agentAnonymous, localAddresses: addresses, path: ATTEST_PATH, connections: 40, streams: 2000, holdMs: 4000 }),
     );
     const refused = (await metric(serverMetricsPort, 'spindle_server_attestations_refused_total', '{limit="in_progress_total"}')) - refused0;

@@ -8,13 +8,14 @@ import { credentials, Metadata, status as GrpcStatus, type ServiceError } from '
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
 import { SpiffeWorkloadAPIClient } from '../../proto/gen/workload/workload.js';
 import { generateJoinToken, startAgentProcess, type AgentProcess } from '../support/agentproc.js';
 import { freePort, startServerProcess, type ServerProcess } from '../support/serverproc.js';
+import { needsRoot } from '../support/otheruid.js';
+import { scrapeMetrics } from '../support/metrics.js';
 
 const NOBODY = 65534;
 /** Python from the system, reachable by uid 65534 (not a per-user install under /root). */
@@ -136,6 +137,7 @@ let agent: AgentProcess;
 let metricsPort: number;
 
 before(async () => {
+  needsRoot('flooding the socket as uid 65534');
   server = await startServerProcess();
   metricsPort = await freePort();
   const config = join(server.dir, 'agent-conns.yaml');
@@ -169,17 +171,7 @@ after(async () => {
   if (server) rmSync(server.dir, { recursive: true, force: true });
 });
 
-function metrics(): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port: metricsPort, path: '/metrics' }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve(body));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+const metrics = (): Promise<string> => scrapeMetrics(metricsPort);
 
 function metric(text: string, name: string, labels: string[] = []): number {
   const line = text.split('\n').find((l) => l.startsWith(name) && labels.every((x) => l.includes(x)));

@@ -27,10 +27,13 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { generateJoinToken, startAgentProcess, type AgentProcess } from '../support/agentproc.js';
 import { startServerProcess, tempDir, type ServerProcess } from '../support/serverproc.js';
+import { forOtherUid, needsRoot } from '../support/otheruid.js';
 
 const NOBODY = 65534;
 const SHADOW_GID = 42;
-const CLIENT = fileURLToPath(new URL('./fixtures/fetch-client.js', import.meta.url));
+const CLIENT_IN_CHECKOUT = fileURLToPath(new URL('./fixtures/fetch-client.js', import.meta.url));
+/** The client as uid 65534 can reach it (set in before(): a readable copy when it cannot enter the checkout). */
+let CLIENT = CLIENT_IN_CHECKOUT;
 const UNAVAILABLE = 14;
 
 /**
@@ -119,6 +122,8 @@ describe('local users: exec after connect', () => {
   const ids: Record<string, string> = {};
 
   before(async () => {
+    needsRoot('running the attacker as uid 65534 and making setgid copies');
+    CLIENT = forOtherUid(CLIENT_IN_CHECKOUT);
     dir = tempDir('spindle-execrace-');
     chmodSync(dir, 0o755);
     setgidSleep = join(dir, 'sleep-shadow');

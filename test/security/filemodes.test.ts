@@ -3,35 +3,21 @@
 // The other-uid check needs root (CI runs as root): without it the test FAILS, saying why.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { agentBin, freePort, serverBin } from '../support/serverproc.js';
+import { forOtherUid, needsRoot } from '../support/otheruid.js';
+import { startUntilReady } from '../support/ready.js';
 
 let dir: string;
 const procs: ChildProcess[] = [];
 
 function startUnderUmask000(bin: string, args: string[], ready: string): Promise<{ proc: ChildProcess; log: () => string }> {
-  const proc = spawn('sh', ['-c', 'umask 000; exec "$0" "$@"', bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  procs.push(proc);
-  let log = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${bin} not ready in 20 s:\n${log}`)), 20_000);
-    const on = (d: Buffer): void => {
-      log += d.toString();
-      if (log.includes(ready)) {
-        clearTimeout(timer);
-        resolve({ proc, log: () => log });
-      }
-    };
-    proc.stdout!.on('data', on);
-    proc.stderr!.on('data', on);
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${bin} exited ${code}:\n${log}`));
-    });
-  });
+  const started = startUntilReady(bin, args, ready, { umask000: true, timeoutMs: 20_000 });
+  procs.push(started.proc);
+  return started.ready;
 }
 
 const mode = (p: string): number => statSync(p).mode & 0o777;
@@ -101,10 +87,10 @@ test('agent under umask 000: SVID key 0600, data dir closed to others', () => {
 });
 
 test('admin socket under umask 000: not connectable by another uid (65534), connectable by its owner', () => {
-  assert.equal(process.getuid?.(), 0, 'this test must run as root to act as another uid (CI runs as root); it did NOT run');
+  needsRoot('acting as another uid');
   assert.equal(mode(adminSocket) & 0o007, 0, `admin socket is ${octal(mode(adminSocket))}`);
   // The parent dirs are traversable by others here (0755), so only the socket's own mode stops them.
-  const other = spawnSync(serverBin, ['entry', 'count', '-socketPath', adminSocket], { encoding: 'utf8', uid: 65534, gid: 65534, timeout: 20_000 });
+  const other = spawnSync(forOtherUid(serverBin), ['entry', 'count', '-socketPath', adminSocket], { encoding: 'utf8', uid: 65534, gid: 65534, timeout: 20_000 });
   assert.notEqual(other.status, 0, `uid 65534 reached the admin API:\n${other.stdout}`);
   assert.match(other.stderr, /permission|EACCES/i, other.stderr);
   const owner = spawnSync(serverBin, ['entry', 'count', '-socketPath', adminSocket], { encoding: 'utf8', timeout: 20_000 });

@@ -15,6 +15,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentBin, freePort, serverBin, tempDir } from '../support/serverproc.js';
+import { forOtherUid, needsRoot } from '../support/otheruid.js';
+import { startUntilReady } from '../support/ready.js';
 
 const NOBODY = 65534;
 const asNobody = { uid: NOBODY, gid: NOBODY };
@@ -22,7 +24,7 @@ const procs: ChildProcess[] = [];
 const tmpPaths: string[] = [];
 
 before(() => {
-  assert.equal(process.getuid?.(), 0, 'these tests must run as root to act as uid 65534 (CI runs as root); they did NOT run');
+  needsRoot('acting as uid 65534');
 });
 
 after(async () => {
@@ -56,28 +58,11 @@ function openTempDir(prefix: string): string {
   return dir;
 }
 
-/** Spawns `bin args` (optionally under `umask 000`, optionally as another uid); resolves when `ready` is logged. */
+/** Spawns `bin args` (see startUntilReady), kept for cleanup; resolves when `ready` is logged. */
 function startProcess(bin: string, args: string[], ready: string, opts: { umask000?: boolean; uid?: number; cwd?: string } = {}): Promise<{ proc: ChildProcess; log: () => string }> {
-  const [cmd, argv] = opts.umask000 ? ['sh', ['-c', 'umask 000; exec "$0" "$@"', bin, ...args]] : [bin, args];
-  const proc = spawn(cmd as string, argv as string[], { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.cwd ? { cwd: opts.cwd } : {}), ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}) });
-  procs.push(proc);
-  let log = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${bin} not ready in 30 s:\n${log}`)), 30_000);
-    const on = (d: Buffer): void => {
-      log += d.toString();
-      if (log.includes(ready)) {
-        clearTimeout(timer);
-        resolve({ proc, log: () => log });
-      }
-    };
-    proc.stdout!.on('data', on);
-    proc.stderr!.on('data', on);
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${bin} exited ${code}:\n${log}`));
-    });
-  });
+  const started = startUntilReady(bin, args, ready, opts);
+  procs.push(started.proc);
+  return started.ready;
 }
 
 async function stop(proc: ChildProcess): Promise<void> {
@@ -339,14 +324,14 @@ describe('admin CLI against a socket directory another local user controls', () 
   let socketPath: string;
   let attacker: ChildProcess;
   const cli = (args: string[], uid?: number): SpawnSyncReturns<string> =>
-    spawnSync(serverBin, [...args, '-socketPath', socketPath], { encoding: 'utf8', timeout: 20_000, ...(uid !== undefined ? { uid, gid: uid } : {}) });
+    spawnSync(uid !== undefined ? forOtherUid(serverBin) : serverBin, [...args, '-socketPath', socketPath], { encoding: 'utf8', timeout: 20_000, ...(uid !== undefined ? { uid, gid: uid } : {}) });
 
   before(async () => {
     // uid 65534 pre-creates the directory under /tmp and runs a server of its own there.
     theirs = tmpName('spindle-lu-cli-');
     mkdirAsNobody(theirs);
     socketPath = join(theirs, 'private', 'api.sock');
-    ({ proc: attacker } = await startProcess(serverBin, serverArgs({ dataDir: join(theirs, 'data'), socketPath, port: await freePort() }), 'spindle-server is ready', { uid: NOBODY, cwd: theirs }));
+    ({ proc: attacker } = await startProcess(forOtherUid(serverBin), serverArgs({ dataDir: join(theirs, 'data'), socketPath, port: await freePort() }), 'spindle-server is ready', { uid: NOBODY, cwd: theirs }));
   });
 
   after(async () => {

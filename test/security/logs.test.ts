@@ -3,12 +3,13 @@
 // tokens, bad JWTs, bad requests), and then both logs are searched for every secret.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPrivateKey } from 'node:crypto';
+import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { JWTSVIDRequest, ValidateJWTSVIDRequest, X509SVIDRequest, X509SVIDResponse, JWTSVIDResponse } from '../../proto/gen/workload/workload.js';
 import { AttestAgentRequest } from '../../proto/gen/spindle/agent/v1/agent.js';
-import { exportPrivateKeyPkcs8, generateKeyPair } from '../../spiffe/keys.js';
+import { generateKeyPair } from '../../spiffe/keys.js';
 import { createCsr } from '../../spiffe/x509/index.js';
 import { generateJoinToken } from '../support/agentproc.js';
 import { startSecurityCluster, type SecurityCluster } from './fuzz/cluster.js';
@@ -22,10 +23,25 @@ after(async () => {
   await c?.stop();
 });
 
+/**
+ * The private part of a key (EC: the scalar d; RSA: the private exponent d, first 32 bytes) as
+ * base64url, base64 and hex: what a log line holding the key in any usual form contains.
+ */
+function secretForms(name: string, key: KeyObject): Array<[string, string]> {
+  const d = Buffer.from((key.export({ format: 'jwk' }) as { d: string }).d, 'base64url').subarray(0, 32);
+  assert.equal(d.length, 32, `${name}: a private part of 32 bytes`);
+  return [
+    [`${name} (private part, base64url)`, d.toString('base64url').slice(0, 40)],
+    [`${name} (private part, base64)`, d.toString('base64').slice(0, 40)],
+    [`${name} (private part, hex)`, d.toString('hex')],
+  ];
+}
+
 const JWT_RE = /eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{10,}/;
 
 test('after issuing, minting and failing at DEBUG, neither log holds a private key, a join token or a JWT', async () => {
   const secrets: Array<[string, string]> = [];
+  let workloadKey: KeyObject | undefined;
   const hdr = { 'workload.spiffe.io': 'true' };
   const wl = connectRaw(c.raw.workload);
   const attest = connectRaw(c.raw.agentAnonymous);
@@ -33,7 +49,7 @@ test('after issuing, minting and failing at DEBUG, neither log holds a private k
     // X509-SVID (its key) and JWT-SVIDs through the Workload API.
     const x = await rawCall(wl, { path: '/SpiffeWorkloadAPI/FetchX509SVID', headers: hdr, body: [frame(X509SVIDRequest.encode({}).finish())], stopAfterMessages: 1 });
     const svid = X509SVIDResponse.decode(x.messages[0]!).svids[0]!;
-    secrets.push(['workload SVID key (base64 DER)', Buffer.from(svid.x509SvidKey).toString('base64').slice(0, 60)]);
+    workloadKey = createPrivateKey({ key: Buffer.from(svid.x509SvidKey), format: 'der', type: 'pkcs8' });
     const j = await rawUnary(wl, '/SpiffeWorkloadAPI/FetchJWTSVID', JWTSVIDRequest.encode({ audience: ['logs-test'], spiffeId: '' }).finish(), hdr);
     assert.equal(j.code, 0, j.details);
     const token = JWTSVIDResponse.decode(j.messages[0]!).svids[0]!.svid;
@@ -63,17 +79,21 @@ test('after issuing, minting and failing at DEBUG, neither log holds a private k
     wl.destroy();
     attest.destroy();
   }
-  // Let the processes flush their logs.
-  await c.probe();
-  await new Promise((r) => setTimeout(r, 300));
-
-  // Keys on disk: CA, JWT signer, agent SVID key.
-  const keyB64 = (pem: string): string => exportPrivateKeyPkcs8(createPrivateKey(pem)).toString('base64').slice(0, 60);
+  // Keys on disk (CA, JWT signer, agent SVID key) and the workload's: searched for by their
+  // SECRET part (the private scalar), in the encodings a careless log line would use. A prefix of
+  // the PKCS#8 DER would not do: its first ~36 bytes are the same for every key of a curve.
   secrets.push(
-    ['X.509 CA key', keyB64(readFileSync(join(c.server.dataDir, 'keys', 'x509-CA-A.key'), 'utf8'))],
-    ['JWT signing key', keyB64(readFileSync(join(c.server.dataDir, 'keys', 'JWT-Signer-A.key'), 'utf8'))],
-    ['agent SVID key', keyB64(c.agentKeyPem)],
+    ...secretForms('X.509 CA key', createPrivateKey(readFileSync(join(c.server.dataDir, 'keys', 'x509-CA-A.key'), 'utf8'))),
+    ...secretForms('JWT signing key', createPrivateKey(readFileSync(join(c.server.dataDir, 'keys', 'JWT-Signer-A.key'), 'utf8'))),
+    ...secretForms('agent SVID key', createPrivateKey(c.agentKeyPem)),
+    ...secretForms('workload SVID key', workloadKey!),
   );
+  // Every log line written: stop both processes and wait until their output is closed (read to
+  // the end), rather than waiting some time and hoping the last lines have come.
+  await c.probe();
+  const closed = [once(c.server.proc, 'close'), once(c.agent.proc, 'close')];
+  await c.stop();
+  await Promise.all(closed);
 
   for (const [name, log] of [['server', c.server.log()], ['agent', c.agent.log()]] as const) {
     assert.ok(log.length > 1000 && /"level":20|DEBUG/i.test(log), `${name} log is at DEBUG and not empty (${log.length} bytes)`);

@@ -7,11 +7,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { forOtherUid } from './otheruid.js';
+import { serverBin } from './paths.js';
 
-export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
-export const serverBin = join(repoRoot, 'bin', 'spindle-server');
-export const agentBin = join(repoRoot, 'bin', 'spindle-agent');
+export { agentBin, repoRoot, serverBin } from './paths.js';
 
 /** A TCP port that was free a moment ago on 127.0.0.1. */
 /** Temp dirs made by these helpers: removed when the test process exits (SPINDLE_E2E_KEEP=1 keeps them). */
@@ -103,7 +102,8 @@ export async function startServerProcess(opts: { dir?: string; trustDomain?: str
     proc,
     log: () => log,
     cli: (cliArgs, o = {}) =>
-      spawnSync(serverBin, [...cliArgs, '-socketPath', socketPath], {
+      // Another uid runs the CLI from where it can read it (a copy when it cannot enter the checkout).
+      spawnSync(o.uid !== undefined ? forOtherUid(serverBin) : serverBin, [...cliArgs, '-socketPath', socketPath], {
         encoding: 'utf8',
         input: o.input,
         ...(o.uid !== undefined ? { uid: o.uid, gid: o.gid ?? o.uid } : {}),

@@ -88,6 +88,21 @@ const MAX_QUEUED_ATTESTATION_MESSAGES = 4;
 export const MAX_VERIFIED_AGENT_CERTS = 4096;
 /** Longest a remembered chain verification is reused before the chain is verified again. */
 export const VERIFIED_AGENT_CERT_TTL_MS = 60_000;
+/**
+ * Open SyncAuthorized streams one agent may hold. spindle-agent keeps one (two for a moment
+ * while it moves to a renewed SVID); more is a misbehaving or hostile client.
+ */
+export const MAX_SYNC_STREAMS_PER_AGENT = 8;
+/**
+ * Bounds on what a sync stream may have queued (written, not yet taken by the transport because
+ * the agent does not read). Sync messages are deltas: they cannot be merged or dropped, so a
+ * stream over a bound is ended with RESOURCE_EXHAUSTED instead, and the agent reconnects and
+ * resumes from the entries it holds. Over SOFT with no progress for STALL_MS, or over HARD at
+ * all; the first message of a stream (the snapshot) is never refused, whatever its size.
+ */
+export const SYNC_BACKLOG_SOFT_BYTES = 1024 * 1024;
+export const SYNC_BACKLOG_HARD_BYTES = 16 * 1024 * 1024;
+export const SYNC_BACKLOG_STALL_MS = 5_000;
 
 const denied = (message: string): AdminApiError => new AdminApiError(GrpcStatus.PERMISSION_DENIED, message);
 const unauthenticated = (message: string): AdminApiError => new AdminApiError(GrpcStatus.UNAUTHENTICATED, message);
@@ -122,6 +137,12 @@ interface SyncStream {
   bundleSequences: Map<string, bigint>;
   /** Ends the stream when the agent's certificate expires (cleared when the stream goes). */
   expiryTimer: NodeJS.Timeout | undefined;
+  /** Bytes written to the call and not yet taken by the transport. */
+  queued: number;
+  /** When the transport last took a message (or the backlog last became non-empty). */
+  lastProgress: number;
+  /** Ended for its backlog: nothing more is written. */
+  cut: boolean;
 }
 
 /** A grpc-js unary handler around an async function of (request, call); failures via toServiceError. */
@@ -506,10 +527,15 @@ export class AgentApi {
     if (call.cancelled) return;
     const { agentId } = caller;
     const cache = this.#d.cache;
+    if ((this.#streams.get(agentId)?.size ?? 0) >= MAX_SYNC_STREAMS_PER_AGENT) {
+      this.#log.warn({ agent_id: agentId, limit: MAX_SYNC_STREAMS_PER_AGENT }, 'sync stream refused: the agent has too many open');
+      call.emit('error', { code: GrpcStatus.RESOURCE_EXHAUSTED, details: `agent ${agentId} already has ${MAX_SYNC_STREAMS_PER_AGENT} open sync streams (the limit); close one first` } as Partial<ServiceError>);
+      return;
+    }
     // A new agent's snapshot is what setAgent returns; an agent with another open stream already
     // has its set.
     const entries = (cache.hasAgent(agentId) ? cache.entriesFor(agentId) : cache.setAgent(agentId, caller.node.selectors)?.added) ?? [];
-    const stream: SyncStream = { agentId, call, bundleSequences: new Map(), expiryTimer: undefined };
+    const stream: SyncStream = { agentId, call, bundleSequences: new Map(), expiryTimer: undefined, queued: 0, lastProgress: Date.now(), cut: false };
     const req = call.request;
     const known = new Map(req.knownEntries.map((k) => [k.id, k.revisionNumber]));
     for (const [td, seq] of req.knownBundleSequences) stream.bundleSequences.set(td, seq);
@@ -551,7 +577,7 @@ export class AgentApi {
     call.on('error', detach);
     call.on('finish', detach);
     this.#endAtExpiry(stream, caller.certNotAfter);
-    writeEncoded(call, encodeSyncResponse(first, send));
+    this.#write(stream, encodeSyncResponse(first, send));
     this.#log.debug({ agent_id: agentId, entries: entries.length, snapshot: first.snapshot }, 'agent sync stream opened');
   }
 
@@ -625,9 +651,36 @@ export class AgentApi {
           bundlesIncluded: false,
         };
         this.#attachBundles(stream, entries, msg, false);
-        writeEncoded(stream.call, encodeSyncResponse(msg, ch.updated.length === 0 ? ch.added : [...ch.added, ...ch.updated]));
+        this.#write(stream, encodeSyncResponse(msg, ch.updated.length === 0 ? ch.added : [...ch.added, ...ch.updated]));
       }
     }
+  }
+
+  /**
+   * Writes one encoded sync message (the service is registered with syncencode.ts's definition,
+   * whose serializer passes Buffers through), within the stream's backlog bounds; a stream over
+   * them is ended with RESOURCE_EXHAUSTED and written to no more.
+   */
+  #write(stream: SyncStream, msg: Buffer): void {
+    if (stream.cut) return;
+    const now = Date.now();
+    const after = stream.queued + msg.length;
+    if (stream.queued > 0 && (after > SYNC_BACKLOG_HARD_BYTES || (after > SYNC_BACKLOG_SOFT_BYTES && now - stream.lastProgress > SYNC_BACKLOG_STALL_MS))) {
+      stream.cut = true;
+      const stalled = Math.round((now - stream.lastProgress) / 1000);
+      this.#log.warn({ agent_id: stream.agentId, queued_bytes: stream.queued, stalled_s: stalled }, 'sync stream ended: the agent is not reading it');
+      stream.call.emit('error', {
+        code: GrpcStatus.RESOURCE_EXHAUSTED,
+        details: `sync stream ended: ${stream.queued} bytes queued for agent ${stream.agentId}, not read for ${stalled} s; reconnect to resume`,
+      } as Partial<ServiceError>);
+      return;
+    }
+    if (stream.queued === 0) stream.lastProgress = now;
+    stream.queued = after;
+    stream.call.write(msg as unknown as SyncAuthorizedResponse, () => {
+      stream.queued -= msg.length;
+      stream.lastProgress = Date.now();
+    });
   }
 
   async #pushBundles(): Promise<void> {
@@ -643,7 +696,7 @@ export class AgentApi {
       for (const stream of set) {
         const msg: SyncAuthorizedResponse = { revision, snapshot: false, entries: [], removedEntryIds: [], bundles: [], bundlesIncluded: false };
         this.#attachBundles(stream, entries, msg, false);
-        if (msg.bundlesIncluded) stream.call.write(msg);
+        if (msg.bundlesIncluded) this.#write(stream, encodeSyncResponse(msg, []));
       }
     }
   }
@@ -681,10 +734,3 @@ export function remoteAddressOf(peer: string): string {
   return host;
 }
 
-/**
- * Writes a SyncAuthorized message encoded by encodeSyncResponse: the service is registered with
- * syncencode.ts's definition, whose serializer passes Buffers through.
- */
-function writeEncoded(call: ServerWritableStream<SyncAuthorizedRequest, SyncAuthorizedResponse>, msg: Buffer): void {
-  call.write(msg as unknown as SyncAuthorizedResponse);
-}

@@ -3,6 +3,7 @@
  * agent attests it as a different workload) and collects its JSON-line events.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { forOtherUid } from '../../support/otheruid.js';
 import { fileURLToPath } from 'node:url';
 
 export const watcherScript = fileURLToPath(new URL('./watcher.js', import.meta.url));
@@ -54,7 +55,7 @@ export function startWatchers(opts: {
   uid?: number;
   channelBackoffMs?: number;
 }): WatcherProcess {
-  const args = [watcherScript, opts.address, String(opts.count ?? 1), String(opts.backoffMs ?? 200), ...(opts.summary ? ['summary'] : [])];
+  const args = [opts.uid !== undefined ? forOtherUid(watcherScript) : watcherScript, opts.address, String(opts.count ?? 1), String(opts.backoffMs ?? 200), ...(opts.summary ? ['summary'] : [])];
   const proc = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     cwd: '/',

@@ -8,6 +8,7 @@
  * admin API), each on its own HTTP/2 connection, and records every error and the slowest
  * answer, while a test attacks the same processes.
  */
+import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ClientHttp2Session } from 'node:http2';
@@ -173,4 +174,34 @@ export async function startSecurityCluster(opts: { serverArgs?: string[]; agentA
     await server.stop();
     throw err;
   }
+}
+
+/** How long the well-behaved client may wait for any answer during an attack. */
+export const CANARY_BOUND_MS = 5000;
+
+/**
+ * Runs `attack` while the cluster's well-behaved client keeps calling every API, then asserts
+ * that client saw no error, made calls, and was answered within CANARY_BOUND_MS each time; one
+ * more round of every call (`probe()`) must succeed afterwards.
+ */
+export async function withCanary<T>(c: SecurityCluster, what: string, attack: () => Promise<T>): Promise<T> {
+  const canary: Canary = c.canary();
+  let result: T;
+  try {
+    result = await attack();
+  } finally {
+    const stats = await canary.stop();
+    console.log(`# ${what}: well-behaved client made ${stats.calls} calls, slowest per API (ms): ${JSON.stringify(Object.fromEntries(Object.entries(stats.maxMs).map(([k, v]) => [k, Math.round(v)])))}`);
+    assert.deepEqual(stats.errors, [], `the well-behaved client saw errors during ${what}`);
+    assert.ok(stats.calls >= 4, `the well-behaved client made only ${stats.calls} calls during ${what}`);
+    for (const [api, ms] of Object.entries(stats.maxMs)) assert.ok(ms < CANARY_BOUND_MS, `${api} answered the well-behaved client in ${ms.toFixed(0)} ms during ${what}`);
+  }
+  await c.probe();
+  return result;
+}
+
+/** Resident set size of a process, in kB (/proc/<pid>/status VmRSS). */
+export function rssKb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0);
 }

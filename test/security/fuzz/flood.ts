@@ -14,7 +14,8 @@
  *   connections, each with a request body that is a frame prefix never completed; held for
  *   `holdMs`.
  * With `localAddresses` (TLS targets), connection i uses source address i mod their number.
- * Prints one JSON line: { outcomes: { CODE|STREAMING|OPEN|NO_STATUS: n }, sessionErrors: n }.
+ * Prints one JSON line: { outcomes: { CODE|STREAMING|OPEN|NO_STATUS: n }, sessionErrors: n,
+ * bytesRead: n, ... } (bytesRead: response bytes read, over all streams; 0 with `noRead`).
  */
 import { spawn } from 'node:child_process';
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
@@ -36,11 +37,24 @@ export interface FloodSpec {
   holdMs: number;
   /** Loopback source addresses the connections are spread over (TLS targets only). */
   localAddresses?: string[];
+  /**
+   * With `noRead`: after the hold, resume reading every stream for this long and report what
+   * the server still had queued for them (maxResumedBytes) and how they end.
+   */
+  drainMs?: number;
 }
 
 export interface FloodResult {
   outcomes: Record<string, number>;
   sessionErrors: number;
+  /** Response bytes read over all streams (what a reader of every message receives). */
+  bytesRead: number;
+  /** Sizes of the gRPC messages read (reading streams only, at most 1000 listed). */
+  messageSizes: number[];
+  /** With `drainMs`: the most bytes one unread stream delivered once resumed. */
+  maxResumedBytes: number;
+  /** Distinct grpc-message texts seen (at most 10). */
+  details: string[];
 }
 
 /** The path of the compiled flooder, for spawning. */
@@ -64,6 +78,9 @@ export function runFloodProcess(spec: FloodSpec): Promise<FloodResult> {
 export async function flood(spec: FloodSpec): Promise<FloodResult> {
   const sessions: ClientHttp2Session[] = [];
   let sessionErrors = 0;
+  let bytesRead = 0;
+  const messageSizes: number[] = [];
+  const details = new Set<string>();
   for (let i = 0; i < spec.connections; i++) {
     const from = spec.localAddresses?.[i % spec.localAddresses.length];
     const s = connectRaw(from !== undefined && spec.target.kind === 'tls' ? { ...spec.target, localAddress: from } : spec.target);
@@ -73,11 +90,12 @@ export async function flood(spec: FloodSpec): Promise<FloodResult> {
   const body = Buffer.from(spec.bodyHex ?? '', 'hex');
   const framed = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), body]);
   framed.writeUInt32BE(body.length, 1);
-  const state: Array<{ code?: number; data: boolean; closed: boolean }> = [];
+  const state: Array<{ code?: number; data: boolean; closed: boolean; resumed: number }> = [];
   const streams: ClientHttp2Stream[] = [];
+  const stateOf = new Map<ClientHttp2Stream, { resumed: number; data: boolean }>();
   const n = spec.streams ?? spec.connections;
   for (let i = 0; i < n; i++) {
-    const st: { code?: number; data: boolean; closed: boolean } = { data: false, closed: false };
+    const st: { code?: number; data: boolean; closed: boolean; resumed: number } = { data: false, closed: false, resumed: 0 };
     state.push(st);
     let stream: ClientHttp2Stream;
     try {
@@ -87,9 +105,12 @@ export async function flood(spec: FloodSpec): Promise<FloodResult> {
       continue;
     }
     streams.push(stream);
+    stateOf.set(stream, st);
     stream.on('error', () => {});
     const onStatus = (h: http2.IncomingHttpHeaders): void => {
       if (h['grpc-status'] !== undefined) st.code = Number(h['grpc-status']);
+      const m = h['grpc-message'];
+      if (typeof m === 'string' && details.size < 10) details.add(decodeURIComponent(m));
     };
     stream.on('response', onStatus);
     stream.on('trailers', onStatus);
@@ -98,7 +119,18 @@ export async function flood(spec: FloodSpec): Promise<FloodResult> {
       stream.once('response', () => stream.pause());
       stream.pause();
     } else {
-      stream.on('data', () => (st.data = true));
+      // Message sizes from the length prefixes (5-byte gRPC frame headers).
+      let pending = Buffer.alloc(0);
+      stream.on('data', (d: Buffer) => {
+        st.data = true;
+        bytesRead += d.length;
+        pending = Buffer.concat([pending, d]);
+        while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+          const len = pending.readUInt32BE(1);
+          if (messageSizes.length < 1000) messageSizes.push(len);
+          pending = pending.subarray(5 + len);
+        }
+      });
     }
     if (spec.mode === 'slowloris') {
       // A prefix announcing 1000 bytes, and 3 of them: the message never completes.
@@ -109,18 +141,29 @@ export async function flood(spec: FloodSpec): Promise<FloodResult> {
     }
   }
   await new Promise((r) => setTimeout(r, spec.holdMs));
+  let bufferedAtHold = 0;
+  if (spec.noRead) bufferedAtHold = streams.filter((s) => s.readableLength > 0).length;
+  if (spec.noRead && spec.drainMs) {
+    streams.forEach((s) => {
+      const st = stateOf.get(s)!;
+      s.on('data', (d: Buffer) => {
+        st.data = true;
+        st.resumed += d.length;
+      });
+      s.resume();
+    });
+    await new Promise((r) => setTimeout(r, spec.drainMs));
+  }
   const outcomes: Record<string, number> = {};
   for (const st of state) {
     // A paused stream's data is never read; readableLength tells whether any arrived.
     const k = st.code !== undefined ? codeName(st.code) : st.data ? 'STREAMING' : st.closed ? 'NO_STATUS' : 'OPEN';
     outcomes[k] = (outcomes[k] ?? 0) + 1;
   }
-  if (spec.noRead) {
-    const buffered = streams.filter((s) => s.readableLength > 0).length;
-    if (buffered > 0) outcomes.BUFFERED_UNREAD = buffered;
-  }
+  if (bufferedAtHold > 0) outcomes.BUFFERED_UNREAD = bufferedAtHold;
   for (const s of sessions) s.destroy();
-  return { outcomes, sessionErrors };
+  const maxResumedBytes = state.reduce((m, st) => Math.max(m, st.resumed), 0);
+  return { outcomes, sessionErrors, bytesRead, messageSizes, maxResumedBytes, details: [...details] };
 }
 
 if (process.argv[1] === FLOOD_SCRIPT) {
