@@ -1,4 +1,4 @@
-// Wire-format tests for the generated protocol code (SPEC-NOTES sections 5 and 6).
+// Wire-format tests for the generated protocol code (Workload API and Envoy SDS messages).
 // Expected bytes are written out by hand from the protobuf encoding rules
 // (tag byte = field_number << 3 | wire_type; wire type 2 = length-delimited,
 // 0 = varint), independently of the generated encoders.

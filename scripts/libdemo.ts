@@ -1,6 +1,6 @@
 /**
  * `npm run demo:library`: demonstrates the SPIFFE core library end
- * to end, the way the server and agent will use it: a trust domain CA, an agent-side key and
+ * to end, the way the server and agent use it: a trust domain CA, an agent-side key and
  * CSR, a leaf X509-SVID signed from the CSR with the identity taken from a (pretend)
  * registration entry, validation against the trust bundle, and a JWT-SVID round trip.
  * Files land in ./.spindle/demo (key 0600).

@@ -1,5 +1,5 @@
 /**
- * SPIFFE trust bundles (SPEC-NOTES section 4) and the Workload API bundle encodings (section 5).
+ * SPIFFE trust bundles (JWKS documents) and the Workload API bundle encodings.
  *
  * Contract:
  * - A `Bundle` is the trust material of exactly ONE trust domain: X.509 authorities (DER CA

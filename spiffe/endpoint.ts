@@ -1,5 +1,5 @@
 /**
- * Workload API endpoint addresses (`SPIFFE_ENDPOINT_SOCKET`, SPEC-NOTES section 5).
+ * Workload API endpoint addresses (`SPIFFE_ENDPOINT_SOCKET`).
  *
  * Accepted, nothing else:
  *   unix:///abs/path  or  unix:/abs/path   absolute path, no authority, no userinfo, no query,

@@ -40,7 +40,7 @@ function assertFails(fn: () => unknown, code: string, reason: string, mustMentio
 const TD_256 = 'a'.repeat(256);
 const TD_255 = 'a'.repeat(255);
 
-// SPEC-NOTES section 1 sample vectors, plus extra valid cases.
+// Sample IDs of the SPIFFE ID specification, plus extra valid cases.
 const VALID: Array<{ id: string; td: string; path: string }> = [
   { id: 'spiffe://example.org/ns/prod/sa/web-fe_1', td: 'example.org', path: '/ns/prod/sa/web-fe_1' },
   { id: 'spiffe://example.org', td: 'example.org', path: '' },

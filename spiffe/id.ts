@@ -1,5 +1,5 @@
 /**
- * SPIFFE IDs and trust domains (SPEC-NOTES section 1).
+ * SPIFFE IDs and trust domains, parsed byte by byte as the SPIFFE ID specification defines them.
  *
  * Contract:
  * - `SpiffeId` and `TrustDomain` are branded strings: only this module's parsers and builders

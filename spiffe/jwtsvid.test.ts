@@ -195,7 +195,7 @@ test('missing kid: accepted when a key of the trust domain verifies it (any of t
   }
 });
 
-// ---- validation: SPEC-NOTES section 8 threats ------------------------------------------------
+// ---- validation: forged and malformed tokens --------------------------------------------------
 
 test('alg none is rejected before any key work (alg), whatever else the token says', async () => {
   for (const alg of ['none', 'None', 'NONE', '']) {

@@ -1,5 +1,5 @@
 /**
- * JWT-SVIDs (SPEC-NOTES section 3): minting with node:crypto, validation on top of `jose`.
+ * JWT-SVIDs: minting with node:crypto, validation on top of `jose`.
  *
  * Contract:
  * - Minted tokens: compact JWS, header `{alg, kid, typ: "JWT"}` with `alg` from the signing key
@@ -34,7 +34,7 @@ import { isSpiffeId, trustDomainOf, type SpiffeId } from './id.js';
 import { exportPublicKeySpki, jwsAlgFor } from './keys.js';
 import type { JwtBundleSource } from './source.js';
 
-/** Algorithms a JWT-SVID may be signed with (SPEC-NOTES section 3). */
+/** Algorithms a JWT-SVID may be signed with; checked before any key work, so `none`, HS* and EdDSA fail. */
 export const ALLOWED_JWT_ALGS = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512'] as const;
 export type JwtSvidAlg = (typeof ALLOWED_JWT_ALGS)[number];
 

@@ -1,5 +1,5 @@
 /**
- * Small trust-material source interfaces (DESIGN conventions 2 and 4). A static bundle, a bundle
+ * Small trust-material source interfaces. A static bundle, a bundle
  * set and the agent's live cache all implement them, so validators never care where trust
  * material comes from.
  */

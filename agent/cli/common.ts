@@ -12,7 +12,7 @@ import { resolve } from 'node:path';
 import { parseOutputFormat, processStreams, type OutputFormat, type OutputStreams } from '../../common/output.js';
 import { createWorkloadApiClient, ENDPOINT_SOCKET_ENV, type WorkloadApiClient } from '../../spiffe/workloadapi/index.js';
 
-/** The agent's default Workload API socket (issue: `-socketPath` default). */
+/** The agent's default Workload API socket (the `-socketPath` default of the agent's CLI commands). */
 export const DEFAULT_SOCKET_PATH = '/tmp/spindle-agent/public/api.sock';
 export const DEFAULT_TIMEOUT = '5s';
 

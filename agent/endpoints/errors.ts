@@ -1,5 +1,6 @@
 /**
- * The one place where Workload API failures become gRPC statuses (DESIGN convention 5).
+ * The one place where Workload API failures become gRPC statuses, so every handler maps them,
+ * logs them and hides internals the same way.
  *
  * - WorkloadApiError: an explicit code and a message meant for the caller.
  * - WorkloadAttestationError: UNAVAILABLE "workload attestation failed" (the detail, which may

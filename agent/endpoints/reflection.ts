@@ -1,6 +1,6 @@
 /**
- * gRPC server reflection (grpc.reflection.v1 and v1alpha) on the agent socket, as SPEC-NOTES 5
- * asks, so grpcurl and similar tools can list and call the Workload API. Descriptors come from
+ * gRPC server reflection (grpc.reflection.v1 and v1alpha) on the agent socket, so
+ * grpcurl and similar tools can list and call the Workload API. Descriptors come from
  * the repo's own .proto files (the same ones the generated code is made from).
  */
 import { fileURLToPath } from 'node:url';

@@ -1,6 +1,6 @@
 /**
  * Envoy SDS v3 (`envoy.service.secret.v3.SecretDiscoveryService`) on the agent's socket
- * (SPEC-NOTES section 6), served next to the Workload API through `startWorkloadEndpoint`'s
+ * (Envoy connects to the same socket), served next to the Workload API through `startWorkloadEndpoint`'s
  * `extraServices`.
  *
  * - No security header (Envoy sends none). The caller is attested like a Workload API caller:

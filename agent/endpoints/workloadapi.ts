@@ -1,5 +1,5 @@
 /**
- * The SPIFFE Workload API (SPEC-NOTES section 5) over the agent's identity cache.
+ * The SPIFFE Workload API over the agent's identity cache.
  *
  * Every call, in this order:
  * 1. Security header: metadata `workload.spiffe.io` must be exactly one value, `true`, else
@@ -468,7 +468,8 @@ export interface WorkloadEndpoint {
  * - channelz off (nothing serves it; it costs per connection and per call).
  *
  * Server reflection (reflection.ts) lists the Workload API and health services. The socket is not
- * TLS (SPEC-NOTES 5: plaintext HTTP/2 over a Unix socket).
+ * TLS: SPIFFE clients speak plaintext HTTP/2 over the Unix socket, and the caller is
+ * authenticated by attestation, not by a certificate.
  */
 export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): Promise<WorkloadEndpoint> {
   const log = options.logger;

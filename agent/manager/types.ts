@@ -1,6 +1,6 @@
 /**
  * What the agent's endpoints (Workload API, SDS) need from the agent's identity cache
- * (DESIGN convention 2: the Workload API and SDS are two thin views over one cache). The
+ * (a narrow interface: the Workload API and SDS are two thin views over one cache). The
  * manager (manager.ts) implements it from the server's pushed entries; tests implement it with
  * a small in-memory cache over a test CA.
  */

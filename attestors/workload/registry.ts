@@ -10,7 +10,10 @@ export interface WorkloadAttestorConfig {
   data: ConfigReader;
 }
 
-/** What the attestors take from the agent process; injectable for tests (DESIGN convention 7). */
+/**
+ * What the attestors take from the agent process: every source of non-determinism (/proc,
+ * /etc, environment, clock, waits) is injectable so tests control it.
+ */
 export interface WorkloadAttestorEnv {
   /** Default /proc (the k8s attestor's `proc_root` key overrides it). */
   procRoot?: string;

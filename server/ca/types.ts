@@ -1,7 +1,7 @@
 /**
- * What the server's APIs need from the certificate authority (DESIGN convention 2: handlers
- * declare the narrow interface they use). The CA manager (manager.ts) implements it; tests may
- * build a small one from spiffe/x509 directly.
+ * What the server's APIs need from the certificate authority: a narrow interface, so handlers
+ * depend only on the calls they make. The CA manager (manager.ts) implements it; tests may build
+ * a small one from spiffe/x509 directly.
  */
 import type { Bundle } from '../../spiffe/bundle.js';
 import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';

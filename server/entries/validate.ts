@@ -5,7 +5,7 @@
  *
  * Rules (each failure is an `EntryValidationError`, code `ERR_ENTRY_INVALID`, naming the field,
  * the offending value and a stable `reason`):
- * - spiffeId: a valid SPIFFE ID (SPEC-NOTES section 1) in the server's trust domain, with a
+ * - spiffeId: a valid SPIFFE ID (spiffe/id.ts rules) in the server's trust domain, with a
  *   non-root path, and not in SPIRE's reserved `/spire` namespace (`/spire` or `/spire/...`:
  *   agent and server IDs are minted by the server itself, never through an entry). Like SPIRE,
  *   this holds for node aliases too.

@@ -1,5 +1,5 @@
 /**
- * Decoding of Workload API responses (SPEC-NOTES section 5), strictly:
+ * Decoding of Workload API responses, strictly:
  * - `x509_svid`: concatenated DER, leaf first; `x509_svid_key`: PKCS#8 DER. Each SVID goes through
  *   parseX509Svid (leaf rules, CA chain, key matches the leaf) and its `spiffe_id` must equal the
  *   leaf's URI SAN.

@@ -1,5 +1,5 @@
 /**
- * Spindle's X.509 module (DESIGN convention 9): every certificate and CSR the project makes,
+ * Spindle's X.509 module: every certificate and CSR the project makes,
  * parses or validates goes through these intent-level functions. SHA-256 (SHA-384 for P-384
  * CAs) always explicit; never SHA-1 signatures.
  */

@@ -1,5 +1,5 @@
 /**
- * Certificate issuance (SPEC-NOTES section 2): self-signed CA, intermediate CA, leaf X509-SVID.
+ * Certificate issuance: self-signed CA, intermediate CA, leaf X509-SVID.
  * Certificates are assembled with der.ts and signed with node:crypto; the leaf path costs one
  * signature plus DER concatenation.
  *

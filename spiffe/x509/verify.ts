@@ -1,5 +1,5 @@
 /**
- * X509-SVID validation (SPEC-NOTES section 2, "Validating a peer X509-SVID") and parsing of
+ * Validation of a peer's X509-SVID against trust bundles, and parsing of
  * one's own X509-SVID + key (agent / SDK side).
  *
  * verifyX509Svid order: leaf rules first, then the bundle of the leaf ID's trust domain, then

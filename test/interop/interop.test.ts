@@ -87,7 +87,7 @@ describe('Python grpc client (stubs generated from our proto)', () => {
     );
     for (const f of ['workload_pb2.py', 'workload_pb2_grpc.py']) assert.ok(existsSync(join(stubs, 'workload', f)), `${f} generated`);
     const grpcStub = readFileSync(join(stubs, 'workload', 'workload_pb2_grpc.py'), 'utf8');
-    assert.match(grpcStub, /'\/SpiffeWorkloadAPI\/FetchX509SVID'/, 'method paths have no package (SPEC-NOTES section 5)');
+    assert.match(grpcStub, /'\/SpiffeWorkloadAPI\/FetchX509SVID'/, 'method paths have no package prefix: /SpiffeWorkloadAPI/<Method>');
   });
 
   test('it fetches an X509-SVID and a JWT-SVID; openssl verifies the SVID against the server bundle', async () => {

@@ -1,4 +1,5 @@
-// SPEC-NOTES section 8 threats that no other test covered end to end, against real processes.
+// Threats a SPIFFE deployment must withstand that no other test covered end to end, against
+// real processes (docs/security.md lists them all).
 // Forgeries use the server's own CA and JWT keys (read from its data dir, as an attacker who
 // stole nothing could not): every forged credential differs from a valid one in exactly the
 // property under test, and a control case made the same way but valid is accepted, so each
@@ -177,8 +178,8 @@ describe('Workload API: forged JWT-SVIDs are refused by ValidateJWTSVID', () => 
     await assertInvalid(signJwt({ alg: alg(), kid: jwtKid }, noExp), 'missing exp', /exp/i);
   });
 
-  test('missing kid: only a key of the sub\'s trust domain that verifies the signature is accepted (SPEC-NOTES 3)', async () => {
-    // SPEC-NOTES section 3: "accept a missing kid only by trying every key of that trust domain"
+  test('missing kid: only a key of the sub\'s trust domain that verifies the signature is accepted', async () => {
+    // A token without a kid is tried against every key of its sub's trust domain and no other
     // (go-spiffe refuses it outright; docs/security.md notes the difference).
     const foreign = await generateKeyPair();
     await assertInvalid(signJwt({ alg: jwsAlgFor(foreign.privateKey), typ: 'JWT' }, claims(), foreign.privateKey), 'missing kid, foreign key', /signature|no JWT authority/i);

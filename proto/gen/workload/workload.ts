@@ -29,7 +29,7 @@ export const protobufFileName = "workload/workload.proto";
 /**
  * SPIFFE Workload API (upstream spiffe/go-spiffe workload.proto shape).
  * No `package` on purpose: the service's full name is `SpiffeWorkloadAPI`
- * and method paths are `/SpiffeWorkloadAPI/<Method>` (SPEC-NOTES section 5).
+ * and method paths are `/SpiffeWorkloadAPI/<Method>`, as SPIFFE clients call them.
  * Field numbers are part of the wire contract. FetchWITSVID/FetchWITBundles are
  * deliberately absent: the server answers Unimplemented for unknown methods.
  */

@@ -1,5 +1,6 @@
 /**
- * The one place where admin API errors become gRPC statuses (DESIGN convention 5).
+ * The one place where admin API errors become gRPC statuses, so every handler maps them, logs
+ * them and hides internals the same way.
  *
  * - `AdminApiError` carries an explicit gRPC code and a message meant for the caller.
  * - Caller mistakes (SpiffeError, EntryValidationError, ConfigError, DurationError, datastore

@@ -1,6 +1,6 @@
 /**
  * The admin API's gRPC server on a local Unix socket. Filesystem permissions are the
- * authorization (DESIGN: admin API), so:
+ * authorization (whoever can connect to the socket is an administrator), so:
  * - the parent directory and its ancestors must not be controlled by another local user (owned
  *   by us or root, not writable by others without the sticky bit), else startup fails naming
  *   the directory, its owner and mode; a missing one is created with mode 0700 (chmod after

@@ -1,4 +1,4 @@
-/** What the admin API handlers need (DESIGN convention 2): narrow interfaces in one config object. */
+/** What the admin API handlers need: narrow interfaces in one config object, so tests can pass small fakes. */
 import type { TrustDomain } from '../../../spiffe/id.js';
 import type { CaSigner } from '../../ca/types.js';
 import type { DataStore } from '../../datastore/types.js';

@@ -44,7 +44,7 @@ export interface Entry {
   updatedAt: bigint;
 }
 
-/** A trust bundle: the SPIFFE bundle document (JWKS JSON, SPEC-NOTES section 4) of one trust domain. */
+/** A trust bundle: the SPIFFE bundle document (JWKS JSON) of one trust domain. */
 export interface Bundle {
   trustDomain: string;
   document: Buffer;
