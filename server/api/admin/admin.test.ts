@@ -18,7 +18,7 @@ import { AdminClient } from '../../cli/client.js';
 import { CliError } from '../../cli/errors.js';
 import { DataStoreError } from '../../datastore/types.js';
 import { EntryValidationError } from '../../entries/validate.js';
-import { AdminApiError, statusOf } from './errors.js';
+import { ApiError, statusOf } from '../shared/errors.js';
 import { createTestCaSigner, startTestAdmin, type TestAdmin } from './testkit.js';
 
 const TD = 'example.org';
@@ -424,7 +424,7 @@ test('statusOf: caller errors keep their message; internal ones are hidden and l
   });
   assert.equal(statusOf(new DataStoreError('not_found', 'entry "x" not found'), log).code, GrpcStatus.NOT_FOUND);
   assert.equal(statusOf(new DataStoreError('duplicate_entry', 'dup'), log).code, GrpcStatus.ALREADY_EXISTS);
-  assert.equal(statusOf(new AdminApiError(GrpcStatus.FAILED_PRECONDITION, 'why'), log).code, GrpcStatus.FAILED_PRECONDITION);
+  assert.equal(statusOf(new ApiError(GrpcStatus.FAILED_PRECONDITION, 'why'), log).code, GrpcStatus.FAILED_PRECONDITION);
   assert.equal(lines.length, 0);
   const io = statusOf(new DataStoreError('io', 'SQLITE_CORRUPT at /secret/path'), log);
   assert.equal(io.code, GrpcStatus.UNAVAILABLE);

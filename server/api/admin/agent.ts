@@ -19,14 +19,14 @@ import { generateJoinToken, hashJoinToken } from '../../../attestors/node/join_t
 import { idFromSegments } from '../../../spiffe/id.js';
 import type { AgentServiceServer } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import { validateNewEntry } from '../../entries/validate.js';
-import { agentToProto, nodeFilterFromProto, pageFromProto, parseIdField, parseWorkloadIdField } from './convert.js';
-import { AdminApiError, GrpcStatus, invalidArgument, notFound, unary } from './errors.js';
-import { DEFAULT_JOIN_TOKEN_TTL_SECONDS, type AdminDeps, type AdminLogger } from './types.js';
+import { agentToProto, nodeFilterFromProto, pageFromProto, parseIdField, parseWorkloadIdField } from '../shared/convert.js';
+import { ApiError, GrpcStatus, invalidArgument, notFound, unary } from '../shared/errors.js';
+import { DEFAULT_JOIN_TOKEN_TTL_SECONDS, type AdminDeps, type ApiLogger } from './types.js';
 
 /** Longest join token lifetime accepted (one year). */
 export const MAX_JOIN_TOKEN_TTL_SECONDS = 365 * 24 * 3600;
 
-export function createAgentService(deps: AdminDeps, log: AdminLogger): AgentServiceServer {
+export function createAgentService(deps: AdminDeps, log: ApiLogger): AgentServiceServer {
   const { datastore: ds, trustDomain } = deps;
   const nowSeconds = (): number => Math.floor(deps.now().getTime() / 1000);
   const defaultTtl = deps.joinTokenDefaultTtlSeconds ?? DEFAULT_JOIN_TOKEN_TTL_SECONDS;
@@ -94,7 +94,7 @@ export function createAgentService(deps: AdminDeps, log: AdminLogger): AgentServ
           await ds.consumeJoinToken(hash).catch(() => undefined);
           const cause = result !== undefined && 'error' in result ? result.error : undefined;
           log.error({ method: 'CreateJoinToken', err: cause }, 'failed to create the join token alias entry');
-          throw new AdminApiError(GrpcStatus.INTERNAL, 'failed to create the join token registration entry', { cause });
+          throw new ApiError(GrpcStatus.INTERNAL, 'failed to create the join token registration entry', { cause });
         }
       }
       log.info({ method: 'CreateJoinToken', expiresAt, aliasSpiffeId: alias }, 'join token created');

@@ -12,10 +12,10 @@ import type { TrustDomain } from '../../../spiffe/id.js';
 import type { BundleResult, BundleServiceServer } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import type { Bundle } from '../../../proto/gen/spindle/types/v1/types.js';
 import type { StoredBundle } from '../../datastore/types.js';
-import { parseTrustDomainField } from './convert.js';
-import { AdminApiError, GrpcStatus, OK_STATUS, invalidArgument, notFound, statusOf, unary } from './errors.js';
+import { parseTrustDomainField } from '../shared/convert.js';
+import { ApiError, GrpcStatus, OK_STATUS, invalidArgument, notFound, statusOf, unary } from '../shared/errors.js';
 import { MAX_BATCH_SIZE } from './entry.js';
-import type { AdminDeps, AdminLogger } from './types.js';
+import type { AdminDeps, ApiLogger } from './types.js';
 
 export function ownBundleToProto(b: SpiffeBundle): Bundle {
   return { trustDomain: b.trustDomain, document: Buffer.from(marshalBundle(b), 'utf8'), sequence: b.sequence };
@@ -27,7 +27,7 @@ function storedToProto(b: StoredBundle): Bundle {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-export function createBundleService(deps: AdminDeps, log: AdminLogger): BundleServiceServer {
+export function createBundleService(deps: AdminDeps, log: ApiLogger): BundleServiceServer {
   const { datastore: ds, trustDomain } = deps;
   const nowSeconds = (): number => Math.floor(deps.now().getTime() / 1000);
 
@@ -98,7 +98,7 @@ export function createBundleService(deps: AdminDeps, log: AdminLogger): BundleSe
           const td = federatedTd(raw, 'trust_domain');
           const users = await ds.countEntries({ byFederatesWith: { trustDomains: [td], match: 'any' } });
           if (users > 0) {
-            throw new AdminApiError(
+            throw new ApiError(
               GrpcStatus.FAILED_PRECONDITION,
               `cannot delete the bundle of "${td}": ${users} registration ${users === 1 ? 'entry federates' : 'entries federate'} with it`,
             );

@@ -11,9 +11,9 @@ import type { EntryServiceServer, EntryResult, BatchDeleteEntryResponse_Result }
 import type { Entry } from '../../../proto/gen/spindle/types/v1/types.js';
 import { DataStoreError, type NewEntry, type RegistrationEntry } from '../../datastore/types.js';
 import { validateNewEntry } from '../../entries/validate.js';
-import { entryFilterFromProto, entryInputFromProto, entryToProto, pageFromProto } from './convert.js';
-import { GrpcStatus, OK_STATUS, invalidArgument, notFound, statusOf, unary } from './errors.js';
-import type { AdminDeps, AdminLogger } from './types.js';
+import { entryFilterFromProto, entryInputFromProto, entryToProto, pageFromProto } from '../shared/convert.js';
+import { GrpcStatus, OK_STATUS, invalidArgument, notFound, statusOf, unary } from '../shared/errors.js';
+import type { AdminDeps, ApiLogger } from './types.js';
 
 /** Most items one batch call may carry. */
 export const MAX_BATCH_SIZE = 5000;
@@ -24,7 +24,7 @@ function checkBatch(n: number, what: string): void {
   if (n > MAX_BATCH_SIZE) throw invalidArgument(`too many ${what} in one request: ${n}, at most ${MAX_BATCH_SIZE}`);
 }
 
-export function createEntryService(deps: AdminDeps, log: AdminLogger): EntryServiceServer {
+export function createEntryService(deps: AdminDeps, log: ApiLogger): EntryServiceServer {
   const { datastore: ds, trustDomain } = deps;
   const nowSeconds = (): number => Math.floor(deps.now().getTime() / 1000);
 

@@ -29,7 +29,7 @@ import {
 } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import { createHealthService } from './health.js';
 import type { AdminServices } from './service.js';
-import type { AdminLogger } from './types.js';
+import type { ApiLogger } from './types.js';
 
 export const ADMIN_SOCKET_MODE = 0o770;
 export const ADMIN_SOCKET_DIR_MODE = 0o700;
@@ -37,7 +37,7 @@ export const ADMIN_SOCKET_DIR_MODE = 0o700;
 export interface AdminServerOptions {
   socketPath: string;
   services: AdminServices;
-  logger: AdminLogger;
+  logger: ApiLogger;
   /** Counts and times every RPC (server/metrics.ts). */
   metrics?: { grpcInterceptor(): ServerInterceptor };
 }
@@ -51,7 +51,7 @@ export interface AdminServer {
 
 const SHUTDOWN_GRACE_MS = 5000;
 
-function prepareDirectory(dir: string, log: AdminLogger): void {
+function prepareDirectory(dir: string, log: ApiLogger): void {
   const existing = prepareSocketDirectory(dir, ADMIN_SOCKET_DIR_MODE, 'admin socket');
   if (existing !== undefined && (existing.mode & 0o007) !== 0) {
     log.warn(

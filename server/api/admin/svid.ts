@@ -8,9 +8,9 @@
  */
 import type { SVIDServiceServer } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import { dnsNameProblem } from '../../../spiffe/x509/index.js';
-import { parseWorkloadIdField } from './convert.js';
-import { invalidArgument, unary } from './errors.js';
-import type { AdminDeps, AdminLogger } from './types.js';
+import { parseWorkloadIdField } from '../shared/convert.js';
+import { invalidArgument, unary } from '../shared/errors.js';
+import type { AdminDeps, ApiLogger } from './types.js';
 
 const MAX_DNS_NAMES = 256;
 const MAX_AUDIENCES = 64;
@@ -20,7 +20,7 @@ function ttlOf(ttl: number): number | undefined {
   return ttl === 0 ? undefined : ttl;
 }
 
-export function createSvidService(deps: AdminDeps, log: AdminLogger): SVIDServiceServer {
+export function createSvidService(deps: AdminDeps, log: ApiLogger): SVIDServiceServer {
   const { ca, trustDomain } = deps;
   return {
     mintX509Svid: unary(log, 'MintX509SVID', async (req) => {

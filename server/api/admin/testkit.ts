@@ -16,7 +16,7 @@ import type { CaSigner } from '../../ca/types.js';
 import { openSqliteDataStore, type SqliteDataStore } from '../../datastore/sqlite.js';
 import { createAdminServices } from './service.js';
 import { startAdminServer, type AdminServer } from './server.js';
-import type { AdminLogger } from './types.js';
+import type { ApiLogger } from './types.js';
 
 export interface TestCaSigner extends CaSigner {
   readonly rootDer: Buffer;
@@ -47,7 +47,7 @@ export async function createTestCaSigner(trustDomain: TrustDomain): Promise<Test
   };
 }
 
-export const silentLogger: AdminLogger = pino({ level: 'silent' });
+export const silentLogger: ApiLogger = pino({ level: 'silent' });
 
 export interface TestAdmin {
   dir: string;

@@ -2,15 +2,9 @@
 import type { TrustDomain } from '../../../spiffe/id.js';
 import type { CaSigner } from '../../ca/types.js';
 import type { DataStore } from '../../datastore/types.js';
+import type { ApiLogger } from '../shared/logger.js';
 
-/** The pino methods the admin API uses; a pino Logger satisfies it. */
-export interface AdminLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  debug(obj: object, msg?: string): void;
-  child(bindings: Record<string, unknown>): AdminLogger;
-}
+export type { ApiLogger };
 
 export interface AdminDeps {
   datastore: DataStore;
@@ -18,7 +12,7 @@ export interface AdminDeps {
   /** This server's trust domain. */
   trustDomain: TrustDomain;
   now: () => Date;
-  logger: AdminLogger;
+  logger: ApiLogger;
   /** TTL of join tokens created with ttl 0 (default 600 s, as SPIRE's CLI). */
   joinTokenDefaultTtlSeconds?: number;
 }

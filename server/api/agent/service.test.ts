@@ -13,7 +13,7 @@ import type { AttestedNode, DataStore, RegistrationEntry } from '../../datastore
 import type { AuthorizationCache } from '../../entries/authorized.js';
 import type { ChangeFeed } from '../../entries/feed.js';
 import type { CaSigner, SignedJwtSvid } from '../../ca/types.js';
-import type { AdminLogger } from '../admin/types.js';
+import type { ApiLogger } from '../shared/logger.js';
 import { AgentApi, remoteAddressOf, VERIFIED_AGENT_CERT_TTL_MS } from './service.js';
 
 const td = parseTrustDomain('example.org');
@@ -21,7 +21,7 @@ const AGENT = parseSpiffeId('spiffe://example.org/spire/agent/join_token/t1');
 const WORKLOAD = parseSpiffeId('spiffe://example.org/workload');
 const T0 = Date.UTC(2030, 0, 1);
 
-const quiet: AdminLogger = { info() {}, warn() {}, error() {}, debug() {}, child: () => quiet };
+const quiet: ApiLogger = { info() {}, warn() {}, error() {}, debug() {}, child: () => quiet };
 
 async function setup() {
   let t = T0;

@@ -29,8 +29,8 @@ import type { ChangeFeed } from '../../entries/feed.js';
 import { AttestationError, AGENT_PATH_PREFIX, type ServerNodeAttestor } from '../../../attestors/node/types.js';
 import { peerCertificateDer, type AuthContextCall } from './peer.js';
 import { encodeSyncResponse } from './syncencode.js';
-import { AdminApiError, statusOf, toServiceError, unary, OK_STATUS } from '../admin/errors.js';
-import type { AdminLogger } from '../admin/types.js';
+import { ApiError, statusOf, toServiceError, unary, OK_STATUS } from '../shared/errors.js';
+import type { ApiLogger } from '../shared/logger.js';
 
 /** What the agent API counts (implemented by server/metrics.ts); labels are bounded values only. */
 export interface AgentApiMetrics {
@@ -58,7 +58,7 @@ export interface AgentApiDeps {
   now: () => Date;
   /** Lifetime of agent SVIDs (config agent_ttl). */
   agentTtlSeconds: number;
-  logger: AdminLogger;
+  logger: ApiLogger;
   metrics?: AgentApiMetrics;
 }
 
@@ -104,9 +104,9 @@ export const SYNC_BACKLOG_SOFT_BYTES = 1024 * 1024;
 export const SYNC_BACKLOG_HARD_BYTES = 16 * 1024 * 1024;
 export const SYNC_BACKLOG_STALL_MS = 5_000;
 
-const denied = (message: string): AdminApiError => new AdminApiError(GrpcStatus.PERMISSION_DENIED, message);
-const unauthenticated = (message: string): AdminApiError => new AdminApiError(GrpcStatus.UNAUTHENTICATED, message);
-const invalid = (message: string): AdminApiError => new AdminApiError(GrpcStatus.INVALID_ARGUMENT, message);
+const denied = (message: string): ApiError => new ApiError(GrpcStatus.PERMISSION_DENIED, message);
+const unauthenticated = (message: string): ApiError => new ApiError(GrpcStatus.UNAUTHENTICATED, message);
+const invalid = (message: string): ApiError => new ApiError(GrpcStatus.INVALID_ARGUMENT, message);
 
 function svidToProto(id: SpiffeId, s: SignedX509Svid): X509SVID {
   return { spiffeId: id, certChain: s.chain, expiresAt: BigInt(Math.floor(s.notAfter.getTime() / 1000)), serial: s.serialHex };
@@ -147,7 +147,7 @@ interface SyncStream {
 
 /** A grpc-js unary handler around an async function of (request, call); failures via toServiceError. */
 function withCall<Req, Res>(
-  log: AdminLogger,
+  log: ApiLogger,
   method: string,
   fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
@@ -161,7 +161,7 @@ function withCall<Req, Res>(
 
 export class AgentApi {
   readonly #d: AgentApiDeps;
-  readonly #log: AdminLogger;
+  readonly #log: ApiLogger;
   readonly #metrics: AgentApiMetrics;
   readonly #streams = new Map<SpiffeId, Set<SyncStream>>();
   #unsubscribe: (() => void) | undefined;

@@ -1,7 +1,8 @@
 /**
- * Conversions between the admin API's protobuf messages and the datastore's types. Raw strings
- * from the wire are parsed here (IDs, trust domains, selectors); failures are INVALID_ARGUMENT
- * errors naming the request field.
+ * Conversions between the server APIs' protobuf messages and the datastore's types (the admin
+ * API's requests and answers; entries for the agent API's sync stream too). Raw strings from the
+ * wire are parsed here (IDs, trust domains, selectors); failures are INVALID_ARGUMENT errors
+ * naming the request field.
  */
 import { isMemberOf, parseSpiffeId, parseTrustDomain, pathOf, trustDomainOf, type SpiffeId, type TrustDomain } from '../../../spiffe/id.js';
 import { quote } from '../../../spiffe/errors.js';

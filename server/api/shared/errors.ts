@@ -1,8 +1,8 @@
 /**
- * The one place where admin API errors become gRPC statuses, so every handler maps them, logs
- * them and hides internals the same way.
+ * The one place where server API errors (admin API and agent API alike) become gRPC statuses,
+ * so every handler maps them, logs them and hides internals the same way.
  *
- * - `AdminApiError` carries an explicit gRPC code and a message meant for the caller.
+ * - `ApiError` carries an explicit gRPC code and a message meant for the caller.
  * - Caller mistakes (SpiffeError, EntryValidationError, ConfigError, DurationError, datastore
  *   'invalid') become INVALID_ARGUMENT with their message, which names the field and value.
  * - DataStoreError not_found -> NOT_FOUND, already_exists / duplicate_entry -> ALREADY_EXISTS
@@ -18,26 +18,26 @@ import { isSpiffeError } from '../../../spiffe/errors.js';
 import { DataStoreError } from '../../datastore/types.js';
 import { isEntryValidationError } from '../../entries/validate.js';
 import type { Status } from '../../../proto/gen/spindle/types/v1/types.js';
-import type { AdminLogger } from './types.js';
+import type { ApiLogger } from './logger.js';
 
 export { GrpcStatus };
 
-export class AdminApiError extends Error {
+export class ApiError extends Error {
   readonly grpcCode: GrpcStatus;
   constructor(grpcCode: GrpcStatus, message: string, options?: { cause?: unknown }) {
     super(message, options);
-    this.name = 'AdminApiError';
+    this.name = 'ApiError';
     this.grpcCode = grpcCode;
   }
 }
 
-export const invalidArgument = (message: string, cause?: unknown): AdminApiError =>
-  new AdminApiError(GrpcStatus.INVALID_ARGUMENT, message, cause === undefined ? undefined : { cause });
-export const notFound = (message: string): AdminApiError => new AdminApiError(GrpcStatus.NOT_FOUND, message);
+export const invalidArgument = (message: string, cause?: unknown): ApiError =>
+  new ApiError(GrpcStatus.INVALID_ARGUMENT, message, cause === undefined ? undefined : { cause });
+export const notFound = (message: string): ApiError => new ApiError(GrpcStatus.NOT_FOUND, message);
 
 /** Code and caller-facing message for `err`; logs what is hidden. */
-export function statusOf(err: unknown, log: AdminLogger, context: Record<string, unknown> = {}): Status {
-  if (err instanceof AdminApiError) return { code: err.grpcCode, message: err.message };
+export function statusOf(err: unknown, log: ApiLogger, context: Record<string, unknown> = {}): Status {
+  if (err instanceof ApiError) return { code: err.grpcCode, message: err.message };
   if (isEntryValidationError(err) || isSpiffeError(err) || isConfigError(err) || err instanceof DurationError) {
     return { code: GrpcStatus.INVALID_ARGUMENT, message: err.message };
   }
@@ -63,7 +63,7 @@ export function statusOf(err: unknown, log: AdminLogger, context: Record<string,
       }
     }
   }
-  log.error({ ...context, err }, 'internal error in admin API');
+  log.error({ ...context, err }, 'internal error in a server API');
   return { code: GrpcStatus.INTERNAL, message: 'internal error' };
 }
 
@@ -77,7 +77,7 @@ function sqliteCodeOf(err: unknown): string | undefined {
 }
 
 /** The status a unary callback fails with. */
-export function toServiceError(err: unknown, log: AdminLogger, context: Record<string, unknown> = {}): Partial<StatusObject> {
+export function toServiceError(err: unknown, log: ApiLogger, context: Record<string, unknown> = {}): Partial<StatusObject> {
   const st = statusOf(err, log, context);
   return { code: st.code, details: st.message, metadata: new Metadata() };
 }
@@ -85,7 +85,7 @@ export function toServiceError(err: unknown, log: AdminLogger, context: Record<s
 export const OK_STATUS: Status = { code: GrpcStatus.OK, message: '' };
 
 /** A grpc-js unary handler around an async function; every failure goes through `toServiceError`. */
-export function unary<Req, Res>(log: AdminLogger, method: string, fn: (req: Req) => Promise<Res>): handleUnaryCall<Req, Res> {
+export function unary<Req, Res>(log: ApiLogger, method: string, fn: (req: Req) => Promise<Res>): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     fn(call.request).then(
       (res) => callback(null, res),
