@@ -62,7 +62,6 @@ export const DEFAULT_CALLER_LIMITS: Readonly<CallerLimitSettings> = Object.freez
   ratePerUid: 0,
   burstPerUid: 1000,
 });
-export const DEFAULT_MAX_STREAMS_PER_PID = DEFAULT_CALLER_LIMITS.maxStreamsPerPid;
 
 /** The config key of each limit (in refusal messages and docs). */
 export const LIMIT_CONFIG_KEYS = {

@@ -48,14 +48,13 @@ import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { bindSocketInPlace, prepareSocketDirectory, removeSocketFile, removeStaleSocket } from '../../common/unixsocket.js';
 import { loadPeerCred, type PeerCredNative } from '../native/peercred.js';
-import { CONNECTION_LIMIT_CONFIG_KEYS, ConnectionLimiter, DEFAULT_CONNECTION_LIMITS, type ConnectionRefusal } from './connlimits.js';
+import { CONNECTION_LIMIT_CONFIG_KEYS, ConnectionLimiter, type ConnectionRefusal } from './connlimits.js';
 import { readCallerFacts, readExeId, readStartTime } from './procfs.js';
 import type { PeerInfo } from '../../attestors/workload/types.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
 export const WORKLOAD_SOCKET_MODE = 0o777;
 export const WORKLOAD_SOCKET_DIR_MODE = 0o755;
-export const DEFAULT_MAX_CONNECTIONS = DEFAULT_CONNECTION_LIMITS.maxConnections;
 /** Pending connects the kernel queues before accept (capped by net.core.somaxconn). */
 export const LISTEN_BACKLOG = 4096;
 /** At most one refusal warning per this many ms (the count since the last one is logged). */
@@ -71,7 +70,7 @@ export interface WorkloadListenerOptions {
   procRoot?: string;
   /** Default: the built addon (throws a build hint when it is missing). */
   native?: PeerCredNative;
-  /** Global, per-uid and per-process connection limits. Default: DEFAULT_CONNECTION_LIMITS. */
+  /** Global, per-uid and per-process connection limits. Default: DEFAULT_CONNECTION_LIMITS (connlimits.ts). */
   connections?: ConnectionLimiter;
 }
 

@@ -15,6 +15,8 @@
  * - Agent memory (memory.ts): the agent's RSS before the connections and with every stream open.
  *
  * `benchAgentSide` runs the selected ones over one setup (starting processes once).
+ * rotation.ts and memory.ts only turn samples into table rows and import nothing from here, so
+ * the scenario modules form no import cycle.
  */
 import { credentials, Metadata, type ClientReadableStream } from '@grpc/grpc-js';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -256,11 +258,6 @@ export async function benchAgentSide(opts: AgentSideOptions, which: readonly Age
     await server?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/** Fan-out alone (its own setup). */
-export async function benchFanout(opts: AgentSideOptions): Promise<Row[]> {
-  return (await benchAgentSide(opts, ['fanout'])).fanout ?? [];
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@
  * growth with the same streams and the same client code.
  */
 import type { Row } from '../table.js';
-import { benchAgentSide, type AgentSideOptions } from './fanout.js';
 
 export interface MemorySample {
   /** RSS bytes before any workload connection. */
@@ -18,7 +17,7 @@ export interface MemorySample {
 const MB = 1024 * 1024;
 const mb = (b: number): string => `${(b / MB).toFixed(1)} MB`;
 /** Growth per 1,000 streams, bytes. */
-export const growthPer1000 = (s: MemorySample): number => ((s.after - s.before) * 1000) / s.streams;
+const growthPer1000 = (s: MemorySample): number => ((s.after - s.before) * 1000) / s.streams;
 
 export function memoryRows(agent: MemorySample, bare: MemorySample): Row[] {
   const g = growthPer1000(agent);
@@ -38,9 +37,4 @@ export function memoryRows(agent: MemorySample, bare: MemorySample): Row[] {
       baseline: `bare: ${mb(bare.before)} / ${mb(bare.after)}`,
     },
   ];
-}
-
-/** Agent memory alone (its own setup). */
-export async function benchMemory(opts: AgentSideOptions): Promise<Row[]> {
-  return (await benchAgentSide(opts, ['memory'])).memory ?? [];
 }

@@ -9,7 +9,6 @@
  */
 import { ms, percentile } from '../stats.js';
 import type { Row } from '../table.js';
-import { benchAgentSide, type AgentSideOptions } from './fanout.js';
 
 export interface RotationSamples {
   /** ms per stream and round, trigger -> delivery. */
@@ -27,9 +26,4 @@ export function rotationRows(s: RotationSamples, n: number): Row[] {
     { figure: `rotation delivery p99 (${n} streams x ${s.rounds})`, measured: ms(a99), target: `<= 3x floor (${ms(3 * f99)})`, baseline: `net floor: ${ms(f99)}`, pass: a99 <= 3 * f99 },
     { figure: 'rotation: last stream delivered', measured: ms(Math.max(...s.agent)), target: '-', baseline: `net floor: ${ms(Math.max(...s.floor))}` },
   ];
-}
-
-/** Rotation push alone (its own setup). */
-export async function benchRotation(opts: AgentSideOptions): Promise<Row[]> {
-  return (await benchAgentSide(opts, ['rotation'])).rotation ?? [];
 }

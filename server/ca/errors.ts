@@ -24,7 +24,3 @@ export class CaError extends Error {
     this.reason = reason;
   }
 }
-
-export function isCaError(err: unknown, reason?: CaErrorReason): err is CaError {
-  return err instanceof CaError && (reason === undefined || err.reason === reason);
-}

@@ -3,9 +3,8 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportPublicKeySpki, keyTypeOf } from '../../spiffe/keys.js';
-import { isCaError } from './errors.js';
 import { DiskKeyManager, MemoryKeyManager, keyManagerFromConfig } from './keymanager.js';
-import { TempDirs } from './testkit.js';
+import { TempDirs, isCaError } from './testkit.js';
 
 const dirs = new TempDirs();
 after(() => dirs.cleanup());

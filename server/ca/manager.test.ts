@@ -10,13 +10,12 @@ import { DEFAULT_LEEWAY_SECONDS, validateJwtSvid } from '../../spiffe/jwtsvid.js
 import { exportPrivateKeyPkcs8, generateKeyPair } from '../../spiffe/keys.js';
 import { pemToPrivateKey, privateKeyToPem } from '../../spiffe/pem.js';
 import { createCsr, parseCertificate, parseX509Svid, verifyX509Svid } from '../../spiffe/x509/index.js';
-import { isCaError } from './errors.js';
 import { parseJournal } from './journal.js';
 import { DiskKeyManager, MemoryKeyManager, type KeyManager } from './keymanager.js';
 import { parseServerConfig } from '../config/config.js';
 import { ACTIVATE_AT, CaManager, caOptionsFromConfig, DEFAULT_PRUNE_GRACE_SECONDS, PREPARE_AT, randomKid, type CaLogger, type CaStatus } from './manager.js';
 import type { ServerSvid } from './serveridentity.js';
-import { Clock, TD, TempDirs, captureLogger, freshCsr, openssl, prng, startCa } from './testkit.js';
+import { Clock, TD, TempDirs, captureLogger, freshCsr, isCaError, openssl, prng, startCa } from './testkit.js';
 
 const dirs = new TempDirs();
 after(() => dirs.cleanup());

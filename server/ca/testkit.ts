@@ -10,6 +10,7 @@ import { parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
 import { generateKeyPair } from '../../spiffe/keys.js';
 import { createCsr, type CreateCsrOptions } from '../../spiffe/x509/index.js';
 import { openSqliteDataStore, type SqliteDataStore } from '../datastore/sqlite.js';
+import { CaError, type CaErrorReason } from './errors.js';
 import type { KeyManager } from './keymanager.js';
 import { CaManager, type CaLogger, type CaManagerOptions } from './manager.js';
 
@@ -105,4 +106,9 @@ export function openssl(args: string[], cwd?: string): string {
   const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
   if (r.status !== 0) throw new Error(`openssl ${args.join(' ')} failed (${r.error?.message ?? `exit ${r.status}`}):\n${out}`);
   return out;
+}
+
+/** Whether `err` is a CaError, with `reason` when one is given (for assert.rejects predicates). */
+export function isCaError(err: unknown, reason?: CaErrorReason): err is CaError {
+  return err instanceof CaError && (reason === undefined || err.reason === reason);
 }

@@ -7,10 +7,9 @@ import { parseSpiffeId, type SpiffeId } from '../../spiffe/id.js';
 import { validateJwtSvid } from '../../spiffe/jwtsvid.js';
 import { certificatesToPem, pemToCertificates } from '../../spiffe/pem.js';
 import { parseCertificate, verifyX509Svid } from '../../spiffe/x509/index.js';
-import { isCaError } from './errors.js';
 import { DiskKeyManager, MemoryKeyManager } from './keymanager.js';
 import { DEFAULT_PRUNE_GRACE_SECONDS, type CaManager } from './manager.js';
-import { Clock, TempDirs, captureLogger, freshCsr, openssl, startCa } from './testkit.js';
+import { Clock, TempDirs, captureLogger, freshCsr, isCaError, openssl, startCa } from './testkit.js';
 import type { UpstreamDiskOptions } from './upstream.js';
 
 const dirs = new TempDirs();

@@ -1,0 +1,108 @@
+/*
+ * The layering of the source tree, checked by dependency-cruiser in `npm test`
+ * (`npm run lint:layers`). Layers, lowest first:
+ *
+ *   proto/gen -> spiffe -> common -> attestors -> server | agent -> scripts, bench, test
+ *
+ * A file may import from its own layer and from the layers below it, never from above.
+ * The layer rules hold for test files too, except that any test file may use the shared test
+ * helpers under test/support/ and the test kits.
+ * server/ and agent/ sit side by side and never import each other. Test kits (files named
+ * testkit.ts, everything under test/support/) and test files are for tests only: no
+ * production module imports them, so nothing the binaries load pulls them in.
+ * docs/ARCHITECTURE.md ("Layers and the check") explains how to read a failure.
+ */
+'use strict';
+
+const PRODUCTION = '^(proto/gen|spiffe|common|attestors|server|agent)/';
+/* Test files, test kits, test/ and child-process fixtures that tests spawn (fixtures/ folders). */
+const TESTS_AND_KITS = '(^|/)testkit\\.ts$|^test/|\\.test\\.ts$|/fixtures/';
+
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-circular',
+      severity: 'error',
+      comment: 'Import cycles are not allowed anywhere (bench and tests included): break the cycle by moving the shared part into a module both sides import.',
+      from: {},
+      to: { circular: true },
+    },
+    {
+      name: 'proto-gen-standalone',
+      severity: 'error',
+      comment: 'proto/gen is generated code and imports nothing else of ours.',
+      from: { path: '^proto/gen/' },
+      to: { path: '^(spiffe|common|attestors|server|agent|scripts|bench)/' },
+    },
+    {
+      name: 'spiffe-standalone',
+      severity: 'error',
+      comment: 'spiffe/ is a standalone library: it imports only node builtins, npm packages, proto/gen and itself.',
+      from: { path: '^spiffe/' },
+      to: { path: '^(common|attestors|server|agent|scripts|bench)/' },
+    },
+    {
+      name: 'common-only-spiffe',
+      severity: 'error',
+      comment: 'common/ imports only spiffe/ (and proto/gen, npm packages, node builtins).',
+      from: { path: '^common/' },
+      to: { path: '^(attestors|server|agent|scripts|bench)/' },
+    },
+    {
+      name: 'attestors-below-server-and-agent',
+      severity: 'error',
+      comment: 'attestors/ import only spiffe/, common/ and their own interfaces (attestors/**): shared types they need live in spiffe/ or common/, not in server/ or agent/.',
+      from: { path: '^attestors/' },
+      to: { path: '^(server|agent|scripts|bench)/' },
+    },
+    {
+      name: 'agent-not-server',
+      severity: 'error',
+      comment: 'agent/ never imports server/: what both need lives in spiffe/, common/ or attestors/.',
+      from: { path: '^agent/' },
+      to: { path: '^server/' },
+    },
+    {
+      name: 'server-not-agent',
+      severity: 'error',
+      comment: 'server/ never imports agent/: what both need lives in spiffe/, common/ or attestors/.',
+      from: { path: '^server/' },
+      to: { path: '^agent/' },
+    },
+    {
+      name: 'production-not-tools',
+      severity: 'error',
+      comment: 'Production code never imports scripts/, bench/ or test/: those sit on top of everything.',
+      from: { path: PRODUCTION, pathNot: TESTS_AND_KITS },
+      to: { path: '^(scripts|bench|test)/' },
+    },
+    {
+      name: 'production-not-testkits',
+      severity: 'error',
+      comment: 'Test kits (testkit.ts, test/support/**) and test files are for tests only; production code never imports them, so the binaries never load them.',
+      from: { path: PRODUCTION, pathNot: TESTS_AND_KITS },
+      to: { path: TESTS_AND_KITS },
+    },
+    {
+      name: 'not-to-unresolvable',
+      severity: 'error',
+      comment: 'An import that cannot be resolved (a typo, or a .js specifier with no matching .ts file).',
+      from: {},
+      to: { couldNotResolve: true },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '^(node_modules|dist)/' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'require', 'node', 'default', 'types'],
+      extensions: ['.ts', '.js', '.json'],
+    },
+    reporterOptions: {
+      text: { highlightFocused: true },
+    },
+  },
+};

@@ -1,0 +1,66 @@
+/**
+ * The layer check (`npm run lint:layers`, run by `npm test` before the build; the rules are in
+ * .dependency-cruiser.cjs): the tree as it is passes, and a copy of the tree with wrong imports
+ * added fails, naming the broken rule and the offending import. Both run the npm script itself,
+ * so what is asserted is what `npm test` runs.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { repoRoot } from './support/paths.js';
+
+/** The source folders the check reads, and the files it needs next to them. */
+const SOURCE_DIRS = ['proto', 'spiffe', 'common', 'attestors', 'server', 'agent', 'scripts', 'bench', 'test'];
+const ROOT_FILES = ['package.json', 'tsconfig.json', '.dependency-cruiser.cjs', '.dependency-cruiser-known-violations.json'];
+
+function lintLayers(cwd: string): { status: number | null; output: string } {
+  const r = spawnSync('npm', ['run', '--silent', 'lint:layers'], { cwd, encoding: 'utf8', timeout: 180_000 });
+  return { status: r.status, output: `${r.stdout}${r.stderr}` };
+}
+
+/** A copy of the TypeScript sources and the check's configuration in a temp dir. */
+function copyTree(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'spindle-layers-'));
+  for (const f of ROOT_FILES) cpSync(join(repoRoot, f), join(dir, f));
+  for (const d of SOURCE_DIRS) {
+    cpSync(join(repoRoot, d), join(dir, d), {
+      recursive: true,
+      filter: (src) => !/[\\/](node_modules|dist|build)$/.test(src) && (!/\.[a-z]+$/i.test(src) || src.endsWith('.ts')),
+    });
+  }
+  symlinkSync(join(repoRoot, 'node_modules'), join(dir, 'node_modules'), 'dir');
+  return dir;
+}
+
+describe('layer check', { timeout: 400_000 }, () => {
+  it('passes on the tree as it is', () => {
+    const r = lintLayers(repoRoot);
+    assert.equal(r.status, 0, r.output);
+    assert.match(r.output, /no dependency violations found/);
+  });
+
+  it('fails when agent/ imports server/, production code imports a test kit, or imports form a cycle', () => {
+    const dir = copyTree();
+    try {
+      writeFileSync(
+        join(dir, 'agent', 'layerprobe.ts'),
+        "import { openSqliteDataStore } from '../server/datastore/sqlite.js';\nexport const probe = openSqliteDataStore;\n",
+      );
+      writeFileSync(join(dir, 'server', 'layerprobe.ts'), "import { TD } from './ca/testkit.js';\nexport const probe = TD;\n");
+      writeFileSync(join(dir, 'common', 'cyclea.ts'), "import { b } from './cycleb.js';\nexport const a = (): number => b() + 1;\n");
+      writeFileSync(join(dir, 'common', 'cycleb.ts'), "import { a } from './cyclea.js';\nexport const b = (): number => a() - 1;\n");
+
+      const r = lintLayers(dir);
+      assert.notEqual(r.status, 0, `the check passed with wrong imports:\n${r.output}`);
+      assert.match(r.output, /error agent-not-server: agent\/layerprobe\.ts → server\/datastore\/sqlite\.ts/);
+      assert.match(r.output, /error production-not-testkits: server\/layerprobe\.ts → server\/ca\/testkit\.ts/);
+      assert.match(r.output, /error no-circular: common\/cyclea\.ts →\s+common\/cycleb\.ts →\s+common\/cyclea\.ts/);
+      assert.match(r.output, /x 3 dependency violations/, 'exactly the probes fail; the rest of the copy is clean');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
