@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger } from '../common/logging.js';
 import { checkSafeDirectory } from '../common/safedir.js';
-import { buildAgentPlugins } from './plugins.js';
+import { buildAgentPlugins, type AgentAttestorPlugins } from './plugins.js';
 import { AgentIdentity } from './attest/identity.js';
 import { AgentManager } from './manager/manager.js';
 import { startWorkloadEndpoint } from './endpoints/workloadapi.js';
@@ -27,6 +27,8 @@ export interface StartAgentOptions {
   logger?: Logger;
   /** The process environment, for attestors configured to read it (k8s: node_name_env). */
   env?: Readonly<Record<string, string | undefined>>;
+  /** The attestors this agent may build; default this build's lists (tests extend them). */
+  attestors?: AgentAttestorPlugins;
 }
 
 export async function startAgent(config: AgentConfig, opts: StartAgentOptions = {}): Promise<RunningAgent> {
@@ -46,7 +48,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     // refused (they could read the agent key, or serve their own Workload API in our place).
     checkSafeDirectory(config.dataDir, 'agent data directory');
     checkSafeDirectory(dirname(resolve(config.socketPath)), 'Workload API socket directory');
-    const { nodeAttestor, workloadAttestors } = buildAgentPlugins(config, { ...(opts.env ? { env: opts.env } : {}), logger });
+    const { nodeAttestor, workloadAttestors } = buildAgentPlugins(config, { ...(opts.env ? { env: opts.env } : {}), logger }, opts.attestors);
     const identity = await AgentIdentity.start({
       dataDir: config.dataDir,
       trustDomain: config.trustDomain,
