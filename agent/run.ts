@@ -10,8 +10,7 @@ import { checkSafeDirectory } from '../common/safedir.js';
 import { buildAgentPlugins, type AgentAttestorPlugins } from './plugins.js';
 import { AgentIdentity } from './attest/identity.js';
 import { AgentManager } from './manager/manager.js';
-import { startWorkloadEndpoint } from './endpoints/workloadapi.js';
-import { createSdsService } from './endpoints/sds.js';
+import { startAgentEndpoint } from './endpoints/endpoint.js';
 import type { AgentConfig } from './config/types.js';
 import { startAgentTelemetry } from './telemetry.js';
 
@@ -81,28 +80,18 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
       (err: unknown) => logger.error({ err: (err as Error).message }, 'initial sync with the server failed'),
     );
 
-    const endpoint = await startWorkloadEndpoint({
+    // The Workload API and Envoy SDS v3 (SPIRE's agent `sds` section) on the one socket.
+    const endpoint = await startAgentEndpoint({
       socketPath: config.socketPath,
       cache: manager,
       attestors: workloadAttestors,
       logger: logger.child({ subsystem: 'endpoints' }),
       limits: config.workloadApi,
-      // Envoy SDS v3 on the same socket (SPIRE's agent `sds` section); its streams end first at close.
-      extraServices: (peerOf, limits) => {
-        const sds = createSdsService({
-          cache: manager,
-          attestors: workloadAttestors,
-          peerOf,
-          logger: logger.child({ subsystem: 'endpoints', component: 'sds' }),
-          limits,
-          config: {
-            defaultSvidName: config.sds.defaultSvidName,
-            defaultBundleName: config.sds.defaultBundleName,
-            defaultAllBundlesName: config.sds.defaultAllBundlesName,
-            disableSpiffeCertValidation: config.sds.disableSpiffeCertValidation,
-          },
-        });
-        return [{ name: sds.name, definition: sds.definition, implementation: sds.implementation, close: () => sds.closeStreams() }];
+      sds: {
+        defaultSvidName: config.sds.defaultSvidName,
+        defaultBundleName: config.sds.defaultBundleName,
+        defaultAllBundlesName: config.sds.defaultAllBundlesName,
+        disableSpiffeCertValidation: config.sds.disableSpiffeCertValidation,
       },
     });
     cleanups.push(() => endpoint.close());
