@@ -1,7 +1,9 @@
 // Adding a node attestor is one folder plus one list entry: the test-only `shared_secret`
 // attestor (test/fixtures/node_attestor/shared_secret/) is appended to this build's list, and a
 // real in-process server and agent parse their config, build both halves and attest with it
-// (payload, server challenge, answer, agent SVID) over the real agent API.
+// (payload, server challenge, answer, agent SVID) over the real agent API. The same for a
+// test-only workload attestor (test/fixtures/workload_attestor/fixed/) and the agent's config
+// and plugin builder.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -16,7 +18,9 @@ import { startAgent } from '../agent/run.js';
 import { parseServerConfig } from '../server/config/config.js';
 import { startServer, type RunningServer } from '../server/run.js';
 import { parseSpiffeId } from '../spiffe/id.js';
+import { WORKLOAD_ATTESTOR_PLUGINS } from '../attestors/workload/registry.js';
 import { SHARED_SECRET, sharedSecretPlugin } from './fixtures/node_attestor/shared_secret/plugin.js';
+import { FIXED, fixedPlugin } from './fixtures/workload_attestor/fixed/plugin.js';
 import { freePort } from './support/serverproc.js';
 
 const TD = 'example.org';
@@ -98,5 +102,35 @@ describe('a node attestor added by one folder plus one list entry', () => {
       /wrong challenge answer|PERMISSION_DENIED|permission/i,
     );
     assert.equal(await server.datastore.getAttestedNode(parseSpiffeId(`spiffe://${TD}/spire/agent/${SHARED_SECRET}/node-2`)), undefined);
+  });
+});
+
+describe('a workload attestor added by one folder plus one list entry', () => {
+  const WORKLOAD_PLUGINS = [...WORKLOAD_ATTESTOR_PLUGINS, fixedPlugin];
+  const raw = (pluginData: Record<string, unknown>) => ({
+    agent: { trust_domain: TD },
+    plugins: { WorkloadAttestor: [{ unix: { plugin_data: {} } }, { [FIXED]: { plugin_data: pluginData } }] },
+  });
+
+  test('the agent config knows the name only when the list has it', () => {
+    assert.throws(
+      () => parseAgentConfig(raw({ label: 'a' }), {}, { cwd: '/' }),
+      (err: unknown) => err instanceof ConfigError && err.message.includes(FIXED),
+    );
+  });
+
+  test('built from the extended list, validating its own plugin_data', async () => {
+    const config = parseAgentConfig(raw({ label: 'blue' }), {}, { cwd: '/', workloadAttestors: WORKLOAD_PLUGINS });
+    const { workloadAttestors } = buildAgentPlugins(config, {}, { workloadAttestors: WORKLOAD_PLUGINS });
+    assert.deepEqual(
+      workloadAttestors.map((a) => a.name),
+      ['unix', FIXED],
+    );
+    assert.deepEqual(await workloadAttestors[1]!.attest({ pid: process.pid, uid: 0, gid: 0, groups: [] }), [{ type: FIXED, value: 'label:blue' }]);
+    const missing = parseAgentConfig(raw({}), {}, { cwd: '/', workloadAttestors: WORKLOAD_PLUGINS });
+    assert.throws(
+      () => buildAgentPlugins(missing, {}, { workloadAttestors: WORKLOAD_PLUGINS }),
+      (err: unknown) => err instanceof ConfigError && err.message.includes(`plugins.WorkloadAttestor.${FIXED}.plugin_data.label: is required`),
+    );
   });
 });
