@@ -7,11 +7,10 @@ import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger } from '../common/logging.js';
 import { checkSafeDirectory } from '../common/safedir.js';
-import { buildAgentPlugins } from './plugins.js';
+import { buildAgentPlugins, type AgentAttestorPlugins } from './plugins.js';
 import { AgentIdentity } from './attest/identity.js';
 import { AgentManager } from './manager/manager.js';
-import { startWorkloadEndpoint } from './endpoints/workloadapi.js';
-import { createSdsService } from './endpoints/sds.js';
+import { startAgentEndpoint } from './endpoints/endpoint.js';
 import type { AgentConfig } from './config/types.js';
 import { startAgentTelemetry } from './telemetry.js';
 
@@ -27,6 +26,8 @@ export interface StartAgentOptions {
   logger?: Logger;
   /** The process environment, for attestors configured to read it (k8s: node_name_env). */
   env?: Readonly<Record<string, string | undefined>>;
+  /** The attestors this agent may build; default this build's lists (tests extend them). */
+  attestors?: AgentAttestorPlugins;
 }
 
 export async function startAgent(config: AgentConfig, opts: StartAgentOptions = {}): Promise<RunningAgent> {
@@ -46,7 +47,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     // refused (they could read the agent key, or serve their own Workload API in our place).
     checkSafeDirectory(config.dataDir, 'agent data directory');
     checkSafeDirectory(dirname(resolve(config.socketPath)), 'Workload API socket directory');
-    const { nodeAttestor, workloadAttestors } = buildAgentPlugins(config, { ...(opts.env ? { env: opts.env } : {}), logger });
+    const { nodeAttestor, workloadAttestors } = buildAgentPlugins(config, { ...(opts.env ? { env: opts.env } : {}), logger }, opts.attestors);
     const identity = await AgentIdentity.start({
       dataDir: config.dataDir,
       trustDomain: config.trustDomain,
@@ -79,28 +80,18 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
       (err: unknown) => logger.error({ err: (err as Error).message }, 'initial sync with the server failed'),
     );
 
-    const endpoint = await startWorkloadEndpoint({
+    // The Workload API and Envoy SDS v3 (SPIRE's agent `sds` section) on the one socket.
+    const endpoint = await startAgentEndpoint({
       socketPath: config.socketPath,
       cache: manager,
       attestors: workloadAttestors,
       logger: logger.child({ subsystem: 'endpoints' }),
       limits: config.workloadApi,
-      // Envoy SDS v3 on the same socket (SPIRE's agent `sds` section); its streams end first at close.
-      extraServices: (peerOf, limits) => {
-        const sds = createSdsService({
-          cache: manager,
-          attestors: workloadAttestors,
-          peerOf,
-          logger: logger.child({ subsystem: 'endpoints', component: 'sds' }),
-          limits,
-          config: {
-            defaultSvidName: config.sds.defaultSvidName,
-            defaultBundleName: config.sds.defaultBundleName,
-            defaultAllBundlesName: config.sds.defaultAllBundlesName,
-            disableSpiffeCertValidation: config.sds.disableSpiffeCertValidation,
-          },
-        });
-        return [{ name: sds.name, definition: sds.definition, implementation: sds.implementation, close: () => sds.closeStreams() }];
+      sds: {
+        defaultSvidName: config.sds.defaultSvidName,
+        defaultBundleName: config.sds.defaultBundleName,
+        defaultAllBundlesName: config.sds.defaultAllBundlesName,
+        disableSpiffeCertValidation: config.sds.disableSpiffeCertValidation,
       },
     });
     cleanups.push(() => endpoint.close());

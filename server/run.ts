@@ -10,7 +10,7 @@ import { openSqliteDataStore } from './datastore/sqlite.js';
 import { CaManager, caOptionsFromConfig } from './ca/manager.js';
 import { EntryIndex, AuthorizationCache } from './entries/authorized.js';
 import { ChangeFeed } from './entries/feed.js';
-import { buildServerNodeAttestors } from '../attestors/node/registry.js';
+import { buildServerNodeAttestors, NODE_ATTESTOR_PLUGINS, type NodeAttestorPlugin } from '../attestors/node/registry.js';
 import { AgentApi } from './api/agent/service.js';
 import { startAgentApiServer, type AgentApiServer } from './api/agent/server.js';
 import { createAdminServices, startAdminServer, type AdminServer } from './api/admin/index.js';
@@ -46,6 +46,8 @@ export interface StartServerOptions {
   logger?: Logger;
   /** The process environment, for attestors that read it (k8s_psat in-cluster credentials). */
   env?: Readonly<Record<string, string | undefined>>;
+  /** The node attestors this server may build; default this build's list (tests extend it). */
+  nodeAttestors?: readonly NodeAttestorPlugin[];
 }
 
 export async function startServer(config: ServerConfig, opts: StartServerOptions = {}): Promise<RunningServer> {
@@ -81,7 +83,7 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     const loaded = await feed.start();
     cleanups.push(() => feed.stop());
 
-    const attestors = buildServerNodeAttestors(config.plugins.nodeAttestors, opts.env ? { env: opts.env } : {});
+    const attestors = buildServerNodeAttestors(config.plugins.nodeAttestors, opts.env ? { env: opts.env } : {}, opts.nodeAttestors ?? NODE_ATTESTOR_PLUGINS);
     const metrics = new ServerMetrics({ attestors: attestors.keys() });
     const api = new AgentApi({
       trustDomain: config.trustDomain,

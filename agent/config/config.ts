@@ -69,6 +69,8 @@ import {
   type KindSectionsOptions,
 } from '../../common/configfields.js';
 import { isWellFormedJoinToken } from '../../attestors/node/join_token/token.js';
+import { NODE_ATTESTOR_PLUGINS, type NodeAttestorPlugin } from '../../attestors/node/registry.js';
+import { WORKLOAD_ATTESTOR_PLUGINS, type WorkloadAttestorPlugin } from '../../attestors/workload/registry.js';
 import { DEFAULT_CONNECTION_LIMITS } from '../endpoints/connlimits.js';
 import { DEFAULT_CALLER_LIMITS } from '../endpoints/limits.js';
 import type { AgentConfig, AgentFlags } from './types.js';
@@ -76,8 +78,9 @@ import type { AgentConfig, AgentFlags } from './types.js';
 export type { AgentConfig, AgentFlags } from './types.js';
 export { LOG_FORMATS, LOG_LEVELS } from '../../common/configfields.js';
 
-export const NODE_ATTESTORS = ['join_token', 'k8s_psat'] as const;
-export const WORKLOAD_ATTESTORS = ['unix', 'k8s'] as const;
+/** Known attestor names: the lists in attestors/node/registry.ts and attestors/workload/registry.ts. */
+export const NODE_ATTESTORS: readonly string[] = NODE_ATTESTOR_PLUGINS.map((p) => p.name);
+export const WORKLOAD_ATTESTORS: readonly string[] = WORKLOAD_ATTESTOR_PLUGINS.map((p) => p.name);
 export const KEY_MANAGERS = ['memory'] as const;
 export const PLUGIN_TYPES = ['KeyManager', 'NodeAttestor', 'WorkloadAttestor'] as const;
 
@@ -132,6 +135,10 @@ export interface ParseAgentConfigOptions {
   configPath?: string;
   /** Reads `-joinTokenFile` (given an absolute path); default: fs.readFileSync as UTF-8. */
   readFile?: (path: string) => string;
+  /** The node attestors this agent knows; default this build's list (tests extend it). */
+  nodeAttestors?: readonly NodeAttestorPlugin[];
+  /** The workload attestors this agent knows; default this build's list. */
+  workloadAttestors?: readonly WorkloadAttestorPlugin[];
 }
 
 export interface LoadAgentConfigOptions {
@@ -188,7 +195,7 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
 
   const sds = parseSds(a);
 
-  const plugins = parsePlugins(root);
+  const plugins = parsePlugins(root, options.nodeAttestors ?? NODE_ATTESTOR_PLUGINS, options.workloadAttestors ?? WORKLOAD_ATTESTOR_PLUGINS);
   const healthChecks = parseHealthChecks(root, AGENT_DEFAULTS.health_checks);
   const telemetry = parseTelemetry(root, AGENT_DEFAULTS.telemetry);
 
@@ -387,11 +394,11 @@ const NOT_YET_DETAIL: Readonly<Record<string, string>> = {
     'is not supported: spindle-agent keeps workload keys in memory and its own SVID key under data_dir regardless; use memory or remove the KeyManager section',
 };
 
-function parsePlugins(root: ConfigReader): AgentConfig['plugins'] {
+function parsePlugins(root: ConfigReader, nodePlugins: readonly NodeAttestorPlugin[], workloadPlugins: readonly WorkloadAttestorPlugin[]): AgentConfig['plugins'] {
   const p = root.section('plugins');
   rejectUnknownPluginTypes(p, PLUGIN_TYPES, SPIRE_ONLY_PLUGIN_TYPES, 'spindle-agent');
-  const nodeAttestor = parseNodeAttestor(root, p);
-  const workloadAttestors = parseWorkloadAttestors(p);
+  const nodeAttestor = parseNodeAttestor(root, p, nodePlugins);
+  const workloadAttestors = parseWorkloadAttestors(p, workloadPlugins);
   parseKeyManager(root, p);
   return { nodeAttestor, workloadAttestors };
 }
@@ -406,25 +413,31 @@ const AGENT_KIND_SECTIONS: KindSectionsOptions = {
     NOT_YET_AVAILABLE[kind]?.includes(name) ? (NOT_YET_DETAIL[`${kind}.${name}`] ?? 'is not available yet in spindle-agent') : undefined,
 };
 
-function parseNodeAttestor(root: ConfigReader, p: ConfigReader): AgentConfig['plugins']['nodeAttestor'] {
+function parseNodeAttestor(root: ConfigReader, p: ConfigReader, plugins: readonly NodeAttestorPlugin[]): AgentConfig['plugins']['nodeAttestor'] {
   const name = AGENT_DEFAULTS.plugins.NodeAttestor;
   const fallback = { name, data: new ConfigReader(undefined, `plugins.NodeAttestor.${name}.plugin_data`) };
   if (!p.has('NodeAttestor')) return fallback;
-  const section = onlyOne(p, 'NodeAttestor', kindSections(p, 'NodeAttestor', NODE_ATTESTORS, AGENT_KIND_SECTIONS), true);
+  const names = plugins.map((x) => x.name);
+  const section = onlyOne(p, 'NodeAttestor', kindSections(p, 'NodeAttestor', names, AGENT_KIND_SECTIONS), true);
   if (section === undefined) return fallback;
-  // join_token takes no options: absorbing now reports any key as unknown.
-  if (section.name === 'join_token') root.absorb(section.data);
+  // An attestor without options (join_token): absorbing now reports any key as unknown.
+  if (plugins.find((x) => x.name === section.name)?.noPluginData === true) root.absorb(section.data);
   return { name: section.name, data: section.data };
 }
 
-function parseWorkloadAttestors(p: ConfigReader): AgentConfig['plugins']['workloadAttestors'] {
+function parseWorkloadAttestors(p: ConfigReader, plugins: readonly WorkloadAttestorPlugin[]): AgentConfig['plugins']['workloadAttestors'] {
   if (!p.has('WorkloadAttestor')) {
     const name = AGENT_DEFAULTS.plugins.WorkloadAttestor;
     return [{ name, data: new ConfigReader(undefined, `plugins.WorkloadAttestor.${name}.plugin_data`) }];
   }
-  const { enabled, unknown } = kindSections(p, 'WorkloadAttestor', WORKLOAD_ATTESTORS, AGENT_KIND_SECTIONS);
+  const { enabled, unknown } = kindSections(
+    p,
+    'WorkloadAttestor',
+    plugins.map((x) => x.name),
+    AGENT_KIND_SECTIONS,
+  );
   if (enabled.length === 0 && unknown === 0) p.problem('WorkloadAttestor', 'at least one WorkloadAttestor must be enabled');
-  // Each attestor validates its own plugin_data when it is built (unix: UnixWorkloadAttestor.fromConfig).
+  // Each attestor validates its own plugin_data when it is built (agent/plugins.ts).
   return enabled.map((s) => ({ name: s.name, data: s.data }));
 }
 

@@ -22,10 +22,10 @@ import { HealthCheckResponse_ServingStatus, HealthClient } from '../../proto/gen
 import type { JWTSVIDResponse, X509SVIDResponse } from '../../proto/gen/workload/workload.js';
 import { OPEN_STREAMS_METRIC, REFUSED_METRIC, registerWorkloadApiMetrics } from '../telemetry.js';
 import { CallerLimits, RateLimiter, StreamLimiter } from './limits.js';
-import { createSdsService, SECRET_TYPE_URL } from './sds.js';
+import { SECRET_TYPE_URL } from './sds.js';
 import { collect, FakeIdentityCache, headerMetadata, sel, silentLogger, TestTrustDomain, within, workloadClient } from './testkit.js';
 import type { PeerContext } from './types.js';
-import { startWorkloadEndpoint, type WorkloadEndpoint, type WorkloadEndpointLimits } from './workloadapi.js';
+import { startAgentEndpoint, type AgentEndpoint, type AgentEndpointLimits } from './endpoint.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const CHILD = join(here, 'fixtures', 'client.js');
@@ -122,7 +122,7 @@ before(async () => {
 after(() => rmSync(root, { recursive: true, force: true }));
 
 interface Env {
-  ep: WorkloadEndpoint;
+  ep: AgentEndpoint;
   socketPath: string;
   cache: FakeIdentityCache;
   /** Attestations run so far (each is kernel and /proc work). */
@@ -139,7 +139,7 @@ after(async () => {
   }
 });
 
-async function setup(limits: WorkloadEndpointLimits): Promise<Env> {
+async function setup(limits: AgentEndpointLimits): Promise<Env> {
   const cache = new FakeIdentityCache(own);
   cache.entries = [{ selectors: [sel(`unix:uid:${UID}`)], identity: await own.identity('spiffe://example.org/workload') }];
   const unix = new UnixWorkloadAttestor();
@@ -153,14 +153,13 @@ async function setup(limits: WorkloadEndpointLimits): Promise<Env> {
   };
   const clock = { now: 0 };
   const socketPath = join(root, `s${++n}.sock`);
-  const ep = await startWorkloadEndpoint({
+  const ep = await startAgentEndpoint({
     socketPath,
     cache,
     attestors: [counting],
     logger: silentLogger,
     limits,
     limitsClock: () => clock.now,
-    extraServices: (peerOf, shared) => [createSdsService({ cache, attestors: [counting], peerOf, logger: silentLogger, limits: shared })],
   });
   const registry = new Registry();
   registerWorkloadApiMetrics(registry, () => ep.limits.stats());

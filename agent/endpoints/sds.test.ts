@@ -22,7 +22,7 @@ import { verifyX509Svid } from '../../spiffe/x509/verify.js';
 import type { X509Identity } from '../manager/types.js';
 import { createSdsService, nodeDisablesSpiffeValidation, SDS_SERVICE_NAME, SECRET_TYPE_URL, SPIFFE_VALIDATOR_CONFIG_TYPE_URL, SPIFFE_VALIDATOR_NAME } from './sds.js';
 import { collect, FakeIdentityCache, sel, silentLogger, TestTrustDomain, within } from './testkit.js';
-import { startWorkloadEndpoint, type WorkloadEndpoint } from './workloadapi.js';
+import { startAgentEndpoint, type AgentEndpoint } from './endpoint.js';
 
 const root = mkdtempSync(join(tmpdir(), 'spindle-sds-'));
 chmodSync(root, 0o755);
@@ -47,7 +47,7 @@ before(async () => {
 type Client = InstanceType<typeof SecretDiscoveryServiceClient>;
 interface Env {
   cache: FakeIdentityCache;
-  ep: WorkloadEndpoint;
+  ep: AgentEndpoint;
   client: Client;
 }
 const envs: Env[] = [];
@@ -70,13 +70,7 @@ async function setup(config: Parameters<typeof createSdsService>[0]['config'] = 
   ];
   const socketPath = join(root, `s${++n}.sock`);
   const attestors = attestorList ?? [new UnixWorkloadAttestor()];
-  const ep = await startWorkloadEndpoint({
-    socketPath,
-    cache,
-    attestors,
-    logger: silentLogger,
-    extraServices: (peerOf) => [createSdsService({ cache, attestors, peerOf, logger: silentLogger, config })],
-  });
+  const ep = await startAgentEndpoint({ socketPath, cache, attestors, logger: silentLogger, sds: config });
   const client = new SecretDiscoveryServiceClient(`unix:${socketPath}`, credentials.createInsecure());
   const env = { cache, ep, client };
   envs.push(env);

@@ -1,7 +1,7 @@
 /**
  * Envoy SDS v3 (`envoy.service.secret.v3.SecretDiscoveryService`) on the agent's socket
- * (Envoy connects to the same socket), served next to the Workload API through `startWorkloadEndpoint`'s
- * `extraServices`.
+ * (Envoy connects to the same socket), served next to the Workload API by `startAgentEndpoint`
+ * (endpoint.ts). Callers are admitted as Workload API callers are (admission.ts).
  *
  * - No security header (Envoy sends none). The caller is attested like a Workload API caller:
  *   every attestor on the connection's SO_PEERCRED view, selectors unioned, failure UNAVAILABLE;
@@ -25,7 +25,7 @@
  */
 import { status as GrpcStatus, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
-import type { IdentityCache, WorkloadSubscription, WorkloadUpdate } from '../manager/types.js';
+import type { IdentityCache, WorkloadUpdate } from '../manager/types.js';
 import type { WorkloadAttestor } from '../../attestors/workload/types.js';
 import type { Bundle } from '../../spiffe/bundle.js';
 import { parseSpiffeId, trustDomainOf, pathOf } from '../../spiffe/id.js';
@@ -36,8 +36,9 @@ import { DiscoveryResponse, type DiscoveryRequest } from '../../proto/gen/envoy/
 import { SecretDiscoveryServiceService, type SecretDiscoveryServiceServer } from '../../proto/gen/envoy/service/secret/v3/sds.js';
 import { Secret } from '../../proto/gen/envoy/extensions/transport_sockets/tls/v3/secret.js';
 import { SPIFFECertValidatorConfig } from '../../proto/gen/envoy/extensions/transport_sockets/tls/v3/tls_spiffe_validator_config.js';
-import { apiError, toStatus } from './errors.js';
-import { cacheError, callerAttestation, StreamEnd, type StreamEnder } from './caller.js';
+import { apiError } from './errors.js';
+import { Admission, unaryCall } from './admission.js';
+import { cacheError, StreamEnd, type StreamEnder } from './caller.js';
 import { CallerLimits } from './limits.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
@@ -63,7 +64,7 @@ export interface SdsServiceOptions {
   peerOf: PeerOf;
   logger: EndpointLogger;
   config?: SdsConfig;
-  /** Per-caller limits shared with the Workload API (startWorkloadEndpoint passes its own). Default: its own with the defaults. */
+  /** Per-caller limits shared with the Workload API (startAgentEndpoint passes its own). Default: its own with the defaults. */
   limits?: CallerLimits;
 }
 
@@ -218,7 +219,7 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
   const limits = options.limits ?? new CallerLimits();
   const open = new Set<StreamEnder>();
 
-  const { peerOfCall, attest } = callerAttestation(peerOf, attestors);
+  const admission = new Admission({ peerOf, attestors, limits, cache, kind: 'sds' });
 
   function checkTypeUrl(req: DiscoveryRequest): void {
     if (req.typeUrl !== '' && req.typeUrl !== SECRET_TYPE_URL) {
@@ -321,54 +322,28 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
       else handle(req);
     });
 
-    (async () => {
-      const peer = peerOfCall(call);
-      limits.admitCall(peer, 'sds');
-      life.release = limits.openStream(peer, 'sds');
-      const selectors = await attest(peer, life.abort.signal);
-      if (life.ended) return;
-      caller = peer;
-      let initialDone = false;
-      let early: WorkloadUpdate | undefined;
-      let sub: WorkloadSubscription;
-      try {
-        sub = life.sub = cache.subscribe(selectors, (u) => {
-          if (!initialDone) {
-            early = u;
-            return;
-          }
+    admission
+      .openSubscription(call, life, {
+        admitted(peer) {
+          caller = peer;
+        },
+        initial(initial, early) {
+          update = early ?? initial;
+          ready = true;
+          for (const req of queued.splice(0)) handle(req);
+        },
+        update(u) {
           update = u;
           respond(false);
-        });
-      } catch (err) {
-        throw cacheError(err);
-      }
-      if (life.ended) {
-        sub.close();
-        return;
-      }
-      try {
-        update = await sub.initial;
-      } catch (err) {
-        throw cacheError(err);
-      }
-      if (early !== undefined) update = early;
-      initialDone = true;
-      ready = true;
-      for (const req of queued.splice(0)) handle(req);
-    })().catch(fail);
+        },
+      })
+      .catch(fail);
   }
 
   function fetchSecrets(call: ServerUnaryCall<DiscoveryRequest, DiscoveryResponse>, callback: sendUnaryData<DiscoveryResponse>): void {
-    const abort = new AbortController();
-    call.once('cancelled', () => abort.abort());
-    const context = { method: 'FetchSecrets', peer: call.getPeer() };
-    (async () => {
+    unaryCall(call, callback, log, 'FetchSecrets', async (signal) => {
       const req = call.request;
-      const peer = peerOfCall(call);
-      limits.admitCall(peer, 'sds');
-      checkTypeUrl(req);
-      const selectors = await attest(peer, abort.signal);
+      const { selectors } = await admission.admitCall(call, signal, () => checkTypeUrl(req));
       let update: WorkloadUpdate;
       try {
         update = await cache.fetchX509(selectors);
@@ -378,12 +353,7 @@ export function createSdsService(options: SdsServiceOptions): SdsService {
       const disable = config.disableSpiffeCertValidation || nodeDisablesSpiffeValidation(req.node);
       const resources = toAny(buildSecrets(req.resourceNames, update, config, disable));
       return { versionInfo: '1', resources, canary: false, typeUrl: SECRET_TYPE_URL, nonce: randomUUID() } satisfies DiscoveryResponse;
-    })().then(
-      (res) => callback(null, res),
-      (err: unknown) => {
-        if (!abort.signal.aborted) callback(toStatus(err, log, context));
-      },
-    );
+    });
   }
 
   const implementation: SecretDiscoveryServiceServer = {

@@ -32,7 +32,8 @@ import type { X509Identity } from '../manager/types.js';
 import { collect, FakeIdentityCache, headerMetadata, rawUnaryCall, recordingLogger, sel, silentLogger, TestTrustDomain, within, workloadClient } from './testkit.js';
 import type { PeerContext } from './types.js';
 import { forOtherUid } from '../../test/support/otheruid.js';
-import { createWorkloadApiService, startWorkloadEndpoint, WORKLOAD_API_SERVICE, type WorkloadEndpoint, type WorkloadEndpointLimits } from './workloadapi.js';
+import { createWorkloadApiService, WORKLOAD_API_SERVICE } from './workloadapi.js';
+import { startAgentEndpoint, type AgentEndpoint, type AgentEndpointLimits } from './endpoint.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const CHILD = join(here, 'fixtures', 'client.js');
@@ -61,7 +62,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 
 interface Env {
   cache: FakeIdentityCache;
-  ep: WorkloadEndpoint;
+  ep: AgentEndpoint;
   socketPath: string;
   client: ReturnType<typeof workloadClient>;
   close(): Promise<void>;
@@ -72,7 +73,7 @@ after(async () => {
   for (const e of envs) await e.close();
 });
 
-async function setup(opts: { limits?: WorkloadEndpointLimits; attestors?: WorkloadAttestor[]; logger?: ReturnType<typeof recordingLogger> } = {}): Promise<Env> {
+async function setup(opts: { limits?: AgentEndpointLimits; attestors?: WorkloadAttestor[]; logger?: ReturnType<typeof recordingLogger> } = {}): Promise<Env> {
   const cache = new FakeIdentityCache(own);
   cache.federated.set(partner.trustDomain, partner.bundle);
   cache.federated.set(other.trustDomain, other.bundle);
@@ -82,7 +83,7 @@ async function setup(opts: { limits?: WorkloadEndpointLimits; attestors?: Worklo
     { selectors: [sel(`unix:uid:${NOBODY}`)], identity: nobodyId },
   ];
   const socketPath = socketIn();
-  const ep = await startWorkloadEndpoint({
+  const ep = await startAgentEndpoint({
     socketPath,
     cache,
     attestors: opts.attestors ?? [new UnixWorkloadAttestor()],

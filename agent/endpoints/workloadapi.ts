@@ -1,7 +1,9 @@
 /**
- * The SPIFFE Workload API over the agent's identity cache.
+ * The SPIFFE Workload API over the agent's identity cache (assembled with SDS, health and
+ * reflection on the agent socket by endpoint.ts).
  *
- * Every call, in this order:
+ * Every call, in this order (steps 2 and 4 to 6 are the admission path shared with SDS,
+ * admission.ts):
  * 1. Security header: metadata `workload.spiffe.io` must be exactly one value, `true`, else
  *    INVALID_ARGUMENT (before anything else is looked at).
  * 2. Per-caller rate limit (limits.ts): one token of the caller process's bucket (and of its
@@ -35,27 +37,15 @@
  * gets PERMISSION_DENIED, as in SPIRE without `allow_unauthenticated_verifiers`. ValidateJWTSVID
  * checks tokens against every bundle the agent knows (`cache.bundles()`).
  */
-import {
-  Server,
-  status as GrpcStatus,
-  type Metadata,
-  type ServerUnaryCall,
-  type ServerWritableStream,
-  type ServiceDefinition,
-  type UntypedServiceImplementation,
-  type sendUnaryData,
-} from '@grpc/grpc-js';
-import { IdentityUnavailableError, type IdentityCache, type WorkloadSubscription, type WorkloadUpdate } from '../manager/types.js';
+import { status as GrpcStatus, type Metadata, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
+import type { IdentityCache, WorkloadUpdate } from '../manager/types.js';
 import type { WorkloadAttestor } from '../../attestors/workload/types.js';
-import type { Selector } from '../../server/datastore/types.js';
 import { BundleSet } from '../../spiffe/bundle.js';
 import { parseSpiffeId, type SpiffeId } from '../../spiffe/id.js';
 import { MAX_JWT_SVID_AUDIENCES, validateJwtSvid } from '../../spiffe/jwtsvid.js';
-import { HealthService } from '../../proto/gen/grpc/health/v1/health.js';
 import {
   JWTBundlesResponse,
   JWTSVIDResponse,
-  SpiffeWorkloadAPIClient,
   SpiffeWorkloadAPIService,
   X509BundlesResponse,
   X509SVIDResponse,
@@ -64,18 +54,19 @@ import {
   type ValidateJWTSVIDRequest,
   type ValidateJWTSVIDResponse,
 } from '../../proto/gen/workload/workload.js';
-import type { PeerCredNative } from '../native/peercred.js';
-import { apiError, toStatus } from './errors.js';
-import { cacheError, callerAttestation, StreamEnd, type StreamEnder } from './caller.js';
-import { createWorkloadHealthService } from './health.js';
-import { addReflection } from './reflection.js';
-import { CallerLimits, StreamLimiter, type CallerLimitSettings } from './limits.js';
-import { ConnectionLimiter, type ConnectionLimitSettings } from './connlimits.js';
-import { listenWorkloadSocket } from './listener.js';
+import { apiError } from './errors.js';
+import { Admission, unaryCall, type AdmittedCaller } from './admission.js';
+import { cacheError, StreamEnd, type StreamEnder } from './caller.js';
+import { CallerLimits } from './limits.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';
 
 export const SECURITY_HEADER = 'workload.spiffe.io';
-/** A caller confirmed this recently (attestation's check) is not re-checked for the first push. */
+/**
+ * Fast path: a caller confirmed this recently (attestation's own same-process check) is not
+ * re-checked for its first push, which saves a pidfd poll and a /proc read per stream opened.
+ * It buys first-response latency when many streams open at once (docs/performance.md, row
+ * "Fan-out": 1,000 FetchX509SVID streams opened at once).
+ */
 const FRESH_CHECK_MS = 1;
 
 export interface WorkloadApiServiceOptions {
@@ -107,8 +98,12 @@ interface Message<Res> {
 }
 
 /**
- * Responses encoded already (by the streams, to skip repeats), so the service definition's
- * serializer sends those bytes instead of encoding the same message again.
+ * Fast path, pre-encoded messages: responses encoded already (by the streams, to compare with
+ * the last one sent and skip repeats), so the service definition's serializer sends those bytes
+ * instead of encoding the same message again. With `messageOf` below (one compose and encode per
+ * cache update, shared by every stream that gets the same update) this is what keeps a rotation
+ * pushed to 1,000 streams near the raw socket write floor (docs/performance.md, row "Rotation
+ * push").
  */
 const preEncoded = new WeakMap<object, Buffer>();
 
@@ -128,11 +123,6 @@ export const WORKLOAD_API_SERVICE: typeof SpiffeWorkloadAPIService = {
   fetchX509Bundles: reuseEncoding(SpiffeWorkloadAPIService.fetchX509Bundles),
   fetchJwtBundles: reuseEncoding(SpiffeWorkloadAPIService.fetchJwtBundles),
 };
-
-interface Admitted {
-  peer: PeerContext;
-  selectors: Selector[];
-}
 
 /** Exactly one value, exactly `true`. */
 function hasSecurityHeader(metadata: Metadata): boolean {
@@ -183,27 +173,16 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
   /** Enders of open streams, for closeStreams(). */
   const open = new Set<StreamEnder>();
 
-  const { peerOfCall, attest } = callerAttestation(peerOf, attestors);
+  const admission = new Admission({ peerOf, attestors, limits, cache, kind: 'workload' });
 
-  function unary<Req, Res>(method: string, check: (req: Req) => void, handle: (req: Req, admitted: Admitted) => Promise<Res>) {
-    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
-      const abort = new AbortController();
-      call.once('cancelled', () => abort.abort());
-      const context = { method, peer: call.getPeer() };
-      (async () => {
+  /** Security header, then the shared admission with this method's request checks. */
+  function unary<Req, Res>(method: string, check: (req: Req) => void, handle: (req: Req, admitted: AdmittedCaller) => Promise<Res>) {
+    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void =>
+      unaryCall(call, callback, log, method, async (signal) => {
         checkHeader(call.metadata);
-        const peer = peerOfCall(call);
-        limits.admitCall(peer, 'workload');
-        check(call.request);
-        const selectors = await attest(peer, abort.signal);
-        return handle(call.request, { peer, selectors });
-      })().then(
-        (res) => callback(null, res),
-        (err: unknown) => {
-          if (!abort.signal.aborted) callback(toStatus(err, log, context));
-        },
-      );
-    };
+        const admitted = await admission.admitCall(call, signal, () => check(call.request));
+        return handle(call.request, admitted);
+      });
   }
 
   /**
@@ -211,8 +190,9 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
    * message for an update with at least one identity.
    */
   function subscriptionStream<Res extends object>(method: string, encode: (res: Res) => Uint8Array, compose: (update: WorkloadUpdate) => Res) {
-    // The cache hands streams whose callers match the same entries the same update object:
-    // compose and encode it once for all of them (a rotation pushed to many streams).
+    // Fast path: the cache hands streams whose callers match the same entries the same update
+    // object: compose and encode it once for all of them (a rotation pushed to many streams;
+    // docs/performance.md, row "Rotation push"). The bytes feed `preEncoded` above.
     const messages = new WeakMap<WorkloadUpdate, Message<Res>>();
     const messageOf = (update: WorkloadUpdate): Message<Res> => {
       let m = messages.get(update);
@@ -293,38 +273,22 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
 
       (async () => {
         checkHeader(call.metadata);
-        const peer = peerOfCall(call);
-        limits.admitCall(peer, 'workload');
-        life.release = limits.openStream(peer, 'workload');
-        const selectors = await attest(peer, life.abort.signal);
-        if (life.ended) return;
-        caller = peer;
-        checkedAt = performance.now(); // attest() has just checked stillSameProcess()
-        let initialSent = false;
-        let early: WorkloadUpdate | undefined;
-        let sub: WorkloadSubscription;
-        try {
-          sub = life.sub = cache.subscribe(selectors, (update) => {
-            if (initialSent) onUpdate(update);
-            else early = update; // newer than the initial one, which has not arrived yet
-          });
-        } catch (err) {
-          throw cacheError(err);
-        }
-        if (life.ended) {
-          sub.close();
-          return;
-        }
-        let initial: WorkloadUpdate;
-        try {
-          initial = await sub.initial;
-        } catch (err) {
-          throw err instanceof IdentityUnavailableError ? apiError(GrpcStatus.UNAVAILABLE, err.message, err) : cacheError(err);
-        }
-        initialSent = true;
-        onUpdate(initial);
-        if (early !== undefined) onUpdate(early);
-        early = undefined;
+        await admission.openSubscription(
+          call,
+          life,
+          {
+            admitted(peer) {
+              caller = peer;
+              checkedAt = performance.now(); // attestation has just checked whyNotSameProcess()
+            },
+            initial(initial, early) {
+              onUpdate(initial);
+              if (early !== undefined) onUpdate(early);
+            },
+            update: onUpdate,
+          },
+          { explainUnavailable: true },
+        );
       })().catch(fail);
     };
   }
@@ -390,166 +354,6 @@ export function createWorkloadApiService(options: WorkloadApiServiceOptions): Wo
     },
     closeStreams() {
       for (const end of [...open]) end(GrpcStatus.UNAVAILABLE, 'the agent is shutting down');
-    },
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-// The endpoint: listener + Workload API + health on one socket
-
-export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024;
-export const DEFAULT_MAX_SEND_MESSAGE_BYTES = 16 * 1024 * 1024;
-const SHUTDOWN_GRACE_MS = 1000;
-
-export interface WorkloadEndpointLimits extends Partial<CallerLimitSettings>, Partial<ConnectionLimitSettings> {
-  /** Default 64 KiB. */
-  maxReceiveMessageBytes?: number;
-  /** Default 16 MiB. */
-  maxSendMessageBytes?: number;
-}
-
-export interface ExtraService {
-  name: string;
-  definition: ServiceDefinition;
-  implementation: UntypedServiceImplementation;
-  /** Called first by the endpoint's close() (e.g. to end the service's open streams). */
-  close?: () => void;
-}
-
-export interface WorkloadEndpointOptions {
-  socketPath: string;
-  cache: IdentityCache;
-  attestors: readonly WorkloadAttestor[];
-  logger: EndpointLogger;
-  limits?: WorkloadEndpointLimits;
-  /** Other services on the same socket (e.g. SDS), built with the endpoint's peerOf and per-caller limits. */
-  extraServices?: (peerOf: PeerOf, limits: CallerLimits) => ExtraService[];
-  /** Default /proc (peer start-time and uid checks). */
-  procRoot?: string;
-  /** Default: the built peercred addon. */
-  native?: PeerCredNative;
-  now?: () => Date;
-  /** Monotonic clock in ms for the rate limits (default performance.now). */
-  limitsClock?: () => number;
-}
-
-export interface WorkloadEndpoint {
-  readonly socketPath: string;
-  readonly peerOf: PeerOf;
-  /** The per-caller limits (their stats() feed the agent's metrics). */
-  readonly limits: CallerLimits;
-  /** The connection limits of the socket (their stats() feed the agent's metrics too). */
-  readonly connections: ConnectionLimiter;
-  /** Ends open streams with UNAVAILABLE, stops the server, closes connections and removes the socket. Idempotent. */
-  close(): Promise<void>;
-}
-
-/**
- * The agent's public endpoint: one Unix socket (listener.ts) serving the SPIFFE Workload API and
- * grpc.health.v1.Health (and, through `extraServices`, other local APIs such as SDS, whose
- * handlers get the same `peerOf`).
- *
- * Limits, set deliberately:
- * - receive 64 KiB per message: every Workload API request is tiny (ValidateJWTSVID's token is the
- *   largest, and JWT-SVIDs over 64 KiB are refused by the validator anyway);
- * - send 16 MiB per message: an X509SVIDResponse carries every identity of the caller with chains,
- *   keys and federated bundles; generous, yet bounded;
- * - per caller process (limits.ts), shared by the Workload API and SDS: `ratePerPid` calls and
- *   stream opens per second with a burst of `burstPerPid` (default 100/s, 200), and
- *   `maxStreamsPerPid` open streams (default 100) -> RESOURCE_EXHAUSTED; optional per-uid
- *   aggregates (off by default); health Watch has its own per-process stream budget;
- * - HTTP/2 max concurrent streams per connection = the stream budget + 64 (room for unary
- *   calls), so a flood on one connection meets RESOURCE_EXHAUSTED instead of silent client-side
- *   queueing (no per-connection cap when the stream limit is off);
- * - connections (connlimits.ts): `maxConnections` in all (default 8192), `maxConnsPerUid` per uid
- *   (2048, leaving the rest to other uids) and `maxConnsPerPid` per process (256), further ones
- *   closed at accept; a connection without an open stream for `idleTimeoutSeconds` (120) is
- *   closed with GOAWAY (grpc-js max_connection_idle_ms);
- * - channelz off (nothing serves it; it costs per connection and per call).
- *
- * Server reflection (reflection.ts) lists the Workload API and health services. The socket is not
- * TLS: SPIFFE clients speak plaintext HTTP/2 over the Unix socket, and the caller is
- * authenticated by attestation, not by a certificate.
- */
-export async function startWorkloadEndpoint(options: WorkloadEndpointOptions): Promise<WorkloadEndpoint> {
-  const log = options.logger;
-  const limits = options.limits ?? {};
-  const { maxConnections, maxConnsPerUid, maxConnsPerPid, idleTimeoutSeconds, maxReceiveMessageBytes, maxSendMessageBytes, ...callerSettings } = limits;
-  const connections = new ConnectionLimiter({ maxConnections, maxConnsPerUid, maxConnsPerPid, idleTimeoutSeconds });
-  const idleSeconds = connections.settings.idleTimeoutSeconds;
-  const callerLimits = new CallerLimits(callerSettings, options.limitsClock ? { now: options.limitsClock } : {});
-  const maxStreams = callerLimits.settings.maxStreamsPerPid;
-  const server = new Server({
-    'grpc.max_receive_message_length': maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
-    'grpc.max_send_message_length': maxSendMessageBytes ?? DEFAULT_MAX_SEND_MESSAGE_BYTES,
-    ...(maxStreams > 0 ? { 'grpc.max_concurrent_streams': maxStreams + 64 } : {}),
-    // Counted from accept, and again from the end of a connection's last stream: a connection
-    // that never opens a stream is closed as well (GOAWAY, then the socket).
-    ...(idleSeconds > 0 ? { 'grpc.max_connection_idle_ms': idleSeconds * 1000 } : {}),
-    // Nothing reads channelz here (no admin service exposes it), and its per-connection and
-    // per-call bookkeeping costs CPU and memory on a socket with thousands of workloads.
-    'grpc.enable_channelz': 0,
-  });
-  let peerOf: PeerOf = () => undefined;
-  const lazyPeerOf: PeerOf = (call) => peerOf(call);
-
-  const workload = createWorkloadApiService({
-    cache: options.cache,
-    attestors: options.attestors,
-    peerOf: lazyPeerOf,
-    logger: log.child({ component: 'workload_api' }),
-    limits: callerLimits,
-    ...(options.now ? { now: options.now } : {}),
-  });
-  server.addService(WORKLOAD_API_SERVICE, workload.implementation);
-  const extra = options.extraServices?.(lazyPeerOf, callerLimits) ?? [];
-  for (const s of extra) server.addService(s.definition, s.implementation);
-  server.addService(HealthService, createWorkloadHealthService([SpiffeWorkloadAPIClient.serviceName, ...extra.map((s) => s.name)], lazyPeerOf, new StreamLimiter(maxStreams)));
-  addReflection(server);
-
-  const listener = await listenWorkloadSocket({
-    socketPath: options.socketPath,
-    server,
-    logger: log.child({ component: 'workload_listener' }),
-    connections,
-    ...(options.procRoot ? { procRoot: options.procRoot } : {}),
-    ...(options.native ? { native: options.native } : {}),
-  });
-  peerOf = listener.peerOf;
-  log.info({ socketPath: listener.socketPath }, 'Workload API listening');
-
-  let closing: Promise<void> | undefined;
-  return {
-    socketPath: listener.socketPath,
-    peerOf: lazyPeerOf,
-    limits: callerLimits,
-    connections,
-    close(): Promise<void> {
-      closing ??= (async () => {
-        for (const s of extra) {
-          try {
-            s.close?.();
-          } catch (err) {
-            log.error({ err, service: s.name }, 'error closing service');
-          }
-        }
-        await listener.stopAccepting();
-        workload.closeStreams();
-        await new Promise<void>((done) => {
-          const timer = setTimeout(() => {
-            server.forceShutdown();
-            done();
-          }, SHUTDOWN_GRACE_MS);
-          timer.unref();
-          server.tryShutdown(() => {
-            clearTimeout(timer);
-            done();
-          });
-        });
-        await listener.close();
-        log.info({ socketPath: listener.socketPath }, 'Workload API stopped');
-      })();
-      return closing;
     },
   };
 }

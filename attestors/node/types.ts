@@ -1,9 +1,11 @@
 /**
  * Node attestation: how an agent proves which machine it runs on. Each attestor has an agent
  * half (produces evidence, answers challenges) and a server half (checks the evidence, may
- * challenge, and names the agent). One folder per built-in attestor; `registry.ts` builds them
- * from configuration.
+ * challenge, and names the agent). One folder per built-in attestor, each exporting a
+ * `NodeAttestorPlugin` from its `plugin.ts`; `registry.ts` lists them and builds them from
+ * configuration.
  */
+import type { ConfigReader } from '../../common/configfile.js';
 import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
 import type { DataStore, Selector } from '../../server/datastore/types.js';
 
@@ -50,3 +52,36 @@ export interface AgentNodeAttestor {
 
 /** The agent ID shape SPIRE uses: `spiffe://<td>/spire/agent/<attestor>/<...>`. */
 export const AGENT_PATH_PREFIX = '/spire/agent';
+
+/** What server halves may read from outside their config (injected: nothing below main reads process.env). */
+export interface NodeAttestorEnv {
+  /** The process environment (k8s_psat in-cluster credentials: KUBERNETES_SERVICE_HOST/PORT). */
+  env?: Readonly<Record<string, string | undefined>>;
+  /** k8s_psat in-cluster service-account mount; default /var/run/secrets/kubernetes.io/serviceaccount. */
+  serviceAccountDir?: string;
+}
+
+/** What agent halves get besides their plugin_data. */
+export interface AgentNodeAttestorContext {
+  /** The agent's join token (-joinToken, -joinTokenFile or agent.join_token), if one was given. */
+  joinToken?: string;
+}
+
+/**
+ * One node attestor as the build knows it: its name and how to build each half. Both halves
+ * validate their own plugin_data (reading keys from the `ConfigReader`, then
+ * `data.throwIfInvalid()`, so a `ConfigError` names the offending key). Building contacts
+ * nothing outside the process (reading a configured file is allowed).
+ */
+export interface NodeAttestorPlugin {
+  /** The name in configuration (`NodeAttestor "<name>"`), on the wire and in agent IDs. */
+  readonly name: string;
+  /** The attestor takes no plugin_data: the config modules report any key in it as unknown. */
+  readonly noPluginData?: boolean;
+  /** The agent half uses the agent's join token; with any other attestor a given token is a config error. */
+  readonly usesJoinToken?: boolean;
+  /** Builds the server half. */
+  server(data: ConfigReader, env: NodeAttestorEnv): ServerNodeAttestor;
+  /** Builds the agent half; undefined when it has nothing to present (the agent must resume from its data dir). */
+  agent(data: ConfigReader, ctx: AgentNodeAttestorContext): AgentNodeAttestor | undefined;
+}

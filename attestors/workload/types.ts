@@ -1,9 +1,12 @@
 /**
  * Workload attestation: the selectors of the process on the other end of a Workload API
  * connection, derived from what the kernel says about it (never from anything it sends).
- * One folder per built-in attestor; the agent runs every configured attestor and unions their
- * selectors.
+ * One folder per built-in attestor, each exporting a `WorkloadAttestorPlugin` from its
+ * `plugin.ts`; `registry.ts` lists them. The agent runs every configured attestor and unions
+ * their selectors.
  */
+import type { Logger } from 'pino';
+import type { ConfigReader } from '../../common/configfile.js';
 import type { Selector } from '../../server/datastore/types.js';
 
 /**
@@ -34,4 +37,34 @@ export class WorkloadAttestationError extends Error {
     super(message, options);
     this.name = 'WorkloadAttestationError';
   }
+}
+
+/**
+ * What the attestors take from the agent process: every source of non-determinism (/proc,
+ * /etc, environment, clock, waits) is injectable so tests control it.
+ */
+export interface WorkloadAttestorEnv {
+  /** Default /proc (the k8s attestor's `proc_root` key overrides it). */
+  procRoot?: string;
+  /** Default /etc. */
+  etcRoot?: string;
+  /** The agent's environment variables (k8s: `node_name_env`). Default none. */
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Monotonic milliseconds (k8s: pod list cache, credential reload). Default performance.now. */
+  now?: () => number;
+  /** Waits between kubelet polls (k8s); must reject when the signal aborts. Default a timer. */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** Parent logger; attestors log through a child. Default none. */
+  logger?: Logger;
+}
+
+/**
+ * One workload attestor as the build knows it. `build` validates the attestor's own
+ * plugin_data (a `ConfigError` naming the offending key) and touches nothing outside the
+ * process.
+ */
+export interface WorkloadAttestorPlugin {
+  /** The name in configuration (`WorkloadAttestor "<name>"`) and the selector type. */
+  readonly name: string;
+  build(data: ConfigReader, env: WorkloadAttestorEnv): WorkloadAttestor;
 }

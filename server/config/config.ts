@@ -38,6 +38,7 @@ import {
   socketPathAt,
 } from '../../common/configfields.js';
 import { formatDuration } from '../../common/duration.js';
+import { NODE_ATTESTOR_PLUGINS, type NodeAttestorPlugin } from '../../attestors/node/registry.js';
 import type { LogFormat, LogLevel } from '../../common/logging.js';
 import type { TrustDomain } from '../../spiffe/id.js';
 import { KEY_TYPES, type KeyType } from '../../spiffe/keys.js';
@@ -45,8 +46,8 @@ import { KEY_TYPES, type KeyType } from '../../spiffe/keys.js';
 export { LOG_FORMATS, LOG_LEVELS } from '../../common/configfields.js';
 export type { LogFormat, LogLevel } from '../../common/logging.js';
 
-export const NODE_ATTESTORS = ['join_token', 'k8s_psat'] as const;
-export type NodeAttestorName = (typeof NODE_ATTESTORS)[number];
+/** Known node attestor names: the list in attestors/node/registry.ts. */
+export const NODE_ATTESTORS: readonly string[] = NODE_ATTESTOR_PLUGINS.map((p) => p.name);
 export const KEY_MANAGERS = ['disk', 'memory'] as const;
 export const UPSTREAM_AUTHORITIES = ['disk'] as const;
 export const DATA_STORES = ['sql'] as const;
@@ -109,7 +110,7 @@ export interface ServerFlags {
 }
 
 export interface NodeAttestorConfig {
-  name: NodeAttestorName;
+  name: string;
   /** The attestor's plugin_data, for the attestor to validate (then `data.throwIfInvalid()`). */
   data: ConfigReader;
 }
@@ -178,6 +179,8 @@ export interface ParseServerConfigOptions {
   cwd: string;
   /** The file the raw config came from, recorded in the result. */
   configPath?: string;
+  /** The node attestors this server knows; default this build's list (tests extend it). */
+  nodeAttestors?: readonly NodeAttestorPlugin[];
 }
 
 export interface LoadServerConfigOptions {
@@ -263,7 +266,7 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
   const jwtIssuer = s.string('jwt_issuer');
   const auditLogEnabled = s.bool('audit_log_enabled', SERVER_DEFAULTS.server.audit_log_enabled);
 
-  const plugins = parsePlugins(root, dataDir, cwd);
+  const plugins = parsePlugins(root, dataDir, cwd, options.nodeAttestors ?? NODE_ATTESTOR_PLUGINS);
   const healthChecks = parseHealthChecks(root, SERVER_DEFAULTS.health_checks);
   const telemetry = parseTelemetry(root, SERVER_DEFAULTS.telemetry);
 
@@ -322,12 +325,12 @@ const UNSUPPORTED_SERVER_KEYS: Readonly<Record<string, string>> = {
 
 const SPIRE_ONLY_PLUGIN_TYPES = ['BundlePublisher', 'CredentialComposer', 'Notifier', 'NodeResolver', 'UpstreamCA', 'SVIDStore'];
 
-function parsePlugins(root: ConfigReader, dataDir: string, cwd: string): ServerConfig['plugins'] {
+function parsePlugins(root: ConfigReader, dataDir: string, cwd: string, nodePlugins: readonly NodeAttestorPlugin[]): ServerConfig['plugins'] {
   const p = root.section('plugins');
   rejectUnknownPluginTypes(p, PLUGIN_TYPES, SPIRE_ONLY_PLUGIN_TYPES, 'Spindle');
 
   return {
-    nodeAttestors: parseNodeAttestors(root, p),
+    nodeAttestors: parseNodeAttestors(root, p, nodePlugins),
     keyManager: parseKeyManager(root, p, dataDir, cwd),
     ...optionalUpstream(parseUpstreamAuthority(root, p, cwd)),
     dataStore: parseDataStore(root, p, dataDir, cwd),
@@ -338,16 +341,20 @@ function optionalUpstream(u: UpstreamAuthorityConfig | undefined): { upstreamAut
   return u === undefined ? {} : { upstreamAuthority: u };
 }
 
-function parseNodeAttestors(root: ConfigReader, p: ConfigReader): NodeAttestorConfig[] {
+function parseNodeAttestors(root: ConfigReader, p: ConfigReader, plugins: readonly NodeAttestorPlugin[]): NodeAttestorConfig[] {
   if (!p.has('NodeAttestor')) {
     const name = SERVER_DEFAULTS.plugins.NodeAttestor;
     return [{ name, data: new ConfigReader(undefined, `plugins.NodeAttestor.${name}.plugin_data`) }];
   }
-  const { enabled, unknown } = kindSections(p, 'NodeAttestor', NODE_ATTESTORS);
+  const { enabled, unknown } = kindSections(
+    p,
+    'NodeAttestor',
+    plugins.map((x) => x.name),
+  );
   for (const section of enabled) {
-    // join_token takes no options: absorbing now reports any key as unknown. Other attestors
-    // validate their own plugin_data when they are built.
-    if (section.name === 'join_token') root.absorb(section.data);
+    // An attestor without options (join_token): absorbing now reports any key as unknown.
+    // The others validate their own plugin_data when they are built.
+    if (plugins.find((x) => x.name === section.name)?.noPluginData === true) root.absorb(section.data);
   }
   if (enabled.length === 0 && unknown === 0) p.problem('NodeAttestor', 'at least one NodeAttestor must be enabled');
   return enabled.map((s) => ({ name: s.name, data: s.data }));
