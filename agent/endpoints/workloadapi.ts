@@ -47,7 +47,7 @@ import {
 } from '@grpc/grpc-js';
 import { IdentityUnavailableError, type IdentityCache, type WorkloadSubscription, type WorkloadUpdate } from '../manager/types.js';
 import type { WorkloadAttestor } from '../../attestors/workload/types.js';
-import type { Selector } from '../../server/datastore/types.js';
+import type { Selector } from '../../common/selector.js';
 import { BundleSet } from '../../spiffe/bundle.js';
 import { parseSpiffeId, type SpiffeId } from '../../spiffe/id.js';
 import { MAX_JWT_SVID_AUDIENCES, validateJwtSvid } from '../../spiffe/jwtsvid.js';

@@ -5,7 +5,8 @@
  * from configuration.
  */
 import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
-import type { DataStore, Selector } from '../../server/datastore/types.js';
+import type { DataStore } from '../../server/datastore/types.js';
+import type { Selector } from '../../common/selector.js';
 
 /** Refusal of an attestation; the agent API answers PERMISSION_DENIED with the message. */
 export class AttestationError extends Error {

@@ -4,7 +4,7 @@
  * One folder per built-in attestor; the agent runs every configured attestor and unions their
  * selectors.
  */
-import type { Selector } from '../../server/datastore/types.js';
+import type { Selector } from '../../common/selector.js';
 
 /**
  * The caller as the kernel captured it when it called connect(): SO_PEERCRED (pid, effective uid

@@ -273,8 +273,14 @@ function normalizeSelectors(input: unknown, what: string): Selector[] {
   return out.filter((s, i) => i === 0 || compareSelectors(out[i - 1]!, s) !== 0);
 }
 
-/** Canonical text of a normalised selector set: the identity column and exact-match key. */
-function selectorsKey(selectors: Selector[]): string {
+/**
+ * The PERSISTED text of a normalised selector set (JSON `[[type, value], ...]`): stored in the
+ * selectors_key columns, part of the entries' unique identity index, the exact-match filter key
+ * and where reads take selectors from (selectorsFromKey, json() in SQL). Deliberately not the
+ * in-memory keys of common/selector.ts: changing this text changes what existing databases
+ * hold, so it must stay byte-identical unless a migration rewrites every row.
+ */
+function selectorsStorageKey(selectors: Selector[]): string {
   return JSON.stringify(selectors.map((s) => [s.type, s.value]));
 }
 
@@ -349,7 +355,7 @@ function normalizeEntry(e: NewEntry | RegistrationEntry): NormalizedEntry {
     spiffeId: checkSpiffeId(e.spiffeId, 'spiffeId'),
     parentId: checkSpiffeId(e.parentId, 'parentId'),
     selectors,
-    selectorsKey: selectorsKey(selectors),
+    selectorsKey: selectorsStorageKey(selectors),
     x509SvidTtl: checkNonNegativeInt(e.x509SvidTtl, 'x509SvidTtl'),
     jwtSvidTtl: checkNonNegativeInt(e.jwtSvidTtl, 'jwtSvidTtl'),
     dnsNames: [...new Set(dns)],
@@ -550,7 +556,7 @@ function addSelectorFilter(w: Where, m: SetMatchSql, f: { selectors: Selector[];
   if (typeof f !== 'object' || f === null) throw invalid(`${what} must be an object, got ${describe(f)}`);
   const match = checkMatch(f.match, what);
   const selectors = normalizeSelectors(f.selectors, `${what}.selectors`);
-  const key = selectorsKey(selectors);
+  const key = selectorsStorageKey(selectors);
   addSetMatch(w, m, match, selectors.length, key, key);
 }
 
@@ -1226,7 +1232,7 @@ class SqliteStore implements SqliteDataStore {
         n.certNotAfter,
         n.newCertSerial,
         n.newCertNotAfter,
-        selectorsKey(n.selectors),
+        selectorsStorageKey(n.selectors),
         n.selectors.length,
         n.banned ? 1 : 0,
         n.canReattest ? 1 : 0,
@@ -1284,7 +1290,7 @@ class SqliteStore implements SqliteDataStore {
         n.certNotAfter,
         n.newCertSerial,
         n.newCertNotAfter,
-        selectorsKey(n.selectors),
+        selectorsStorageKey(n.selectors),
         n.selectors.length,
         n.banned ? 1 : 0,
         now,

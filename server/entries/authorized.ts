@@ -29,18 +29,14 @@
  * one cluster alias with 10,000 workload entries cost 10,000 entries, not 10 million.
  */
 import { idFromPath, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
-import type { RegistrationEntry, Selector } from '../datastore/types.js';
+import type { RegistrationEntry } from '../datastore/types.js';
+import { selectorMapKey as selKey, type Selector } from '../../common/selector.js';
 import { SERVER_ID_PATH } from './validate.js';
 
 /** Unix seconds. */
 export type Clock = () => number;
 
 const systemClock: Clock = () => Math.floor(Date.now() / 1000);
-
-/** Unambiguous map key of a selector, whatever characters type and value hold. */
-function selKey(s: Selector): string {
-  return `${s.type.length}:${s.type}:${s.value}`;
-}
 
 /** The server's own SPIFFE ID; entries parented by it are node aliases. */
 export function serverIdOf(td: TrustDomain): SpiffeId {

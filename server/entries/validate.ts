@@ -39,10 +39,11 @@ import {
 } from '../../spiffe/id.js';
 import { compareCodePoints } from '../../common/strings.js';
 import { quote } from '../../spiffe/errors.js';
-import { compareSelectors, type NewEntry, type Selector } from '../datastore/types.js';
+import type { NewEntry } from '../datastore/types.js';
+import { compareSelectors, formatSelector, splitSelector, type Selector } from '../../common/selector.js';
 
 export { compareCodePoints } from '../../common/strings.js';
-export { compareSelectors } from '../datastore/types.js';
+export { compareSelectors, formatSelector, selectorSetKey as selectorKey } from '../../common/selector.js';
 
 export const ERR_ENTRY_INVALID = 'ERR_ENTRY_INVALID';
 
@@ -226,9 +227,9 @@ function checkSelectorParts(type: string, value: string, raw: unknown, index: nu
 
 function parseSelectorAt(s: unknown, index: number | undefined): Selector {
   if (typeof s !== 'string') throw selectorFail('type', 'expected a "type:value" string', s, index);
-  const colon = s.indexOf(':');
-  if (colon === -1) throw selectorFail('format', 'expected "type:value" (no ":" found)', s, index);
-  return checkSelectorParts(s.slice(0, colon), s.slice(colon + 1), s, index);
+  const parts = splitSelector(s);
+  if (parts === undefined) throw selectorFail('format', 'expected "type:value" (no ":" found)', s, index);
+  return checkSelectorParts(parts.type, parts.value, s, index);
 }
 
 /**
@@ -250,29 +251,6 @@ export function validateSelector(sel: Selector | string, index?: number): Select
     throw selectorFail('type', 'selector type and value must be strings', `${String(type)}:${String(value)}`, index);
   }
   return checkSelectorParts(type, value, `${type}:${value}`, index);
-}
-
-/** `type:value` (the inverse of parseSelector for valid selectors). */
-export function formatSelector(sel: Selector): string {
-  return `${sel.type}:${sel.value}`;
-}
-
-/** Orders selectors by (type, value), code point order: the datastore's order. */
-/**
- * Canonical string of a selector SET: sorted by (type, value), duplicates dropped, `type:value`
- * joined by newlines. Unambiguous for valid selectors (types have no `:`, values no newline).
- * Two selector lists have the same key exactly when they hold the same set.
- */
-export function selectorKey(selectors: readonly Selector[]): string {
-  const parts = selectors.slice().sort(compareSelectors).map(formatSelector);
-  let out = '';
-  let prev: string | undefined;
-  for (const p of parts) {
-    if (p === prev) continue;
-    out = prev === undefined ? p : `${out}\n${p}`;
-    prev = p;
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
