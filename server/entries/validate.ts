@@ -39,10 +39,12 @@ import {
 } from '../../spiffe/id.js';
 import { compareCodePoints } from '../../common/strings.js';
 import { quote } from '../../spiffe/errors.js';
+import { dnsNameIssue } from '../../spiffe/x509/index.js';
 import type { NewEntry } from '../datastore/types.js';
 import { compareSelectors, formatSelector, splitSelector, type Selector } from '../../common/selector.js';
 
 export { compareCodePoints } from '../../common/strings.js';
+export { MAX_DNS_NAME_LENGTH } from '../../spiffe/x509/index.js';
 export { compareSelectors, formatSelector, selectorSetKey as selectorKey } from '../../common/selector.js';
 
 export const ERR_ENTRY_INVALID = 'ERR_ENTRY_INVALID';
@@ -119,7 +121,6 @@ export const MAX_SELECTORS = 256;
 export const MAX_SELECTOR_TYPE_LENGTH = 128;
 export const MAX_SELECTOR_VALUE_BYTES = 1024;
 export const MAX_DNS_NAMES = 256;
-export const MAX_DNS_NAME_LENGTH = 253;
 export const MAX_FEDERATES_WITH = 256;
 export const MAX_HINT_LENGTH = 1024;
 export const MAX_ENTRY_ID_LENGTH = 255;
@@ -146,7 +147,6 @@ const KNOWN_FIELDS = new Set([
 
 const SELECTOR_TYPE_RE = /^[A-Za-z0-9_-]+$/;
 const ENTRY_ID_RE = /^[A-Za-z0-9._~:@+=-]+$/;
-const DNS_LABEL_RE = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 
 // ---------------------------------------------------------------------------------------------
 // Selectors
@@ -302,33 +302,6 @@ function checkList(field: string, raw: unknown, max: number): readonly unknown[]
   return raw;
 }
 
-/** Validates a DNS name for an X.509 DNS SAN; returns a reason and detail or undefined. */
-function dnsNameProblem(name: string): { reason: EntryValidationReason; detail: string } | undefined {
-  if (name.length === 0) return { reason: 'empty', detail: 'DNS name must not be empty' };
-  if (name.length > MAX_DNS_NAME_LENGTH) {
-    return { reason: 'too_long', detail: `DNS name is ${name.length} characters, over the ${MAX_DNS_NAME_LENGTH} limit` };
-  }
-  const labels = name.split('.');
-  for (let i = 0; i < labels.length; i++) {
-    const label = labels[i]!;
-    if (i === 0 && label === '*') {
-      if (labels.length === 1) return { reason: 'format', detail: 'a wildcard needs a domain after "*."' };
-      continue;
-    }
-    if (label.length === 0) {
-      return { reason: 'format', detail: 'empty label (leading, trailing or doubled ".")' };
-    }
-    if (label.length > 63) return { reason: 'too_long', detail: `label ${quote(label)} is longer than 63 characters` };
-    if (!DNS_LABEL_RE.test(label)) {
-      const detail = label.includes('*')
-        ? 'a wildcard is allowed only as the whole leftmost label ("*.example.org")'
-        : `label ${quote(label)} may contain only letters, digits and inner hyphens`;
-      return { reason: 'char', detail };
-    }
-  }
-  return undefined;
-}
-
 /**
  * Validates an entry from the admin API / CLI and returns the NewEntry the datastore takes.
  * Throws EntryValidationError (code ERR_ENTRY_INVALID) on the first problem found, checking
@@ -398,7 +371,7 @@ export function validateNewEntry(input: EntryInput, options: ValidateEntryOption
   for (let i = 0; i < rawDns.length; i++) {
     const name = rawDns[i];
     if (typeof name !== 'string') throw fail('dnsNames', 'type', name, 'expected a string', i);
-    const problem = dnsNameProblem(name);
+    const problem = dnsNameIssue(name);
     if (problem !== undefined) throw fail('dnsNames', problem.reason, name, problem.detail, i);
     const folded = name.toLowerCase();
     const first = seenDns.get(folded);
