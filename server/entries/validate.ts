@@ -128,7 +128,7 @@ export const MAX_ENTRY_ID_LENGTH = 255;
 export const MAX_ENTRY_EXPIRY = 253402300799;
 
 /** The path of the server's own ID; entries parented by `spiffe://<td>/spire/server` are node aliases. */
-export const SERVER_ID_PATH = '/spire/server';
+export { SERVER_ID_PATH } from '../../common/spireids.js';
 
 const KNOWN_FIELDS = new Set([
   'id',
