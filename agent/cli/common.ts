@@ -9,7 +9,8 @@
  */
 import { Option, type Command } from 'commander';
 import { resolve } from 'node:path';
-import { parseOutputFormat, processStreams, type OutputFormat, type OutputStreams } from '../../common/output.js';
+import { commandAction } from '../../common/cli.js';
+import { parseOutputFormat, type OutputFormat, type OutputStreams } from '../../common/output.js';
 import { createWorkloadApiClient, ENDPOINT_SOCKET_ENV, type WorkloadApiClient } from '../../spiffe/workloadapi/index.js';
 
 /** The agent's default Workload API socket (the `-socketPath` default of the agent's CLI commands). */
@@ -94,32 +95,27 @@ export interface ApiContext {
 }
 
 /**
- * Wraps an api command action: resolves the address, output format and timeout, runs `fn`, closes
- * the client, and on failure prints `Error: <message>` to stderr with exit code 1.
+ * Wraps an api command action (common/cli.ts commandAction): resolves the address, output format
+ * and timeout, runs `fn`, closes the client, and on failure prints `Error: <message>` to stderr
+ * with exit code 1.
  */
 export function apiAction<O extends ApiOptions>(fn: (opts: O, ctx: ApiContext) => Promise<void>): (opts: O) => Promise<void> {
-  return async (opts: O) => {
-    const io = processStreams;
+  return commandAction<O, ApiContext>((opts, io) => {
     let client: WorkloadApiClient | undefined;
-    try {
-      const format = parseOutputFormat(opts.output ?? 'pretty');
-      const timeoutMs = opts.timeout === undefined ? undefined : parseTimeout(opts.timeout);
-      const address = endpointAddressFor(opts.socketPath, cliEnv());
-      const ctx: ApiContext = {
+    const format = parseOutputFormat(opts.output ?? 'pretty');
+    const timeoutMs = opts.timeout === undefined ? undefined : parseTimeout(opts.timeout);
+    const address = endpointAddressFor(opts.socketPath, cliEnv());
+    return {
+      ctx: {
         io,
         format,
         timeoutMs,
         address,
         client: () => (client ??= createWorkloadApiClient({ address, ...(timeoutMs === undefined ? {} : { timeoutMs }) })),
-      };
-      await fn(opts, ctx);
-    } catch (err) {
-      io.err.write(`Error: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exitCode = 1;
-    } finally {
-      client?.close();
-    }
-  };
+      },
+      close: () => client?.close(),
+    };
+  }, fn);
 }
 
 /** Adds the flags every api command has. */
