@@ -215,7 +215,15 @@ type Emit = (kind: ChangeKind, key: string, at: number) => void;
 type Stmt<R = unknown> = Database.Statement<unknown[], R>;
 
 // ---------------------------------------------------------------------------------------------
-// Validation and normalisation (pure).
+// Integrity checks and normalisation (pure).
+//
+// The user-facing rules for registration entries (lengths, selector and DNS syntax, TTL limits,
+// which IDs may parent which, what an alias is) are server/entries/validate.ts's alone: every
+// entry the APIs write has passed validateNewEntry first. What is checked here is what the
+// store itself depends on, whoever calls it: JavaScript types, text SQLite stores unchanged (no
+// lone surrogates), well-formed SPIFFE IDs and trust domains in the identity columns,
+// non-negative integers, and selector sets (non-empty type and value) and trust domain lists
+// sorted and deduplicated, because the identity index and the set filters compare them as text.
 
 const LONE_SURROGATE = /\p{Surrogate}/u;
 
@@ -339,15 +347,15 @@ function entryColumnValues(n: NormalizedEntry): Array<string | number> {
   return [n.spiffeId, n.parentId, n.selectorsKey, n.selectors.length, n.federatesWith.length, n.x509SvidTtl, n.jwtSvidTtl, n.admin ? 1 : 0, n.downstream ? 1 : 0, n.hint, n.entryExpiry];
 }
 
-/** Validates the mutable fields of an entry; throws DataStoreError('invalid'). */
+/**
+ * Integrity-checks and normalises the mutable fields of an entry (see the section comment: not
+ * the user-facing rules); throws DataStoreError('invalid').
+ */
 function normalizeEntry(e: NewEntry | RegistrationEntry): NormalizedEntry {
   if (typeof e !== 'object' || e === null) throw invalid(`entry must be an object, got ${describe(e)}`);
   const selectors = normalizeSelectors(e.selectors, 'selectors');
   const dns = normalizeStrings(e.dnsNames, 'dnsNames');
-  dns.forEach((d, i) => {
-    if (d === '') throw invalid(`dnsNames[${i}] must not be empty`);
-    checkText(d, `dnsNames[${i}]`);
-  });
+  dns.forEach((d, i) => checkText(d, `dnsNames[${i}]`));
   const federatesWith = sortedUnique(
     normalizeStrings(e.federatesWith, 'federatesWith').map((td, i) => checkTrustDomain(td, `federatesWith[${i}]`)),
   ) as TrustDomain[];
