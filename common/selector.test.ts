@@ -10,9 +10,11 @@ describe('common/selector', () => {
     for (const s of ['unix:uid:1000', 'k8s:ns:prod', 'a::']) assert.equal(formatSelector(splitSelector(s)!), s);
   });
 
-  it('selectorMapKey tells apart selectors whose type/value boundary moves', () => {
-    assert.notEqual(selectorMapKey({ type: 'a:b', value: 'c' }), selectorMapKey({ type: 'a', value: 'b:c' }));
+  it('selectorMapKey is the type:value text, distinct for distinct selectors with valid types', () => {
+    assert.equal(selectorMapKey({ type: 'unix', value: 'uid:1' }), 'unix:uid:1');
     assert.equal(selectorMapKey({ type: 'unix', value: 'uid:1' }), selectorMapKey({ type: 'unix', value: 'uid:1' }));
+    assert.notEqual(selectorMapKey({ type: 'unix', value: 'uid:1' }), selectorMapKey({ type: 'unix', value: 'uid:10' }));
+    assert.notEqual(selectorMapKey({ type: 'k8s', value: 'ns:a' }), selectorMapKey({ type: 'k8s_psat', value: 'ns:a' }));
   });
 
   it('selectorSetKey ignores order and duplicates', () => {
