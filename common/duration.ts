@@ -12,6 +12,9 @@
  * - Negative values, signs, spaces and values over Go's maximum duration (~292 years) are errors.
  * Errors are `DurationError` (code `ERR_DURATION_INVALID`) naming the key and quoting the value.
  *
+ * `parseGoDuration(value)` is the syntax alone (exact nanoseconds, no bare-digit form, no
+ * whole-second rule), for callers with other units such as the agent CLI's `-timeout` (ms).
+ *
  * `formatDuration(seconds)` writes the compact form ("1h30m", "24h", "90s" -> "1m30s", "0s"),
  * which `parseDuration` reads back to the same number.
  */
@@ -63,6 +66,36 @@ function show(value: unknown): string {
   return String(value);
 }
 
+/** Why parseGoDuration rejected a value. */
+export type GoDurationProblem = 'syntax' | 'negative' | 'too_long';
+
+/**
+ * Go's `time.ParseDuration` syntax (see the module contract) to exact nanoseconds, or the reason
+ * it is not one. Positive only (no sign), at most Go's maximum duration; "0" alone is zero.
+ */
+export function parseGoDuration(value: string): { ns: bigint } | { problem: GoDurationProblem } {
+  if (value === '0') return { ns: 0n };
+  if (value === '') return { problem: 'syntax' };
+  if (value.startsWith('-')) return { problem: 'negative' };
+  let totalNs = 0n;
+  let pos = 0;
+  while (pos < value.length) {
+    PART.lastIndex = pos;
+    const m = PART.exec(value);
+    if (m === null || m.index !== pos) return { problem: 'syntax' };
+    const int = m[1] ?? '';
+    const frac = m[2] ?? '';
+    if (int === '' && frac === '') return { problem: 'syntax' };
+    const unit = UNIT_NS[m[3] ?? '']!;
+    const scale = 10n ** BigInt(frac.length);
+    // Truncates below one nanosecond, as Go does.
+    totalNs += (BigInt(int || '0') * scale + BigInt(frac || '0')) * unit / scale;
+    if (totalNs > MAX_NS) return { problem: 'too_long' };
+    pos = PART.lastIndex;
+  }
+  return { ns: totalNs };
+}
+
 /** Parses a Go-style duration or whole seconds into whole seconds; see the module contract. */
 export function parseDuration(value: string | number, key: string): number {
   if (typeof value === 'number') {
@@ -81,26 +114,17 @@ export function parseDuration(value: string | number, key: string): number {
     if (n > MAX_DURATION_SECONDS) throw new DurationError(key, value, `is longer than the maximum duration, got ${show(value)}`);
     return n;
   }
-  if (value === '') throw new DurationError(key, value, `${EXPECTED}, got ""`);
-  if (value.startsWith('-')) throw new DurationError(key, value, `must not be negative, got ${show(value)}`);
-
-  let totalNs = 0n;
-  let pos = 0;
-  PART.lastIndex = 0;
-  while (pos < value.length) {
-    PART.lastIndex = pos;
-    const m = PART.exec(value);
-    if (m === null || m.index !== pos) throw new DurationError(key, value, `${EXPECTED}, got ${show(value)}`);
-    const int = m[1] ?? '';
-    const frac = m[2] ?? '';
-    if (int === '' && frac === '') throw new DurationError(key, value, `${EXPECTED}, got ${show(value)}`);
-    const unit = UNIT_NS[m[3] ?? '']!;
-    const scale = 10n ** BigInt(frac.length);
-    // Truncates below one nanosecond, as Go does.
-    totalNs += (BigInt(int || '0') * scale + BigInt(frac || '0')) * unit / scale;
-    if (totalNs > MAX_NS) throw new DurationError(key, value, `is longer than the maximum duration, got ${show(value)}`);
-    pos = PART.lastIndex;
+  const parsed = parseGoDuration(value);
+  if ('problem' in parsed) {
+    const detail =
+      parsed.problem === 'negative'
+        ? 'must not be negative'
+        : parsed.problem === 'too_long'
+          ? 'is longer than the maximum duration'
+          : EXPECTED;
+    throw new DurationError(key, value, `${detail}, got ${show(value)}`);
   }
+  const totalNs = parsed.ns;
   if (totalNs % NS_PER_SECOND !== 0n) {
     throw new DurationError(key, value, `must be a whole number of seconds, got ${show(value)}`);
   }

@@ -8,8 +8,8 @@
  */
 import { createPrivateKey, createPublicKey, generateKeyPair as nodeGenerateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
-import * as asn1js from 'asn1js';
 import { ErrorCode, SpiffeError } from './errors.js';
+import { parseSpki, type SpkiKey } from './x509/spki.js';
 
 const generateKeyPairAsync = promisify(nodeGenerateKeyPair);
 
@@ -108,57 +108,28 @@ export type PublicJwk =
   | { kty: 'EC'; crv: 'P-256' | 'P-384' | 'P-521'; x: string; y: string }
   | { kty: 'RSA'; n: string; e: string };
 
-const OID_EC_PUBLIC_KEY = '1.2.840.10045.2.1';
-const OID_RSA_ENCRYPTION = '1.2.840.113549.1.1.1';
-const EC_CURVES: Record<string, { crv: 'P-256' | 'P-384' | 'P-521'; size: number }> = {
-  '1.2.840.10045.3.1.7': { crv: 'P-256', size: 32 },
-  '1.3.132.0.34': { crv: 'P-384', size: 48 },
-  '1.3.132.0.35': { crv: 'P-521', size: 66 },
-};
-
 function b64url(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url');
 }
 
-/** Unsigned big-endian integer bytes without the DER sign-padding zero. */
-function unsignedInt(value: asn1js.Integer): Uint8Array {
-  const bytes = new Uint8Array(value.valueBlock.valueHexView);
-  let start = 0;
-  while (start < bytes.length - 1 && bytes[start] === 0) start++;
-  return bytes.subarray(start);
-}
-
-/** Public JWK of a key given as a KeyObject or SubjectPublicKeyInfo DER. */
+/**
+ * Public JWK of a key given as a KeyObject or SubjectPublicKeyInfo DER. The SPKI is read by
+ * x509/spki.ts parseSpki (EC P-256/P-384/P-521, RSA of any size); any failure is reason `spki`.
+ */
 export function publicKeyToJwk(key: KeyObject | Uint8Array): PublicJwk {
   const spki = key instanceof Uint8Array ? key : exportPublicKeySpki(key);
-  const bad = (why: string): SpiffeError => new SpiffeError(ErrorCode.KEY_INVALID, 'spki', `cannot convert public key to JWK: ${why}`);
-  const parsed = asn1js.fromBER(spki);
-  if (parsed.offset === -1 || !(parsed.result instanceof asn1js.Sequence)) throw bad('not DER');
-  if (parsed.offset !== spki.byteLength) throw bad('trailing bytes after SubjectPublicKeyInfo');
-  const [algId, bits] = parsed.result.valueBlock.value;
-  if (!(algId instanceof asn1js.Sequence) || !(bits instanceof asn1js.BitString)) throw bad('not SubjectPublicKeyInfo');
-  const [oid, params] = algId.valueBlock.value;
-  if (!(oid instanceof asn1js.ObjectIdentifier)) throw bad('no algorithm');
-  const keyBytes = new Uint8Array(bits.valueBlock.valueHexView);
-  if (oid.valueBlock.toString() === OID_EC_PUBLIC_KEY) {
-    const curve = params instanceof asn1js.ObjectIdentifier ? EC_CURVES[params.valueBlock.toString()] : undefined;
-    if (!curve) throw bad('unsupported EC curve');
-    if (keyBytes.length !== 1 + 2 * curve.size || keyBytes[0] !== 4) throw bad('EC point is not uncompressed');
-    return {
-      kty: 'EC',
-      crv: curve.crv,
-      x: b64url(keyBytes.subarray(1, 1 + curve.size)),
-      y: b64url(keyBytes.subarray(1 + curve.size)),
-    };
+  let k: SpkiKey;
+  try {
+    k = parseSpki(spki);
+  } catch (cause) {
+    const why = cause instanceof SpiffeError ? cause.message : String(cause);
+    throw new SpiffeError(ErrorCode.KEY_INVALID, 'spki', `cannot convert public key to JWK: ${why}`, { cause });
   }
-  if (oid.valueBlock.toString() === OID_RSA_ENCRYPTION) {
-    const rsa = asn1js.fromBER(keyBytes);
-    if (rsa.offset === -1 || !(rsa.result instanceof asn1js.Sequence)) throw bad('bad RSA key');
-    const [n, e] = rsa.result.valueBlock.value;
-    if (!(n instanceof asn1js.Integer) || !(e instanceof asn1js.Integer)) throw bad('bad RSA key');
-    return { kty: 'RSA', n: b64url(unsignedInt(n)), e: b64url(unsignedInt(e)) };
+  if (k.kind === 'ec') {
+    const size = (k.keyBits.length - 1) / 2;
+    return { kty: 'EC', crv: k.curve, x: b64url(k.keyBits.subarray(1, 1 + size)), y: b64url(k.keyBits.subarray(1 + size)) };
   }
-  throw bad(`unsupported algorithm ${oid.valueBlock.toString()}`);
+  return { kty: 'RSA', n: b64url(k.modulus), e: b64url(k.exponent) };
 }
 
 /** Import a public JWK (EC or RSA). Private members, if present, are refused. */

@@ -9,7 +9,9 @@
  */
 import { Option, type Command } from 'commander';
 import { resolve } from 'node:path';
-import { parseOutputFormat, processStreams, type OutputFormat, type OutputStreams } from '../../common/output.js';
+import { commandAction } from '../../common/cli.js';
+import { parseGoDuration } from '../../common/duration.js';
+import { parseOutputFormat, type OutputFormat, type OutputStreams } from '../../common/output.js';
 import { createWorkloadApiClient, ENDPOINT_SOCKET_ENV, type WorkloadApiClient } from '../../spiffe/workloadapi/index.js';
 
 /** The agent's default Workload API socket (the `-socketPath` default of the agent's CLI commands). */
@@ -52,29 +54,31 @@ export function collectCommaList(value: string, previous: string[] | undefined):
   return [...(previous ?? []), ...value.split(',').filter((v) => v !== '')];
 }
 
-const DURATION_PART = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/y;
-const UNIT_MS: Readonly<Record<string, number>> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, 'μs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const NS_PER_MS = 1_000_000n;
 
-/** A positive Go duration (`5s`, `1.5s`, `500ms`, `1m30s`) or whole seconds (`5`), in milliseconds. */
+/**
+ * A positive Go duration (`5s`, `1.5s`, `500ms`, `1m30s`; the syntax of common/duration.ts) or
+ * whole seconds (`5`), surrounding spaces ignored, in milliseconds rounded to the nearest; under
+ * one millisecond is an error.
+ */
 export function parseTimeout(value: string, flag = 'timeout'): number {
   const v = value.trim();
-  let ms = 0;
+  const notPositive = (): Error =>
+    new Error(`invalid value ${JSON.stringify(value)} for -${flag}: expected a positive duration such as 5s, 500ms or 1m`);
+  if (v === '') throw notPositive();
+  let ns: bigint;
   if (/^\d+$/.test(v)) {
-    ms = Number(v) * 1000;
+    ns = BigInt(v) * 1000n * NS_PER_MS;
   } else {
-    let pos = 0;
-    while (pos < v.length) {
-      DURATION_PART.lastIndex = pos;
-      const m = DURATION_PART.exec(v);
-      if (m === null) throw new Error(`invalid value ${JSON.stringify(value)} for -${flag}: expected a duration such as 5s, 500ms or 1m`);
-      ms += Number(m[1]) * UNIT_MS[m[2]!]!;
-      pos = DURATION_PART.lastIndex;
+    const parsed = parseGoDuration(v);
+    if ('problem' in parsed) {
+      const why = parsed.problem === 'too_long' ? 'longer than the maximum duration' : 'expected a duration such as 5s, 500ms or 1m';
+      throw new Error(`invalid value ${JSON.stringify(value)} for -${flag}: ${why}`);
     }
+    ns = parsed.ns;
   }
-  if (v === '' || !Number.isFinite(ms) || ms < 1) {
-    throw new Error(`invalid value ${JSON.stringify(value)} for -${flag}: expected a positive duration such as 5s, 500ms or 1m`);
-  }
-  return Math.round(ms);
+  if (ns < NS_PER_MS) throw notPositive();
+  return Number((ns + NS_PER_MS / 2n) / NS_PER_MS);
 }
 
 export interface ApiOptions {
@@ -94,32 +98,27 @@ export interface ApiContext {
 }
 
 /**
- * Wraps an api command action: resolves the address, output format and timeout, runs `fn`, closes
- * the client, and on failure prints `Error: <message>` to stderr with exit code 1.
+ * Wraps an api command action (common/cli.ts commandAction): resolves the address, output format
+ * and timeout, runs `fn`, closes the client, and on failure prints `Error: <message>` to stderr
+ * with exit code 1.
  */
 export function apiAction<O extends ApiOptions>(fn: (opts: O, ctx: ApiContext) => Promise<void>): (opts: O) => Promise<void> {
-  return async (opts: O) => {
-    const io = processStreams;
+  return commandAction<O, ApiContext>((opts, io) => {
     let client: WorkloadApiClient | undefined;
-    try {
-      const format = parseOutputFormat(opts.output ?? 'pretty');
-      const timeoutMs = opts.timeout === undefined ? undefined : parseTimeout(opts.timeout);
-      const address = endpointAddressFor(opts.socketPath, cliEnv());
-      const ctx: ApiContext = {
+    const format = parseOutputFormat(opts.output ?? 'pretty');
+    const timeoutMs = opts.timeout === undefined ? undefined : parseTimeout(opts.timeout);
+    const address = endpointAddressFor(opts.socketPath, cliEnv());
+    return {
+      ctx: {
         io,
         format,
         timeoutMs,
         address,
         client: () => (client ??= createWorkloadApiClient({ address, ...(timeoutMs === undefined ? {} : { timeoutMs }) })),
-      };
-      await fn(opts, ctx);
-    } catch (err) {
-      io.err.write(`Error: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exitCode = 1;
-    } finally {
-      client?.close();
-    }
-  };
+      },
+      close: () => client?.close(),
+    };
+  }, fn);
 }
 
 /** Adds the flags every api command has. */

@@ -15,7 +15,8 @@ import {
   type SyncAuthorizedResponse,
 } from '../../proto/gen/spindle/agent/v1/agent.js';
 import type { X509SVID } from '../../proto/gen/spindle/types/v1/types.js';
-import { idFromSegments, type TrustDomain } from '../../spiffe/id.js';
+import type { TrustDomain } from '../../spiffe/id.js';
+import { serverIdOf } from '../../common/spireids.js';
 import { certificatesToPem } from '../../spiffe/pem.js';
 import { parseCertificate } from '../../spiffe/x509/index.js';
 
@@ -38,7 +39,7 @@ function target(addr: ServerAddress): string {
 
 /** checkServerIdentity replacement: the server's leaf must be `spiffe://<td>/spire/server`. */
 export function serverIdentityCheck(td: TrustDomain): (host: string, cert: PeerCertificate) => Error | undefined {
-  const expected = idFromSegments(td, 'spire', 'server');
+  const expected = serverIdOf(td);
   return (_host, cert) => {
     try {
       const uris = parseCertificate(cert.raw).uriSans;

@@ -13,7 +13,7 @@
  */
 import { status as GrpcStatus, type sendUnaryData } from '@grpc/grpc-js';
 import type { WorkloadAttestor } from '../../attestors/workload/types.js';
-import type { Selector } from '../../server/datastore/types.js';
+import type { Selector } from '../../common/selector.js';
 import { IdentityUnavailableError, type IdentityCache, type WorkloadSubscription, type WorkloadUpdate } from '../manager/types.js';
 import { cacheError, callerAttestation, type CallerAttestation, type StreamEnd } from './caller.js';
 import { apiError, toStatus } from './errors.js';

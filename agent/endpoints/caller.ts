@@ -5,7 +5,7 @@
  */
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import type { WorkloadAttestor } from '../../attestors/workload/types.js';
-import type { Selector } from '../../server/datastore/types.js';
+import type { Selector } from '../../common/selector.js';
 import type { WorkloadSubscription } from '../manager/types.js';
 import { apiError, toStatus, WorkloadApiError } from './errors.js';
 import type { EndpointLogger, PeerContext, PeerOf } from './types.js';

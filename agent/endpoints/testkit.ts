@@ -8,7 +8,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { connect as http2Connect } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { IdentityCache, JwtIdentity, WorkloadSubscription, WorkloadUpdate, X509Identity } from '../manager/types.js';
-import type { Selector } from '../../server/datastore/types.js';
+import type { Selector } from '../../common/selector.js';
 import { Bundle, BundleSet } from '../../spiffe/bundle.js';
 import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
 import { mintJwtSvid, type JwtSigner } from '../../spiffe/jwtsvid.js';

@@ -14,7 +14,7 @@ import { JWT_CACHE_ENTRIES_METRIC, JWT_CACHE_EVICTIONS_METRIC, registerJwtCacheM
 import type { WorkloadUpdate } from './types.js';
 import { attestAgent, connectAgentApi, syncAuthorized, type AgentApiConnection } from '../client/serverclient.js';
 import type { AgentAPIClient, BatchNewX509SVIDResponse } from '../../proto/gen/spindle/agent/v1/agent.js';
-import type { Selector } from '../../server/datastore/types.js';
+import type { Selector } from '../../common/selector.js';
 import { parseSpiffeId, parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
 import { exportPrivateKeyPkcs8, generateKeyPair } from '../../spiffe/keys.js';
 import { pemToCertificates, privateKeyToPem } from '../../spiffe/pem.js';

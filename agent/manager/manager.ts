@@ -30,7 +30,7 @@ import { exportPrivateKeyPkcs8, generateKeyPair } from '../../spiffe/keys.js';
 import { createCsr } from '../../spiffe/x509/index.js';
 import type { Entry, Bundle as ProtoBundle } from '../../proto/gen/spindle/types/v1/types.js';
 import type { SyncAuthorizedResponse, BatchNewX509SVIDResponse, NewJWTSVIDResponse } from '../../proto/gen/spindle/agent/v1/agent.js';
-import type { Selector } from '../../server/datastore/types.js';
+import { selectorMapKey as selKey, type Selector } from '../../common/selector.js';
 import type { AgentApiConnection } from '../client/serverclient.js';
 import { syncAuthorized } from '../client/serverclient.js';
 import { IdentityUnavailableError, type IdentityCache, type JwtIdentity, type WorkloadSubscription, type WorkloadUpdate, type X509Identity } from './types.js';
@@ -101,7 +101,6 @@ interface Sub {
   closed: boolean;
 }
 
-const selKey = (s: Selector): string => `${s.type}:${s.value}`;
 const RECONNECT_MIN_MS = 500;
 /**
  * Upper bound of the reconnect backoff. Kept at SPIRE's poll interval: after an outage, entry

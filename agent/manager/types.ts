@@ -7,7 +7,7 @@
 import type { KeyObject } from 'node:crypto';
 import type { Bundle, BundleSet } from '../../spiffe/bundle.js';
 import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
-import type { Selector } from '../../server/datastore/types.js';
+import type { Selector } from '../../common/selector.js';
 
 /** One X509-SVID a workload may receive. Keys are made on the agent and never leave it. */
 export interface X509Identity {

@@ -7,7 +7,7 @@
  */
 import type { ConfigReader } from '../../common/configfile.js';
 import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
-import type { DataStore, Selector } from '../../server/datastore/types.js';
+import type { Selector } from '../../common/selector.js';
 
 /** Refusal of an attestation; the agent API answers PERMISSION_DENIED with the message. */
 export class AttestationError extends Error {
@@ -29,9 +29,19 @@ export interface AttestationResult {
   canReattest: boolean;
 }
 
+/**
+ * What a server-side node attestor may do with the datastore: only claim a join token (atomic
+ * and single use: of concurrent claims of one token exactly one gets it). The server's datastore
+ * satisfies it; attestors see nothing else of the server.
+ */
+export interface AttestorDataStore {
+  /** Removes the join token with this SHA-256 hash (hex) and returns it, or undefined if none. */
+  consumeJoinToken(hash: string): Promise<{ hash: string; expiresAt: number } | undefined>;
+}
+
 export interface ServerAttestorContext {
   trustDomain: TrustDomain;
-  datastore: DataStore;
+  datastore: AttestorDataStore;
   now: () => Date;
   /** Sends a challenge to the agent and resolves with its answer. */
   challenge(data: Buffer): Promise<Buffer>;

@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { ConfigReader } from '../../common/configfile.js';
-import type { Selector } from '../../server/datastore/types.js';
+import type { Selector } from '../../common/selector.js';
 
 /**
  * The caller as the kernel captured it when it called connect(): SO_PEERCRED (pid, effective uid

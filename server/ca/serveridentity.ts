@@ -7,7 +7,8 @@
  * excluding the bundle's root) and the PKCS#8 key.
  */
 import type { KeyObject } from 'node:crypto';
-import { idFromSegments, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
+import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
+import { serverIdOf } from '../../common/spireids.js';
 import { exportPrivateKeyPkcs8, generateKeyPair } from '../../spiffe/keys.js';
 import { certificatesToPem, privateKeyToPem } from '../../spiffe/pem.js';
 
@@ -32,10 +33,6 @@ export interface ServerSvid {
 /** Signs the server SVID: returns the chain (leaf first), notAfter and serial. */
 export type ServerSvidSigner = (id: SpiffeId, publicKey: KeyObject, now: Date) => { chain: Buffer[]; notAfter: Date; serialHex: string; caId: string };
 
-export function serverSpiffeId(td: TrustDomain): SpiffeId {
-  return idFromSegments(td, 'spire', 'server');
-}
-
 export class ServerIdentity {
   readonly id: SpiffeId;
   #current: ServerSvid | undefined;
@@ -43,7 +40,7 @@ export class ServerIdentity {
   readonly #onListenerError: (err: unknown) => void;
 
   constructor(td: TrustDomain, onListenerError: (err: unknown) => void) {
-    this.id = serverSpiffeId(td);
+    this.id = serverIdOf(td);
     this.#onListenerError = onListenerError;
   }
 

@@ -5,7 +5,8 @@
  */
 import { Option, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { parseOutputFormat, processStreams, type OutputFormat, type OutputStreams } from '../../common/output.js';
+import { commandAction } from '../../common/cli.js';
+import { parseOutputFormat, type OutputFormat, type OutputStreams } from '../../common/output.js';
 import { withAdminClient, type AdminClient } from './client.js';
 import { CliError } from './errors.js';
 
@@ -67,30 +68,20 @@ export interface ActionContext {
   withClient<T>(fn: (client: AdminClient) => Promise<T>, options?: { timeoutMs?: number }): Promise<T>;
 }
 
-function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
-}
-
 /**
- * Wraps a command action: parses the common options, runs `fn`, and on failure prints
- * `Error: <message>` to stderr and sets exit code 1.
+ * Wraps an admin command action (common/cli.ts commandAction): parses the common options, runs
+ * `fn`, and on failure prints `Error: <message>` to stderr and sets exit code 1.
  */
 export function action<O extends CommonOptions>(fn: (opts: O, ctx: ActionContext) => Promise<void>): (opts: O) => Promise<void> {
-  return async (opts: O) => {
-    const io = processStreams;
-    try {
-      const format = parseOutputFormat(opts.output);
-      const ctx: ActionContext = {
+  return commandAction<O, ActionContext>(
+    (opts, io) => ({
+      ctx: {
         io,
-        format,
+        format: parseOutputFormat(opts.output),
         socketPath: opts.socketPath,
         withClient: (f, options) => withAdminClient(opts.socketPath, f, options),
-      };
-      await fn(opts, ctx);
-    } catch (err) {
-      io.err.write(`Error: ${errorMessage(err)}\n`);
-      process.exitCode = 1;
-    }
-  };
+      },
+    }),
+    fn,
+  );
 }

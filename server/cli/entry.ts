@@ -16,7 +16,8 @@ import {
   type EntryFilter,
 } from '../../proto/gen/spindle/admin/v1/admin.js';
 import { Entry, type Selector } from '../../proto/gen/spindle/types/v1/types.js';
-import { idFromPath, parseSpiffeId, trustDomainOf } from '../../spiffe/id.js';
+import { parseSpiffeId, trustDomainOf } from '../../spiffe/id.js';
+import { serverIdOf } from '../../common/spireids.js';
 import { validateSelector } from '../entries/validate.js';
 import type { AdminClient } from './client.js';
 import { action, addCommonOptions, collect, parseIntFlag, readInput, type ActionContext, type CommonOptions } from './common.js';
@@ -24,7 +25,6 @@ import { formatEntry, parseEntriesJson, sortEntries } from './entryformat.js';
 import { CliError } from './errors.js';
 
 const LIST_PAGE_SIZE = 500;
-const SERVER_ID_PATH = '/spire/server';
 
 /** Parses a SPIFFE ID flag, naming the flag on failure. */
 export function idFlag(flag: string, value: string): string {
@@ -149,7 +149,7 @@ function entriesFromFlags(o: EntryFieldOptions, mode: 'create' | 'update'): Entr
   if (jwt < 0) throw new CliError('a positive JWT-SVID TTL is required (-jwtSVIDTTL)');
   if (ttl > 0 && (x509 > 0 || jwt > 0)) throw new CliError('use x509SVIDTTL and jwtSVIDTTL flags or the deprecated ttl flag');
   const spiffeId = idFlag('spiffeID', o.spiffeID!);
-  const parentId = o.node ? idFromPath(trustDomainOf(parseSpiffeId(spiffeId)), SERVER_ID_PATH) : idFlag('parentID', o.parentID!);
+  const parentId = o.node ? serverIdOf(trustDomainOf(parseSpiffeId(spiffeId))) : idFlag('parentID', o.parentID!);
   const entry = Entry.fromPartial({
     id: o.entryID ?? '',
     spiffeId,

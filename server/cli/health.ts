@@ -10,6 +10,7 @@ import {
   healthCheckResponse_ServingStatusToJSON,
 } from '../../proto/gen/grpc/health/v1/health.js';
 import { parseOutputFormat, processStreams, writeJson } from '../../common/output.js';
+import { reportCommandError } from '../../common/cli.js';
 import { AdminClient } from './client.js';
 import { addCommonOptions, type CommonOptions } from './common.js';
 
@@ -33,8 +34,7 @@ export function register(program: Command): void {
     try {
       format = parseOutputFormat(o.output);
     } catch (err) {
-      io.err.write(`Error: ${(err as Error).message}\n`);
-      process.exitCode = 1;
+      reportCommandError(io, err);
       return;
     }
     const client = new AdminClient(o.socketPath, { timeoutMs: HEALTHCHECK_TIMEOUT_MS });

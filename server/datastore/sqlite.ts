@@ -215,7 +215,15 @@ type Emit = (kind: ChangeKind, key: string, at: number) => void;
 type Stmt<R = unknown> = Database.Statement<unknown[], R>;
 
 // ---------------------------------------------------------------------------------------------
-// Validation and normalisation (pure).
+// Integrity checks and normalisation (pure).
+//
+// The user-facing rules for registration entries (lengths, selector and DNS syntax, TTL limits,
+// which IDs may parent which, what an alias is) are server/entries/validate.ts's alone: every
+// entry the APIs write has passed validateNewEntry first. What is checked here is what the
+// store itself depends on, whoever calls it: JavaScript types, text SQLite stores unchanged (no
+// lone surrogates), well-formed SPIFFE IDs and trust domains in the identity columns,
+// non-negative integers, and selector sets (non-empty type and value) and trust domain lists
+// sorted and deduplicated, because the identity index and the set filters compare them as text.
 
 const LONE_SURROGATE = /\p{Surrogate}/u;
 
@@ -273,8 +281,14 @@ function normalizeSelectors(input: unknown, what: string): Selector[] {
   return out.filter((s, i) => i === 0 || compareSelectors(out[i - 1]!, s) !== 0);
 }
 
-/** Canonical text of a normalised selector set: the identity column and exact-match key. */
-function selectorsKey(selectors: Selector[]): string {
+/**
+ * The PERSISTED text of a normalised selector set (JSON `[[type, value], ...]`): stored in the
+ * selectors_key columns, part of the entries' unique identity index, the exact-match filter key
+ * and where reads take selectors from (selectorsFromKey, json() in SQL). Deliberately not the
+ * in-memory keys of common/selector.ts: changing this text changes what existing databases
+ * hold, so it must stay byte-identical unless a migration rewrites every row.
+ */
+function selectorsStorageKey(selectors: Selector[]): string {
   return JSON.stringify(selectors.map((s) => [s.type, s.value]));
 }
 
@@ -333,15 +347,15 @@ function entryColumnValues(n: NormalizedEntry): Array<string | number> {
   return [n.spiffeId, n.parentId, n.selectorsKey, n.selectors.length, n.federatesWith.length, n.x509SvidTtl, n.jwtSvidTtl, n.admin ? 1 : 0, n.downstream ? 1 : 0, n.hint, n.entryExpiry];
 }
 
-/** Validates the mutable fields of an entry; throws DataStoreError('invalid'). */
+/**
+ * Integrity-checks and normalises the mutable fields of an entry (see the section comment: not
+ * the user-facing rules); throws DataStoreError('invalid').
+ */
 function normalizeEntry(e: NewEntry | RegistrationEntry): NormalizedEntry {
   if (typeof e !== 'object' || e === null) throw invalid(`entry must be an object, got ${describe(e)}`);
   const selectors = normalizeSelectors(e.selectors, 'selectors');
   const dns = normalizeStrings(e.dnsNames, 'dnsNames');
-  dns.forEach((d, i) => {
-    if (d === '') throw invalid(`dnsNames[${i}] must not be empty`);
-    checkText(d, `dnsNames[${i}]`);
-  });
+  dns.forEach((d, i) => checkText(d, `dnsNames[${i}]`));
   const federatesWith = sortedUnique(
     normalizeStrings(e.federatesWith, 'federatesWith').map((td, i) => checkTrustDomain(td, `federatesWith[${i}]`)),
   ) as TrustDomain[];
@@ -349,7 +363,7 @@ function normalizeEntry(e: NewEntry | RegistrationEntry): NormalizedEntry {
     spiffeId: checkSpiffeId(e.spiffeId, 'spiffeId'),
     parentId: checkSpiffeId(e.parentId, 'parentId'),
     selectors,
-    selectorsKey: selectorsKey(selectors),
+    selectorsKey: selectorsStorageKey(selectors),
     x509SvidTtl: checkNonNegativeInt(e.x509SvidTtl, 'x509SvidTtl'),
     jwtSvidTtl: checkNonNegativeInt(e.jwtSvidTtl, 'jwtSvidTtl'),
     dnsNames: [...new Set(dns)],
@@ -550,7 +564,7 @@ function addSelectorFilter(w: Where, m: SetMatchSql, f: { selectors: Selector[];
   if (typeof f !== 'object' || f === null) throw invalid(`${what} must be an object, got ${describe(f)}`);
   const match = checkMatch(f.match, what);
   const selectors = normalizeSelectors(f.selectors, `${what}.selectors`);
-  const key = selectorsKey(selectors);
+  const key = selectorsStorageKey(selectors);
   addSetMatch(w, m, match, selectors.length, key, key);
 }
 
@@ -1226,7 +1240,7 @@ class SqliteStore implements SqliteDataStore {
         n.certNotAfter,
         n.newCertSerial,
         n.newCertNotAfter,
-        selectorsKey(n.selectors),
+        selectorsStorageKey(n.selectors),
         n.selectors.length,
         n.banned ? 1 : 0,
         n.canReattest ? 1 : 0,
@@ -1284,7 +1298,7 @@ class SqliteStore implements SqliteDataStore {
         n.certNotAfter,
         n.newCertSerial,
         n.newCertNotAfter,
-        selectorsKey(n.selectors),
+        selectorsStorageKey(n.selectors),
         n.selectors.length,
         n.banned ? 1 : 0,
         now,

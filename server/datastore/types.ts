@@ -8,17 +8,11 @@
  * nothing. Times are unix seconds (integers) unless a name says otherwise.
  */
 import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
-import { compareCodePoints } from '../../common/strings.js';
+import type { Selector } from '../../common/selector.js';
 
-export interface Selector {
-  type: string;
-  value: string;
-}
-
-/** The canonical selector order: by type, then value, in Unicode code point order. */
-export function compareSelectors(a: Selector, b: Selector): number {
-  return compareCodePoints(a.type, b.type) || compareCodePoints(a.value, b.value);
-}
+// The selector and its order live in common/ (shared with the agent and the attestors);
+// re-exported so datastore users can take everything from here.
+export { compareSelectors, type Selector } from '../../common/selector.js';
 
 export interface RegistrationEntry {
   /** Generated (a UUID v7: time-ordered, random below the millisecond) unless given at creation. */

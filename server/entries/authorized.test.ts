@@ -1,7 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseSpiffeId, parseTrustDomain, type SpiffeId } from '../../spiffe/id.js';
-import type { RegistrationEntry, Selector } from '../datastore/types.js';
+import type { RegistrationEntry } from '../datastore/types.js';
+import type { Selector } from '../../common/selector.js';
 import { AuthorizationCache, EntryIndex, isExpired, sameEntry, serverIdOf, type AgentChange } from './authorized.js';
 import { entryWithDefaults } from '../../test/support/entries.js';
 

@@ -28,24 +28,18 @@
  * Alias closures are computed once and shared by every agent in the alias, so 1,000 agents in
  * one cluster alias with 10,000 workload entries cost 10,000 entries, not 10 million.
  */
-import { idFromPath, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
-import type { RegistrationEntry, Selector } from '../datastore/types.js';
-import { SERVER_ID_PATH } from './validate.js';
+import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
+import type { RegistrationEntry } from '../datastore/types.js';
+import { selectorMapKey as selKey, type Selector } from '../../common/selector.js';
+import { serverIdOf } from '../../common/spireids.js';
 
 /** Unix seconds. */
 export type Clock = () => number;
 
 const systemClock: Clock = () => Math.floor(Date.now() / 1000);
 
-/** Unambiguous map key of a selector, whatever characters type and value hold. */
-function selKey(s: Selector): string {
-  return `${s.type.length}:${s.type}:${s.value}`;
-}
-
 /** The server's own SPIFFE ID; entries parented by it are node aliases. */
-export function serverIdOf(td: TrustDomain): SpiffeId {
-  return idFromPath(td, SERVER_ID_PATH);
-}
+export { serverIdOf };
 
 /** True when the entry has expired at `now` (entryExpiry set and in the past). */
 export function isExpired(entry: RegistrationEntry, now: number): boolean {

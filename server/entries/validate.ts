@@ -39,10 +39,13 @@ import {
 } from '../../spiffe/id.js';
 import { compareCodePoints } from '../../common/strings.js';
 import { quote } from '../../spiffe/errors.js';
-import { compareSelectors, type NewEntry, type Selector } from '../datastore/types.js';
+import { dnsNameIssue } from '../../spiffe/x509/index.js';
+import type { NewEntry } from '../datastore/types.js';
+import { compareSelectors, formatSelector, splitSelector, type Selector } from '../../common/selector.js';
 
 export { compareCodePoints } from '../../common/strings.js';
-export { compareSelectors } from '../datastore/types.js';
+export { MAX_DNS_NAME_LENGTH } from '../../spiffe/x509/index.js';
+export { compareSelectors, formatSelector, selectorSetKey as selectorKey } from '../../common/selector.js';
 
 export const ERR_ENTRY_INVALID = 'ERR_ENTRY_INVALID';
 
@@ -118,7 +121,6 @@ export const MAX_SELECTORS = 256;
 export const MAX_SELECTOR_TYPE_LENGTH = 128;
 export const MAX_SELECTOR_VALUE_BYTES = 1024;
 export const MAX_DNS_NAMES = 256;
-export const MAX_DNS_NAME_LENGTH = 253;
 export const MAX_FEDERATES_WITH = 256;
 export const MAX_HINT_LENGTH = 1024;
 export const MAX_ENTRY_ID_LENGTH = 255;
@@ -126,7 +128,7 @@ export const MAX_ENTRY_ID_LENGTH = 255;
 export const MAX_ENTRY_EXPIRY = 253402300799;
 
 /** The path of the server's own ID; entries parented by `spiffe://<td>/spire/server` are node aliases. */
-export const SERVER_ID_PATH = '/spire/server';
+export { SERVER_ID_PATH } from '../../common/spireids.js';
 
 const KNOWN_FIELDS = new Set([
   'id',
@@ -145,7 +147,6 @@ const KNOWN_FIELDS = new Set([
 
 const SELECTOR_TYPE_RE = /^[A-Za-z0-9_-]+$/;
 const ENTRY_ID_RE = /^[A-Za-z0-9._~:@+=-]+$/;
-const DNS_LABEL_RE = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 
 // ---------------------------------------------------------------------------------------------
 // Selectors
@@ -226,9 +227,9 @@ function checkSelectorParts(type: string, value: string, raw: unknown, index: nu
 
 function parseSelectorAt(s: unknown, index: number | undefined): Selector {
   if (typeof s !== 'string') throw selectorFail('type', 'expected a "type:value" string', s, index);
-  const colon = s.indexOf(':');
-  if (colon === -1) throw selectorFail('format', 'expected "type:value" (no ":" found)', s, index);
-  return checkSelectorParts(s.slice(0, colon), s.slice(colon + 1), s, index);
+  const parts = splitSelector(s);
+  if (parts === undefined) throw selectorFail('format', 'expected "type:value" (no ":" found)', s, index);
+  return checkSelectorParts(parts.type, parts.value, s, index);
 }
 
 /**
@@ -250,29 +251,6 @@ export function validateSelector(sel: Selector | string, index?: number): Select
     throw selectorFail('type', 'selector type and value must be strings', `${String(type)}:${String(value)}`, index);
   }
   return checkSelectorParts(type, value, `${type}:${value}`, index);
-}
-
-/** `type:value` (the inverse of parseSelector for valid selectors). */
-export function formatSelector(sel: Selector): string {
-  return `${sel.type}:${sel.value}`;
-}
-
-/** Orders selectors by (type, value), code point order: the datastore's order. */
-/**
- * Canonical string of a selector SET: sorted by (type, value), duplicates dropped, `type:value`
- * joined by newlines. Unambiguous for valid selectors (types have no `:`, values no newline).
- * Two selector lists have the same key exactly when they hold the same set.
- */
-export function selectorKey(selectors: readonly Selector[]): string {
-  const parts = selectors.slice().sort(compareSelectors).map(formatSelector);
-  let out = '';
-  let prev: string | undefined;
-  for (const p of parts) {
-    if (p === prev) continue;
-    out = prev === undefined ? p : `${out}\n${p}`;
-    prev = p;
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -322,33 +300,6 @@ function checkList(field: string, raw: unknown, max: number): readonly unknown[]
   if (!Array.isArray(raw)) throw fail(field, 'type', raw, 'expected a list');
   if (raw.length > max) throw fail(field, 'too_many', raw, `at most ${max} items allowed, got ${raw.length}`);
   return raw;
-}
-
-/** Validates a DNS name for an X.509 DNS SAN; returns a reason and detail or undefined. */
-function dnsNameProblem(name: string): { reason: EntryValidationReason; detail: string } | undefined {
-  if (name.length === 0) return { reason: 'empty', detail: 'DNS name must not be empty' };
-  if (name.length > MAX_DNS_NAME_LENGTH) {
-    return { reason: 'too_long', detail: `DNS name is ${name.length} characters, over the ${MAX_DNS_NAME_LENGTH} limit` };
-  }
-  const labels = name.split('.');
-  for (let i = 0; i < labels.length; i++) {
-    const label = labels[i]!;
-    if (i === 0 && label === '*') {
-      if (labels.length === 1) return { reason: 'format', detail: 'a wildcard needs a domain after "*."' };
-      continue;
-    }
-    if (label.length === 0) {
-      return { reason: 'format', detail: 'empty label (leading, trailing or doubled ".")' };
-    }
-    if (label.length > 63) return { reason: 'too_long', detail: `label ${quote(label)} is longer than 63 characters` };
-    if (!DNS_LABEL_RE.test(label)) {
-      const detail = label.includes('*')
-        ? 'a wildcard is allowed only as the whole leftmost label ("*.example.org")'
-        : `label ${quote(label)} may contain only letters, digits and inner hyphens`;
-      return { reason: 'char', detail };
-    }
-  }
-  return undefined;
 }
 
 /**
@@ -420,7 +371,7 @@ export function validateNewEntry(input: EntryInput, options: ValidateEntryOption
   for (let i = 0; i < rawDns.length; i++) {
     const name = rawDns[i];
     if (typeof name !== 'string') throw fail('dnsNames', 'type', name, 'expected a string', i);
-    const problem = dnsNameProblem(name);
+    const problem = dnsNameIssue(name);
     if (problem !== undefined) throw fail('dnsNames', problem.reason, name, problem.detail, i);
     const folded = name.toLowerCase();
     const first = seenDns.get(folded);

@@ -14,6 +14,7 @@ import {
   smallInt,
 } from './der.js';
 import { OID } from './oids.js';
+import { quote } from '../errors.js';
 
 /** KeyUsage bit numbers (RFC 5280 4.2.1.3). */
 export const KEY_USAGE_BITS = {
@@ -113,18 +114,49 @@ export const CA_KEY_USAGE = keyUsageExt(['digitalSignature', 'keyCertSign', 'cRL
 
 const DNS_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 
+/** The longest DNS name accepted in a DNS SAN (RFC 1035 text form, no trailing dot). */
+export const MAX_DNS_NAME_LENGTH = 253;
+
+/** What is wrong with a DNS name: the category (for callers that report one) and a sentence. */
+export interface DnsNameIssue {
+  reason: 'empty' | 'too_long' | 'format' | 'char';
+  detail: string;
+}
+
 /**
- * Why a DNS SAN is unacceptable, or undefined when it is fine: non-empty, at most 253
- * characters, dot-separated labels of 1..63 `A-Z a-z 0-9 -` not starting or ending with `-`,
- * optionally a leading `*.` wildcard label (not alone: `*.com` style checks are the CA policy's).
+ * The one DNS SAN rule, used by the registration entry validator, the admin API, CSR creation
+ * and certificate issuance: non-empty, at most 253 characters, dot-separated labels of 1..63
+ * `A-Z a-z 0-9 -` not starting or ending with `-`, optionally a leading `*` wildcard label
+ * followed by at least one more label (`*.com` style checks are the CA policy's). No trailing
+ * dot, no empty labels. Returns undefined when the name is fine.
  */
-export function dnsNameProblem(name: string): string | undefined {
-  if (typeof name !== 'string' || name.length === 0) return 'empty DNS name';
-  if (name.length > 253) return `DNS name is ${name.length} characters, over 253`;
-  const body = name.startsWith('*.') ? name.slice(2) : name;
-  const labels = body.split('.');
-  for (const label of labels) {
-    if (!DNS_LABEL.test(label)) return `bad DNS label ${JSON.stringify(label)}`;
+export function dnsNameIssue(name: string): DnsNameIssue | undefined {
+  if (typeof name !== 'string' || name.length === 0) return { reason: 'empty', detail: 'DNS name must not be empty' };
+  if (name.length > MAX_DNS_NAME_LENGTH) {
+    return { reason: 'too_long', detail: `DNS name is ${name.length} characters, over the ${MAX_DNS_NAME_LENGTH} limit` };
+  }
+  const labels = name.split('.');
+  for (let i = 0; i < labels.length; i++) {
+    const label = labels[i]!;
+    if (i === 0 && label === '*') {
+      if (labels.length === 1) return { reason: 'format', detail: 'a wildcard needs a domain after "*."' };
+      continue;
+    }
+    if (label.length === 0) {
+      return { reason: 'format', detail: 'empty label (leading, trailing or doubled ".")' };
+    }
+    if (label.length > 63) return { reason: 'too_long', detail: `label ${quote(label)} is longer than 63 characters` };
+    if (!DNS_LABEL.test(label)) {
+      const detail = label.includes('*')
+        ? 'a wildcard is allowed only as the whole leftmost label ("*.example.org")'
+        : `label ${quote(label)} may contain only letters, digits and inner hyphens`;
+      return { reason: 'char', detail };
+    }
   }
   return undefined;
+}
+
+/** Why a DNS SAN is unacceptable (dnsNameIssue's sentence), or undefined when it is fine. */
+export function dnsNameProblem(name: string): string | undefined {
+  return dnsNameIssue(name)?.detail;
 }

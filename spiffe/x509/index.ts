@@ -38,6 +38,6 @@ export {
   type VerifyX509SvidOptions,
   type X509Svid,
 } from './verify.js';
-export { dnsNameProblem, type KeyUsageName } from './extensions.js';
+export { MAX_DNS_NAME_LENGTH, dnsNameIssue, dnsNameProblem, type DnsNameIssue, type KeyUsageName } from './extensions.js';
 export { type NameAttribute, type X509Subject } from './name.js';
 export { inspectSpki, type SpkiInfo } from './spki.js';

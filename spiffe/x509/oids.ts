@@ -4,6 +4,7 @@ export const OID = {
   ecPublicKey: '1.2.840.10045.2.1',
   prime256v1: '1.2.840.10045.3.1.7',
   secp384r1: '1.3.132.0.34',
+  secp521r1: '1.3.132.0.35',
   rsaEncryption: '1.2.840.113549.1.1.1',
   // Signature algorithms
   ecdsaWithSha1: '1.2.840.10045.4.1',

@@ -3,6 +3,9 @@
  * than an ECDSA verification under OpenSSL 3). Used to classify and police keys on the
  * issuance hot path: only EC P-256 / P-384 (uncompressed points, named curves) and RSA with a
  * 2048..8192-bit modulus are accepted for SVIDs and CSRs.
+ *
+ * parseSpki is the one SPKI parser of the library: inspectSpki applies the SVID policy on top of
+ * it, and keys.ts builds JWKs from it (bundles may also carry P-521 and other RSA sizes).
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { ErrorCode, SpiffeError } from '../errors.js';
@@ -17,12 +20,26 @@ export type SpkiInfo = (
   keyBits: Uint8Array;
 };
 
+/** An SPKI's key as parseSpki reads it: any key SPIFFE bundles may carry, no size policy. */
+export type SpkiKey = (
+  | { kind: 'ec'; curve: 'P-256' | 'P-384' | 'P-521' }
+  | { kind: 'rsa'; modulusBits: number; modulus: Uint8Array; exponent: Uint8Array }
+) & {
+  keyBits: Uint8Array;
+};
+
 export const MIN_RSA_BITS = 2048;
 export const MAX_RSA_BITS = 8192;
 
-const CURVES: Record<string, { curve: 'P-256' | 'P-384'; pointLength: number }> = {
+type EcCurve = 'P-256' | 'P-384' | 'P-521';
+const ALL_CURVES: readonly EcCurve[] = ['P-256', 'P-384', 'P-521'];
+/** The curves SVIDs and CSRs may use. */
+const SVID_CURVES: readonly EcCurve[] = ['P-256', 'P-384'];
+
+const CURVES: Record<string, { curve: EcCurve; pointLength: number }> = {
   [OID.prime256v1]: { curve: 'P-256', pointLength: 65 },
   [OID.secp384r1]: { curve: 'P-384', pointLength: 97 },
+  [OID.secp521r1]: { curve: 'P-521', pointLength: 133 },
 };
 
 function bitLength(magnitude: Uint8Array): number {
@@ -31,10 +48,26 @@ function bitLength(magnitude: Uint8Array): number {
 }
 
 /**
- * Classifies SPKI DER. Throws SpiffeError ERR_KEY_INVALID with reason `spki` (malformed),
+ * Classifies SPKI DER for SVIDs and CSRs: parseSpki, then only P-256 / P-384 and RSA of
+ * 2048..8192 bits. Throws SpiffeError ERR_KEY_INVALID with reason `spki` (malformed),
  * `key_type` (unsupported algorithm or curve) or `rsa_size` (modulus outside 2048..8192 bits).
  */
 export function inspectSpki(spki: Uint8Array): SpkiInfo {
+  const k = parseSpki(spki, SVID_CURVES);
+  if (k.kind === 'ec') return { kind: 'ec', curve: k.curve as 'P-256' | 'P-384', keyBits: k.keyBits };
+  if (k.modulusBits < MIN_RSA_BITS || k.modulusBits > MAX_RSA_BITS) {
+    throw new SpiffeError(ErrorCode.KEY_INVALID, 'rsa_size', `RSA key of ${k.modulusBits} bits: expected ${MIN_RSA_BITS} to ${MAX_RSA_BITS}`);
+  }
+  return k;
+}
+
+/**
+ * Parses SPKI DER (strict DER) of an EC key on a named curve among `curves` (default P-256,
+ * P-384 and P-521) with an uncompressed point, or of an RSA key of any size (NULL parameters, odd exponent >= 3). Throws
+ * SpiffeError ERR_KEY_INVALID with reason `spki` (malformed) or `key_type` (other algorithms
+ * and curves). No size policy: see inspectSpki for what SVIDs accept.
+ */
+export function parseSpki(spki: Uint8Array, curves: readonly EcCurve[] = ALL_CURVES): SpkiKey {
   let algOid: string;
   let params: { tag: number; content: Uint8Array } | undefined;
   let key: Uint8Array;
@@ -54,8 +87,9 @@ export function inspectSpki(spki: Uint8Array): SpkiInfo {
   if (algOid === OID.ecPublicKey) {
     const curveOid = params?.tag === Tag.OID ? decodeOid(params.content) : undefined;
     const curve = curveOid === undefined ? undefined : CURVES[curveOid];
-    if (curve === undefined) {
-      throw new SpiffeError(ErrorCode.KEY_INVALID, 'key_type', `unsupported EC curve ${curveOid ?? '(not a named curve)'}: expected P-256 or P-384`);
+    if (curve === undefined || !curves.includes(curve.curve)) {
+      const expected = curves.length === 1 ? curves[0] : `${curves.slice(0, -1).join(', ')} or ${curves[curves.length - 1]}`;
+      throw new SpiffeError(ErrorCode.KEY_INVALID, 'key_type', `unsupported EC curve ${curveOid ?? '(not a named curve)'}: expected ${expected}`);
     }
     if (key.length !== curve.pointLength || key[0] !== 0x04) {
       throw new SpiffeError(ErrorCode.KEY_INVALID, 'spki', `EC public key is not an uncompressed ${curve.curve} point`);
@@ -81,9 +115,6 @@ export function inspectSpki(spki: Uint8Array): SpkiInfo {
       exponent = eBytes;
     } catch (cause) {
       throw new SpiffeError(ErrorCode.KEY_INVALID, 'spki', `RSA public key is malformed: ${(cause as Error).message}`, { cause });
-    }
-    if (modulusBits < MIN_RSA_BITS || modulusBits > MAX_RSA_BITS) {
-      throw new SpiffeError(ErrorCode.KEY_INVALID, 'rsa_size', `RSA key of ${modulusBits} bits: expected ${MIN_RSA_BITS} to ${MAX_RSA_BITS}`);
     }
     return { kind: 'rsa', modulusBits, modulus, exponent, keyBits: key };
   }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { ConfigError, ConfigReader } from '../../../common/configfile.js';
 import { parseTrustDomain } from '../../../spiffe/id.js';
-import type { DataStore } from '../../../server/datastore/types.js';
+import type { AttestorDataStore } from '../types.js';
 import { makeKubeTls } from '../../../test/support/kubetls.js';
 import { startFakeApiServer } from '../../../test/support/fakekube/apiserver.js';
 import { AttestationError } from '../types.js';
@@ -104,7 +104,7 @@ describe('k8s_psat agent', () => {
       const agent = new K8sPsatAgentAttestor({ cluster: 'demo-cluster', tokenPath });
       const r = await server.attest(await agent.payload(), {
         trustDomain: parseTrustDomain('example.org'),
-        datastore: {} as DataStore,
+        datastore: {} as AttestorDataStore,
         now: () => new Date(),
         challenge: () => Promise.reject(new Error('no challenge')),
       });

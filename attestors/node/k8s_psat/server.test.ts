@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { ConfigError, ConfigReader } from '../../../common/configfile.js';
 import { parseTrustDomain } from '../../../spiffe/id.js';
-import type { DataStore } from '../../../server/datastore/types.js';
+import type { AttestorDataStore } from '../types.js';
 import { makeKubeTls, type KubeTls } from '../../../test/support/kubetls.js';
 import { POD_NAME_EXTRA, POD_UID_EXTRA, startFakeApiServer, type FakeApiServer, type MintOptions } from '../../../test/support/fakekube/apiserver.js';
 import { buildServerNodeAttestors } from '../registry.js';
@@ -19,7 +19,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 
 const ctx: ServerAttestorContext = {
   trustDomain: parseTrustDomain('example.org'),
-  datastore: {} as DataStore,
+  datastore: {} as AttestorDataStore,
   now: () => new Date(),
   challenge: () => Promise.reject(new Error('k8s_psat sends no challenge')),
 };

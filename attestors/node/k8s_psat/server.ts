@@ -27,7 +27,7 @@
 import { decodeJwt } from 'jose';
 import type { ConfigReader } from '../../../common/configfile.js';
 import { idFromSegments, type SpiffeId } from '../../../spiffe/id.js';
-import type { Selector } from '../../../server/datastore/types.js';
+import type { Selector } from '../../../common/selector.js';
 import { KubeApiClient, type KubeApi, type KubeNode, type KubePod, type TokenReviewStatus } from '../../k8s/apiclient.js';
 import { inClusterTarget, KubeConfigError, loadKubeconfig, type KubeFileAccess } from '../../k8s/kubeconfig.js';
 import { AttestationError, type AttestationResult, type ServerAttestorContext, type ServerNodeAttestor } from '../types.js';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { ConfigError, ConfigReader } from '../../../common/configfile.js';
-import { compareSelectors, type Selector } from '../../../server/datastore/types.js';
+import { compareSelectors, type Selector } from '../../../common/selector.js';
 import { makeKubeTls, type KubeTls } from '../../../test/support/kubetls.js';
 import { pod, startFakeKubelet, type FakeKubelet, type FakePodSpec } from '../../../test/support/fakekube/kubelet.js';
 import { buildWorkloadAttestors } from '../registry.js';

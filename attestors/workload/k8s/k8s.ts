@@ -38,7 +38,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ConfigReader } from '../../../common/configfile.js';
-import { compareSelectors, type Selector } from '../../../server/datastore/types.js';
+import { compareSelectors, type Selector } from '../../../common/selector.js';
 import { WorkloadAttestationError, type PeerInfo, type WorkloadAttestor } from '../types.js';
 import { CgroupParseError, parseCgroupFile, type CgroupContainer } from './cgroup.js';
 import { KubeletClient, KubeletError, type KubeletContainerStatus, type KubeletPod } from './kubelet.js';

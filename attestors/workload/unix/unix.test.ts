@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ConfigReader, isConfigError } from '../../../common/configfile.js';
-import type { Selector } from '../../../server/datastore/types.js';
+import type { Selector } from '../../../common/selector.js';
 import { buildWorkloadAttestors } from '../registry.js';
 import { WorkloadAttestationError } from '../types.js';
 import { parseIdNames, UnixWorkloadAttestor } from './unix.js';

@@ -33,7 +33,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ConfigReader } from '../../../common/configfile.js';
-import type { Selector } from '../../../server/datastore/types.js';
+import type { Selector } from '../../../common/selector.js';
 import { WorkloadAttestationError, type PeerInfo, type WorkloadAttestor } from '../types.js';
 
 export const UNIX = 'unix';
