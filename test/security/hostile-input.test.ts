@@ -176,10 +176,10 @@ describe('floods', () => {
       // The attack happened: the connections were held open the whole time (the canary above
       // was served meanwhile), none ended in a server error. The agent admits one process's
       // first 256 connections (workload_api_max_conns_per_pid) and closes the rest at accept,
-      // before any byte (no status, a session error each); the admin socket has no such limit.
+      // before any byte (their call ends with no status; the client sees a reset or a plain
+      // close, so their session errors vary); the admin socket has no such limit.
       const brief = (r: FloodResult): string => JSON.stringify(r.outcomes);
       assert.deepEqual(wl.outcomes, { OPEN: 256, NO_STATUS: 44 }, `workload: ${brief(wl)}`);
-      assert.equal(wl.sessionErrors, 44, `workload: ${brief(wl)}`);
       assert.deepEqual(admin.outcomes, { OPEN: 300 }, `admin: ${brief(admin)}`);
       assert.equal(admin.sessionErrors, 0, `admin: ${brief(admin)}`);
     });
