@@ -8,13 +8,15 @@ import { Bundle } from '../../../spiffe/bundle.js';
 import { parseSpiffeId, parseTrustDomain, type SpiffeId } from '../../../spiffe/id.js';
 import { generateKeyPair } from '../../../spiffe/keys.js';
 import { mintJwtSvid } from '../../../spiffe/jwtsvid.js';
-import { createIssuer, createSelfSignedCa, issueX509Svid, type Issuer } from '../../../spiffe/x509/index.js';
+import { createIssuer, createSelfSignedCa, issueX509Svid, issueX509SvidFromCsr, verifyX509Svid, type Issuer } from '../../../spiffe/x509/index.js';
+import { entryWithDefaults } from '../../../test/support/entries.js';
+import { freshCsr } from '../../ca/testkit.js';
 import type { AttestedNode, DataStore, RegistrationEntry } from '../../datastore/types.js';
-import type { AuthorizationCache } from '../../entries/authorized.js';
+import { AuthorizationCache, EntryIndex } from '../../entries/authorized.js';
 import type { ChangeFeed } from '../../entries/feed.js';
 import type { CaSigner, SignedJwtSvid } from '../../ca/types.js';
 import type { AdminLogger } from '../admin/types.js';
-import { AgentApi, remoteAddressOf, VERIFIED_AGENT_CERT_TTL_MS } from './service.js';
+import { AgentApi, MAX_AUDIENCES, MAX_CSRS_PER_BATCH, remoteAddressOf, VERIFIED_AGENT_CERT_TTL_MS } from './service.js';
 
 const td = parseTrustDomain('example.org');
 const AGENT = parseSpiffeId('spiffe://example.org/spire/agent/join_token/t1');
@@ -160,5 +162,166 @@ describe('remoteAddressOf (the per-address attestation limit key)', () => {
     assert.equal(remoteAddressOf('::ffff:10.1.2.3:8081'), '10.1.2.3');
     assert.equal(remoteAddressOf('[::1]:1'), '::1');
     assert.equal(remoteAddressOf('unknown'), 'unknown');
+  });
+});
+
+/**
+ * The signing handlers against the real authorization index and cache: agent A and agent B each
+ * have an entry; the handlers sign and mint from A's authorized set only, whether A's sync stream
+ * is open (tracked in the cache) or not (computed from the index).
+ */
+async function signingSetup(opts: { tracked: boolean }) {
+  const t = T0;
+  const now = (): Date => new Date(t);
+  const caKeys = await generateKeyPair('ec-p256');
+  const caDer = createSelfSignedCa({ trustDomain: td, keyPair: caKeys, ttlSeconds: 86400, now: now() });
+  const issuer: Issuer = createIssuer([caDer], caKeys.privateKey);
+  const jwtKey = await generateKeyPair('ec-p256');
+  const bundle = new Bundle(td, { x509Authorities: [caDer], sequence: 1n });
+  /** What the CA was asked to sign and mint, in order. */
+  const signedFor: Array<{ id: string; dnsNames: readonly string[]; ttlSeconds: number | undefined }> = [];
+  const mintedFor: Array<{ id: string; audience: readonly string[]; ttlSeconds: number | undefined }> = [];
+  const ca: CaSigner = {
+    trustDomain: td,
+    signX509Svid: (req) => {
+      signedFor.push({ id: req.id, dnsNames: req.dnsNames ?? [], ttlSeconds: req.ttlSeconds });
+      const c = issueX509SvidFromCsr({ id: req.id, csr: req.csr, dnsNames: req.dnsNames, ttlSeconds: req.ttlSeconds ?? 3600, issuer, now: now() });
+      return { chain: [c.der], notAfter: c.notAfter, serialHex: c.serialHex };
+    },
+    mintJwtSvid: async (req): Promise<SignedJwtSvid> => {
+      mintedFor.push({ id: req.id, audience: req.audience, ttlSeconds: req.ttlSeconds });
+      return mintJwtSvid({ id: req.id, audience: req.audience, signer: { kid: 'k', privateKey: jwtKey.privateKey }, now: now() });
+    },
+    bundle: () => bundle.clone(),
+    onBundleChange: () => () => undefined,
+  };
+  const B = parseSpiffeId('spiffe://example.org/spire/agent/join_token/t2');
+  const agentKeys = await generateKeyPair('ec-p256');
+  const agentCert = issueX509Svid({ id: AGENT, publicKey: agentKeys.publicKey, ttlSeconds: 3600, issuer, now: now() });
+  let stored: AttestedNode | undefined = {
+    spiffeId: AGENT, attestationType: 'join_token', certSerial: agentCert.serialHex, certNotAfter: 0, newCertSerial: '', newCertNotAfter: 0,
+    selectors: [], banned: false, canReattest: false, createdAt: 0, updatedAt: 0,
+  };
+  const datastore = {
+    getAttestedNode: async (id: SpiffeId) => (id === AGENT && stored ? { ...stored } : undefined),
+    updateAttestedNode: async (n: AttestedNode) => (stored = { ...n }),
+  } as unknown as DataStore;
+  const entry = (id: string, spiffeId: string, parentId: SpiffeId, extra: Partial<RegistrationEntry> = {}): RegistrationEntry => ({
+    ...entryWithDefaults({ spiffeId: parseSpiffeId(spiffeId), parentId, selectors: [{ type: 'unix', value: 'uid:1000' }] }),
+    id, revisionNumber: 0, createdAt: 0, updatedAt: 0, ...extra,
+  });
+  const mine = entry('mine', 'spiffe://example.org/mine', AGENT, { dnsNames: ['mine.example.org'], x509SvidTtl: 120, jwtSvidTtl: 60 });
+  const theirs = entry('theirs', 'spiffe://example.org/theirs', B);
+  const index = new EntryIndex({ trustDomain: td, now: () => Math.floor(t / 1000) });
+  index.load([mine, theirs]);
+  const cache = new AuthorizationCache(index);
+  if (opts.tracked) {
+    cache.setAgent(AGENT, []);
+    cache.setAgent(B, []);
+  }
+  const feed = { subscribe: () => () => undefined, revision: 0 } as unknown as ChangeFeed;
+  const api = new AgentApi({ trustDomain: td, datastore, ca, attestors: new Map(), cache, feed, now, agentTtlSeconds: 3600, logger: quiet });
+  const svc = api.service() as unknown as Record<string, (c: unknown, cb: (err: { code: number; details?: string } | null, res?: unknown) => void) => void>;
+  const invoke = <Res>(method: string, request: unknown, cert: Buffer = agentCert.der): Promise<{ code: number; details?: string; res?: Res }> =>
+    new Promise((resolve) => {
+      const fakeCall = { request, getAuthContext: () => ({ sslPeerCertificate: { raw: cert } }) };
+      svc[method]!(fakeCall, (err, res) => resolve(err ? { code: err.code, details: err.details } : { code: 0, res: res as Res }));
+    });
+  return { api, invoke, signedFor, mintedFor, node: () => stored, setNode: (n: AttestedNode | undefined) => (stored = n), issuer, bundle, now, agentKeys };
+}
+
+type BatchRes = { results: Array<{ status: { code: number; message: string }; svid: { spiffeId: string; certChain: Buffer[] } | undefined }> };
+type JwtRes = { svid: { token: string; spiffeId: string } };
+
+for (const tracked of [false, true]) {
+  describe(`AgentApi signing authorization (sync stream ${tracked ? 'open' : 'closed'})`, () => {
+    test('BatchNewX509SVID signs the caller\'s entry with the entry\'s identity, refuses another agent\'s, and keeps the order', async () => {
+      const s = await signingSetup({ tracked });
+      const csr = await freshCsr();
+      const r = await s.invoke<BatchRes>('batchNewX509Svid', { params: [{ entryId: 'theirs', csr }, { entryId: 'mine', csr }, { entryId: 'nope', csr }] });
+      assert.equal(r.code, 0);
+      const [theirs, mine, nope] = r.res!.results;
+      assert.equal(theirs!.status.code, status.PERMISSION_DENIED);
+      assert.match(theirs!.status.message, /entry "theirs" is not authorized for this agent/);
+      assert.equal(theirs!.svid, undefined);
+      assert.equal(nope!.status.code, status.PERMISSION_DENIED);
+      assert.equal(nope!.svid, undefined);
+      assert.equal(mine!.status.code, status.OK);
+      assert.equal(mine!.svid!.spiffeId, 'spiffe://example.org/mine');
+      const leaf = verifyX509Svid(mine!.svid!.certChain, s.bundle, { now: s.now() });
+      assert.equal(leaf.id, 'spiffe://example.org/mine');
+      assert.deepEqual(s.signedFor, [{ id: 'spiffe://example.org/mine', dnsNames: ['mine.example.org'], ttlSeconds: 120 }], 'only the authorized entry reached the CA, with its own DNS names and TTL');
+      s.api.close();
+    });
+
+    test('NewJWTSVID mints for the caller\'s entry only; another agent\'s entry is PERMISSION_DENIED and nothing is minted', async () => {
+      const s = await signingSetup({ tracked });
+      const denied = await s.invoke<JwtRes>('newJwtsvid', { entryId: 'theirs', audience: ['a'] });
+      assert.equal(denied.code, status.PERMISSION_DENIED);
+      assert.match(denied.details ?? '', /entry "theirs" is not authorized for this agent/);
+      assert.equal(s.mintedFor.length, 0);
+      const ok = await s.invoke<JwtRes>('newJwtsvid', { entryId: 'mine', audience: ['a', 'b'] });
+      assert.equal(ok.code, 0);
+      assert.equal(ok.res!.svid.spiffeId, 'spiffe://example.org/mine');
+      assert.deepEqual(s.mintedFor, [{ id: 'spiffe://example.org/mine', audience: ['a', 'b'], ttlSeconds: 60 }]);
+      s.api.close();
+    });
+  });
+}
+
+describe('AgentApi signing: input checks and agent renewal', () => {
+  test('NewJWTSVID refuses no audience, an empty audience and too many, minting nothing', async () => {
+    const s = await signingSetup({ tracked: false });
+    for (const audience of [[], [''], ['a', ''], Array.from({ length: MAX_AUDIENCES + 1 }, (_, i) => `a${i}`)]) {
+      const r = await s.invoke<JwtRes>('newJwtsvid', { entryId: 'mine', audience });
+      assert.equal(r.code, status.INVALID_ARGUMENT, JSON.stringify(audience));
+    }
+    assert.equal((await s.invoke<JwtRes>('newJwtsvid', { entryId: 'mine', audience: Array.from({ length: MAX_AUDIENCES }, (_, i) => `a${i}`) })).code, 0);
+    assert.equal(s.mintedFor.length, 1);
+    s.api.close();
+  });
+
+  test('BatchNewX509SVID refuses more than MAX_CSRS_PER_BATCH CSRs before signing any', async () => {
+    const s = await signingSetup({ tracked: false });
+    const csr = await freshCsr();
+    const r = await s.invoke<BatchRes>('batchNewX509Svid', { params: Array.from({ length: MAX_CSRS_PER_BATCH + 1 }, () => ({ entryId: 'mine', csr })) });
+    assert.equal(r.code, status.INVALID_ARGUMENT);
+    assert.match(r.details ?? '', /too many CSRs/);
+    assert.equal(s.signedFor.length, 0);
+    s.api.close();
+  });
+
+  test('RenewAgent signs the caller\'s own agent ID; the new SVID replaces the old one on first use; an evicted agent is refused', async () => {
+    const s = await signingSetup({ tracked: false });
+    const oldSerial = s.node()!.certSerial;
+    const r = await s.invoke<{ svid: { spiffeId: string; certChain: Buffer[]; serial: string } }>('renewAgent', { csr: await freshCsr() });
+    assert.equal(r.code, 0);
+    assert.equal(r.res!.svid.spiffeId, AGENT);
+    assert.equal(verifyX509Svid(r.res!.svid.certChain, s.bundle, { now: s.now() }).id, AGENT);
+    assert.equal(s.node()!.newCertSerial, r.res!.svid.serial, 'the renewed serial is recorded as pending');
+    assert.equal(s.node()!.certSerial, oldSerial, 'the old one stays current until the new one is used');
+    // First call with the renewed certificate: it becomes current, the old one is refused.
+    const renewed = r.res!.svid.certChain[0]!;
+    assert.equal((await s.invoke<JwtRes>('newJwtsvid', { entryId: 'mine', audience: ['a'] }, renewed)).code, 0);
+    assert.equal(s.node()!.certSerial, r.res!.svid.serial);
+    assert.equal(s.node()!.newCertSerial, '');
+    const old = await s.invoke<JwtRes>('newJwtsvid', { entryId: 'mine', audience: ['a'] });
+    assert.equal(old.code, status.PERMISSION_DENIED);
+    assert.match(old.details ?? '', /superseded/);
+    s.setNode(undefined);
+    const evicted = await s.invoke('renewAgent', { csr: await freshCsr() }, renewed);
+    assert.equal(evicted.code, status.PERMISSION_DENIED);
+    s.api.close();
+  });
+
+  test('a certificate whose serial is neither current nor pending is refused, and does not become current', async () => {
+    const s = await signingSetup({ tracked: false });
+    const other = issueX509Svid({ id: AGENT, publicKey: s.agentKeys.publicKey, ttlSeconds: 3600, issuer: s.issuer, now: s.now() });
+    const before = s.node()!;
+    const r = await s.invoke<JwtRes>('newJwtsvid', { entryId: 'mine', audience: ['a'] }, other.der);
+    assert.equal(r.code, status.PERMISSION_DENIED);
+    assert.match(r.details ?? '', /superseded/);
+    assert.deepEqual(s.node(), before);
+    s.api.close();
   });
 });
