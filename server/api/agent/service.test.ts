@@ -8,7 +8,7 @@ import { Bundle } from '../../../spiffe/bundle.js';
 import { parseSpiffeId, parseTrustDomain, type SpiffeId } from '../../../spiffe/id.js';
 import { generateKeyPair } from '../../../spiffe/keys.js';
 import { mintJwtSvid } from '../../../spiffe/jwtsvid.js';
-import { createIssuer, createSelfSignedCa, issueX509Svid, issueX509SvidFromCsr, verifyX509Svid, type Issuer } from '../../../spiffe/x509/index.js';
+import { createIssuer, createSelfSignedCa, issueIntermediateCa, issueX509Svid, issueX509SvidFromCsr, verifyX509Svid, type Issuer } from '../../../spiffe/x509/index.js';
 import { entryWithDefaults } from '../../../test/support/entries.js';
 import { freshCsr } from '../../ca/testkit.js';
 import type { AttestedNode, DataStore, RegistrationEntry } from '../../datastore/types.js';
@@ -25,12 +25,20 @@ const T0 = Date.UTC(2030, 0, 1);
 
 const quiet: AdminLogger = { info() {}, warn() {}, error() {}, debug() {}, child: () => quiet };
 
-async function setup() {
+/** With `intermediate`, agent certificates are issued by an intermediate CA the server lists as its intermediates. */
+async function setup(opts: { intermediate?: boolean } = {}) {
   let t = T0;
   const now = (): Date => new Date(t);
   const caKeys = await generateKeyPair('ec-p256');
   const caDer = createSelfSignedCa({ trustDomain: td, keyPair: caKeys, ttlSeconds: 86400, now: now() });
-  const issuer: Issuer = createIssuer([caDer], caKeys.privateKey);
+  let issuer: Issuer = createIssuer([caDer], caKeys.privateKey);
+  const intermediates: Buffer[] = [];
+  if (opts.intermediate) {
+    const interKeys = await generateKeyPair('ec-p256');
+    const interDer = issueIntermediateCa({ trustDomain: td, publicKey: interKeys.publicKey, issuer, ttlSeconds: 86400, now: now() });
+    intermediates.push(interDer);
+    issuer = createIssuer([interDer, caDer], interKeys.privateKey);
+  }
   const jwtKey = await generateKeyPair('ec-p256');
   let bundle = new Bundle(td, { x509Authorities: [caDer], sequence: 1n });
   const listeners = new Set<(b: Bundle) => void>();
@@ -45,7 +53,7 @@ async function setup() {
     bundle: () => bundle.clone(),
     intermediates: () => {
       verifications++;
-      return [];
+      return intermediates;
     },
     onBundleChange: (l) => {
       listeners.add(l);
@@ -69,9 +77,9 @@ async function setup() {
   const api = new AgentApi({ trustDomain: td, datastore, ca, attestors: new Map(), cache, feed, now, agentTtlSeconds: 3600, logger: quiet });
   const svc = api.service();
   /** One NewJWTSVID call presenting `cert`; resolves with the gRPC status code (0 = OK). */
-  const call = (cert: Buffer = agentCert.der): Promise<{ code: number; details?: string }> =>
+  const call = (cert: Buffer | null = agentCert.der): Promise<{ code: number; details?: string }> =>
     new Promise((resolve) => {
-      const fakeCall = { request: { entryId: 'e1', audience: ['a'] }, getAuthContext: () => ({ sslPeerCertificate: { raw: cert } }) };
+      const fakeCall = { request: { entryId: 'e1', audience: ['a'] }, getAuthContext: () => ({ sslPeerCertificate: cert === null ? {} : { raw: cert } }) };
       (svc.newJwtsvid as unknown as (c: unknown, cb: (err: { code: number; details?: string } | null) => void) => void)(fakeCall, (err) =>
         resolve(err ? { code: err.code, details: err.details } : { code: 0 }),
       );
@@ -150,6 +158,68 @@ describe('AgentApi caller authentication', () => {
     const w = issueX509Svid({ id: WORKLOAD, publicKey: s.agentKeys.publicKey, ttlSeconds: 600, issuer: s.issuer, now: s.now() });
     for (let i = 0; i < 2; i++) assert.equal((await s.call(w.der)).code, status.PERMISSION_DENIED);
     assert.equal(s.verifications(), 2);
+    s.api.close();
+  });
+});
+
+describe('AgentApi caller authentication: refusals and the remembered verification\'s bounds', () => {
+  test('no client certificate: UNAUTHENTICATED, saying so', async () => {
+    const s = await setup();
+    const r = await s.call(null);
+    assert.equal(r.code, status.UNAUTHENTICATED);
+    assert.match(r.details ?? '', /no valid agent X509-SVID was presented/);
+    s.api.close();
+  });
+
+  test('each refusal says why: not attested, not valid, not an agent ID', async () => {
+    const s = await setup();
+    s.setNode(undefined);
+    const evicted = await s.call();
+    assert.equal(evicted.code, status.PERMISSION_DENIED);
+    assert.match(evicted.details ?? '', /agent spiffe:\/\/example\.org\/spire\/agent\/join_token\/t1 is not attested/);
+    const strangerCa = createIssuer([createSelfSignedCa({ trustDomain: td, keyPair: s.agentKeys, ttlSeconds: 86400, now: s.now() })], s.agentKeys.privateKey);
+    const forged = issueX509Svid({ id: AGENT, publicKey: s.agentKeys.publicKey, ttlSeconds: 600, issuer: strangerCa, now: s.now() });
+    const invalid = await s.call(forged.der);
+    assert.equal(invalid.code, status.UNAUTHENTICATED);
+    assert.match(invalid.details ?? '', /agent SVID is not valid: /);
+    const w = issueX509Svid({ id: WORKLOAD, publicKey: s.agentKeys.publicKey, ttlSeconds: 600, issuer: s.issuer, now: s.now() });
+    const notAgent = await s.call(w.der);
+    assert.equal(notAgent.code, status.PERMISSION_DENIED);
+    assert.match(notAgent.details ?? '', /spiffe:\/\/example\.org\/workload is not an agent ID of this trust domain/);
+    s.api.close();
+  });
+
+  test('a remembered certificate that expires before the verification TTL is refused from its expiry on', async () => {
+    const s = await setup();
+    const short = issueX509Svid({ id: AGENT, publicKey: s.agentKeys.publicKey, ttlSeconds: 30, issuer: s.issuer, now: s.now() });
+    s.setNode({ ...s.node()!, certSerial: short.serialHex });
+    assert.equal((await s.call(short.der)).code, 0);
+    s.advance(31_000);
+    assert.ok(31_000 < VERIFIED_AGENT_CERT_TTL_MS);
+    assert.equal((await s.call(short.der)).code, status.UNAUTHENTICATED);
+    s.api.close();
+  });
+
+  test('a clock set back is not trusted: verified again, and refused before the certificate\'s notBefore', async () => {
+    const s = await setup();
+    s.advance(10 * 60_000);
+    assert.equal((await s.call()).code, 0);
+    s.advance(-5 * 60_000);
+    assert.equal((await s.call()).code, 0);
+    assert.equal(s.verifications(), 2, 'verified again after the clock went back');
+    // A certificate issued an hour later, then the clock set back half an hour: not yet valid.
+    s.advance(55 * 60_000);
+    const later = issueX509Svid({ id: AGENT, publicKey: s.agentKeys.publicKey, ttlSeconds: 3600, issuer: s.issuer, now: s.now() });
+    s.setNode({ ...s.node()!, certSerial: later.serialHex });
+    assert.equal((await s.call(later.der)).code, 0);
+    s.advance(-30 * 60_000);
+    assert.equal((await s.call(later.der)).code, status.UNAUTHENTICATED);
+    s.api.close();
+  });
+
+  test('an agent certificate issued by an intermediate verifies with the CA\'s intermediates', async () => {
+    const s = await setup({ intermediate: true });
+    assert.equal((await s.call()).code, 0);
     s.api.close();
   });
 });
@@ -270,6 +340,16 @@ for (const tracked of [false, true]) {
 }
 
 describe('AgentApi signing: input checks and agent renewal', () => {
+  test('GetBundle returns the trust domain\'s current bundle', async () => {
+    const s = await signingSetup({ tracked: false });
+    const r = await s.invoke<{ bundle: { trustDomain: string; sequence: bigint } }>('getBundle', {});
+    assert.equal(r.code, 0);
+    assert.equal(r.res!.bundle.trustDomain, 'example.org');
+    assert.equal(r.res!.bundle.sequence, 1n);
+    s.api.close();
+  });
+
+
   test('NewJWTSVID refuses no audience, an empty audience and too many, minting nothing', async () => {
     const s = await signingSetup({ tracked: false });
     for (const audience of [[], [''], ['a', ''], Array.from({ length: MAX_AUDIENCES + 1 }, (_, i) => `a${i}`)]) {
