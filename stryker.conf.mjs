@@ -38,11 +38,15 @@ export const GROUPS = {
     tests: ['dist/server/entries/authorized.test.js'],
   },
   manager: {
-    mutate: () =>
-      ranges('dist/agent/manager/manager.js', [
-        '#unindex', '#upsertEntry', '#match', '#update', '#updateFor', 'fetchX509', 'fetchJwt', '#jwtFor', 'servedUntil', 'usable',
-      ]),
+    // The decisions only: which entries a caller's selectors match, and what fetchX509 and
+    // fetchJwt hand out. The file's tests start a real server per test and take minutes under
+    // mutation, so only the tests of these decisions run (node's --test-name-pattern).
+    mutate: () => ranges('dist/agent/manager/manager.js', ['#match', 'fetchX509', 'fetchJwt', 'servedUntil', 'usable']),
     tests: ['dist/agent/manager/manager.test.js'],
+    nodeArgs: ['--test-name-pattern=^(fetchX509|fetchJwt|authorization)'],
+    timeoutMS: 30_000,
+    // A test process killed at its first failure would leave its spindle-server running.
+    forceBail: false,
   },
   agentapi: {
     mutate: () =>
@@ -80,14 +84,16 @@ export default {
   tap: {
     testFiles: group.tests,
     // node:test prints TAP when its output is not a terminal; say so anyway.
-    nodeArgs: ['--test-reporter=tap', '-r', '{{hookFile}}', '{{testFile}}'],
+    nodeArgs: ['--test-reporter=tap', ...(group.nodeArgs ?? []), '-r', '{{hookFile}}', '{{testFile}}'],
+    forceBail: group.forceBail ?? true,
   },
   mutate: group.mutate(),
   // Which test files reach which mutant, so each mutant runs only the files that can kill it.
   coverageAnalysis: 'perTest',
   concurrency: 2,
-  // The tests start real servers and sockets; a slow, shared machine needs room.
-  timeoutMS: 60_000,
+  // Added to (dry-run time x timeoutFactor) before a mutant counts as timed out (an endless
+  // loop, say). The tests start real servers and sockets; a slow, shared machine needs room.
+  timeoutMS: group.timeoutMS ?? 15_000,
   timeoutFactor: 3,
   dryRunTimeoutMinutes: 10,
   reporters: ['clear-text', 'progress-append-only', 'json'],

@@ -96,3 +96,15 @@ describe('join_token server attestor', () => {
     for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as AttestationError).reason, 'unknown_token');
   });
 });
+
+describe('datastore join-token claim (consumeJoinToken)', () => {
+  test('a hash that is not a string is refused, naming the argument', async () => {
+    await assert.rejects(store.consumeJoinToken(42 as unknown as string), /join token hash must be a string, got/);
+  });
+
+  test('a closed datastore refuses the claim, naming the operation', async () => {
+    const closed = openSqliteDataStore({ path: join(dir, 'closed.sqlite3') });
+    await closed.close();
+    await assert.rejects(closed.consumeJoinToken(hashJoinToken(generateJoinToken())), /consume join token/);
+  });
+});

@@ -8,7 +8,7 @@ import { Bundle } from '../../../spiffe/bundle.js';
 import { parseSpiffeId, parseTrustDomain, type SpiffeId } from '../../../spiffe/id.js';
 import { generateKeyPair } from '../../../spiffe/keys.js';
 import { mintJwtSvid } from '../../../spiffe/jwtsvid.js';
-import { createIssuer, createSelfSignedCa, issueIntermediateCa, issueX509Svid, issueX509SvidFromCsr, verifyX509Svid, type Issuer } from '../../../spiffe/x509/index.js';
+import { createIssuer, createSelfSignedCa, issueIntermediateCa, issueX509Svid, issueX509SvidFromCsr, parseCertificate, verifyX509Svid, type Issuer } from '../../../spiffe/x509/index.js';
 import { entryWithDefaults } from '../../../test/support/entries.js';
 import { freshCsr } from '../../ca/testkit.js';
 import type { AttestedNode, DataStore, RegistrationEntry } from '../../datastore/types.js';
@@ -16,7 +16,7 @@ import { AuthorizationCache, EntryIndex } from '../../entries/authorized.js';
 import type { ChangeFeed } from '../../entries/feed.js';
 import type { CaSigner, SignedJwtSvid } from '../../ca/types.js';
 import type { AdminLogger } from '../admin/types.js';
-import { AgentApi, MAX_AUDIENCES, MAX_CSRS_PER_BATCH, remoteAddressOf, VERIFIED_AGENT_CERT_TTL_MS } from './service.js';
+import { AgentApi, MAX_AUDIENCES, type AgentApiMetrics, MAX_CSRS_PER_BATCH, remoteAddressOf, VERIFIED_AGENT_CERT_TTL_MS } from './service.js';
 
 const td = parseTrustDomain('example.org');
 const AGENT = parseSpiffeId('spiffe://example.org/spire/agent/join_token/t1');
@@ -144,9 +144,15 @@ describe('AgentApi caller authentication', () => {
   test('expiry: a remembered certificate is refused once it expires; re-verified after the TTL', async () => {
     const s = await setup();
     assert.equal((await s.call()).code, 0);
+    s.advance(VERIFIED_AGENT_CERT_TTL_MS - 1);
+    assert.equal((await s.call()).code, 0);
+    assert.equal(s.verifications(), 1, 'remembered until the TTL');
+    s.advance(1);
+    assert.equal((await s.call()).code, 0);
+    assert.equal(s.verifications(), 2, 'verified again at the TTL');
     s.advance(VERIFIED_AGENT_CERT_TTL_MS + 1);
     assert.equal((await s.call()).code, 0);
-    assert.equal(s.verifications(), 2, 'verified again after the TTL');
+    assert.equal(s.verifications(), 3, 'verified again after the TTL');
     s.advance(3600 * 1000);
     const r = await s.call();
     assert.equal(r.code, status.UNAUTHENTICATED);
@@ -194,8 +200,12 @@ describe('AgentApi caller authentication: refusals and the remembered verificati
     const short = issueX509Svid({ id: AGENT, publicKey: s.agentKeys.publicKey, ttlSeconds: 30, issuer: s.issuer, now: s.now() });
     s.setNode({ ...s.node()!, certSerial: short.serialHex });
     assert.equal((await s.call(short.der)).code, 0);
-    s.advance(31_000);
-    assert.ok(31_000 < VERIFIED_AGENT_CERT_TTL_MS);
+    // At its notAfter exactly it is still valid, and still the remembered verification.
+    s.advance(short.notAfter.getTime() - s.now().getTime());
+    assert.equal((await s.call(short.der)).code, 0);
+    assert.equal(s.verifications(), 1);
+    s.advance(1000);
+    assert.ok(short.notAfter.getTime() + 1000 - T0 < VERIFIED_AGENT_CERT_TTL_MS);
     assert.equal((await s.call(short.der)).code, status.UNAUTHENTICATED);
     s.api.close();
   });
@@ -240,7 +250,7 @@ describe('remoteAddressOf (the per-address attestation limit key)', () => {
  * have an entry; the handlers sign and mint from A's authorized set only, whether A's sync stream
  * is open (tracked in the cache) or not (computed from the index).
  */
-async function signingSetup(opts: { tracked: boolean }) {
+async function signingSetup(opts: { tracked: boolean; batch?: boolean }) {
   const t = T0;
   const now = (): Date => new Date(t);
   const caKeys = await generateKeyPair('ec-p256');
@@ -264,6 +274,24 @@ async function signingSetup(opts: { tracked: boolean }) {
     },
     bundle: () => bundle.clone(),
     onBundleChange: () => () => undefined,
+  };
+  if (opts.batch) {
+    // The pooled path: one call for the whole batch, an Error in place of each failure.
+    ca.signX509SvidBatch = async (reqs) =>
+      reqs.map((r) => {
+        try {
+          return ca.signX509Svid(r);
+        } catch (err) {
+          return err as Error;
+        }
+      });
+  }
+  /** What the API counted. */
+  const counted: string[] = [];
+  const metrics: AgentApiMetrics = {
+    x509SvidSigned: (kind, count) => counted.push(`x509 ${kind} ${count ?? 1}`),
+    jwtSvidMinted: () => counted.push('jwt'),
+    nodeAttestation: () => undefined,
   };
   const B = parseSpiffeId('spiffe://example.org/spire/agent/join_token/t2');
   const agentKeys = await generateKeyPair('ec-p256');
@@ -290,18 +318,18 @@ async function signingSetup(opts: { tracked: boolean }) {
     cache.setAgent(B, []);
   }
   const feed = { subscribe: () => () => undefined, revision: 0 } as unknown as ChangeFeed;
-  const api = new AgentApi({ trustDomain: td, datastore, ca, attestors: new Map(), cache, feed, now, agentTtlSeconds: 3600, logger: quiet });
+  const api = new AgentApi({ trustDomain: td, datastore, ca, attestors: new Map(), cache, feed, now, agentTtlSeconds: 3600, logger: quiet, metrics });
   const svc = api.service() as unknown as Record<string, (c: unknown, cb: (err: { code: number; details?: string } | null, res?: unknown) => void) => void>;
   const invoke = <Res>(method: string, request: unknown, cert: Buffer = agentCert.der): Promise<{ code: number; details?: string; res?: Res }> =>
     new Promise((resolve) => {
       const fakeCall = { request, getAuthContext: () => ({ sslPeerCertificate: { raw: cert } }) };
       svc[method]!(fakeCall, (err, res) => resolve(err ? { code: err.code, details: err.details } : { code: 0, res: res as Res }));
     });
-  return { api, invoke, signedFor, mintedFor, node: () => stored, setNode: (n: AttestedNode | undefined) => (stored = n), issuer, bundle, now, agentKeys };
+  return { api, invoke, signedFor, mintedFor, counted, node: () => stored, setNode: (n: AttestedNode | undefined) => (stored = n), issuer, bundle, now, agentKeys };
 }
 
 type BatchRes = { results: Array<{ status: { code: number; message: string }; svid: { spiffeId: string; certChain: Buffer[] } | undefined }> };
-type JwtRes = { svid: { token: string; spiffeId: string } };
+type JwtRes = { svid: { token: string; spiffeId: string; expiresAt: bigint; issuedAt: bigint } };
 
 for (const tracked of [false, true]) {
   describe(`AgentApi signing authorization (sync stream ${tracked ? 'open' : 'closed'})`, () => {
@@ -321,6 +349,7 @@ for (const tracked of [false, true]) {
       const leaf = verifyX509Svid(mine!.svid!.certChain, s.bundle, { now: s.now() });
       assert.equal(leaf.id, 'spiffe://example.org/mine');
       assert.deepEqual(s.signedFor, [{ id: 'spiffe://example.org/mine', dnsNames: ['mine.example.org'], ttlSeconds: 120 }], 'only the authorized entry reached the CA, with its own DNS names and TTL');
+      assert.deepEqual(s.counted, ['x509 workload 1']);
       s.api.close();
     });
 
@@ -334,6 +363,11 @@ for (const tracked of [false, true]) {
       assert.equal(ok.code, 0);
       assert.equal(ok.res!.svid.spiffeId, 'spiffe://example.org/mine');
       assert.deepEqual(s.mintedFor, [{ id: 'spiffe://example.org/mine', audience: ['a', 'b'], ttlSeconds: 60 }]);
+      // The response's times are the token's own, in seconds.
+      const claims = JSON.parse(Buffer.from(ok.res!.svid.token.split('.')[1]!, 'base64url').toString()) as { exp: number; iat: number };
+      assert.equal(ok.res!.svid.expiresAt, BigInt(claims.exp));
+      assert.equal(ok.res!.svid.issuedAt, BigInt(claims.iat));
+      assert.deepEqual(s.counted, ['jwt']);
       s.api.close();
     });
   });
@@ -355,6 +389,7 @@ describe('AgentApi signing: input checks and agent renewal', () => {
     for (const audience of [[], [''], ['a', ''], Array.from({ length: MAX_AUDIENCES + 1 }, (_, i) => `a${i}`)]) {
       const r = await s.invoke<JwtRes>('newJwtsvid', { entryId: 'mine', audience });
       assert.equal(r.code, status.INVALID_ARGUMENT, JSON.stringify(audience));
+      assert.match(r.details ?? '', audience.length > MAX_AUDIENCES ? /too many audiences \(at most 32\)/ : /audience is required and must not contain empty values/);
     }
     assert.equal((await s.invoke<JwtRes>('newJwtsvid', { entryId: 'mine', audience: Array.from({ length: MAX_AUDIENCES }, (_, i) => `a${i}`) })).code, 0);
     assert.equal(s.mintedFor.length, 1);
@@ -371,6 +406,34 @@ describe('AgentApi signing: input checks and agent renewal', () => {
     s.api.close();
   });
 
+  test('BatchNewX509SVID: exactly MAX_CSRS_PER_BATCH CSRs are signed', async () => {
+    const s = await signingSetup({ tracked: false });
+    const csr = await freshCsr();
+    const r = await s.invoke<BatchRes>('batchNewX509Svid', { params: Array.from({ length: MAX_CSRS_PER_BATCH }, () => ({ entryId: 'mine', csr })) });
+    assert.equal(r.code, 0);
+    assert.equal(r.res!.results.length, MAX_CSRS_PER_BATCH);
+    assert.ok(r.res!.results.every((x) => x.status.code === status.OK && x.svid !== undefined));
+    assert.deepEqual(s.counted, [`x509 workload ${MAX_CSRS_PER_BATCH}`]);
+    s.api.close();
+  });
+
+  for (const batch of [false, true]) {
+    test(`BatchNewX509SVID: a CSR the CA refuses fails alone, in its place (${batch ? 'pooled signing' : 'one by one'})`, async () => {
+      const s = await signingSetup({ tracked: false, batch });
+      const csr = await freshCsr();
+      const r = await s.invoke<BatchRes>('batchNewX509Svid', { params: [{ entryId: 'mine', csr }, { entryId: 'mine', csr: Buffer.from('not a CSR') }, { entryId: 'mine', csr }] });
+      assert.equal(r.code, 0);
+      const [a, bad, c] = r.res!.results;
+      assert.equal(a!.status.code, status.OK);
+      assert.equal(c!.status.code, status.OK);
+      assert.equal(verifyX509Svid(c!.svid!.certChain, s.bundle, { now: s.now() }).id, 'spiffe://example.org/mine');
+      assert.notEqual(bad!.status.code, status.OK);
+      assert.equal(bad!.svid, undefined);
+      assert.deepEqual(s.counted, ['x509 workload 2']);
+      s.api.close();
+    });
+  }
+
   test('RenewAgent signs the caller\'s own agent ID; the new SVID replaces the old one on first use; an evicted agent is refused', async () => {
     const s = await signingSetup({ tracked: false });
     const oldSerial = s.node()!.certSerial;
@@ -379,6 +442,15 @@ describe('AgentApi signing: input checks and agent renewal', () => {
     assert.equal(r.res!.svid.spiffeId, AGENT);
     assert.equal(verifyX509Svid(r.res!.svid.certChain, s.bundle, { now: s.now() }).id, AGENT);
     assert.equal(s.node()!.newCertSerial, r.res!.svid.serial, 'the renewed serial is recorded as pending');
+    assert.equal(s.node()!.newCertNotAfter, Math.floor(parseCertificate(r.res!.svid.certChain[0]!).notAfter.getTime() / 1000));
+    assert.deepEqual(s.counted, ['x509 agent 1']);
+    // While the renewal is pending, a certificate with a third serial is still refused and promotes nothing.
+    const third = issueX509Svid({ id: AGENT, publicKey: s.agentKeys.publicKey, ttlSeconds: 3600, issuer: s.issuer, now: s.now() });
+    const pending = s.node()!;
+    const refused = await s.invoke<JwtRes>('newJwtsvid', { entryId: 'mine', audience: ['a'] }, third.der);
+    assert.equal(refused.code, status.PERMISSION_DENIED);
+    assert.match(refused.details ?? '', /superseded/);
+    assert.deepEqual(s.node(), pending);
     assert.equal(s.node()!.certSerial, oldSerial, 'the old one stays current until the new one is used');
     // First call with the renewed certificate: it becomes current, the old one is refused.
     const renewed = r.res!.svid.certChain[0]!;
