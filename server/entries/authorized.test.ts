@@ -114,6 +114,13 @@ describe('EntryIndex.authorizedEntries', () => {
     assert.deepEqual(ids(index.authorizedEntries(A, [sel('k8s_psat:cluster:prod')])), []);
   });
 
+  it('an entry named like the server ID never opens the aliases to the agent holding it (validation refuses such IDs; the index does not rely on it)', () => {
+    const entries = [entry('srv', SERVER, A), alias('al', id('/c'), ['n:1']), entry('w', id('/c/w'), id('/c'))];
+    assert.deepEqual(ids(newIndex(entries).authorizedEntries(A, [])), ['srv']);
+    const cache = new AuthorizationCache(newIndex(entries));
+    assert.deepEqual(ids(cache.setAgent(A, [])!.added), ['srv']);
+  });
+
   it('follows chains three deep (and deeper)', () => {
     const index = newIndex([
       entry('l1', id('/l1'), A),
