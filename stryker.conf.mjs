@@ -43,7 +43,7 @@ export const GROUPS = {
     // mutation, so only the tests of these decisions run (node's --test-name-pattern).
     mutate: () => ranges('dist/agent/manager/manager.js', ['#match', 'fetchX509', 'fetchJwt', 'servedUntil', 'usable']),
     tests: ['dist/agent/manager/manager.test.js'],
-    nodeArgs: ['--test-name-pattern=^(fetchX509|fetchJwt|authorization)'],
+    nodeArgs: ['--test-name-pattern=^(fetchX509|fetchJwt|authorization|an entry that cannot be signed|an SVID past its serving time)'],
     timeoutMS: 30_000,
     // A test process killed at its first failure would leave its spindle-server running.
     forceBail: false,

@@ -261,9 +261,11 @@ async function signingSetup(opts: { tracked: boolean; batch?: boolean }) {
   /** What the CA was asked to sign and mint, in order. */
   const signedFor: Array<{ id: string; dnsNames: readonly string[]; ttlSeconds: number | undefined }> = [];
   const mintedFor: Array<{ id: string; audience: readonly string[]; ttlSeconds: number | undefined }> = [];
+  let signingBroken = false;
   const ca: CaSigner = {
     trustDomain: td,
     signX509Svid: (req) => {
+      if (signingBroken) throw new Error('HSM on fire');
       signedFor.push({ id: req.id, dnsNames: req.dnsNames ?? [], ttlSeconds: req.ttlSeconds });
       const c = issueX509SvidFromCsr({ id: req.id, csr: req.csr, dnsNames: req.dnsNames, ttlSeconds: req.ttlSeconds ?? 3600, issuer, now: now() });
       return { chain: [c.der], notAfter: c.notAfter, serialHex: c.serialHex };
@@ -272,7 +274,10 @@ async function signingSetup(opts: { tracked: boolean; batch?: boolean }) {
       mintedFor.push({ id: req.id, audience: req.audience, ttlSeconds: req.ttlSeconds });
       return mintJwtSvid({ id: req.id, audience: req.audience, signer: { kid: 'k', privateKey: jwtKey.privateKey }, now: now() });
     },
-    bundle: () => bundle.clone(),
+    bundle: () => {
+      if (broken === 'bundle') throw new Error('key manager on fire');
+      return bundle.clone();
+    },
     onBundleChange: () => () => undefined,
   };
   if (opts.batch) {
@@ -300,10 +305,23 @@ async function signingSetup(opts: { tracked: boolean; batch?: boolean }) {
     spiffeId: AGENT, attestationType: 'join_token', certSerial: agentCert.serialHex, certNotAfter: 0, newCertSerial: '', newCertNotAfter: 0,
     selectors: [], banned: false, canReattest: false, createdAt: 0, updatedAt: 0,
   };
+  /** While set, the datastore (or the CA's bundle) fails with a plain (internal) error. */
+  let broken: 'datastore' | 'bundle' | undefined;
   const datastore = {
-    getAttestedNode: async (id: SpiffeId) => (id === AGENT && stored ? { ...stored } : undefined),
+    getAttestedNode: async (id: SpiffeId) => {
+      if (broken === 'datastore') throw new Error('disk on fire');
+      return id === AGENT && stored ? { ...stored } : undefined;
+    },
     updateAttestedNode: async (n: AttestedNode) => (stored = { ...n }),
   } as unknown as DataStore;
+  const logged: Array<{ level: string; obj: Record<string, unknown>; msg: string | undefined }> = [];
+  const capture: AdminLogger = {
+    info: (obj, msg) => logged.push({ level: 'info', obj: obj as Record<string, unknown>, msg }),
+    warn: (obj, msg) => logged.push({ level: 'warn', obj: obj as Record<string, unknown>, msg }),
+    error: (obj, msg) => logged.push({ level: 'error', obj: obj as Record<string, unknown>, msg }),
+    debug: () => undefined,
+    child: () => capture,
+  };
   const entry = (id: string, spiffeId: string, parentId: SpiffeId, extra: Partial<RegistrationEntry> = {}): RegistrationEntry => ({
     ...entryWithDefaults({ spiffeId: parseSpiffeId(spiffeId), parentId, selectors: [{ type: 'unix', value: 'uid:1000' }] }),
     id, revisionNumber: 0, createdAt: 0, updatedAt: 0, ...extra,
@@ -318,14 +336,14 @@ async function signingSetup(opts: { tracked: boolean; batch?: boolean }) {
     cache.setAgent(B, []);
   }
   const feed = { subscribe: () => () => undefined, revision: 0 } as unknown as ChangeFeed;
-  const api = new AgentApi({ trustDomain: td, datastore, ca, attestors: new Map(), cache, feed, now, agentTtlSeconds: 3600, logger: quiet, metrics });
+  const api = new AgentApi({ trustDomain: td, datastore, ca, attestors: new Map(), cache, feed, now, agentTtlSeconds: 3600, logger: capture, metrics });
   const svc = api.service() as unknown as Record<string, (c: unknown, cb: (err: { code: number; details?: string } | null, res?: unknown) => void) => void>;
   const invoke = <Res>(method: string, request: unknown, cert: Buffer = agentCert.der): Promise<{ code: number; details?: string; res?: Res }> =>
     new Promise((resolve) => {
       const fakeCall = { request, getAuthContext: () => ({ sslPeerCertificate: { raw: cert } }) };
       svc[method]!(fakeCall, (err, res) => resolve(err ? { code: err.code, details: err.details } : { code: 0, res: res as Res }));
     });
-  return { api, invoke, signedFor, mintedFor, counted, node: () => stored, setNode: (n: AttestedNode | undefined) => (stored = n), issuer, bundle, now, agentKeys };
+  return { api, invoke, signedFor, mintedFor, counted, logged, breakIt: (what: 'datastore' | 'bundle') => (broken = what), breakSigning: () => (signingBroken = true), node: () => stored, setNode: (n: AttestedNode | undefined) => (stored = n), issuer, bundle, now, agentKeys };
 }
 
 type BatchRes = { results: Array<{ status: { code: number; message: string }; svid: { spiffeId: string; certChain: Buffer[] } | undefined }> };
@@ -434,6 +452,39 @@ describe('AgentApi signing: input checks and agent renewal', () => {
     });
   }
 
+  test('an internal failure is INTERNAL to the agent and logged with the method (and the entry, for one CSR of a batch)', async () => {
+    const s = await signingSetup({ tracked: false });
+    s.breakIt('datastore');
+    const calls: Array<[string, unknown]> = [
+      ['renewAgent', { csr: await freshCsr() }],
+      ['batchNewX509Svid', { params: [] }],
+      ['newJwtsvid', { entryId: 'mine', audience: ['a'] }],
+    ];
+    for (const [method, request] of calls) {
+      const r = await s.invoke(method, request);
+      assert.equal(r.code, status.INTERNAL, method);
+      assert.equal(r.details, 'internal error');
+    }
+    s.api.close();
+    const b = await signingSetup({ tracked: false });
+    b.breakIt('bundle');
+    assert.equal((await b.invoke('getBundle', {})).code, status.INTERNAL);
+    b.api.close();
+    assert.deepEqual(
+      [...s.logged, ...b.logged].filter((l) => l.level === 'error').map((l) => l.obj.method),
+      ['RenewAgent', 'BatchNewX509SVID', 'NewJWTSVID', 'GetBundle'],
+    );
+    const t = await signingSetup({ tracked: false });
+    t.breakSigning();
+    const r = await t.invoke<BatchRes>('batchNewX509Svid', { params: [{ entryId: 'mine', csr: await freshCsr() }] });
+    assert.equal(r.code, 0);
+    assert.equal(r.res!.results[0]!.status.code, status.INTERNAL);
+    const err = t.logged.find((l) => l.level === 'error')!;
+    assert.equal(err.obj.method, 'BatchNewX509SVID');
+    assert.equal(err.obj.entry_id, 'mine');
+    t.api.close();
+  });
+
   test('RenewAgent signs the caller\'s own agent ID; the new SVID replaces the old one on first use; an evicted agent is refused', async () => {
     const s = await signingSetup({ tracked: false });
     const oldSerial = s.node()!.certSerial;
@@ -444,6 +495,7 @@ describe('AgentApi signing: input checks and agent renewal', () => {
     assert.equal(s.node()!.newCertSerial, r.res!.svid.serial, 'the renewed serial is recorded as pending');
     assert.equal(s.node()!.newCertNotAfter, Math.floor(parseCertificate(r.res!.svid.certChain[0]!).notAfter.getTime() / 1000));
     assert.deepEqual(s.counted, ['x509 agent 1']);
+    assert.deepEqual(s.logged.filter((l) => l.level === 'info'), [{ level: 'info', obj: { agent_id: AGENT, serial: r.res!.svid.serial }, msg: 'renewed agent SVID' }]);
     // While the renewal is pending, a certificate with a third serial is still refused and promotes nothing.
     const third = issueX509Svid({ id: AGENT, publicKey: s.agentKeys.publicKey, ttlSeconds: 3600, issuer: s.issuer, now: s.now() });
     const pending = s.node()!;
