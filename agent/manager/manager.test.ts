@@ -598,6 +598,26 @@ describe('AgentManager', () => {
     m.stop();
   });
 
+  test('fetchJwt: one identity per hint, the oldest entry\'s, whatever order the selectors find them in; entries without a hint are all served', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    // The older entry is found through the caller's second selector, the newer ones through its
+    // first. Created together they may share a createdAt second: the entry ID breaks the tie.
+    createEntries(agent.id, [
+      { id: `a-${u}`, spiffeId: `spiffe://example.org/hint/older-${u}`, selectors: ['unix:uid:4100'], hint: 'shared' },
+      { id: `b-${u}`, spiffeId: `spiffe://example.org/hint/newer-${u}`, selectors: ['unix:gid:4100'], hint: 'shared' },
+      { id: `c-${u}`, spiffeId: `spiffe://example.org/hint/none-${u}`, selectors: ['unix:gid:4100'] },
+    ]);
+    const m = agent.manager();
+    await m.start();
+    const jwts = await m.fetchJwt(sels('unix:gid:4100', 'unix:uid:4100'), ['aud']);
+    assert.deepEqual(jwts.map((j) => [j.spiffeId, j.hint]), [
+      [`spiffe://example.org/hint/older-${u}`, 'shared'],
+      [`spiffe://example.org/hint/none-${u}`, ''],
+    ]);
+    m.stop();
+  });
+
   test('JWT-SVID cache: at most jwtCacheMaxPerEntry audience sets per entry and jwtCacheMaxTotal in all, least recently used evicted, renew-due tokens swept; the metric reports its size', async () => {
     const agent = await newAgent();
     const u = uniq();

@@ -115,6 +115,13 @@ describe('EntryIndex.authorizedEntries', () => {
     assert.deepEqual(ids(index.authorizedEntries(A, [sel('k8s_psat:cluster:prod')])), []);
   });
 
+  it('an entry named like the server ID never opens the aliases to the agent holding it (validation refuses such IDs; the index does not rely on it)', () => {
+    const entries = [entry('srv', SERVER, A), alias('al', id('/c'), ['n:1']), entry('w', id('/c/w'), id('/c'))];
+    assert.deepEqual(ids(newIndex(entries).authorizedEntries(A, [])), ['srv']);
+    const cache = new AuthorizationCache(newIndex(entries));
+    assert.deepEqual(ids(cache.setAgent(A, [])!.added), ['srv']);
+  });
+
   it('follows chains three deep (and deeper)', () => {
     const index = newIndex([
       entry('l1', id('/l1'), A),
@@ -231,6 +238,51 @@ describe('sameEntry', () => {
     assert.ok(!sameEntry(e, { ...e, selectors: [sel('a:2')] }));
     assert.ok(!sameEntry(e, { ...e, dnsNames: ['y.org'] }));
     assert.ok(!sameEntry(e, { ...e, revisionNumber: 1 }));
+  });
+
+  it('any single differing field, selector or list element makes two versions differ', () => {
+    const e = entry('e', id('/e'), A, ['a:1', 'b:2'], { dnsNames: ['x.org', 'y.org'], federatesWith: [parseTrustDomain('one.org'), parseTrustDomain('two.org')] });
+    assert.ok(sameEntry(e, e));
+    assert.ok(sameEntry(e, { ...e, selectors: e.selectors.map((x) => ({ ...x })), dnsNames: [...e.dnsNames], federatesWith: [...e.federatesWith] }));
+    const variants: Array<[string, Partial<RegistrationEntry>]> = [
+      ['id', { id: 'other' }],
+      ['spiffeId', { spiffeId: id('/other') }],
+      ['parentId', { parentId: B }],
+      ['x509SvidTtl', { x509SvidTtl: 60 }],
+      ['jwtSvidTtl', { jwtSvidTtl: 60 }],
+      ['admin', { admin: true }],
+      ['downstream', { downstream: true }],
+      ['hint', { hint: 'h' }],
+      ['entryExpiry', { entryExpiry: T0 + 1 }],
+      ['revisionNumber', { revisionNumber: 7 }],
+      ['createdAt', { createdAt: T0 + 1 }],
+      ['updatedAt', { updatedAt: T0 + 1 }],
+      ['a selector type', { selectors: [sel('a:1'), sel('c:2')] }],
+      ['a selector value', { selectors: [sel('a:1'), sel('b:3')] }],
+      ['one selector fewer', { selectors: [sel('a:1')] }],
+      ['the second DNS name', { dnsNames: ['x.org', 'z.org'] }],
+      ['one DNS name fewer', { dnsNames: ['x.org'] }],
+      ['the second federated trust domain', { federatesWith: [parseTrustDomain('one.org'), parseTrustDomain('three.org')] }],
+      ['one federated trust domain fewer', { federatesWith: [parseTrustDomain('one.org')] }],
+    ];
+    for (const [what, change] of variants) {
+      assert.equal(sameEntry(e, { ...e, ...change }), false, what);
+      assert.equal(sameEntry({ ...e, ...change }, e), false, `${what} (reversed)`);
+    }
+  });
+});
+
+describe('EntryIndex defaults', () => {
+  it('the alias parent is this trust domain\'s /spire/server; without a clock, expiry is judged by the system clock', () => {
+    assert.equal(serverIdOf(td), 'spiffe://example.org/spire/server');
+    const nowSeconds = Math.floor(Date.now() / 1000);
+    const index = new EntryIndex({ trustDomain: td });
+    assert.equal(index.serverId, SERVER);
+    index.load([
+      entry('past', id('/past'), A, undefined, { entryExpiry: nowSeconds - 3600 }),
+      entry('future', id('/future'), A, undefined, { entryExpiry: nowSeconds + 3600 }),
+    ]);
+    assert.deepEqual(ids(index.authorizedEntries(A, [])), ['future']);
   });
 });
 
@@ -436,7 +488,49 @@ describe('AuthorizationCache', () => {
 
   it('rejects a before/after pair with different IDs', () => {
     const { cache } = setup([], []);
-    assert.throws(() => cache.applyChange(entry('x', id('/x'), A), entry('y', id('/y'), A)), TypeError);
+    assert.throws(() => cache.applyChange(entry('x', id('/x'), A), entry('y', id('/y'), A)), (e: unknown) => e instanceof TypeError && /different entries \("x" vs "y"\)/.test(e.message));
+  });
+
+  it('changes that touch nothing report nothing: removing an unknown ID, an empty change, an identical reload', () => {
+    const al = alias('al', id('/c'), ['n:1']);
+    const entries = [al, entry('w', id('/c/w'), id('/c')), entry('a1', id('/a1'), A)];
+    const { cache } = setup(entries, [[A, ['n:1']], [B, []]]);
+    assert.deepEqual(cache.removeEntry('nope'), []);
+    assert.deepEqual(cache.applyChange(undefined, undefined), []);
+    assert.deepEqual(cache.reload(entries.map((e) => ({ ...e }))), []);
+    assert.deepEqual(ids(cache.entriesFor(A)!), ['a1', 'w']);
+  });
+
+  it('reload keeps alias membership: an agent in an alias gets what is added under it', () => {
+    const al = alias('al', id('/c'), ['n:1']);
+    const { cache } = setup([al], [[A, ['n:1']], [B, ['n:2']]]);
+    const ch = cache.reload([al, entry('w', id('/c/w'), id('/c'))]);
+    assert.deepEqual(summary(ch), { [A]: { added: ['w'], updated: [], removed: [] } });
+    assert.deepEqual(summary(cache.upsertEntry(entry('w2', id('/c/w2'), id('/c')))), { [A]: { added: ['w2'], updated: [], removed: [] } });
+  });
+
+  it('an alias without selectors gives tracked agents nothing, whatever their node selectors', () => {
+    const bare = alias('bare', id('/bare'), []);
+    const { cache } = setup([bare, entry('w', id('/bare/w'), id('/bare'))], [[A, ['n:1']], [B, []]]);
+    assert.deepEqual(cache.entriesFor(A), []);
+    assert.deepEqual(cache.entriesFor(B), []);
+    assert.deepEqual(cache.upsertEntry(entry('w2', id('/bare/w2'), id('/bare'))), []);
+    assert.deepEqual(cache.setAgent(C, ['n:1', 'n:2'].map(sel))!.added, []);
+  });
+
+  it('setAgent keeps its own copy of the node selectors (a reload matches aliases against the attested ones)', () => {
+    const on2 = [alias('al2', id('/c2'), ['n:2']), entry('w2', id('/c2/w'), id('/c2'))];
+    const on3 = [alias('al3', id('/c3'), ['n:3']), entry('w3', id('/c3/w'), id('/c3'))];
+    const { cache } = setup([], []);
+    const first = [sel('n:1')];
+    cache.setAgent(A, first);
+    first[0] = sel('n:2');
+    assert.deepEqual(cache.reload(on2), []);
+    const second = [sel('n:2')];
+    cache.setAgent(A, second);
+    second[0] = sel('n:3');
+    assert.deepEqual(summary(cache.reload([...on2, ...on3])), {});
+    assert.deepEqual(ids(cache.entriesFor(A)!), ['w2']);
   });
 
   it('affectedAgents is a superset of the agents applyChange reports', () => {
