@@ -59,7 +59,7 @@ export const GROUPS = {
   },
   jointoken: {
     mutate: () => ['dist/attestors/node/join_token/server.js', ...ranges('dist/server/datastore/sqlite.js', ['consumeJoinToken'])],
-    tests: ['dist/attestors/node/join_token/server.test.js', 'dist/server/datastore/sqlite.test.js'],
+    tests: ['dist/test/join-token-attestor.test.js', 'dist/server/datastore/sqlite.test.js'],
   },
   jwtsvid: {
     mutate: () => ['dist/spiffe/jwtsvid.js'],

@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseTrustDomain } from '../../../spiffe/id.js';
-import { openSqliteDataStore, type SqliteDataStore } from '../../../server/datastore/sqlite.js';
-import { AttestationError, type ServerAttestorContext } from '../types.js';
-import { JOIN_TOKEN, JoinTokenServerAttestor } from './server.js';
-import { generateJoinToken, hashJoinToken } from './token.js';
+import { parseTrustDomain } from '../spiffe/id.js';
+import { openSqliteDataStore, type SqliteDataStore } from '../server/datastore/sqlite.js';
+import { AttestationError, type ServerAttestorContext } from '../attestors/node/types.js';
+import { JOIN_TOKEN, JoinTokenServerAttestor } from '../attestors/node/join_token/server.js';
+import { generateJoinToken, hashJoinToken } from '../attestors/node/join_token/token.js';
 
 const td = parseTrustDomain('example.org');
 const NOW = Date.UTC(2030, 0, 1, 12, 0, 0);
