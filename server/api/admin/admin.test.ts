@@ -18,7 +18,7 @@ import { AdminClient } from '../../cli/client.js';
 import { CliError } from '../../cli/errors.js';
 import { DataStoreError } from '../../datastore/types.js';
 import { EntryValidationError } from '../../entries/validate.js';
-import { ApiError, statusOf } from '../shared/errors.js';
+import { ApiError, statusOf } from '../errors.js';
 import { createTestCaSigner, startTestAdmin, type TestAdmin } from './testkit.js';
 
 const TD = 'example.org';

@@ -19,8 +19,8 @@ import { generateJoinToken, hashJoinToken } from '../../../attestors/node/join_t
 import { idFromSegments } from '../../../spiffe/id.js';
 import type { AgentServiceServer } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import { validateNewEntry } from '../../entries/validate.js';
-import { agentToProto, nodeFilterFromProto, pageFromProto, parseIdField, parseWorkloadIdField } from '../shared/convert.js';
-import { ApiError, GrpcStatus, invalidArgument, notFound, unary } from '../shared/errors.js';
+import { agentToProto, nodeFilterFromProto, pageFromProto, parseIdField, parseWorkloadIdField } from '../convert.js';
+import { ApiError, GrpcStatus, invalidArgument, notFound, unary } from '../errors.js';
 import { DEFAULT_JOIN_TOKEN_TTL_SECONDS, type AdminDeps, type ApiLogger } from './types.js';
 
 /** Longest join token lifetime accepted (one year). */

@@ -12,8 +12,8 @@ import type { TrustDomain } from '../../../spiffe/id.js';
 import type { BundleResult, BundleServiceServer } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import type { Bundle } from '../../../proto/gen/spindle/types/v1/types.js';
 import type { StoredBundle } from '../../datastore/types.js';
-import { parseTrustDomainField } from '../shared/convert.js';
-import { ApiError, GrpcStatus, OK_STATUS, invalidArgument, notFound, statusOf, unary } from '../shared/errors.js';
+import { parseTrustDomainField } from '../convert.js';
+import { ApiError, GrpcStatus, OK_STATUS, invalidArgument, notFound, statusOf, unary } from '../errors.js';
 import { MAX_BATCH_SIZE } from './entry.js';
 import type { AdminDeps, ApiLogger } from './types.js';
 

@@ -11,8 +11,8 @@ import type { EntryServiceServer, EntryResult, BatchDeleteEntryResponse_Result }
 import type { Entry } from '../../../proto/gen/spindle/types/v1/types.js';
 import { DataStoreError, type NewEntry, type RegistrationEntry } from '../../datastore/types.js';
 import { validateNewEntry } from '../../entries/validate.js';
-import { entryFilterFromProto, entryInputFromProto, entryToProto, pageFromProto } from '../shared/convert.js';
-import { GrpcStatus, OK_STATUS, invalidArgument, notFound, statusOf, unary } from '../shared/errors.js';
+import { entryFilterFromProto, entryInputFromProto, entryToProto, pageFromProto } from '../convert.js';
+import { GrpcStatus, OK_STATUS, invalidArgument, notFound, statusOf, unary } from '../errors.js';
 import type { AdminDeps, ApiLogger } from './types.js';
 
 /** Most items one batch call may carry. */

@@ -8,8 +8,8 @@
  */
 import type { SVIDServiceServer } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import { dnsNameProblem } from '../../../spiffe/x509/index.js';
-import { parseWorkloadIdField } from '../shared/convert.js';
-import { invalidArgument, unary } from '../shared/errors.js';
+import { parseWorkloadIdField } from '../convert.js';
+import { invalidArgument, unary } from '../errors.js';
 import type { AdminDeps, ApiLogger } from './types.js';
 
 const MAX_DNS_NAMES = 256;

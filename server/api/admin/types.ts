@@ -2,7 +2,7 @@
 import type { TrustDomain } from '../../../spiffe/id.js';
 import type { CaSigner } from '../../ca/types.js';
 import type { DataStore } from '../../datastore/types.js';
-import type { ApiLogger } from '../shared/logger.js';
+import type { ApiLogger } from '../logger.js';
 
 export type { ApiLogger };
 

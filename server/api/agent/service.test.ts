@@ -15,7 +15,7 @@ import type { AttestedNode, DataStore, RegistrationEntry } from '../../datastore
 import { AuthorizationCache, EntryIndex } from '../../entries/authorized.js';
 import type { ChangeFeed } from '../../entries/feed.js';
 import type { CaSigner, SignedJwtSvid } from '../../ca/types.js';
-import type { ApiLogger } from '../shared/logger.js';
+import type { ApiLogger } from '../logger.js';
 import { AgentApi, MAX_AUDIENCES, type AgentApiMetrics, MAX_CSRS_PER_BATCH, remoteAddressOf, VERIFIED_AGENT_CERT_TTL_MS } from './service.js';
 
 const td = parseTrustDomain('example.org');

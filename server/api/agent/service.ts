@@ -29,8 +29,8 @@ import type { ChangeFeed } from '../../entries/feed.js';
 import { AttestationError, AGENT_PATH_PREFIX, type ServerNodeAttestor } from '../../../attestors/node/types.js';
 import { peerCertificateDer, type AuthContextCall } from './peer.js';
 import { encodeSyncResponse } from './syncencode.js';
-import { ApiError, statusOf, toServiceError, unary, OK_STATUS } from '../shared/errors.js';
-import type { ApiLogger } from '../shared/logger.js';
+import { ApiError, statusOf, toServiceError, unary, OK_STATUS } from '../errors.js';
+import type { ApiLogger } from '../logger.js';
 
 /** What the agent API counts (implemented by server/metrics.ts); labels are bounded values only. */
 export interface AgentApiMetrics {

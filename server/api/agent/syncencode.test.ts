@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { AgentAPIService, SyncAuthorizedResponse } from '../../../proto/gen/spindle/agent/v1/agent.js';
 import type { SpiffeId, TrustDomain } from '../../../spiffe/id.js';
 import type { RegistrationEntry } from '../../datastore/types.js';
-import { entryToProto } from '../shared/convert.js';
+import { entryToProto } from '../convert.js';
 import { agentApiServiceDefinition, encodedEntry, encodeSyncResponse } from './syncencode.js';
 
 function entry(n: number, over: Partial<RegistrationEntry> = {}): RegistrationEntry {

@@ -12,7 +12,7 @@ import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { AgentAPIService, SyncAuthorizedResponse } from '../../../proto/gen/spindle/agent/v1/agent.js';
 import { Entry } from '../../../proto/gen/spindle/types/v1/types.js';
 import type { RegistrationEntry } from '../../datastore/types.js';
-import { entryToProto } from '../shared/convert.js';
+import { entryToProto } from '../convert.js';
 
 /** Field 3 (entries), wire type 2 (length-delimited). */
 const ENTRIES_TAG = (3 << 3) | 2;

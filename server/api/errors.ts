@@ -12,12 +12,12 @@
  *   anything else -> INTERNAL "internal error". The detail (and cause) is logged, never sent.
  */
 import { status as GrpcStatus, Metadata, type handleUnaryCall, type StatusObject } from '@grpc/grpc-js';
-import { isConfigError } from '../../../common/configfile.js';
-import { DurationError } from '../../../common/duration.js';
-import { isSpiffeError } from '../../../spiffe/errors.js';
-import { DataStoreError } from '../../datastore/types.js';
-import { isEntryValidationError } from '../../entries/validate.js';
-import type { Status } from '../../../proto/gen/spindle/types/v1/types.js';
+import { isConfigError } from '../../common/configfile.js';
+import { DurationError } from '../../common/duration.js';
+import { isSpiffeError } from '../../spiffe/errors.js';
+import { DataStoreError } from '../datastore/types.js';
+import { isEntryValidationError } from '../entries/validate.js';
+import type { Status } from '../../proto/gen/spindle/types/v1/types.js';
 import type { ApiLogger } from './logger.js';
 
 export { GrpcStatus };

@@ -4,15 +4,15 @@
  * wire are parsed here (IDs, trust domains, selectors); failures are INVALID_ARGUMENT errors
  * naming the request field.
  */
-import { isMemberOf, parseSpiffeId, parseTrustDomain, pathOf, trustDomainOf, type SpiffeId, type TrustDomain } from '../../../spiffe/id.js';
-import { quote } from '../../../spiffe/errors.js';
+import { isMemberOf, parseSpiffeId, parseTrustDomain, pathOf, trustDomainOf, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
+import { quote } from '../../spiffe/errors.js';
 import {
   MatchBehavior,
   type AgentFilter as ProtoAgentFilter,
   type EntryFilter as ProtoEntryFilter,
   type SelectorMatch as ProtoSelectorMatch,
-} from '../../../proto/gen/spindle/admin/v1/admin.js';
-import type { Agent, Entry, Selector as ProtoSelector } from '../../../proto/gen/spindle/types/v1/types.js';
+} from '../../proto/gen/spindle/admin/v1/admin.js';
+import type { Agent, Entry, Selector as ProtoSelector } from '../../proto/gen/spindle/types/v1/types.js';
 import type {
   AttestedNode,
   EntryFilter,
@@ -20,8 +20,8 @@ import type {
   RegistrationEntry,
   Selector,
   SelectorMatch,
-} from '../../datastore/types.js';
-import { validateSelector, type EntryInput } from '../../entries/validate.js';
+} from '../datastore/types.js';
+import { validateSelector, type EntryInput } from '../entries/validate.js';
 import { invalidArgument } from './errors.js';
 
 /** Largest page a listing returns in one response (keeps messages well under gRPC's 4 MiB). */
