@@ -2,7 +2,7 @@
  * `npm run bench`: runs the benchmarks and prints each figure next to its target and a baseline
  * measured in the same run: one table per scenario, then a summary of every row with a target.
  * Options: --only a,b (issuance, issuance-api, propagation, scale, admin, fanout, rotation,
- * memory), --quick (small sizes), --seconds N (per in-process figure, default 3), --csrs N,
+ * memory, agent-restart), --quick (small sizes), --seconds N (per in-process figure, default 3), --csrs N,
  * sizes (--entries, --agents, --burst, --workloads, --client-procs, --rotations) and profiling
  * (--server-cpu-prof DIR, --agent-cpu-prof DIR). Benchmarks never run inside `npm test`.
  */
@@ -11,6 +11,7 @@ import { benchIssuance } from './issuance.js';
 import { printTable, type Row } from './table.js';
 import { isSelected, runServerScenarios, SERVER_BENCH_OPTIONS } from './server/scenarios.js';
 import { AGENT_BENCH_OPTIONS, runAgentScenarios } from './scenarios/fanout.js';
+import { benchAgentRestart } from './scenarios/agentrestart.js';
 
 const { values } = parseArgs({
   options: { seconds: { type: 'string', default: '3' }, csrs: { type: 'string', default: '200' }, ...SERVER_BENCH_OPTIONS, ...AGENT_BENCH_OPTIONS },
@@ -35,6 +36,17 @@ if (isSelected(values, 'issuance')) {
 rows.push(...(await runServerScenarios(values, seconds)));
 // Agent-side scenarios (--only fanout,rotation,memory; --quick; --workloads; --client-procs; --rotations; --agent-cpu-prof DIR).
 rows.push(...(await runAgentScenarios(values)));
+if (isSelected(values, 'agent-restart')) {
+  console.log('\nAgent restart (SIGKILL, then resumed from its data dir, watches open):');
+  let restart: Row[];
+  try {
+    restart = await benchAgentRestart({ watches: values.quick === true ? 30 : 120 });
+  } catch (err) {
+    restart = [{ figure: 'agent-restart: scenario failed', measured: `error: ${(err as Error).message.split('\n')[0]}`, target: '-', baseline: '-', pass: false }];
+  }
+  printTable(restart);
+  rows.push(...restart);
+}
 
 const targeted = rows.filter((r) => r.pass !== undefined);
 console.log(`\nSummary: ${targeted.filter((r) => r.pass).length} of ${targeted.length} targets met in ${((performance.now() - started) / 1000).toFixed(0)} s`);

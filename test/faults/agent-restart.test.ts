@@ -1,9 +1,10 @@
 // Fault: spindle-agent killed with SIGKILL under load and restarted from its data dir (no new
 // join token). Many SDK clients (watches with reconnect backoff, in two processes of two uids)
-// must each receive an identity again within 1 s of the restarted agent logging that it is ready.
-// What a client sees also includes its own retry interval: these retry every 100 ms doubling to
-// 250 ms (FAULTS_MAX_BACKOFF_MS), so the bound measures the agent; with a 1 s retry cap the
-// median is ~1.5 s, of which ~0.5-1 s is the client waiting for its next retry.
+// must each receive an unexpired identity again from the same, resumed agent identity, and no
+// watch may end for good. How fast that happens is a performance target and lives in
+// `npm run bench -- --only agent-restart` (median after the ready line, target 1 s); this test
+// prints the figure and only bounds the wait, so a slow machine cannot fail it, a broken
+// recovery can.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateJoinToken, startAgentProcess, type AgentProcess } from '../support/agentproc.js';
@@ -17,13 +18,8 @@ const ALIAS = `spiffe://${TD}/faults/node`;
 const MY_UID = process.getuid!();
 const OTHER_UID = 65534;
 const PER_PROCESS = 60;
-/** Median time to an identity after the restarted agent's ready line (measured ~0.36 s). */
-const READY_BOUND_MS = 1000;
-/**
- * Every watch: the median plus the clients' own retry timers (250 ms watch retry, 300 ms channel
- * backoff) and the attestations of 120 callers on a loaded 2-core machine (measured max 0.4-0.55 s).
- */
-const READY_MAX_MS = 3000;
+/** How long every watch may take to hold an identity again: a liveness bound, not a target. */
+const RECOVERY_WAIT_MS = 20_000;
 
 let server: ServerProcess | undefined;
 let agent: AgentProcess | undefined;
@@ -48,7 +44,7 @@ const agentIdOf = (log: string): string | undefined => /agent_id=("?)(spiffe:\/\
 const readyWallOf = (log: string): number => Date.parse(log.split('\n').find((l) => l.includes('spindle-agent is ready'))!.slice(0, 24));
 const isUpdate = (e: { t: string }): e is UpdateEvent => e.t === 'update';
 
-test(`${PER_PROCESS * 2} watching clients get identities within ${READY_BOUND_MS} ms (median; each within ${READY_MAX_MS} ms) of a SIGKILLed agent's restart`, { timeout: 60_000 }, async () => {
+test(`${PER_PROCESS * 2} watching clients get identities again after a SIGKILLed agent's restart from its data dir`, { timeout: 60_000 }, async () => {
   needsRoot('running workloads as uid 65534');
   const uids = [MY_UID, OTHER_UID];
   for (const uid of uids) watchers.push(startWatchers({ address: agent!.address, uid, count: PER_PROCESS, backoffMs: 100, maxBackoffMs: Number(process.env['FAULTS_MAX_BACKOFF_MS'] ?? 250), channelBackoffMs: Number(process.env["FAULTS_CHANNEL_BACKOFF_MS"] ?? 0) }));
@@ -66,14 +62,12 @@ test(`${PER_PROCESS * 2} watching clients get identities within ${READY_BOUND_MS
   assert.doesNotMatch(agent.log(), /node attestation succeeded/, 'no new node attestation');
 
   const delays: number[] = [];
-  const late: string[] = [];
   for (const [k, w] of watchers.entries()) {
-    await w.waitFor(() => everyWatchHas(w, marks[k]!), 10_000, `an identity again on every watch of uid ${uids[k]}`, 0);
+    await w.waitFor(() => everyWatchHas(w, marks[k]!), RECOVERY_WAIT_MS, `an identity again on every watch of uid ${uids[k]}`, 0);
     for (let i = 0; i < PER_PROCESS; i++) {
       const first = w.events.slice(marks[k]).find((e): e is UpdateEvent => isUpdate(e) && e.i === i)!;
-      const d = first.wall - ready;
-      delays.push(d);
-      if (d > READY_MAX_MS) late.push(`uid ${uids[k]} watch ${i}: ${d} ms`);
+      delays.push(first.wall - ready);
+      assert.deepEqual(first.ids, [`spiffe://${TD}/faults/${uids[k] === MY_UID ? 'mine' : 'nobody'}`], `uid ${uids[k]} watch ${i}: its own identity`);
       assert.ok(first.notAfter.every((n) => n > first.wall), 'not expired');
     }
     const finals = w.events.filter((e) => e.t === 'error' && e.final);
@@ -81,6 +75,4 @@ test(`${PER_PROCESS * 2} watching clients get identities within ${READY_BOUND_MS
   }
   delays.sort((x, y) => x - y);
   console.log(`# ${delays.length} watches: identity after the agent's ready line: median ${delays[delays.length >> 1]} ms, max ${delays.at(-1)} ms`);
-  assert.ok(delays[delays.length >> 1]! <= READY_BOUND_MS, `median ${delays[delays.length >> 1]} ms within ${READY_BOUND_MS} ms of ready`);
-  assert.deepEqual(late, [], `every watch within ${READY_MAX_MS} ms of ready`);
 });
