@@ -55,7 +55,7 @@ export const GROUPS = {
   },
   caller: {
     mutate: () => ['dist/agent/endpoints/caller.js', 'dist/agent/endpoints/procfs.js', ...ranges('dist/agent/endpoints/listener.js', ['TrackedPeer'])],
-    tests: ['dist/agent/endpoints/listener.test.js', 'dist/agent/endpoints/procfs.test.js', 'dist/agent/endpoints/workloadapi.test.js'],
+    tests: ['dist/agent/endpoints/caller.test.js', 'dist/agent/endpoints/listener.test.js', 'dist/agent/endpoints/procfs.test.js', 'dist/agent/endpoints/workloadapi.test.js'],
   },
   jointoken: {
     mutate: () => ['dist/attestors/node/join_token/server.js', ...ranges('dist/server/datastore/sqlite.js', ['consumeJoinToken'])],
