@@ -457,12 +457,32 @@ describe('TrackedPeer: the same-process check', () => {
     assert.deepEqual(asked, [5, 5, 5, 5], 'asked before and after the reads, each time');
   });
 
-  it('with a pidfd at fd 0: still a pidfd', () => {
-    const { pid, peer } = proc({ exe: progA });
-    const { native, asked } = fakeNative([false]);
-    const t = new TrackedPeer('k', peer, native, procRoot, 0, '4711', idOf(progA));
-    assert.equal(t.whyNotSameProcess(), `process ${pid} exited or its pid was reused`);
-    assert.deepEqual(asked, [0]);
+  it('a pidfd at fd 0 is a pidfd: polled before and after the reads instead of re-reading the start time, and closed on release', () => {
+    const restarted = proc({ start: 9999, exe: progA });
+    const live = fakeNative([true]);
+    assert.equal(new TrackedPeer('k', restarted.peer, live.native, procRoot, 0, '4711', idOf(progA)).whyNotSameProcess(), undefined);
+    assert.deepEqual(live.asked, [0, 0]);
+    const exitedDuring = proc({ exe: progA });
+    const during = fakeNative([true, false]);
+    assert.equal(new TrackedPeer('k', exitedDuring.peer, during.native, procRoot, 0, '4711', idOf(progA)).whyNotSameProcess(), `process ${exitedDuring.pid} exited or its pid was reused`);
+    assert.deepEqual(during.asked, [0, 0]);
+    // Release of a pidfd that is fd 0: this process's stdin (unused by the tests) makes room for it.
+    closeSync(0);
+    const fd = openSync('/dev/null', 'r');
+    try {
+      assert.equal(fd, 0, 'the lowest free fd');
+      const t = new TrackedPeer('k', restarted.peer, live.native, procRoot, fd, '4711', idOf(progA));
+      t.release();
+      assert.throws(() => fstatSync(0), /EBADF/, 'fd 0 is closed by release');
+      assert.equal(t.hasPidfd, false);
+    } finally {
+      // Leave fd 0 open, as it was.
+      try {
+        fstatSync(0);
+      } catch {
+        openSync('/dev/null', 'r');
+      }
+    }
   });
 
   it('with a pidfd: exited before the reads, exited during them, or a pidfd that cannot be polled: gone', () => {
