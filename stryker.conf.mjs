@@ -77,6 +77,13 @@ if (group === undefined) {
   throw new Error(`stryker.conf.mjs: MUTATE_GROUP must be one of ${Object.keys(GROUPS).join(', ')}, got ${JSON.stringify(name)}; run it through \`npm run mutate\``);
 }
 
+// Tests that start a process as uid 65534 (the caller group's workloadapi.test.js) need code that
+// user can read. The sandbox is a 0700 directory without node_modules of its own (it resolves the
+// checkout's), so the readable copy test/support/otheruid.ts would make of it fails: such
+// processes run the checkout's own build instead (they are clients of the code under test; only
+// code in the test process counts as covered anyway). The test processes inherit this variable.
+process.env.SPINDLE_TEST_OTHER_UID_ROOT ??= process.cwd();
+
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
   testRunner: 'tap',
