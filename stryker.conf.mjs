@@ -55,7 +55,7 @@ export const GROUPS = {
   },
   caller: {
     mutate: () => ['dist/agent/endpoints/caller.js', 'dist/agent/endpoints/procfs.js', ...ranges('dist/agent/endpoints/listener.js', ['TrackedPeer'])],
-    tests: ['dist/agent/endpoints/listener.test.js', 'dist/agent/endpoints/procfs.test.js', 'dist/agent/endpoints/workloadapi.test.js'],
+    tests: ['dist/agent/endpoints/caller.test.js', 'dist/agent/endpoints/listener.test.js', 'dist/agent/endpoints/procfs.test.js', 'dist/agent/endpoints/workloadapi.test.js'],
   },
   jointoken: {
     mutate: () => ['dist/attestors/node/join_token/server.js', ...ranges('dist/server/datastore/sqlite.js', ['consumeJoinToken'])],
@@ -76,6 +76,13 @@ const group = GROUPS[name];
 if (group === undefined) {
   throw new Error(`stryker.conf.mjs: MUTATE_GROUP must be one of ${Object.keys(GROUPS).join(', ')}, got ${JSON.stringify(name)}; run it through \`npm run mutate\``);
 }
+
+// Tests that start a process as uid 65534 (the caller group's workloadapi.test.js) need code that
+// user can read. The sandbox is a 0700 directory without node_modules of its own (it resolves the
+// checkout's), so the readable copy test/support/otheruid.ts would make of it fails: such
+// processes run the checkout's own build instead (they are clients of the code under test; only
+// code in the test process counts as covered anyway). The test processes inherit this variable.
+process.env.SPINDLE_TEST_OTHER_UID_ROOT ??= process.cwd();
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {

@@ -1,7 +1,7 @@
 import { credentials, Server, type ServiceError } from '@grpc/grpc-js';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, fstatSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -10,7 +10,7 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { loadPeerCred, type PeerCredNative } from '../native/peercred.js';
 import { WhoAmIClient, WhoAmIService, type WhoAmIReply } from './fixtures/whoami.js';
-import { listenWorkloadSocket, type WorkloadListener } from './listener.js';
+import { listenWorkloadSocket, TrackedPeer, type WorkloadListener } from './listener.js';
 import { parseStartTime } from './procfs.js';
 import { recordingLogger, silentLogger } from './testkit.js';
 import { forOtherUid } from '../../test/support/otheruid.js';
@@ -377,5 +377,208 @@ describe('workload socket listener', () => {
     assert.equal(s.listener.peerOf({ getPeer: () => ctx.key }), undefined);
     assert.equal(ctx.stillSameProcess(), false);
     await s.close();
+  });
+});
+
+/**
+ * TrackedPeer on its own, in this process, over a fake /proc/<pid> (stat, status, exe) and a fake
+ * pidfd API that records what it is asked: every branch of the same-process check, its exact
+ * reasons, and the pidfd's release.
+ */
+describe('TrackedPeer: the same-process check', () => {
+  const procRoot = join(root, 'trackedpeer-proc');
+  let nextPid = 100;
+  const progA = join(root, 'trackedpeer-prog-a');
+  const progB = join(root, 'trackedpeer-prog-b');
+  writeFileSync(progA, 'a');
+  writeFileSync(progB, 'b');
+  const idOf = (f: string): string => {
+    const st = statSync(f, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  };
+  const statLine = (pid: number, start: number): string => `${pid} (w) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 ${start} 20 21\n`;
+  /** A fresh pid dir (a new pid each time, so the per-turn /proc cache never mixes cases). */
+  function proc(opts: { start?: number; status?: string; uid?: number; gid?: number; exe?: string } = {}) {
+    const pid = nextPid++;
+    const dir = join(procRoot, String(pid));
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'stat'), statLine(pid, opts.start ?? 4711));
+    const uid = opts.uid ?? 1000;
+    const gid = opts.gid ?? 2000;
+    writeFileSync(join(dir, 'status'), opts.status ?? `Name:\tw\nUid:\t${uid}\t${uid}\t${uid}\t${uid}\nGid:\t${gid}\t${gid}\t${gid}\t${gid}\n`);
+    if (opts.exe !== undefined) symlinkSync(opts.exe, join(dir, 'exe'));
+    return { pid, peer: { pid, uid: 1000, gid: 2000, groups: [] } };
+  }
+  /** pidfdAlive answers from `alive` in turn (the last one repeats); every call is recorded. */
+  function fakeNative(alive: Array<boolean | Error>) {
+    const asked: number[] = [];
+    const native: PeerCredNative = {
+      getPeerCred: () => assert.fail('not used'),
+      getPeerGroups: () => assert.fail('not used'),
+      pidfdOpen: () => assert.fail('not used'),
+      pidfdAlive: (fd) => {
+        asked.push(fd);
+        const a = alive.length > 1 ? alive.shift()! : alive[0]!;
+        if (a instanceof Error) throw a;
+        return a;
+      },
+    };
+    return { native, asked };
+  }
+
+  it('its key, peer and processKey (pid:start time, "?" when the start time is unknown); hasPidfd for any fd >= 0', () => {
+    const { native } = fakeNative([true]);
+    const peer = { pid: 7, uid: 1, gid: 2, groups: [3] };
+    const t = new TrackedPeer('spindle-peer-9', peer, native, procRoot, -1, '4711', undefined);
+    assert.equal(t.key, 'spindle-peer-9');
+    assert.equal(t.peer, peer);
+    assert.equal(t.processKey, '7:4711');
+    assert.equal(t.hasPidfd, false);
+    assert.equal(new TrackedPeer('k', peer, native, procRoot, -1, undefined, undefined).processKey, '7:?');
+    assert.equal(new TrackedPeer('k', peer, native, procRoot, 0, '1', undefined).hasPidfd, true);
+    assert.equal(new TrackedPeer('k', peer, native, procRoot, 5, '1', undefined).hasPidfd, true);
+  });
+
+  it('a process that was not visible in /proc at accept is never the same process', () => {
+    const { pid, peer } = proc({ exe: progA });
+    const { native, asked } = fakeNative([true]);
+    const t = new TrackedPeer('k', peer, native, procRoot, 5, undefined, idOf(progA));
+    assert.equal(t.whyNotSameProcess(), `process ${pid} was not visible in /proc when it connected`);
+    assert.equal(t.stillSameProcess(), false);
+    assert.deepEqual(asked, [], 'nothing else is consulted');
+  });
+
+  it('with a pidfd: alive before and after the /proc reads is the same process; the start time is not re-read', () => {
+    const { peer } = proc({ start: 9999, exe: progA });
+    const { native, asked } = fakeNative([true]);
+    const t = new TrackedPeer('k', peer, native, procRoot, 5, '4711', idOf(progA));
+    assert.equal(t.whyNotSameProcess(), undefined);
+    assert.equal(t.stillSameProcess(), true);
+    assert.deepEqual(asked, [5, 5, 5, 5], 'asked before and after the reads, each time');
+  });
+
+  it('a pidfd at fd 0 is a pidfd: polled before and after the reads instead of re-reading the start time, and closed on release', () => {
+    const restarted = proc({ start: 9999, exe: progA });
+    const live = fakeNative([true]);
+    assert.equal(new TrackedPeer('k', restarted.peer, live.native, procRoot, 0, '4711', idOf(progA)).whyNotSameProcess(), undefined);
+    assert.deepEqual(live.asked, [0, 0]);
+    const exitedDuring = proc({ exe: progA });
+    const during = fakeNative([true, false]);
+    assert.equal(new TrackedPeer('k', exitedDuring.peer, during.native, procRoot, 0, '4711', idOf(progA)).whyNotSameProcess(), `process ${exitedDuring.pid} exited or its pid was reused`);
+    assert.deepEqual(during.asked, [0, 0]);
+    // Release of a pidfd that is fd 0: this process's stdin (unused by the tests) makes room for it.
+    closeSync(0);
+    const fd = openSync('/dev/null', 'r');
+    try {
+      assert.equal(fd, 0, 'the lowest free fd');
+      const t = new TrackedPeer('k', restarted.peer, live.native, procRoot, fd, '4711', idOf(progA));
+      t.release();
+      assert.throws(() => fstatSync(0), /EBADF/, 'fd 0 is closed by release');
+      assert.equal(t.hasPidfd, false);
+    } finally {
+      // Leave fd 0 open, as it was.
+      try {
+        fstatSync(0);
+      } catch {
+        openSync('/dev/null', 'r');
+      }
+    }
+  });
+
+  it('with a pidfd: exited before the reads, exited during them, or a pidfd that cannot be polled: gone', () => {
+    for (const alive of [[false], [true, false], [new Error('EBADF')], [true, new Error('EBADF')]]) {
+      const { pid, peer } = proc({ exe: progA });
+      const { native, asked } = fakeNative([...alive]);
+      const t = new TrackedPeer('k', peer, native, procRoot, 5, '4711', idOf(progA));
+      assert.equal(t.whyNotSameProcess(), `process ${pid} exited or its pid was reused`, String(alive));
+      assert.equal(asked.length, alive.length, String(alive));
+    }
+  });
+
+  it('without a pidfd: the start time is re-read; another one, or none, is another process', () => {
+    const same = proc({ exe: progA });
+    const { native, asked } = fakeNative([true]);
+    assert.equal(new TrackedPeer('k', same.peer, native, procRoot, -1, '4711', idOf(progA)).whyNotSameProcess(), undefined);
+    const reused = proc({ start: 4712, exe: progA });
+    assert.equal(new TrackedPeer('k', reused.peer, native, procRoot, -1, '4711', idOf(progA)).whyNotSameProcess(), `process ${reused.pid} exited or its pid was reused`);
+    const gone = proc({ exe: progA });
+    rmSync(join(procRoot, String(gone.pid)), { recursive: true });
+    assert.equal(new TrackedPeer('k', gone.peer, native, procRoot, -1, '4711', idOf(progA)).whyNotSameProcess(), `process ${gone.pid} exited or its pid was reused`);
+    assert.deepEqual(asked, [], 'no pidfd, no poll');
+  });
+
+  it('effective ids that cannot be read mean gone; ids other than the connect-time ones are named', () => {
+    const { native } = fakeNative([true]);
+    const check = (opts: Parameters<typeof proc>[0]): [number, string | undefined] => {
+      const { pid, peer } = proc({ exe: progA, ...opts });
+      return [pid, new TrackedPeer('k', peer, native, procRoot, 5, '4711', idOf(progA)).whyNotSameProcess()];
+    };
+    for (const status of ['Name:\tw\nGid:\t2000\t2000\t2000\t2000\n', 'Name:\tw\nUid:\t1000\t1000\t1000\t1000\n', 'Name:\tw\n']) {
+      const [pid, why] = check({ status });
+      assert.equal(why, `process ${pid} exited or its pid was reused`, JSON.stringify(status));
+    }
+    let [pid, why] = check({ uid: 0 });
+    assert.equal(why, `process ${pid} connected with effective uid 1000 gid 2000 and now runs with uid 0 gid 2000 (it executed a setuid/setgid program or changed its ids since it connected)`);
+    [pid, why] = check({ gid: 42 });
+    assert.equal(why, `process ${pid} connected with effective uid 1000 gid 2000 and now runs with uid 1000 gid 42 (it executed a setuid/setgid program or changed its ids since it connected)`);
+  });
+
+  it('the executable: the one seen at accept, or both unreadable, is the same; any other or a change in readability is named', () => {
+    const { native } = fakeNative([true]);
+    const a = proc({ exe: progA });
+    assert.equal(new TrackedPeer('k', a.peer, native, procRoot, 5, '4711', idOf(progA)).whyNotSameProcess(), undefined);
+    const none = proc();
+    assert.equal(new TrackedPeer('k', none.peer, native, procRoot, 5, '4711', undefined).whyNotSameProcess(), undefined, 'an agent that may not stat it compares the ids only');
+    const b = proc({ exe: progB });
+    assert.equal(
+      new TrackedPeer('k', b.peer, native, procRoot, 5, '4711', idOf(progA)).whyNotSameProcess(),
+      `process ${b.pid} executed another program since it connected (executable ${idOf(progA)} at accept, ${idOf(progB)} now)`,
+    );
+    const lost = proc();
+    assert.equal(
+      new TrackedPeer('k', lost.peer, native, procRoot, 5, '4711', idOf(progA)).whyNotSameProcess(),
+      `process ${lost.pid} executed another program since it connected (executable ${idOf(progA)} at accept, unreadable now)`,
+    );
+    const found = proc({ exe: progB });
+    assert.equal(
+      new TrackedPeer('k', found.peer, native, procRoot, 5, '4711', undefined).whyNotSameProcess(),
+      `process ${found.pid} executed another program since it connected (executable unreadable at accept, ${idOf(progB)} now)`,
+    );
+  });
+
+  it('release: the pidfd is closed once, the peer is no longer the same process, and a second release touches no fd', () => {
+    const { peer } = proc({ exe: progA });
+    const { native, asked } = fakeNative([true]);
+    const fd = openSync('/dev/null', 'r');
+    const t = new TrackedPeer('k', peer, native, procRoot, fd, '4711', idOf(progA));
+    assert.equal(t.whyNotSameProcess(), undefined);
+    t.release();
+    assert.throws(() => fstatSync(fd), /EBADF/, 'the pidfd is closed');
+    assert.equal(t.hasPidfd, false);
+    assert.equal(t.whyNotSameProcess(), 'its connection is closed');
+    assert.equal(t.stillSameProcess(), false);
+    // The fd number is free again: whatever opens next may get it; a second release must not close that.
+    const reused = openSync('/dev/null', 'r');
+    try {
+      assert.equal(reused, fd, 'the kernel hands out the lowest free fd');
+      t.release();
+      assert.doesNotThrow(() => fstatSync(reused), 'the reused fd is still open');
+    } finally {
+      closeSync(reused);
+    }
+    assert.equal(asked.length, 2, 'no poll after release');
+  });
+
+  it('release of a pidfd already closed elsewhere does not throw; a peer without a pidfd releases too', () => {
+    const { peer } = proc({ exe: progA });
+    const { native } = fakeNative([true]);
+    const fd = openSync('/dev/null', 'r');
+    closeSync(fd);
+    const t = new TrackedPeer('k', peer, native, procRoot, fd, '4711', idOf(progA));
+    assert.doesNotThrow(() => t.release());
+    assert.equal(t.whyNotSameProcess(), 'its connection is closed');
+    const noPidfd = new TrackedPeer('k', peer, native, procRoot, -1, '4711', idOf(progA));
+    noPidfd.release();
+    assert.equal(noPidfd.whyNotSameProcess(), 'its connection is closed');
   });
 });

@@ -86,8 +86,11 @@ export interface WorkloadListener {
   close(): Promise<void>;
 }
 
-/** One connection's peer: SO_PEERCRED/SO_PEERGROUPS facts plus the handles to re-check them. */
-class TrackedPeer implements PeerContext {
+/**
+ * One connection's peer: SO_PEERCRED/SO_PEERGROUPS facts plus the handles to re-check them.
+ * Created only by the listener at accept (exported for its tests); `release` closes the pidfd.
+ */
+export class TrackedPeer implements PeerContext {
   readonly key: string;
   readonly peer: PeerInfo;
   readonly processKey: string;

@@ -56,6 +56,7 @@ test('a stat line without the comm parenthesis, too few fields or a non-numeric 
   const fields = Array.from({ length: 50 }, (_, i) => String(i + 3));
   assert.equal(parseStartTime(`7 (a) ${fields.join('   ')}`), '22');
   assert.equal(parseStartTime(`7 a ${fields.join(' ')}`), undefined);
+  assert.equal(parseStartTime(`) ${fields.join(' ')}`), '22', 'a parenthesis at the very start still closes comm');
   assert.equal(parseStartTime(`7 (a) ${fields.slice(0, 19).join(' ')}`), undefined);
   for (const bad of ['22x', 'x22', '-22', '']) {
     const f = [...fields];
@@ -75,12 +76,14 @@ test('effective ids are the second column of the Uid: and Gid: lines, whatever t
     status(1, 'Name:\tx\nNotUid:\t1\t2\t3\t4\nNotGid:\t5\t6\t7\t8\nUid:  1000   2000  3000  4000\nGid:\t100\t200\t300\t400\n');
     status(2, 'Name:\tx\nGid:\t100\t200\t300\t400\n');
     status(3, 'Name:\tx\nUid:\t1000\t2000\t3000\t4000\n');
+    status(4, 'Name:\tx\nUid:\t1000\t2000\t3000\t4000\nGid:  100   200  300  400\n');
     const one = readCallerFacts(root, 1);
     assert.equal(one.euid, 2000);
     assert.equal(one.egid, 200);
     await Promise.resolve();
     assert.deepEqual([readCallerFacts(root, 2).euid, readCallerFacts(root, 2).egid], [undefined, 200]);
     assert.deepEqual([readCallerFacts(root, 3).euid, readCallerFacts(root, 3).egid], [2000, undefined]);
+    assert.deepEqual([readCallerFacts(root, 4).euid, readCallerFacts(root, 4).egid], [2000, 200], 'runs of spaces in the Gid: line too');
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
