@@ -1,3 +1,4 @@
+// Entry IDs (ids.ts): UUID v7, time-ordered, unique within a millisecond.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { newEntryId } from './ids.js';
