@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger } from '../common/logging.js';
 import { checkSafeDirectory } from '../common/safedir.js';
-import { openSqliteDataStore } from './datastore/sqlite.js';
+import { openDataStore } from './datastore/factory.js';
 import { CaManager, caOptionsFromConfig } from './ca/manager.js';
 import { EntryIndex, AuthorizationCache } from './entries/authorized.js';
 import { ChangeFeed } from './entries/feed.js';
@@ -69,7 +69,7 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     // refused (they could read keys, or replace the admin socket with their own server).
     checkSafeDirectory(config.dataDir, 'server data directory');
     checkSafeDirectory(dirname(resolve(config.socketPath)), 'admin socket directory');
-    const datastore = openSqliteDataStore({ path: config.plugins.dataStore.connectionString, logger: logger.child({ subsystem: 'datastore' }) });
+    const datastore = await openDataStore(config.plugins.dataStore, { logger: logger.child({ subsystem: 'datastore' }) });
     cleanups.push(() => datastore.close());
 
     const ca = await CaManager.start(caOptionsFromConfig(config, { datastore, logger: logger.child({ subsystem: 'ca' }), now }));
