@@ -55,7 +55,7 @@ export function commandBlocks(markdown: string, file: string): CommandBlock[] {
       pending = { mode: parseMarker(marker[1]!, `${file}:${i + 1}`), line: i + 1 };
       continue;
     }
-    if (/docs-test:/.test(line)) throw new Error(`${file}:${i + 1}: a docs-test marker must be a whole line <!-- docs-test: ... -->`);
+    if (/^\s*<!--.*docs-test/.test(line)) throw new Error(`${file}:${i + 1}: a docs-test marker must be a whole line <!-- docs-test: ... -->`);
     const fence = /^(```+|~~~+)\s*([A-Za-z0-9_+-]*)/.exec(line);
     if (!fence) {
       if (line.trim() !== '' && pending) throw new Error(`${file}:${pending.line}: the docs-test marker is not followed by a command block`);

@@ -193,9 +193,19 @@ async function runFile(file: string, blocks: CommandBlock[], log: (line: string)
 
 describe('docs: every command block of README.md and docs/*.md runs as pasted', { concurrency: true }, () => {
   const files = docFiles();
-  const parsed = new Map(files.map((f) => [f, commandBlocks(readFileSync(join(repoRoot, f), 'utf8'), f)]));
+  // A file whose blocks or markers cannot be read fails the first test below, naming it.
+  const errors: string[] = [];
+  const parsed = new Map<string, CommandBlock[]>();
+  for (const f of files) {
+    try {
+      parsed.set(f, commandBlocks(readFileSync(join(repoRoot, f), 'utf8'), f));
+    } catch (err) {
+      errors.push((err as Error).message);
+    }
+  }
 
   test('the skipped blocks are exactly the known ones (a new skip is a deliberate change)', () => {
+    assert.deepEqual(errors, []);
     const skips: Record<string, number> = {};
     for (const [f, blocks] of parsed) {
       const n = blocks.filter((b) => b.mode.kind === 'skip').length;
@@ -204,8 +214,7 @@ describe('docs: every command block of README.md and docs/*.md runs as pasted', 
     assert.deepEqual(skips, EXPECTED_SKIPS);
   });
 
-  for (const file of files) {
-    const blocks = parsed.get(file)!;
+  for (const [file, blocks] of parsed) {
     if (!blocks.some((b) => b.mode.kind !== 'skip')) continue;
     test(`${file}: ${blocks.filter((b) => b.mode.kind !== 'skip').length} blocks run, ${blocks.filter((b) => b.mode.kind === 'skip').length} skipped`, async (t) => {
       assert.equal(process.getuid?.(), 0, 'this test runs each file in its own network and mount namespace (unshare) and must run as root (CI does); it did NOT run');
