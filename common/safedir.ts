@@ -130,3 +130,25 @@ export function ensureSafeDirectory(dir: string, mode: number, what: string): St
   checkSafeDirectory(abs, what);
   return existed;
 }
+
+/**
+ * The directory a CLI `-write` option puts SVIDs and keys in. An existing directory is used as
+ * it is (its mode is the user's choice; the key files themselves are written 0600). A missing
+ * one is created with ensureSafeDirectory at 0700, parents included, as `mkdir -p` would but
+ * refusing a path another local user controls: the directory will hold a private key. Returns
+ * true when this call created it.
+ */
+export function ensureOutputDirectory(dir: string, what: string): boolean {
+  let st: Stats | undefined;
+  try {
+    st = statSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (st !== undefined) {
+    if (!st.isDirectory()) throw new Error(`${what} ${resolve(dir)} exists and is not a directory`);
+    return false;
+  }
+  ensureSafeDirectory(dir, 0o700, what);
+  return true;
+}
