@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger } from '../common/logging.js';
+import { lockDataDir } from '../common/datadirlock.js';
 import { checkSafeDirectory } from '../common/safedir.js';
 import { buildAgentPlugins, type AgentAttestorPlugins } from './plugins.js';
 import { AgentIdentity } from './attest/identity.js';
@@ -47,6 +48,11 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     // refused (they could read the agent key, or serve their own Workload API in our place).
     checkSafeDirectory(config.dataDir, 'agent data directory');
     checkSafeDirectory(dirname(resolve(config.socketPath)), 'Workload API socket directory');
+    // One agent per data directory (common/datadirlock.ts); released last, after everything closed.
+    const lock = lockDataDir(config.dataDir, 'agent data directory', ({ path, pid }) =>
+      logger.warn({ path, stale_pid: pid }, 'took over a stale data directory lock: the process that held it is gone'),
+    );
+    cleanups.push(() => lock.release());
     const { nodeAttestor, workloadAttestors } = buildAgentPlugins(config, { ...(opts.env ? { env: opts.env } : {}), logger }, opts.attestors);
     const identity = await AgentIdentity.start({
       dataDir: config.dataDir,

@@ -73,10 +73,36 @@ class TextStream extends Writable {
   }
 }
 
+/** How to flush what a logger made by createLogger still buffers (a -logFile stream). */
+const flushers = new WeakMap<object, () => Promise<void>>();
+
+/** Waits for `stream` to finish after end(), at most `ms` (a stuck disk must not hold up exit). */
+function endStream(stream: NodeJS.WritableStream, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    timer.unref();
+    stream.end(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Writes out everything `logger` (from createLogger) still buffers and closes its log file, so a
+ * `process.exit` right after loses no line. stderr needs nothing (its writes are synchronous for
+ * files and pipes). The logger must not be used afterwards. Waits at most 1 s per stream.
+ */
+export async function flushLogger(logger: object): Promise<void> {
+  await flushers.get(logger)?.();
+}
+
+const FLUSH_WAIT_MS = 1000;
+
 export function createLogger(opts: { level: LogLevel; format: LogFormat; file?: string | undefined; name: string }): Logger {
   const out: NodeJS.WritableStream = opts.file ? createWriteStream(opts.file, { flags: 'a', mode: 0o640 }) : process.stderr;
   const dest = opts.format === 'json' ? out : new TextStream(out);
-  return pino(
+  const logger = pino(
     {
       name: opts.name,
       level: opts.level.toLowerCase(),
@@ -85,4 +111,11 @@ export function createLogger(opts: { level: LogLevel; format: LogFormat; file?: 
     },
     dest as pino.DestinationStream,
   );
+  if (opts.file) {
+    flushers.set(logger, async () => {
+      if (dest !== out) await endStream(dest, FLUSH_WAIT_MS);
+      await endStream(out, FLUSH_WAIT_MS);
+    });
+  }
+  return logger;
 }

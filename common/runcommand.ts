@@ -28,9 +28,14 @@ export async function runService<C>(load: () => Promise<C>, start: (config: C) =
     if (stopping) return;
     stopping = true;
     service.logger.info({ signal }, 'shutting down');
+    // Exit as soon as everything closed (stop() drains in-flight calls itself); the log file is
+    // flushed first, or process.exit would drop its last lines ("... stopped").
+    // (logging.ts is imported here, not at the top: admin commands load this module too.)
+    const exit = (code: number): Promise<never> =>
+      import('./logging.js').then(({ flushLogger }) => flushLogger(service.logger)).then(() => process.exit(code), () => process.exit(code));
     service.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
+      () => exit(0),
+      () => exit(1),
     );
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));

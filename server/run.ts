@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger } from '../common/logging.js';
+import { lockDataDir } from '../common/datadirlock.js';
 import { checkSafeDirectory } from '../common/safedir.js';
 import { openDataStore } from './datastore/factory.js';
 import { CaManager, caOptionsFromConfig } from './ca/manager.js';
@@ -69,6 +70,11 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     // refused (they could read keys, or replace the admin socket with their own server).
     checkSafeDirectory(config.dataDir, 'server data directory');
     checkSafeDirectory(dirname(resolve(config.socketPath)), 'admin socket directory');
+    // One server per data directory (common/datadirlock.ts); released last, after everything closed.
+    const lock = lockDataDir(config.dataDir, 'server data directory', ({ path, pid }) =>
+      logger.warn({ path, stale_pid: pid }, 'took over a stale data directory lock: the process that held it is gone'),
+    );
+    cleanups.push(() => lock.release());
     const datastore = await openDataStore(config.plugins.dataStore, { logger: logger.child({ subsystem: 'datastore' }) });
     cleanups.push(() => datastore.close());
 

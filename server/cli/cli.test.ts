@@ -167,7 +167,7 @@ describe('entry', () => {
       [[...base, '-selector', 'unix:uid:1'], /Error: a SPIFFE ID is required/],
       [[...base, '-spiffeID', 'spiffe://example.org/x', '-selector', 'unix:uid:1', '-x509SVIDTTL', 'abc'], /Error: invalid value "abc" for -x509SVIDTTL/],
       [[...base, '-spiffeID', 'spiffe://example.org/x', '-selector', 'unix:uid:1', '-output', 'yaml'], /Error: invalid -output "yaml"/],
-      [[...base, '-spiffeID', 'spiffe://example.org/x', '-selector', 'unix:uid:1', '-nosuchflag'], /unknown option '-nosuchflag'/],
+      [[...base, '-spiffeID', 'spiffe://example.org/x', '-selector', 'unix:uid:1', '-nosuchflag'], /^Error: unknown flag -nosuchflag \(run 'spindle-server entry create -h' for usage\)$/m],
     ];
     const results = await Promise.all(cases.map(([args]) => run(args)));
     results.forEach((r, i) => fails(r, cases[i]![1]));

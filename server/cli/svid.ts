@@ -10,7 +10,8 @@
  * - `-ttl` is a Go duration (`1h`, `90s`) or whole seconds; 0 means the server default. When the
  *   server caps the lifetime (CA expiry), a warning says so, as SPIRE does.
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { requiredFlag } from '../../common/cli.js';
 import { dirname, join } from 'node:path';
 import { parseDuration } from '../../common/duration.js';
 import { ensureOutputDirectory } from '../../common/safedir.js';
@@ -78,7 +79,7 @@ export function register(program: Command): void {
     x509
       .command('mint')
       .description('Mints an X509-SVID')
-      .option('--spiffeID <id>', 'SPIFFE ID of the X509-SVID')
+      .addOption(requiredFlag(new Option('--spiffeID <id>', 'SPIFFE ID of the X509-SVID')))
       .option('--ttl <duration>', 'TTL of the X509-SVID (e.g. 1h, 90s; default: the server default)')
       .option('--dns <name>', 'DNS name that will be included in SVID. Can be used more than once', collect)
       .option('--write <dir>', 'Directory to write output to instead of stdout'),
@@ -133,9 +134,9 @@ export function register(program: Command): void {
     jwt
       .command('mint')
       .description('Mints a JWT-SVID')
-      .option('--spiffeID <id>', 'SPIFFE ID of the JWT-SVID')
+      .addOption(requiredFlag(new Option('--spiffeID <id>', 'SPIFFE ID of the JWT-SVID')))
       .option('--ttl <duration>', 'TTL of the JWT-SVID (e.g. 5m; default: the server default)')
-      .option('--audience <aud>', 'Audience claim that will be included in the SVID. Can be used more than once', collect)
+      .addOption(requiredFlag(new Option('--audience <aud>', 'Audience claim that will be included in the SVID. Can be used more than once').argParser(collect)))
       .option('--write <file>', 'File to write token to instead of stdout'),
   ).action(
     action<JwtOptions>(async (o, ctx) => {
