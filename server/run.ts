@@ -4,7 +4,8 @@
  */
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
-import { createLogger } from '../common/logging.js';
+import { createLogger, routeGrpcLogs } from '../common/logging.js';
+import { checkServerCanStart } from './errors.js';
 import { checkSafeDirectory } from '../common/safedir.js';
 import { openSqliteDataStore } from './datastore/sqlite.js';
 import { CaManager, caOptionsFromConfig } from './ca/manager.js';
@@ -52,7 +53,9 @@ export interface StartServerOptions {
 
 export async function startServer(config: ServerConfig, opts: StartServerOptions = {}): Promise<RunningServer> {
   const now = opts.now ?? (() => new Date());
+  // Opens -logFile first: a log file that cannot be opened stops startup before anything else.
   const logger = opts.logger ?? createLogger({ level: config.logLevel, format: config.logFormat, file: config.logFile, name: 'spindle-server' });
+  if (!opts.logger) routeGrpcLogs(logger);
   const cleanups: Array<() => Promise<void> | void> = [];
   const stop = async (): Promise<void> => {
     while (cleanups.length > 0) {
@@ -69,6 +72,9 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     // refused (they could read keys, or replace the admin socket with their own server).
     checkSafeDirectory(config.dataDir, 'server data directory');
     checkSafeDirectory(dirname(resolve(config.socketPath)), 'admin socket directory');
+    // And before the CA and datastore are created: every setting that can fail later is checked
+    // now (directories writable, admin socket path free, agent API port bindable).
+    await checkServerCanStart(config);
     const datastore = openSqliteDataStore({ path: config.plugins.dataStore.connectionString, logger: logger.child({ subsystem: 'datastore' }) });
     cleanups.push(() => datastore.close());
 
