@@ -112,6 +112,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
       connection: () => identity.connection(),
       logger: logger.child({ subsystem: 'manager' }),
       onRefused,
+      describeError: describe,
     });
     cleanups.push(() => manager.stop());
     identity.onConnectionChange(() => manager.reconnect());
