@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
-import { describeServerError, refusalKind } from './errors.js';
+import { describeServerError, mustReattestMessage, refusalKind } from './errors.js';
 
 const ctx = { address: 'spire.example:8081', trustDomain: 'example.org', bundle: '/etc/b.pem (-trustBundle)', joinToken: 'tok' };
 const grpcErr = (code: number, details: string): Error => Object.assign(new Error(`${code} X: ${details}`), { code, details });
@@ -31,4 +31,15 @@ test('refusalKind: evicted and banned (PERMISSION_DENIED) make a join-token agen
   assert.equal(refusalKind(grpcErr(status.PERMISSION_DENIED, 'agent SVID serial 01 has been superseded; use the current agent SVID')), undefined);
   assert.equal(refusalKind(grpcErr(status.UNAUTHENTICATED, 'agent SVID expired at ...')), undefined);
   assert.equal(refusalKind(new Error('has been evicted')), undefined);
+});
+
+test('mustReattestMessage: join-token agents are told to get a new token; others to restart (after the ban is lifted)', () => {
+  assert.equal(
+    mustReattestMessage('spiffe://example.org/spire/agent/join_token/t1', 'evicted', '/var/lib/a'),
+    'the server has evicted this agent (spiffe://example.org/spire/agent/join_token/t1) and it cannot attest again by itself (its join token was used up); its stored agent SVID was removed from /var/lib/a. Create a new join token with `spindle-server token generate` and restart the agent with -joinToken <token>. Exiting with code 3.',
+  );
+  assert.equal(
+    mustReattestMessage('spiffe://example.org/spire/agent/x/n1', 'banned', '/var/lib/a'),
+    'the server has banned this agent (spiffe://example.org/spire/agent/x/n1) and it cannot attest again by itself; its stored agent SVID was removed from /var/lib/a. Restart the agent so that it attests again with its node attestor, once `spindle-server agent evict` has removed the ban. Exiting with code 3.',
+  );
 });

@@ -7,7 +7,6 @@
  * text ("14 UNAVAILABLE: ...") reaches the operator.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { checkLogFile, checkSocketPath, checkWritableDirectory, describeFsError, PreflightError, type SocketNames } from '../common/preflight.js';
 import { grpcCodeName } from '../common/output.js';
@@ -143,9 +142,14 @@ export function refusalKind(err: unknown): 'evicted' | 'banned' | undefined {
 /** Said once, as the agent exits with EXIT_MUST_REATTEST. */
 export function mustReattestMessage(agentId: string, kind: 'evicted' | 'banned', dataDir: string): string {
   const what = kind === 'banned' ? 'banned' : 'evicted';
+  const joinToken = agentId.includes('/spire/agent/join_token/');
   return (
-    `the server has ${what} this agent (${agentId}) and it cannot attest again by itself (its join token was used up); ` +
-    `its stored agent SVID was removed from ${join(dataDir)}. Create a new join token with \`spindle-server token generate\` ` +
-    `and restart the agent with -joinToken <token>. Exiting with code ${EXIT_MUST_REATTEST}.`
+    `the server has ${what} this agent (${agentId}) and it cannot attest again by itself` +
+    (joinToken ? ' (its join token was used up)' : '') +
+    `; its stored agent SVID was removed from ${dataDir}. ` +
+    (joinToken
+      ? 'Create a new join token with `spindle-server token generate` and restart the agent with -joinToken <token>.'
+      : 'Restart the agent so that it attests again with its node attestor' + (kind === 'banned' ? ', once `spindle-server agent evict` has removed the ban.' : '.')) +
+    ` Exiting with code ${EXIT_MUST_REATTEST}.`
   );
 }
