@@ -10,8 +10,11 @@
  */
 import { createWriteStream } from 'node:fs';
 import { Writable } from 'node:stream';
+import { format } from 'node:util';
+import { setLogger } from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
 import { escapeControls, hasControls } from './strings.js';
+import { openLogFile } from './preflight.js';
 
 export type LogLevel = 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
 export type LogFormat = 'text' | 'json';
@@ -99,8 +102,25 @@ export async function flushLogger(logger: object): Promise<void> {
 
 const FLUSH_WAIT_MS = 1000;
 
+/**
+ * The log file (when `file` is set) is opened here, synchronously: a file that cannot be opened
+ * throws a PreflightError naming it and the -logFile / log_file setting, before the caller does
+ * anything else. A write error later (disk full, file system gone) is reported once on stderr;
+ * it does not stop the process.
+ */
 export function createLogger(opts: { level: LogLevel; format: LogFormat; file?: string | undefined; name: string }): Logger {
-  const out: NodeJS.WritableStream = opts.file ? createWriteStream(opts.file, { flags: 'a', mode: 0o640 }) : process.stderr;
+  let out: NodeJS.WritableStream = process.stderr;
+  if (opts.file) {
+    const file = opts.file;
+    const stream = createWriteStream(file, { fd: openLogFile(file, { setting: '-logFile / log_file' }), flags: 'a' });
+    let reported = false;
+    stream.on('error', (err) => {
+      if (reported) return;
+      reported = true;
+      process.stderr.write(`${opts.name}: cannot write the log file ${file} (-logFile / log_file): ${err.message}; further log lines are lost\n`);
+    });
+    out = stream;
+  }
   const dest = opts.format === 'json' ? out : new TextStream(out);
   const logger = pino(
     {
@@ -118,4 +138,16 @@ export function createLogger(opts: { level: LogLevel; format: LogFormat; file?: 
     });
   }
   return logger;
+}
+
+/**
+ * grpc-js's own log lines (by default its errors, as `E No address added ...` on stderr) go to
+ * `logger` at DEBUG with subsystem "grpc" instead: the operator sees our messages, and can
+ * still see grpc-js's with -logLevel DEBUG (GRPC_VERBOSITY and GRPC_TRACE still choose which
+ * it produces). grpc-js has one logger per process: the last call wins.
+ */
+export function routeGrpcLogs(logger: Logger): void {
+  const child = logger.child({ subsystem: 'grpc' });
+  const write = (...args: unknown[]): void => child.debug(format(...args).trimEnd());
+  setLogger({ error: write, info: write, debug: write });
 }

@@ -14,6 +14,12 @@ export function failAndExit(err: unknown): never {
 interface Service {
   logger: { info(obj: object, msg: string): void };
   stop(): Promise<void>;
+  /**
+   * Resolves when the service must exit by itself (spindle-agent evicted with no way to attest
+   * again): it is stopped and the process exits with `exitCode`, printing `Error: <message>`
+   * unless the message already went to stderr through the log.
+   */
+  exited?: Promise<{ exitCode: number; message: string; onStderr: boolean }>;
 }
 
 export async function runService<C>(load: () => Promise<C>, start: (config: C) => Promise<Service>): Promise<void> {
@@ -38,6 +44,13 @@ export async function runService<C>(load: () => Promise<C>, start: (config: C) =
       () => exit(1),
     );
   };
+  void service.exited?.then(({ exitCode, message, onStderr }) => {
+    if (stopping) return;
+    stopping = true;
+    if (!onStderr) process.stderr.write(`Error: ${message}\n`);
+    const exit = (): never => process.exit(exitCode);
+    service.stop().then(exit, exit);
+  });
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 }

@@ -50,6 +50,8 @@ export interface ManagerOptions {
   now?: () => Date;
   /** Called when the server refuses the agent (banned, evicted, superseded SVID). */
   onRefused?: (err: ServiceError) => void;
+  /** Turns a failed server call into the operator-facing text its log lines carry (agent/errors.ts); default the gRPC details. */
+  describeError?: (err: ServiceError) => string;
   /** Max CSRs per BatchNewX509SVID call. */
   batchSize?: number;
   /** First delay before trying again to sign SVIDs that failed (doubles up to 5 min); default 5 s. */
@@ -291,11 +293,11 @@ export class AgentManager implements IdentityCache {
         return;
       }
       if (err.code === GrpcStatus.PERMISSION_DENIED || err.code === GrpcStatus.UNAUTHENTICATED) {
-        this.#log.error({ code: err.code, details: err.details }, 'the server refused this agent; serving cached identities until they expire');
+        this.#log.error({ code: err.code, details: this.#o.describeError?.(err) ?? err.details }, 'the server refused this agent; serving cached identities until they expire');
         this.#o.onRefused?.(err);
         for (const w of this.#readyWaiters.splice(0)) w.reject(err);
       } else {
-        this.#log.warn({ code: err.code, details: err.details, retry_ms: this.#backoff }, 'lost the server sync stream; serving cached identities and retrying');
+        this.#log.warn({ code: err.code, details: this.#o.describeError?.(err) ?? err.details, retry_ms: this.#backoff }, 'lost the server sync stream; serving cached identities and retrying');
       }
       this.#lostAt ??= this.#now().getTime();
       this.#unreachableSince ??= this.#lostAt;

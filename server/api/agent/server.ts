@@ -7,6 +7,7 @@
 import { Server, ServerCredentials, experimental, type ServerInterceptor, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Bundle } from '../../../spiffe/bundle.js';
 import { agentApiServiceDefinition } from './syncencode.js';
+import { agentApiListenError } from '../../errors.js';
 import type { AgentApi } from './service.js';
 
 /** The server-identity part of the CA manager the listener needs. */
@@ -109,7 +110,7 @@ export async function startAgentApiServer(opts: {
   for (const s of opts.extra ?? []) server.addService(s.definition, s.implementation);
   const host = opts.bindAddress.includes(':') ? `[${opts.bindAddress}]` : opts.bindAddress;
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${host}:${opts.port}`, creds, (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync(`${host}:${opts.port}`, creds, (err, p) => (err ? reject(new Error(agentApiListenError(err, opts.bindAddress, opts.port), { cause: err })) : resolve(p)));
   });
   return {
     port,
