@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { parseSpiffeId, parseTrustDomain, type SpiffeId } from '../../spiffe/id.js';
 import type { RegistrationEntry } from '../datastore/types.js';
 import type { Selector } from '../../common/selector.js';
-import { AuthorizationCache, EntryIndex, isExpired, sameEntry, serverIdOf, type AgentChange } from './authorized.js';
+import { EntryIndex, isExpired, serverIdOf } from './entryindex.js';
+import { AuthorizationCache, type AgentChange } from './authcache.js';
+import { sameEntry } from './sameentry.js';
 import { entryWithDefaults } from '../../test/support/entries.js';
 
 const td = parseTrustDomain('example.org');

@@ -12,7 +12,8 @@ import { createIssuer, createSelfSignedCa, issueIntermediateCa, issueX509Svid, i
 import { entryWithDefaults } from '../../../test/support/entries.js';
 import { freshCsr } from '../../ca/testkit.js';
 import type { AttestedNode, DataStore, RegistrationEntry } from '../../datastore/types.js';
-import { AuthorizationCache, EntryIndex } from '../../entries/authorized.js';
+import { EntryIndex } from '../../entries/entryindex.js';
+import { AuthorizationCache } from '../../entries/authcache.js';
 import type { ChangeFeed } from '../../entries/feed.js';
 import type { CaSigner, SignedJwtSvid } from '../../ca/types.js';
 import type { ApiLogger } from '../logger.js';

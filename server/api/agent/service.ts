@@ -24,7 +24,7 @@ import type {
 import type { Bundle as ProtoBundle, X509SVID } from '../../../proto/gen/spindle/types/v1/types.js';
 import type { AttestedNode, DataStore, RegistrationEntry } from '../../datastore/types.js';
 import type { CaSigner, SignedX509Svid } from '../../ca/types.js';
-import type { AuthorizationCache, AgentChange } from '../../entries/authorized.js';
+import type { AuthorizationCache, AgentChange } from '../../entries/authcache.js';
 import type { ChangeFeed } from '../../entries/feed.js';
 import { AttestationError, AGENT_PATH_PREFIX, type ServerNodeAttestor } from '../../../attestors/node/types.js';
 import { peerCertificateDer, type AuthContextCall } from './peer.js';
