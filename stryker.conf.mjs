@@ -49,8 +49,12 @@ export const GROUPS = {
     forceBail: false,
   },
   agentapi: {
-    mutate: () =>
-      ranges('dist/server/api/agent/service.js', ['service', '#authenticate', '#verifyAgentCert', '#authorizedEntry', '#authorizedMap']),
+    // The unary handlers (service.ts) and caller authentication with the caller's authorized
+    // entries (auth.ts); AttestAgent and the sync streams are tested end to end.
+    mutate: () => [
+      ...ranges('dist/server/api/agent/service.js', ['service']),
+      ...ranges('dist/server/api/agent/auth.js', ['authenticate', '#verifyAgentCert', 'authorizedEntry', 'authorizedMap']),
+    ],
     tests: ['dist/server/api/agent/service.test.js'],
   },
   caller: {

@@ -17,7 +17,10 @@ import { AuthorizationCache } from '../../entries/authcache.js';
 import type { ChangeFeed } from '../../entries/feed.js';
 import type { CaSigner, SignedJwtSvid } from '../../ca/types.js';
 import type { ApiLogger } from '../logger.js';
-import { AgentApi, MAX_AUDIENCES, type AgentApiMetrics, MAX_CSRS_PER_BATCH, remoteAddressOf, VERIFIED_AGENT_CERT_TTL_MS } from './service.js';
+import { AgentApi, MAX_AUDIENCES, MAX_CSRS_PER_BATCH } from './service.js';
+import type { AgentApiMetrics } from './deps.js';
+import { VERIFIED_AGENT_CERT_TTL_MS } from './auth.js';
+import { remoteAddressOf } from './attest.js';
 
 const td = parseTrustDomain('example.org');
 const AGENT = parseSpiffeId('spiffe://example.org/spire/agent/join_token/t1');
