@@ -35,7 +35,7 @@ function ranges(file, names) {
 export const GROUPS = {
   authorized: {
     mutate: () => ['dist/server/entries/entryindex.js', 'dist/server/entries/closures.js', 'dist/server/entries/authcache.js', 'dist/server/entries/sameentry.js'],
-    tests: ['dist/server/entries/authorized.test.js'],
+    tests: ['dist/server/entries/authorized.test.js', 'dist/server/entries/closures.test.js'],
   },
   manager: {
     // The decisions only: which entries a caller's selectors match, and what fetchX509 and
