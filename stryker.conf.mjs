@@ -34,8 +34,8 @@ function ranges(file, names) {
 /** Module groups: what is mutated, and the (in-process) test files that exercise it. */
 export const GROUPS = {
   authorized: {
-    mutate: () => ['dist/server/entries/authorized.js'],
-    tests: ['dist/server/entries/authorized.test.js'],
+    mutate: () => ['dist/server/entries/entryindex.js', 'dist/server/entries/closures.js', 'dist/server/entries/authcache.js', 'dist/server/entries/sameentry.js'],
+    tests: ['dist/server/entries/authorized.test.js', 'dist/server/entries/closures.test.js'],
   },
   manager: {
     // The decisions only: which entries a caller's selectors match, and what fetchX509 and
@@ -49,8 +49,12 @@ export const GROUPS = {
     forceBail: false,
   },
   agentapi: {
-    mutate: () =>
-      ranges('dist/server/api/agent/service.js', ['service', '#authenticate', '#verifyAgentCert', '#authorizedEntry', '#authorizedMap']),
+    // The unary handlers (service.ts) and caller authentication with the caller's authorized
+    // entries (auth.ts); AttestAgent and the sync streams are tested end to end.
+    mutate: () => [
+      ...ranges('dist/server/api/agent/service.js', ['service']),
+      ...ranges('dist/server/api/agent/auth.js', ['authenticate', '#verifyAgentCert', 'authorizedEntry', 'authorizedMap']),
+    ],
     tests: ['dist/server/api/agent/service.test.js'],
   },
   caller: {

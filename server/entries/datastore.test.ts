@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { parseSpiffeId, parseTrustDomain } from '../../spiffe/id.js';
 import type { DataStore, RegistrationEntry } from '../datastore/types.js';
 import { openTestDataStore } from '../../test/support/datastore.js';
-import { AuthorizationCache, EntryIndex, type AgentChange } from './authorized.js';
+import { EntryIndex } from './entryindex.js';
+import { AuthorizationCache, type AgentChange } from './authcache.js';
 import { parseSelector, validateNewEntry, type EntryInput } from './validate.js';
 
 const td = parseTrustDomain('example.org');

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { parseSpiffeId, parseTrustDomain, type SpiffeId } from '../../spiffe/id.js';
 import { openTestDataStore } from '../../test/support/datastore.js';
 import type { DataStore, NewEntry, RegistrationEntry } from '../datastore/types.js';
-import { AuthorizationCache, EntryIndex, type AgentChange } from './authorized.js';
+import { EntryIndex } from './entryindex.js';
+import { AuthorizationCache, type AgentChange } from './authcache.js';
 import { ChangeFeed } from './feed.js';
 import { entryWithDefaults } from '../../test/support/entries.js';
 

@@ -2,7 +2,7 @@
  * The agent API's listener: gRPC over TCP with TLS. The server presents its own SVID
  * (`spiffe://<td>/spire/server`), rotated in place through grpc-js certificate providers; it
  * requests but does not require a client certificate (AttestAgent and GetBundle come from agents
- * that have none yet), and every other call verifies the agent SVID itself (service.ts).
+ * that have none yet), and every other call verifies the agent SVID itself (auth.ts).
  */
 import { Server, ServerCredentials, experimental, type ServerInterceptor, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Bundle } from '../../../spiffe/bundle.js';
