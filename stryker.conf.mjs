@@ -38,10 +38,14 @@ export const GROUPS = {
     tests: ['dist/server/entries/authorized.test.js', 'dist/server/entries/closures.test.js'],
   },
   manager: {
-    // The decisions only: which entries a caller's selectors match, and what fetchX509 and
-    // fetchJwt hand out. The file's tests start a real server per test and take minutes under
+    // The decisions only: which entries a caller's selectors match (SelectorIndex.match), what
+    // fetchX509 and fetchJwt hand out, and until when an SVID is served (svid.ts). The file's tests start a real server per test and take minutes under
     // mutation, so only the tests of these decisions run (node's --test-name-pattern).
-    mutate: () => ranges('dist/agent/manager/manager.js', ['#match', 'fetchX509', 'fetchJwt', 'servedUntil', 'usable']),
+    mutate: () => [
+      ...ranges('dist/agent/manager/selectorindex.js', ['match']),
+      ...ranges('dist/agent/manager/manager.js', ['fetchX509', 'fetchJwt']),
+      ...ranges('dist/agent/manager/svid.js', ['servedUntil', 'usable']),
+    ],
     tests: ['dist/agent/manager/manager.test.js'],
     nodeArgs: ['--test-name-pattern=^(fetchX509|fetchJwt|authorization|an entry that cannot be signed|an SVID past its serving time)'],
     timeoutMS: 30_000,
