@@ -2,6 +2,7 @@
  * spindle-agent's main job: establish the agent's identity (resume or attest), follow the
  * server's authorized entries, and serve the Workload API on the local socket.
  */
+import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { dirname, join, resolve } from 'node:path';
 import { createLogger, routeGrpcLogs } from '../common/logging.js';
@@ -59,13 +60,21 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     checkSafeDirectory(config.dataDir, 'agent data directory');
     checkSafeDirectory(dirname(resolve(config.socketPath)), 'Workload API socket directory');
     const trustBundle = config.trustBundlePath ? readTrustBundleFile(config.trustBundlePath) : undefined;
+    // One agent per data directory (common/datadirlock.ts), released last. Taken before the checks
+    // below when the directory exists, so a second agent on it hears exactly that (not that its
+    // port or socket is busy); else after them, so a start that fails a check creates nothing.
+    let locked = false;
+    const lockDir = (): void => {
+      const lock = lockDataDir(config.dataDir, 'agent data directory', ({ path, pid }) =>
+        logger.warn({ path, stale_pid: pid }, 'took over a stale data directory lock: the process that held it is gone'),
+      );
+      locked = true;
+      cleanups.push(() => lock.release());
+    };
+    if (existsSync(config.dataDir)) lockDir();
     // Before attesting (a join token is single-use): everything that can fail later is checked now.
     await checkAgentCanStart(config);
-    // One agent per data directory (common/datadirlock.ts); released last, after everything closed.
-    const lock = lockDataDir(config.dataDir, 'agent data directory', ({ path, pid }) =>
-      logger.warn({ path, stale_pid: pid }, 'took over a stale data directory lock: the process that held it is gone'),
-    );
-    cleanups.push(() => lock.release());
+    if (!locked) lockDir();
     const { nodeAttestor, workloadAttestors } = buildAgentPlugins(config, { ...(opts.env ? { env: opts.env } : {}), logger }, opts.attestors);
     const address = `${config.serverAddress.includes(':') ? `[${config.serverAddress}]` : config.serverAddress}:${config.serverPort}`;
     const describe = (err: unknown): string =>

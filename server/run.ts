@@ -2,6 +2,7 @@
  * spindle-server's main job: wires the datastore, CA, change feed, node attestors, agent API,
  * admin API and telemetry together, and shuts them down in reverse order.
  */
+import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger, routeGrpcLogs } from '../common/logging.js';
@@ -76,12 +77,20 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     checkSafeDirectory(dirname(resolve(config.socketPath)), 'admin socket directory');
     // And before the CA and datastore are created: every setting that can fail later is checked
     // now (directories writable, admin socket path free, agent API port bindable).
+    // One server per data directory (common/datadirlock.ts), released last. Taken before the checks
+    // below when the directory exists, so a second server on it hears exactly that (not that its
+    // port or socket is busy); else after them, so a start that fails a check creates nothing.
+    let locked = false;
+    const lockDir = (): void => {
+      const lock = lockDataDir(config.dataDir, 'server data directory', ({ path, pid }) =>
+        logger.warn({ path, stale_pid: pid }, 'took over a stale data directory lock: the process that held it is gone'),
+      );
+      locked = true;
+      cleanups.push(() => lock.release());
+    };
+    if (existsSync(config.dataDir)) lockDir();
     await checkServerCanStart(config);
-    // One server per data directory (common/datadirlock.ts); released last, after everything closed.
-    const lock = lockDataDir(config.dataDir, 'server data directory', ({ path, pid }) =>
-      logger.warn({ path, stale_pid: pid }, 'took over a stale data directory lock: the process that held it is gone'),
-    );
-    cleanups.push(() => lock.release());
+    if (!locked) lockDir();
     const datastore = await openDataStore(config.plugins.dataStore, { logger: logger.child({ subsystem: 'datastore' }) });
     cleanups.push(() => datastore.close());
 
