@@ -519,14 +519,17 @@ test('validation edges: leeway 0, iat exactly at now + leeway, exp one second af
   assert.equal((await validateJwtSvid(forgeGood(goodClaims({ iat: nowSec + 4 })), opts({ leewaySeconds: 4 }))).id, id);
   assert.equal((await validateJwtSvid(forgeGood(goodClaims({ exp: nowSec - 29 })), opts())).expiresAt.getTime(), (nowSec - 29) * 1000);
   // A token of exactly MAX_JWT_SVID_LENGTH characters is read; one more is refused unread.
-  const exact = (extra: number): string => {
-    for (let pad = 0; ; pad++) {
-      const t = forgeGood(goodClaims({ pad: 'p'.repeat(pad) }), hdr({ h: 'h'.repeat(extra) }));
-      if (t.length >= MAX_JWT_SVID_LENGTH) return t;
-    }
-  };
-  let t = exact(0);
-  for (let extra = 1; t.length !== MAX_JWT_SVID_LENGTH; extra++) t = exact(extra);
+  // (An ES256 signature is 86 base64url characters; base64url of n bytes is ceil(4n/3) long.)
+  let t = '';
+  for (let extra = 0; t === ''; extra++) {
+    const header = b64(hdr({ h: 'h'.repeat(extra) }));
+    const target = MAX_JWT_SVID_LENGTH - header.length - 2 - 86;
+    const bytes = Math.floor((3 * target) / 4);
+    if (Math.ceil((4 * bytes) / 3) !== target) continue;
+    const pad = bytes - JSON.stringify(goodClaims({ pad: '' })).length;
+    t = forgeGood(goodClaims({ pad: 'p'.repeat(pad) }), hdr({ h: 'h'.repeat(extra) }));
+  }
+  assert.equal(t.length, MAX_JWT_SVID_LENGTH);
   assert.equal((await validateJwtSvid(t, opts())).id, id);
 });
 
