@@ -551,6 +551,8 @@ describe('verifyX509Svid: name constraints in detail', () => {
     assert.equal(await verdict({ nameConstraints: { permittedUris: ['.example.org'] } }, [], { id: 'spiffe://sub.example.org/w' }), 'accepted');
     assert.equal(await verdict({ nameConstraints: { permittedUris: ['.example.org'] } }, [], { id: 'spiffe://badexample.org/w' }), 'URI SAN "spiffe://badexample.org/w" is outside the permitted URI subtrees');
     assert.equal(await verdict({ nameConstraints: { permittedUris: ['example.org'] } }, [], { id: 'spiffe://sub.example.org/w' }), 'URI SAN "spiffe://sub.example.org/w" is outside the permitted URI subtrees');
+    // A host that is the `.domain` text itself is not a subdomain of it.
+    assert.equal(await verdict({ nameConstraints: { permittedUris: ['.example.org'] } }, ['https://.example.org/'], { id: 'spiffe://sub.example.org/w' }), 'URI SAN "https://.example.org/" is outside the permitted URI subtrees');
     assert.equal(await verdict({ nameConstraints: { permittedUris: ['other.org', 'example.org'] } }, []), 'accepted');
     assert.equal(await verdict({ nameConstraints: { permittedUris: [''] } }, ['https://anything.test/']), 'accepted');
     assert.equal(await verdict({ nameConstraints: { excludedUris: ['.evil.com'] } }, ['https://a.evil.com/']), 'URI SAN "https://a.evil.com/" is in the excluded URI subtree ".evil.com"');
