@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { sign as cryptoSign, type KeyObject } from 'node:crypto';
+import { sign as cryptoSign, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { isSpiffeError, type SpiffeError } from '../errors.js';
 import { parseSpiffeId } from '../id.js';
 import { generateKeyPair } from '../keys.js';
@@ -508,6 +508,33 @@ describe('verifyX509Svid: signature algorithms', () => {
     assert.equal(verdict(resign(ecLeaf.certDer, alg(OID.sha256WithRsa, true), (tbs) => cryptoSign('sha256', tbs, ecKey)), ecCa), `${UNTRUSTED}/bad_signature`);
     // The hash named must be the hash used.
     assert.equal(verdict(resign(ecLeaf.certDer, alg(OID.ecdsaWithSha384, false), (tbs) => cryptoSign('sha256', tbs, ecKey)), ecCa), `${UNTRUSTED}/bad_signature`);
+  });
+});
+
+describe('verifyX509Svid: candidate issuers whose key cannot serve', () => {
+  it('an issuer with an unusable key (invalid EC point, Ed25519) is passed over, not fatal', async () => {
+    const ca = await TestCa.create({ trustDomain: 'example.org' });
+    const subject = { commonName: 'Shared Issuer Name' };
+    const real = await ca.rawIntermediate({ signer: 'self', subject, uris: [] });
+    /** The real root with another SubjectPublicKeyInfo: same subject, so Name matching finds it. */
+    const withSpki = (spki: Buffer): Buffer => {
+      const [tbsNode] = der.readChildren(real.certDer, der.readRoot(real.certDer));
+      const tbsDer = Buffer.from(der.bytesOf(real.certDer, tbsNode!));
+      const parts: Buffer[] = der.readChildren(tbsDer, der.readRoot(tbsDer)).map((n): Buffer => Buffer.from(der.bytesOf(tbsDer, n)));
+      parts[6] = spki;
+      const tbs = der.sequence(...parts);
+      return der.sequence(tbs, der.sequence(der.oid(OID.ecdsaWithSha256)), der.bitString(cryptoSign('sha256', tbs, real.privateKey)));
+    };
+    const badPoint = Buffer.from(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ format: 'der', type: 'spki' }));
+    badPoint[badPoint.length - 1]! ^= 0x01;
+    const broken = withSpki(badPoint);
+    assert.throws(() => parseCertificate(broken).publicKey);
+    const ed = withSpki(generateKeyPairSync('ed25519').publicKey.export({ format: 'der', type: 'spki' }));
+    const leaf = await ca.issueRaw({ signer: real, ca: false });
+    for (const odd of [broken, ed]) {
+      assert.deepEqual(verifyX509Svid([leaf.certDer], TestCa.bundleOf(['example.org', [odd, real.certDer]])).chain, [leaf.certDer, real.certDer]);
+      assert.equal(thrown(() => verifyX509Svid([leaf.certDer], TestCa.bundleOf(['example.org', [odd]]))).split(':')[0], `${UNTRUSTED}/bad_signature`);
+    }
   });
 });
 
