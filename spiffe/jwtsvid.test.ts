@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHmac, generateKeyPairSync, sign as nodeSign, webcrypto, type KeyObject } from 'node:crypto';
 import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
 import { Bundle, BundleSet } from './bundle.js';
-import { isSpiffeError, type ErrorCode } from './errors.js';
+import { isSpiffeError, type ErrorCode, type SpiffeError } from './errors.js';
 import { parseSpiffeId, parseTrustDomain } from './id.js';
 import { exportPublicKeySpki, generateKeyPair, type KeyPair, type KeyType } from './keys.js';
 import {
@@ -396,4 +396,265 @@ test('parseJwtSvidInsecure: no signature or time check, but structure, alg, sub,
   bad(forge(hdr({ typ: 'foo' }), goodClaims(), keys.b.privateKey), 'typ');
   bad(forge(hdr(), goodClaims({ sub: 'spiffe://example.org/a/../b' }), keys.b.privateKey), 'sub');
   bad('a.b', 'malformed');
+});
+
+// ---- exact messages, causes, and the edges between accepted and refused ----------------------
+
+/** The SpiffeError a validation rejects with (fails when the token is accepted or the error is another kind). */
+async function errorOf(token: unknown, o: ValidateJwtSvidOptions = opts()): Promise<SpiffeError> {
+  try {
+    await validateJwtSvid(token as string, o);
+  } catch (err) {
+    assert.ok(isSpiffeError(err), `expected a SpiffeError, got ${String(err)}`);
+    return err;
+  }
+  return assert.fail('the token was accepted');
+}
+
+/** `code/reason: message`, plus the cause's code (`-` when the error has no cause property at all). */
+function summary(e: SpiffeError): string {
+  const cause = Object.hasOwn(e, 'cause') ? String((e.cause as { code?: unknown } | undefined)?.code ?? (e.cause as Error | undefined)?.name) : '-';
+  return `${e.code}/${e.reason}: ${e.message} [${cause}]`;
+}
+
+/** A token from raw header and claims JSON text, signed by `key` (ES256) when given. */
+function forgeRaw(header: string | Buffer, claims: string | Buffer, key: KeyObject | undefined = keys.ec256.privateKey): string {
+  const input = `${Buffer.from(header).toString('base64url')}.${Buffer.from(claims).toString('base64url')}`;
+  if (key === undefined) return `${input}.`;
+  return `${input}.${nodeSign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+}
+
+const ALG_LIST = 'RS256, RS384, RS512, ES256, ES384, ES512, PS256, PS384, PS512';
+
+test('validation errors: exact code, reason, message and cause for every refusal', async () => {
+  const good = forgeGood();
+  const [h, p, s] = good.split('.') as [string, string, string];
+  // A header whose base64url length is 1 mod 4 (never produced by an encoder).
+  let h1 = h;
+  while (h1.length % 4 !== 1) h1 += 'A';
+  // A header whose last character differs only in the unused low bits: same bytes, not canonical.
+  let hNc = b64(hdr({ x: 'y' }));
+  for (let pad = 'y'; hNc.length % 4 === 0 || hNc.endsWith('_'); pad += 'y') hNc = b64(hdr({ x: pad }));
+  const B64U = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  hNc = hNc.slice(0, -1) + B64U[B64U.indexOf(hNc.at(-1)!) + 1];
+  assert.deepEqual(Buffer.from(hNc, 'base64url'), Buffer.from(b64(hdr({ x: JSON.parse(Buffer.from(hNc, 'base64url').toString()).x })), 'base64url'));
+  const { exp: _e, ...noExp } = goodClaims();
+  const { aud: _a, ...noAud } = goodClaims();
+  const { sub: _s, ...noSub } = goodClaims();
+  const rsaOther = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const rsNoKid = forge({ alg: 'RS256' }, goodClaims(), rsaOther);
+
+  const table: Array<[string, unknown, string, ValidateJwtSvidOptions?]> = [
+    ['empty', '', `${INVALID}/malformed: JWT-SVID must be a non-empty string [-]`],
+    ['not a string', 42, `${INVALID}/malformed: JWT-SVID must be a non-empty string [-]`],
+    ['too long', 'x'.repeat(MAX_JWT_SVID_LENGTH + 1), `${INVALID}/malformed: JWT-SVID is longer than 65536 characters [-]`],
+    ['two parts', `${h}.${p}`, `${INVALID}/malformed: JWT-SVID must be a compact JWS with 3 parts, got 2 [-]`],
+    ['four parts', `${good}.x`, `${INVALID}/malformed: JWT-SVID must be a compact JWS with 3 parts, got 4 [-]`],
+    ['header not base64url', `${h}!.${p}.${s}`, `${INVALID}/malformed: JWT header is not base64url [-]`],
+    ['header length 1 mod 4', `${h1}.${p}.${s}`, `${INVALID}/malformed: JWT header is not base64url [-]`],
+    ['header not canonical', `${hNc}.${p}.${s}`, `${INVALID}/malformed: JWT header is not canonical base64url [-]`],
+    ['header not JSON', `${b64('nope')}.${p}.${s}`, `${INVALID}/malformed: JWT header is not UTF-8 JSON [SyntaxError]`],
+    ['header JSON null', `${b64('null')}.${p}.${s}`, `${INVALID}/malformed: JWT header is not a JSON object [-]`],
+    ['header JSON number', `${b64('5')}.${p}.${s}`, `${INVALID}/malformed: JWT header is not a JSON object [-]`],
+    ['header JSON array', `${b64([1])}.${p}.${s}`, `${INVALID}/malformed: JWT header is not a JSON object [-]`],
+    // Invalid UTF-8 inside a JSON string of a correctly signed header: decoded leniently it
+    // would be valid JSON.
+    ['header not UTF-8', forgeRaw(Buffer.concat([Buffer.from('{"alg":"ES256","kid":"ec256","x":"'), Buffer.from([0xff]), Buffer.from('"}')]), JSON.stringify(goodClaims())), `${INVALID}/malformed: JWT header is not UTF-8 JSON [ERR_ENCODING_INVALID_ENCODED_DATA]`],
+    ['alg HS256', forgeGood(goodClaims(), hdr({ alg: 'HS256' })), `${INVALID}/alg: JWT-SVID alg "HS256" is not allowed (expected one of ${ALG_LIST}) [-]`],
+    ['alg absent', forge({ kid: 'ec256' }, goodClaims(), keys.ec256.privateKey), `${INVALID}/alg: JWT-SVID alg "undefined" is not allowed (expected one of ${ALG_LIST}) [-]`],
+    ['alg long', forgeGood(goodClaims(), hdr({ alg: 'X'.repeat(25) })), `${INVALID}/alg: JWT-SVID alg "${'X'.repeat(20)}...(25 chars)" is not allowed (expected one of ${ALG_LIST}) [-]`],
+    ['typ', forgeGood(goodClaims(), hdr({ typ: 'foo' })), `${INVALID}/typ: JWT-SVID typ "foo" is not JWT or JOSE [-]`],
+    ['typ long', forgeGood(goodClaims(), hdr({ typ: 't'.repeat(45) })), `${INVALID}/typ: JWT-SVID typ "${'t'.repeat(40)}...(45 chars)" is not JWT or JOSE [-]`],
+    ['kid not a string', forgeGood(goodClaims(), hdr({ kid: 7 })), `${INVALID}/malformed: JWT-SVID kid must be a string [-]`],
+    ['no signature', `${h}.${p}.`, `${INVALID}/malformed: JWT-SVID has no signature [-]`],
+    ['payload not base64url', `${h}.${p}*.${s}`, `${INVALID}/malformed: JWT payload is not base64url [-]`],
+    ['payload not JSON', `${h}.${b64('{"sub":')}.${s}`, `${INVALID}/malformed: JWT payload is not UTF-8 JSON [SyntaxError]`],
+    ['payload a string', `${h}.${b64('"x"')}.${s}`, `${INVALID}/malformed: JWT payload is not a JSON object [-]`],
+    ['no sub', forgeGood(noSub), `${INVALID}/sub: JWT-SVID has no string sub claim [-]`],
+    ['sub not an ID', forgeGood(goodClaims({ sub: 'web' })), `${INVALID}/sub: JWT-SVID sub "web" is not a valid SPIFFE ID [-]`],
+    ['no bundle', forge(hdr({ kid: 'b' }), goodClaims({ sub: idB }), keys.b.privateKey), `${UNTRUSTED}/no_bundle: no JWT bundle for trust domain "other.example" of "spiffe://other.example/svc" [-]`],
+    ['unknown kid', forgeGood(goodClaims(), hdr({ kid: 'nope' })), `${UNTRUSTED}/unknown_kid: no JWT authority with kid "nope" in trust domain "example.org" [-]`],
+    ['unknown long kid', forgeGood(goodClaims(), hdr({ kid: 'k'.repeat(101) })), `${UNTRUSTED}/unknown_kid: no JWT authority with kid "${'k'.repeat(100)}...(101 chars)" in trust domain "example.org" [-]`],
+    ['key type does not fit alg', forge(hdr({ alg: 'RS256' }), goodClaims(), keys.rsa.privateKey), `${UNTRUSTED}/key_mismatch: JWT authority "ec256" (ec) cannot verify RS256 [-]`],
+    ['bad signature with kid', forge(hdr(), goodClaims(), keys.b.privateKey), `${UNTRUSTED}/signature: JWT-SVID signature is not valid [ERR_JWS_SIGNATURE_VERIFICATION_FAILED]`],
+    // Without a kid only the keys that fit the alg are tried: the cause is the last signature failure.
+    ['no kid, no key verifies', rsNoKid, `${UNTRUSTED}/signature: no JWT authority of trust domain "example.org" verifies this JWT-SVID (it has no kid) [ERR_JWS_SIGNATURE_VERIFICATION_FAILED]`],
+    ['no kid, no key fits', forge({ alg: 'ES512' }, goodClaims(), keys.ec256.privateKey), `${UNTRUSTED}/signature: no JWT authority of trust domain "example.org" verifies this JWT-SVID (it has no kid) [-]`],
+    ['expired', forgeGood(goodClaims({ exp: nowSec - 31 })), `${INVALID}/expired: JWT-SVID has expired [ERR_JWT_EXPIRED]`],
+    ['no exp', forgeGood(noExp), `${INVALID}/missing_exp: JWT-SVID has no exp claim [ERR_JWT_CLAIM_VALIDATION_FAILED]`],
+    ['exp a string', forgeGood(goodClaims({ exp: 'soon' })), `${INVALID}/malformed: JWT-SVID exp claim is invalid [ERR_JWT_CLAIM_VALIDATION_FAILED]`],
+    ['exp infinite', forgeRaw(JSON.stringify(hdr()), JSON.stringify(goodClaims({ exp: 0 })).replace('"exp":0', '"exp":1e999')), `${INVALID}/malformed: JWT-SVID exp claim must be a number [-]`],
+    ['exp beyond Date', forgeGood(goodClaims({ exp: 1e16 })), `${INVALID}/malformed: JWT-SVID exp claim is out of range [-]`],
+    ['no aud', forgeGood(noAud), `${INVALID}/missing_aud: JWT-SVID has no aud claim [ERR_JWT_CLAIM_VALIDATION_FAILED]`],
+    ['wrong aud', forgeGood(goodClaims({ aud: ['x'] })), `${INVALID}/audience: JWT-SVID audience does not match [ERR_JWT_CLAIM_VALIDATION_FAILED]`],
+    ['aud with a number', forgeGood(goodClaims({ aud: [AUD, 5] })), `${INVALID}/malformed: JWT-SVID aud claim must be a string or an array of strings [-]`],
+    ['nbf future', forgeGood(goodClaims({ nbf: nowSec + 31 })), `${INVALID}/not_yet_valid: JWT-SVID is not valid yet (nbf) [ERR_JWT_CLAIM_VALIDATION_FAILED]`],
+    ['nbf a string', forgeGood(goodClaims({ nbf: 'now' })), `${INVALID}/malformed: JWT-SVID nbf claim is invalid [ERR_JWT_CLAIM_VALIDATION_FAILED]`],
+    ['iat a string', forgeGood(goodClaims({ iat: 'now' })), `${INVALID}/malformed: JWT-SVID iat claim is invalid [ERR_JWT_CLAIM_VALIDATION_FAILED]`],
+    ['iat infinite', forgeRaw(JSON.stringify(hdr()), JSON.stringify(goodClaims({ iat: 0 })).replace('"iat":0', '"iat":1e999')), `${INVALID}/malformed: JWT-SVID iat claim must be a number [-]`],
+    ['iat future', forgeGood(goodClaims({ iat: nowSec + 31 })), `${INVALID}/issued_in_future: JWT-SVID iat is in the future [-]`],
+    ['unknown crit header', forgeGood(goodClaims(), hdr({ crit: ['exp'], exp: 1 })), `${INVALID}/malformed: JWT-SVID is malformed [ERR_JOSE_NOT_SUPPORTED]`],
+    ['validator audience empty', good, `${INVALID}/audience: the expected audience must be a non-empty string [-]`, opts({ audience: '' })],
+    ['validator audience not a string', good, `${INVALID}/audience: the expected audience must be a non-empty string [-]`, opts({ audience: 5 as never })],
+  ];
+  for (const [name, token, expected, o] of table) assert.equal(summary(await errorOf(token, o)), expected, name);
+});
+
+test('validation: bad options are TypeErrors naming the option', async () => {
+  const good = forgeGood();
+  for (const leewaySeconds of [-1, Number.NaN, Number.POSITIVE_INFINITY, '5' as never]) {
+    await assert.rejects(validateJwtSvid(good, opts({ leewaySeconds })), { name: 'TypeError', message: 'leewaySeconds must be a non-negative number' });
+  }
+  for (const now of [new Date(Number.NaN), '2030-01-01' as never]) {
+    await assert.rejects(validateJwtSvid(good, opts({ now })), { name: 'TypeError', message: 'now must be a valid Date' });
+  }
+});
+
+test('validation edges: leeway 0, iat exactly at now + leeway, exp one second after now - leeway', async () => {
+  const base = goodClaims({ exp: nowSec + 1, iat: nowSec });
+  assert.equal((await validateJwtSvid(forgeGood(base), opts({ leewaySeconds: 0 }))).id, id);
+  await rejects(forgeGood(base), INVALID, 'expired', opts({ leewaySeconds: 0, now: new Date(NOW.getTime() + 1000) }));
+  assert.equal((await validateJwtSvid(forgeGood(goodClaims({ iat: nowSec + 30 })), opts())).id, id);
+  await rejects(forgeGood(goodClaims({ iat: nowSec + 5 })), INVALID, 'issued_in_future', opts({ leewaySeconds: 4 }));
+  assert.equal((await validateJwtSvid(forgeGood(goodClaims({ iat: nowSec + 4 })), opts({ leewaySeconds: 4 }))).id, id);
+  assert.equal((await validateJwtSvid(forgeGood(goodClaims({ exp: nowSec - 29 })), opts())).expiresAt.getTime(), (nowSec - 29) * 1000);
+  // A token of exactly MAX_JWT_SVID_LENGTH characters is read; one more is refused unread.
+  // (An ES256 signature is 86 base64url characters; base64url of n bytes is ceil(4n/3) long.)
+  let t = '';
+  for (let extra = 0; t === ''; extra++) {
+    const header = b64(hdr({ h: 'h'.repeat(extra) }));
+    const target = MAX_JWT_SVID_LENGTH - header.length - 2 - 86;
+    const bytes = Math.floor((3 * target) / 4);
+    if (Math.ceil((4 * bytes) / 3) !== target) continue;
+    const pad = bytes - JSON.stringify(goodClaims({ pad: '' })).length;
+    t = forgeGood(goodClaims({ pad: 'p'.repeat(pad) }), hdr({ h: 'h'.repeat(extra) }));
+  }
+  assert.equal(t.length, MAX_JWT_SVID_LENGTH);
+  assert.equal((await validateJwtSvid(t, opts())).id, id);
+});
+
+test('without a kid, a claim error of a token whose signature verified is reported, not skipped', async () => {
+  await rejects(forge({ alg: 'ES256' }, goodClaims({ exp: nowSec - 100 }), keys.ec256.privateKey), INVALID, 'expired');
+  await rejects(forge({ alg: 'ES256' }, goodClaims({ aud: ['x'] }), keys.ec256b.privateKey), INVALID, 'audience');
+});
+
+test('every allow-listed alg verifies with a key of its type and curve; RSA below 2048 bits is refused', async () => {
+  const p521 = generateKeyPairSync('ec', { namedCurve: 'secp521r1' });
+  const rsa1024 = generateKeyPairSync('rsa', { modulusLength: 1024 });
+  const bundle = new Bundle(td, {
+    jwtAuthorities: [['ec256', keys.ec256.publicKey], ['ec384', keys.ec384.publicKey], ['ec521', p521.publicKey], ['rsa', keys.rsa.publicKey], ['rsa1024', rsa1024.publicKey]],
+  });
+  const o = opts({ bundles: bundle });
+  const PSS = { padding: 6 /* RSA_PKCS1_PSS_PADDING */ };
+  const cases: Array<[string, string, KeyObject, string, object]> = [
+    ['ES256', 'ec256', keys.ec256.privateKey, 'sha256', { dsaEncoding: 'ieee-p1363' }],
+    ['ES384', 'ec384', keys.ec384.privateKey, 'sha384', { dsaEncoding: 'ieee-p1363' }],
+    ['ES512', 'ec521', p521.privateKey, 'sha512', { dsaEncoding: 'ieee-p1363' }],
+    ['RS256', 'rsa', keys.rsa.privateKey, 'sha256', {}],
+    ['RS384', 'rsa', keys.rsa.privateKey, 'sha384', {}],
+    ['RS512', 'rsa', keys.rsa.privateKey, 'sha512', {}],
+    ['PS256', 'rsa', keys.rsa.privateKey, 'sha256', { ...PSS, saltLength: 32 }],
+    ['PS384', 'rsa', keys.rsa.privateKey, 'sha384', { ...PSS, saltLength: 48 }],
+    ['PS512', 'rsa', keys.rsa.privateKey, 'sha512', { ...PSS, saltLength: 64 }],
+  ];
+  // Twice round: the same KeyObject serves RS* and PS* (imported once per alg).
+  for (const round of [1, 2]) {
+    for (const [alg, kid, key, hash, extra] of cases) {
+      for (const withKid of [true, false]) {
+        const input = `${b64(withKid ? { alg, kid } : { alg })}.${b64(goodClaims())}`;
+        const sig = nodeSign(hash, Buffer.from(input), { key, ...extra });
+        assert.equal((await validateJwtSvid(`${input}.${sig.toString('base64url')}`, o)).id, id, `${alg} ${kid} kid=${withKid} round ${round}`);
+      }
+    }
+  }
+  // A curve that does not fit: ES512 naming the P-384 key, ES384 naming the P-521 key.
+  assert.equal(summary(await errorOf(forge({ alg: 'ES512', kid: 'ec384' }, goodClaims(), p521.privateKey, 'sha512'), o)), `${UNTRUSTED}/key_mismatch: JWT authority "ec384" (ec) cannot verify ES512 [-]`);
+  assert.equal(summary(await errorOf(forge({ alg: 'ES384', kid: 'ec521' }, goodClaims(), keys.ec384.privateKey, 'sha384'), o)), `${UNTRUSTED}/key_mismatch: JWT authority "ec521" (ec) cannot verify ES384 [-]`);
+  // PS256 naming an EC key, RS256 naming a 1024-bit RSA key (even correctly signed).
+  assert.equal(summary(await errorOf(forge({ alg: 'PS256', kid: 'ec256' }, goodClaims(), keys.rsa.privateKey), o)), `${UNTRUSTED}/key_mismatch: JWT authority "ec256" (ec) cannot verify PS256 [-]`);
+  assert.equal(summary(await errorOf(forge({ alg: 'RS256', kid: 'rsa1024' }, goodClaims(), rsa1024.privateKey), o)), `${UNTRUSTED}/key_mismatch: JWT authority "rsa1024" (rsa) cannot verify RS256 [-]`);
+  assert.equal((await errorOf(forge({ alg: 'RS256' }, goodClaims(), rsa1024.privateKey), o)).reason, 'signature');
+  // PKCS#1 v1.5 signature presented as PS256 and the other way round: refused.
+  await rejects(forge({ alg: 'PS256', kid: 'rsa' }, goodClaims(), keys.rsa.privateKey), UNTRUSTED, 'signature', o);
+  const pssInput = `${b64({ alg: 'RS256', kid: 'rsa' })}.${b64(goodClaims())}`;
+  await rejects(`${pssInput}.${nodeSign('sha256', Buffer.from(pssInput), { key: keys.rsa.privateKey, ...PSS, saltLength: 32 }).toString('base64url')}`, UNTRUSTED, 'signature', o);
+});
+
+test('parseJwtSvidInsecure: exact messages', () => {
+  const msg = (token: string, audience?: string): string => {
+    try {
+      parseJwtSvidInsecure(token, audience);
+    } catch (err) {
+      assert.ok(isSpiffeError(err));
+      return summary(err);
+    }
+    return 'accepted';
+  };
+  const { exp: _e, ...noExp } = goodClaims();
+  const { aud: _a, ...noAud } = goodClaims();
+  assert.equal(msg(forgeGood(noExp)), `${INVALID}/missing_exp: JWT-SVID has no exp claim [-]`);
+  assert.equal(msg(forgeGood(goodClaims({ exp: 'x' }))), `${INVALID}/malformed: JWT-SVID exp claim must be a number [-]`);
+  assert.equal(msg(forgeRaw(JSON.stringify(hdr()), JSON.stringify(goodClaims({ exp: 0 })).replace('"exp":0', '"exp":-1e999'))), `${INVALID}/malformed: JWT-SVID exp claim must be a number [-]`);
+  assert.equal(msg(forgeGood(goodClaims({ exp: -1e16 }))), `${INVALID}/malformed: JWT-SVID exp claim is out of range [-]`);
+  assert.equal(msg(forgeGood(noAud), AUD), `${INVALID}/missing_aud: JWT-SVID has no aud claim [-]`);
+  assert.equal(msg(forgeGood(goodClaims({ aud: 5 })), AUD), `${INVALID}/malformed: JWT-SVID aud claim must be a string or an array of strings [-]`);
+  assert.equal(msg(forgeGood(goodClaims({ aud: { a: AUD } })), AUD), `${INVALID}/malformed: JWT-SVID aud claim must be a string or an array of strings [-]`);
+  assert.equal(msg(forgeGood(), 'spiffe://example.org/other'), `${INVALID}/audience: JWT-SVID audience does not include "spiffe://example.org/other" [-]`);
+  assert.equal(msg(forgeGood(goodClaims({ aud: 'spiffe://example.org/x' })), 'spiffe://example.org/other'), `${INVALID}/audience: JWT-SVID audience does not include "spiffe://example.org/other" [-]`);
+  // aud as a plain string, and without `audience` no aud is needed at all.
+  assert.equal(parseJwtSvidInsecure(forgeGood(goodClaims({ aud: AUD })), AUD).id, id);
+  assert.equal(parseJwtSvidInsecure(forgeGood(noAud)).expiresAt.getTime(), (nowSec + 300) * 1000);
+  assert.deepEqual(parseJwtSvidInsecure(forgeGood()).claims, goodClaims());
+});
+
+test('mint: exact messages for bad arguments, and a cap one second after now still mints', async () => {
+  const signer = { kid: 'ec256', privateKey: keys.ec256.privateKey };
+  const msg = async (o: Parameters<typeof mintJwtSvid>[0]): Promise<string> => {
+    try {
+      await mintJwtSvid(o);
+    } catch (err) {
+      if (!isSpiffeError(err)) return `${(err as Error).name}: ${(err as Error).message}`;
+      return summary(err);
+    }
+    return 'minted';
+  };
+  const AUDMSG = `${INVALID}/audience: JWT-SVID audience must be a non-empty list of non-empty strings [-]`;
+  const table: Array<[Parameters<typeof mintJwtSvid>[0], string]> = [
+    [{ id: 'spiffe://example.org/../x' as never, audience: [AUD], signer }, `${INVALID}/sub: JWT-SVID subject "spiffe://example.org/../x" is not a SPIFFE ID [-]`],
+    [{ id, audience: [], signer }, AUDMSG],
+    [{ id, audience: [AUD, ''], signer }, AUDMSG],
+    [{ id, audience: ['', AUD], signer }, AUDMSG],
+    [{ id, audience: [AUD, 5 as never], signer }, AUDMSG],
+    [{ id, audience: AUD as never, signer }, AUDMSG],
+    [{ id, audience: [AUD], signer, ttlSeconds: 0 }, `${INVALID}/ttl: JWT-SVID TTL must be a positive whole number of seconds, got 0 [-]`],
+    [{ id, audience: [AUD], signer, ttlSeconds: -5 }, `${INVALID}/ttl: JWT-SVID TTL must be a positive whole number of seconds, got -5 [-]`],
+    [{ id, audience: [AUD], signer, ttlSeconds: 1.5 }, `${INVALID}/ttl: JWT-SVID TTL must be a positive whole number of seconds, got 1.5 [-]`],
+    [{ id, audience: [AUD], signer: { ...signer, kid: '' } }, `${INVALID}/kid: JWT signer needs a non-empty kid [-]`],
+    [{ id, audience: [AUD], signer: { ...signer, kid: 5 as never } }, `${INVALID}/kid: JWT signer needs a non-empty kid [-]`],
+    [{ id, audience: [AUD], signer: undefined as never }, `${INVALID}/kid: JWT signer needs a non-empty kid [-]`],
+    [{ id, audience: [AUD], signer: { kid: 'x', privateKey: keys.ec256.publicKey } }, 'ERR_KEY_INVALID/not_private: JWT signer key must be a private key [-]'],
+    [{ id, audience: [AUD], signer: { kid: 'x' } as never }, 'ERR_KEY_INVALID/not_private: JWT signer key must be a private key [-]'],
+    [{ id, audience: [AUD], signer, now: NOW, expiresAtMost: new Date(NOW.getTime() + 999) }, `${INVALID}/signer_expired: the JWT signing key has expired: cannot mint a JWT-SVID [-]`],
+    [{ id, audience: [AUD], signer, now: new Date(Number.NaN) }, 'TypeError: now must be a valid Date'],
+    [{ id, audience: [AUD], signer, now: NOW, expiresAtMost: new Date(Number.NaN) }, 'TypeError: expiresAtMost must be a valid Date'],
+    [{ id, audience: [AUD], signer, now: NOW, expiresAtMost: 5 as never }, 'TypeError: expiresAtMost must be a valid Date'],
+  ];
+  for (const [o, expected] of table) assert.equal(await msg(o), expected);
+  const one = await mintJwtSvid({ id, audience: [AUD], signer, now: NOW, expiresAtMost: new Date(NOW.getTime() + 1000) });
+  assert.equal(one.expiresAt.getTime(), NOW.getTime() + 1000);
+  assert.equal(decodeParts(one.token).claims['exp'], nowSec + 1);
+});
+
+test('mint: the header follows the signer when kids and algs alternate', async () => {
+  const signers = [
+    { kid: 'ec256', privateKey: keys.ec256.privateKey, alg: 'ES256' },
+    { kid: 'rsa', privateKey: keys.rsa.privateKey, alg: 'RS256' },
+    { kid: 'ec384', privateKey: keys.ec384.privateKey, alg: 'ES384' },
+    { kid: 'ec256b', privateKey: keys.ec256b.privateKey, alg: 'ES256' },
+  ];
+  for (const s of [...signers, ...signers.reverse(), signers[0]!, signers[0]!]) {
+    const minted = await mintJwtSvid({ id, audience: [AUD], signer: { kid: s.kid, privateKey: s.privateKey }, now: NOW });
+    assert.deepEqual(decodeParts(minted.token).header, { alg: s.alg, kid: s.kid, typ: 'JWT' });
+    assert.equal((await validateJwtSvid(minted.token, opts())).id, id);
+  }
 });
