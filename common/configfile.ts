@@ -2,8 +2,8 @@
  * Config files and their validation, shared by spindle-server and spindle-agent.
  *
  * Files have SPIRE's structure (sections, key names, plugin blocks) written as HCL (SPIRE's own
- * files load unchanged), YAML or JSON. Loading gives a raw `unknown`; a `ConfigReader` then walks it with typed
- * getters and reports every problem at once. This module reads the file; the parts live beside
+ * files load unchanged), YAML or JSON. Loading gives a raw `unknown`; a `ConfigReader` then
+ * walks it with typed getters and reports every problem at once. This module reads the file; the parts live beside
  * it and are re-exported here:
  *   configformat.ts   text -> plain object: format by extension or content, one reader per format
  *                     (configyaml.ts, configjson.ts, confighcl.ts)

@@ -79,3 +79,8 @@ test('.conf and extensionless files: HCL, JSON or YAML by the first line that is
   // So an existing YAML server.conf keeps loading as YAML.
   assert.deepEqual(parseConfigText(SPIRE_SERVER_YAML, 'server.conf'), parseYaml(SPIRE_SERVER_YAML));
 });
+
+test('HCL expressions are not evaluated: function calls and references stay text, no file or variable is read', () => {
+  const v = parseHclConfig('a = file("/etc/passwd")\nb = "${HOME}"\nc = upper("x")\nd = var.x\n', 'x.hcl') as Record<string, unknown>;
+  assert.deepEqual(v, { a: '${file("/etc/passwd")}', b: '${HOME}', c: '${upper("x")}', d: '${var.x}' });
+});
