@@ -9,7 +9,9 @@
  * helpers under test/support/ and the test kits.
  * server/ and agent/ sit side by side and never import each other. Test kits (files named
  * testkit.ts, everything under test/support/) and test files are for tests only: no
- * production module imports them, so nothing the binaries load pulls them in.
+ * production module imports them, so nothing the binaries load pulls them in. Only
+ * server/datastore/factory.ts imports a datastore backend (server/datastore/sqlite/); everything
+ * else holds the DataStore interface.
  * docs/ARCHITECTURE.md ("Layers and the check") explains how to read a failure.
  */
 'use strict';
@@ -82,6 +84,13 @@ module.exports = {
       comment: 'Test kits (testkit.ts, test/support/**) and test files are for tests only; production code never imports them, so the binaries never load them.',
       from: { path: PRODUCTION, pathNot: TESTS_AND_KITS },
       to: { path: TESTS_AND_KITS },
+    },
+    {
+      name: 'datastore-backend-via-factory',
+      severity: 'error',
+      comment: 'A datastore backend (server/datastore/sqlite/) is opened only by server/datastore/factory.ts: everything else, tests and bench included, holds a DataStore (server/datastore/types.ts) and opens it through the factory, so a second backend drops in. The backend folder itself (with its own tests) may import its files.',
+      from: { pathNot: '^server/datastore/(factory\\.ts$|sqlite/)' },
+      to: { path: '^server/datastore/sqlite/' },
     },
     {
       name: 'not-to-unresolvable',

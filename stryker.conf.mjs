@@ -34,14 +34,18 @@ function ranges(file, names) {
 /** Module groups: what is mutated, and the (in-process) test files that exercise it. */
 export const GROUPS = {
   authorized: {
-    mutate: () => ['dist/server/entries/authorized.js'],
-    tests: ['dist/server/entries/authorized.test.js'],
+    mutate: () => ['dist/server/entries/entryindex.js', 'dist/server/entries/closures.js', 'dist/server/entries/authcache.js', 'dist/server/entries/sameentry.js'],
+    tests: ['dist/server/entries/authorized.test.js', 'dist/server/entries/closures.test.js'],
   },
   manager: {
-    // The decisions only: which entries a caller's selectors match, and what fetchX509 and
-    // fetchJwt hand out. The file's tests start a real server per test and take minutes under
+    // The decisions only: which entries a caller's selectors match (SelectorIndex.match), what
+    // fetchX509 and fetchJwt hand out, and until when an SVID is served (svid.ts). The file's tests start a real server per test and take minutes under
     // mutation, so only the tests of these decisions run (node's --test-name-pattern).
-    mutate: () => ranges('dist/agent/manager/manager.js', ['#match', 'fetchX509', 'fetchJwt', 'servedUntil', 'usable']),
+    mutate: () => [
+      ...ranges('dist/agent/manager/selectorindex.js', ['match']),
+      ...ranges('dist/agent/manager/manager.js', ['fetchX509', 'fetchJwt']),
+      ...ranges('dist/agent/manager/svid.js', ['servedUntil', 'usable']),
+    ],
     tests: ['dist/agent/manager/manager.test.js'],
     nodeArgs: ['--test-name-pattern=^(fetchX509|fetchJwt|authorization|an entry that cannot be signed|an SVID past its serving time)'],
     timeoutMS: 30_000,
@@ -49,8 +53,12 @@ export const GROUPS = {
     forceBail: false,
   },
   agentapi: {
-    mutate: () =>
-      ranges('dist/server/api/agent/service.js', ['service', '#authenticate', '#verifyAgentCert', '#authorizedEntry', '#authorizedMap']),
+    // The unary handlers (service.ts) and caller authentication with the caller's authorized
+    // entries (auth.ts); AttestAgent and the sync streams are tested end to end.
+    mutate: () => [
+      ...ranges('dist/server/api/agent/service.js', ['service']),
+      ...ranges('dist/server/api/agent/auth.js', ['authenticate', '#verifyAgentCert', 'authorizedEntry', 'authorizedMap']),
+    ],
     tests: ['dist/server/api/agent/service.test.js'],
   },
   caller: {
@@ -58,8 +66,10 @@ export const GROUPS = {
     tests: ['dist/agent/endpoints/caller.test.js', 'dist/agent/endpoints/listener.test.js', 'dist/agent/endpoints/procfs.test.js', 'dist/agent/endpoints/workloadapi.test.js'],
   },
   jointoken: {
-    mutate: () => ['dist/attestors/node/join_token/server.js', ...ranges('dist/server/datastore/sqlite.js', ['consumeJoinToken'])],
-    tests: ['dist/test/join-token-attestor.test.js', 'dist/server/datastore/sqlite.test.js'],
+    mutate: () => ['dist/attestors/node/join_token/server.js', ...ranges('dist/server/datastore/sqlite/jointokens.js', ['consumeJoinToken'])],
+    // The datastore contract run against SQLite (single use, expiry left to the caller) and
+    // SQLite's own tests (eight processes racing for one token).
+    tests: ['dist/test/join-token-attestor.test.js', 'dist/test/datastore/sqlite.test.js', 'dist/server/datastore/sqlite/sqlite.test.js'],
   },
   jwtsvid: {
     mutate: () => ['dist/spiffe/jwtsvid.js'],

@@ -2,10 +2,11 @@
  * spindle-agent's main job: establish the agent's identity (resume or attest), follow the
  * server's authorized entries, and serve the Workload API on the local socket.
  */
-import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { dirname, resolve } from 'node:path';
-import { createLogger } from '../common/logging.js';
+import { dirname, join, resolve } from 'node:path';
+import { createLogger, routeGrpcLogs } from '../common/logging.js';
+import { lockDataDir } from '../common/datadirlock.js';
+import { checkAgentCanStart, describeServerError, EXIT_MUST_REATTEST, mustReattestMessage, readTrustBundleFile, refusalKind } from './errors.js';
 import { checkSafeDirectory } from '../common/safedir.js';
 import { buildAgentPlugins, type AgentAttestorPlugins } from './plugins.js';
 import { AgentIdentity } from './attest/identity.js';
@@ -20,6 +21,12 @@ export interface RunningAgent {
   manager: AgentManager;
   identity: AgentIdentity;
   stop(): Promise<void>;
+  /**
+   * Resolves when the agent must exit on its own: the server evicted or banned it and it cannot
+   * attest again by itself (EXIT_MUST_REATTEST). The message was logged; `onStderr` tells
+   * whether the log is stderr (so the caller need not print it again).
+   */
+  exited: Promise<{ exitCode: number; message: string; onStderr: boolean }>;
 }
 
 export interface StartAgentOptions {
@@ -31,9 +38,13 @@ export interface StartAgentOptions {
 }
 
 export async function startAgent(config: AgentConfig, opts: StartAgentOptions = {}): Promise<RunningAgent> {
+  // Opens -logFile first: a log file that cannot be opened stops startup before anything else.
   const logger = opts.logger ?? createLogger({ level: config.logLevel, format: config.logFormat, file: config.logFile, name: 'spindle-agent' });
+  if (!opts.logger) routeGrpcLogs(logger);
   const cleanups: Array<() => Promise<void> | void> = [];
+  let stopping = false;
   const stop = async (): Promise<void> => {
+    stopping = true;
     while (cleanups.length > 0) {
       try {
         await cleanups.pop()!();
@@ -47,24 +58,67 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     // refused (they could read the agent key, or serve their own Workload API in our place).
     checkSafeDirectory(config.dataDir, 'agent data directory');
     checkSafeDirectory(dirname(resolve(config.socketPath)), 'Workload API socket directory');
+    const trustBundle = config.trustBundlePath ? readTrustBundleFile(config.trustBundlePath) : undefined;
+    // Before attesting (a join token is single-use): everything that can fail later is checked now.
+    await checkAgentCanStart(config);
+    // One agent per data directory (common/datadirlock.ts); released last, after everything closed.
+    const lock = lockDataDir(config.dataDir, 'agent data directory', ({ path, pid }) =>
+      logger.warn({ path, stale_pid: pid }, 'took over a stale data directory lock: the process that held it is gone'),
+    );
+    cleanups.push(() => lock.release());
     const { nodeAttestor, workloadAttestors } = buildAgentPlugins(config, { ...(opts.env ? { env: opts.env } : {}), logger }, opts.attestors);
-    const identity = await AgentIdentity.start({
-      dataDir: config.dataDir,
-      trustDomain: config.trustDomain,
-      address: { host: config.serverAddress, port: config.serverPort },
-      attestor: nodeAttestor,
-      ...(config.trustBundlePath ? { trustBundlePem: readFileSync(config.trustBundlePath, 'utf8') } : {}),
-      insecureBootstrap: config.insecureBootstrap,
-      logger: logger.child({ subsystem: 'attestor' }),
-    });
+    const address = `${config.serverAddress.includes(':') ? `[${config.serverAddress}]` : config.serverAddress}:${config.serverPort}`;
+    const describe = (err: unknown): string =>
+      describeServerError(err, {
+        address,
+        trustDomain: config.trustDomain,
+        bundle: config.trustBundlePath
+          ? `${config.trustBundlePath} (-trustBundle)`
+          : config.insecureBootstrap
+            ? 'fetched with -insecureBootstrap'
+            : `${join(config.dataDir, 'bundle.pem')} (stored by an earlier run)`,
+        joinToken: config.joinToken,
+      });
+    let identity: AgentIdentity;
+    try {
+      identity = await AgentIdentity.start({
+        dataDir: config.dataDir,
+        trustDomain: config.trustDomain,
+        address: { host: config.serverAddress, port: config.serverPort },
+        attestor: nodeAttestor,
+        ...(trustBundle ? { trustBundle } : {}),
+        insecureBootstrap: config.insecureBootstrap,
+        logger: logger.child({ subsystem: 'attestor' }),
+        describeError: describe,
+      });
+    } catch (err) {
+      throw new Error(describe(err), { cause: err });
+    }
     cleanups.push(() => identity.stop());
+
+    let exit!: (e: { exitCode: number; message: string; onStderr: boolean }) => void;
+    const exited = new Promise<{ exitCode: number; message: string; onStderr: boolean }>((r) => (exit = r));
+    let mustExit = false;
+    // Evicted or banned: an attestor that allows it attests again by itself; a join-token agent
+    // cannot (its token is spent), so it says so once, forgets its SVID and exits (as SPIRE's
+    // agent does when it can neither renew nor re-attest).
+    const onRefused = (err: unknown): void => {
+      if (mustExit || stopping || identity.reattestAfterRefusal()) return;
+      const kind = refusalKind(err);
+      if (kind === undefined) return;
+      mustExit = true;
+      identity.discardStoredSvid();
+      const message = mustReattestMessage(identity.agentId, kind, config.dataDir);
+      logger.error({ agent_id: identity.agentId, exit_code: EXIT_MUST_REATTEST }, message);
+      exit({ exitCode: EXIT_MUST_REATTEST, message, onStderr: !opts.logger && !config.logFile });
+    };
 
     const manager = new AgentManager({
       trustDomain: config.trustDomain,
       connection: () => identity.connection(),
       logger: logger.child({ subsystem: 'manager' }),
-      // Evicted (or its SVID no longer accepted): attestors that allow it attest again by themselves.
-      onRefused: () => identity.reattestAfterRefusal(),
+      onRefused,
+      describeError: describe,
     });
     cleanups.push(() => manager.stop());
     identity.onConnectionChange(() => manager.reconnect());
@@ -77,7 +131,9 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     let synced = false;
     manager.start().then(
       () => (synced = true),
-      (err: unknown) => logger.error({ err: (err as Error).message }, 'initial sync with the server failed'),
+      (err: unknown) => {
+        if (!stopping && !mustExit) logger.error({ err: describe(err) }, 'initial sync with the server failed');
+      },
     );
 
     // The Workload API and Envoy SDS v3 (SPIRE's agent `sds` section) on the one socket.
@@ -111,7 +167,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     cleanups.push(() => telemetry.close());
 
     logger.info({ agent_id: identity.agentId, socket_path: config.socketPath, server: `${config.serverAddress}:${config.serverPort}` }, 'spindle-agent is ready');
-    return { config, logger, manager, identity, stop };
+    return { config, logger, manager, identity, stop, exited };
   } catch (err) {
     await stop();
     throw err;

@@ -18,7 +18,7 @@ export interface AgentTelemetrySources {
   agentSvidNotAfter(): Date;
   /** Per-caller limit counters of the Workload API socket (agent/endpoints/limits.ts). */
   workloadApiLimits?(): CallerLimitStats;
-  /** The JWT-SVID cache (agent/manager/manager.ts): tokens held, and evicted by its caps so far. */
+  /** The JWT-SVID cache (agent/manager/jwtcache.ts): tokens held, and evicted by its caps so far. */
   jwtSvidCache?(): { entries: number; evictions: number };
   /** Connection limit counters of the same socket (agent/endpoints/connlimits.ts). */
   workloadApiConnections?(): ConnectionLimitStats;

@@ -10,8 +10,11 @@
  */
 import { createWriteStream } from 'node:fs';
 import { Writable } from 'node:stream';
+import { format } from 'node:util';
+import { setLogger } from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
 import { escapeControls, hasControls } from './strings.js';
+import { openLogFile } from './preflight.js';
 
 export type LogLevel = 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
 export type LogFormat = 'text' | 'json';
@@ -73,10 +76,53 @@ class TextStream extends Writable {
   }
 }
 
+/** How to flush what a logger made by createLogger still buffers (a -logFile stream). */
+const flushers = new WeakMap<object, () => Promise<void>>();
+
+/** Waits for `stream` to finish after end(), at most `ms` (a stuck disk must not hold up exit). */
+function endStream(stream: NodeJS.WritableStream, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    timer.unref();
+    stream.end(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Writes out everything `logger` (from createLogger) still buffers and closes its log file, so a
+ * `process.exit` right after loses no line. stderr needs nothing (its writes are synchronous for
+ * files and pipes). The logger must not be used afterwards. Waits at most 1 s per stream.
+ */
+export async function flushLogger(logger: object): Promise<void> {
+  await flushers.get(logger)?.();
+}
+
+const FLUSH_WAIT_MS = 1000;
+
+/**
+ * The log file (when `file` is set) is opened here, synchronously: a file that cannot be opened
+ * throws a PreflightError naming it and the -logFile / log_file setting, before the caller does
+ * anything else. A write error later (disk full, file system gone) is reported once on stderr;
+ * it does not stop the process.
+ */
 export function createLogger(opts: { level: LogLevel; format: LogFormat; file?: string | undefined; name: string }): Logger {
-  const out: NodeJS.WritableStream = opts.file ? createWriteStream(opts.file, { flags: 'a', mode: 0o640 }) : process.stderr;
+  let out: NodeJS.WritableStream = process.stderr;
+  if (opts.file) {
+    const file = opts.file;
+    const stream = createWriteStream(file, { fd: openLogFile(file, { setting: '-logFile / log_file' }), flags: 'a' });
+    let reported = false;
+    stream.on('error', (err) => {
+      if (reported) return;
+      reported = true;
+      process.stderr.write(`${opts.name}: cannot write the log file ${file} (-logFile / log_file): ${err.message}; further log lines are lost\n`);
+    });
+    out = stream;
+  }
   const dest = opts.format === 'json' ? out : new TextStream(out);
-  return pino(
+  const logger = pino(
     {
       name: opts.name,
       level: opts.level.toLowerCase(),
@@ -85,4 +131,23 @@ export function createLogger(opts: { level: LogLevel; format: LogFormat; file?: 
     },
     dest as pino.DestinationStream,
   );
+  if (opts.file) {
+    flushers.set(logger, async () => {
+      if (dest !== out) await endStream(dest, FLUSH_WAIT_MS);
+      await endStream(out, FLUSH_WAIT_MS);
+    });
+  }
+  return logger;
+}
+
+/**
+ * grpc-js's own log lines (by default its errors, as `E No address added ...` on stderr) go to
+ * `logger` at DEBUG with subsystem "grpc" instead: the operator sees our messages, and can
+ * still see grpc-js's with -logLevel DEBUG (GRPC_VERBOSITY and GRPC_TRACE still choose which
+ * it produces). grpc-js has one logger per process: the last call wins.
+ */
+export function routeGrpcLogs(logger: Logger): void {
+  const child = logger.child({ subsystem: 'grpc' });
+  const write = (...args: unknown[]): void => child.debug(format(...args).trimEnd());
+  setLogger({ error: write, info: write, debug: write });
 }

@@ -6,7 +6,7 @@ import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, mkd
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkSafeDirectory, ensureSafeDirectory } from './safedir.js';
+import { checkSafeDirectory, ensureOutputDirectory, ensureSafeDirectory } from './safedir.js';
 import { writeFileReplacingSync } from './safefile.js';
 import { bindSocketInPlace, prepareSocketDirectory } from './unixsocket.js';
 
@@ -124,6 +124,40 @@ describe('ensureSafeDirectory', () => {
     chmodSync(d, 0o777);
     assert.throws(() => prepareSocketDirectory(join(d, 'private'), 0o700, 'admin socket'), /^Error: admin socket directory .* mode 0777/);
     assert.equal(existsSync(join(d, 'private')), false);
+  });
+});
+
+describe('ensureOutputDirectory (the CLI -write directory)', () => {
+  it('creates a missing directory and its missing parents 0700, even under umask 000', () => {
+    const base = fresh();
+    const dir = join(base, 'out', 'svids');
+    const old = process.umask(0);
+    try {
+      assert.equal(ensureOutputDirectory(dir, '-write directory'), true);
+    } finally {
+      process.umask(old);
+    }
+    assert.equal(mode(dir), 0o700);
+    assert.equal(mode(join(base, 'out')), 0o700);
+  });
+
+  it('uses an existing directory as it is, and refuses a path that is a file', () => {
+    const d = fresh();
+    chmodSync(d, 0o755);
+    assert.equal(ensureOutputDirectory(d, '-write directory'), false);
+    assert.equal(mode(d), 0o755);
+    const f = join(d, 'file');
+    writeFileSync(f, '');
+    assert.throws(() => ensureOutputDirectory(f, '-write directory'), /^Error: -write directory .*\/file exists and is not a directory$/);
+  });
+
+  it('creates nothing under a directory another user controls', () => {
+    asRoot();
+    const theirs = join(fresh(), 'theirs');
+    mkdirSync(theirs, { mode: 0o755 });
+    chownSync(theirs, NOBODY, NOBODY);
+    assert.throws(() => ensureOutputDirectory(join(theirs, 'out'), '-write directory'), /-write directory .*\(owner uid 65534, mode 0755/);
+    assert.deepEqual(readdirSync(theirs), []);
   });
 });
 

@@ -19,6 +19,7 @@
  */
 import { chmodSync, lstatSync, mkdirSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { resolve } from 'node:path';
+import { describeFsError } from './fserrors.js';
 
 /** The path is unsafe (as opposed to an fs error while looking at it, which is thrown as is). */
 export class UnsafeDirectoryError extends Error {}
@@ -115,7 +116,10 @@ export function ensureSafeDirectory(dir: string, mode: number, what: string): St
         mkdirSync(p, { mode });
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
-        throw new Error(`cannot create ${what} ${p}: ${(err as Error).message}`, { cause: err });
+        // mkdir's ENOENT with an existing parent (we create top-down) is a file system that
+        // does not allow new directories there (/proc, /sys), not a missing path.
+        const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'this file system does not allow creating directories there' : describeFsError(err);
+        throw new Error(`cannot create ${what} ${p}: ${why}; create it yourself, or choose a path on a writable file system`, { cause: err });
       }
       // Ours if mkdir succeeded, unless someone swapped it since: verify before widening.
       const st = lstatSync(p);
@@ -129,4 +133,26 @@ export function ensureSafeDirectory(dir: string, mode: number, what: string): St
   // final state of the whole path.
   checkSafeDirectory(abs, what);
   return existed;
+}
+
+/**
+ * The directory a CLI `-write` option puts SVIDs and keys in. An existing directory is used as
+ * it is (its mode is the user's choice; the key files themselves are written 0600). A missing
+ * one is created with ensureSafeDirectory at 0700, parents included, as `mkdir -p` would but
+ * refusing a path another local user controls: the directory will hold a private key. Returns
+ * true when this call created it.
+ */
+export function ensureOutputDirectory(dir: string, what: string): boolean {
+  let st: Stats | undefined;
+  try {
+    st = statSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (st !== undefined) {
+    if (!st.isDirectory()) throw new Error(`${what} ${resolve(dir)} exists and is not a directory`);
+    return false;
+  }
+  ensureSafeDirectory(dir, 0o700, what);
+  return true;
 }

@@ -16,7 +16,7 @@
  */
 import { status as GrpcStatus, ServerInterceptingCall, type ServerInterceptor } from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { ATTESTATION_LIMITS, type AgentApiMetrics, type AttestationLimit } from './api/agent/service.js';
+import { ATTESTATION_LIMITS, type AgentApiMetrics, type AttestationLimit } from './api/agent/deps.js';
 import type { CaStatus } from './ca/manager.js';
 
 export type SvidKind = 'workload' | 'agent';

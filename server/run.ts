@@ -4,11 +4,14 @@
  */
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
-import { createLogger } from '../common/logging.js';
+import { createLogger, routeGrpcLogs } from '../common/logging.js';
+import { lockDataDir } from '../common/datadirlock.js';
+import { checkServerCanStart } from './errors.js';
 import { checkSafeDirectory } from '../common/safedir.js';
-import { openSqliteDataStore } from './datastore/sqlite.js';
+import { openDataStore } from './datastore/factory.js';
 import { CaManager, caOptionsFromConfig } from './ca/manager.js';
-import { EntryIndex, AuthorizationCache } from './entries/authorized.js';
+import { EntryIndex } from './entries/entryindex.js';
+import { AuthorizationCache } from './entries/authcache.js';
 import { ChangeFeed } from './entries/feed.js';
 import { buildServerNodeAttestors, NODE_ATTESTOR_PLUGINS, type NodeAttestorPlugin } from '../attestors/node/registry.js';
 import { AgentApi } from './api/agent/service.js';
@@ -52,7 +55,9 @@ export interface StartServerOptions {
 
 export async function startServer(config: ServerConfig, opts: StartServerOptions = {}): Promise<RunningServer> {
   const now = opts.now ?? (() => new Date());
+  // Opens -logFile first: a log file that cannot be opened stops startup before anything else.
   const logger = opts.logger ?? createLogger({ level: config.logLevel, format: config.logFormat, file: config.logFile, name: 'spindle-server' });
+  if (!opts.logger) routeGrpcLogs(logger);
   const cleanups: Array<() => Promise<void> | void> = [];
   const stop = async (): Promise<void> => {
     while (cleanups.length > 0) {
@@ -69,7 +74,15 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     // refused (they could read keys, or replace the admin socket with their own server).
     checkSafeDirectory(config.dataDir, 'server data directory');
     checkSafeDirectory(dirname(resolve(config.socketPath)), 'admin socket directory');
-    const datastore = openSqliteDataStore({ path: config.plugins.dataStore.connectionString, logger: logger.child({ subsystem: 'datastore' }) });
+    // And before the CA and datastore are created: every setting that can fail later is checked
+    // now (directories writable, admin socket path free, agent API port bindable).
+    await checkServerCanStart(config);
+    // One server per data directory (common/datadirlock.ts); released last, after everything closed.
+    const lock = lockDataDir(config.dataDir, 'server data directory', ({ path, pid }) =>
+      logger.warn({ path, stale_pid: pid }, 'took over a stale data directory lock: the process that held it is gone'),
+    );
+    cleanups.push(() => lock.release());
+    const datastore = await openDataStore(config.plugins.dataStore, { logger: logger.child({ subsystem: 'datastore' }) });
     cleanups.push(() => datastore.close());
 
     const ca = await CaManager.start(caOptionsFromConfig(config, { datastore, logger: logger.child({ subsystem: 'ca' }), now }));

@@ -12,7 +12,7 @@ const version = (JSON.parse(readFileSync(`${root}package.json`, 'utf8')) as { ve
 
 for (const name of ['spindle-server', 'spindle-agent']) {
   test(`${name} prints help from another working directory`, () => {
-    const r = spawnSync(`${root}bin/${name}`, [], { cwd: tmpdir(), encoding: 'utf8' });
+    const r = spawnSync(`${root}bin/${name}`, ['-h'], { cwd: tmpdir(), encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`Usage: ${name}`));
   });

@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseTrustDomain } from '../spiffe/id.js';
-import { openSqliteDataStore, type SqliteDataStore } from '../server/datastore/sqlite.js';
+import type { DataStore } from '../server/datastore/types.js';
+import { openTestDataStore } from './support/datastore.js';
 import { AttestationError, type ServerAttestorContext } from '../attestors/node/types.js';
 import { JOIN_TOKEN, JoinTokenServerAttestor } from '../attestors/node/join_token/server.js';
 import { generateJoinToken, hashJoinToken } from '../attestors/node/join_token/token.js';
@@ -14,7 +15,7 @@ import { generateJoinToken, hashJoinToken } from '../attestors/node/join_token/t
 const td = parseTrustDomain('example.org');
 const NOW = Date.UTC(2030, 0, 1, 12, 0, 0);
 const dir = mkdtempSync(join(tmpdir(), 'spindle-jointoken-'));
-const store: SqliteDataStore = openSqliteDataStore({ path: join(dir, 'datastore.sqlite3') });
+const store: DataStore = await openTestDataStore(join(dir, 'datastore.sqlite3'));
 after(async () => {
   await store.close();
   rmSync(dir, { recursive: true, force: true });
@@ -103,7 +104,7 @@ describe('datastore join-token claim (consumeJoinToken)', () => {
   });
 
   test('a closed datastore refuses the claim, naming the operation', async () => {
-    const closed = openSqliteDataStore({ path: join(dir, 'closed.sqlite3') });
+    const closed = await openTestDataStore(join(dir, 'closed.sqlite3'));
     await closed.close();
     await assert.rejects(closed.consumeJoinToken(hashJoinToken(generateJoinToken())), /consume join token/);
   });

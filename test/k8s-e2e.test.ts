@@ -293,7 +293,9 @@ describe('k8s_psat + k8s workload attestation with real processes', () => {
     mkdirSync(join(dir, 'agent-wrong-sa'));
     await assert.rejects(
       startAgentProcess({ server, dir: join(dir, 'agent-wrong-sa'), extraArgs: ['-config', configPath], readyTimeoutMs: 15_000 }),
-      (err: Error) => /PERMISSION_DENIED: attestation failed: "spindle:default" is not an allowed service account/.test(err.message),
+      (err: Error) =>
+        /Error: the server at 127\.0\.0\.1:\d+ refused this agent: attestation failed: "spindle:default" is not an allowed service account \(cluster "demo"\)/.test(err.message) &&
+        !/PERMISSION_DENIED/.test(err.message),
     );
   });
 });

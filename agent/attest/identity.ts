@@ -13,7 +13,7 @@
  * bundle.pem (our trust domain's X.509 authorities, refreshed as the server pushes them),
  * agent_data.json ({ agentId, reattestable }).
  */
-import { chmodSync, existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { ensureSafeDirectory } from '../../common/safedir.js';
 import { writeFileReplacingSync } from '../../common/safefile.js';
 import { join } from 'node:path';
@@ -70,6 +70,7 @@ export class AgentIdentity {
   readonly #attestor: AgentNodeAttestor | undefined;
   /** Consecutive failed renewals, for the retry backoff. */
   #failures = 0;
+  readonly #describe: (err: unknown) => string;
 
   private constructor(opts: {
     dataDir: string;
@@ -78,8 +79,10 @@ export class AgentIdentity {
     logger: AgentIdentityLogger;
     now?: () => Date;
     attestor: AgentNodeAttestor | undefined;
+    describeError?: (err: unknown) => string;
   }) {
     this.#attestor = opts.attestor;
+    this.#describe = opts.describeError ?? ((err) => (err as Error).message);
     this.#dir = opts.dataDir;
     this.#td = opts.trustDomain;
     this.#address = opts.address;
@@ -98,9 +101,13 @@ export class AgentIdentity {
     attestor: AgentNodeAttestor | undefined;
     /** PEM of a trust bundle given by the operator (-trustBundle). */
     trustBundlePem?: string;
+    /** The same, already parsed (DER certificates); wins over trustBundlePem. */
+    trustBundle?: Buffer[];
     insecureBootstrap?: boolean;
     logger: AgentIdentityLogger;
     now?: () => Date;
+    /** Turns a failed server call into the operator-facing text logged for renewals (agent/errors.ts). */
+    describeError?: (err: unknown) => string;
   }): Promise<AgentIdentity> {
     const id = new AgentIdentity(opts);
     // Refused when another local user controls it or an ancestor; created 0700 if missing, an
@@ -121,7 +128,8 @@ export class AgentIdentity {
         );
       }
       let bundle = stored?.bundle;
-      if (opts.trustBundlePem) bundle = pemToCertificates(opts.trustBundlePem);
+      if (opts.trustBundle) bundle = opts.trustBundle;
+      else if (opts.trustBundlePem) bundle = pemToCertificates(opts.trustBundlePem);
       if (!bundle && opts.insecureBootstrap) bundle = await id.#fetchBundleInsecurely();
       if (!bundle) throw new Error('no trust bundle to verify the server: give -trustBundle FILE (from `spindle-server bundle show`) or -insecureBootstrap');
       id.#state = await id.#attest(opts.attestor, bundle);
@@ -174,6 +182,17 @@ export class AgentIdentity {
     this.#state = { ...this.#state, bundle: x509Authorities };
     writeAtomic(join(this.#dir, FILES.bundle), certificatesToPem(x509Authorities), 0o644);
     this.#replaceConnection();
+  }
+
+  /**
+   * Removes the stored agent SVID, its key and agent_data.json (the bundle stays): the server no
+   * longer accepts them, and the next start must attest (with a new join token) instead of
+   * resuming with them. Stops renewing.
+   */
+  discardStoredSvid(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const f of [FILES.svid, FILES.key, FILES.data]) rmSync(join(this.#dir, f), { force: true });
   }
 
   stop(): void {
@@ -318,7 +337,7 @@ export class AgentIdentity {
       // 5 s, doubling up to 5 min: a banned agent must not hammer the server.
       const delay = Math.min(RETRY_MIN_MS * 2 ** this.#failures, RETRY_MAX_MS);
       this.#failures++;
-      this.#log.warn({ err: (err as Error).message, retry_ms: delay }, this.reattests ? 'agent re-attestation failed; retrying' : 'agent SVID renewal failed; retrying');
+      this.#log.warn({ err: this.#describe(err), retry_ms: delay }, this.reattests ? 'agent re-attestation failed; retrying' : 'agent SVID renewal failed; retrying');
       this.#schedule(delay);
       throw err;
     }

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,6 +104,16 @@ after(async () => {
 });
 
 describe('api fetch x509', () => {
+  test('-write creates a missing directory (and its parents) 0700, as SPIRE creates it', async () => {
+    const dir = join(work, 'new', 'svids');
+    const r = ok(await run(['api', 'fetch', 'x509', '-socketPath', agent.socketPath, '-write', dir]));
+    assert.match(r.stdout, new RegExp(`Writing key #0 to file ${dir}/svid\\.0\\.key\\.`));
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    assert.equal(statSync(join(work, 'new')).mode & 0o777, 0o700);
+    assert.equal(statSync(join(dir, 'svid.0.key')).mode & 0o777, 0o600);
+    assert.equal(readFileSync(join(dir, 'bundle.0.pem'), 'utf8'), certificatesToPem([trust.ca.rootDer]));
+  });
+
   test('prints what SPIRE prints and -write writes svid/key/bundle/federated files that openssl accepts', async () => {
     const dir = join(work, 'out');
     spawnSync('mkdir', [dir]);
@@ -178,19 +188,21 @@ describe('api fetch x509', () => {
   });
 
   test('errors: Error: <what happened> on stderr, exit 1', async () => {
-    const [noId, missing, badEnv, badTimeout, noDir] = await Promise.all([
+    const aFile = join(work, 'a-file');
+    writeFileSync(aFile, '');
+    const [noId, missing, badEnv, badTimeout, notDir] = await Promise.all([
       run(['api', 'fetch', 'x509', '-socketPath', denied.socketPath]),
       run(['api', 'fetch', 'x509', '-socketPath', join(work, 'nope.sock')]),
       run(['api', 'fetch'], { SPIFFE_ENDPOINT_SOCKET: 'tcp://localhost:8081' }),
       run(['api', 'fetch', '-socketPath', agent.socketPath, '-timeout', 'soon']),
-      run(['api', 'fetch', '-socketPath', agent.socketPath, '-write', join(work, 'no', 'such')]),
+      run(['api', 'fetch', '-socketPath', agent.socketPath, '-write', aFile]),
     ]);
     fails(noId, /^Error: FetchX509SVID failed: PERMISSION_DENIED: no identity issued\n$/);
     assert.equal(noId.stdout, '');
     fails(missing, /^Error: FetchX509SVID: cannot reach the Workload API at unix:\/\/.*nope\.sock \(no such socket\): is the agent running/);
     fails(badEnv, /^Error: invalid Workload API endpoint address "tcp:\/\/localhost:8081": host "localhost" must be an IP address/);
     fails(badTimeout, /^Error: invalid value "soon" for -timeout/);
-    fails(noDir, /^Error: cannot write .*no\/such\/svid\.0\.pem: no such directory\n$/);
+    fails(notDir, /^Error: cannot use .*a-file for -write: -write directory .*a-file exists and is not a directory\n$/);
   });
 
   test('-timeout bounds the wait for an agent that does not answer', async () => {

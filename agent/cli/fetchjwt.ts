@@ -7,7 +7,8 @@
  * or, with `-output json`, `[<JWTSVIDResponse>,<JWTBundlesResponse>]` as SPIRE's protojson does.
  * The JWKS printed is the bundle as decoded (its JWT authorities, `use: jwt-svid`, by kid).
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { requiredFlag } from '../../common/cli.js';
 import { marshalJwtBundle } from '../../spiffe/bundle.js';
 import { trustDomainId } from '../../spiffe/id.js';
 import { addApiOptions, apiAction, collectCommaList, type ApiOptions } from './common.js';
@@ -24,7 +25,7 @@ export function register(fetch: Command): void {
     fetch
       .command('jwt')
       .description('Fetches a JWT SVID from the Workload API')
-      .option('--audience <audience>', 'Audience the JWT-SVID is for (repeatable, or comma separated)', collectCommaList)
+      .addOption(requiredFlag(new Option('--audience <audience>', 'Audience the JWT-SVID is for (repeatable, or comma separated)').argParser(collectCommaList)))
       .option('--spiffeID <id>', 'SPIFFE ID subject (optional)'),
   ).action(
     apiAction<FetchJwtOptions>(async (o, ctx) => {

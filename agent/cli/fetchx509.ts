@@ -3,15 +3,18 @@
  * (`api fetch` alone means this): SPIRE's `spire-agent api fetch x509`.
  * - Takes the first FetchX509SVID message; in pretty mode each SVID is verified against its own
  *   trust domain's bundle first (SPIRE does the same), then printed.
- * - `-write DIR` (DIR must exist) writes, per SVID N: `svid.N.pem` (leaf + intermediates),
+ * - `-write DIR` writes, per SVID N: `svid.N.pem` (leaf + intermediates),
  *   `svid.N.key` (PKCS#8 PEM, mode 0600), `bundle.N.pem` (own CAs) and `federated_bundle.N.M.pem`
  *   for each other trust domain M in trust domain order; public files 0644. Each file is written
  *   to a temp file and renamed, so a reader never sees half a key, and an existing file (or a
  *   symlink planted there) is replaced rather than written through. In pretty mode each file is
  *   announced ("Writing SVID #0 to file DIR/svid.0.pem."); in json mode stdout stays pure JSON.
+ *   A missing DIR is created 0700, parents included, and refused under a directory another
+ *   local user controls (common/safedir.ts ensureOutputDirectory).
  * - `-silent` suppresses all stdout (SPIRE's doc: "Suppress stdout").
  */
 import type { Command } from 'commander';
+import { ensureOutputDirectory } from '../../common/safedir.js';
 import { writeFileReplacingSync } from '../../common/safefile.js';
 import { join } from 'node:path';
 import { trustDomainId, trustDomainOf } from '../../spiffe/id.js';
@@ -39,6 +42,11 @@ export function writeFileAtomic(path: string, data: string, mode: number): void 
 }
 
 function writeFiles(dir: string, views: readonly SvidView[], announce: (line: string) => void): void {
+  try {
+    ensureOutputDirectory(dir, '-write directory');
+  } catch (err) {
+    throw new Error(`cannot use ${dir} for -write: ${(err as Error).message}`);
+  }
   views.forEach((v, i) => {
     const svidPath = join(dir, `svid.${i}.pem`);
     const keyPath = join(dir, `svid.${i}.key`);

@@ -38,9 +38,10 @@ export function register(program: Command): void {
       async (config) => (await import('../run.js')).startAgent(config, { env: process.env }),
     ),
   );
-  addFlags(program.command('validate').description('Validates a agent configuration file')).action((flags: AgentFlags) =>
+  addFlags(program.command('validate').description('Validates an agent configuration file')).action((flags: AgentFlags) =>
     validateConfig(async () => {
       const config = await load(flags);
+      (await import('../errors.js')).checkAgentConfigFiles(config);
       // Plugins validate their own plugin_data; building them has no side effects.
       (await import('../plugins.js')).buildAgentPlugins(config, { env: process.env });
       return config;

@@ -6,7 +6,8 @@
  * A token the agent refuses (INVALID_ARGUMENT): `Error: SVID is not valid: <agent's reason>`;
  * any other failure: `Error: unable to validate JWT SVID: <what happened>`; exit 1 either way.
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { requiredFlag } from '../../common/cli.js';
 import { status as Status } from '@grpc/grpc-js';
 import { isWorkloadApiError } from '../../spiffe/workloadapi/index.js';
 import { addApiOptions, apiAction, type ApiOptions } from './common.js';
@@ -34,8 +35,8 @@ export function register(validate: Command): void {
     validate
       .command('jwt')
       .description('Validates a JWT SVID')
-      .option('--audience <audience>', 'Expected audience value')
-      .option('--svid <token>', 'JWT SVID'),
+      .addOption(requiredFlag(new Option('--audience <audience>', 'Expected audience value')))
+      .addOption(requiredFlag(new Option('--svid <token>', 'JWT SVID'))),
   ).action(
     apiAction<ValidateJwtOptions>(async (o, ctx) => {
       if (!o.audience) throw new Error('audience must be specified');

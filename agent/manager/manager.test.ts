@@ -618,6 +618,116 @@ describe('AgentManager', () => {
     m.stop();
   });
 
+  test('fetchX509 and fetchJwt: identities ordered by age across creation seconds, ties by entry ID, whatever order the selectors find them in; fetchJwt by SPIFFE ID gets that entry even when an older one shares its hint, and never an entry of another caller', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    const id = (n: string): string => `spiffe://example.org/order/${n}-${u}`;
+    /** Waits until the wall clock is past the second `created` (createdAt has second resolution). */
+    const nextSecond = async (created: number): Promise<void> => {
+      while (Math.floor(Date.now() / 1000) <= created) await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
+    };
+    // Entry IDs sort against their age: m (oldest), then z, then 0 and a created in one second.
+    const [m1, p1] = createEntries(agent.id, [
+      { id: `m-${u}`, spiffeId: id('m'), selectors: ['unix:uid:6300'] },
+      { id: `p-old-${u}`, spiffeId: id('pair-old'), selectors: ['unix:uid:6310'], hint: 'pair' },
+    ]);
+    await nextSecond(createdAt.get(m1!)!);
+    const [z1] = createEntries(agent.id, [{ id: `z-${u}`, spiffeId: id('z'), selectors: ['unix:gid:6301'] }]);
+    await nextSecond(createdAt.get(z1!)!);
+    const last = createEntries(agent.id, [
+      { id: `a-${u}`, spiffeId: id('a'), selectors: ['unix:gid:6303'] },
+      { id: `0-${u}`, spiffeId: id('0'), selectors: ['unix:gid:6302'] },
+      { id: `0-p-new-${u}`, spiffeId: id('pair-new'), selectors: ['unix:gid:6311'], hint: 'pair' },
+    ]);
+    assert.ok(createdAt.get(m1!)! < createdAt.get(z1!)! && createdAt.get(z1!)! < createdAt.get(last[0]!)!, 'three creation seconds');
+    assert.equal(createdAt.get(last[0]!), createdAt.get(last[1]!));
+    assert.ok(createdAt.get(p1!)! < createdAt.get(last[2]!)!);
+    const m = agent.manager();
+    await m.start();
+
+    const expected = [id('m'), id('z'), id('0'), id('a')];
+    for (const order of [
+      ['unix:gid:6303', 'unix:gid:6302', 'unix:gid:6301', 'unix:uid:6300'],
+      ['unix:gid:6301', 'unix:gid:6303', 'unix:uid:6300', 'unix:gid:6302'],
+      ['unix:uid:6300', 'unix:gid:6302', 'unix:gid:6303', 'unix:gid:6301'],
+      ['unix:gid:6302', 'unix:uid:6300', 'unix:gid:6301', 'unix:gid:6303'],
+    ]) {
+      assert.deepEqual(ids(await m.fetchX509(sels(...order))), expected, `X.509, selectors ${order.join(' ')}`);
+      assert.deepEqual((await m.fetchJwt(sels(...order), ['order'])).map((j) => j.spiffeId), expected, `JWT, selectors ${order.join(' ')}`);
+    }
+
+    // Two entries with one hint: the older one by default, the newer one when asked for by ID.
+    const both = sels('unix:gid:6311', 'unix:uid:6310');
+    assert.deepEqual((await m.fetchJwt(both, ['order'])).map((j) => [j.spiffeId, j.hint]), [[id('pair-old'), 'pair']]);
+    assert.deepEqual((await m.fetchJwt(both, ['order'], parseSpiffeId(id('pair-new')))).map((j) => [j.spiffeId, j.hint]), [[id('pair-new'), 'pair']]);
+    assert.deepEqual(ids(await m.fetchX509(both)), [id('pair-old')]);
+    // A caller with only the older entry's selector asks for the newer one by ID: not its own, nothing.
+    assert.deepEqual(await m.fetchJwt(sels('unix:uid:6310'), ['order'], parseSpiffeId(id('pair-new'))), []);
+    assert.deepEqual((await m.fetchJwt(sels('unix:uid:6310'), ['order'], parseSpiffeId(id('pair-old')))).map((j) => j.spiffeId), [id('pair-old')]);
+    // Nor by another entry's ID sharing nothing with it.
+    assert.deepEqual(await m.fetchJwt(sels('unix:uid:6310'), ['order'], parseSpiffeId(id('m'))), []);
+    m.stop();
+  });
+
+  test('fetchX509 with an entry the server will not sign: the others are served with one WARN saying how many failed; with nothing servable, IdentityUnavailableError naming the entry, caused by the refusal', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    const good = `spiffe://example.org/refused/good-${u}`;
+    const bad = `spiffe://example.org/refused/bad-${u}`;
+    const alone = `spiffe://example.org/refused/alone-${u}`;
+    createEntries(agent.id, [
+      { spiffeId: good, selectors: ['unix:uid:6400'] },
+      { id: `bad-${u}`, spiffeId: bad, selectors: ['unix:uid:6400', 'unix:gid:6400'] },
+      { id: `alone-${u}`, spiffeId: alone, selectors: ['unix:gid:6401'] },
+    ]);
+    agent.refuse.add(`bad-${u}`);
+    agent.refuse.add(`alone-${u}`);
+    const m = agent.manager();
+    await m.start();
+    const partialWarn = (): string[] => agent.logs.filter((l) => l.startsWith('WARN some SVIDs could not be signed; serving the others'));
+
+    assert.deepEqual(ids(await m.fetchX509(sels('unix:uid:6400', 'unix:gid:6400'))), [good]);
+    assert.equal(partialWarn().length, 1);
+    const fields = JSON.parse(partialWarn()[0]!.slice('WARN some SVIDs could not be signed; serving the others '.length)) as { err: string; failed: number };
+    assert.deepEqual(fields, { err: `server refused to sign ${bad}: refused by the test`, failed: 1 });
+
+    // Everything signed: no WARN.
+    assert.deepEqual(ids(await m.fetchX509(sels('unix:uid:6400'))), [good]);
+    assert.equal(partialWarn().length, 1);
+
+    // Entitled only to the refused entry: a transient error that says which and why.
+    await assert.rejects(m.fetchX509(sels('unix:gid:6401')), (e: Error) => {
+      assert.equal(e.name, 'IdentityUnavailableError');
+      assert.equal(e.message, `no X509-SVID for ${alone} yet; signing it failed; retrying`);
+      assert.equal((e.cause as Error | undefined)?.message, `server refused to sign ${alone}: refused by the test`);
+      return true;
+    });
+    assert.equal(partialWarn().length, 1);
+    m.stop();
+  });
+
+  test('an SVID past its serving time, to the millisecond: the same SVID until 1 s before its notAfter, a fresh one from then on', async () => {
+    const agent = await newAgent();
+    const u = uniq();
+    const sid = `spiffe://example.org/edge/a-${u}`;
+    createEntries(agent.id, [{ spiffeId: sid, selectors: ['unix:uid:6500'], x509SvidTtl: 600 }]);
+    let clock: number | undefined;
+    const m = agent.manager({ now: () => new Date(clock ?? Date.now()) });
+    await m.start();
+    const first = await m.fetchX509(sels('unix:uid:6500'));
+    const notAfter = first.identities[0]!.notAfter.getTime();
+    clock = notAfter - 1001;
+    const before = await m.fetchX509(sels('unix:uid:6500'));
+    assert.equal(serialOf(before, sid), serialOf(first, sid), 'served up to the last millisecond of its serving time');
+    const signed = agent.batches.length;
+    clock = notAfter - 1000;
+    const at = await m.fetchX509(sels('unix:uid:6500'));
+    assert.notEqual(serialOf(at, sid), serialOf(first, sid), 'not served at notAfter - 1 s');
+    assert.ok(at.identities[0]!.notAfter.getTime() > notAfter - 1000);
+    assert.equal(agent.batches.length, signed + 1);
+    m.stop();
+  });
+
   test('JWT-SVID cache: at most jwtCacheMaxPerEntry audience sets per entry and jwtCacheMaxTotal in all, least recently used evicted, renew-due tokens swept; the metric reports its size', async () => {
     const agent = await newAgent();
     const u = uniq();

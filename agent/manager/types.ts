@@ -1,8 +1,9 @@
 /**
  * What the agent's endpoints (Workload API, SDS) need from the agent's identity cache
- * (a narrow interface: the Workload API and SDS are two thin views over one cache). The
- * manager (manager.ts) implements it from the server's pushed entries; tests implement it with
- * a small in-memory cache over a test CA.
+ * (a narrow interface: the Workload API and SDS are two thin views over one cache), and the
+ * errors and logger shared by the manager's parts. The manager (manager.ts, with its parts
+ * beside it) implements it from the server's pushed entries; tests implement it with a small
+ * in-memory cache over a test CA.
  */
 import type { KeyObject } from 'node:crypto';
 import type { Bundle, BundleSet } from '../../spiffe/bundle.js';
@@ -89,4 +90,17 @@ export interface IdentityCache {
   bundles(): BundleSet;
   /** Called with the new set on every bundle change. */
   subscribeBundles(listener: (bundles: BundleSet) => void): () => void;
+}
+
+/** The logger the agent manager and its parts write to (pino's shape). */
+export interface ManagerLogger {
+  debug(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+/** The agent manager has not synchronized with the server yet, or has stopped. */
+export class NotReadyError extends Error {
+  readonly code = 'ERR_AGENT_NOT_READY';
 }

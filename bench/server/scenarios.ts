@@ -4,6 +4,7 @@
  * with the error instead of aborting the run.
  */
 import { ADMIN_DEFAULTS, ADMIN_QUICK, benchAdminWrites } from '../scenarios/admin.js';
+import { benchCli, CLI_DEFAULTS, CLI_QUICK } from '../scenarios/cli.js';
 import { benchIssuanceApi, ISSUANCE_API_DEFAULTS, ISSUANCE_API_QUICK } from '../scenarios/issuance-api.js';
 import { benchPropagation, PROPAGATION_DEFAULTS, PROPAGATION_QUICK } from '../scenarios/propagation.js';
 import { benchScale, SCALE_DEFAULTS, SCALE_QUICK } from '../scenarios/scale.js';
@@ -29,7 +30,7 @@ export interface ServerBenchValues {
   'server-cpu-prof'?: string;
 }
 
-export const SERVER_SCENARIOS = ['issuance-api', 'propagation', 'scale', 'admin'] as const;
+export const SERVER_SCENARIOS = ['issuance-api', 'propagation', 'scale', 'admin', 'cli'] as const;
 
 /** Whether `name` runs under --only (no --only: everything runs). */
 export function isSelected(values: { only?: string }, name: string): boolean {
@@ -64,6 +65,7 @@ export async function runServerScenarios(values: ServerBenchValues, seconds: num
       run: () => benchScale({ ...scale, entries: int(values.entries, scale.entries, 'entries'), agents: int(values.agents, scale.agents, 'agents') }),
     },
     { name: 'admin', title: 'Admin writes (admin API on the Unix socket, durable SQLite):', run: () => benchAdminWrites(q ? ADMIN_QUICK : ADMIN_DEFAULTS) },
+    { name: 'cli', title: 'Admin CLI (whole spindle-server processes against a real server):', run: () => benchCli(q ? CLI_QUICK : CLI_DEFAULTS) },
   ];
   const all: Row[] = [];
   for (const s of scenarios) {

@@ -3,9 +3,9 @@
  * be running): the same rows, events and invariants the admin API would produce, written in
  * large transactions so 100k entries take seconds, not minutes.
  */
-import { openSqliteDataStore } from '../../server/datastore/sqlite.js';
 import type { NewEntry } from '../../server/datastore/types.js';
 import { parseSpiffeId } from '../../spiffe/id.js';
+import { openTestDataStore } from '../../test/support/datastore.js';
 import { entryWithDefaults } from '../../test/support/entries.js';
 
 const SEED_BATCH = 5000;
@@ -15,7 +15,7 @@ const SEED_BATCH = 5000;
  * selector unix:uid:<n % 1000>). Returns the number created.
  */
 export async function seedEntries(dbPath: string, trustDomain: string, parentIds: readonly string[], total: number): Promise<number> {
-  const ds = openSqliteDataStore({ path: dbPath });
+  const ds = await openTestDataStore(dbPath);
   const parents = parentIds.map((p) => parseSpiffeId(p));
   const now = Math.floor(Date.now() / 1000);
   let created = 0;

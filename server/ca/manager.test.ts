@@ -15,6 +15,7 @@ import { DiskKeyManager, MemoryKeyManager, type KeyManager } from './keymanager.
 import { parseServerConfig } from '../config/config.js';
 import { ACTIVATE_AT, CaManager, caOptionsFromConfig, DEFAULT_PRUNE_GRACE_SECONDS, PREPARE_AT, randomKid, type CaLogger, type CaStatus } from './manager.js';
 import type { ServerSvid } from './serveridentity.js';
+import type { DataStore } from '../datastore/types.js';
 import { Clock, TD, TempDirs, captureLogger, freshCsr, isCaError, openssl, prng, startCa } from './testkit.js';
 
 const dirs = new TempDirs();
@@ -23,9 +24,9 @@ after(() => dirs.cleanup());
 const WORKLOAD = parseSpiffeId('spiffe://example.org/workload') as SpiffeId;
 const GRACE_MS = DEFAULT_PRUNE_GRACE_SECONDS * 1000;
 
-function env(km?: KeyManager): { dir: string; ds: ReturnType<TempDirs['store']>; km: KeyManager; clock: Clock } {
+async function env(km?: KeyManager): Promise<{ dir: string; ds: DataStore; km: KeyManager; clock: Clock }> {
   const dir = dirs.make();
-  return { dir, ds: dirs.store(dir), km: km ?? new DiskKeyManager(join(dir, 'keys')), clock: new Clock() };
+  return { dir, ds: await dirs.store(dir), km: km ?? new DiskKeyManager(join(dir, 'keys')), clock: new Clock() };
 }
 
 const serialOf = (der: Buffer): string => parseCertificate(der).serialHex;
@@ -47,7 +48,7 @@ function active(st: CaStatus, kind: 'x509' | 'jwt') {
 
 describe('CaManager start', () => {
   it('makes and publishes a self-signed CA, a JWT key and the server SVID', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     const ca = await startCa({ datastore: ds, keyManager: km, now: clock.now });
     const b = ca.bundle();
     assert.equal(b.sequence, 1n);
@@ -84,7 +85,7 @@ describe('CaManager start', () => {
   });
 
   it('rejects bad options and a journal of another trust domain or format', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     await assert.rejects(startCa({ datastore: ds, keyManager: km, now: clock.now, caTtlSeconds: 0 }), (e: Error) => isCaError(e, 'config'));
     await assert.rejects(startCa({ datastore: ds, keyManager: km, now: clock.now, defaultJwtSvidTtlSeconds: 1.5 }), (e: Error) => isCaError(e, 'config'));
     await startCa({ datastore: ds, keyManager: km, now: clock.now });
@@ -97,7 +98,7 @@ describe('CaManager start', () => {
   });
 
   it('accepts a pino logger: its lines carry the CA\'s messages as JSON', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     const lines: Array<Record<string, unknown>> = [];
     const logger: CaLogger = pino({ level: 'debug' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
     await startCa({ datastore: ds, keyManager: km, now: clock.now, logger });
@@ -106,7 +107,7 @@ describe('CaManager start', () => {
   });
 
   it('signs with the configured key types (RSA CA, P-384 JWT key)', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     const ca = await startCa({ datastore: ds, keyManager: km, now: clock.now, caKeyType: 'rsa-2048', jwtKeyType: 'ec-p384' });
     const caCert = parseCertificate(ca.bundle().x509Authorities()[0]!);
     assert.equal(caCert.publicKeyAlgorithmOid, '1.2.840.113549.1.1.1');
@@ -117,7 +118,7 @@ describe('CaManager start', () => {
   });
 
   it('caOptionsFromConfig wires a server config (ca_ttl, key types, subject, key manager, upstream)', async () => {
-    const { dir, ds, clock } = env();
+    const { dir, ds, clock } = await env();
     const config = parseServerConfig(
       {
         server: {
@@ -154,7 +155,7 @@ describe('CaManager restart', () => {
   it('disk key manager: key files 0600 / dir 0700 and a restart keeps the same CA, JWT key and bundle sequence', async () => {
     const oldUmask = process.umask(0);
     try {
-      const { dir, ds, clock } = env();
+      const { dir, ds, clock } = await env();
       const keysPath = join(dir, 'keys');
       const ca1 = await startCa({ datastore: ds, keyManager: new DiskKeyManager(keysPath), now: clock.now });
       clock.advance(0.55 * 3600); // past half-life: the next CA and JWT key are prepared
@@ -171,7 +172,7 @@ describe('CaManager restart', () => {
       await ds.close();
 
       // New process: fresh datastore handle, fresh key manager over the same directory.
-      const ds2 = dirs.store(dir);
+      const ds2 = await dirs.store(dir);
       const ca2 = await startCa({ datastore: ds2, keyManager: new DiskKeyManager(keysPath), now: clock.now });
       const st2 = ca2.status();
       assert.deepEqual(st2.x509, st1.x509);
@@ -201,7 +202,7 @@ describe('CaManager restart', () => {
   });
 
   it('memory key manager: a restart makes a new CA; the old one stays in the bundle until it expires', async () => {
-    const { ds, clock } = env();
+    const { ds, clock } = await env();
     const ca1 = await startCa({ datastore: ds, keyManager: new MemoryKeyManager(), now: clock.now });
     clock.advance(0.6 * 3600);
     await ca1.rotate(); // prepares next X.509 CA + JWT key (published, never active)
@@ -246,7 +247,7 @@ describe('CaManager restart', () => {
   });
 
   it('a disk key file that disappeared: new CA, old one kept in the bundle', async () => {
-    const { dir, ds, km, clock } = env();
+    const { dir, ds, km, clock } = await env();
     const ca1 = await startCa({ datastore: ds, keyManager: km, now: clock.now });
     const old = active(ca1.status(), 'x509');
     await ca1.stop();
@@ -260,7 +261,7 @@ describe('CaManager restart', () => {
   });
 
   it('a disk key file readable by others stops the start, naming the file', async () => {
-    const { dir, ds, km, clock } = env();
+    const { dir, ds, km, clock } = await env();
     const ca1 = await startCa({ datastore: ds, keyManager: km, now: clock.now });
     await ca1.stop();
     const file = join(dir, 'keys', 'JWT-Signer-A.key');
@@ -273,7 +274,7 @@ describe('CaManager restart', () => {
   });
 
   it('republishes the bundle when the journal was written but the bundle was not (crash between the two)', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     const ca1 = await startCa({ datastore: ds, keyManager: km, now: clock.now });
     const b1 = ca1.bundle();
     await ca1.stop();
@@ -289,7 +290,7 @@ describe('CaManager restart', () => {
 
 describe('CaManager signing', () => {
   it('takes identity and DNS names from the request only, never from the CSR', async () => {
-    const { dir, ds, km, clock } = env();
+    const { dir, ds, km, clock } = await env();
     const ca = await startCa({ datastore: ds, keyManager: km, now: clock.now });
     const { privateKey } = await generateKeyPair('ec-p256');
     writeFileSync(join(dir, 'evil.key'), privateKeyToPem(exportPrivateKeyPkcs8(privateKey)), { mode: 0o600 });
@@ -312,7 +313,7 @@ describe('CaManager signing', () => {
   });
 
   it('applies default TTLs, caps at the CA notAfter and refuses other trust domains', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     const ca = await startCa({ datastore: ds, keyManager: km, now: clock.now });
     const t0 = clock.now().getTime();
     const d = ca.signX509Svid({ id: WORKLOAD, csr: await freshCsr(), ttlSeconds: 0 });
@@ -333,7 +334,7 @@ describe('CaManager signing', () => {
   });
 
   it('rotate() does not run twice at once', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     const ca = await startCa({ datastore: ds, keyManager: km, now: clock.now });
     clock.advance(0.5 * 3600);
     const p1 = ca.rotate();
@@ -346,7 +347,7 @@ describe('CaManager signing', () => {
   });
 
   it('startTimers/stop drive rotate() and leave nothing running', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     const ca = await CaManager.start({
       trustDomain: TD, datastore: ds, keyManager: km, now: clock.now,
       caTtlSeconds: 3600, defaultX509SvidTtlSeconds: 600, defaultJwtSvidTtlSeconds: 300, rotateIntervalMs: 5,
@@ -366,7 +367,7 @@ describe('CaManager signing', () => {
 
 describe('CaManager rotation', () => {
   it('across 5 CA lifetimes (1-5 minute steps): every SVID verifies against the bundle of its time and stays valid until it expires', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     const logger = captureLogger();
     const ca = await startCa({ datastore: ds, keyManager: km, now: clock.now, logger });
     const start = clock.now().getTime();
@@ -475,7 +476,7 @@ describe('CaManager rotation', () => {
   });
 
   it('prepares at 1/2 and activates at 5/6 of the active lifetime, publishing first', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     const ca = await startCa({ datastore: ds, keyManager: km, now: clock.now });
     const t0 = clock.now().getTime();
     const L = 3600_000;
@@ -501,7 +502,7 @@ describe('CaManager rotation', () => {
   });
 
   it('a clock jump past the active CA expiry activates the prepared one, or makes one at once', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     const ca = await startCa({ datastore: ds, keyManager: km, now: clock.now });
     const first = active(ca.status(), 'x509');
     clock.advance(2 * 3600); // server suspended: the active CA expired, nothing prepared
@@ -514,7 +515,7 @@ describe('CaManager rotation', () => {
   });
 
   it('a server left running for 10 days keeps issuing valid SVIDs', async () => {
-    const { ds, km, clock } = env();
+    const { ds, km, clock } = await env();
     const ca = await startCa({
       datastore: ds, keyManager: km, now: clock.now,
       caTtlSeconds: 86400, defaultX509SvidTtlSeconds: 3600, defaultJwtSvidTtlSeconds: 300,

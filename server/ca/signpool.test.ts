@@ -23,7 +23,7 @@ const OTHER_TD = parseSpiffeId('spiffe://other.example/workload') as SpiffeId;
 async function ca(signingWorkers: number): Promise<{ ca: CaManager; clock: Clock }> {
   const dir = dirs.make();
   const clock = new Clock();
-  const m = await startCa({ datastore: dirs.store(dir), keyManager: new MemoryKeyManager(), now: clock.now, signingWorkers });
+  const m = await startCa({ datastore: await dirs.store(dir), keyManager: new MemoryKeyManager(), now: clock.now, signingWorkers });
   managers.push(m);
   return { ca: m, clock };
 }

@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
 import { generateKeyPair } from '../../spiffe/keys.js';
 import { createCsr, type CreateCsrOptions } from '../../spiffe/x509/index.js';
-import { openSqliteDataStore, type SqliteDataStore } from '../datastore/sqlite.js';
+import type { DataStore } from '../datastore/types.js';
+import { openTestDataStore } from '../../test/support/datastore.js';
 import { CaError, type CaErrorReason } from './errors.js';
 import type { KeyManager } from './keymanager.js';
 import { CaManager, type CaLogger, type CaManagerOptions } from './manager.js';
@@ -46,14 +47,14 @@ export function prng(seed: number): () => number {
 
 export class TempDirs {
   readonly #dirs: string[] = [];
-  readonly #stores: SqliteDataStore[] = [];
+  readonly #stores: DataStore[] = [];
   make(prefix = 'spindle-ca-'): string {
     const d = mkdtempSync(join(tmpdir(), prefix));
     this.#dirs.push(d);
     return d;
   }
-  store(dir: string): SqliteDataStore {
-    const s = openSqliteDataStore({ path: join(dir, 'datastore.sqlite3') });
+  async store(dir: string): Promise<DataStore> {
+    const s = await openTestDataStore(join(dir, 'datastore.sqlite3'));
     this.#stores.push(s);
     return s;
   }

@@ -81,9 +81,9 @@ function opensslVerify(roots: string, chain: Buffer[], at: Date, tag: string): s
   return openssl(args);
 }
 
-async function upstreamCa(upstream: UpstreamDiskOptions, clock: Clock, over: { caTtlSeconds?: number; dir?: string } = {}): Promise<{ ca: CaManager; dir: string; ds: ReturnType<TempDirs['store']> }> {
+async function upstreamCa(upstream: UpstreamDiskOptions, clock: Clock, over: { caTtlSeconds?: number; dir?: string } = {}): Promise<{ ca: CaManager; dir: string; ds: Awaited<ReturnType<TempDirs['store']>> }> {
   const dir = over.dir ?? dirs.make();
-  const ds = dirs.store(dir);
+  const ds = await dirs.store(dir);
   const logger = captureLogger();
   const ca = await startCa({
     datastore: ds, keyManager: new DiskKeyManager(join(dir, 'keys')), now: clock.now, upstream, logger,
@@ -171,7 +171,7 @@ describe('UpstreamAuthority disk', () => {
     const logger = captureLogger();
     const dir = dirs.make();
     const ca = await startCa({
-      datastore: dirs.store(dir), keyManager: new MemoryKeyManager(), now: clock.now, logger,
+      datastore: await dirs.store(dir), keyManager: new MemoryKeyManager(), now: clock.now, logger,
       upstream: { keyFilePath: pki.intKey, certFilePath: pki.int, bundleFilePath: pki.root },
       caTtlSeconds: 3 * 86400, defaultX509SvidTtlSeconds: 3600,
     });
@@ -216,7 +216,7 @@ describe('UpstreamAuthority disk', () => {
   it('switching between self-signed and upstream keeps the previous authorities published until their SVIDs expire', async () => {
     const clock = realClock();
     const dir = dirs.make();
-    const ds = dirs.store(dir);
+    const ds = await dirs.store(dir);
     const km = (): DiskKeyManager => new DiskKeyManager(join(dir, 'keys'));
     const root = der(pki.root)[0]!;
     const grace = DEFAULT_PRUNE_GRACE_SECONDS;

@@ -1,5 +1,6 @@
 /** `agent list|show|evict|ban|count`: SPIRE's flags and output. */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { requiredFlag } from '../../common/cli.js';
 import { field, goTimeString, pluralize, writeJson } from '../../common/output.js';
 import { Agent as AgentMsg, type Agent } from '../../proto/gen/spindle/types/v1/types.js';
 import { CountAgentsResponse, ListAgentsResponse, type AgentFilter } from '../../proto/gen/spindle/admin/v1/admin.js';
@@ -70,7 +71,7 @@ function agentId(o: IdOptions): string {
 }
 
 function idCommand(parent: Command, name: string, description: string, what: string): Command {
-  return addCommonOptions(parent.command(name).description(description).option('--spiffeID <id>', `The SPIFFE ID of the agent to ${what} (agent identity)`));
+  return addCommonOptions(parent.command(name).description(description).addOption(requiredFlag(new Option('--spiffeID <id>', `The SPIFFE ID of the agent to ${what} (agent identity)`))));
 }
 
 export function register(program: Command): void {

@@ -2,7 +2,8 @@
  * `bundle show|list|set|delete|count`: this trust domain's bundle and federated bundles, with
  * SPIRE's `-format pem|spiffe` (pem by default) and messages ("bundle set.", "bundle deleted.").
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { requiredFlag } from '../../common/cli.js';
 import { indentJsonText, pluralize, writeJson } from '../../common/output.js';
 import { BatchDeleteFederatedBundleResponse, BatchSetFederatedBundleResponse, ListFederatedBundlesResponse } from '../../proto/gen/spindle/admin/v1/admin.js';
 import { Bundle as BundleMsg, type Bundle } from '../../proto/gen/spindle/types/v1/types.js';
@@ -90,7 +91,7 @@ export function register(program: Command): void {
     bundle
       .command('set')
       .description('Creates or updates bundle data of a federated trust domain')
-      .option('--id <trustDomain>', 'Trust domain (or its SPIFFE ID) of the bundle to set')
+      .addOption(requiredFlag(new Option('--id <trustDomain>', 'Trust domain (or its SPIFFE ID) of the bundle to set')))
       .option('--path <file>', 'Path to the bundle data; read from stdin when unset')
       .option('--format <format>', 'The format of the bundle data: pem or spiffe', 'pem'),
   ).action(
@@ -115,7 +116,7 @@ export function register(program: Command): void {
     bundle
       .command('delete')
       .description('Deletes federated bundle data')
-      .option('--id <trustDomain>', 'Trust domain (or its SPIFFE ID) of the bundle to delete'),
+      .addOption(requiredFlag(new Option('--id <trustDomain>', 'Trust domain (or its SPIFFE ID) of the bundle to delete'))),
   ).action(
     action<CommonOptions & { id?: string }>(async (o, ctx) => {
       const td = trustDomainFlag(o.id, 'id is required');

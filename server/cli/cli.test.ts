@@ -167,7 +167,7 @@ describe('entry', () => {
       [[...base, '-selector', 'unix:uid:1'], /Error: a SPIFFE ID is required/],
       [[...base, '-spiffeID', 'spiffe://example.org/x', '-selector', 'unix:uid:1', '-x509SVIDTTL', 'abc'], /Error: invalid value "abc" for -x509SVIDTTL/],
       [[...base, '-spiffeID', 'spiffe://example.org/x', '-selector', 'unix:uid:1', '-output', 'yaml'], /Error: invalid -output "yaml"/],
-      [[...base, '-spiffeID', 'spiffe://example.org/x', '-selector', 'unix:uid:1', '-nosuchflag'], /unknown option '-nosuchflag'/],
+      [[...base, '-spiffeID', 'spiffe://example.org/x', '-selector', 'unix:uid:1', '-nosuchflag'], /^Error: unknown flag -nosuchflag \(run 'spindle-server entry create -h' for usage\)$/m],
     ];
     const results = await Promise.all(cases.map(([args]) => run(args)));
     results.forEach((r, i) => fails(r, cases[i]![1]));
@@ -485,6 +485,26 @@ describe('x509 and jwt mint', () => {
     const pub1 = spawnSync('openssl', ['pkey', '-in', join(out, 'key.pem'), '-pubout'], { encoding: 'utf8' }).stdout;
     const pub2 = spawnSync('openssl', ['x509', '-in', join(out, 'svid.pem'), '-noout', '-pubkey'], { encoding: 'utf8' }).stdout;
     assert.ok(pub1.length > 0 && pub1 === pub2);
+  });
+
+  test('-write creates a missing directory 0700 (parents too); jwt mint -write creates the file\'s directory', async () => {
+    const base = mkdtempSync(join(work, 'mint-new-'));
+    const dir = join(base, 'a', 'b');
+    const file = join(base, 'jwt', 'token');
+    const [x, j] = await Promise.all([
+      run(['x509', 'mint', '-spiffeID', 'spiffe://example.org/minted', '-write', dir], { umask0: true }),
+      run(['jwt', 'mint', '-spiffeID', 'spiffe://example.org/j', '-audience', 'a', '-write', file], { umask0: true }),
+    ]);
+    assert.equal(ok(x).stdout, `X509-SVID written to ${join(dir, 'svid.pem')}\nPrivate key written to ${join(dir, 'key.pem')}\nRoot CAs written to ${join(dir, 'bundle.pem')}\n`);
+    assert.equal(ok(j).stdout, `JWT-SVID written to ${file}\n`);
+    for (const d of [dir, join(base, 'a'), join(base, 'jwt')]) assert.equal(statSync(d).mode & 0o777, 0o700, d);
+    assert.equal(statSync(join(dir, 'key.pem')).mode & 0o777, 0o600);
+    assert.equal(readFileSync(join(dir, 'bundle.pem'), 'utf8'), certificatesToPem([admin.ca.rootDer]));
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    // A path that exists as a file is refused, naming it.
+    const notDir = await run(['x509', 'mint', '-spiffeID', 'spiffe://example.org/minted', '-write', file]);
+    assert.equal(notDir.code, 1);
+    assert.match(notDir.stderr, /^Error: cannot use .*jwt\/token for -write: -write directory .*jwt\/token exists and is not a directory\n$/);
   });
 
   test('x509 mint to stdout (pretty and json) and refusals', async () => {

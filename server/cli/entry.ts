@@ -19,6 +19,7 @@ import { Entry, type Selector } from '../../proto/gen/spindle/types/v1/types.js'
 import { parseSpiffeId, trustDomainOf } from '../../spiffe/id.js';
 import { serverIdOf } from '../../common/spireids.js';
 import { validateSelector } from '../entries/validate.js';
+import { requiredFlag } from '../../common/cli.js';
 import type { AdminClient } from './client.js';
 import { action, addCommonOptions, collect, parseIntFlag, readInput, type ActionContext, type CommonOptions } from './common.js';
 import { formatEntry, parseEntriesJson, sortEntries } from './entryformat.js';
@@ -99,10 +100,14 @@ const FIELD_FLAGS: ReadonlyArray<keyof EntryFieldOptions> = [
 
 function addEntryFieldOptions(cmd: Command, forCreate: boolean): Command {
   cmd
-    .option('--entryID <id>', forCreate ? 'A custom ID for this registration entry (optional); generated when unset' : 'The Registration Entry ID of the record to update')
-    .option('--parentID <id>', "The SPIFFE ID of this record's parent")
-    .option('--spiffeID <id>', 'The SPIFFE ID that this record represents')
-    .option('--selector <type:value>', 'A colon-delimited type:value selector. Can be used more than once', collect)
+    .addOption(
+      forCreate
+        ? new Option('--entryID <id>', 'A custom ID for this registration entry (optional); generated when unset')
+        : requiredFlag(new Option('--entryID <id>', 'The Registration Entry ID of the record to update'), '-data'),
+    )
+    .addOption(requiredFlag(new Option('--parentID <id>', "The SPIFFE ID of this record's parent"), forCreate ? '-node or -data' : '-data'))
+    .addOption(requiredFlag(new Option('--spiffeID <id>', 'The SPIFFE ID that this record represents'), '-data'))
+    .addOption(requiredFlag(new Option('--selector <type:value>', 'A colon-delimited type:value selector. Can be used more than once').argParser(collect), '-data'))
     .option('--x509SVIDTTL <seconds>', 'The lifetime, in seconds, for X509-SVIDs issued based on this registration entry (0: server default)')
     .option('--jwtSVIDTTL <seconds>', 'The lifetime, in seconds, for JWT-SVIDs issued based on this registration entry (0: server default)')
     .addOption(new Option('--ttl <seconds>', 'Deprecated: the X509-SVID lifetime in seconds; use -x509SVIDTTL').hideHelp())
@@ -294,7 +299,7 @@ export function register(program: Command): void {
     entry
       .command('delete')
       .description('Deletes registration entries')
-      .option('--entryID <id>', 'The Registration Entry ID of the record to delete')
+      .addOption(requiredFlag(new Option('--entryID <id>', 'The Registration Entry ID of the record to delete'), '-file'))
       .option('--file <path>', `Path to a JSON file {"ids": [...]} for batch deletion (optional). If set to '-', read from stdin`),
   ).action(
     action<CommonOptions & { entryID?: string; file?: string }>(async (o, ctx) => {

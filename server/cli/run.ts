@@ -37,6 +37,7 @@ export function register(program: Command): void {
   addFlags(program.command('validate').description('Validates a server configuration file')).action((flags: ServerFlags) =>
     validateConfig(async () => {
       const config = await load(flags);
+      (await import('../errors.js')).checkServerConfigFiles(config);
       // Node attestors check their own plugin_data (k8s_psat: clusters, kubeconfig); building contacts nothing.
       (await import('../../attestors/node/registry.js')).buildServerNodeAttestors(config.plugins.nodeAttestors, { env: process.env });
     }),

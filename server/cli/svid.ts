@@ -4,13 +4,17 @@
  *   `-write DIR`: svid.pem and bundle.pem (0644) and key.pem (0600, whatever the umask and
  *   whatever was at the path: a temp file gets the mode before any key byte is written and is
  *   renamed over the path, so an existing file, possibly someone else's, is replaced, never
- *   written through).
+ *   written through). A missing DIR is created 0700, parents included (common/safedir.ts
+ *   ensureOutputDirectory: refused under a directory another local user controls); `jwt mint
+ *   -write FILE` creates FILE's missing directory the same way.
  * - `-ttl` is a Go duration (`1h`, `90s`) or whole seconds; 0 means the server default. When the
  *   server caps the lifetime (CA expiry), a warning says so, as SPIRE does.
  */
-import type { Command } from 'commander';
-import { join } from 'node:path';
+import { Option, type Command } from 'commander';
+import { requiredFlag } from '../../common/cli.js';
+import { dirname, join } from 'node:path';
 import { parseDuration } from '../../common/duration.js';
+import { ensureOutputDirectory } from '../../common/safedir.js';
 import { writeFileReplacingSync } from '../../common/safefile.js';
 import { writeJson } from '../../common/output.js';
 import { MintJWTSVIDResponse } from '../../proto/gen/spindle/admin/v1/admin.js';
@@ -26,6 +30,15 @@ export function writeFileWithMode(path: string, data: string, mode: number): voi
     writeFileReplacingSync(path, data, mode);
   } catch (err) {
     throw new CliError(`cannot write ${path}: ${(err as Error).message}`);
+  }
+}
+
+/** Creates the -write directory when it is missing (0700, safely: see ensureOutputDirectory). */
+export function prepareWriteDirectory(dir: string): void {
+  try {
+    ensureOutputDirectory(dir, '-write directory');
+  } catch (err) {
+    throw new CliError(`cannot use ${dir} for -write: ${(err as Error).message}`);
   }
 }
 
@@ -66,7 +79,7 @@ export function register(program: Command): void {
     x509
       .command('mint')
       .description('Mints an X509-SVID')
-      .option('--spiffeID <id>', 'SPIFFE ID of the X509-SVID')
+      .addOption(requiredFlag(new Option('--spiffeID <id>', 'SPIFFE ID of the X509-SVID')))
       .option('--ttl <duration>', 'TTL of the X509-SVID (e.g. 1h, 90s; default: the server default)')
       .option('--dns <name>', 'DNS name that will be included in SVID. Can be used more than once', collect)
       .option('--write <dir>', 'Directory to write output to instead of stdout'),
@@ -103,6 +116,7 @@ export function register(program: Command): void {
         }
         return;
       }
+      prepareWriteDirectory(o.write);
       const svidPath = join(o.write, 'svid.pem');
       const keyPath = join(o.write, 'key.pem');
       const bundlePath = join(o.write, 'bundle.pem');
@@ -120,9 +134,9 @@ export function register(program: Command): void {
     jwt
       .command('mint')
       .description('Mints a JWT-SVID')
-      .option('--spiffeID <id>', 'SPIFFE ID of the JWT-SVID')
+      .addOption(requiredFlag(new Option('--spiffeID <id>', 'SPIFFE ID of the JWT-SVID')))
       .option('--ttl <duration>', 'TTL of the JWT-SVID (e.g. 5m; default: the server default)')
-      .option('--audience <aud>', 'Audience claim that will be included in the SVID. Can be used more than once', collect)
+      .addOption(requiredFlag(new Option('--audience <aud>', 'Audience claim that will be included in the SVID. Can be used more than once').argParser(collect)))
       .option('--write <file>', 'File to write token to instead of stdout'),
   ).action(
     action<JwtOptions>(async (o, ctx) => {
@@ -136,6 +150,7 @@ export function register(program: Command): void {
       const warning = capWarning('JWT-SVID', resp.svid!.expiresAt, ttl);
       if (warning !== undefined) ctx.io.err.write(warning);
       if (o.write !== undefined) {
+        prepareWriteDirectory(dirname(o.write));
         writeFileWithMode(o.write, token, 0o600);
         ctx.io.out.write(`JWT-SVID written to ${o.write}\n`);
         return;

@@ -1,7 +1,10 @@
 /**
- * The datastore contract. SQLite (sqlite.ts) implements it today; a PostgreSQL implementation
- * for several servers sharing one database implements the same interface later, which is why
- * every method is async even though better-sqlite3 is synchronous.
+ * The datastore contract: the `DataStore` interface everything outside server/datastore/ holds.
+ * SQLite (sqlite/) implements it today; a PostgreSQL implementation for several servers sharing
+ * one database implements the same interface later, which is why every method is async even
+ * though better-sqlite3 is synchronous. factory.ts opens the backend the config names; the
+ * backend-independent parts (argument checks, filter semantics, page tokens, entry IDs) live
+ * beside this file, and test/datastore/contract.ts holds the tests every backend must pass.
  *
  * Every write that changes what an agent may be served appends to the change feed (`events`)
  * in the same transaction, so a reader that has seen event N and then reads events > N misses
@@ -198,6 +201,11 @@ export interface DataStore {
   /** Runs `PRAGMA integrity_check` or the backend's equivalent; returns problems ('' when ok). */
   checkIntegrity(): Promise<string>;
   close(): Promise<void>;
+}
+
+/** Where a datastore reports what it noticed but did not fail on (an open directory, a listener that threw). */
+export interface DataStoreLogger {
+  warn(obj: object, msg: string): void;
 }
 
 export type DataStoreErrorReason = 'not_found' | 'already_exists' | 'duplicate_entry' | 'invalid' | 'io';

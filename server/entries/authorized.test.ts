@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { parseSpiffeId, parseTrustDomain, type SpiffeId } from '../../spiffe/id.js';
 import type { RegistrationEntry } from '../datastore/types.js';
 import type { Selector } from '../../common/selector.js';
-import { AuthorizationCache, EntryIndex, isExpired, sameEntry, serverIdOf, type AgentChange } from './authorized.js';
+import { EntryIndex, isExpired, serverIdOf } from './entryindex.js';
+import { AuthorizationCache, type AgentChange } from './authcache.js';
+import { sameEntry } from './sameentry.js';
 import { entryWithDefaults } from '../../test/support/entries.js';
 
 const td = parseTrustDomain('example.org');
@@ -220,6 +222,44 @@ describe('EntryIndex bookkeeping', () => {
     assert.deepEqual(ids(index.authorizedEntries(A, [])), []);
     index.upsert(entry('e', id('/c'), A, ['n:1']));
     assert.deepEqual(ids(index.matchingAliases([sel('n:1')])), []);
+  });
+
+  it('the selector index stays exact through upserts, removals and loads once it has been used', () => {
+    const index = newIndex([entry('e', id('/e'), A, ['unix:uid:1']), alias('al', id('/c'), ['n:1'])]);
+    assert.deepEqual(ids(index.bySelectorOf(sel('unix:uid:1'))), ['e'], 'built on first use');
+    index.upsert(entry('f', id('/f'), A, ['unix:uid:1', 'unix:uid:2']));
+    assert.deepEqual(ids(index.bySelectorOf(sel('unix:uid:1'))), ['e', 'f'], 'an entry added after the first use');
+    assert.deepEqual(ids(index.bySelectorOf(sel('unix:uid:2'))), ['f']);
+    index.upsert(entry('e', id('/e'), A, ['unix:uid:2']));
+    assert.deepEqual(ids(index.bySelectorOf(sel('unix:uid:1'))), ['f'], 'a replaced version leaves its old selectors');
+    assert.deepEqual(ids(index.bySelectorOf(sel('unix:uid:2'))), ['e', 'f']);
+    index.remove('f');
+    assert.deepEqual(ids(index.bySelectorOf(sel('unix:uid:1'))), [], 'a removed entry leaves the index');
+    assert.deepEqual(ids(index.bySelectorOf(sel('unix:uid:2'))), ['e']);
+    assert.deepEqual(ids(index.bySelectorOf(sel('n:1'))), ['al'], 'aliases are in it too');
+    index.load([entry('g', id('/g'), B, ['unix:uid:2'])]);
+    assert.deepEqual(ids(index.bySelectorOf(sel('unix:uid:2'))), ['g'], 'load forgets what was there before');
+    assert.deepEqual(ids(index.bySelectorOf(sel('n:1'))), []);
+  });
+
+  it('expiredEntries lists only entries still held: not removed, replaced or dropped by a load', () => {
+    const clock = { now: T0 };
+    const index = newIndex(
+      [
+        entry('gone', id('/gone'), A, undefined, { entryExpiry: T0 + 1 }),
+        entry('renewed', id('/renewed'), A, undefined, { entryExpiry: T0 + 1 }),
+        entry('expiring', id('/expiring'), A, undefined, { entryExpiry: T0 + 1 }),
+      ],
+      clock,
+    );
+    assert.deepEqual(index.expiredEntries(), [], 'not yet');
+    index.remove('gone');
+    index.upsert(entry('renewed', id('/renewed'), A));
+    clock.now = T0 + 2;
+    assert.deepEqual(ids(index.expiredEntries()), ['expiring']);
+    index.load([entry('later', id('/later'), A, undefined, { entryExpiry: T0 + 10 })]);
+    assert.deepEqual(ids(index.expiredEntries()), [], 'the loaded content only');
+    assert.deepEqual(ids(index.expiredEntries(T0 + 11)), ['later']);
   });
 
   it('load replaces everything', () => {

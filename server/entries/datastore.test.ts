@@ -6,9 +6,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSpiffeId, parseTrustDomain } from '../../spiffe/id.js';
-import { openSqliteDataStore, type SqliteDataStore } from '../datastore/sqlite.js';
-import type { RegistrationEntry } from '../datastore/types.js';
-import { AuthorizationCache, EntryIndex, type AgentChange } from './authorized.js';
+import type { DataStore, RegistrationEntry } from '../datastore/types.js';
+import { openTestDataStore } from '../../test/support/datastore.js';
+import { EntryIndex } from './entryindex.js';
+import { AuthorizationCache, type AgentChange } from './authcache.js';
 import { parseSelector, validateNewEntry, type EntryInput } from './validate.js';
 
 const td = parseTrustDomain('example.org');
@@ -32,7 +33,7 @@ function summary(changes: AgentChange[]): Record<string, string[]> {
 
 describe('AuthorizationCache over the SQLite datastore', () => {
   let dir: string;
-  let ds: SqliteDataStore;
+  let ds: DataStore;
   let cache: AuthorizationCache;
   let seen = 0;
 
@@ -56,7 +57,7 @@ describe('AuthorizationCache over the SQLite datastore', () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'spindle-entries-'));
-    ds = openSqliteDataStore({ path: join(dir, 'datastore.sqlite3') });
+    ds = await openTestDataStore(join(dir, 'datastore.sqlite3'));
     await create({ spiffeId: 'spiffe://example.org/cluster/prod', parentId: 'spiffe://example.org/spire/server', selectors: ['k8s_psat:cluster:prod'] });
     await create({ spiffeId: 'spiffe://example.org/ns/prod/sa/web', parentId: 'spiffe://example.org/cluster/prod', selectors: ['k8s:ns:prod', 'k8s:sa:web'] });
     await create({ spiffeId: 'spiffe://example.org/host/a/sshd', parentId: agentA, selectors: ['unix:uid:0'] });

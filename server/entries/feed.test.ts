@@ -6,9 +6,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSpiffeId, parseTrustDomain, type SpiffeId } from '../../spiffe/id.js';
-import { openSqliteDataStore, type SqliteDataStore } from '../datastore/sqlite.js';
+import { openTestDataStore } from '../../test/support/datastore.js';
 import type { DataStore, NewEntry, RegistrationEntry } from '../datastore/types.js';
-import { AuthorizationCache, EntryIndex, type AgentChange } from './authorized.js';
+import { EntryIndex } from './entryindex.js';
+import { AuthorizationCache, type AgentChange } from './authcache.js';
 import { ChangeFeed } from './feed.js';
 import { entryWithDefaults } from '../../test/support/entries.js';
 
@@ -32,7 +33,7 @@ async function create(ds: DataStore, e: NewEntry): Promise<RegistrationEntry> {
 }
 
 /** The datastore with its entry reads counted. */
-function counting(ds: SqliteDataStore): { ds: DataStore; reads: { getEntry: number; getEntries: number } } {
+function counting(ds: DataStore): { ds: DataStore; reads: { getEntry: number; getEntries: number } } {
   const reads = { getEntry: 0, getEntries: 0 };
   const wrapped = new Proxy(ds, {
     get(target, prop) {
@@ -45,8 +46,8 @@ function counting(ds: SqliteDataStore): { ds: DataStore; reads: { getEntry: numb
   return { ds: wrapped, reads };
 }
 
-async function setup(): Promise<{ raw: SqliteDataStore; ds: DataStore; reads: { getEntry: number; getEntries: number }; cache: AuthorizationCache; feed: ChangeFeed; seen: Array<{ kind: string; what: unknown; revision: number }> }> {
-  const raw = openSqliteDataStore({ path: join(root, `t${++n}`, 'ds.sqlite3') });
+async function setup(): Promise<{ raw: DataStore; ds: DataStore; reads: { getEntry: number; getEntries: number }; cache: AuthorizationCache; feed: ChangeFeed; seen: Array<{ kind: string; what: unknown; revision: number }> }> {
+  const raw = await openTestDataStore(join(root, `t${++n}`, 'ds.sqlite3'));
   after(() => raw.close());
   const { ds, reads } = counting(raw);
   const cache = new AuthorizationCache(new EntryIndex({ trustDomain: td, now: () => NOW }));

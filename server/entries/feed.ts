@@ -10,7 +10,7 @@
  */
 import type { SpiffeId } from '../../spiffe/id.js';
 import type { ChangeEvent, DataStore, RegistrationEntry } from '../datastore/types.js';
-import type { AgentChange, AuthorizationCache } from './authorized.js';
+import type { AgentChange, AuthorizationCache } from './authcache.js';
 
 export interface FeedListener {
   /** Agents whose authorized entry sets changed, as of `revision`. */

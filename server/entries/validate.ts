@@ -39,7 +39,7 @@ import {
 } from '../../spiffe/id.js';
 import { compareCodePoints } from '../../common/strings.js';
 import { quote } from '../../spiffe/errors.js';
-import { dnsNameIssue } from '../../spiffe/x509/index.js';
+import { dnsNameIssue } from '../../spiffe/x509/extensions.js';
 import type { NewEntry } from '../datastore/types.js';
 import { compareSelectors, formatSelector, splitSelector, type Selector } from '../../common/selector.js';
 

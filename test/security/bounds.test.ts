@@ -22,7 +22,7 @@ import { freePort, tempDir } from '../support/serverproc.js';
 import { rssKb, startSecurityCluster, withCanary, type SecurityCluster } from './fuzz/cluster.js';
 import { runFloodProcess } from './fuzz/flood.js';
 import { codeName, connectRaw, frame, rawCall, rawUnary } from './fuzz/wire.js';
-import { ATTESTATION_TIMEOUT_MS, MAX_ATTESTATIONS_IN_PROGRESS, MAX_ATTESTATIONS_IN_PROGRESS_PER_ADDRESS } from '../../server/api/agent/service.js';
+import { ATTESTATION_TIMEOUT_MS, MAX_ATTESTATIONS_IN_PROGRESS, MAX_ATTESTATIONS_IN_PROGRESS_PER_ADDRESS } from '../../server/api/agent/attest.js';
 import { MAX_CONCURRENT_STREAMS_PER_CONNECTION } from '../../server/api/agent/server.js';
 import { JWT_CACHE_MAX_PER_ENTRY } from '../../agent/manager/manager.js';
 

@@ -28,6 +28,7 @@ import {
   SVIDServiceService,
 } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import { createHealthService } from './health.js';
+import { ADMIN_SOCKET } from '../../errors.js';
 import type { AdminServices } from './service.js';
 import type { ApiLogger } from './types.js';
 
@@ -71,10 +72,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   const log = options.logger.child({ component: 'admin_server' });
   const socketPath = resolve(options.socketPath);
   prepareDirectory(dirname(socketPath), log);
-  await removeStaleSocket(socketPath, {
-    what: 'admin socket',
-    inUse: (path) => `another process is already serving on the admin socket ${path} (is spindle-server already running?)`,
-  });
+  await removeStaleSocket(socketPath, ADMIN_SOCKET);
 
   const server = new Server({ interceptors: options.metrics ? [options.metrics.grpcInterceptor()] : [] });
   const { services } = options;

@@ -7,19 +7,20 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseTrustDomain } from '../../../spiffe/id.js';
-import { openSqliteDataStore, type SqliteDataStore } from '../../datastore/sqlite.js';
+import type { DataStore } from '../../datastore/types.js';
+import { openTestDataStore } from '../../../test/support/datastore.js';
 import { AdminClient } from '../../cli/client.js';
 import { createAdminServices, type AdminServices } from './service.js';
 import { startAdminServer } from './server.js';
 import { createTestCaSigner, silentLogger } from './testkit.js';
 
 let dir: string;
-let datastore: SqliteDataStore;
+let datastore: DataStore;
 let services: AdminServices;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'spindle-sock-'));
-  datastore = openSqliteDataStore({ path: join(dir, 'ds.sqlite3') });
+  datastore = await openTestDataStore(join(dir, 'ds.sqlite3'));
   const trustDomain = parseTrustDomain('example.org');
   services = createAdminServices({ datastore, ca: await createTestCaSigner(trustDomain), trustDomain, now: () => new Date(), logger: silentLogger });
 });

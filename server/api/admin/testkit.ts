@@ -13,7 +13,8 @@ import { mintJwtSvid } from '../../../spiffe/jwtsvid.js';
 import { generateKeyPair } from '../../../spiffe/keys.js';
 import { createIssuer, createSelfSignedCa, issueX509SvidFromCsr } from '../../../spiffe/x509/index.js';
 import type { CaSigner } from '../../ca/types.js';
-import { openSqliteDataStore, type SqliteDataStore } from '../../datastore/sqlite.js';
+import type { DataStore } from '../../datastore/types.js';
+import { openTestDataStore } from '../../../test/support/datastore.js';
 import { createAdminServices } from './service.js';
 import { startAdminServer, type AdminServer } from './server.js';
 import type { ApiLogger } from './types.js';
@@ -54,7 +55,7 @@ export interface TestAdmin {
   socketPath: string;
   dbPath: string;
   trustDomain: TrustDomain;
-  datastore: SqliteDataStore;
+  datastore: DataStore;
   ca: TestCaSigner;
   server: AdminServer;
   close(): Promise<void>;
@@ -66,7 +67,7 @@ export async function startTestAdmin(options: { trustDomain?: string; now?: () =
   const dir = mkdtempSync(join(tmpdir(), 'spindle-admin-'));
   const dbPath = join(dir, 'data', 'datastore.sqlite3');
   const socketPath = join(dir, 'private', 'api.sock');
-  const datastore = openSqliteDataStore({ path: dbPath });
+  const datastore = await openTestDataStore(dbPath);
   const ca = await createTestCaSigner(trustDomain);
   const services = createAdminServices({
     datastore,

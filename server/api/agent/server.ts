@@ -2,11 +2,12 @@
  * The agent API's listener: gRPC over TCP with TLS. The server presents its own SVID
  * (`spiffe://<td>/spire/server`), rotated in place through grpc-js certificate providers; it
  * requests but does not require a client certificate (AttestAgent and GetBundle come from agents
- * that have none yet), and every other call verifies the agent SVID itself (service.ts).
+ * that have none yet), and every other call verifies the agent SVID itself (auth.ts).
  */
 import { Server, ServerCredentials, experimental, type ServerInterceptor, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Bundle } from '../../../spiffe/bundle.js';
 import { agentApiServiceDefinition } from './syncencode.js';
+import { agentApiListenError } from '../../errors.js';
 import type { AgentApi } from './service.js';
 
 /** The server-identity part of the CA manager the listener needs. */
@@ -109,7 +110,7 @@ export async function startAgentApiServer(opts: {
   for (const s of opts.extra ?? []) server.addService(s.definition, s.implementation);
   const host = opts.bindAddress.includes(':') ? `[${opts.bindAddress}]` : opts.bindAddress;
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${host}:${opts.port}`, creds, (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync(`${host}:${opts.port}`, creds, (err, p) => (err ? reject(new Error(agentApiListenError(err, opts.bindAddress, opts.port), { cause: err })) : resolve(p)));
   });
   return {
     port,

@@ -12,11 +12,15 @@ import { createIssuer, createSelfSignedCa, issueIntermediateCa, issueX509Svid, i
 import { entryWithDefaults } from '../../../test/support/entries.js';
 import { freshCsr } from '../../ca/testkit.js';
 import type { AttestedNode, DataStore, RegistrationEntry } from '../../datastore/types.js';
-import { AuthorizationCache, EntryIndex } from '../../entries/authorized.js';
+import { EntryIndex } from '../../entries/entryindex.js';
+import { AuthorizationCache } from '../../entries/authcache.js';
 import type { ChangeFeed } from '../../entries/feed.js';
 import type { CaSigner, SignedJwtSvid } from '../../ca/types.js';
 import type { ApiLogger } from '../logger.js';
-import { AgentApi, MAX_AUDIENCES, type AgentApiMetrics, MAX_CSRS_PER_BATCH, remoteAddressOf, VERIFIED_AGENT_CERT_TTL_MS } from './service.js';
+import { AgentApi, MAX_AUDIENCES, MAX_CSRS_PER_BATCH } from './service.js';
+import type { AgentApiMetrics } from './deps.js';
+import { VERIFIED_AGENT_CERT_TTL_MS } from './auth.js';
+import { remoteAddressOf } from './attest.js';
 
 const td = parseTrustDomain('example.org');
 const AGENT = parseSpiffeId('spiffe://example.org/spire/agent/join_token/t1');

@@ -1,11 +1,11 @@
 /**
  * SQLite schema migrations. `MIGRATIONS[i]` takes the schema from version i to version i + 1;
  * `PRAGMA user_version` records the applied version. They run at open, all pending ones in one
- * IMMEDIATE transaction (sqlite.ts). Append only: never edit a migration that has shipped, add a
+ * IMMEDIATE transaction (migrate.ts). Append only: never edit a migration that has shipped, add a
  * new one. A database whose version is higher than `MIGRATIONS.length` was written by a newer
  * Spindle and is refused.
  *
- * Schema notes (contract for sqlite.ts):
+ * Schema notes (contract for the other files of this folder):
  * - All tables are STRICT (no silent type coercion). Booleans are INTEGER 0/1.
  * - entries.selectors_key is the canonical JSON of the sorted, deduplicated selector set
  *   (`[["type","value"],...]`); with spiffe_id and parent_id it is UNIQUE, which is the
