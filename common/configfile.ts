@@ -1,12 +1,12 @@
 /**
  * Config files and their validation, shared by spindle-server and spindle-agent.
  *
- * Files have SPIRE's structure (sections, key names, plugin blocks) written as YAML or JSON
- * instead of HCL. Loading gives a raw `unknown`; a `ConfigReader` then walks it with typed
- * getters and reports every problem at once. This module reads the file; the parts live beside
+ * Files have SPIRE's structure (sections, key names, plugin blocks) written as HCL (SPIRE's own
+ * files load unchanged), YAML or JSON. Loading gives a raw `unknown`; a `ConfigReader` then
+ * walks it with typed getters and reports every problem at once. This module reads the file; the parts live beside
  * it and are re-exported here:
  *   configformat.ts   text -> plain object: format by extension or content, one reader per format
- *                     (configyaml.ts, configjson.ts)
+ *                     (configyaml.ts, configjson.ts, confighcl.ts)
  *   configenv.ts      `$VAR` / `${VAR}` expansion of the text (SPIRE's -expandEnv)
  *   configreader.ts   ConfigReader: the key-tracking walker and its contract
  *   configplugins.ts  plugin blocks under `plugins`
@@ -30,9 +30,10 @@ export interface LoadConfigOptions {
 }
 
 /**
- * Reads and parses a config file: `.yaml`/`.yml` as YAML, `.json` as JSON, anything else
- * (`.conf`, no extension) as JSON when it starts with `{` or `[` (so its errors are JSON
- * errors), else as YAML. Throws `ConfigError` naming the path, with line and column for syntax
+ * Reads and parses a config file: `.yaml`/`.yml` as YAML, `.json` as JSON, `.hcl` as HCL,
+ * anything else (`.conf`, no extension) by its first line: JSON when it starts with `{` or `[`
+ * (so its errors are JSON errors), HCL when it is an HCL attribute or block (`server {`), else
+ * YAML (see sniffConfigFormat). Throws `ConfigError` naming the path, with line and column for syntax
  * errors. An empty file is `{}`. With `options.env`, the text is run through `expandEnv` first.
  */
 export function loadConfigFile(path: string, options: LoadConfigOptions = {}): unknown {

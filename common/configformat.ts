@@ -9,10 +9,11 @@
  * configFormatOf (plus a content rule in sniffConfigFormat if it can be told apart by its text).
  */
 import { extname } from 'node:path';
+import { parseHclConfig } from './confighcl.js';
 import { parseJsonConfig } from './configjson.js';
 import { parseYamlConfig } from './configyaml.js';
 
-export type ConfigFormat = 'yaml' | 'json';
+export type ConfigFormat = 'yaml' | 'json' | 'hcl';
 
 /** Parses the text of one format; `source` (a path) names it in errors. */
 export type ConfigTextReader = (text: string, source: string) => unknown;
@@ -20,23 +21,45 @@ export type ConfigTextReader = (text: string, source: string) => unknown;
 export const CONFIG_READERS: Readonly<Record<ConfigFormat, ConfigTextReader>> = {
   yaml: parseYamlConfig,
   json: parseJsonConfig,
+  hcl: parseHclConfig,
 };
 
-/** The format a file name's extension names (`.yaml`/`.yml`, `.json`), or undefined. */
+/**
+ * The format a file name's extension names (`.yaml`/`.yml`, `.json`, `.hcl`), or undefined.
+ * `.conf` (SPIRE's own name, whose files are HCL) and other names are undefined: their text
+ * decides (sniffConfigFormat), so a `.conf` written as YAML or JSON keeps loading.
+ */
 export function configFormatOf(path: string): ConfigFormat | undefined {
   const ext = extname(path).toLowerCase();
   if (ext === '.yaml' || ext === '.yml') return 'yaml';
   if (ext === '.json') return 'json';
+  if (ext === '.hcl') return 'hcl';
   return undefined;
 }
 
 /**
- * The format of text whose name does not tell (`.conf`, no extension): JSON when it starts with
- * `{` or `[` (so its errors are JSON errors, even where YAML would swallow them), else YAML.
+ * The first line of an HCL body: an attribute (`name =`) or a block (`name {`, `name "label" {`,
+ * `name label {`). No YAML or JSON config starts like this: YAML has `name:` (a line
+ * `name = x` or `name {` is a plain string to YAML, never a map of settings) and JSON has `{`.
+ */
+const HCL_FIRST_LINE = /^[A-Za-z_][\w-]*(?:[ \t]+(?:"[^"\n]*"|[A-Za-z_][\w-]*))*[ \t]*(?:\{|=(?!=))/;
+
+/**
+ * The format of text whose name does not tell (`.conf`, no extension), from its first line that
+ * is neither blank nor a `#` comment: JSON when it starts with `{` or `[` (so its errors are JSON
+ * errors, even where YAML would swallow them); HCL when it is a `//` or `/*` comment (not YAML)
+ * or an HCL attribute or block (HCL_FIRST_LINE); else YAML. Text with no such line is YAML
+ * (empty, so `{}` whatever the format).
  */
 export function sniffConfigFormat(text: string): ConfigFormat {
-  const trimmed = text.trimStart();
-  return trimmed.startsWith('{') || trimmed.startsWith('[') ? 'json' : 'yaml';
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    if (line.startsWith('{') || line.startsWith('[')) return 'json';
+    if (line.startsWith('//') || line.startsWith('/*') || HCL_FIRST_LINE.test(line)) return 'hcl';
+    return 'yaml';
+  }
+  return 'yaml';
 }
 
 /**

@@ -9,7 +9,7 @@ import type { AgentConfig, AgentFlags } from '../config/types.js';
 
 function addFlags(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--config <file>', 'Path to a SPIRE-style agent config file (YAML or JSON)'))
+    .addOption(new Option('--config <file>', 'Path to a SPIRE agent config file (HCL as SPIRE writes it, YAML or JSON)'))
     .addOption(new Option('--expandEnv', 'Expand $VARIABLES in the config file'))
     .addOption(new Option('--trustDomain <name>', 'The trust domain of this agent'))
     .addOption(new Option('--serverAddress <host>', 'Address of spindle-server'))

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { isConfigError } from '../../common/configfile.js';
+import { SPIRE_AGENT_CONF, SPIRE_AGENT_YAML } from '../../test/support/spireconf.js';
 import { AGENT_DEFAULTS, loadAgentConfig, parseAgentConfig, type AgentConfig, type AgentFlags } from './config.js';
 
 const CWD = '/srv/spindle';
@@ -745,4 +746,58 @@ test('the root of the file must be a map', () => {
   ]);
   rejects([1, 2], 'config: expected a map of settings, got a list', { trustDomain: 'example.org' });
   assert.equal(parse(null, { trustDomain: 'example.org' }).trustDomain, 'example.org');
+});
+
+// ------------------------------------------------------------------ SPIRE's own HCL files
+
+test("SPIRE's agent.conf (HCL) loads to the same config as YAML: KeyManager disk gets the same message, memory validates", (t) => {
+  const dir = tempDir(t);
+  const load = (name: string, text: string): AgentConfig => {
+    writeFileSync(join(dir, name), text);
+    return loadAgentConfig({ configPath: name, cwd: dir });
+  };
+  const problemsIn = (name: string, text: string): string[] => {
+    try {
+      load(name, text);
+    } catch (err) {
+      assert.ok(isConfigError(err));
+      return err.problems;
+    }
+    return assert.fail(`${name} should not validate`);
+  };
+  // SPIRE's quickstart file as shipped: its KeyManager "disk" is refused, in the same words as in YAML.
+  const fromHcl = problemsIn('agent.conf', SPIRE_AGENT_CONF);
+  assert.deepEqual(fromHcl, [
+    'config: plugins.KeyManager.disk: is not supported: spindle-agent keeps workload keys in memory and its own SVID key under data_dir regardless; use memory or remove the KeyManager section',
+  ]);
+  assert.deepEqual(fromHcl, problemsIn('agent.yaml', SPIRE_AGENT_YAML));
+  // With KeyManager "memory" it validates, to exactly what the YAML gives.
+  const memHcl = SPIRE_AGENT_CONF.replace(/KeyManager "disk" \{[^}]*\}\s*\}/, 'KeyManager "memory" {\n        plugin_data {}\n    }');
+  const memYaml = SPIRE_AGENT_YAML.replace(/ {4}disk:\n.*\n.*directory.*\n/, '    memory:\n      plugin_data: {}\n');
+  assert.notEqual(memHcl, SPIRE_AGENT_CONF);
+  assert.notEqual(memYaml, SPIRE_AGENT_YAML);
+  const hcl = load('agent-mem.conf', memHcl);
+  const yaml = load('agent-mem.yaml', memYaml);
+  assert.deepEqual(plain(hcl), { ...(plain(yaml) as object), configPath: join(dir, 'agent-mem.conf') });
+  assert.equal(hcl.trustDomain, 'example.org');
+  assert.equal(hcl.serverPort, 8081);
+  assert.equal(hcl.socketPath, '/tmp/spire-agent/public/api.sock');
+});
+
+test('an unknown key in an HCL agent.conf gets the same message as in YAML', (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, 'agent.conf'), SPIRE_AGENT_CONF.replace('server_address = ', 'server_adress = ').replace('KeyManager "disk"', 'KeyManager "memory"').replace(/directory = .*\n/, ''));
+  writeFileSync(join(dir, 'agent.yaml'), SPIRE_AGENT_YAML.replace('server_address: ', 'server_adress: ').replace('    disk:\n', '    memory:\n').replace(/ {8}directory: .*\n/, '').replace('      plugin_data:\n  WorkloadAttestor', '      plugin_data: {}\n  WorkloadAttestor'));
+  const problemsIn = (file: string): string[] => {
+    try {
+      loadAgentConfig({ configPath: file, cwd: dir });
+    } catch (err) {
+      assert.ok(isConfigError(err));
+      return err.problems;
+    }
+    return assert.fail(`${file} should not validate`);
+  };
+  const fromHcl = problemsIn('agent.conf');
+  assert.deepEqual(fromHcl, ['config: agent.server_adress: unknown key (did you mean "server_address"?)']);
+  assert.deepEqual(fromHcl, problemsIn('agent.yaml'));
 });

@@ -9,7 +9,7 @@ import type { ServerConfig, ServerFlags } from '../config/config.js';
 
 function addFlags(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--config <file>', 'Path to a SPIRE-style server config file (YAML or JSON)'))
+    .addOption(new Option('--config <file>', 'Path to a SPIRE server config file (HCL as SPIRE writes it, YAML or JSON)'))
     .addOption(new Option('--expandEnv', 'Expand $VARIABLES in the config file'))
     .addOption(new Option('--trustDomain <name>', 'The trust domain this server is the authority of'))
     .addOption(new Option('--bindAddress <ip>', 'IP address the agent API listens on (default 0.0.0.0)'))

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { isConfigError } from '../../common/configfile.js';
 import { parseDuration } from '../../common/duration.js';
+import { SPIRE_SERVER_CONF, SPIRE_SERVER_YAML } from '../../test/support/spireconf.js';
 import { SERVER_DEFAULTS, loadServerConfig, parseServerConfig, type ServerConfig, type ServerFlags } from './config.js';
 
 const CWD = '/srv/spindle';
@@ -597,4 +598,37 @@ test('the root of the file must be a map', () => {
   ]);
   rejects([1, 2], 'config: expected a map of settings, got a list', { trustDomain: 'example.org' });
   assert.equal(parse(null, { trustDomain: 'example.org' }).trustDomain, 'example.org');
+});
+
+// ------------------------------------------------------------------ SPIRE's own HCL files
+
+test("SPIRE's server.conf (HCL) loads unchanged, to the same config as its YAML equivalent", (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, 'server.conf'), SPIRE_SERVER_CONF);
+  writeFileSync(join(dir, 'server.yaml'), SPIRE_SERVER_YAML);
+  const fromHcl = loadServerConfig({ configPath: 'server.conf', cwd: dir });
+  const fromYaml = loadServerConfig({ configPath: 'server.yaml', cwd: dir });
+  assert.deepEqual(plain(fromHcl), { ...(plain(fromYaml) as object), configPath: join(dir, 'server.conf') });
+  assert.equal(fromHcl.trustDomain, 'example.org');
+  assert.equal(fromHcl.bindPort, 8081);
+  assert.equal(fromHcl.dataDir, join(dir, '.data'));
+});
+
+test('an unknown key in an HCL server.conf gets the same message as in YAML', (t) => {
+  const dir = tempDir(t);
+  const typo = (text: string, from: string, to: string): string => text.replace(from, to);
+  writeFileSync(join(dir, 'server.conf'), typo(SPIRE_SERVER_CONF, 'trust_domain = ', 'trust_domian = '));
+  writeFileSync(join(dir, 'server.yaml'), typo(SPIRE_SERVER_YAML, 'trust_domain: ', 'trust_domian: '));
+  const problemsIn = (file: string): string[] => {
+    try {
+      loadServerConfig({ configPath: file, cwd: dir });
+    } catch (err) {
+      assert.ok(isConfigError(err));
+      return err.problems;
+    }
+    return assert.fail(`${file} should not validate`);
+  };
+  const fromHcl = problemsIn('server.conf');
+  assert.ok(fromHcl.includes('config: server.trust_domian: unknown key (did you mean "trust_domain"?)'), fromHcl.join('\n'));
+  assert.deepEqual(fromHcl, problemsIn('server.yaml'));
 });
