@@ -84,3 +84,12 @@ test('HCL expressions are not evaluated: function calls and references stay text
   const v = parseHclConfig('a = file("/etc/passwd")\nb = "${HOME}"\nc = upper("x")\nd = var.x\n', 'x.hcl') as Record<string, unknown>;
   assert.deepEqual(v, { a: '${file("/etc/passwd")}', b: '${HOME}', c: '${upper("x")}', d: '${var.x}' });
 });
+
+test('the HCL parser runs in a child process: its Go runtime never loads into the caller', () => {
+  const before = process.memoryUsage().rss;
+  assert.deepEqual(parseHclConfig('server {\n  trust_domain = "example.org"\n}\n', 'server.conf'), { server: { trust_domain: 'example.org' } });
+  assert.equal((globalThis as { Go?: unknown }).Go, undefined, "Go's wasm_exec.js was not loaded here");
+  // In-process the parser's Go heap and compiled code stay at about +70 MB.
+  const grewMb = (process.memoryUsage().rss - before) / 1e6;
+  assert.ok(grewMb < 30, `the caller's RSS grew ${grewMb.toFixed(0)} MB`);
+});

@@ -3,19 +3,10 @@
  * object the YAML and JSON readers give for the same settings, with syntax errors reported as
  * `config: <source>:<line>:<col>: invalid HCL: <what>`. Empty text is `{}`.
  *
- * The parser is HashiCorp's hcl2 Go library compiled to WebAssembly, as shipped by the npm
- * package `@cdktf/hcl2json`. That package's JavaScript API is async only; config loading here is
- * synchronous, so this file drives the package's WebAssembly module itself: it compiles the
- * module synchronously (once per process), and for every parse starts a fresh Go instance, calls
- * its `parse` export (which answers through its callback before returning) and drops the
- * instance, so the Go heap (tens of MB) does not outlive the parse. This relies on the
- * package's file layout (`main.wasm.gz`, `wasm/wasm_exec.js`) and the name of its export
- * object, which is why package.json pins the exact version; the tests parse real configs, so an
- * upgrade that changes them fails there.
- *
- * Side effects of the first HCL parse: Go's `wasm_exec.js` defines `globalThis.Go` and, when
- * there is no `globalThis.fs` (there is none in Node's ES modules), a console-only stand-in for
- * it. The Go code therefore cannot reach the file system; it sees only the text passed in.
+ * The parsing itself (HashiCorp's hcl2 as WebAssembly) runs in a short-lived child process,
+ * common/hclparser.ts, so the ~70 MB its Go runtime holds never stays in a server or agent; the
+ * call is synchronous, as config loading is (the child takes a few hundred ms: one HCL file per
+ * start).
  *
  * Mapping to the YAML/JSON shape. hcl2json writes every block as a list of bodies, one per
  * occurrence (`server { ... }` is `server: [{...}]`, `DataStore "sql" { ... }` is
@@ -28,71 +19,23 @@
  * Expressions other than literals (function calls,
  * references) are not evaluated, as in SPIRE: hcl2json gives their text as `"${...}"`.
  */
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { ConfigError } from './configmessages.js';
 import { isPlainMap } from './configreader.js';
 
-/** The global object the Go program fills with its exported functions. */
-const EXPORTS_GLOBAL = '__parse_terraform_config_wasm__';
+const PARSER = fileURLToPath(new URL('./hclparser.js', import.meta.url));
+/** Far above a parse's few hundred ms, so only a stuck parser hits it. */
+const PARSER_TIMEOUT_MS = 30_000;
 
-type ParseCallback = (err: string | null, result: string | null) => void;
-/** The part of the WebAssembly global used here (this project's TypeScript libs do not declare it). */
-interface WasmModule {
-  readonly wasmModule: unique symbol;
-}
-interface WasmInstance {
-  readonly wasmInstance: unique symbol;
-}
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => WasmModule;
-  Instance: new (module: WasmModule, imports: object) => WasmInstance;
-}
-const Wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
-interface GoRuntime {
-  importObject: object;
-  run(instance: WasmInstance): Promise<void>;
-}
-type GoConstructor = new () => GoRuntime;
-
-let compiled: { module: WasmModule; Go: GoConstructor } | undefined;
-
-/** Compiles the parser's WebAssembly module (once) and loads Go's runtime glue. */
-function parserModule(): { module: WasmModule; Go: GoConstructor } {
-  if (compiled !== undefined) return compiled;
-  const require = createRequire(import.meta.url);
-  const pkgDir = dirname(require.resolve('@cdktf/hcl2json/package.json'));
-  require(join(pkgDir, 'wasm', 'wasm_exec.js'));
-  const Go = (globalThis as { Go?: GoConstructor }).Go;
-  if (typeof Go !== 'function') throw new Error(`HCL parser: ${pkgDir}/wasm/wasm_exec.js did not define Go's runtime`);
-  const module = new Wasm.Module(gunzipSync(readFileSync(join(pkgDir, 'main.wasm.gz'))));
-  compiled = { module, Go };
-  return compiled;
-}
-
-/** hcl2's JSON rendering of `text`, or its diagnostics text; a fresh Go instance per call. */
+/** hcl2's JSON rendering of `text`, or its diagnostics text, from the parser's child process. */
 function hclToJson(text: string, source: string): { json: string } | { error: string } {
-  const { module, Go } = parserModule();
-  const go = new Go();
-  const instance = new Wasm.Instance(module, go.importObject);
-  const exports: { parse?: (filename: string, contents: string, cb: ParseCallback) => void } = {};
-  const g = globalThis as Record<string, unknown>;
-  g[EXPORTS_GLOBAL] = exports;
-  let answer: { json: string } | { error: string } | undefined;
-  try {
-    // Runs Go's main until it blocks, having registered its functions on `exports`.
-    void go.run(instance);
-    if (typeof exports.parse !== 'function') throw new Error('HCL parser: the WebAssembly module did not register parse()');
-    exports.parse(source, text, (err, result) => {
-      answer = err !== null && err !== undefined ? { error: String(err) } : { json: String(result) };
-    });
-  } finally {
-    delete g[EXPORTS_GLOBAL];
+  const r = spawnSync(process.execPath, [PARSER], { input: JSON.stringify({ text, source }), encoding: 'utf8', timeout: PARSER_TIMEOUT_MS, maxBuffer: 64 << 20 });
+  if (r.error !== undefined || r.status !== 0) {
+    const why = r.error?.message ?? (r.signal !== null ? `killed by ${r.signal}` : `exit code ${r.status}: ${r.stderr.trim().split('\n').slice(-1)[0] ?? ''}`);
+    throw new Error(`HCL parser (${PARSER}) failed on ${source}: ${why}`);
   }
-  if (answer === undefined) throw new Error('HCL parser: parse() did not answer synchronously');
-  return answer;
+  return JSON.parse(r.stdout) as { json: string } | { error: string };
 }
 
 /** Parses HCL config text; throws `ConfigError` naming `source` and the error's position. */
