@@ -15,7 +15,7 @@
  * SPINDLE_QUICKSTART_AGENT_TTL (agent SVID lifetime in seconds, default the server's, one hour:
  * a short value shows the re-attestation after a stop without waiting an hour).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -164,18 +164,26 @@ function storedAgent(): { kind: 'none' } | { kind: 'stale'; agentId?: string; wh
   return { kind: 'resume', agentId };
 }
 
-/** Forgets a stale agent: its files, its node record and the alias entry its join token made. */
-function forgetAgent(agentId: string | undefined): void {
+/**
+ * Forgets a stale agent: its files now; its node record and the alias entry its join token made
+ * in the background (the returned promise), as those admin calls take a moment each.
+ */
+function forgetAgent(agentId: string | undefined): Promise<void> {
   for (const f of ['agent_svid.pem', 'agent_svid.key', 'bundle.pem', 'agent_data.json']) rmSync(join(agentData, f), { force: true });
-  if (!agentId) return;
-  cli(['agent', 'evict', '-spiffeID', agentId]);
-  const shown = cli(['entry', 'show', '-parentID', agentId, '-output', 'json']);
-  if (shown.status !== 0) return;
-  try {
-    for (const e of (JSON.parse(shown.stdout) as { entries?: Array<{ id: string }> }).entries ?? []) cli(['entry', 'delete', '-entryID', e.id]);
-  } catch {
-    // Cleanup only: a leftover alias entry of a dead agent is harmless.
-  }
+  if (!agentId) return Promise.resolve();
+  const admin = (args: string[]): Promise<string> =>
+    new Promise((res) => execFile(serverBin, [...args, '-socketPath', adminSocket], { encoding: 'utf8' }, (err, stdout) => res(err ? '' : stdout)));
+  const evict = admin(['agent', 'evict', '-spiffeID', agentId]);
+  const aliases = admin(['entry', 'show', '-parentID', agentId, '-output', 'json']).then(async (out) => {
+    let ids: string[] = [];
+    try {
+      ids = ((JSON.parse(out) as { entries?: Array<{ id: string }> }).entries ?? []).map((e) => e.id);
+    } catch {
+      // Cleanup only: a leftover alias entry of a dead agent is harmless.
+    }
+    await Promise.all(ids.map((id) => admin(['entry', 'delete', '-entryID', id])));
+  });
+  return Promise.all([evict, aliases]).then(() => undefined);
 }
 
 /** Adds a fresh join token (alias nodeId) and the bootstrap bundle to the agent's arguments. */
@@ -252,11 +260,12 @@ try {
   const baseAgentArgs = ['run', '-trustDomain', td, '-serverAddress', '127.0.0.1', '-serverPort', String(port), '-dataDir', agentData, '-socketPath', agentSocket];
   const stored = storedAgent();
   let agentArgs = baseAgentArgs;
+  let cleanup: Promise<void> = Promise.resolve();
   if (stored.kind === 'none') {
     agentArgs = withJoinToken(baseAgentArgs);
     say(`[2/4] generated a join token for the agent (node alias ${nodeId})`);
   } else if (stored.kind === 'stale') {
-    forgetAgent(stored.agentId);
+    cleanup = forgetAgent(stored.agentId);
     agentArgs = withJoinToken(baseAgentArgs);
     say(`[2/4] ${stored.why}; attesting again with a new join token (node alias ${nodeId})`);
   } else say('[2/4] the agent resumes with its stored SVID (no new join token needed)');
@@ -273,10 +282,11 @@ try {
     // quickstart owns the server, so it attests the agent again once, and shows the cause.
     if (stored.kind !== 'resume' || stopping) throw err;
     const cause = tail(String((err as { output?: string }).output ?? (err as Error).message), 1);
-    forgetAgent(stored.agentId);
+    cleanup = forgetAgent(stored.agentId);
     say(`      the agent could not resume with its stored identity (${cause}); attesting again with a new join token`);
     await start(agentBin, withJoinToken(baseAgentArgs), 'agent', 'spindle-agent is ready');
   }
+  await cleanup;
   say(`[4/4] spindle-agent is running (Workload API at ${agentSocket})\n`);
 
   say('Demo workload: watching its identity over the Workload API (rotation at half-life, about every 20 s)\n');
