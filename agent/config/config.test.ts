@@ -612,7 +612,7 @@ test('unknown plugin types and names are errors listing what exists', () => {
     'config: plugins.NodeAttestor.join_tokn: unknown NodeAttestor plugin (did you mean "join_token"?); expected one of join_token, k8s_psat',
   );
   rejects(withPlugins({ WorkloadAttestor: { docker: {} } }), 'config: plugins.WorkloadAttestor.docker: unknown WorkloadAttestor plugin; expected one of unix, k8s');
-  rejects(withPlugins({ KeyManager: { tpm: {} } }), 'config: plugins.KeyManager.tpm: unknown KeyManager plugin; expected one of memory');
+  rejects(withPlugins({ KeyManager: { tpm: {} } }), 'config: plugins.KeyManager.tpm: unknown KeyManager plugin; expected one of memory, disk');
 });
 
 test('NodeAttestor k8s_psat and WorkloadAttestor k8s pass their plugin_data on to be validated by the attestor', () => {
@@ -623,11 +623,22 @@ test('NodeAttestor k8s_psat and WorkloadAttestor k8s pass their plugin_data on t
   assert.deepEqual(c.plugins.workloadAttestors.map((w) => w.name), ['k8s', 'unix']);
 });
 
-test('KeyManager disk is rejected with what to use instead', () => {
+test('KeyManager disk (SPIRE agent.conf): accepted on the data_dir, refused elsewhere or without a directory, saying why', () => {
+  // SPIRE's examples keep the agent's keys in its data_dir, which is where spindle-agent keeps its own SVID key.
+  const onDataDir = parse({ agent: { trust_domain: 'example.org', data_dir: './data/agent' }, plugins: { KeyManager: { disk: { plugin_data: { directory: './data/agent' } } } } });
+  assert.equal(onDataDir.dataDir, join(CWD, 'data/agent'));
+  assert.equal(parse(withPlugins({ KeyManager: { disk: { plugin_data: { directory: join(CWD, '.data') } } } })).dataDir, join(CWD, '.data'), 'an absolute path to the default data_dir');
   rejects(
-    withPlugins({ KeyManager: { disk: { plugin_data: { directory: './.data' } } } }),
-    'config: plugins.KeyManager.disk: is not supported: spindle-agent keeps workload keys in memory and its own SVID key under data_dir regardless; use memory or remove the KeyManager section',
+    withPlugins({ KeyManager: { disk: { plugin_data: { directory: './keys' } } } }),
+    `config: plugins.KeyManager.disk.plugin_data.directory: must be the agent's data_dir (${join(CWD, '.data')}), got ${join(CWD, 'keys')}: spindle-agent keeps its own SVID key under data_dir and workload keys in memory; set directory to data_dir, or use KeyManager "memory"`,
   );
+  rejects(
+    withPlugins({ KeyManager: { disk: { plugin_data: {} } } }),
+    `config: plugins.KeyManager.disk.plugin_data.directory: is required: set it to the agent's data_dir (${join(CWD, '.data')}), where spindle-agent keeps its own SVID key, or use KeyManager "memory"`,
+  );
+  rejects(withPlugins({ KeyManager: { disk: { plugin_data: { directory: './.data', keys_path: 'x' } } } }), 'config: plugins.KeyManager.disk.plugin_data.keys_path: unknown key');
+  // -dataDir on the command line moves data_dir: the directory must follow it.
+  assert.throws(() => parse({ agent: { trust_domain: 'example.org', data_dir: './data/agent' }, plugins: { KeyManager: { disk: { plugin_data: { directory: './data/agent' } } } } }, { dataDir: '/var/lib/other' }), /must be the agent's data_dir \(\/var\/lib\/other\)/);
 });
 
 test('NodeAttestor: exactly one, join_token, which takes no options', () => {
@@ -666,7 +677,7 @@ test('WorkloadAttestor unix: plugin_data is passed through for the attestor to v
   rejects(withPlugins({ WorkloadAttestor: { unix: { plugin_data: [1] } } }), 'config: plugins.WorkloadAttestor.unix.plugin_data: expected a map of plugin settings, got a list');
 });
 
-test('KeyManager: optional; memory only, with no options', () => {
+test('KeyManager: optional; memory takes no options', () => {
   assert.equal(parse(withPlugins({ KeyManager: { memory: {} } })).trustDomain, 'example.org');
   assert.equal(parse(withPlugins({ KeyManager: { memory: { plugin_data: {} } } })).trustDomain, 'example.org');
   rejects(withPlugins({ KeyManager: { memory: { plugin_data: { directory: 'k' } } } }), 'config: plugins.KeyManager.memory.plugin_data.directory: unknown key');
@@ -732,7 +743,7 @@ test('multiple problems are reported together, unknown keys first', () => {
       'config: agent.trust_bundle_path and agent.insecure_bootstrap are mutually exclusive: verify the server with a trust bundle, or bootstrap without one, not both',
       'config: agent.sds.default_svid_name: must not be empty',
       'config: plugins.NodeAttestor.aws_iid: unknown NodeAttestor plugin; expected one of join_token, k8s_psat',
-      'config: plugins.KeyManager.disk: is not supported: spindle-agent keeps workload keys in memory and its own SVID key under data_dir regardless; use memory or remove the KeyManager section',
+      `config: plugins.KeyManager.disk.plugin_data.directory: is required: set it to the agent's data_dir (${join(CWD, '.data')}), where spindle-agent keeps its own SVID key, or use KeyManager "memory"`,
       // Flag problems come after the file's, as in the server's config.
       'config: -trustBundleUrl: is not supported yet: use -trustBundle or -insecureBootstrap',
     ],
@@ -750,7 +761,7 @@ test('the root of the file must be a map', () => {
 
 // ------------------------------------------------------------------ SPIRE's own HCL files
 
-test("SPIRE's agent.conf (HCL) loads to the same config as YAML: KeyManager disk gets the same message, memory validates", (t) => {
+test("SPIRE's agent.conf (HCL) loads unchanged, to the same config as YAML (KeyManager disk on data_dir, or memory); a disk directory elsewhere gets the same message", (t) => {
   const dir = tempDir(t);
   const load = (name: string, text: string): AgentConfig => {
     writeFileSync(join(dir, name), text);
@@ -765,12 +776,16 @@ test("SPIRE's agent.conf (HCL) loads to the same config as YAML: KeyManager disk
     }
     return assert.fail(`${name} should not validate`);
   };
-  // SPIRE's quickstart file as shipped: its KeyManager "disk" is refused, in the same words as in YAML.
-  const fromHcl = problemsIn('agent.conf', SPIRE_AGENT_CONF);
-  assert.deepEqual(fromHcl, [
-    'config: plugins.KeyManager.disk: is not supported: spindle-agent keeps workload keys in memory and its own SVID key under data_dir regardless; use memory or remove the KeyManager section',
+  // SPIRE's quickstart file as shipped (KeyManager "disk" in its data_dir) loads as its YAML twin does.
+  const shipped = load('agent.conf', SPIRE_AGENT_CONF);
+  assert.deepEqual(plain(shipped), { ...(plain(load('agent.yaml', SPIRE_AGENT_YAML)) as object), configPath: join(dir, 'agent.conf') });
+  assert.equal(shipped.dataDir, join(dir, '.data'));
+  // The keys in another directory: refused, in the same words in HCL and YAML.
+  const elsewhere = problemsIn('agent-keys.conf', SPIRE_AGENT_CONF.replace('directory = "./.data"', 'directory = "./keys"'));
+  assert.deepEqual(elsewhere, [
+    `config: plugins.KeyManager.disk.plugin_data.directory: must be the agent's data_dir (${join(dir, '.data')}), got ${join(dir, 'keys')}: spindle-agent keeps its own SVID key under data_dir and workload keys in memory; set directory to data_dir, or use KeyManager "memory"`,
   ]);
-  assert.deepEqual(fromHcl, problemsIn('agent.yaml', SPIRE_AGENT_YAML));
+  assert.deepEqual(elsewhere, problemsIn('agent-keys.yaml', SPIRE_AGENT_YAML.replace('directory: ./.data', 'directory: ./keys')));
   // With KeyManager "memory" it validates, to exactly what the YAML gives.
   const memHcl = SPIRE_AGENT_CONF.replace(/KeyManager "disk" \{[^}]*\}\s*\}/, 'KeyManager "memory" {\n        plugin_data {}\n    }');
   const memYaml = SPIRE_AGENT_YAML.replace(/ {4}disk:\n.*\n.*directory.*\n/, '    memory:\n      plugin_data: {}\n');

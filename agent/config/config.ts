@@ -25,7 +25,7 @@
  * - Plugins: exactly one NodeAttestor (join_token, the default when the section is absent, or
  *   k8s_psat); WorkloadAttestors unix (the default when the section is absent) and k8s. Their
  *   `plugin_data` (except join_token's, which takes none) is passed through as a `ConfigReader`
- *   for the attestor to validate (agent/plugins.ts builds them); KeyManager `memory` only
+ *   for the attestor to validate (agent/plugins.ts builds them); KeyManager `memory`, or `disk` on data_dir
  *   (optional: the agent keeps workload keys in memory and its own SVID key under data_dir
  *   regardless). health_checks and telemetry are the server's.
  * - Spindle extensions (SPIRE has no Workload API limits), per caller process over the Workload
@@ -81,7 +81,7 @@ export { LOG_FORMATS, LOG_LEVELS } from '../../common/configfields.js';
 /** Known attestor names: the lists in attestors/node/registry.ts and attestors/workload/registry.ts. */
 export const NODE_ATTESTORS: readonly string[] = NODE_ATTESTOR_PLUGINS.map((p) => p.name);
 export const WORKLOAD_ATTESTORS: readonly string[] = WORKLOAD_ATTESTOR_PLUGINS.map((p) => p.name);
-export const KEY_MANAGERS = ['memory'] as const;
+export const KEY_MANAGERS = ['memory', 'disk'] as const;
 export const PLUGIN_TYPES = ['KeyManager', 'NodeAttestor', 'WorkloadAttestor'] as const;
 
 /**
@@ -195,7 +195,7 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
 
   const sds = parseSds(a);
 
-  const plugins = parsePlugins(root, options.nodeAttestors ?? NODE_ATTESTOR_PLUGINS, options.workloadAttestors ?? WORKLOAD_ATTESTOR_PLUGINS);
+  const plugins = parsePlugins(root, options.nodeAttestors ?? NODE_ATTESTOR_PLUGINS, options.workloadAttestors ?? WORKLOAD_ATTESTOR_PLUGINS, { dataDir, cwd });
   const healthChecks = parseHealthChecks(root, AGENT_DEFAULTS.health_checks);
   const telemetry = parseTelemetry(root, AGENT_DEFAULTS.telemetry);
 
@@ -384,22 +384,13 @@ const UNSUPPORTED_AGENT_KEYS: Readonly<Record<string, string>> = {
 
 const SPIRE_ONLY_PLUGIN_TYPES = ['SVIDStore'];
 
-/** Plugins Spindle knows (the server has them, or they are planned) but the agent lacks yet. */
-const NOT_YET_AVAILABLE: Readonly<Record<string, readonly string[]>> = {
-  KeyManager: ['disk'],
-};
 
-const NOT_YET_DETAIL: Readonly<Record<string, string>> = {
-  'KeyManager.disk':
-    'is not supported: spindle-agent keeps workload keys in memory and its own SVID key under data_dir regardless; use memory or remove the KeyManager section',
-};
-
-function parsePlugins(root: ConfigReader, nodePlugins: readonly NodeAttestorPlugin[], workloadPlugins: readonly WorkloadAttestorPlugin[]): AgentConfig['plugins'] {
+function parsePlugins(root: ConfigReader, nodePlugins: readonly NodeAttestorPlugin[], workloadPlugins: readonly WorkloadAttestorPlugin[], paths: { dataDir: string; cwd: string }): AgentConfig['plugins'] {
   const p = root.section('plugins');
   rejectUnknownPluginTypes(p, PLUGIN_TYPES, SPIRE_ONLY_PLUGIN_TYPES, 'spindle-agent');
   const nodeAttestor = parseNodeAttestor(root, p, nodePlugins);
   const workloadAttestors = parseWorkloadAttestors(p, workloadPlugins);
-  parseKeyManager(root, p);
+  parseKeyManager(root, p, paths);
   return { nodeAttestor, workloadAttestors };
 }
 
@@ -409,8 +400,6 @@ function parsePlugins(root: ConfigReader, nodePlugins: readonly NodeAttestorPlug
  */
 const AGENT_KIND_SECTIONS: KindSectionsOptions = {
   countMalformed: true,
-  unavailable: (kind, name) =>
-    NOT_YET_AVAILABLE[kind]?.includes(name) ? (NOT_YET_DETAIL[`${kind}.${name}`] ?? 'is not available yet in spindle-agent') : undefined,
 };
 
 function parseNodeAttestor(root: ConfigReader, p: ConfigReader, plugins: readonly NodeAttestorPlugin[]): AgentConfig['plugins']['nodeAttestor'] {
@@ -441,10 +430,29 @@ function parseWorkloadAttestors(p: ConfigReader, plugins: readonly WorkloadAttes
   return enabled.map((s) => ({ name: s.name, data: s.data }));
 }
 
-/** KeyManager is optional and only `memory` exists; it takes no options and is not in AgentConfig. */
-function parseKeyManager(root: ConfigReader, p: ConfigReader): void {
+/**
+ * KeyManager is optional and not in AgentConfig: spindle-agent keeps its own SVID key on disk
+ * under data_dir (0600) and workload keys in memory, whichever is named. `memory` takes no
+ * options. `disk` is accepted so SPIRE's agent.conf loads unchanged, when its `directory` is the
+ * agent's data_dir (as in SPIRE's own examples); any other directory is refused, since no key
+ * would be kept there.
+ */
+function parseKeyManager(root: ConfigReader, p: ConfigReader, paths: { dataDir: string; cwd: string }): void {
   if (!p.has('KeyManager')) return;
   const { enabled, unknown } = kindSections(p, 'KeyManager', KEY_MANAGERS, AGENT_KIND_SECTIONS);
   if (enabled.length === 0 && unknown === 0) p.problem('KeyManager', 'exactly one KeyManager must be enabled, found none');
-  for (const section of enabled) root.absorb(section.data);
+  for (const section of enabled) {
+    if (section.name === 'disk') {
+      const directory = pathAt(section.data, 'directory', paths.cwd);
+      if (directory === undefined) {
+        if (!section.data.has('directory')) section.data.problem('directory', `is required: set it to the agent's data_dir (${paths.dataDir}), where spindle-agent keeps its own SVID key, or use KeyManager "memory"`);
+      } else if (directory !== paths.dataDir) {
+        section.data.problem(
+          'directory',
+          `must be the agent's data_dir (${paths.dataDir}), got ${directory}: spindle-agent keeps its own SVID key under data_dir and workload keys in memory; set directory to data_dir, or use KeyManager "memory"`,
+        );
+      }
+    }
+    root.absorb(section.data);
+  }
 }
