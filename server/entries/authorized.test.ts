@@ -709,6 +709,34 @@ describe('AuthorizationCache cost: agents a change leaves alone are not diffed',
     assert.ok(del.get <= 20, `closure look-ups: ${del.get}`);
   });
 
+  it('an alias naming a rare and a common node selector examines only the agents holding the rare one', () => {
+    const index = newIndex([entry('w', id('/c/w'), id('/c'))]);
+    const cache = new AuthorizationCache(index);
+    for (const a of many) cache.setAgent(a, [sel('cluster:prod')]);
+    const R = agent('rare-only');
+    cache.setAgent(B, [sel('cluster:prod'), sel('node:n7')]);
+    cache.setAgent(R, [sel('node:n7')]);
+    // aliasMatches is the per-agent check of an alias's selectors (private; counted here).
+    const proto = AuthorizationCache.prototype as unknown as { aliasMatches: (...args: unknown[]) => boolean };
+    const orig = proto.aliasMatches;
+    let checks = 0;
+    proto.aliasMatches = function (this: unknown, ...args: unknown[]) {
+      checks++;
+      return orig.apply(this, args);
+    };
+    try {
+      for (const order of [['node:n7', 'cluster:prod'], ['cluster:prod', 'node:n7']]) {
+        checks = 0;
+        const al = alias(`al-${order[0]}`, id('/c'), order);
+        assert.deepEqual(cache.affectedAgents(undefined, al), [B], `alias selectors ${order.join(', ')}`);
+        // Two agents hold node:n7, 101 hold cluster:prod.
+        assert.ok(checks <= 2, `alias selectors ${order.join(', ')}: ${checks} agents checked`);
+      }
+    } finally {
+      proto.aliasMatches = orig;
+    }
+  });
+
   it('re-attestation that keeps the agent\'s aliases does no closure work; gaining one alias acquires only that root', () => {
     const entries: RegistrationEntry[] = [];
     for (let i = 0; i < 20; i++) entries.push(alias(`al${i}`, id(`/c${i}`), [`n:${i}`]), entry(`w${i}`, id(`/c${i}/w`), id(`/c${i}`)));
