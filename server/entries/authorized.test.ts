@@ -5,6 +5,7 @@ import type { RegistrationEntry } from '../datastore/types.js';
 import type { Selector } from '../../common/selector.js';
 import { EntryIndex, isExpired, serverIdOf } from './entryindex.js';
 import { AuthorizationCache, type AgentChange } from './authcache.js';
+import { ClosureStore } from './closures.js';
 import { sameEntry } from './sameentry.js';
 import { entryWithDefaults } from '../../test/support/entries.js';
 
@@ -579,6 +580,178 @@ describe('AuthorizationCache', () => {
     assert.deepEqual(cache.affectedAgents(undefined, entry('x', id('/x'), B)), [B]);
     assert.deepEqual(cache.affectedAgents(undefined, entry('x', id('/x'), id('/nowhere'))), []);
     assert.deepEqual(cache.affectedAgents(al, { ...al, selectors: [sel('n:2')] }).sort(), [A, C].sort());
+  });
+});
+
+describe('AuthorizationCache: exact reports at the edges', () => {
+  function setup(entries: RegistrationEntry[], agents: Array<[SpiffeId, string[]]>) {
+    const index = newIndex(entries);
+    const cache = new AuthorizationCache(index);
+    for (const [a, s] of agents) cache.setAgent(a, s.map(sel));
+    return { index, cache };
+  }
+
+  it('deleting an entry the index does not hold reports nothing and changes nothing', () => {
+    const { cache, index } = setup([entry('a1', id('/a1'), A)], [[A, []]]);
+    assert.deepEqual(cache.applyChange(entry('ghost', id('/ghost'), A), undefined), []);
+    assert.equal(index.has('ghost'), false);
+    assert.deepEqual(ids(cache.entriesFor(A)!), ['a1']);
+  });
+
+  it('an alias whose selectors are all removed drops every agent from it; an alias created without selectors admits nobody', () => {
+    const al = alias('al', id('/c'), ['n:1']);
+    const { cache } = setup(
+      [al, entry('w', id('/c/w'), id('/c')), entry('dw', id('/d/w'), id('/d')), entry('a1', id('/a1'), A)],
+      [[A, ['n:1']], [B, ['n:1', 'n:2']], [C, ['n:2']]],
+    );
+    const bare = { ...al, selectors: [], revisionNumber: 1 };
+    assert.deepEqual(summary(cache.applyChange(al, bare)), {
+      [A]: { added: [], updated: [], removed: ['w'] },
+      [B]: { added: [], updated: [], removed: ['w'] },
+    });
+    assert.deepEqual(ids(cache.entriesFor(A)!), ['a1']);
+    assert.deepEqual(cache.entriesFor(B), []);
+    // Giving the selector back re-admits exactly the agents that have it.
+    assert.deepEqual(summary(cache.applyChange(bare, { ...al, revisionNumber: 2 })), {
+      [A]: { added: ['w'], updated: [], removed: [] },
+      [B]: { added: ['w'], updated: [], removed: [] },
+    });
+    // A new alias without selectors over /d: nobody, and nobody is even a candidate.
+    const bareD = alias('bare-d', id('/d'), []);
+    assert.deepEqual(cache.affectedAgents(undefined, bareD), []);
+    assert.deepEqual(cache.upsertEntry(bareD), []);
+    assert.deepEqual(cache.affectedAgents(bareD, undefined), []);
+    assert.deepEqual(cache.removeEntry('bare-d'), []);
+    assert.deepEqual(ids(cache.entriesFor(C)!), []);
+  });
+
+  it('an alias with two selectors reaches and names only the agents that have both', () => {
+    // n:1 is the rarer selector (A, B); n:2 is held by B, C and D. A has n:1 only.
+    const D = agent('d');
+    const { cache } = setup([entry('w', id('/c/w'), id('/c'))], [[A, ['n:1']], [B, ['n:1', 'n:2']], [C, ['n:2']], [D, ['n:2', 'n:3']]]);
+    for (const order of [['n:1', 'n:2'], ['n:2', 'n:1']]) {
+      const al = alias(`al-${order[0]}`, id('/c'), order);
+      assert.deepEqual(cache.affectedAgents(undefined, al), [B], `alias selectors ${order.join(', ')}`);
+      assert.deepEqual(cache.affectedAgents(al, undefined), [B]);
+    }
+    const al = alias('al', id('/c'), ['n:1', 'n:2']);
+    assert.deepEqual(summary(cache.upsertEntry(al)), { [B]: { added: ['w'], updated: [], removed: [] } });
+    assert.deepEqual(summary(cache.applyChange(al, { ...al, selectors: [sel('n:2')], revisionNumber: 1 })), {
+      [C]: { added: ['w'], updated: [], removed: [] },
+      [D]: { added: ['w'], updated: [], removed: [] },
+    });
+  });
+});
+
+/**
+ * Counts the ClosureStore calls AuthorizationCache makes while `fn` runs: `get` (every look-up of
+ * an agent's closure while diffing its set) and `acquire` (an agent taking a root). Restored after.
+ */
+function countStoreCalls<T>(fn: () => T): { result: T; get: number; acquire: number } {
+  const proto = ClosureStore.prototype as unknown as Record<'get' | 'acquire', (...args: unknown[]) => unknown>;
+  const orig = { get: proto.get, acquire: proto.acquire };
+  const n = { get: 0, acquire: 0 };
+  proto.get = function (this: unknown, ...args: unknown[]) {
+    n.get++;
+    return orig.get.apply(this, args);
+  };
+  proto.acquire = function (this: unknown, ...args: unknown[]) {
+    n.acquire++;
+    return orig.acquire.apply(this, args);
+  };
+  try {
+    const result = fn();
+    return { result, ...n };
+  } finally {
+    proto.get = orig.get;
+    proto.acquire = orig.acquire;
+  }
+}
+
+describe('AuthorizationCache cost: agents a change leaves alone are not diffed', () => {
+  const many = Array.from({ length: 100 }, (_, i) => agent(`m${i}`));
+
+  it('an alias edit that changes no agent\'s roots looks at no agent\'s closures', () => {
+    const al = alias('al', id('/c'), ['n:1']);
+    const index = newIndex([al, entry('w', id('/c/w'), id('/c'))]);
+    const cache = new AuthorizationCache(index);
+    for (const a of many) cache.setAgent(a, [sel('n:1')]);
+    const { result, get, acquire } = countStoreCalls(() => cache.applyChange(al, { ...al, hint: 'renamed', revisionNumber: 1 }));
+    assert.deepEqual(result, []);
+    // 100 agents matched the alias; none changed roots, so none is diffed (about 4 look-ups each).
+    assert.ok(get <= 10, `closure look-ups: ${get}`);
+    assert.equal(acquire, 0);
+  });
+
+  it('an entry that joins no closure (already expired) diffs none of the agents whose closures reach its parent', () => {
+    const index = newIndex([alias('al', id('/c'), ['n:1'])]);
+    const cache = new AuthorizationCache(index);
+    for (const a of many) cache.setAgent(a, [sel('n:1')]);
+    const { result, get } = countStoreCalls(() => cache.upsertEntry(entry('old', id('/c/old'), id('/c'), undefined, { entryExpiry: T0 - 1 })));
+    assert.deepEqual(result, []);
+    assert.ok(get <= 10, `closure look-ups: ${get}`);
+    // The same entry unexpired reaches all 100.
+    assert.equal(cache.upsertEntry(entry('old', id('/c/old'), id('/c'))).length, 100);
+  });
+
+  it('reporting a change costs the changed entries, not the size of the agent\'s set', () => {
+    const entries = [alias('al', id('/c'), ['n:1'])];
+    for (let i = 0; i < 200; i++) entries.push(entry(`a${i}`, id(`/a/${i}`), A), entry(`c${i}`, id(`/c/${i}`), id('/c')));
+    const index = newIndex(entries);
+    const cache = new AuthorizationCache(index);
+    cache.setAgent(A, [sel('n:1')]);
+    const add = countStoreCalls(() => cache.upsertEntry(entry('new', id('/a/new'), A)));
+    assert.deepEqual(summary(add.result), { [A]: { added: ['new'], updated: [], removed: [] } });
+    // A holds 400 entries through two roots; one new entry is a handful of look-ups, not 400s.
+    assert.ok(add.get <= 20, `closure look-ups: ${add.get}`);
+    const del = countStoreCalls(() => cache.removeEntry('c7'));
+    assert.deepEqual(summary(del.result), { [A]: { added: [], updated: [], removed: ['c7'] } });
+    assert.ok(del.get <= 20, `closure look-ups: ${del.get}`);
+  });
+
+  it('an alias naming a rare and a common node selector examines only the agents holding the rare one', () => {
+    const index = newIndex([entry('w', id('/c/w'), id('/c'))]);
+    const cache = new AuthorizationCache(index);
+    for (const a of many) cache.setAgent(a, [sel('cluster:prod')]);
+    const R = agent('rare-only');
+    cache.setAgent(B, [sel('cluster:prod'), sel('node:n7')]);
+    cache.setAgent(R, [sel('node:n7')]);
+    // aliasMatches is the per-agent check of an alias's selectors (private; counted here).
+    const proto = AuthorizationCache.prototype as unknown as { aliasMatches: (...args: unknown[]) => boolean };
+    const orig = proto.aliasMatches;
+    let checks = 0;
+    proto.aliasMatches = function (this: unknown, ...args: unknown[]) {
+      checks++;
+      return orig.apply(this, args);
+    };
+    try {
+      for (const order of [['node:n7', 'cluster:prod'], ['cluster:prod', 'node:n7']]) {
+        checks = 0;
+        const al = alias(`al-${order[0]}`, id('/c'), order);
+        assert.deepEqual(cache.affectedAgents(undefined, al), [B], `alias selectors ${order.join(', ')}`);
+        // Two agents hold node:n7, 101 hold cluster:prod.
+        assert.ok(checks <= 2, `alias selectors ${order.join(', ')}: ${checks} agents checked`);
+      }
+    } finally {
+      proto.aliasMatches = orig;
+    }
+  });
+
+  it('re-attestation that keeps the agent\'s aliases does no closure work; gaining one alias acquires only that root', () => {
+    const entries: RegistrationEntry[] = [];
+    for (let i = 0; i < 20; i++) entries.push(alias(`al${i}`, id(`/c${i}`), [`n:${i}`]), entry(`w${i}`, id(`/c${i}/w`), id(`/c${i}`)));
+    entries.push(alias('extra', id('/x'), ['x:1']), entry('xw', id('/x/w'), id('/x')));
+    const index = newIndex(entries);
+    const cache = new AuthorizationCache(index);
+    const nodeSels = Array.from({ length: 20 }, (_, i) => sel(`n:${i}`));
+    assert.equal(cache.setAgent(A, nodeSels)!.added.length, 20);
+    const same = countStoreCalls(() => cache.setAgent(A, [...nodeSels, sel('other:1')]));
+    assert.equal(same.result, undefined);
+    assert.ok(same.get <= 5, `closure look-ups: ${same.get}`);
+    assert.equal(same.acquire, 0);
+    const gain = countStoreCalls(() => cache.setAgent(A, [...nodeSels, sel('x:1')]));
+    assert.deepEqual(summary([gain.result!]), { [A]: { added: ['xw'], updated: [], removed: [] } });
+    assert.equal(gain.acquire, 1, 'only the new root is acquired');
   });
 });
 
