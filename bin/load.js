@@ -1,13 +1,35 @@
 // Shared loader for the bin/ executables: finds the compiled CLI next to this file, whatever the
 // working directory, and explains what to do when the build is missing.
-import { existsSync } from 'node:fs';
+//
+// spindle-server's admin commands (ADMIN_VERBS) run from the admin bundle
+// dist/cli/spindle-server-admin.js (scripts/bundle-cli.js, part of `npm run build`): one file
+// loads much faster than the few hundred modules grpc-js and the CLI are made of. The bundle is
+// used only when it is at least as new as the tsc output (tsc rewrites every file it emits), so
+// after a plain `tsc` rebuild the commands run the fresh dist/ code instead of a stale bundle.
+import { existsSync, statSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
 
+/** spindle-server's admin command names; server/cli/commands.ts ADMIN_COMMAND_NAMES (a test keeps them equal). */
+export const ADMIN_VERBS = ['entry', 'agent', 'token', 'bundle', 'x509', 'jwt', 'healthcheck'];
+
+/** The admin bundle when `argv` runs an admin command and the bundle is current, else undefined. */
+function adminBundle(root, which, entry, argv) {
+  if (which !== 'server' || !ADMIN_VERBS.includes(argv[0])) return undefined;
+  const bundle = join(root, 'dist', 'cli', 'spindle-server-admin.js');
+  try {
+    return statSync(bundle).mtimeMs >= statSync(entry).mtimeMs ? bundle : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function loadCli(which) {
   const root = dirname(dirname(fileURLToPath(import.meta.url)));
+  const argv = process.argv.slice(2);
   const entry = join(root, 'dist', which, 'cli', 'main.js');
-  if (!existsSync(entry)) {
+  const target = adminBundle(root, which, entry, argv) ?? entry;
+  if (target === entry && !existsSync(entry)) {
     process.stderr.write(`spindle-${which}: ${entry} is missing; run \`npm install\` (or \`npm run build\`) in ${root} first\n`);
     process.exit(2);
   }
@@ -18,6 +40,6 @@ export async function loadCli(which) {
       throw err;
     });
   }
-  const mod = await import(pathToFileURL(entry).href);
-  await mod.main(process.argv.slice(2));
+  const mod = await import(pathToFileURL(target).href);
+  await mod.main(argv);
 }

@@ -84,7 +84,7 @@ export function register(program: Command): void {
         const out: Agent[] = [];
         let pageToken = '';
         do {
-          const resp = await c.call(c.agent, c.agent.listAgents, { filter, pageSize: LIST_PAGE_SIZE, pageToken });
+          const resp = await c.call(c.agent.listAgents, { filter, pageSize: LIST_PAGE_SIZE, pageToken });
           out.push(...resp.agents);
           pageToken = resp.nextPageToken;
         } while (pageToken !== '');
@@ -106,7 +106,7 @@ export function register(program: Command): void {
   idCommand(agent, 'show', 'Shows the details of an attested agent given its SPIFFE ID', 'show').action(
     action<IdOptions>(async (o, ctx) => {
       const id = agentId(o);
-      const a = await ctx.withClient((c) => c.call(c.agent, c.agent.getAgent, { id }));
+      const a = await ctx.withClient((c) => c.call(c.agent.getAgent, { id }));
       if (ctx.format === 'json') {
         writeJson(ctx.io.out, AgentMsg.toJSON(a));
         return;
@@ -119,7 +119,7 @@ export function register(program: Command): void {
   idCommand(agent, 'evict', 'Evicts an attested agent given its SPIFFE ID', 'evict').action(
     action<IdOptions>(async (o, ctx) => {
       const id = agentId(o);
-      await ctx.withClient((c) => c.call(c.agent, c.agent.deleteAgent, { id }));
+      await ctx.withClient((c) => c.call(c.agent.deleteAgent, { id }));
       if (ctx.format === 'json') writeJson(ctx.io.out, {});
       else ctx.io.out.write('Agent evicted successfully\n');
     }),
@@ -128,7 +128,7 @@ export function register(program: Command): void {
   idCommand(agent, 'ban', 'Ban an attested agent given its SPIFFE ID', 'ban').action(
     action<IdOptions>(async (o, ctx) => {
       const id = agentId(o);
-      await ctx.withClient((c) => c.call(c.agent, c.agent.banAgent, { id }));
+      await ctx.withClient((c) => c.call(c.agent.banAgent, { id }));
       if (ctx.format === 'json') writeJson(ctx.io.out, {});
       else ctx.io.out.write('Agent banned successfully\n');
     }),
@@ -136,7 +136,7 @@ export function register(program: Command): void {
 
   addFilterOptions(agent.command('count').description('Count attested agents')).action(
     action<FilterOptions>(async (o, ctx) => {
-      const resp = await ctx.withClient((c) => c.call(c.agent, c.agent.countAgents, { filter: filterFrom(o) }));
+      const resp = await ctx.withClient((c) => c.call(c.agent.countAgents, { filter: filterFrom(o) }));
       if (ctx.format === 'json') writeJson(ctx.io.out, { ...(CountAgentsResponse.toJSON(resp) as object), count: resp.count });
       else ctx.io.out.write(`${pluralize(resp.count, 'attested agent', 'attested agents')}\n`);
     }),

@@ -56,7 +56,7 @@ export function register(program: Command): void {
   ).action(
     action<FormatOptions>(async (o, ctx) => {
       const format = formatFlag(o.format);
-      const b = await ctx.withClient((c) => c.call(c.bundle, c.bundle.getBundle, {}));
+      const b = await ctx.withClient((c) => c.call(c.bundle.getBundle, {}));
       if (ctx.format === 'json') writeJson(ctx.io.out, BundleMsg.toJSON(b));
       else ctx.io.out.write(renderBundle(b, format, false));
     }),
@@ -73,12 +73,12 @@ export function register(program: Command): void {
       const format = formatFlag(o.format);
       if (o.id !== undefined) {
         const td = trustDomainFlag(o.id, 'a trust domain is required');
-        const b = await ctx.withClient((c) => c.call(c.bundle, c.bundle.getFederatedBundle, { trustDomain: td }));
+        const b = await ctx.withClient((c) => c.call(c.bundle.getFederatedBundle, { trustDomain: td }));
         if (ctx.format === 'json') writeJson(ctx.io.out, BundleMsg.toJSON(b));
         else ctx.io.out.write(renderBundle(b, format, false));
         return;
       }
-      const resp = await ctx.withClient((c) => c.call(c.bundle, c.bundle.listFederatedBundles, {}));
+      const resp = await ctx.withClient((c) => c.call(c.bundle.listFederatedBundles, {}));
       if (ctx.format === 'json') {
         writeJson(ctx.io.out, { bundles: [], ...(ListFederatedBundlesResponse.toJSON(resp) as object) });
         return;
@@ -100,7 +100,7 @@ export function register(program: Command): void {
       const format = formatFlag(o.format);
       const data = readInput(o.path ?? '-', 'bundle data');
       const resp = await ctx.withClient((c) =>
-        c.call(c.bundle, c.bundle.batchSetFederatedBundle, {
+        c.call(c.bundle.batchSetFederatedBundle, {
           bundles: [{ trustDomain: td, document: Buffer.from(data, 'utf8'), sequence: 0n }],
           pem: format === 'pem',
         }),
@@ -120,7 +120,7 @@ export function register(program: Command): void {
   ).action(
     action<CommonOptions & { id?: string }>(async (o, ctx) => {
       const td = trustDomainFlag(o.id, 'id is required');
-      const resp = await ctx.withClient((c) => c.call(c.bundle, c.bundle.batchDeleteFederatedBundle, { trustDomains: [td] }));
+      const resp = await ctx.withClient((c) => c.call(c.bundle.batchDeleteFederatedBundle, { trustDomains: [td] }));
       const r = resp.results[0];
       if (r === undefined || (r.status?.code ?? 0) !== 0) {
         throw new CliError(`failed to delete federated bundle ${JSON.stringify(td)}: ${r?.status?.message ?? 'no result'}`);
@@ -133,8 +133,8 @@ export function register(program: Command): void {
   addCommonOptions(bundle.command('count').description('Count bundles (this trust domain\'s and federated ones)')).action(
     action<CommonOptions>(async (_o, ctx) => {
       const count = await ctx.withClient(async (c) => {
-        await c.call(c.bundle, c.bundle.getBundle, {});
-        const fed = await c.call(c.bundle, c.bundle.listFederatedBundles, {});
+        await c.call(c.bundle.getBundle, {});
+        const fed = await c.call(c.bundle.listFederatedBundles, {});
         return 1 + fed.bundles.length;
       });
       if (ctx.format === 'json') writeJson(ctx.io.out, { count });

@@ -1,5 +1,7 @@
 /**
- * The CLI's client for the admin API on the local Unix socket.
+ * The CLI's client for the admin API on the local Unix socket. Calls go through unary.ts (a
+ * small gRPC-over-HTTP/2 client) with the generated service definitions' paths and message
+ * codecs, not through @grpc/grpc-js, which would cost every admin command most of its run time.
  * - Every call has a deadline (default 30 s; health checks pass a shorter one) and does not wait
  *   for the server to come up: an unreachable server fails fast.
  * - Errors become `CliError`s whose message says what to fix: the socket missing or refusing
@@ -10,67 +12,50 @@
  *   without the sticky bit, they could have put their own server there, so the CLI refuses to
  *   talk to it (no request is sent, nothing the socket says is printed).
  */
-import { credentials, status as GrpcStatus, Metadata, type CallOptions, type Client, type ServiceError } from '@grpc/grpc-js';
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { checkSafeDirectory, UnsafeDirectoryError } from '../../common/safedir.js';
-import { HealthClient } from '../../proto/gen/grpc/health/v1/health.js';
-import {
-  AgentServiceClient,
-  BundleServiceClient,
-  EntryServiceClient,
-  SVIDServiceClient,
-} from '../../proto/gen/spindle/admin/v1/admin.js';
+import { HealthService } from '../../proto/gen/grpc/health/v1/health.js';
+import { AgentServiceService, BundleServiceService, EntryServiceService, SVIDServiceService } from '../../proto/gen/spindle/admin/v1/admin.js';
 import { grpcCodeName } from '../../common/output.js';
 import { CliError } from './errors.js';
+import { Code, UnaryCallError, UnaryChannel, type UnaryMethod } from './unary.js';
 
 export const DEFAULT_CALL_TIMEOUT_MS = 30_000;
-
-type Callback<Res> = (err: ServiceError | null, res: Res) => void;
-type UnaryMethod<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: Callback<Res>) => unknown;
-
-function isServiceError(err: unknown): err is ServiceError {
-  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number' && 'details' in err;
-}
 
 export class AdminClient {
   readonly socketPath: string;
   readonly timeoutMs: number;
-  readonly #target: string;
-  readonly #clients: Client[] = [];
-  #entry?: EntryServiceClient;
-  #agent?: AgentServiceClient;
-  #bundle?: BundleServiceClient;
-  #svid?: SVIDServiceClient;
-  #health?: HealthClient;
+  #channel: UnaryChannel | undefined;
 
   constructor(socketPath: string, options: { timeoutMs?: number } = {}) {
     this.socketPath = resolve(socketPath);
     this.timeoutMs = options.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
-    this.#target = `unix:${this.socketPath}`;
   }
 
-  #make<C extends Client>(ctor: new (address: string, creds: ReturnType<typeof credentials.createInsecure>) => C): C {
-    this.checkSocket();
-    const c = new ctor(this.#target, credentials.createInsecure());
-    this.#clients.push(c);
-    return c;
+  /** The service's methods; the first use checks the socket (checkSocket). */
+  #service<S>(definition: S): S {
+    if (this.#channel === undefined) {
+      this.checkSocket();
+      this.#channel = new UnaryChannel(this.socketPath);
+    }
+    return definition;
   }
 
-  get entry(): EntryServiceClient {
-    return (this.#entry ??= this.#make(EntryServiceClient));
+  get entry(): typeof EntryServiceService {
+    return this.#service(EntryServiceService);
   }
-  get agent(): AgentServiceClient {
-    return (this.#agent ??= this.#make(AgentServiceClient));
+  get agent(): typeof AgentServiceService {
+    return this.#service(AgentServiceService);
   }
-  get bundle(): BundleServiceClient {
-    return (this.#bundle ??= this.#make(BundleServiceClient));
+  get bundle(): typeof BundleServiceService {
+    return this.#service(BundleServiceService);
   }
-  get svid(): SVIDServiceClient {
-    return (this.#svid ??= this.#make(SVIDServiceClient));
+  get svid(): typeof SVIDServiceService {
+    return this.#service(SVIDServiceService);
   }
-  get health(): HealthClient {
-    return (this.#health ??= this.#make(HealthClient));
+  get health(): typeof HealthService {
+    return this.#service(HealthService);
   }
 
   /** Fails early, with a precise message, when the socket cannot be used at all. */
@@ -107,32 +92,32 @@ export class AdminClient {
 
   /** Turns a gRPC error into a message that says what happened and what to fix. */
   describe(err: unknown): Error {
-    if (!isServiceError(err)) return err instanceof Error ? err : new Error(String(err));
+    if (!(err instanceof UnaryCallError)) return err instanceof Error ? err : new Error(String(err));
     const details = err.details ?? '';
-    if (err.code === GrpcStatus.UNAVAILABLE && /ENOENT|ECONNREFUSED|No connection established|connect|ENOTDIR/.test(details)) {
+    if (err.code === Code.UNAVAILABLE && /ENOENT|ECONNREFUSED|No connection established|connect|ENOTDIR/.test(details)) {
       if (/EACCES|EPERM/.test(details)) return this.#fsError(Object.assign(new Error(details), { code: 'EACCES' }));
       return this.#unreachable();
     }
-    if (err.code === GrpcStatus.DEADLINE_EXCEEDED) {
+    if (err.code === Code.DEADLINE_EXCEEDED) {
       return new CliError(`timed out after ${Math.round(this.timeoutMs / 1000)}s waiting for the server at ${this.socketPath}`);
     }
     return new CliError(`rpc error: code = ${grpcCodeName(err.code)} desc = ${details}`, { grpcCode: err.code, details });
   }
 
-  /** Calls a unary method with the deadline; rejects with `describe(err)`. */
-  call<Req, Res>(client: Client, method: UnaryMethod<Req, Res>, req: Req, timeoutMs = this.timeoutMs): Promise<Res> {
-    return new Promise<Res>((ok, fail) => {
-      const deadline = new Date(Date.now() + timeoutMs);
-      method.call(client, req, new Metadata(), { deadline }, (err, res) => {
-        if (err) fail(this.describe(err));
-        else ok(res);
-      });
-    });
+  /** Calls a unary method (`client.entry.getEntry`) with the deadline; rejects with `describe(err)`. */
+  async call<Req, Res>(method: UnaryMethod<Req, Res>, req: Req, timeoutMs = this.timeoutMs): Promise<Res> {
+    const channel = this.#channel ?? new UnaryChannel(this.socketPath);
+    this.#channel = channel;
+    try {
+      return await channel.call(method, req, timeoutMs);
+    } catch (err) {
+      throw this.describe(err);
+    }
   }
 
   close(): void {
-    for (const c of this.#clients) c.close();
-    this.#clients.length = 0;
+    this.#channel?.close();
+    this.#channel = undefined;
   }
 }
 

@@ -242,7 +242,7 @@ async function listAll(client: AdminClient, filter: EntryFilter): Promise<Entry[
   const out: Entry[] = [];
   let pageToken = '';
   do {
-    const resp = await client.call(client.entry, client.entry.listEntries, { filter, pageSize: LIST_PAGE_SIZE, pageToken });
+    const resp = await client.call(client.entry.listEntries, { filter, pageSize: LIST_PAGE_SIZE, pageToken });
     out.push(...resp.entries);
     pageToken = resp.nextPageToken;
   } while (pageToken !== '');
@@ -255,7 +255,7 @@ export function register(program: Command): void {
   addEntryFieldOptions(entry.command('create').description('Creates registration entries'), true).action(
     action<EntryFieldOptions>(async (o, ctx) => {
       const requested = entriesFromFlags(o, 'create');
-      const resp = await ctx.withClient((c) => c.call(c.entry, c.entry.batchCreateEntry, { entries: requested }));
+      const resp = await ctx.withClient((c) => c.call(c.entry.batchCreateEntry, { entries: requested }));
       printBatch(ctx, 'create', requested, resp.results, BatchCreateEntryResponse.toJSON(resp));
     }),
   );
@@ -263,7 +263,7 @@ export function register(program: Command): void {
   addEntryFieldOptions(entry.command('update').description('Updates registration entries'), false).action(
     action<EntryFieldOptions>(async (o, ctx) => {
       const requested = entriesFromFlags(o, 'update');
-      const resp = await ctx.withClient((c) => c.call(c.entry, c.entry.batchUpdateEntry, { entries: requested }));
+      const resp = await ctx.withClient((c) => c.call(c.entry.batchUpdateEntry, { entries: requested }));
       printBatch(ctx, 'update', requested, resp.results, BatchUpdateEntryResponse.toJSON(resp));
     }),
   );
@@ -278,7 +278,7 @@ export function register(program: Command): void {
         const entries = await ctx.withClient(async (c) => {
           if (o.entryID !== undefined) {
             try {
-              return [await c.call(c.entry, c.entry.getEntry, { id: o.entryID })];
+              return [await c.call(c.entry.getEntry, { id: o.entryID })];
             } catch (err) {
               throw new CliError(`error fetching entry ID ${o.entryID}: ${(err as Error).message}`);
             }
@@ -311,7 +311,7 @@ export function register(program: Command): void {
         if ((o.entryID ?? '') === '') throw new CliError('an entry ID is required: set -entryID (or -file)');
         ids = [o.entryID!];
       }
-      const resp = await ctx.withClient((c) => c.call(c.entry, c.entry.batchDeleteEntry, { ids }));
+      const resp = await ctx.withClient((c) => c.call(c.entry.batchDeleteEntry, { ids }));
       const failures = resp.results.filter((r) => (r.status?.code ?? 0) !== 0);
       if (ctx.format === 'json') {
         writeJson(ctx.io.out, BatchDeleteEntryResponse.toJSON(resp));
@@ -332,7 +332,7 @@ export function register(program: Command): void {
 
   addFilterOptions(entry.command('count').description('Count registration entries'), 'count').action(
     action<FilterOptions>(async (o, ctx) => {
-      const resp = await ctx.withClient((c) => c.call(c.entry, c.entry.countEntries, { filter: filterFrom(o) }));
+      const resp = await ctx.withClient((c) => c.call(c.entry.countEntries, { filter: filterFrom(o) }));
       if (ctx.format === 'json') writeJson(ctx.io.out, { ...(CountEntriesResponse.toJSON(resp) as object), count: resp.count });
       else ctx.io.out.write(`${pluralize(resp.count, 'registration entry', 'registration entries')}\n`);
     }),

@@ -43,13 +43,13 @@ export function register(program: Command): void {
     };
     try {
       verbose('Checking server health...\n');
-      const health = await client.call(client.health, client.health.check, { service: '' });
+      const health = await client.call(client.health.check, { service: '' });
       if (health.status !== HealthCheckResponse_ServingStatus.SERVING) {
         throw new Error(`the server reports ${healthCheckResponse_ServingStatusToJSON(health.status)}`);
       }
       if (!o.shallow) {
         verbose('Fetching bundle via Bundle API...\n');
-        await client.call(client.bundle, client.bundle.getBundle, {});
+        await client.call(client.bundle.getBundle, {});
         verbose('Successfully fetched bundle.\n');
       }
       if (format === 'json') writeJson(io.out, HealthCheckResponse.toJSON(health));

@@ -93,7 +93,7 @@ export function register(program: Command): void {
       const keys = await generateKeyPair('ec-p256');
       const csr = createCsr(keys.privateKey);
       const resp = await ctx.withClient((c) =>
-        c.call(c.svid, c.svid.mintX509Svid, { csr, spiffeId: id, ttl, dnsNames: o.dns ?? [] }),
+        c.call(c.svid.mintX509Svid, { csr, spiffeId: id, ttl, dnsNames: o.dns ?? [] }),
       );
       const svid = resp.svid;
       if (svid === undefined || svid.certChain.length === 0) throw new CliError('server response missing SVID chain');
@@ -144,7 +144,7 @@ export function register(program: Command): void {
       if ((o.audience?.length ?? 0) === 0) throw new CliError('at least one audience must be specified: set -audience');
       const id = idFlag('spiffeID', o.spiffeID!);
       const ttl = ttlFlag(o.ttl);
-      const resp = await ctx.withClient((c) => c.call(c.svid, c.svid.mintJwtsvid, { spiffeId: id, audience: o.audience ?? [], ttl }));
+      const resp = await ctx.withClient((c) => c.call(c.svid.mintJwtsvid, { spiffeId: id, audience: o.audience ?? [], ttl }));
       const token = resp.svid?.token ?? '';
       if (token === '') throw new CliError('server response missing token');
       const warning = capWarning('JWT-SVID', resp.svid!.expiresAt, ttl);

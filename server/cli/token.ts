@@ -21,7 +21,7 @@ export function register(program: Command): void {
       const ttl = parseIntFlag('ttl', o.ttl);
       if (ttl < 1) throw new CliError('a positive -ttl (seconds) is required');
       const alias = o.spiffeID === undefined || o.spiffeID === '' ? '' : idFlag('spiffeID', o.spiffeID);
-      const resp = await ctx.withClient((c) => c.call(c.agent, c.agent.createJoinToken, { ttl, agentAliasSpiffeId: alias }));
+      const resp = await ctx.withClient((c) => c.call(c.agent.createJoinToken, { ttl, agentAliasSpiffeId: alias }));
       if (ctx.format === 'json') {
         writeJson(ctx.io.out, CreateJoinTokenResponse.toJSON(resp));
         return;

@@ -50,7 +50,7 @@ test('disk full and read-only data dir: clear errors, server up, intact database
   const create = async (n: string): Promise<{ code: number; message: string }> => {
     let res;
     try {
-      res = await admin.call(admin.entry, admin.entry.batchCreateEntry, { entries: [workloadEntry({ spiffeId: `spiffe://${TD}/disk/${n}`, parentId: PARENT, selectors: [`unix:uid:${n.length}`] })] });
+      res = await admin.call(admin.entry.batchCreateEntry, { entries: [workloadEntry({ spiffeId: `spiffe://${TD}/disk/${n}`, parentId: PARENT, selectors: [`unix:uid:${n.length}`] })] });
     } catch (err) {
       return { code: -1, message: (err as Error).message };
     }
@@ -117,7 +117,7 @@ test('disk full and read-only data dir: clear errors, server up, intact database
     server = await startServerProcess({ dir, port: server.port, trustDomain: TD });
     const again = adminClient(server);
     try {
-      const res = await again.call(again.entry, again.entry.batchCreateEntry, { entries: [workloadEntry({ spiffeId: `spiffe://${TD}/disk/after-ro`, parentId: PARENT, selectors: ['unix:uid:1'] })] });
+      const res = await again.call(again.entry.batchCreateEntry, { entries: [workloadEntry({ spiffeId: `spiffe://${TD}/disk/after-ro`, parentId: PARENT, selectors: ['unix:uid:1'] })] });
       assert.equal(res.results[0]?.status?.code, 0, 'writes succeed once the data dir is writable again');
       const present = new Set((await listAllEntries(again)).map((e) => e.id));
       assert.deepEqual([...acked].filter((id) => !present.has(id)), [], 'every acknowledged entry is present after the restart');

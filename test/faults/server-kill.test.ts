@@ -60,7 +60,7 @@ test('SIGKILL during a burst of entry writes loses no acknowledged entry and lea
       for (let n = 0; !stop; n++) {
         const spiffeId = `spiffe://${TD}/burst/r${round}/s${w}/${n}`;
         attempted++;
-        const res = await callFailure(a.call(a.entry, a.entry.batchCreateEntry, { entries: [workloadEntry({ spiffeId, parentId: PARENT, selectors: [`unix:uid:${1000 + n}`] })] }));
+        const res = await callFailure(a.call(a.entry.batchCreateEntry, { entries: [workloadEntry({ spiffeId, parentId: PARENT, selectors: [`unix:uid:${1000 + n}`] })] }));
         if (res === undefined) {
           failed++;
           await sleep(20);
@@ -78,7 +78,7 @@ test('SIGKILL during a burst of entry writes loses no acknowledged entry and lea
       for (let n = 0; !stop; n++) {
         const entries = Array.from({ length: BATCH_SIZE }, (_, k) => workloadEntry({ spiffeId: `spiffe://${TD}/burst/r${round}/b${w}/${n}/${k}`, parentId: PARENT, selectors: [`unix:gid:${k}`] }));
         attempted += BATCH_SIZE;
-        const res = await callFailure(a.call(a.entry, a.entry.batchCreateEntry, { entries }));
+        const res = await callFailure(a.call(a.entry.batchCreateEntry, { entries }));
         if (res === undefined) {
           failed += BATCH_SIZE;
           await sleep(20);
@@ -152,7 +152,7 @@ test('SIGKILL during a burst of entry writes loses no acknowledged entry and lea
       assert.ok(extra <= failedTotal, `${extra} unacknowledged entries, but only ${failedTotal} writes failed`);
       for (const [id, sid] of unacked) assert.match(sid, new RegExp(`^spiffe://${TD.replace(/\./g, '\\.')}/burst/r\\d+/`), `entry ${id} (${sid}) was never written by this test`);
       // The restarted server takes writes again.
-      const res = await a.call(a.entry, a.entry.batchCreateEntry, { entries: [workloadEntry({ spiffeId: `spiffe://${TD}/burst/after-r${round}`, parentId: PARENT, selectors: ['unix:uid:1'] })] });
+      const res = await a.call(a.entry.batchCreateEntry, { entries: [workloadEntry({ spiffeId: `spiffe://${TD}/burst/after-r${round}`, parentId: PARENT, selectors: ['unix:uid:1'] })] });
       assert.equal(res.results[0]?.status?.code, 0, res.results[0]?.status?.message);
       acked.set(res.results[0]!.entry!.id, `spiffe://${TD}/burst/after-r${round}`);
     } finally {

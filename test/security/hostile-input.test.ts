@@ -219,13 +219,13 @@ describe('slow clients', () => {
             ...Array.from({ length: 8 }, (_, i) => entry(`spiffe://example.org/security/slow/${round}/${i}`, `unix:uid:${uid}`)),
             ...Array.from({ length: 75 }, (_, i) => entry(`spiffe://example.org/security/bulk/${round}/${i}`, 'unix:uid:4242')),
           ];
-          const created = await admin.call(admin.entry, admin.entry.batchCreateEntry, { entries });
+          const created = await admin.call(admin.entry.batchCreateEntry, { entries });
           assert.ok(created.results.every((r) => r.status?.code === 0), JSON.stringify(created.results.find((r) => r.status?.code !== 0)?.status));
-          if (previous.length > 0) await admin.call(admin.entry, admin.entry.batchDeleteEntry, { ids: previous });
+          if (previous.length > 0) await admin.call(admin.entry.batchDeleteEntry, { ids: previous });
           previous = created.results.slice(0, 8).map((r) => r.entry!.id);
           await new Promise((r) => setTimeout(r, 200));
         }
-        if (previous.length > 0) await admin.call(admin.entry, admin.entry.batchDeleteEntry, { ids: previous });
+        if (previous.length > 0) await admin.call(admin.entry.batchDeleteEntry, { ids: previous });
       } finally {
         admin.close();
       }

@@ -99,17 +99,17 @@ async function churnPhase(): Promise<{ server: ServerProcess; agent: AgentProces
         const r = n % 3;
         if (r === 0 || live.length < 20) {
           const uid = n % 10 === 0 ? uids[n % uids.length]! : 100_000 + (n % 5000);
-          const res = await admin.call(admin.entry, admin.entry.batchCreateEntry, { entries: [workloadEntry({ spiffeId: `spiffe://${TD}/soak/churn/${n}`, parentId: ALIAS, selectors: [`unix:uid:${uid}`], x509SvidTtl: 10 })] });
+          const res = await admin.call(admin.entry.batchCreateEntry, { entries: [workloadEntry({ spiffeId: `spiffe://${TD}/soak/churn/${n}`, parentId: ALIAS, selectors: [`unix:uid:${uid}`], x509SvidTtl: 10 })] });
           if (res.results[0]?.status?.code === 0) live.push(res.results[0].entry!.id);
           else opErrors++;
         } else if (r === 1) {
           const id = live[n % live.length]!;
-          const got = await admin.call(admin.entry, admin.entry.getEntry, { id });
-          const res = await admin.call(admin.entry, admin.entry.batchUpdateEntry, { entries: [{ ...got, x509SvidTtl: 10 + (n % 20) }] });
+          const got = await admin.call(admin.entry.getEntry, { id });
+          const res = await admin.call(admin.entry.batchUpdateEntry, { entries: [{ ...got, x509SvidTtl: 10 + (n % 20) }] });
           if (res.results[0]?.status?.code !== 0) opErrors++;
         } else {
           const id = live.splice(n % live.length, 1)[0]!;
-          const res = await admin.call(admin.entry, admin.entry.batchDeleteEntry, { ids: [id] });
+          const res = await admin.call(admin.entry.batchDeleteEntry, { ids: [id] });
           if (res.results[0]?.status?.code !== 0) opErrors++;
         }
         ops++;

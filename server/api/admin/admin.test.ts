@@ -11,7 +11,7 @@ import { validateJwtSvid } from '../../../spiffe/jwtsvid.js';
 import { generateKeyPair } from '../../../spiffe/keys.js';
 import { certificatesToPem } from '../../../spiffe/pem.js';
 import { createCsr, parseCertificate, verifyX509Svid } from '../../../spiffe/x509/index.js';
-import { MatchBehavior, type EntryFilter } from '../../../proto/gen/spindle/admin/v1/admin.js';
+import { MatchBehavior, type EntryFilter, type ListEntriesRequest } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import { Entry } from '../../../proto/gen/spindle/types/v1/types.js';
 import { HealthCheckResponse_ServingStatus } from '../../../proto/gen/grpc/health/v1/health.js';
 import { AdminClient } from '../../cli/client.js';
@@ -60,8 +60,8 @@ async function rpcFails(p: Promise<unknown>, code: GrpcStatus, message?: RegExp)
   return err;
 }
 
-const create = (entries: Entry[]) => client.call(client.entry, client.entry.batchCreateEntry, { entries });
-const list = (req: Parameters<typeof client.entry.listEntries>[0]) => client.call(client.entry, client.entry.listEntries, req);
+const create = (entries: Entry[]) => client.call(client.entry.batchCreateEntry, { entries });
+const list = (req: ListEntriesRequest) => client.call(client.entry.listEntries, req);
 
 describe('EntryService', () => {
   test('batch create: one result per entry, in order, with per-entry status', async () => {
@@ -101,10 +101,10 @@ describe('EntryService', () => {
 
   test('get: found, not found, missing id', async () => {
     const [e] = (await admin.datastore.listEntries({ bySpiffeId: parseSpiffeId('spiffe://example.org/web') })).items;
-    const got = await client.call(client.entry, client.entry.getEntry, { id: e!.id });
+    const got = await client.call(client.entry.getEntry, { id: e!.id });
     assert.equal(got.hint, 'web');
-    await rpcFails(client.call(client.entry, client.entry.getEntry, { id: 'nope' }), GrpcStatus.NOT_FOUND, /not found/);
-    await rpcFails(client.call(client.entry, client.entry.getEntry, { id: '' }), GrpcStatus.INVALID_ARGUMENT, /id/);
+    await rpcFails(client.call(client.entry.getEntry, { id: 'nope' }), GrpcStatus.NOT_FOUND, /not found/);
+    await rpcFails(client.call(client.entry.getEntry, { id: '' }), GrpcStatus.INVALID_ARGUMENT, /id/);
   });
 
   test('list filters, paging and counts', async () => {
@@ -150,7 +150,7 @@ describe('EntryService', () => {
     await rpcFails(list({ filter, pageSize: -1, pageToken: '' }), GrpcStatus.INVALID_ARGUMENT, /page_size/);
 
     const count = (f: Partial<EntryFilter>) =>
-      client.call(client.entry, client.entry.countEntries, { filter: { ...filter, byParentId: '', ...f } });
+      client.call(client.entry.countEntries, { filter: { ...filter, byParentId: '', ...f } });
     assert.equal((await count({})).count, 4);
     assert.equal((await count({ byDownstream: true })).count, 1);
     assert.equal((await count({ byFederatesWith: { trustDomains: ['partner.org'], match: MatchBehavior.MATCH_ANY } })).count, 1);
@@ -164,7 +164,7 @@ describe('EntryService', () => {
     for (const s of nasty) {
       const f = { bySpiffeId: '', byParentId: '', byHint: s, bySelectors: { selectors: [{ type: 'unix', value: s }], match: MatchBehavior.MATCH_ANY }, byFederatesWith: undefined };
       assert.equal((await list({ filter: f, pageSize: 0, pageToken: '' })).entries.length, 0, s);
-      assert.equal((await client.call(client.entry, client.entry.countEntries, { filter: { ...f, bySelectors: undefined } })).count, 0, s);
+      assert.equal((await client.call(client.entry.countEntries, { filter: { ...f, bySelectors: undefined } })).count, 0, s);
     }
     await rpcFails(
       list({ filter: { bySpiffeId: "spiffe://example.org/x' OR '1'='1", byParentId: '', byHint: '', bySelectors: undefined, byFederatesWith: undefined }, pageSize: 0, pageToken: '' }),
@@ -176,7 +176,7 @@ describe('EntryService', () => {
   test('batch update replaces the fields and bumps the revision; failures per entry', async () => {
     const [db] = (await admin.datastore.listEntries({ bySpiffeId: parseSpiffeId('spiffe://example.org/db') })).items;
     const [web] = (await admin.datastore.listEntries({ bySpiffeId: parseSpiffeId('spiffe://example.org/web') })).items;
-    const resp = await client.call(client.entry, client.entry.batchUpdateEntry, {
+    const resp = await client.call(client.entry.batchUpdateEntry, {
       entries: [
         entry('spiffe://example.org/db', ['unix:uid:2000'], { id: db!.id, x509SvidTtl: 120, admin: true }),
         entry('spiffe://example.org/x', ['unix:uid:1'], { id: 'missing-id' }),
@@ -203,7 +203,7 @@ describe('EntryService', () => {
   test('batch delete reports each id', async () => {
     const made = await create([entry('spiffe://example.org/tmp', ['unix:uid:7'])]);
     const id = made.results[0]!.entry!.id;
-    const resp = await client.call(client.entry, client.entry.batchDeleteEntry, { ids: [id, 'nope', ''] });
+    const resp = await client.call(client.entry.batchDeleteEntry, { ids: [id, 'nope', ''] });
     assert.deepEqual(
       resp.results.map((r) => [r.id, r.status?.code]),
       [
@@ -240,12 +240,12 @@ describe('AgentService', () => {
   const filter = (f: Record<string, unknown> = {}) => ({ byAttestationType: '', bySelectors: undefined, byExpiresBefore: 0n, ...f });
 
   test('list, count and filters', async () => {
-    const all = await client.call(client.agent, client.agent.listAgents, { filter: filter(), pageSize: 0, pageToken: '' });
+    const all = await client.call(client.agent.listAgents, { filter: filter(), pageSize: 0, pageToken: '' });
     assert.equal(all.agents.length, 2);
     const jt = all.agents.find((a) => a.attestationType === 'join_token')!;
     assert.equal(jt.x509SvidSerialNumber, 'aa01');
     assert.equal(jt.x509SvidExpiresAt, 2_000_000_000n);
-    const count = async (f: Record<string, unknown>) => (await client.call(client.agent, client.agent.countAgents, { filter: filter(f) })).count;
+    const count = async (f: Record<string, unknown>) => (await client.call(client.agent.countAgents, { filter: filter(f) })).count;
     assert.equal(await count({}), 2);
     assert.equal(await count({ byAttestationType: 'k8s_psat' }), 1);
     assert.equal(await count({ byCanReattest: true }), 1);
@@ -255,26 +255,26 @@ describe('AgentService', () => {
   });
 
   test('get, ban, evict', async () => {
-    const got = await client.call(client.agent, client.agent.getAgent, { id: AGENT });
+    const got = await client.call(client.agent.getAgent, { id: AGENT });
     assert.equal(got.spiffeId, AGENT);
-    await rpcFails(client.call(client.agent, client.agent.getAgent, { id: 'spiffe://example.org/spire/agent/x/none' }), GrpcStatus.NOT_FOUND);
-    await rpcFails(client.call(client.agent, client.agent.getAgent, { id: 'not an id' }), GrpcStatus.INVALID_ARGUMENT, /id/);
+    await rpcFails(client.call(client.agent.getAgent, { id: 'spiffe://example.org/spire/agent/x/none' }), GrpcStatus.NOT_FOUND);
+    await rpcFails(client.call(client.agent.getAgent, { id: 'not an id' }), GrpcStatus.INVALID_ARGUMENT, /id/);
 
-    await client.call(client.agent, client.agent.banAgent, { id: AGENT });
+    await client.call(client.agent.banAgent, { id: AGENT });
     const banned = await admin.datastore.getAttestedNode(AGENT);
     assert.equal(banned?.banned, true);
     assert.equal(banned?.certSerial, '');
-    assert.equal((await client.call(client.agent, client.agent.countAgents, { filter: filter({ byBanned: true }) })).count, 1);
+    assert.equal((await client.call(client.agent.countAgents, { filter: filter({ byBanned: true }) })).count, 1);
 
-    await client.call(client.agent, client.agent.deleteAgent, { id: AGENT });
+    await client.call(client.agent.deleteAgent, { id: AGENT });
     assert.equal(await admin.datastore.getAttestedNode(AGENT), undefined);
-    await rpcFails(client.call(client.agent, client.agent.deleteAgent, { id: AGENT }), GrpcStatus.NOT_FOUND);
-    await rpcFails(client.call(client.agent, client.agent.banAgent, { id: AGENT }), GrpcStatus.NOT_FOUND);
+    await rpcFails(client.call(client.agent.deleteAgent, { id: AGENT }), GrpcStatus.NOT_FOUND);
+    await rpcFails(client.call(client.agent.banAgent, { id: AGENT }), GrpcStatus.NOT_FOUND);
   });
 
   test('join token: UUID v4, stored hashed, default TTL 600, single use', async () => {
     const before = Math.floor(Date.now() / 1000);
-    const resp = await client.call(client.agent, client.agent.createJoinToken, { ttl: 0, agentAliasSpiffeId: '' });
+    const resp = await client.call(client.agent.createJoinToken, { ttl: 0, agentAliasSpiffeId: '' });
     assert.match(resp.value, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     const exp = Number(resp.expiresAt);
     const afterCall = Math.floor(Date.now() / 1000);
@@ -283,11 +283,11 @@ describe('AgentService', () => {
     const hash = createHash('sha256').update(resp.value).digest('hex');
     const stored = await admin.datastore.consumeJoinToken(hash);
     assert.equal(stored?.expiresAt, exp);
-    await rpcFails(client.call(client.agent, client.agent.createJoinToken, { ttl: -1, agentAliasSpiffeId: '' }), GrpcStatus.INVALID_ARGUMENT, /ttl/);
+    await rpcFails(client.call(client.agent.createJoinToken, { ttl: -1, agentAliasSpiffeId: '' }), GrpcStatus.INVALID_ARGUMENT, /ttl/);
   });
 
   test('join token with an alias creates the entry SPIRE creates', async () => {
-    const resp = await client.call(client.agent, client.agent.createJoinToken, { ttl: 60, agentAliasSpiffeId: 'spiffe://example.org/nodes/blue' });
+    const resp = await client.call(client.agent.createJoinToken, { ttl: 60, agentAliasSpiffeId: 'spiffe://example.org/nodes/blue' });
     const agentId = `spiffe://example.org/spire/agent/join_token/${resp.value}`;
     const { items } = await admin.datastore.listEntries({ bySpiffeId: parseSpiffeId('spiffe://example.org/nodes/blue') });
     assert.equal(items.length, 1);
@@ -296,7 +296,7 @@ describe('AgentService', () => {
 
     const entriesBefore = await admin.datastore.countEntries();
     for (const bad of ['spiffe://other.org/n', 'spiffe://example.org/spire/agent/x', 'spiffe://example.org', 'spiffe://example.org/a/../b']) {
-      await rpcFails(client.call(client.agent, client.agent.createJoinToken, { ttl: 60, agentAliasSpiffeId: bad }), GrpcStatus.INVALID_ARGUMENT, /agent_alias_spiffe_id/);
+      await rpcFails(client.call(client.agent.createJoinToken, { ttl: 60, agentAliasSpiffeId: bad }), GrpcStatus.INVALID_ARGUMENT, /agent_alias_spiffe_id/);
     }
     assert.equal(await admin.datastore.countEntries(), entriesBefore);
   });
@@ -304,7 +304,7 @@ describe('AgentService', () => {
 
 describe('BundleService', () => {
   test('own bundle', async () => {
-    const b = await client.call(client.bundle, client.bundle.getBundle, {});
+    const b = await client.call(client.bundle.getBundle, {});
     assert.equal(b.trustDomain, TD);
     assert.equal(b.sequence, 1n);
     const parsed = parseBundle(parseTrustDomain(TD), b.document);
@@ -316,7 +316,7 @@ describe('BundleService', () => {
     const partner = await createTestCaSigner(parseTrustDomain('partner.org'));
     const other = await createTestCaSigner(parseTrustDomain('other.org'));
     const partnerDoc = marshalBundle(partner.bundle());
-    const set = await client.call(client.bundle, client.bundle.batchSetFederatedBundle, {
+    const set = await client.call(client.bundle.batchSetFederatedBundle, {
       bundles: [
         { trustDomain: 'spiffe://partner.org', document: Buffer.from(partnerDoc), sequence: 0n },
         { trustDomain: TD, document: Buffer.from(partnerDoc), sequence: 0n },
@@ -336,23 +336,23 @@ describe('BundleService', () => {
     );
     assert.match(set.results[1]!.status!.message, /own trust domain/);
 
-    const pemSet = await client.call(client.bundle, client.bundle.batchSetFederatedBundle, {
+    const pemSet = await client.call(client.bundle.batchSetFederatedBundle, {
       bundles: [{ trustDomain: 'other.org', document: Buffer.from(certificatesToPem([other.rootDer])), sequence: 0n }],
       pem: true,
     });
     assert.equal(pemSet.results[0]!.status?.code, GrpcStatus.OK);
 
-    const listed = await client.call(client.bundle, client.bundle.listFederatedBundles, {});
+    const listed = await client.call(client.bundle.listFederatedBundles, {});
     assert.deepEqual(listed.bundles.map((b) => b.trustDomain).sort(), ['other.org', 'partner.org']);
-    const got = await client.call(client.bundle, client.bundle.getFederatedBundle, { trustDomain: 'other.org' });
+    const got = await client.call(client.bundle.getFederatedBundle, { trustDomain: 'other.org' });
     assert.deepEqual(parseBundle(parseTrustDomain('other.org'), got.document).x509Authorities(), [other.rootDer]);
     assert.equal(got.sequence, 1n);
-    await rpcFails(client.call(client.bundle, client.bundle.getFederatedBundle, { trustDomain: TD }), GrpcStatus.INVALID_ARGUMENT);
-    await rpcFails(client.call(client.bundle, client.bundle.getFederatedBundle, { trustDomain: 'nobody.org' }), GrpcStatus.NOT_FOUND);
+    await rpcFails(client.call(client.bundle.getFederatedBundle, { trustDomain: TD }), GrpcStatus.INVALID_ARGUMENT);
+    await rpcFails(client.call(client.bundle.getFederatedBundle, { trustDomain: 'nobody.org' }), GrpcStatus.NOT_FOUND);
 
     // An entry federating with partner.org blocks its deletion (SPIRE's "restrict").
     const made = await create([entry('spiffe://example.org/fed', ['unix:uid:9'], { federatesWith: ['partner.org'] })]);
-    const del = await client.call(client.bundle, client.bundle.batchDeleteFederatedBundle, { trustDomains: ['partner.org', 'other.org', 'nobody.org', TD] });
+    const del = await client.call(client.bundle.batchDeleteFederatedBundle, { trustDomains: ['partner.org', 'other.org', 'nobody.org', TD] });
     assert.deepEqual(
       del.results.map((r) => r.status?.code),
       [GrpcStatus.FAILED_PRECONDITION, GrpcStatus.OK, GrpcStatus.NOT_FOUND, GrpcStatus.INVALID_ARGUMENT],
@@ -360,8 +360,8 @@ describe('BundleService', () => {
     assert.match(del.results[0]!.status!.message, /2 registration entries federate/);
     const federating = await admin.datastore.listEntries({ byFederatesWith: { trustDomains: [parseTrustDomain('partner.org')], match: 'any' } });
     assert.ok(federating.items.some((e) => e.id === made.results[0]!.entry!.id));
-    await client.call(client.entry, client.entry.batchDeleteEntry, { ids: federating.items.map((e) => e.id) });
-    const del2 = await client.call(client.bundle, client.bundle.batchDeleteFederatedBundle, { trustDomains: ['partner.org'] });
+    await client.call(client.entry.batchDeleteEntry, { ids: federating.items.map((e) => e.id) });
+    const del2 = await client.call(client.bundle.batchDeleteFederatedBundle, { trustDomains: ['partner.org'] });
     assert.equal(del2.results[0]!.status?.code, GrpcStatus.OK);
     assert.deepEqual((await admin.datastore.listBundles()).map((b) => b.trustDomain), []);
   });
@@ -372,7 +372,7 @@ describe('SVIDService', () => {
     const keys = await generateKeyPair();
     // The CSR asks for another identity and extra names: ignored.
     const csr = createCsr(keys.privateKey, { uris: ['spiffe://example.org/admin'], dnsNames: ['evil.example.org'] });
-    const resp = await client.call(client.svid, client.svid.mintX509Svid, { csr, spiffeId: 'spiffe://example.org/minted', ttl: 300, dnsNames: ['m.example.org'] });
+    const resp = await client.call(client.svid.mintX509Svid, { csr, spiffeId: 'spiffe://example.org/minted', ttl: 300, dnsNames: ['m.example.org'] });
     const chain = resp.svid!.certChain;
     const verified = verifyX509Svid(chain, admin.ca.bundle());
     assert.equal(verified.id, 'spiffe://example.org/minted');
@@ -386,7 +386,7 @@ describe('SVIDService', () => {
   test('MintX509SVID refusals', async () => {
     const csr = createCsr((await generateKeyPair()).privateKey);
     const mint = (req: { spiffeId: string; csr?: Buffer; ttl?: number; dnsNames?: string[] }) =>
-      client.call(client.svid, client.svid.mintX509Svid, { csr: req.csr ?? csr, spiffeId: req.spiffeId, ttl: req.ttl ?? 0, dnsNames: req.dnsNames ?? [] });
+      client.call(client.svid.mintX509Svid, { csr: req.csr ?? csr, spiffeId: req.spiffeId, ttl: req.ttl ?? 0, dnsNames: req.dnsNames ?? [] });
     await rpcFails(mint({ spiffeId: 'spiffe://other.org/w' }), GrpcStatus.INVALID_ARGUMENT, /trust domain/);
     await rpcFails(mint({ spiffeId: 'spiffe://example.org' }), GrpcStatus.INVALID_ARGUMENT, /non-root/);
     await rpcFails(mint({ spiffeId: 'spiffe://example.org/spire/server' }), GrpcStatus.INVALID_ARGUMENT, /reserved/);
@@ -398,21 +398,21 @@ describe('SVIDService', () => {
   });
 
   test('MintJWTSVID', async () => {
-    const resp = await client.call(client.svid, client.svid.mintJwtsvid, { spiffeId: 'spiffe://example.org/jwt', audience: ['a1', 'a2'], ttl: 120 });
+    const resp = await client.call(client.svid.mintJwtsvid, { spiffeId: 'spiffe://example.org/jwt', audience: ['a1', 'a2'], ttl: 120 });
     const v = await validateJwtSvid(resp.svid!.token, { audience: 'a2', bundles: admin.ca.bundle() });
     assert.equal(v.id, 'spiffe://example.org/jwt');
     assert.deepEqual(v.audience, ['a1', 'a2']);
-    await rpcFails(client.call(client.svid, client.svid.mintJwtsvid, { spiffeId: 'spiffe://example.org/jwt', audience: [], ttl: 0 }), GrpcStatus.INVALID_ARGUMENT, /audience/);
-    await rpcFails(client.call(client.svid, client.svid.mintJwtsvid, { spiffeId: 'spiffe://x.org/jwt', audience: ['a'], ttl: 0 }), GrpcStatus.INVALID_ARGUMENT);
+    await rpcFails(client.call(client.svid.mintJwtsvid, { spiffeId: 'spiffe://example.org/jwt', audience: [], ttl: 0 }), GrpcStatus.INVALID_ARGUMENT, /audience/);
+    await rpcFails(client.call(client.svid.mintJwtsvid, { spiffeId: 'spiffe://x.org/jwt', audience: ['a'], ttl: 0 }), GrpcStatus.INVALID_ARGUMENT);
   });
 });
 
 test('health: SERVING for the server and its services, NOT_FOUND otherwise', async () => {
-  const all = await client.call(client.health, client.health.check, { service: '' });
+  const all = await client.call(client.health.check, { service: '' });
   assert.equal(all.status, HealthCheckResponse_ServingStatus.SERVING);
-  const one = await client.call(client.health, client.health.check, { service: 'spindle.admin.v1.EntryService' });
+  const one = await client.call(client.health.check, { service: 'spindle.admin.v1.EntryService' });
   assert.equal(one.status, HealthCheckResponse_ServingStatus.SERVING);
-  await rpcFails(client.call(client.health, client.health.check, { service: 'nope' }), GrpcStatus.NOT_FOUND);
+  await rpcFails(client.call(client.health.check, { service: 'nope' }), GrpcStatus.NOT_FOUND);
 });
 
 test('statusOf: caller errors keep their message; internal ones are hidden and logged', () => {

@@ -33,7 +33,7 @@ after(async () => {
 async function healthy(socketPath: string): Promise<boolean> {
   const c = new AdminClient(socketPath, { timeoutMs: 5000 });
   try {
-    await c.call(c.health, c.health.check, { service: '' });
+    await c.call(c.health.check, { service: '' });
     return true;
   } finally {
     c.close();

@@ -49,7 +49,7 @@ export async function listAllEntries(admin: AdminClient): Promise<Entry[]> {
   const out: Entry[] = [];
   let pageToken = '';
   do {
-    const res = await admin.call(admin.entry, admin.entry.listEntries, { filter: undefined, pageSize: 500, pageToken });
+    const res = await admin.call(admin.entry.listEntries, { filter: undefined, pageSize: 500, pageToken });
     out.push(...res.entries);
     pageToken = res.nextPageToken;
   } while (pageToken !== '');
