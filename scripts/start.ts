@@ -8,8 +8,12 @@
  * A second run resumes the same state. The quickstart owns its server, so when the agent cannot
  * resume (its stored SVID expired while stopped, or the server no longer knows the agent) it
  * removes the stale agent state and attests again with a fresh join token for the same node
- * alias, so the workload entry (parented to the alias) stays valid. Ctrl-C stops the demo
- * workload first, then the agent, then the server, and exits 0.
+ * alias, so the workload entry (parented to the alias) stays valid. The agent's ID is also kept
+ * in <state>/agent_id: an agent told by the server that it was evicted discards its own files,
+ * and the next run still knows which node record and alias entry to clean up. If the server or
+ * the agent stops on its own while the demo runs (an evicted agent exits), the quickstart says
+ * which one and why, stops the rest and exits 1. Ctrl-C stops the demo workload first, then the
+ * agent, then the server, and exits 0.
  *
  * Environment: SPINDLE_QUICKSTART_PORT (agent API port, default 18081);
  * SPINDLE_QUICKSTART_AGENT_TTL (agent SVID lifetime in seconds, default the server's, one hour:
@@ -34,6 +38,8 @@ const workloadId = `spiffe://${td}/quickstart/workload`;
 const adminSocket = join(state, 'server', 'admin', 'api.sock');
 const agentSocket = join(state, 'agent', 'public', 'api.sock');
 const agentData = join(state, 'agent', 'data');
+/** The last agent ID this quickstart attested (survives the agent discarding its own files). */
+const agentIdFile = join(state, 'agent_id');
 const uid = userInfo().uid;
 const children: ChildProcess[] = [];
 let closeDemo: (() => void) | undefined;
@@ -101,6 +107,7 @@ function start(bin: string, args: string[], name: string, ready: string): Promis
         clearInterval(poll);
         started = true;
         if (stderr) process.stderr.write(stderr);
+        child.once('exit', (code, signal) => stoppedOnItsOwn(name, logFile, code, signal));
         resolveReady(child);
       } else if (child.exitCode !== null || child.signalCode !== null) {
         // Let the last stderr bytes arrive before reporting them.
@@ -112,6 +119,24 @@ function start(bin: string, args: string[], name: string, ready: string): Promis
       }
     }, 100);
   });
+}
+
+/**
+ * A server or agent that exits while the demo runs (not through Ctrl-C): says which, with the
+ * last line of its log (the cause: an evicted agent says so there), then stops the rest.
+ */
+function stoppedOnItsOwn(name: string, logFile: string, code: number | null, signal: NodeJS.Signals | null): void {
+  if (stopping) return;
+  let last = '';
+  try {
+    last = tail(readFileSync(logFile, 'utf8'), 1);
+  } catch {
+    // The log went away: the exit status alone is still worth saying.
+  }
+  say(`\nspindle-${name} stopped on its own (${code !== null ? `exit code ${code}` : `signal ${signal}`})${last ? `; the last line of ${logFile}:\n  ${last}` : ''}`);
+  if (name === 'agent') say('Run npm start again: the quickstart attests the agent again with a new join token when it has to.');
+  say('Stopping the rest...');
+  void stopAll(1);
 }
 
 function stopChild(c: ChildProcess): Promise<void> {
@@ -144,7 +169,17 @@ process.on('SIGTERM', () => void stopAll(0));
 
 /** What the agent's data directory holds: nothing, an unusable SVID (why), or one to resume with. */
 function storedAgent(): { kind: 'none' } | { kind: 'stale'; agentId?: string; why: string } | { kind: 'resume'; agentId: string } {
-  if (!existsSync(join(agentData, 'agent_svid.pem'))) return { kind: 'none' };
+  if (!existsSync(join(agentData, 'agent_svid.pem'))) {
+    // No SVID, but an agent attested before: the agent discarded its files (the server told it
+    // it was evicted), or someone removed them. Either way its node record and alias entry go.
+    const previous = existsSync(agentIdFile) ? readFileSync(agentIdFile, 'utf8').trim() : '';
+    if (!previous) return { kind: 'none' };
+    const shown = cli(['agent', 'show', '-spiffeID', previous]);
+    if (shown.status !== 0 && /not found/i.test(shown.stdout + shown.stderr)) {
+      return { kind: 'stale', agentId: previous, why: `the server no longer knows the agent ${previous} (it was evicted)` };
+    }
+    return { kind: 'stale', agentId: previous, why: `the agent's stored identity is gone from ${agentData}` };
+  }
   let agentId: string;
   let notAfter: Date;
   try {
@@ -170,6 +205,7 @@ function storedAgent(): { kind: 'none' } | { kind: 'stale'; agentId?: string; wh
  */
 function forgetAgent(agentId: string | undefined): Promise<void> {
   for (const f of ['agent_svid.pem', 'agent_svid.key', 'bundle.pem', 'agent_data.json']) rmSync(join(agentData, f), { force: true });
+  rmSync(agentIdFile, { force: true });
   if (!agentId) return Promise.resolve();
   const admin = (args: string[]): Promise<string> =>
     new Promise((res) => execFile(serverBin, [...args, '-socketPath', adminSocket], { encoding: 'utf8' }, (err, stdout) => res(err ? '' : stdout)));
@@ -287,6 +323,12 @@ try {
     await start(agentBin, withJoinToken(baseAgentArgs), 'agent', 'spindle-agent is ready');
   }
   await cleanup;
+  try {
+    const { agentId } = JSON.parse(readFileSync(join(agentData, 'agent_data.json'), 'utf8')) as { agentId: string };
+    writeFileSync(agentIdFile, `${agentId}\n`);
+  } catch {
+    // Only cleanup after an eviction depends on it: that run then starts as a first run.
+  }
   say(`[4/4] spindle-agent is running (Workload API at ${agentSocket})\n`);
 
   say('Demo workload: watching its identity over the Workload API (rotation at half-life, about every 20 s)\n');

@@ -9,6 +9,10 @@
  *   temp directory for the whole run (test/support/otheruid.ts).
  * - It prints how many test files and tests ran, and closes with "N passed, N failed". A
  *   skipped or todo test fails the run: a test that did not run is not a passing test.
+ * - A hang fails instead of stalling the run: each file (and each test in it) has
+ *   FILE_TIMEOUT_MS. A file whose tests are done but whose process does not exit (a server or
+ *   timer it left behind) is cancelled at that limit, which counts as a failure. (Not
+ *   `--test-force-exit`: that would hide such leaks, and it cuts the TAP report's closing counts.)
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -29,6 +33,9 @@ function findTests(dir: string): string[] {
   }
   return out;
 }
+
+/** The longest a test file may run (the slowest take about a minute and a half on 2 cores). */
+const FILE_TIMEOUT_MS = 10 * 60_000;
 
 const filters = process.argv.slice(2);
 const files = findTests(dist)
@@ -59,7 +66,7 @@ let status: number;
 try {
   const result = spawnSync(
     process.execPath,
-    ['--test', '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...files],
+    ['--test', `--test-timeout=${FILE_TIMEOUT_MS}`, '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...files],
     { stdio: 'inherit', env },
   );
   status = result.status ?? 1;

@@ -4,10 +4,10 @@
 // cleanly), a resume, a restart after the agent was evicted, and a restart after the stored agent
 // SVID really expired (a short agent SVID lifetime through SPINDLE_QUICKSTART_AGENT_TTL, then
 // waiting past its notAfter). Plus: a server that cannot start is reported with its cause.
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { parseCertificate } from '../spiffe/x509/index.js';
@@ -28,8 +28,27 @@ interface Run {
   exited: Promise<number | null>;
 }
 
+/** Every quickstart started, so a failed test never leaves one (and its server and agent) running. */
+const started: ChildProcess[] = [];
+after(() => {
+  for (const c of started) {
+    if (c.exitCode !== null || c.signalCode !== null) continue;
+    try {
+      process.kill(-c.pid!, 'SIGKILL'); // its own process group: the quickstart, its server and agent
+    } catch {
+      // already gone
+    }
+  }
+});
+
 function quickstart(cwd: string, port: number, env: Record<string, string> = {}): Run {
-  const child = spawn(process.execPath, [startJs], { cwd, env: { ...process.env, SPINDLE_QUICKSTART_PORT: String(port), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [startJs], {
+    cwd,
+    env: { ...process.env, SPINDLE_QUICKSTART_PORT: String(port), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  started.push(child);
   let out = '';
   let err = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -110,11 +129,16 @@ describe('npm start (the quickstart)', { timeout: 240_000 }, () => {
     await run.waitFor(new RegExp(`first identity +${MY_SERVICE}  serial`));
     assert.doesNotMatch(run.out(), /join token \(node alias/);
 
-    // The admin evicts the agent (it must attest again); the next start has to cope with that.
+    // The admin evicts the agent. A join-token agent cannot attest again by itself: it learns of
+    // the eviction from the server, discards its stored SVID and exits; the quickstart says so
+    // and stops. The next start has to cope with that.
     const agentId = (JSON.parse(readFileSync(join(state, 'agent', 'data', 'agent_data.json'), 'utf8')) as { agentId: string }).agentId;
     const evict = spawnSync(serverBin, ['agent', 'evict', '-spiffeID', agentId, '-socketPath', adminSocket], { encoding: 'utf8' });
     assert.equal(evict.status, 0, evict.stderr);
-    assert.equal(await run.interrupt(), 0);
+    await run.waitFor(/spindle-agent stopped on its own \(exit code 3\); the last line of \S+agent\.log:\n {2}.*evicted/);
+    await run.waitFor(/Run npm start again/);
+    assert.equal(await run.exited, 1);
+    assert.equal(existsSync(join(state, 'agent', 'data', 'agent_svid.pem')), false, 'the agent discarded its SVID');
   });
 
   test('after an eviction, the next start attests again with a new join token and the entries still apply', async () => {
