@@ -127,6 +127,17 @@ function start(bin: string, args: string[], name: string, ready: string): Promis
  */
 function stoppedOnItsOwn(name: string, logFile: string, code: number | null, signal: NodeJS.Signals | null): void {
   if (stopping) return;
+  // Ctrl-C in a terminal signals the whole process group: the server and agent get SIGINT as
+  // the quickstart does, and one of them may be seen exiting before our own handler runs.
+  if (code === 0 || signal === 'SIGINT' || signal === 'SIGTERM') {
+    setTimeout(() => stoppedOnItsOwnNow(name, logFile, code, signal), 1_000);
+    return;
+  }
+  stoppedOnItsOwnNow(name, logFile, code, signal);
+}
+
+function stoppedOnItsOwnNow(name: string, logFile: string, code: number | null, signal: NodeJS.Signals | null): void {
+  if (stopping) return;
   let last = '';
   try {
     last = tail(readFileSync(logFile, 'utf8'), 1);

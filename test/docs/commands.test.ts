@@ -15,7 +15,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { appendFileSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../support/paths.js';
@@ -53,7 +53,10 @@ function freshClone(): { dir: string; remove: () => void } {
   const rev = git(['stash', 'create']).trim() || git(['rev-parse', 'HEAD']).trim();
   git(['clone', '--quiet', '--shared', '--no-checkout', repoRoot, dir], base);
   git(['checkout', '--quiet', '--detach', rev], dir);
-  symlinkSync(join(repoRoot, 'node_modules'), join(dir, 'node_modules'));
+  // An empty directory here; the file's mount namespace bind-mounts the checkout's node_modules
+  // on it (a symlink would point into /tmp, hidden by that namespace's own /tmp, when the
+  // checkout lives there).
+  mkdirSync(join(dir, 'node_modules'));
   appendFileSync(join(dir, '.git', 'info', 'exclude'), '/node_modules\n');
   cpSync(join(repoRoot, 'dist'), join(dir, 'dist'), { recursive: true });
   const addon = join('agent', 'native', 'peercred', 'build');
@@ -116,11 +119,13 @@ async function runFile(file: string, blocks: CommandBlock[], log: (line: string)
   const clone = freshClone();
   const env = { ...process.env };
   delete env['SPIFFE_ENDPOINT_SOCKET'];
-  // A new network namespace (loopback up) and mount namespace with an empty tmpfs on /tmp.
+  // A new network namespace (loopback up) and mount namespace with the checkout's node_modules
+  // bound into the clone, then an empty tmpfs on /tmp.
+  const setup = 'mount --bind "$1" node_modules && ip link set lo up && mount -t tmpfs -o mode=1777 docs-test-tmp /tmp && exec bash --noprofile --norc';
   const shell = track(
     spawn(
       'unshare',
-      ['--net', '--mount', '--propagation', 'private', '--', 'bash', '--noprofile', '--norc', '-c', 'ip link set lo up && mount -t tmpfs -o mode=1777 docs-test-tmp /tmp && exec bash --noprofile --norc'],
+      ['--net', '--mount', '--propagation', 'private', '--', 'bash', '--noprofile', '--norc', '-c', setup, 'docs-test', join(repoRoot, 'node_modules')],
       { cwd: clone.dir, env, detached: true, stdio: ['pipe', 'pipe', 'pipe'] },
     ),
   );
