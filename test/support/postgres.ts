@@ -19,19 +19,19 @@ const NOBODY = 65534;
 const ROOT = '/usr/lib/postgresql';
 
 /** The bin directory of the newest installed PostgreSQL server; throws saying what to install. */
-export function postgresBinDir(): string {
-  const versions = existsSync(ROOT)
-    ? readdirSync(ROOT)
-        .filter((v) => /^\d+$/.test(v) && existsSync(join(ROOT, v, 'bin', 'initdb')) && existsSync(join(ROOT, v, 'bin', 'pg_ctl')))
+export function postgresBinDir(root = ROOT): string {
+  const versions = existsSync(root)
+    ? readdirSync(root)
+        .filter((v) => /^\d+$/.test(v) && existsSync(join(root, v, 'bin', 'initdb')) && existsSync(join(root, v, 'bin', 'pg_ctl')))
         .sort((a, b) => Number(b) - Number(a))
     : [];
   if (versions.length === 0) {
     throw new Error(
-      `PostgreSQL server binaries (initdb, pg_ctl) not found under ${ROOT}/<version>/bin: the postgres datastore tests need them. ` +
+      `PostgreSQL server binaries (initdb, pg_ctl) not found under ${root}/<version>/bin: the postgres datastore tests need them. ` +
         'Install them with `apt-get install postgresql` (.ci/run does this when they are missing)',
     );
   }
-  return join(ROOT, versions[0]!, 'bin');
+  return join(root, versions[0]!, 'bin');
 }
 
 async function freePort(): Promise<number> {
@@ -84,10 +84,10 @@ async function start(): Promise<PostgresCluster> {
     rmSync(dir, { recursive: true, force: true });
   };
   process.once('exit', stop);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     process.once(sig, () => {
       stop();
-      process.exit(130);
+      process.exit(code);
     });
   }
   runAsNobody(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'], 'initdb');

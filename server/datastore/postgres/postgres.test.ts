@@ -9,11 +9,15 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { parseSpiffeId } from '../../../spiffe/id.js';
 import { entryWithDefaults } from '../../../test/support/entries.js';
-import { postgresCluster } from '../../../test/support/postgres.js';
+import { postgresBinDir, postgresCluster } from '../../../test/support/postgres.js';
 import { DataStoreError, type DataStore } from '../types.js';
+import { WRITE_LOCK } from './connection.js';
 import { normalizeConnectionString } from './connstring.js';
 import { SCHEMA_VERSION } from './migrations.js';
 import { openPostgresDataStore, type PostgresDataStoreOptions } from './store.js';
@@ -63,6 +67,16 @@ function rejectsWith(reason: string, pattern: RegExp): (e: unknown) => boolean {
 }
 
 describe('postgres datastore', () => {
+  it('the test cluster fails (never skips) without the server binaries, saying what to install', () => {
+    const empty = mkdtempSync(join(tmpdir(), 'spindle-nopg-'));
+    try {
+      assert.throws(() => postgresBinDir(empty), /not found under .*spindle-nopg-.*<version>\/bin.*apt-get install postgresql/);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+    assert.match(postgresBinDir(), /^\/usr\/lib\/postgresql\/\d+\/bin$/);
+  });
+
   describe('schema migrations', () => {
     it('several stores opening an empty database at once migrate it once and all work', async () => {
       const uri = await freshDb();
@@ -149,6 +163,36 @@ describe('postgres datastore', () => {
       const all = (await reader.listEventsSince(0, 1000)).map((e) => e.id);
       assert.equal(all.length, 40);
       assert.deepEqual(read, all, 'the resuming reader saw every event');
+    });
+  });
+
+  describe('the write lock', () => {
+    it('a write waits while another server holds the write lock mid-transaction, so event ids commit in order', async () => {
+      const uri = await freshDb();
+      const store = await open(uri);
+      // "Another server" mid-write: holds the lock and has taken an event id, not yet committed.
+      const other = new pg.Client({ connectionString: uri });
+      await other.connect();
+      try {
+        await other.query('BEGIN');
+        await other.query('SELECT pg_advisory_xact_lock($1)', [WRITE_LOCK]);
+        const otherId = Number((await other.query<{ id: string }>("INSERT INTO events (kind, key, at) VALUES ('bundle_updated', 'other.org', 1) RETURNING id")).rows[0]!.id);
+        let settled = false;
+        const write = store.createEntries([entry(1)], 2).finally(() => (settled = true));
+        // Give the write every chance to slip past (it must not: it waits for the lock).
+        await new Promise((r) => setTimeout(r, 1000));
+        assert.equal(settled, false, 'the write committed while another server held the write lock');
+        // (A read through the same store would wait for the write: calls take effect in call order.)
+        assert.deepEqual(await sql(uri, 'SELECT count(*)::int FROM entries'), [[0]], 'nothing committed yet');
+        await other.query('COMMIT');
+        const [r] = await write;
+        assert.ok(r && 'entry' in r);
+        const events = await store.listEventsSince(0, 10);
+        assert.deepEqual(events.map((e) => e.key), ['other.org', r.entry.id]);
+        assert.equal(events[0]!.id, otherId);
+      } finally {
+        await other.end();
+      }
     });
   });
 
