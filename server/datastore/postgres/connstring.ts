@@ -116,6 +116,11 @@ export function normalizeConnectionString(text: string, key = 'connection_string
     // pg-connection-string is lenient; the WHATWG parser catches malformed URIs.
     if (URI_SCHEME.test(text)) new URL(text);
   } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e?.code === 'string' && typeof e.path === 'string') {
+      // pg-connection-string reads sslrootcert / sslcert / sslkey while parsing.
+      throw bad(key, `cannot read the file ${JSON.stringify(e.path)} it names (sslrootcert, sslcert or sslkey): ${e.code}`);
+    }
     throw bad(key, `is not a valid PostgreSQL URI: ${err instanceof Error ? err.message : String(err)}`);
   }
   const sslmode = (parsed as { sslmode?: unknown }).sslmode;

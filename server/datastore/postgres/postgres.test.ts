@@ -219,6 +219,7 @@ describe('postgres datastore', () => {
         ['host=db sslmode=maybe password=s3cret', /sslmode "maybe" is not one of disable, prefer, require, verify-ca, verify-full/],
         ['mysql://u@h/db', /URI scheme "mysql" is not postgresql:\/\/ or postgres:\/\//],
         ['postgresql://u@h:notaport/db', /not a valid PostgreSQL URI|port/],
+        ['host=db sslmode=verify-full sslrootcert=/nonexistent/ca.pem password=s3cret', /cannot read the file "\/nonexistent\/ca.pem" it names \(sslrootcert, sslcert or sslkey\): ENOENT/],
       ];
       for (const [text, pattern] of cases) {
         await assert.rejects(openPostgresDataStore({ connectionString: text }), (e: unknown) => {
