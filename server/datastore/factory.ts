@@ -9,7 +9,6 @@
  * server/config/config.ts, and run the contract tests (test/datastore/contract.ts) against it.
  */
 import type { DataStoreConfig } from '../config/config.js';
-import { openPostgresDataStore } from './postgres/store.js';
 import { openSqliteDataStore } from './sqlite/store.js';
 import { DataStoreError, type DataStore, type DataStoreLogger } from './types.js';
 
@@ -23,9 +22,10 @@ type Opener = (config: DataStoreConfig, options: OpenDataStoreOptions) => Promis
 const BACKENDS: Readonly<Record<string, Opener>> = {
   // connection_string is the database file's path (config.ts resolved it).
   sqlite3: async (config, { logger }) => openSqliteDataStore(logger === undefined ? { path: config.connectionString } : { path: config.connectionString, logger }),
-  // Several servers may share one PostgreSQL database (postgres/store.ts).
-  postgres: (config, { logger }) =>
-    openPostgresDataStore({
+  // Several servers may share one PostgreSQL database (postgres/store.ts). Loaded on use, so a
+  // server on SQLite never loads the PostgreSQL driver.
+  postgres: async (config, { logger }) =>
+    (await import('./postgres/store.js')).openPostgresDataStore({
       connectionString: config.connectionString,
       ...(config.roConnectionString === undefined ? {} : { roConnectionString: config.roConnectionString }),
       ...(config.maxOpenConns === undefined ? {} : { maxOpenConns: config.maxOpenConns }),
