@@ -29,6 +29,7 @@ import { DataStoreError, type ChangeKind, type DataStoreLogger } from '../types.
 export const WRITE_LOCK = '7294012460010002';
 export const CHANNEL = 'spindle_events';
 const DEFAULT_POLL_MS = 5000;
+const CONNECT_TIMEOUT_MS = 10_000;
 
 /** Appends a change-feed event inside the current write transaction. */
 export type Emit = (kind: ChangeKind, key: string, at: number) => Promise<void>;
@@ -87,6 +88,8 @@ export function newPool(s: PoolSettings): pg.Pool {
     max: s.maxOpenConns > 0 ? s.maxOpenConns : 10,
     idleTimeoutMillis: s.maxIdleConns === 0 ? 1 : 30_000,
     maxLifetimeSeconds: s.connMaxLifetime,
+    // A call fails (reason 'io') rather than waiting forever for a connection to an unreachable server.
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     types: TYPES,
   });
 }
@@ -116,7 +119,8 @@ export class PostgresConnection {
   /** The highest event id announced to listeners. */
   private announced = 0;
   private lastWrite: Promise<void> = Promise.resolve();
-  private readsSinceWrite: Array<Promise<unknown>> = [];
+  /** Reads called since the last write, until they settle (a write waits for them). */
+  private readonly readsSinceWrite = new Set<Promise<unknown>>();
   private listenClient: pg.Client | undefined;
   private readonly poll: NodeJS.Timeout;
   private polling = false;
@@ -151,7 +155,7 @@ export class PostgresConnection {
 
   /** A LISTEN connection of its own; on loss it is reopened by the next catch-up poll. */
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.settings.uri, types: TYPES });
+    const client = new pg.Client({ connectionString: this.settings.uri, types: TYPES, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
     client.on('error', (err) => {
       this.logger?.warn({ err }, 'postgres datastore: the change notification connection failed; polling until it is back');
       if (this.listenClient === client) this.listenClient = undefined;
@@ -200,7 +204,7 @@ export class PostgresConnection {
   write<T>(op: string, fn: (q: Queryable, emit: Emit) => Promise<T>): Promise<T> {
     this.assertOpen(op);
     const before = Promise.all([this.lastWrite, ...this.readsSinceWrite]);
-    this.readsSinceWrite = [];
+    this.readsSinceWrite.clear();
     const run = before.then(() => this.runWrite(op, fn));
     this.lastWrite = run.then(
       () => undefined,
@@ -248,7 +252,11 @@ export class PostgresConnection {
   read<T>(op: string, fn: (q: Queryable) => Promise<T>, snapshot = false): Promise<T> {
     this.assertOpen(op);
     const run = this.lastWrite.then(() => this.runRead(op, fn, snapshot));
-    this.readsSinceWrite.push(run.catch(() => undefined));
+    const settled: Promise<unknown> = run.then(
+      () => this.readsSinceWrite.delete(settled),
+      () => this.readsSinceWrite.delete(settled),
+    );
+    this.readsSinceWrite.add(settled);
     return run;
   }
 
