@@ -10,7 +10,7 @@
  * server/ and agent/ sit side by side and never import each other. Test kits (files named
  * testkit.ts, everything under test/support/) and test files are for tests only: no
  * production module imports them, so nothing the binaries load pulls them in. Only
- * server/datastore/factory.ts imports a datastore backend (server/datastore/sqlite/); everything
+ * server/datastore/factory.ts imports a datastore backend (server/datastore/sqlite/, postgres/); everything
  * else holds the DataStore interface.
  * docs/ARCHITECTURE.md ("Layers and the check") explains how to read a failure.
  */
@@ -88,9 +88,16 @@ module.exports = {
     {
       name: 'datastore-backend-via-factory',
       severity: 'error',
-      comment: 'A datastore backend (server/datastore/sqlite/) is opened only by server/datastore/factory.ts: everything else, tests and bench included, holds a DataStore (server/datastore/types.ts) and opens it through the factory, so a second backend drops in. The backend folder itself (with its own tests) may import its files.',
+      comment: 'A datastore backend (server/datastore/sqlite/, server/datastore/postgres/) is opened only by server/datastore/factory.ts: everything else, tests and bench included, holds a DataStore (server/datastore/types.ts) and opens it through the factory, so a second backend drops in. The backend folder itself (with its own tests) may import its files.',
       from: { pathNot: '^server/datastore/(factory\\.ts$|sqlite/)' },
       to: { path: '^server/datastore/sqlite/' },
+    },
+    {
+      name: 'datastore-backend-via-factory',
+      severity: 'error',
+      comment: 'The PostgreSQL backend (server/datastore/postgres/) likewise: only server/datastore/factory.ts and the folder itself import it.',
+      from: { pathNot: '^server/datastore/(factory\\.ts$|postgres/)' },
+      to: { path: '^server/datastore/postgres/' },
     },
     {
       name: 'not-to-unresolvable',

@@ -51,6 +51,7 @@ describe('layer check', { timeout: 400_000 }, () => {
       );
       writeFileSync(join(dir, 'server', 'layerprobe.ts'), "import { TD } from './ca/testkit.js';\nexport const probe = TD;\n");
       writeFileSync(join(dir, 'server', 'storeprobe.ts'), "import { openSqliteDataStore } from './datastore/sqlite/store.js';\nexport const probe = openSqliteDataStore;\n");
+      writeFileSync(join(dir, 'server', 'pgprobe.ts'), "import { openPostgresDataStore } from './datastore/postgres/store.js';\nexport const probe = openPostgresDataStore;\n");
       writeFileSync(join(dir, 'common', 'cyclea.ts'), "import { b } from './cycleb.js';\nexport const a = (): number => b() + 1;\n");
       writeFileSync(join(dir, 'common', 'cycleb.ts'), "import { a } from './cyclea.js';\nexport const b = (): number => a() - 1;\n");
 
@@ -58,9 +59,10 @@ describe('layer check', { timeout: 400_000 }, () => {
       assert.notEqual(r.status, 0, `the check passed with wrong imports:\n${r.output}`);
       assert.match(r.output, /error agent-not-server: agent\/layerprobe\.ts → server\/datastore\/factory\.ts/);
       assert.match(r.output, /error datastore-backend-via-factory: server\/storeprobe\.ts → server\/datastore\/sqlite\/store\.ts/);
+      assert.match(r.output, /error datastore-backend-via-factory: server\/pgprobe\.ts → server\/datastore\/postgres\/store\.ts/);
       assert.match(r.output, /error production-not-testkits: server\/layerprobe\.ts → server\/ca\/testkit\.ts/);
       assert.match(r.output, /error no-circular: common\/cyclea\.ts →\s+common\/cycleb\.ts →\s+common\/cyclea\.ts/);
-      assert.match(r.output, /x 4 dependency violations/, 'exactly the probes fail; the rest of the copy is clean');
+      assert.match(r.output, /x 5 dependency violations/, 'exactly the probes fail; the rest of the copy is clean');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -525,22 +525,62 @@ test('UpstreamAuthority disk needs key and cert paths', () => {
   assert.deepEqual(c.plugins.upstreamAuthority, { name: 'disk', keyFilePath: '/k.pem', certFilePath: '/c.pem' });
 });
 
-test('DataStore sql: sqlite3 only; other database types are rejected', () => {
+test('DataStore sql: sqlite3 and postgres; other database types are rejected', () => {
   rejects(
-    withPlugins({ DataStore: { sql: { plugin_data: { database_type: 'postgres', connection_string: 'dbname=spire' } } } }),
-    'config: plugins.DataStore.sql.plugin_data.database_type: "postgres" is not supported yet; Spindle supports sqlite3 only',
+    withPlugins({ DataStore: { sql: { plugin_data: { database_type: 'mysql', connection_string: 'dbname=spire' } } } }),
+    'config: plugins.DataStore.sql.plugin_data.database_type: "mysql" is not supported yet; Spindle supports sqlite3 and postgres',
   );
   rejects(
     withPlugins({ DataStore: { sql: { plugin_data: { database_type: 'oracle' } } } }),
-    'config: plugins.DataStore.sql.plugin_data.database_type: expected one of sqlite3, got "oracle"',
+    'config: plugins.DataStore.sql.plugin_data.database_type: expected one of sqlite3, postgres, got "oracle"',
   );
   rejects(
     withPlugins({ DataStore: { sql: { plugin_data: { connection_string: 'file:x.db?cache=shared' } } } }),
     'config: plugins.DataStore.sql.plugin_data.connection_string: expected the path of the SQLite database file (URIs are not supported), got "file:x.db?cache=shared"',
   );
-  rejects(withPlugins({ DataStore: { sql: { plugin_data: { max_open_conns: 5 } } } }), 'config: plugins.DataStore.sql.plugin_data.max_open_conns: unknown key');
+  rejects(
+    withPlugins({ DataStore: { sql: { plugin_data: { max_open_conns: 5 } } } }),
+    'config: plugins.DataStore.sql.plugin_data.max_open_conns: applies to database_type "postgres" only; a sqlite3 datastore has one connection to its file',
+  );
   const c = parse(withPlugins({ DataStore: { sql: { plugin_data: { database_type: 'sqlite3', connection_string: 'db/spindle.sqlite3' } } } }));
   assert.deepEqual(c.plugins.dataStore, { name: 'sql', databaseType: 'sqlite3', connectionString: join(CWD, 'db/spindle.sqlite3') });
+});
+
+test('DataStore sql postgres: SPIRE\'s keys, validated by key', () => {
+  const pgData = (extra: Record<string, unknown>) => withPlugins({ DataStore: { sql: { plugin_data: { database_type: 'postgres', ...extra } } } });
+  const c = parse(
+    pgData({
+      connection_string: 'host=db.internal dbname=spire user=spire sslmode=verify-full',
+      ro_connection_string: 'postgresql://reader@replica.internal/spire',
+      max_open_conns: 20,
+      max_idle_conns: '5',
+      conn_max_lifetime: '1h',
+      disable_migration: true,
+    }),
+  );
+  assert.deepEqual(c.plugins.dataStore, {
+    name: 'sql',
+    databaseType: 'postgres',
+    connectionString: 'host=db.internal dbname=spire user=spire sslmode=verify-full',
+    roConnectionString: 'postgresql://reader@replica.internal/spire',
+    maxOpenConns: 20,
+    maxIdleConns: 5,
+    connMaxLifetime: 3600,
+    disableMigration: true,
+  });
+  assert.deepEqual(parse(pgData({ connection_string: 'postgresql:///spire' })).plugins.dataStore, {
+    name: 'sql',
+    databaseType: 'postgres',
+    connectionString: 'postgresql:///spire',
+  });
+  assert.deepEqual(problems(pgData({ max_open_conns: -1, max_idle_conns: 'many', conn_max_lifetime: 'forever', disable_migration: 'yes' })), [
+    'config: plugins.DataStore.sql.plugin_data.connection_string: is required for database_type "postgres": a libpq keyword/value string ("host=... dbname=... user=...") or a postgresql:// URI',
+    'config: plugins.DataStore.sql.plugin_data.max_open_conns: expected an integer of at least 0, got -1',
+    'config: plugins.DataStore.sql.plugin_data.max_idle_conns: expected an integer of at least 0, got "many"',
+    'config: plugins.DataStore.sql.plugin_data.conn_max_lifetime: expected a duration such as "1h", "30m", "90s" or "1h30m" (or whole seconds), got "forever"',
+    'config: plugins.DataStore.sql.plugin_data.disable_migration: expected true or false, got "yes"',
+  ]);
+  rejects(pgData({ connection_string: 'dbname=x', busy_timeout: 5 }), 'config: plugins.DataStore.sql.plugin_data.busy_timeout: unknown key');
 });
 
 test('external plugins are rejected', () => {
@@ -586,7 +626,7 @@ test('multiple problems are reported together, unknown keys first', () => {
       'config: server.log_level: expected one of DEBUG, INFO, WARN, ERROR, got "verbose"',
       'config: server.agent_ttl: must not be longer than server.ca_ttl (1h): an SVID cannot outlive the CA that signs it, got "2h"',
       'config: plugins.KeyManager: only one KeyManager may be enabled, found 2 (disk, memory)',
-      'config: plugins.DataStore.sql.plugin_data.database_type: "mysql" is not supported yet; Spindle supports sqlite3 only',
+      'config: plugins.DataStore.sql.plugin_data.database_type: "mysql" is not supported yet; Spindle supports sqlite3 and postgres',
     ],
   );
 });

@@ -51,7 +51,7 @@ export const NODE_ATTESTORS: readonly string[] = NODE_ATTESTOR_PLUGINS.map((p) =
 export const KEY_MANAGERS = ['disk', 'memory'] as const;
 export const UPSTREAM_AUTHORITIES = ['disk'] as const;
 export const DATA_STORES = ['sql'] as const;
-export const DATABASE_TYPES = ['sqlite3'] as const;
+export const DATABASE_TYPES = ['sqlite3', 'postgres'] as const;
 export const PLUGIN_TYPES = ['DataStore', 'KeyManager', 'NodeAttestor', 'UpstreamAuthority'] as const;
 
 /** Shortest accepted `ca_ttl`: the CA must outlive a useful SVID and leave room to rotate. */
@@ -126,9 +126,22 @@ export interface UpstreamAuthorityConfig {
 
 export interface DataStoreConfig {
   name: 'sql';
-  databaseType: 'sqlite3';
-  /** For sqlite3: the absolute path of the database file. */
+  databaseType: (typeof DATABASE_TYPES)[number];
+  /**
+   * For sqlite3: the absolute path of the database file. For postgres: a libpq keyword/value
+   * string or a postgresql:// URI (checked when the datastore opens).
+   */
   connectionString: string;
+  /** postgres only: a read-only replica's connection string, for reads that may lag. */
+  roConnectionString?: string;
+  /** postgres only: most connections open at once (0: the driver's default). */
+  maxOpenConns?: number;
+  /** postgres only: 0 closes idle connections at once. */
+  maxIdleConns?: number;
+  /** postgres only: seconds a connection is used before it is replaced (0: no limit). */
+  connMaxLifetime?: number;
+  /** postgres only: do not migrate the schema; refuse one that is not this version's. */
+  disableMigration?: boolean;
 }
 
 export interface ServerConfig {
@@ -391,7 +404,9 @@ function parseUpstreamAuthority(root: ConfigReader, p: ConfigReader, cwd: string
   return result;
 }
 
-const SPIRE_ONLY_DATABASE_TYPES = ['postgres', 'mysql', 'aws_postgres', 'aws_mysql'];
+const SPIRE_ONLY_DATABASE_TYPES = ['mysql', 'aws_postgres', 'aws_mysql'];
+/** DataStore "sql" keys that only the postgres database_type reads. */
+const POSTGRES_ONLY_KEYS = ['ro_connection_string', 'max_open_conns', 'max_idle_conns', 'conn_max_lifetime', 'disable_migration'];
 
 function parseDataStore(root: ConfigReader, p: ConfigReader, dataDir: string, cwd: string): DataStoreConfig {
   const defaultPath = join(dataDir, SERVER_DEFAULTS.plugins.sqlite_file_in_data_dir);
@@ -401,13 +416,21 @@ function parseDataStore(root: ConfigReader, p: ConfigReader, dataDir: string, cw
   if (section === undefined) return fallback;
   const d = section.data;
   const dbType = d.string('database_type');
+  if (dbType === 'postgres') {
+    const result = parsePostgres(d);
+    root.absorb(d);
+    return result;
+  }
   if (dbType !== undefined && dbType !== 'sqlite3') {
     d.problem(
       'database_type',
       SPIRE_ONLY_DATABASE_TYPES.includes(dbType)
-        ? `${JSON.stringify(dbType)} is not supported yet; Spindle supports sqlite3 only`
+        ? `${JSON.stringify(dbType)} is not supported yet; Spindle supports ${DATABASE_TYPES.join(' and ')}`
         : `expected one of ${DATABASE_TYPES.join(', ')}, got ${JSON.stringify(dbType)}`,
     );
+  }
+  for (const key of POSTGRES_ONLY_KEYS) {
+    if (d.has(key)) d.problem(key, 'applies to database_type "postgres" only; a sqlite3 datastore has one connection to its file');
   }
   const raw = d.string('connection_string');
   let connectionString = defaultPath;
@@ -418,4 +441,24 @@ function parseDataStore(root: ConfigReader, p: ConfigReader, dataDir: string, cw
   }
   root.absorb(d);
   return { name: 'sql', databaseType: 'sqlite3', connectionString };
+}
+
+/** database_type "postgres": SPIRE's keys; the connection strings are parsed when the datastore opens. */
+function parsePostgres(d: ConfigReader): DataStoreConfig {
+  const connectionString = d.string('connection_string');
+  if (connectionString === undefined) {
+    d.problem('connection_string', 'is required for database_type "postgres": a libpq keyword/value string ("host=... dbname=... user=...") or a postgresql:// URI');
+  }
+  const result: DataStoreConfig = { name: 'sql', databaseType: 'postgres', connectionString: connectionString ?? '' };
+  const ro = d.string('ro_connection_string');
+  if (ro !== undefined) result.roConnectionString = ro;
+  const maxOpen = d.int('max_open_conns', { min: 0 });
+  if (maxOpen !== undefined) result.maxOpenConns = maxOpen;
+  const maxIdle = d.int('max_idle_conns', { min: 0 });
+  if (maxIdle !== undefined) result.maxIdleConns = maxIdle;
+  const lifetime = d.duration('conn_max_lifetime', undefined, { min: 0 });
+  if (lifetime !== undefined) result.connMaxLifetime = lifetime;
+  const disable = d.bool('disable_migration');
+  if (disable !== undefined) result.disableMigration = disable;
+  return result;
 }

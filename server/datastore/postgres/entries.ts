@@ -1,0 +1,278 @@
+/**
+ * PostgreSQL: registration entries. An entry row plus its child rows (entry_selectors,
+ * entry_dns_names, entry_federates_with, keyed by entries.pk), written in one transaction (under
+ * the write lock, connection.ts) with its change-feed event. A listing or get is ONE statement
+ * (children aggregated in SQL), so it reads one snapshot. Duplicates (same spiffeId + parentId
+ * + selector set) are found through identity_hash inside the write transaction.
+ */
+import { isSpiffeId, type TrustDomain } from '../../../spiffe/id.js';
+import { checkEntryId, checkInt, checkString, describe, invalid, normalizeEntry, type NormalizedEntry } from '../checks.js';
+import { checkEntryFilter } from '../filters.js';
+import { newEntryId } from '../ids.js';
+import { decodeToken, pageOf, pageSize } from '../paging.js';
+import { DataStoreError, type EntryFilter, type NewEntry, type Page, type Paged, type RegistrationEntry } from '../types.js';
+import type { Emit, PostgresConnection, Queryable } from './connection.js';
+import { identityHash, parseJsonArray, selectorsFromKey, selectorsStorageKey } from './encoding.js';
+import { entryWhere } from './filters.js';
+
+type CreateResult = { entry: RegistrationEntry } | { error: DataStoreError };
+type StoredEntry = NormalizedEntry & { selectorsKey: string; identity: Buffer };
+
+function normalizeStoredEntry(e: NewEntry | RegistrationEntry): StoredEntry {
+  const n = normalizeEntry(e);
+  const selectorsKey = selectorsStorageKey(n.selectors);
+  return { ...n, selectorsKey, identity: identityHash(n.spiffeId, n.parentId, selectorsKey) };
+}
+
+type EntryRow = [
+  pk: number,
+  id: string,
+  spiffeId: string,
+  parentId: string,
+  x509SvidTtl: number,
+  jwtSvidTtl: number,
+  admin: boolean,
+  downstream: boolean,
+  hint: string,
+  entryExpiry: number,
+  revisionNumber: number,
+  createdAt: number,
+  updatedAt: number,
+  selectors: string,
+  dnsNames: string,
+  federatesWith: string,
+];
+
+const ENTRY_COLUMNS =
+  'e.pk, e.id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.admin, e.downstream, e.hint, ' +
+  'e.entry_expiry, e.revision_number, e.created_at, e.updated_at, e.selectors_key, ' +
+  "coalesce((SELECT json_agg(d.name ORDER BY d.position)::text FROM entry_dns_names d WHERE d.entry_pk = e.pk), '[]'), " +
+  "CASE WHEN e.federates_count = 0 THEN '[]' ELSE (SELECT json_agg(f.trust_domain ORDER BY f.trust_domain)::text " +
+  'FROM entry_federates_with f WHERE f.entry_pk = e.pk) END';
+
+function entryFromRow(r: EntryRow): RegistrationEntry {
+  const [, id, spiffeId, parentId] = r;
+  if (!isSpiffeId(spiffeId) || !isSpiffeId(parentId)) {
+    throw new DataStoreError('io', `postgres datastore: stored entry ${describe(id)} has an invalid SPIFFE ID`);
+  }
+  return {
+    id,
+    spiffeId,
+    parentId,
+    selectors: selectorsFromKey(r[13]),
+    x509SvidTtl: r[4],
+    jwtSvidTtl: r[5],
+    dnsNames: parseJsonArray<string>(r[14]),
+    federatesWith: parseJsonArray<TrustDomain>(r[15]),
+    admin: r[6],
+    downstream: r[7],
+    hint: r[8],
+    entryExpiry: r[9],
+    revisionNumber: r[10],
+    createdAt: r[11],
+    updatedAt: r[12],
+  };
+}
+
+/** The mutable columns, in the order insert and update name them (spiffe_id ... entry_expiry). */
+function columnValues(n: StoredEntry): unknown[] {
+  return [n.spiffeId, n.parentId, n.selectorsKey, n.identity, n.selectors.length, n.federatesWith.length, n.x509SvidTtl, n.jwtSvidTtl, n.admin, n.downstream, n.hint, n.entryExpiry];
+}
+
+async function loadEntry(q: Queryable, id: string): Promise<RegistrationEntry | undefined> {
+  const [row] = await q.rows<EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM entries e WHERE e.id = $1`, [id]);
+  return row === undefined ? undefined : entryFromRow(row);
+}
+
+async function insertChildren(q: Queryable, pk: number, n: StoredEntry): Promise<void> {
+  if (n.selectors.length > 0) {
+    await q.exec('INSERT INTO entry_selectors (entry_pk, type, value) SELECT $1, t, v FROM unnest($2::text[], $3::text[]) AS x(t, v)', [
+      pk,
+      n.selectors.map((s) => s.type),
+      n.selectors.map((s) => s.value),
+    ]);
+  }
+  if (n.dnsNames.length > 0) {
+    await q.exec('INSERT INTO entry_dns_names (entry_pk, position, name) SELECT $1, o - 1, d FROM unnest($2::text[]) WITH ORDINALITY AS x(d, o)', [pk, n.dnsNames]);
+  }
+  if (n.federatesWith.length > 0) {
+    await q.exec('INSERT INTO entry_federates_with (entry_pk, trust_domain) SELECT $1, t FROM unnest($2::text[]) AS x(t)', [pk, n.federatesWith]);
+  }
+}
+
+function duplicateError(n: StoredEntry, existing: string, inBatch: boolean): DataStoreError {
+  return new DataStoreError(
+    'duplicate_entry',
+    `an entry with spiffeId ${describe(n.spiffeId)}, parentId ${describe(n.parentId)} and the same selectors ` +
+      `already exists: ${describe(existing)}${inBatch ? ' (created earlier in this batch)' : ''}`,
+  );
+}
+
+async function duplicateOf(q: Queryable, n: StoredEntry, id: string): Promise<string | undefined> {
+  const [row] = await q.rows<[string]>('SELECT id FROM entries WHERE identity_hash = $1 AND id <> $2', [n.identity, id]);
+  return row?.[0];
+}
+
+export class PostgresEntries {
+  constructor(private readonly c: PostgresConnection) {}
+
+  async createEntries(entries: NewEntry[], now: number): Promise<CreateResult[]> {
+    if (!Array.isArray(entries)) throw invalid(`entries must be an array, got ${describe(entries)}`);
+    checkInt(now, 'now');
+    return this.c.write('create entries', (q, emit) => this.insertEntries(q, entries, now, emit));
+  }
+
+  private async insertEntries(q: Queryable, entries: NewEntry[], now: number, emit: Emit): Promise<CreateResult[]> {
+    const created = new Set<string>();
+    const results: CreateResult[] = [];
+    for (const input of entries) {
+      let n: StoredEntry;
+      let id: string;
+      try {
+        n = normalizeStoredEntry(input);
+        id = input.id === undefined || input.id === '' ? newEntryId() : checkEntryId(input.id);
+      } catch (err) {
+        if (!(err instanceof DataStoreError)) throw err;
+        results.push({ error: err });
+        continue;
+      }
+      if (input.id !== undefined && input.id !== '' && (await q.rows('SELECT 1 FROM entries WHERE id = $1', [id])).length > 0) {
+        results.push({
+          error: new DataStoreError('already_exists', `an entry with id ${describe(id)} already exists${created.has(id) ? ' (created earlier in this batch)' : ''}`),
+        });
+        continue;
+      }
+      const dup = await duplicateOf(q, n, id);
+      if (dup !== undefined) {
+        results.push({ error: duplicateError(n, dup, created.has(dup)) });
+        continue;
+      }
+      const [inserted] = await q.rows<[number]>(
+        'INSERT INTO entries (id, spiffe_id, parent_id, selectors_key, identity_hash, selector_count, federates_count, x509_svid_ttl, ' +
+          'jwt_svid_ttl, admin, downstream, hint, entry_expiry, revision_number, created_at, updated_at) ' +
+          'VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15) RETURNING pk',
+        [id, ...columnValues(n), now, now],
+      );
+      await insertChildren(q, inserted![0], n);
+      await emit('entry_created', id, now);
+      created.add(id);
+      results.push({
+        entry: {
+          id,
+          spiffeId: n.spiffeId,
+          parentId: n.parentId,
+          selectors: n.selectors,
+          x509SvidTtl: n.x509SvidTtl,
+          jwtSvidTtl: n.jwtSvidTtl,
+          dnsNames: n.dnsNames,
+          federatesWith: n.federatesWith,
+          admin: n.admin,
+          downstream: n.downstream,
+          hint: n.hint,
+          entryExpiry: n.entryExpiry,
+          revisionNumber: 0,
+          createdAt: now,
+          updatedAt: now,
+        },
+      });
+    }
+    return results;
+  }
+
+  async getEntry(id: string): Promise<RegistrationEntry | undefined> {
+    checkString(id, 'entry id');
+    return this.c.read('get entry', (q) => loadEntry(q, id));
+  }
+
+  async getEntries(ids: readonly string[]): Promise<Map<string, RegistrationEntry>> {
+    if (!Array.isArray(ids)) throw invalid(`entry ids must be an array, got ${describe(ids)}`);
+    ids.forEach((id, i) => checkString(id, `entry ids[${i}]`));
+    const out = new Map<string, RegistrationEntry>();
+    if (ids.length === 0) return out;
+    return this.c.read('get entries', async (q) => {
+      for (const row of await q.rows<EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM entries e WHERE e.id = ANY($1::text[])`, [ids])) {
+        const e = entryFromRow(row);
+        out.set(e.id, e);
+      }
+      return out;
+    });
+  }
+
+  async listAllEntries(): Promise<RegistrationEntry[]> {
+    return this.c.read('list all entries', async (q) => (await q.rows<EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM entries e`)).map(entryFromRow));
+  }
+
+  async listEntries(filter?: EntryFilter, page?: Page): Promise<Paged<RegistrationEntry>> {
+    const w = entryWhere(checkEntryFilter(filter));
+    const after = decodeToken('e', page?.token);
+    const size = pageSize(page);
+    if (after !== undefined) w.clauses.push(`e.id > ${w.p(after)}`);
+    let sql = `SELECT ${ENTRY_COLUMNS} FROM entries e${w.sql()} ORDER BY e.id`;
+    if (size > 0) sql += ` LIMIT ${w.p(size + 1)}`;
+    return this.c.read('list entries', async (q) => {
+      const { items, nextToken } = pageOf('e', await q.rows<EntryRow>(sql, w.params), size, (r) => r[1]);
+      return { items: items.map(entryFromRow), nextToken };
+    });
+  }
+
+  async countEntries(filter?: EntryFilter): Promise<number> {
+    const w = entryWhere(checkEntryFilter(filter));
+    return this.c.read('count entries', async (q) => (await q.rows<[number]>(`SELECT count(*) FROM entries e${w.sql()}`, w.params))[0]?.[0] ?? 0);
+  }
+
+  async updateEntry(entry: RegistrationEntry, now: number): Promise<RegistrationEntry> {
+    if (typeof entry !== 'object' || entry === null) throw invalid(`entry must be an object, got ${describe(entry)}`);
+    const id = checkEntryId(entry.id);
+    const n = normalizeStoredEntry(entry);
+    checkInt(now, 'now');
+    return this.c.write('update entry', async (q, emit) => {
+      const [row] = await q.rows<[number]>('SELECT pk FROM entries WHERE id = $1', [id]);
+      if (row === undefined) throw new DataStoreError('not_found', `entry ${describe(id)} not found`);
+      const pk = row[0];
+      const dup = await duplicateOf(q, n, id);
+      if (dup !== undefined) throw duplicateError(n, dup, false);
+      await q.exec(
+        'UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors_key = $3, identity_hash = $4, selector_count = $5, federates_count = $6, ' +
+          'x509_svid_ttl = $7, jwt_svid_ttl = $8, admin = $9, downstream = $10, hint = $11, entry_expiry = $12, ' +
+          'revision_number = revision_number + 1, updated_at = $13 WHERE pk = $14',
+        [...columnValues(n), now, pk],
+      );
+      await q.exec('DELETE FROM entry_selectors WHERE entry_pk = $1', [pk]);
+      await q.exec('DELETE FROM entry_dns_names WHERE entry_pk = $1', [pk]);
+      await q.exec('DELETE FROM entry_federates_with WHERE entry_pk = $1', [pk]);
+      await insertChildren(q, pk, n);
+      await emit('entry_updated', id, now);
+      const updated = await loadEntry(q, id);
+      if (updated === undefined) throw new Error(`entry ${id} vanished during its update`);
+      return updated;
+    });
+  }
+
+  async deleteEntries(ids: string[], now: number): Promise<Array<{ entry: RegistrationEntry } | { error: DataStoreError }>> {
+    if (!Array.isArray(ids)) throw invalid(`ids must be an array, got ${describe(ids)}`);
+    checkInt(now, 'now');
+    return this.c.write('delete entries', async (q, emit) => {
+      const out: Array<{ entry: RegistrationEntry } | { error: DataStoreError }> = [];
+      for (const id of ids) {
+        const entry = typeof id === 'string' ? await loadEntry(q, id) : undefined;
+        if (entry === undefined) {
+          out.push({ error: new DataStoreError('not_found', `entry ${describe(id)} not found`) });
+          continue;
+        }
+        await q.exec('DELETE FROM entries WHERE id = $1', [id]);
+        await emit('entry_deleted', id, now);
+        out.push({ entry });
+      }
+      return out;
+    });
+  }
+
+  async pruneExpiredEntries(now: number): Promise<number> {
+    checkInt(now, 'now');
+    return this.c.write('prune expired entries', async (q, emit) => {
+      const rows = await q.rows<[string]>('WITH d AS (DELETE FROM entries WHERE entry_expiry > 0 AND entry_expiry < $1 RETURNING pk, id) SELECT id FROM d ORDER BY pk', [now]);
+      for (const [id] of rows) await emit('entry_deleted', id, now);
+      return rows.length;
+    });
+  }
+}
