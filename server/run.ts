@@ -11,6 +11,7 @@ import { checkServerCanStart } from './errors.js';
 import { checkSafeDirectory } from '../common/safedir.js';
 import { openDataStore } from './datastore/factory.js';
 import { CaManager, caOptionsFromConfig } from './ca/manager.js';
+import { loadServerId } from './ca/serverid.js';
 import { EntryIndex } from './entries/entryindex.js';
 import { AuthorizationCache } from './entries/authcache.js';
 import { ChangeFeed } from './entries/feed.js';
@@ -94,7 +95,8 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     const datastore = await openDataStore(config.plugins.dataStore, { logger: logger.child({ subsystem: 'datastore' }) });
     cleanups.push(() => datastore.close());
 
-    const ca = await CaManager.start(caOptionsFromConfig(config, { datastore, logger: logger.child({ subsystem: 'ca' }), now }));
+    const serverId = loadServerId(config.dataDir);
+    const ca = await CaManager.start(caOptionsFromConfig(config, { datastore, logger: logger.child({ subsystem: 'ca' }), now, serverId }));
     ca.startTimers();
     cleanups.push(() => ca.stop());
 
