@@ -3,7 +3,8 @@
 // authority reaches every server's `bundle show` (the servers hear of each other's bundle writes
 // through the datastore's NOTIFY), an X509-SVID minted by one server verifies with openssl
 // against the bundle served by another, and an agent attested to one server is pushed the
-// authority of a server started after it.
+// authority of a server started after it, and is accepted by another server when restarted
+// against it.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -105,4 +106,11 @@ test('several spindle-server processes on one PostgreSQL database serve one bund
   const agentBundle = join(agent.dataDir, 'bundle.pem');
   const agentHas = (): boolean => existsSync(agentBundle) && [...both, ...casC].every((id) => serials(readFileSync(agentBundle, 'utf8')).includes(id));
   assert.ok(await eventually(agentHas, 20_000), `the agent of server A holds C's CA ${casC.join(', ')}:\n${existsSync(agentBundle) ? serials(readFileSync(agentBundle, 'utf8')).join(', ') : '(no bundle file)'}\n${agent.log().slice(-3000)}`);
+
+  // The same agent, restarted against server B (its SVID from A, no new join token): B accepts it.
+  assert.equal(await agent.stop(), 0);
+  const moved = await startAgentProcess({ server: b, dir: agent.dir });
+  running.push(moved);
+  assert.ok(await eventually(() => moved.log().includes('synchronized with the server'), 20_000), `the agent synchronizes with server B:\n${moved.log().slice(-3000)}`);
+  assert.doesNotMatch(moved.log(), /initial sync with the server failed/);
 });
