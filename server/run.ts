@@ -104,6 +104,12 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     const index = new EntryIndex({ trustDomain: config.trustDomain, now: nowSeconds });
     const cache = new AuthorizationCache(index);
     const feed = new ChangeFeed({ datastore, cache, logger: logger.child({ subsystem: 'feed' }) });
+    // Bundle writes by other servers sharing the datastore: the CA adopts them (and its agents get them).
+    feed.subscribe({
+      bundle: (trustDomain) => {
+        if (trustDomain === ca.trustDomain) ca.bundleEvent();
+      },
+    });
     const loaded = await feed.start();
     cleanups.push(() => feed.stop());
 

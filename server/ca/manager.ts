@@ -21,9 +21,9 @@
  * returned. Steps never overlap: rotate() during a step returns that step's promise.
  *
  * Several servers on one datastore (`serverId`): each has its own keys and journal and shares the
- * trust domain's bundle. startTimers() also watches the datastore's change feed: a bundle written
- * by another server is adopted (listeners run, so agents get it), and if it lacks one of this
- * server's authorities they are published again.
+ * trust domain's bundle. The server calls bundleEvent() on every change-feed event of that
+ * bundle: a bundle written by another server is adopted (listeners run, so agents get it), and if
+ * it lacks one of this server's authorities they are published again.
  *
  * Keys never leave the KeyManager except into the Issuer / JWT signer; nothing here logs keys.
  */
@@ -123,7 +123,7 @@ export class CaManager implements CaSigner {
   #lastRotation: { at: Date; error?: string } | undefined;
   #warnedNoOutlive = false;
   readonly #serverId: string;
-  #unwatch: (() => void) | undefined;
+  #stopped = false;
   #refreshing: Promise<void> | undefined;
   #refreshAgain = false;
 
@@ -248,7 +248,7 @@ export class CaManager implements CaSigner {
    * A bundle with a higher sequence than ours is adopted: bundle() returns it and the
    * onBundleChange listeners get it. When the stored bundle lacks one of this server's
    * authorities (or is gone, or does not parse), a step publishes them again. Returns whether
-   * the bundle this server serves changed. startTimers() calls it on every datastore change.
+   * the bundle this server serves changed. bundleEvent() calls it.
    */
   async refreshBundle(): Promise<boolean> {
     await this.#idle();
@@ -280,8 +280,13 @@ export class CaManager implements CaSigner {
     return true;
   }
 
-  /** Runs refreshBundle after datastore changes: one at a time, once more if changes came meanwhile. */
-  #onStoreChange(): void {
+  /**
+   * Call on every change-feed event of our trust domain's bundle (the server wires its
+   * ChangeFeed here): runs refreshBundle, one at a time, once more if events came meanwhile.
+   * Errors are logged; nothing runs after stop().
+   */
+  bundleEvent(): void {
+    if (this.#stopped) return;
     if (this.#refreshing !== undefined) {
       this.#refreshAgain = true;
       return;
@@ -291,7 +296,7 @@ export class CaManager implements CaSigner {
         do {
           this.#refreshAgain = false;
           await this.refreshBundle();
-        } while (this.#refreshAgain && this.#unwatch !== undefined);
+        } while (this.#refreshAgain && !this.#stopped);
       } catch (err) {
         this.#log.error({ err }, 'could not refresh the shared trust bundle; will retry on the next change or rotation');
       } finally {
@@ -300,25 +305,20 @@ export class CaManager implements CaSigner {
     })();
   }
 
-  /**
-   * Calls rotate() every rotateIntervalMs (default 10 s), errors logged; and refreshBundle() on
-   * every datastore change (bundle writes by other servers sharing the datastore).
-   */
+  /** Calls rotate() every rotateIntervalMs (default 10 s); errors are logged. */
   startTimers(): void {
     if (this.#timer !== undefined) return;
     this.#timer = setInterval(() => {
       this.rotate().catch(() => undefined); // logged in #rotateOnce
     }, this.#rotateIntervalMs);
     this.#timer.unref();
-    if (this.#ds.onChange !== undefined) this.#unwatch = this.#ds.onChange(() => this.#onStoreChange());
   }
 
-  /** Stops the timer and the change watch, and waits for a running step. */
+  /** Stops the timer and bundle refreshes, and waits for a running step. */
   async stop(): Promise<void> {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
-    this.#unwatch?.();
-    this.#unwatch = undefined;
+    this.#stopped = true;
     await this.#refreshing;
     await this.#inflight?.catch(() => undefined);
     await this.#signer.close();

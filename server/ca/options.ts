@@ -18,9 +18,8 @@ export interface CaLogger {
   error(obj: object, msg: string): void;
 }
 
-/** What the CA needs from the datastore (onChange: to hear of bundle changes by other servers). */
-export type CaDataStore = Pick<DataStore, 'getCaJournal' | 'setCaJournal' | 'adoptCaJournal' | 'getBundle' | 'setBundle' | 'updateBundle'> &
-  Partial<Pick<DataStore, 'onChange'>>;
+/** What the CA needs from the datastore. */
+export type CaDataStore = Pick<DataStore, 'getCaJournal' | 'setCaJournal' | 'adoptCaJournal' | 'getBundle' | 'setBundle' | 'updateBundle'>;
 
 export interface CaManagerOptions {
   trustDomain: TrustDomain;

@@ -18,6 +18,9 @@ import { parseJournal } from '../../server/ca/journal.js';
 import { ACTIVATE_AT, DEFAULT_PRUNE_GRACE_SECONDS } from '../../server/ca/manager.js';
 import { Clock, TD, freshCsr, isCaError, startCa } from '../../server/ca/testkit.js';
 import type { DataStore } from '../../server/datastore/types.js';
+import { AuthorizationCache } from '../../server/entries/authcache.js';
+import { EntryIndex } from '../../server/entries/entryindex.js';
+import { ChangeFeed } from '../../server/entries/feed.js';
 import { openTestDataStore, openTestPostgresDataStore } from '../support/datastore.js';
 import { postgresCluster } from '../support/postgres.js';
 
@@ -219,7 +222,15 @@ for (const backend of BACKENDS) {
       const { first, another } = await backend.fresh();
       const clock = new Clock();
       const a = await server(first, 'server-a', clock);
-      a.startTimers();
+      // As the server wires it: bundle events of A's change feed (server/run.ts), on A's own handle.
+      const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+      const feed = new ChangeFeed({ datastore: first, cache: new AuthorizationCache(new EntryIndex({ trustDomain: TD, now: () => 0 })), logger: quiet });
+      await feed.start();
+      feed.subscribe({
+        bundle: (trustDomain) => {
+          if (trustDomain === TD) a.bundleEvent();
+        },
+      });
       const heard = new Promise<Bundle>((resolve) => {
         const off = a.onBundleChange((bundle) => {
           if (bundle.x509Authorities().length === 2) {
@@ -233,6 +244,7 @@ for (const backend of BACKENDS) {
       assert.ok(holdsAll(got, b) && holdsAll(got, a));
       assert.equal(got.sequence, (await first.getBundle(TD))!.sequence);
       assert.ok(a.bundle().equals(got));
+      feed.stop();
       await a.stop();
     });
 
