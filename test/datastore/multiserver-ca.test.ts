@@ -265,6 +265,27 @@ for (const backend of BACKENDS) {
       assert.ok(a.bundle().equals(shared));
     });
 
+    it('an upgraded single server (journal without an ID) adopts its journal under its new ID and keeps its CA; a second server does not take it', async () => {
+      const { first, another } = await backend.fresh();
+      const clock = new Clock();
+      const keys = join(root, `upgrade-${++n}`, 'keys');
+      const legacy = await startCa({ datastore: first, keyManager: new DiskKeyManager(keys), now: clock.now, caTtlSeconds: CA_TTL });
+      const ca = activeId(legacy, 'x509');
+      const seq = legacy.bundle().sequence;
+      await legacy.stop();
+      assert.ok(await first.getCaJournal());
+
+      const upgraded = await startCa({ datastore: first, keyManager: new DiskKeyManager(keys), now: clock.now, caTtlSeconds: CA_TTL, serverId: 'server-a' });
+      managers.push(upgraded);
+      assert.equal(activeId(upgraded, 'x509'), ca, 'same CA: the journal and its keys were adopted');
+      assert.equal(upgraded.bundle().sequence, seq, 'nothing to publish');
+      assert.equal(await first.getCaJournal(), undefined);
+      const b = await server(await another(), 'server-b', clock);
+      assert.notEqual(activeId(b, 'x509'), ca);
+      assert.deepEqual(parseJournal((await first.getCaJournal('server-a'))!).x509.map((r) => r.id), [ca]);
+      assert.ok(holdsAll(await stored(first), upgraded) && holdsAll(await stored(first), b));
+    });
+
     it('refuses an invalid server ID before touching the datastore', async () => {
       const { first } = await backend.fresh();
       await assert.rejects(server(first, 'bad id', new Clock()), (e: Error) => isCaError(e, 'config') && /serverId/.test(e.message));
