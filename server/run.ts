@@ -11,6 +11,7 @@ import { checkServerCanStart } from './errors.js';
 import { checkSafeDirectory } from '../common/safedir.js';
 import { openDataStore } from './datastore/factory.js';
 import { CaManager, caOptionsFromConfig } from './ca/manager.js';
+import { loadServerId } from './ca/serverid.js';
 import { EntryIndex } from './entries/entryindex.js';
 import { AuthorizationCache } from './entries/authcache.js';
 import { ChangeFeed } from './entries/feed.js';
@@ -94,7 +95,8 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     const datastore = await openDataStore(config.plugins.dataStore, { logger: logger.child({ subsystem: 'datastore' }) });
     cleanups.push(() => datastore.close());
 
-    const ca = await CaManager.start(caOptionsFromConfig(config, { datastore, logger: logger.child({ subsystem: 'ca' }), now }));
+    const serverId = loadServerId(config.dataDir);
+    const ca = await CaManager.start(caOptionsFromConfig(config, { datastore, logger: logger.child({ subsystem: 'ca' }), now, serverId }));
     ca.startTimers();
     cleanups.push(() => ca.stop());
 
@@ -102,6 +104,12 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     const index = new EntryIndex({ trustDomain: config.trustDomain, now: nowSeconds });
     const cache = new AuthorizationCache(index);
     const feed = new ChangeFeed({ datastore, cache, logger: logger.child({ subsystem: 'feed' }) });
+    // Bundle writes by other servers sharing the datastore: the CA adopts them (and its agents get them).
+    feed.subscribe({
+      bundle: (trustDomain) => {
+        if (trustDomain === ca.trustDomain) ca.bundleEvent();
+      },
+    });
     const loaded = await feed.start();
     cleanups.push(() => feed.stop());
 

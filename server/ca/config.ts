@@ -19,7 +19,7 @@ export function caSubjectFromConfig(s: ServerConfig['caSubject']): X509Subject {
 /** CaManager.start options from a validated server config. */
 export function caOptionsFromConfig(
   config: ServerConfig,
-  deps: { datastore: CaDataStore; logger?: CaLogger; now?: () => Date; keyManager?: KeyManager },
+  deps: { datastore: CaDataStore; logger?: CaLogger; now?: () => Date; keyManager?: KeyManager; serverId?: string },
 ): CaManagerOptions {
   const ua = config.plugins.upstreamAuthority;
   const opts: CaManagerOptions = {
@@ -34,6 +34,7 @@ export function caOptionsFromConfig(
     defaultJwtSvidTtlSeconds: config.defaultJwtSvidTtl,
   };
   if (deps.now) opts.now = deps.now;
+  if (deps.serverId !== undefined) opts.serverId = deps.serverId;
   if (deps.logger) opts.logger = deps.logger;
   if (ua) {
     opts.upstream = { keyFilePath: ua.keyFilePath, certFilePath: ua.certFilePath };

@@ -12,16 +12,24 @@
  *   journal.ts        the persisted CA state document
  *
  * One rotation step: prune, plan each kind, reconcile upstream roots on a draft; then commit.
- * The journal (which records the new bundle sequence) is written first, then
- * DataStore.setBundle, then the in-memory state switches, unused keys are deleted and
- * onBundleChange listeners run; last, the server SVID is renewed when due. A step whose writes
- * fail changes nothing in memory; start() reconciles a journal written without its bundle.
- * Steps never overlap: rotate() during a step returns that step's promise.
+ * The commit is ONE datastore transaction (DataStore.updateBundle): it reads the stored bundle,
+ * merges this server's authorities into it (trustbundle.ts mergeShared), writes it with the
+ * next sequence when that changed it, and writes this server's journal (which records the
+ * sequence). Then the in-memory state switches, unused keys are deleted and onBundleChange
+ * listeners run; last, the server SVID is renewed when due. A step whose commit fails changes
+ * nothing in memory. Nothing signs with an authority before the commit that publishes it has
+ * returned. Steps never overlap: rotate() during a step returns that step's promise.
+ *
+ * Several servers on one datastore (`serverId`): each has its own keys and journal and shares the
+ * trust domain's bundle. The server calls bundleEvent() on every change-feed event of that
+ * bundle: a bundle written by another server is adopted (listeners run, so agents get it), and if
+ * it lacks one of this server's authorities they are published again.
  *
  * Keys never leave the KeyManager except into the Issuer / JWT signer; nothing here logs keys.
  */
 import { LogField } from '../../common/logging.js';
-import { Bundle, marshalBundle } from '../../spiffe/bundle.js';
+import { Bundle, marshalBundle, parseBundle } from '../../spiffe/bundle.js';
+import { DEFAULT_CA_SERVER_ID, type StoredBundle } from '../datastore/types.js';
 import { parseTrustDomain, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
 import { DEFAULT_KEY_TYPE } from '../../spiffe/keys.js';
 import { DEFAULT_CA_SUBJECT } from '../../spiffe/x509/index.js';
@@ -41,7 +49,7 @@ import {
 import { jwtKind, newDraft, plan, prune, x509Kind, type RotationEvent } from './rotation.js';
 import { DEFAULT_SIGNING_WORKERS, SvidSigner, type X509SvidRequest } from './signing.js';
 import { ServerIdentity, type ServerSvid } from './serveridentity.js';
-import { intermediatesOf, nextBundle, publishedAtStart, reconcileRoots } from './trustbundle.js';
+import { buildBundle, containsAuthorities, intermediatesOf, journalBundle, mergeShared, publishedAtStart, reconcileRoots, withdrawnAuthorities } from './trustbundle.js';
 import type { CaSigner, SignedJwtSvid, SignedX509Svid } from './types.js';
 
 export { randomKid } from './authorities.js';
@@ -114,6 +122,10 @@ export class CaManager implements CaSigner {
   #timer: NodeJS.Timeout | undefined;
   #lastRotation: { at: Date; error?: string } | undefined;
   #warnedNoOutlive = false;
+  readonly #serverId: string;
+  #stopped = false;
+  #refreshing: Promise<void> | undefined;
+  #refreshAgain = false;
 
   private constructor(o: CaManagerOptions) {
     this.trustDomain = parseTrustDomain(o.trustDomain);
@@ -126,6 +138,7 @@ export class CaManager implements CaSigner {
     this.#refreshHint = o.refreshHintSeconds;
     this.#rotateIntervalMs = o.rotateIntervalMs ?? DEFAULT_ROTATE_INTERVAL_MS;
     this.#upstreamOptions = o.upstream;
+    this.#serverId = o.serverId ?? DEFAULT_CA_SERVER_ID;
     this.#signer = new SvidSigner({
       trustDomain: this.trustDomain,
       now: this.#now,
@@ -214,11 +227,82 @@ export class CaManager implements CaSigner {
    */
   rotate(): Promise<RotationResult> {
     if (this.#inflight !== undefined) return this.#inflight;
-    const run = this.#rotateOnce().finally(() => {
+    return this.#runStep(false);
+  }
+
+  /** Waits until no step runs. */
+  async #idle(): Promise<void> {
+    for (let run = this.#inflight; run !== undefined; run = this.#inflight) await run.catch(() => undefined);
+  }
+
+  #runStep(republish: boolean): Promise<RotationResult> {
+    const run = this.#rotateOnce(republish).finally(() => {
       this.#inflight = undefined;
     });
     this.#inflight = run;
     return run;
+  }
+
+  /**
+   * Reads the shared bundle of our trust domain (other servers on the datastore write it too).
+   * A bundle with a higher sequence than ours is adopted: bundle() returns it and the
+   * onBundleChange listeners get it. When the stored bundle lacks one of this server's
+   * authorities (or is gone, or does not parse), a step publishes them again. Returns whether
+   * the bundle this server serves changed. bundleEvent() calls it.
+   */
+  async refreshBundle(): Promise<boolean> {
+    await this.#idle();
+    const stored = await this.#ds.getBundle(this.trustDomain);
+    let parsed: Bundle | undefined;
+    if (stored !== undefined) {
+      try {
+        parsed = parseBundle(this.trustDomain, stored.document);
+        parsed.sequence = stored.sequence;
+      } catch (err) {
+        this.#log.warn({ err, bundle_sequence: stored.sequence.toString() }, 'stored bundle of our trust domain does not parse; publishing ours again');
+      }
+    }
+    const ours = journalBundle(this.trustDomain, this.#state.journal, this.#refreshHint);
+    if (parsed === undefined || !containsAuthorities(parsed, ours)) {
+      if (parsed !== undefined) this.#log.warn({ bundle_sequence: parsed.sequence.toString() }, 'stored bundle lacks authorities of this server; publishing them again');
+      await this.#idle();
+      const before = this.#state.bundle;
+      await this.#runStep(true);
+      return !this.#state.bundle.equals(before);
+    }
+    if (parsed.sequence <= this.#state.bundle.sequence) return false;
+    this.#state = { ...this.#state, bundle: parsed };
+    this.#log.info(
+      { bundle_sequence: parsed.sequence.toString(), x509_authorities: parsed.x509Authorities().length, jwt_authorities: parsed.jwtAuthorities().size },
+      'trust bundle updated by another server',
+    );
+    this.#notifyBundle(parsed);
+    return true;
+  }
+
+  /**
+   * Call on every change-feed event of our trust domain's bundle (the server wires its
+   * ChangeFeed here): runs refreshBundle, one at a time, once more if events came meanwhile.
+   * Errors are logged; nothing runs after stop().
+   */
+  bundleEvent(): void {
+    if (this.#stopped) return;
+    if (this.#refreshing !== undefined) {
+      this.#refreshAgain = true;
+      return;
+    }
+    this.#refreshing = (async () => {
+      try {
+        do {
+          this.#refreshAgain = false;
+          await this.refreshBundle();
+        } while (this.#refreshAgain && !this.#stopped);
+      } catch (err) {
+        this.#log.error({ err }, 'could not refresh the shared trust bundle; will retry on the next change or rotation');
+      } finally {
+        this.#refreshing = undefined;
+      }
+    })();
   }
 
   /** Calls rotate() every rotateIntervalMs (default 10 s); errors are logged. */
@@ -230,10 +314,12 @@ export class CaManager implements CaSigner {
     this.#timer.unref();
   }
 
-  /** Stops the timer and waits for a running step. */
+  /** Stops the timer and bundle refreshes, and waits for a running step. */
   async stop(): Promise<void> {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#stopped = true;
+    await this.#refreshing;
     await this.#inflight?.catch(() => undefined);
     await this.#signer.close();
   }
@@ -286,7 +372,11 @@ export class CaManager implements CaSigner {
       upstream: this.#upstream,
     });
 
-    const journalText = await this.#ds.getCaJournal();
+    let journalText = await this.#ds.getCaJournal(this.#serverId);
+    if (journalText === undefined && this.#serverId !== DEFAULT_CA_SERVER_ID && (await this.#ds.adoptCaJournal(DEFAULT_CA_SERVER_ID, this.#serverId))) {
+      this.#log.info({ server_id: this.#serverId }, 'adopted the CA journal written without a server ID');
+      journalText = await this.#ds.getCaJournal(this.#serverId);
+    }
     const journal = journalText === undefined ? emptyJournal(this.trustDomain) : parseJournal(journalText);
     if (journal.trustDomain !== this.trustDomain) {
       throw new CaError(
@@ -296,7 +386,7 @@ export class CaManager implements CaSigner {
     }
 
     // What is published now: the stored bundle, if it parses.
-    const { published, baseSeq, storedSeq } = publishedAtStart(this.trustDomain, await this.#ds.getBundle(this.trustDomain), journal, this.#log);
+    const { published, storedSeq } = publishedAtStart(this.trustDomain, await this.#ds.getBundle(this.trustDomain), journal, this.#log);
 
     // Keys of prepared/active authorities; an unusable one is logged and left out of `live`.
     const liveX509 = new Map<string, LiveX509>();
@@ -319,7 +409,7 @@ export class CaManager implements CaSigner {
       bundle: published ?? new Bundle(this.trustDomain, { sequence: storedSeq }),
     };
 
-    const result = await this.#step(now, { published, baseSeq, initial: true });
+    const result = await this.#step(now, { initial: true, republish: false });
     if (this.#activeX509 === undefined || this.#activeJwt === undefined) throw new CaError('not_ready', 'CA start left no active authority');
     this.#lastRotation = { at: now };
     this.#log.info(
@@ -332,16 +422,17 @@ export class CaManager implements CaSigner {
         bundle_sequence: this.#state.bundle.sequence.toString(),
         upstream: this.#upstream !== undefined,
         key_manager: o.keyManager.kind,
+        server_id: this.#serverId,
         changes: result.events.length,
       },
       'CA started',
     );
   }
 
-  async #rotateOnce(): Promise<RotationResult> {
+  async #rotateOnce(republish: boolean): Promise<RotationResult> {
     const now = this.#now();
     try {
-      const result = await this.#step(now, { published: this.#state.bundle, baseSeq: this.#state.bundle.sequence, initial: false });
+      const result = await this.#step(now, { initial: false, republish });
       this.#lastRotation = { at: now };
       return result;
     } catch (err) {
@@ -353,7 +444,7 @@ export class CaManager implements CaSigner {
 
   // ---- one step: prune, plan, commit, clean up keys, notify, server SVID ----
 
-  async #step(now: Date, ctx: { published: Bundle | undefined; baseSeq: bigint; initial: boolean }): Promise<RotationResult> {
+  async #step(now: Date, ctx: { initial: boolean; republish: boolean }): Promise<RotationResult> {
     const before = this.#state;
     const d = newDraft(before.journal, before.liveX509, before.liveJwt);
     const slots = this.#slots;
@@ -370,23 +461,38 @@ export class CaManager implements CaSigner {
     await plan(jwtKind({ create: (t, s) => slots.createJwt(t, s), projectedNotAfter: (t) => slots.projectedJwtNotAfter(t) }), d, now, cannotOutlive);
     reconcileRoots(d, now, { current: this.#upstream?.roots ?? [], graceMs: this.#graceMs, isFromCurrentUpstream: (r) => slots.isFromCurrentUpstream(r) });
 
-    if (d.events.length === 0 && !ctx.initial) {
+    if (d.events.length === 0 && !ctx.initial && !ctx.republish) {
       // Nothing changed (every change above records an event): only the server SVID may be due.
       return { bundleChanged: false, events: [], serverSvidRenewed: await this.#renewServerSvidIfDue(now) };
     }
 
-    // Commit: journal first (it records the new sequence), then the bundle, then memory.
-    const { bundle: candidate, changed: bundleChanged } = nextBundle(this.trustDomain, d, { published: ctx.published, baseSeq: ctx.baseSeq, refreshHintSeconds: this.#refreshHint });
-    const journal: Journal = { ...emptyJournal(this.trustDomain), sequence: candidate.sequence.toString(), x509: d.x509, jwt: d.jwt, upstreamRoots: d.upstreamRoots };
-    const journalText = serializeJournal(journal);
-    if (journalText !== before.journalText) await this.#ds.setCaJournal(journalText);
-    if (bundleChanged) {
-      await this.#ds.setBundle(
-        { trustDomain: this.trustDomain, document: marshalBundle(candidate), sequence: candidate.sequence },
-        Math.floor(now.getTime() / 1000),
-      );
-    }
-    this.#state = { journal, journalText, liveX509: d.liveX509, liveJwt: d.liveJwt, bundle: candidate };
+    // Commit, in one datastore transaction: merge our authorities into the stored (shared)
+    // bundle, write it when that changed it, and write our journal. Then switch memory.
+    const td = this.trustDomain;
+    const ours = buildBundle(td, d, 0n, this.#refreshHint);
+    const withdrawn = withdrawnAuthorities(td, journalBundle(td, before.journal, undefined), ours);
+    let commit: { bundle: Bundle; changed: boolean; journal: Journal; journalText: string } | undefined;
+    await this.#ds.updateBundle(
+      td,
+      (current) => {
+        const { bundle, changed } = mergeShared(td, this.#parseStored(current), ours, withdrawn);
+        const journalSeq = BigInt(before.journal.sequence);
+        const base = current === undefined || current.sequence < journalSeq ? journalSeq : current.sequence;
+        bundle.sequence = changed || current === undefined ? base + 1n : current.sequence;
+        const journal: Journal = { ...emptyJournal(td), sequence: bundle.sequence.toString(), x509: d.x509, jwt: d.jwt, upstreamRoots: d.upstreamRoots };
+        const journalText = serializeJournal(journal);
+        commit = { bundle, changed, journal, journalText };
+        return {
+          ...(changed ? { bundle: { trustDomain: td, document: marshalBundle(bundle), sequence: bundle.sequence } } : {}),
+          ...(journalText !== before.journalText ? { caJournal: { serverId: this.#serverId, document: journalText } } : {}),
+        };
+      },
+      Math.floor(now.getTime() / 1000),
+    );
+    if (commit === undefined) throw new CaError('journal', 'the datastore did not run the CA bundle update');
+    const { bundle: candidate, changed: bundleChanged, journal } = commit;
+    const served = !candidate.equals(before.bundle);
+    this.#state = { journal, journalText: commit.journalText, liveX509: d.liveX509, liveJwt: d.liveJwt, bundle: candidate };
     const ax = d.x509.find((r) => r.status === 'active');
     const aj = d.jwt.find((r) => r.status === 'active');
     this.#activeX509 = ax ? d.liveX509.get(ax.id) : undefined;
@@ -402,16 +508,33 @@ export class CaManager implements CaSigner {
         { bundle_sequence: candidate.sequence.toString(), x509_authorities: candidate.x509Authorities().length, jwt_authorities: candidate.jwtAuthorities().size },
         'trust bundle updated',
       );
-      for (const l of [...this.#bundleListeners]) {
-        try {
-          l(candidate.clone());
-        } catch (err) {
-          this.#log.error({ err }, 'bundle change listener failed');
-        }
-      }
     }
+    if (served) this.#notifyBundle(candidate);
 
     return { bundleChanged, events: d.events, serverSvidRenewed: await this.#renewServerSvidIfDue(now) };
+  }
+
+  /** The stored bundle of our trust domain, or undefined when there is none or it does not parse (logged). */
+  #parseStored(stored: StoredBundle | undefined): Bundle | undefined {
+    if (stored === undefined) return undefined;
+    try {
+      const b = parseBundle(this.trustDomain, stored.document);
+      b.sequence = stored.sequence;
+      return b;
+    } catch (err) {
+      this.#log.warn({ err }, 'stored bundle of our trust domain does not parse; it will be republished');
+      return undefined;
+    }
+  }
+
+  #notifyBundle(bundle: Bundle): void {
+    for (const l of [...this.#bundleListeners]) {
+      try {
+        l(bundle.clone());
+      } catch (err) {
+        this.#log.error({ err }, 'bundle change listener failed');
+      }
+    }
   }
 
   async #renewServerSvidIfDue(now: Date): Promise<boolean> {

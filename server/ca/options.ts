@@ -19,12 +19,18 @@ export interface CaLogger {
 }
 
 /** What the CA needs from the datastore. */
-export type CaDataStore = Pick<DataStore, 'getCaJournal' | 'setCaJournal' | 'getBundle' | 'setBundle'>;
+export type CaDataStore = Pick<DataStore, 'getCaJournal' | 'setCaJournal' | 'adoptCaJournal' | 'getBundle' | 'setBundle' | 'updateBundle'>;
 
 export interface CaManagerOptions {
   trustDomain: TrustDomain;
   datastore: CaDataStore;
   keyManager: KeyManager;
+  /**
+   * Which CA journal in the datastore is this server's (serverid.ts; several servers of one trust
+   * domain share a datastore, each with its own keys and journal). Default '' (DEFAULT_CA_SERVER_ID):
+   * the single server. A server with an ID and no journal yet adopts the '' journal if there is one.
+   */
+  serverId?: string;
   /** The clock (injected in tests). Default: the system clock. */
   now?: () => Date;
   /** Lifetime of each X.509 CA and JWT key (SPIRE ca_ttl). */
@@ -73,6 +79,9 @@ function positive(name: string, v: number | undefined, integer: boolean): void {
 export function checkCaOptions(o: CaManagerOptions): void {
   if (!o.datastore) throw new CaError('config', 'datastore is required');
   if (!o.keyManager) throw new CaError('config', 'keyManager is required');
+  if (o.serverId !== undefined && (typeof o.serverId !== 'string' || !/^[A-Za-z0-9._-]{0,128}$/.test(o.serverId))) {
+    throw new CaError('config', `serverId must be at most 128 characters of A-Z a-z 0-9 . _ -, got ${JSON.stringify(o.serverId)}`);
+  }
   positive('caTtlSeconds', o.caTtlSeconds, true);
   positive('defaultX509SvidTtlSeconds', o.defaultX509SvidTtlSeconds, true);
   positive('defaultJwtSvidTtlSeconds', o.defaultJwtSvidTtlSeconds, true);

@@ -2,13 +2,21 @@
  * Maintenance of our trust domain's bundle: what it holds, when its sequence moves, and which
  * upstream roots stay published.
  *
- * Contents: X.509 authorities = upstream roots (upstream mode) + every self-signed CA in the
- * journal (prepared, active, old); JWT authorities = every JWT key in the journal. A step that
- * changes the contents bumps spiffe_sequence by exactly 1 over the base sequence. At start the
- * base is max(stored bundle's sequence, journal's sequence), which reconciles a journal that was
- * written without its bundle. Upstream roots that are no longer configured stay published while
+ * Contents (one server): X.509 authorities = upstream roots (upstream mode) + every self-signed
+ * CA in the journal (prepared, active, old); JWT authorities = every JWT key in the journal. A
+ * step that changes the stored contents bumps spiffe_sequence by exactly 1 over the base
+ * sequence: max(stored bundle's sequence, journal's sequence), so a stored bundle older than the
+ * journal (a restored database) is replaced by one with a higher sequence than either. Upstream roots that are no longer configured stay published while
  * an intermediate not signed by the current upstream CA remains, and never past their own
  * notAfter (plus the prune grace).
+ *
+ * Several servers on one datastore share the trust domain's bundle: each keeps its own journal,
+ * and a step merges its authorities into the stored bundle (mergeShared) inside one datastore
+ * write transaction, so the bundle holds every server's authorities. A server removes only
+ * what it published itself and has pruned or dropped since (`withdrawn`): another server's
+ * authorities are kept whatever their state. Upstream roots are not owned by one server: a root
+ * that one server withdraws and another still configures is published again by the other when
+ * it notices (CaManager's change-feed watch).
  */
 import type { StoredBundle } from '../datastore/types.js';
 import type { TrustDomain } from '../../spiffe/id.js';
@@ -89,7 +97,7 @@ export function reconcileRoots(
 }
 
 /** The bundle the draft describes, with `sequence`. */
-export function buildBundle(trustDomain: TrustDomain, d: Draft, sequence: bigint, refreshHintSeconds: number | undefined): Bundle {
+export function buildBundle(trustDomain: TrustDomain, d: Pick<Draft, 'x509' | 'jwt' | 'upstreamRoots'>, sequence: bigint, refreshHintSeconds: number | undefined): Bundle {
   const b = new Bundle(trustDomain, { sequence, refreshHintSeconds });
   for (const r of d.upstreamRoots) b.addX509Authority(b64(r.certDer));
   for (const r of d.x509) if (r.selfSigned) b.addX509Authority(b64(r.certDer));
@@ -97,20 +105,61 @@ export function buildBundle(trustDomain: TrustDomain, d: Draft, sequence: bigint
   return b;
 }
 
+/** Every X.509 and JWT authority of `b` is in `into` (same DER; same kid with the same key). */
+export function containsAuthorities(into: Bundle, b: Bundle): boolean {
+  for (const der of b.x509Authorities()) if (!into.hasX509Authority(der)) return false;
+  const keys = into.jwtAuthorities();
+  for (const [kid, key] of b.jwtAuthorities()) {
+    const k = keys.get(kid);
+    if (k === undefined || !k.equals(key)) return false;
+  }
+  return true;
+}
+
 /**
- * The bundle to publish after a step: the draft's contents; `changed` when they differ from
- * `published` (or nothing is published), and then the sequence is `baseSeq + 1`, else it stays
- * the published one.
+ * The shared bundle after one server's step: `ours` (in its order), then the authorities of the
+ * stored bundle (other servers', in their order) that this server neither holds nor `withdrew`;
+ * the refresh hint is ours. When that holds the same authorities and hint as `stored` (order
+ * aside), `stored` is returned unchanged with `changed` false; `changed` is true when nothing
+ * parses there. The caller sets the sequence of a changed bundle.
  */
-export function nextBundle(
+export function mergeShared(
   trustDomain: TrustDomain,
-  d: Draft,
-  ctx: { published: Bundle | undefined; baseSeq: bigint; refreshHintSeconds: number | undefined },
+  stored: Bundle | undefined,
+  ours: Bundle,
+  withdrawn: Bundle,
 ): { bundle: Bundle; changed: boolean } {
-  const bundle = buildBundle(trustDomain, d, ctx.published?.sequence ?? ctx.baseSeq, ctx.refreshHintSeconds);
-  const changed = ctx.published === undefined || !bundle.equals(ctx.published);
-  if (changed) bundle.sequence = ctx.baseSeq + 1n;
-  return { bundle, changed };
+  const b = new Bundle(trustDomain, { sequence: stored?.sequence ?? 0n, refreshHintSeconds: ours.refreshHintSeconds });
+  for (const der of ours.x509Authorities()) b.addX509Authority(der);
+  for (const [kid, key] of ours.jwtAuthorities()) b.addJwtAuthority(kid, key);
+  if (stored === undefined) return { bundle: b, changed: true };
+  for (const der of stored.x509Authorities()) {
+    if (!withdrawn.hasX509Authority(der)) b.addX509Authority(der);
+  }
+  for (const [kid, key] of stored.jwtAuthorities()) {
+    // A kid of ours stored with another key (never expected: kids are random) keeps our key.
+    if (!withdrawn.hasJwtAuthority(kid) && !b.hasJwtAuthority(kid)) b.addJwtAuthority(kid, key);
+  }
+  const same =
+    b.refreshHintSeconds === stored.refreshHintSeconds &&
+    b.x509Authorities().length === stored.x509Authorities().length &&
+    b.jwtAuthorities().size === stored.jwtAuthorities().size &&
+    containsAuthorities(stored, b);
+  return same ? { bundle: stored.clone(), changed: false } : { bundle: b, changed: true };
+}
+
+/** The authorities of `before` that `after` no longer holds. */
+export function withdrawnAuthorities(trustDomain: TrustDomain, before: Bundle, after: Bundle): Bundle {
+  const w = new Bundle(trustDomain);
+  for (const der of before.x509Authorities()) if (!after.hasX509Authority(der)) w.addX509Authority(der);
+  const keep = after.jwtAuthorities();
+  for (const [kid, key] of before.jwtAuthorities()) if (!keep.has(kid)) w.addJwtAuthority(kid, key);
+  return w;
+}
+
+/** The bundle a journal describes (its own authorities only). */
+export function journalBundle(trustDomain: TrustDomain, j: Journal, refreshHintSeconds: number | undefined): Bundle {
+  return buildBundle(trustDomain, { x509: j.x509, jwt: j.jwt, upstreamRoots: j.upstreamRoots }, BigInt(j.sequence), refreshHintSeconds);
 }
 
 /**

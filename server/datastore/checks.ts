@@ -17,6 +17,7 @@ import {
   DataStoreError,
   compareSelectors,
   type AttestedNode,
+  type BundleUpdate,
   type JoinToken,
   type NewEntry,
   type RegistrationEntry,
@@ -222,6 +223,33 @@ export function checkBundle(bundle: StoredBundle): StoredBundle {
     throw invalid(`bundle sequence must be a bigint in 0..2^64-1, got ${describe(sequence)}`);
   }
   return { trustDomain, document, sequence };
+}
+
+/** A CA journal's server ID: '' (the single server) or 1-128 characters of [A-Za-z0-9._-]; throws 'invalid'. */
+export function checkCaServerId(v: unknown): string {
+  if (v === undefined) return '';
+  if (typeof v !== 'string' || !/^[A-Za-z0-9._-]{0,128}$/.test(v)) {
+    throw invalid(`CA journal server ID must be at most 128 characters of A-Z a-z 0-9 . _ -, got ${describe(v)}`);
+  }
+  return v;
+}
+
+/** The result of an updateBundle callback for trust domain `td`, checked against the stored bundle; throws 'invalid'. */
+export function checkBundleUpdate(td: string, u: BundleUpdate, current: StoredBundle | undefined): { bundle?: StoredBundle; caJournal?: { serverId: string; document: string } } {
+  if (typeof u !== 'object' || u === null) throw invalid(`bundle update must be an object, got ${describe(u)}`);
+  const out: { bundle?: StoredBundle; caJournal?: { serverId: string; document: string } } = {};
+  if (u.bundle !== undefined) {
+    const b = checkBundle(u.bundle);
+    if (b.trustDomain !== td) throw invalid(`bundle update for trust domain ${JSON.stringify(td)} returned a bundle of ${JSON.stringify(b.trustDomain)}`);
+    if (current !== undefined && b.sequence <= current.sequence) {
+      throw invalid(`bundle update of ${td}: sequence ${b.sequence} is not above the stored sequence ${current.sequence} (sequences only grow)`);
+    }
+    out.bundle = b;
+  }
+  if (u.caJournal !== undefined) {
+    out.caJournal = { serverId: checkCaServerId(u.caJournal.serverId), document: checkCaJournal(u.caJournal.document) };
+  }
+  return out;
 }
 
 /** The CA journal document: well-formed text holding JSON; throws 'invalid'. */

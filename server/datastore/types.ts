@@ -115,6 +115,23 @@ export interface StoredBundle {
   sequence: bigint;
 }
 
+/**
+ * What a bundle update (DataStore.updateBundle) writes, decided from the bundle stored at that
+ * moment inside the write transaction.
+ */
+export interface BundleUpdate {
+  /**
+   * The new bundle of the trust domain given to updateBundle (same trust domain); undefined:
+   * leave the stored bundle as it is. Its sequence must be above the stored one's.
+   */
+  bundle?: StoredBundle;
+  /** A CA journal to write in the same transaction (setCaJournal's arguments). */
+  caJournal?: { serverId: string; document: string };
+}
+
+/** The CA journal key of a single server (and of the journal written before servers had IDs). */
+export const DEFAULT_CA_SERVER_ID = '';
+
 export type ChangeKind =
   | 'entry_created'
   | 'entry_updated'
@@ -182,11 +199,26 @@ export interface DataStore {
   getBundle(td: TrustDomain): Promise<StoredBundle | undefined>;
   listBundles(): Promise<StoredBundle[]>;
   setBundle(bundle: StoredBundle, now: number): Promise<void>;
+  /**
+   * Read-modify-write of one bundle in ONE write transaction: `update` gets the bundle stored now
+   * (undefined: none) and returns what to write. Writes are serialized (across servers too), so
+   * two concurrent updates each see the other's result and neither is lost. `update` must be
+   * synchronous and must not call the store. A returned bundle whose sequence is not above the
+   * stored one is refused (DataStoreError 'invalid', nothing written): sequences only grow.
+   * A bundle write appends a bundle_updated event. Returns the bundle stored afterwards.
+   */
+  updateBundle(td: TrustDomain, update: (current: StoredBundle | undefined) => BundleUpdate, now: number): Promise<StoredBundle | undefined>;
   deleteBundle(td: TrustDomain, now: number): Promise<boolean>;
 
-  // CA journal: an opaque JSON document (key slots, their states, certificates).
-  getCaJournal(): Promise<string | undefined>;
-  setCaJournal(json: string): Promise<void>;
+  // CA journals: one opaque JSON document (key slots, their states, certificates) per server that
+  // shares the datastore, keyed by the server's ID (DEFAULT_CA_SERVER_ID when omitted).
+  getCaJournal(serverId?: string): Promise<string | undefined>;
+  setCaJournal(json: string, serverId?: string): Promise<void>;
+  /**
+   * Moves the journal of `from` to `to` when `to` has none and `from` has one (one transaction:
+   * of several servers adopting the same journal exactly one gets it). Returns whether it moved.
+   */
+  adoptCaJournal(from: string, to: string): Promise<boolean>;
 
   // Change feed.
   /** Events with id > `after`, oldest first, at most `limit`. */

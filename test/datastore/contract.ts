@@ -20,6 +20,7 @@ import {
   type RegistrationEntry,
   type Selector,
   type SelectorMatch,
+  type StoredBundle,
 } from '../../server/datastore/types.js';
 import { entryWithDefaults } from '../support/entries.js';
 
@@ -717,6 +718,80 @@ export function datastoreContract(name: string, open: () => Promise<DataStore>, 
         assert.equal(await store.getCaJournal(), '{"slots":[{"id":"a"}]}');
         await assertRejects(store.setCaJournal('{not json'), 'invalid', 'JSON');
         assert.equal(await store.getCaJournal(), '{"slots":[{"id":"a"}]}');
+      });
+
+      it('keeps one CA journal per server; a server adopts the journal without an ID once, never over its own', async () => {
+        const store = await fresh();
+        await store.setCaJournal('{"who":"legacy"}');
+        await store.setCaJournal('{"who":"b"}', 'server-b');
+        assert.equal(await store.getCaJournal('server-a'), undefined);
+        assert.equal(await store.getCaJournal('server-b'), '{"who":"b"}');
+        assert.equal(await store.getCaJournal(''), '{"who":"legacy"}');
+        assert.equal(await store.adoptCaJournal('', 'server-b'), false, 'server-b has its own journal: nothing moves');
+        assert.equal(await store.getCaJournal(), '{"who":"legacy"}');
+        const [a, c] = await Promise.all([store.adoptCaJournal('', 'server-a'), store.adoptCaJournal('', 'server-c')]);
+        assert.equal(Number(a) + Number(c), 1, 'exactly one server adopts it');
+        assert.equal(await store.getCaJournal(a ? 'server-a' : 'server-c'), '{"who":"legacy"}');
+        assert.equal(await store.getCaJournal(), undefined);
+        assert.equal(await store.getCaJournal('server-b'), '{"who":"b"}');
+        await assertRejects(store.getCaJournal('bad id'), 'invalid', 'server ID');
+        await assertRejects(store.setCaJournal('{}', 'x'.repeat(129)), 'invalid', 'server ID');
+        await store.close();
+        const reopened = await again(store);
+        assert.equal(await reopened.getCaJournal('server-b'), '{"who":"b"}');
+      });
+
+      it('updateBundle: read-modify-write with the journal in one transaction; the sequence must grow; nothing written on refusal', async () => {
+        const store = await fresh();
+        const T = td('example.org');
+        const seen: Array<bigint | undefined> = [];
+        const first = await store.updateBundle(T, (cur) => {
+          seen.push(cur?.sequence);
+          return { bundle: { trustDomain: T, document: '{"keys":[1]}', sequence: 1n }, caJournal: { serverId: 's1', document: '{"n":1}' } };
+        }, 20);
+        assert.deepEqual(first, { trustDomain: T, document: '{"keys":[1]}', sequence: 1n });
+        assert.deepEqual(seen, [undefined]);
+        assert.equal(await store.getCaJournal('s1'), '{"n":1}');
+
+        // A journal alone: the bundle stays, no bundle event.
+        const latest = await store.latestEventId();
+        assert.equal((await store.updateBundle(T, () => ({ caJournal: { serverId: 's1', document: '{"n":2}' } }), 21))?.sequence, 1n);
+        assert.equal(await store.latestEventId(), latest);
+        assert.equal(await store.getCaJournal('s1'), '{"n":2}');
+
+        // A sequence that does not grow is refused; the journal of the same update is not written.
+        await assertRejects(
+          store.updateBundle(T, () => ({ bundle: { trustDomain: T, document: '{"keys":[2]}', sequence: 1n }, caJournal: { serverId: 's1', document: '{"n":3}' } }), 22),
+          'invalid',
+          'not above the stored sequence',
+        );
+        await assertRejects(store.updateBundle(T, () => ({ bundle: { trustDomain: td('other.org'), document: '{}', sequence: 5n } }), 22), 'invalid', 'other.org');
+        await assert.rejects(store.updateBundle(T, () => {
+          throw new Error('callback failed');
+        }, 22), /callback failed/);
+        assert.deepEqual(await store.getBundle(T), { trustDomain: T, document: '{"keys":[1]}', sequence: 1n });
+        assert.equal(await store.getCaJournal('s1'), '{"n":2}');
+        assert.equal(await store.latestEventId(), latest);
+
+        await store.updateBundle(T, (cur) => ({ bundle: { trustDomain: T, document: '{"keys":[1,2]}', sequence: cur!.sequence + 1n } }), 23);
+        const events = await store.listEventsSince(latest, 10);
+        assert.deepEqual(events.map((e) => [e.kind, e.key, e.at]), [['bundle_updated', 'example.org', 23]]);
+      });
+
+      it('updateBundle from two handles at once loses no update (writes are serialized across connections)', async () => {
+        const a = await fresh();
+        const b = await again(a);
+        const T = td('example.org');
+        const add = (store: DataStore, item: string): Promise<StoredBundle | undefined> =>
+          store.updateBundle(T, (cur) => {
+            const items = cur === undefined ? [] : (JSON.parse(cur.document) as string[]);
+            return { bundle: { trustDomain: T, document: JSON.stringify([...items, item]), sequence: (cur?.sequence ?? 0n) + 1n } };
+          }, 30);
+        const N = 12;
+        await Promise.all(Array.from({ length: N }, (_, i) => [add(a, `a${i}`), add(b, `b${i}`)]).flat());
+        const final = (await a.getBundle(T))!;
+        assert.equal(final.sequence, BigInt(2 * N));
+        assert.deepEqual((JSON.parse(final.document) as string[]).sort(), Array.from({ length: N }, (_, i) => [`a${i}`, `b${i}`]).flat().sort());
       });
     });
 

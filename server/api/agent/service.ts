@@ -66,9 +66,13 @@ export class AgentApi {
       node: (agentId, revision) => void this.#sync.checkNode(agentId, revision),
       bundle: () => void this.#sync.pushBundles(),
     });
+    // The CA's bundle may change without a bundle event of this server's feed arriving after it
+    // (another server sharing the datastore wrote it, and the feed's event ran first): push then
+    // too. Streams already sent this sequence get nothing.
     this.#unsubscribeBundle = deps.ca.onBundleChange(() => {
       this.#auth.forget();
       this.#ownBundle.drop();
+      void this.#sync.pushBundles();
     });
   }
 

@@ -19,6 +19,8 @@
  * - selectors_key is the canonical JSON of the sorted selector set, as in the SQLite backend
  *   (reads take selectors from it); entry_selectors / node_selectors rows serve the filters;
  *   selector_count / federates_count cache the child counts for subset / exact matching.
+ * - ca_journal holds one CA journal per server sharing the database, keyed by server_id; '' is
+ *   the single server's (and the journal written before servers had IDs).
  * - bundles.sequence is a uint64 as a decimal string; events.id is an identity column (never
  *   reused after pruning; a rolled-back write may leave a gap).
  */
@@ -131,6 +133,14 @@ CREATE TABLE events (
   at   bigint NOT NULL
 );
 CREATE INDEX events_at ON events (at);
+`,
+  // 2: one CA journal per server: the single row (id 1) becomes server_id ''.
+  `
+ALTER TABLE ca_journal ADD COLUMN server_id text COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE ca_journal DROP CONSTRAINT ca_journal_pkey;
+ALTER TABLE ca_journal DROP COLUMN id;
+ALTER TABLE ca_journal ALTER COLUMN server_id DROP DEFAULT;
+ALTER TABLE ca_journal ADD PRIMARY KEY (server_id);
 `,
 ];
 

@@ -19,7 +19,7 @@ import { postgresBinDir, postgresCluster } from '../../../test/support/postgres.
 import { DataStoreError, type DataStore } from '../types.js';
 import { WRITE_LOCK } from './connection.js';
 import { normalizeConnectionString } from './connstring.js';
-import { SCHEMA_VERSION } from './migrations.js';
+import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js';
 import { openPostgresDataStore, type PostgresDataStoreOptions } from './store.js';
 
 const opened: DataStore[] = [];
@@ -89,9 +89,24 @@ describe('postgres datastore', () => {
       for (const s of stores) assert.equal(await s.countEntries(), 2);
     });
 
+    it('migration 2 keeps the single CA journal of a version-1 database as the journal without a server ID', async () => {
+      const uri = await freshDb();
+      await sql(uri, MIGRATIONS[0]!);
+      await sql(uri, 'CREATE TABLE spindle_schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
+      await sql(uri, 'INSERT INTO spindle_schema_migrations (version) VALUES (1)');
+      await sql(uri, 'INSERT INTO ca_journal (id, document) VALUES (1, $1)', ['{"version":1,"old":true}']);
+      const s = await open(uri);
+      assert.equal(await s.getCaJournal(), '{"version":1,"old":true}');
+      assert.equal(await s.getCaJournal('server-a'), undefined);
+      await s.setCaJournal('{"a":1}', 'server-a');
+      assert.equal(await s.getCaJournal(), '{"version":1,"old":true}');
+      const history = await sql<[number]>(uri, 'SELECT version FROM spindle_schema_migrations ORDER BY version');
+      assert.deepEqual(history.map((r) => r[0]), Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1));
+    });
+
     it('refuses a schema newer than this code knows, and an outdated one when migration is disabled', async () => {
       const uri = await freshDb();
-      await assert.rejects(open(uri, { disableMigration: true }), rejectsWith('invalid', /schema version 0 .*needs version 1.*disable_migration/));
+      await assert.rejects(open(uri, { disableMigration: true }), rejectsWith('invalid', new RegExp(`schema version 0 .*needs version ${SCHEMA_VERSION}.*disable_migration`)));
       const s = await open(uri);
       await s.close();
       await open(uri, { disableMigration: true }); // exactly this version: fine

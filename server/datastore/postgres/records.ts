@@ -3,13 +3,13 @@
  * `DELETE ... RETURNING`, which PostgreSQL makes atomic on its own: of N concurrent consumers on
  * any number of servers exactly one gets the row, the others wait for its lock and find it
  * gone), trust bundles (every change a change-feed event; sequence a uint64 as decimal text),
- * the CA journal (one opaque JSON document), reading and pruning the change feed, and
+ * the CA journals (one opaque JSON document per server), reading and pruning the change feed, and
  * checkIntegrity.
  */
 import type { TrustDomain } from '../../../spiffe/id.js';
-import { checkBundle, checkCaJournal, checkInt, checkJoinToken, checkNonNegativeInt, checkString } from '../checks.js';
-import { DataStoreError, type ChangeEvent, type ChangeKind, type JoinToken, type StoredBundle } from '../types.js';
-import type { PostgresConnection } from './connection.js';
+import { checkBundle, checkBundleUpdate, checkCaJournal, checkCaServerId, checkInt, checkJoinToken, checkNonNegativeInt, checkString, invalid } from '../checks.js';
+import { DataStoreError, type BundleUpdate, type ChangeEvent, type ChangeKind, type JoinToken, type StoredBundle } from '../types.js';
+import type { PostgresConnection, Queryable } from './connection.js';
 
 type BundleRow = [trustDomain: string, document: string, sequence: string];
 
@@ -66,6 +66,27 @@ export class PostgresRecords {
     });
   }
 
+  /** Under the write lock (connection.ts), so the read below cannot be raced by another server's write. */
+  async updateBundle(td: TrustDomain, update: (current: StoredBundle | undefined) => BundleUpdate, now: number): Promise<StoredBundle | undefined> {
+    checkString(td, 'trust domain');
+    checkInt(now, 'now');
+    if (typeof update !== 'function') throw invalid('bundle update must be a function');
+    return this.c.write('update bundle', async (q, emit) => {
+      const [row] = await q.rows<BundleRow>('SELECT trust_domain, document, sequence FROM bundles WHERE trust_domain = $1', [td]);
+      const current = row === undefined ? undefined : bundleFromRow(row);
+      const u = checkBundleUpdate(td, update(current), current);
+      if (u.caJournal !== undefined) await this.upsertCaJournal(q, u.caJournal.serverId, u.caJournal.document);
+      if (u.bundle === undefined) return current;
+      await q.exec(
+        'INSERT INTO bundles (trust_domain, document, sequence, updated_at) VALUES ($1, $2, $3, $4) ' +
+          'ON CONFLICT (trust_domain) DO UPDATE SET document = excluded.document, sequence = excluded.sequence, updated_at = excluded.updated_at',
+        [td, u.bundle.document, u.bundle.sequence.toString(10), now],
+      );
+      await emit('bundle_updated', td, now);
+      return u.bundle;
+    });
+  }
+
   async deleteBundle(td: TrustDomain, now: number): Promise<boolean> {
     checkString(td, 'trust domain');
     checkInt(now, 'now');
@@ -76,15 +97,28 @@ export class PostgresRecords {
     });
   }
 
-  async getCaJournal(): Promise<string | undefined> {
-    return this.c.read('get CA journal', async (q) => (await q.rows<[string]>('SELECT document FROM ca_journal WHERE id = 1'))[0]?.[0]);
+  async getCaJournal(serverId?: string): Promise<string | undefined> {
+    const id = checkCaServerId(serverId);
+    return this.c.read('get CA journal', async (q) => (await q.rows<[string]>('SELECT document FROM ca_journal WHERE server_id = $1', [id]))[0]?.[0]);
   }
 
-  async setCaJournal(json: string): Promise<void> {
+  async setCaJournal(json: string, serverId?: string): Promise<void> {
     checkCaJournal(json);
-    await this.c.write('set CA journal', async (q) => {
-      await q.exec('INSERT INTO ca_journal (id, document) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET document = excluded.document', [json]);
-    });
+    const id = checkCaServerId(serverId);
+    await this.c.write('set CA journal', (q) => this.upsertCaJournal(q, id, json));
+  }
+
+  async adoptCaJournal(from: string, to: string): Promise<boolean> {
+    const f = checkCaServerId(from);
+    const t = checkCaServerId(to);
+    if (f === t) return false;
+    return this.c.write('adopt CA journal', async (q) =>
+      (await q.exec('UPDATE ca_journal SET server_id = $1 WHERE server_id = $2 AND NOT EXISTS (SELECT 1 FROM ca_journal WHERE server_id = $1)', [t, f])) > 0,
+    );
+  }
+
+  private async upsertCaJournal(q: Queryable, serverId: string, json: string): Promise<void> {
+    await q.exec('INSERT INTO ca_journal (server_id, document) VALUES ($1, $2) ON CONFLICT (server_id) DO UPDATE SET document = excluded.document', [serverId, json]);
   }
 
   async listEventsSince(after: number, limit: number): Promise<ChangeEvent[]> {

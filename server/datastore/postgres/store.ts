@@ -29,6 +29,7 @@ import type {
   Paged,
   RegistrationEntry,
   StoredBundle,
+  BundleUpdate,
 } from '../types.js';
 import { PostgresConnection } from './connection.js';
 import { normalizeConnectionString } from './connstring.js';
@@ -163,11 +164,17 @@ class PostgresStore implements DataStore {
   deleteBundle(td: TrustDomain, now: number): Promise<boolean> {
     return this.records.deleteBundle(td, now);
   }
-  getCaJournal(): Promise<string | undefined> {
-    return this.records.getCaJournal();
+  updateBundle(td: TrustDomain, update: (current: StoredBundle | undefined) => BundleUpdate, now: number): Promise<StoredBundle | undefined> {
+    return this.records.updateBundle(td, update, now);
   }
-  setCaJournal(json: string): Promise<void> {
-    return this.records.setCaJournal(json);
+  getCaJournal(serverId?: string): Promise<string | undefined> {
+    return this.records.getCaJournal(serverId);
+  }
+  setCaJournal(json: string, serverId?: string): Promise<void> {
+    return this.records.setCaJournal(json, serverId);
+  }
+  adoptCaJournal(from: string, to: string): Promise<boolean> {
+    return this.records.adoptCaJournal(from, to);
   }
 
   listEventsSince(after: number, limit: number): Promise<ChangeEvent[]> {

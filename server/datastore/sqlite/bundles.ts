@@ -1,11 +1,11 @@
 /**
  * SQLite: trust bundles (our own and federated ones, keyed by trust domain; every change is a
- * change-feed event) and the CA journal (one opaque JSON document). bundles.sequence is a uint64
+ * change-feed event) and the CA journals (one opaque JSON document per server). bundles.sequence is a uint64
  * held as a decimal string: SQLite's INTEGER is signed 64-bit.
  */
-import { checkBundle, checkCaJournal, checkInt, checkString } from '../checks.js';
+import { checkBundle, checkBundleUpdate, checkCaJournal, checkCaServerId, checkInt, checkString, invalid } from '../checks.js';
 import type { TrustDomain } from '../../../spiffe/id.js';
-import type { StoredBundle } from '../types.js';
+import type { BundleUpdate, StoredBundle } from '../types.js';
 import type { SqliteConnection } from './connection.js';
 
 type BundleRow = [trustDomain: string, document: string, sequence: string];
@@ -20,9 +20,12 @@ function prepare(c: SqliteConnection) {
         'updated_at = excluded.updated_at',
     ),
     deleteBundle: c.run('DELETE FROM bundles WHERE trust_domain = ?'),
-    getCaJournal: c.pluck<string>('SELECT document FROM ca_journal WHERE id = 1'),
+    getCaJournal: c.pluck<string>('SELECT document FROM ca_journal WHERE server_id = ?'),
     setCaJournal: c.run(
-      'INSERT INTO ca_journal (id, document) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET document = excluded.document',
+      'INSERT INTO ca_journal (server_id, document) VALUES (?, ?) ON CONFLICT (server_id) DO UPDATE SET document = excluded.document',
+    ),
+    adoptCaJournal: c.run(
+      'UPDATE ca_journal SET server_id = ? WHERE server_id = ? AND NOT EXISTS (SELECT 1 FROM ca_journal WHERE server_id = ?)',
     ),
   };
 }
@@ -59,6 +62,22 @@ export class SqliteBundles {
     });
   }
 
+  async updateBundle(td: TrustDomain, update: (current: StoredBundle | undefined) => BundleUpdate, now: number): Promise<StoredBundle | undefined> {
+    checkString(td, 'trust domain');
+    checkInt(now, 'now');
+    if (typeof update !== 'function') throw invalid('bundle update must be a function');
+    return this.c.write('update bundle', (emit) => {
+      const row = this.s.bundleByTd.get(td);
+      const current = row === undefined ? undefined : bundleFromRow(row);
+      const u = checkBundleUpdate(td, update(current), current);
+      if (u.caJournal !== undefined) this.s.setCaJournal.run(u.caJournal.serverId, u.caJournal.document);
+      if (u.bundle === undefined) return current;
+      this.s.upsertBundle.run(td, u.bundle.document, u.bundle.sequence.toString(10), now);
+      emit('bundle_updated', td, now);
+      return u.bundle;
+    });
+  }
+
   async deleteBundle(td: TrustDomain, now: number): Promise<boolean> {
     checkString(td, 'trust domain');
     checkInt(now, 'now');
@@ -69,14 +88,23 @@ export class SqliteBundles {
     });
   }
 
-  async getCaJournal(): Promise<string | undefined> {
-    return this.c.read('get CA journal', () => this.s.getCaJournal.get());
+  async getCaJournal(serverId?: string): Promise<string | undefined> {
+    const id = checkCaServerId(serverId);
+    return this.c.read('get CA journal', () => this.s.getCaJournal.get(id));
   }
 
-  async setCaJournal(json: string): Promise<void> {
+  async setCaJournal(json: string, serverId?: string): Promise<void> {
     checkCaJournal(json);
+    const id = checkCaServerId(serverId);
     this.c.write('set CA journal', () => {
-      this.s.setCaJournal.run(json);
+      this.s.setCaJournal.run(id, json);
     });
+  }
+
+  async adoptCaJournal(from: string, to: string): Promise<boolean> {
+    const f = checkCaServerId(from);
+    const t = checkCaServerId(to);
+    if (f === t) return false;
+    return this.c.write('adopt CA journal', () => this.s.adoptCaJournal.run(t, f, t).changes > 0);
   }
 }

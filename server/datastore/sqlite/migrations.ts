@@ -21,6 +21,8 @@
  *   and deleting the owner cascades through that key.
  * - bundles.sequence is a uint64 as a decimal string (lossless; SQLite INTEGER is signed 64-bit).
  * - events.id is AUTOINCREMENT: ids are never reused, even after pruning.
+ * - ca_journal holds one CA journal per server sharing the datastore, keyed by server_id; ''
+ *   is the single server's (and the journal written before servers had IDs).
  */
 export const MIGRATIONS: readonly string[] = [
   // 1: initial schema.
@@ -127,6 +129,16 @@ CREATE TABLE events (
   at   INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX events_at ON events (at);
+`,
+  // 2: one CA journal per server: the single row (id 1) becomes server_id ''.
+  `
+CREATE TABLE ca_journal_by_server (
+  server_id TEXT NOT NULL PRIMARY KEY,
+  document  TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO ca_journal_by_server (server_id, document) SELECT '', document FROM ca_journal;
+DROP TABLE ca_journal;
+ALTER TABLE ca_journal_by_server RENAME TO ca_journal;
 `,
 ];
 

@@ -141,6 +141,23 @@ describe('opening, migrations and files', () => {
     assert.equal(rawCount(path, 'PRAGMA user_version'), SCHEMA_VERSION);
   });
 
+  it('migration 2 keeps the single CA journal of a version-1 database as the journal without a server ID', async () => {
+    const path = join(freshDir(), 'v1.sqlite3');
+    mkdirSync(join(path, '..'), { recursive: true });
+    const db = new Database(path);
+    db.exec(MIGRATIONS[0]!);
+    db.pragma('user_version = 1');
+    db.prepare('INSERT INTO ca_journal (id, document) VALUES (1, ?)').run('{"version":1,"old":true}');
+    db.close();
+    const store = openStore(path);
+    assert.equal(await store.getCaJournal(), '{"version":1,"old":true}');
+    assert.equal(await store.getCaJournal('server-a'), undefined);
+    assert.equal(await store.adoptCaJournal('', 'server-a'), true);
+    assert.equal(await store.getCaJournal('server-a'), '{"version":1,"old":true}');
+    assert.equal(await store.getCaJournal(), undefined);
+    assert.equal(await store.checkIntegrity(), '');
+  });
+
   it('refuses a database whose schema version is newer than the code knows, without touching it', async () => {
     const { store, path } = freshStore();
     await store.close();

@@ -30,6 +30,7 @@ import type {
   Paged,
   RegistrationEntry,
   StoredBundle,
+  BundleUpdate,
 } from '../types.js';
 import { SqliteBundles } from './bundles.js';
 import { SqliteConnection, toDataStoreError, type SqliteConnectionOptions } from './connection.js';
@@ -146,11 +147,17 @@ class SqliteStore implements SqliteDataStore {
   deleteBundle(td: TrustDomain, now: number): Promise<boolean> {
     return this.bundles.deleteBundle(td, now);
   }
-  getCaJournal(): Promise<string | undefined> {
-    return this.bundles.getCaJournal();
+  updateBundle(td: TrustDomain, update: (current: StoredBundle | undefined) => BundleUpdate, now: number): Promise<StoredBundle | undefined> {
+    return this.bundles.updateBundle(td, update, now);
   }
-  setCaJournal(json: string): Promise<void> {
-    return this.bundles.setCaJournal(json);
+  getCaJournal(serverId?: string): Promise<string | undefined> {
+    return this.bundles.getCaJournal(serverId);
+  }
+  setCaJournal(json: string, serverId?: string): Promise<void> {
+    return this.bundles.setCaJournal(json, serverId);
+  }
+  adoptCaJournal(from: string, to: string): Promise<boolean> {
+    return this.bundles.adoptCaJournal(from, to);
   }
 
   listEventsSince(after: number, limit: number): Promise<ChangeEvent[]> {
