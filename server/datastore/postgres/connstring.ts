@@ -132,3 +132,36 @@ export function normalizeConnectionString(text: string, key = 'connection_string
   }
   return uri;
 }
+
+/**
+ * What a connection string names, for messages: `host=... port=... dbname=... user=...` (the
+ * parts that are set), never the password. `secrets` are the password as written and as it may
+ * appear decoded or percent-encoded, so a caller can scrub them from any text it prints.
+ */
+export function describeConnectionString(text: string, key = 'connection_string'): { description: string; secrets: string[] } {
+  const uri = normalizeConnectionString(text, key);
+  const parsed = parseUri(uri);
+  const parts: string[] = [];
+  const add = (k: string, v: unknown): void => {
+    if (typeof v === 'string' && v !== '') parts.push(`${k}=${v}`);
+    else if (typeof v === 'number') parts.push(`${k}=${v}`);
+  };
+  add('host', parsed.host);
+  add('port', parsed.port);
+  add('dbname', parsed.database);
+  add('user', parsed.user);
+  const secrets = new Set<string>();
+  const password = parsed.password;
+  if (typeof password === 'string' && password !== '') {
+    secrets.add(password);
+    secrets.add(encodeURIComponent(password));
+  }
+  // The raw userinfo of a URI, before any decoding.
+  const raw = /^postgres(?:ql)?:\/\/[^@/?#]*?:([^@/?#]*)@/i.exec(text)?.[1];
+  if (raw !== undefined && raw !== '') secrets.add(raw);
+  if (!URI_SCHEME.test(text)) {
+    const kv = parseKeywordValue(text, key).get('password');
+    if (kv !== undefined && kv !== '') secrets.add(kv);
+  }
+  return { description: parts.length === 0 ? 'the default server' : parts.join(' '), secrets: [...secrets] };
+}
