@@ -16,7 +16,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
 import type { DataStore, DataStoreRecords, NewEntry } from '../../server/datastore/types.js';
-import { openTestDataStore, openTestPostgresDataStore } from '../support/datastore.js';
+import { openRecordSource, openRecordTarget } from '../../server/datastore/factory.js';
+import { openTestDataStore, openTestPostgresDataStore, postgresDataStoreConfig, sqliteDataStoreConfig } from '../support/datastore.js';
 import { postgresCluster, type PostgresCluster } from '../support/postgres.js';
 import { generateJoinToken, startAgentProcess, type AgentProcess } from '../support/agentproc.js';
 import { serverBin, startServerProcess, tempDir, type ServerProcess } from '../support/serverproc.js';
@@ -261,6 +262,62 @@ describe('spindle-server datastore migrate', { timeout: 600_000 }, () => {
       assert.match(r.stderr, expected);
       assert.ok(!r.stderr.includes(PASSWORD) && !r.stdout.includes(PASSWORD), `the password is not printed: ${r.stderr}`);
       assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    }
+  });
+
+  test('the source is opened read-only: writes through it fail, and a newer schema or a file without the Spindle tables is refused without touching it', async () => {
+    const dataDir = join(seeded.dir, 'data');
+    const before = snapshotDir(dataDir);
+    const ro = await openRecordSource(sqliteDataStoreConfig(seeded.path));
+    try {
+      await assert.rejects(ro.createJoinToken({ hash: sha256('x'), expiresAt: T0 }), /database is read-only/);
+      await assert.rejects(ro.setCaJournal('{}'), /database is read-only/);
+      assert.equal((await ro.countRecords()).entries, ENTRY_COUNT);
+    } finally {
+      await ro.close();
+    }
+    assert.deepEqual(snapshotDir(dataDir), before, 'nothing written, nothing left beside the file');
+
+    const uri = cluster.uri(await cluster.createDatabase());
+    const dir = tempDir('spindle-migrate-schema-');
+    for (const [version, expected] of [
+      [99, /has schema version 99, newer than version 1 that this Spindle knows/],
+      [0, /is not a Spindle SQLite datastore \(it lacks the tables/],
+    ] as const) {
+      const copy = join(dir, `v${version}.sqlite3`);
+      writeFileSync(copy, readFileSync(seeded.path), { mode: 0o600 });
+      const db = new Database(copy);
+      db.pragma(`user_version = ${version}`);
+      if (version === 0) db.exec('DROP TABLE events');
+      db.pragma('journal_mode = DELETE');
+      db.close();
+      const hash = sha256(readFileSync(copy));
+      const r = migrate(['-from', copy, '-to', uri]);
+      assert.equal(r.status, 1, r.stdout);
+      assert.match(r.stderr, expected);
+      assert.equal(sha256(readFileSync(copy)), hash, 'the refused file is unchanged');
+    }
+  });
+
+  test('an import is one transaction: a failure midway leaves the target as it was, and a non-empty target is refused inside it', async () => {
+    const records = await exportOf(() => openTestDataStore(seeded.path));
+    const uri = cluster.uri(await cluster.createDatabase());
+    const target = await openRecordTarget(postgresDataStoreConfig(uri));
+    try {
+      await target.setCaJournal('{"before":true}');
+      const last = records.entries[records.entries.length - 1]!;
+      // A second entry with the last one's identity fails on the unique index after every other row was written.
+      const bad = { ...records, entries: [...records.entries, { ...last, id: 'duplicate-identity' }] };
+      await assert.rejects(target.importRecords(bad, { replace: true }), /duplicate key value violates unique constraint/);
+      assert.equal(await target.countEntries(), 0, 'no entry of the failed import was committed');
+      assert.equal(await target.getCaJournal(), '{"before":true}', 'what the target held is still there (the replace was rolled back too)');
+      await assert.rejects(target.importRecords(records, { replace: false }), /postgres datastore is not empty: it holds 0 entries, 0 agents, 0 bundles, 0 join tokens and the CA journal/);
+      assert.equal(await target.countEntries(), 0);
+      const counts = await target.importRecords(records, { replace: true });
+      assert.deepEqual(counts, { entries: ENTRY_COUNT, nodes: 3, joinTokens: 3, bundles: 2, caJournal: true });
+      assert.deepEqual(plain(await target.exportRecords()), plain(records));
+    } finally {
+      await target.close();
     }
   });
 
