@@ -321,6 +321,22 @@ describe('spindle-server datastore migrate', { timeout: 600_000 }, () => {
     }
   });
 
+  test('a lock left by a process that is gone is taken over with a warning and removed afterwards', async () => {
+    const dir = tempDir('spindle-migrate-stale-');
+    const dataDir = join(dir, 'data');
+    mkdirSync(dataDir, { mode: 0o700 });
+    const copy = join(dataDir, 'datastore.sqlite3');
+    writeFileSync(copy, readFileSync(seeded.path), { mode: 0o600 });
+    const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+    writeFileSync(join(dataDir, 'spindle.lock'), `${dead}\n`, { mode: 0o600 });
+    const uri = cluster.uri(await cluster.createDatabase());
+    const r = migrate(['-from', copy, '-to', uri]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`^Warning: took over a stale lock ${join(dataDir, 'spindle.lock').replace(/[.]/g, '\\.')} \\(its process ${dead} is gone\\)$`, 'm'));
+    assert.match(r.stdout, SUMMARY(copy));
+    assert.deepEqual(readdirSync(dataDir), ['datastore.sqlite3'], 'the lock is released');
+  });
+
   describe('with real servers', () => {
     const servers: ServerProcess[] = [];
     let agent: AgentProcess | undefined;
