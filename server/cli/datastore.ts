@@ -23,9 +23,11 @@ import { Option, type Command } from 'commander';
 import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { reportCommandError, requiredFlag } from '../../common/cli.js';
+import { DataDirLockedError, LOCK_FILE_NAME, lockDataDir } from '../../common/datadirlock.js';
 import { processStreams, type OutputStreams } from '../../common/output.js';
 import type { DataStoreConfig } from '../config/config.js';
-import type { DataStoreRecords, RecordCounts } from '../datastore/types.js';
+import { describeDataStore, openRecordSource, openRecordTarget } from '../datastore/factory.js';
+import { describeCounts, isEmptyCounts, type DataStoreRecords, type RecordCounts } from '../datastore/types.js';
 import { CliError } from './errors.js';
 
 interface MigrateOptions {
@@ -77,12 +79,10 @@ export async function migrateDatastore(o: MigrateOptions, io: OutputStreams, cwd
   if (o.to === undefined || o.to === '') {
     throw new CliError('-to is required: the connection string of the PostgreSQL database to copy into (a postgresql:// URI or libpq keyword=value pairs)');
   }
-  const factory = await import('../datastore/factory.js');
-  const { describeCounts, isEmptyCounts } = await import('../datastore/types.js');
   const targetConfig: DataStoreConfig = { name: 'sql', databaseType: 'postgres', connectionString: o.to, maxOpenConns: 2, maxIdleConns: 0 };
   let target: { description: string; secrets: string[] };
   try {
-    target = await factory.describeDataStore(targetConfig);
+    target = await describeDataStore(targetConfig);
   } catch (err) {
     throw new CliError(`-to is not a valid PostgreSQL connection string: ${(err as Error).message.replace(/^DataStore "sql" connection_string: /, '')}`);
   }
@@ -103,7 +103,6 @@ export async function migrateDatastore(o: MigrateOptions, io: OutputStreams, cwd
 
   try {
     // The server must not run on the source: hold its directory's lock for the whole run.
-    const { lockDataDir, DataDirLockedError } = await import('../../common/datadirlock.js');
     const dir = dirname(source);
     let lock: { release(): void };
     try {
@@ -114,13 +113,13 @@ export async function migrateDatastore(o: MigrateOptions, io: OutputStreams, cwd
       if (err instanceof DataDirLockedError) {
         throw new CliError(
           `the source datastore's directory ${err.dir} is in use by ${err.pid === undefined ? 'another process' : `process ${err.pid}`} ` +
-            `(a spindle-server running on it?): stop it before migrating. If no such process runs, delete ${resolve(dir, 'spindle.lock')}`,
+            `(a spindle-server running on it?): stop it before migrating. If no such process runs, delete ${resolve(dir, LOCK_FILE_NAME)}`,
         );
       }
       throw err;
     }
     try {
-      await copy(source, o.force === true, targetConfig, target.description, io, factory, describeCounts, isEmptyCounts);
+      await copy(source, o.force === true, targetConfig, target.description, io);
     } finally {
       lock.release();
     }
@@ -130,20 +129,10 @@ export async function migrateDatastore(o: MigrateOptions, io: OutputStreams, cwd
   }
 }
 
-type Factory = typeof import('../datastore/factory.js');
-
-async function copy(
-  source: string,
-  force: boolean,
-  targetConfig: DataStoreConfig,
-  targetName: string,
-  io: OutputStreams,
-  factory: Factory,
-  describeCounts: (c: RecordCounts) => string,
-  isEmptyCounts: (c: RecordCounts) => boolean,
-): Promise<void> {
+/** Reads the source, writes the target in one transaction, reads the target back and compares. */
+async function copy(source: string, force: boolean, targetConfig: DataStoreConfig, targetName: string, io: OutputStreams): Promise<void> {
   let records: DataStoreRecords;
-  const from = await factory.openRecordSource({ name: 'sql', databaseType: 'sqlite3', connectionString: source });
+  const from = await openRecordSource({ name: 'sql', databaseType: 'sqlite3', connectionString: source });
   try {
     const problems = await from.checkIntegrity();
     if (problems !== '') {
@@ -154,9 +143,9 @@ async function copy(
     await from.close();
   }
 
-  let to: Awaited<ReturnType<Factory['openRecordTarget']>>;
+  let to: Awaited<ReturnType<typeof openRecordTarget>>;
   try {
-    to = await factory.openRecordTarget(targetConfig);
+    to = await openRecordTarget(targetConfig);
   } catch (err) {
     throw new CliError(`cannot open the target ${targetName} (-to): ${(err as Error).message}`);
   }
