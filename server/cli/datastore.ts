@@ -25,6 +25,7 @@ import { dirname, resolve } from 'node:path';
 import { reportCommandError, requiredFlag } from '../../common/cli.js';
 import { DataDirLockedError, LOCK_FILE_NAME, lockDataDir } from '../../common/datadirlock.js';
 import { processStreams, type OutputStreams } from '../../common/output.js';
+import { scrubSecrets } from '../../common/strings.js';
 import type { DataStoreConfig } from '../config/config.js';
 import { describeDataStore, openRecordSource, openRecordTarget } from '../datastore/factory.js';
 import { describeCounts, isEmptyCounts, type DataStoreRecords, type RecordCounts } from '../datastore/types.js';
@@ -62,13 +63,6 @@ function firstDifference(a: DataStoreRecords, b: DataStoreRecords): string | und
 
 function countsOf(r: DataStoreRecords): RecordCounts {
   return { entries: r.entries.length, nodes: r.nodes.length, joinTokens: r.joinTokens.length, bundles: r.bundles.length, caJournal: r.caJournal !== undefined };
-}
-
-/** Replaces every secret in `text` with `***` (longest first, so one cannot leave part of another). */
-function scrub(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of [...secrets].sort((x, y) => y.length - x.length)) out = out.split(s).join('***');
-  return out;
 }
 
 /** The migration itself; `cwd` resolves a relative -from. */
@@ -125,7 +119,7 @@ export async function migrateDatastore(o: MigrateOptions, io: OutputStreams, cwd
     }
   } catch (err) {
     if (target.secrets.length === 0 || !(err instanceof Error)) throw err;
-    throw new CliError(scrub(err.message, target.secrets));
+    throw new CliError(scrubSecrets(err.message, target.secrets));
   }
 }
 

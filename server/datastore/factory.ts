@@ -89,3 +89,4 @@ export async function describeDataStore(config: DataStoreConfig): Promise<{ desc
   }
   return { description: config.connectionString, secrets: [] };
 }
+

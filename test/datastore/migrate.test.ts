@@ -255,6 +255,8 @@ describe('spindle-server datastore migrate', { timeout: 600_000 }, () => {
       [`postgresql://postgres:${PASSWORD}@127.0.0.1:${port}/no_such_db`, /^Error: cannot open the target PostgreSQL \(host=127\.0\.0\.1 port=\d+ dbname=no_such_db user=postgres\) \(-to\): .*database "no_such_db" does not exist/],
       [`host=127.0.0.1 password=${PASSWORD} sslmode=sometimes`, /^Error: -to is not a valid PostgreSQL connection string: sslmode "sometimes" is not one of/],
       [`postgresql://u:${PASSWORD}@127.0.0.1:99999999/db`, /^Error: -to is not a valid PostgreSQL connection string/],
+      // A password reused as another value the parser quotes back is scrubbed from the message.
+      [`host=127.0.0.1 user=spindle password=${PASSWORD} sslmode=${PASSWORD}`, /^Error: -to is not a valid PostgreSQL connection string: sslmode "\*\*\*" is not one of/],
     ];
     for (const [to, expected] of cases) {
       const r = migrate(['-from', seeded.path, '-to', to]);
