@@ -25,7 +25,7 @@ import { dirname, resolve } from 'node:path';
 import { reportCommandError, requiredFlag } from '../../common/cli.js';
 import { DataDirLockedError, LOCK_FILE_NAME, lockDataDir } from '../../common/datadirlock.js';
 import { processStreams, type OutputStreams } from '../../common/output.js';
-import { scrubSecrets } from '../../common/strings.js';
+import { compareCodePoints, scrubSecrets } from '../../common/strings.js';
 import type { DataStoreConfig } from '../config/config.js';
 import { describeDataStore, openRecordSource, openRecordTarget } from '../datastore/factory.js';
 import { describeCounts, isEmptyCounts, type DataStoreRecords, type RecordCounts } from '../datastore/types.js';
@@ -42,9 +42,9 @@ function canonical(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString(10) : v));
 }
 
-/** The first record kind and index where two exports differ, or undefined when they are equal. */
+/** The first record where two exports differ (in words), or undefined when they are equal. */
 function firstDifference(a: DataStoreRecords, b: DataStoreRecords): string | undefined {
-  const byId = <T>(items: T[], key: (x: T) => string): T[] => [...items].sort((x, y) => (key(x) < key(y) ? -1 : key(x) > key(y) ? 1 : 0));
+  const byId = <T>(items: T[], key: (x: T) => string): T[] => [...items].sort((x, y) => compareCodePoints(key(x), key(y)));
   const kinds: Array<[string, unknown[], unknown[], (x: never) => string]> = [
     ['entry', byId(a.entries, (e) => e.id), byId(b.entries, (e) => e.id), (e: { id: string }) => e.id],
     ['agent', a.nodes, b.nodes, (n: { spiffeId: string }) => n.spiffeId],
@@ -101,7 +101,7 @@ export async function migrateDatastore(o: MigrateOptions, io: OutputStreams, cwd
     let lock: { release(): void };
     try {
       lock = lockDataDir(dir, 'datastore directory', ({ path, pid }) =>
-        io.err.write(`Warning: took over a stale lock ${path} (its process ${pid ?? '(unknown)'} is gone)\n`),
+        io.err.write(`Warning: took over a stale lock ${path} (${pid === undefined ? 'it held no pid' : `its process ${pid} is gone`})\n`),
       );
     } catch (err) {
       if (err instanceof DataDirLockedError) {

@@ -267,7 +267,7 @@ describe('spindle-server datastore migrate', { timeout: 600_000 }, () => {
     }
   });
 
-  test('the source is opened read-only: writes through it fail, and a newer schema or a file without the Spindle tables is refused without touching it', async () => {
+  test('the source is opened read-only: writes through it fail, and a newer schema, a file without the Spindle tables or one failing its integrity check is refused without touching it', async () => {
     const dataDir = join(seeded.dir, 'data');
     const before = snapshotDir(dataDir);
     const ro = await openRecordSource(sqliteDataStoreConfig(seeded.path));
@@ -285,12 +285,14 @@ describe('spindle-server datastore migrate', { timeout: 600_000 }, () => {
     for (const [version, expected] of [
       [99, /has schema version 99, newer than version 1 that this Spindle knows/],
       [0, /is not a Spindle SQLite datastore \(it lacks the tables/],
+      [1, /fails its integrity check; repair it or restore a backup before migrating:\nentry "[^"]+": 5 selectors recorded but 1 rows/],
     ] as const) {
       const copy = join(dir, `v${version}.sqlite3`);
       writeFileSync(copy, readFileSync(seeded.path), { mode: 0o600 });
       const db = new Database(copy);
       db.pragma(`user_version = ${version}`);
       if (version === 0) db.exec('DROP TABLE events');
+      if (version === 1) db.exec("UPDATE entries SET selector_count = 5 WHERE id = 'admin-entry-fixed-id'");
       db.pragma('journal_mode = DELETE');
       db.close();
       const hash = sha256(readFileSync(copy));
