@@ -341,6 +341,46 @@ describe('spindle-server datastore migrate', { timeout: 600_000 }, () => {
     assert.deepEqual(readdirSync(dataDir), ['datastore.sqlite3'], 'the lock is released');
   });
 
+  test('writes still in the -wal of a server killed before a checkpoint are copied; the file and its -wal are left as they were', async () => {
+    const dir = tempDir('spindle-migrate-wal-');
+    const dataDir = join(dir, 'data');
+    mkdirSync(dataDir, { mode: 0o700 });
+    const path = join(dataDir, 'datastore.sqlite3');
+    // A process that writes through the factory and dies without closing (no checkpoint).
+    const writer = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const { openTestDataStore } = await import(${JSON.stringify(new URL('../support/datastore.js', import.meta.url).href)});
+         const ds = await openTestDataStore(${JSON.stringify(path)});
+         const e = (i) => ({ spiffeId: 'spiffe://example.org/w/' + i, parentId: 'spiffe://example.org/agent', selectors: [{ type: 'unix', value: 'uid:' + i }], x509SvidTtl: 0, jwtSvidTtl: 0, dnsNames: [], federatesWith: [], admin: false, downstream: false, hint: '', entryExpiry: 0 });
+         await ds.createEntries(Array.from({ length: 50 }, (_, i) => e(i)), 1);
+         await ds.createJoinToken({ hash: ${JSON.stringify(sha256('wal-token'))}, expiresAt: 99 });
+         process.kill(process.pid, 'SIGKILL');`,
+      ],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    assert.equal(writer.signal, 'SIGKILL', writer.stderr);
+    const wal = `${path}-wal`;
+    assert.ok(readFileSync(wal).length > 0, 'the writes are in the -wal, not yet in the file');
+    const fileHash = sha256(readFileSync(path));
+    const walHash = sha256(readFileSync(wal));
+    const uri = cluster.uri(await cluster.createDatabase());
+    const r = migrate(['-from', path, '-to', uri]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^migrated 50 entries, 0 agents, 0 bundles, 1 join token and no CA journal from /m);
+    assert.equal(sha256(readFileSync(path)), fileHash, 'the database file is unchanged (no checkpoint into it)');
+    assert.equal(sha256(readFileSync(wal)), walHash, 'the -wal is unchanged');
+    const pg = await openTestPostgresDataStore(uri);
+    try {
+      assert.equal(await pg.countEntries(), 50);
+      assert.deepEqual(await pg.consumeJoinToken(sha256('wal-token')), { hash: sha256('wal-token'), expiresAt: 99 });
+    } finally {
+      await pg.close();
+    }
+  });
+
   describe('with real servers', () => {
     const servers: ServerProcess[] = [];
     let agent: AgentProcess | undefined;
