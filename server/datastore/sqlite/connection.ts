@@ -171,7 +171,7 @@ export class SqliteConnection {
         tables = new Set(db.prepare<unknown[], string>("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all());
       } catch (err) {
         const code = sqliteCode(err);
-        if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT') throw notSpindle(file, 'it is not a SQLite database file');
+        if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT') throw notSpindle(file, code === 'SQLITE_NOTADB' ? 'it is not a SQLite database file' : 'it is damaged');
         throw err;
       }
       if (version > SCHEMA_VERSION) throw newerSchemaError(file, version);
