@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: runs the benchmarks and prints each figure next to its target and a baseline
  * measured in the same run: one table per scenario, then a summary of every row with a target.
- * Options: --only a,b (issuance, issuance-api, propagation, scale, admin, cli, fanout, rotation,
+ * Options: --only a,b (issuance, issuance-api, propagation, scale, admin, admin-postgres, cli, fanout, rotation,
  * memory, agent-restart), --quick (small sizes), --seconds N (per in-process figure, default 3), --csrs N,
  * sizes (--entries, --agents, --burst, --workloads, --client-procs, --rotations) and profiling
  * (--server-cpu-prof DIR, --agent-cpu-prof DIR). Benchmarks never run inside `npm test`.
@@ -32,7 +32,7 @@ if (isSelected(values, 'issuance')) {
   printTable(issuance);
   rows.push(...issuance);
 }
-// Server-side scenarios (--only issuance-api,propagation,scale,admin,cli; --quick; --entries; --agents).
+// Server-side scenarios (--only issuance-api,propagation,scale,admin,admin-postgres,cli; --quick; --entries; --agents).
 rows.push(...(await runServerScenarios(values, seconds)));
 // Agent-side scenarios (--only fanout,rotation,memory; --quick; --workloads; --client-procs; --rotations; --agent-cpu-prof DIR).
 rows.push(...(await runAgentScenarios(values)));

@@ -95,11 +95,21 @@ export function serverPaths(dir: string): { dataDir: string; dbPath: string; soc
   return { dataDir, dbPath: join(dataDir, 'datastore.sqlite3'), socketPath: join(dir, 'admin', 'api.sock') };
 }
 
-export async function startBenchServer(opts: { dir: string; port?: number; nodeArgs?: string[]; timeoutMs?: number }): Promise<BenchServer> {
+/**
+ * `postgres`: a PostgreSQL connection string; the server's datastore is then that database
+ * (a server config file in `dir` sets the DataStore), else the SQLite file in its data dir.
+ */
+export async function startBenchServer(opts: { dir: string; port?: number; nodeArgs?: string[]; timeoutMs?: number; postgres?: string }): Promise<BenchServer> {
   mkdirSync(opts.dir, { recursive: true });
   const { dataDir, dbPath, socketPath } = serverPaths(opts.dir);
   const port = opts.port ?? (await freePort());
   const args = ['run', '-trustDomain', TRUST_DOMAIN, '-dataDir', dataDir, '-socketPath', socketPath, '-bindAddress', '127.0.0.1', '-serverPort', String(port), '-logLevel', 'INFO'];
+  if (opts.postgres !== undefined) {
+    const config = join(opts.dir, 'server.json');
+    const datastore = { DataStore: { sql: { plugin_data: { database_type: 'postgres', connection_string: opts.postgres } } } };
+    writeFileSync(config, `${JSON.stringify({ plugins: datastore })}\n`);
+    args.push('-config', config);
+  }
   const p = await launch(serverBin, args, opts.dir, 'spindle-server is ready', opts.timeoutMs ?? 60_000, opts.nodeArgs ?? serverNodeArgs);
   return { ...p, dir: opts.dir, dataDir, dbPath, socketPath, port, trustDomain: TRUST_DOMAIN };
 }

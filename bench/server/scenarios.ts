@@ -3,7 +3,7 @@
  * with --only, --quick sizes, and one table per scenario. A scenario that throws prints a row
  * with the error instead of aborting the run.
  */
-import { ADMIN_DEFAULTS, ADMIN_QUICK, benchAdminWrites } from '../scenarios/admin.js';
+import { ADMIN_DEFAULTS, ADMIN_QUICK, benchAdminWrites, benchAdminWritesPostgres } from '../scenarios/admin.js';
 import { benchCli, CLI_DEFAULTS, CLI_QUICK } from '../scenarios/cli.js';
 import { benchIssuanceApi, ISSUANCE_API_DEFAULTS, ISSUANCE_API_QUICK } from '../scenarios/issuance-api.js';
 import { benchPropagation, PROPAGATION_DEFAULTS, PROPAGATION_QUICK } from '../scenarios/propagation.js';
@@ -30,7 +30,7 @@ export interface ServerBenchValues {
   'server-cpu-prof'?: string;
 }
 
-export const SERVER_SCENARIOS = ['issuance-api', 'propagation', 'scale', 'admin', 'cli'] as const;
+export const SERVER_SCENARIOS = ['issuance-api', 'propagation', 'scale', 'admin', 'admin-postgres', 'cli'] as const;
 
 /** Whether `name` runs under --only (no --only: everything runs). */
 export function isSelected(values: { only?: string }, name: string): boolean {
@@ -65,6 +65,11 @@ export async function runServerScenarios(values: ServerBenchValues, seconds: num
       run: () => benchScale({ ...scale, entries: int(values.entries, scale.entries, 'entries'), agents: int(values.agents, scale.agents, 'agents') }),
     },
     { name: 'admin', title: 'Admin writes (admin API on the Unix socket, durable SQLite):', run: () => benchAdminWrites(q ? ADMIN_QUICK : ADMIN_DEFAULTS) },
+    {
+      name: 'admin-postgres',
+      title: 'Admin writes with the server on PostgreSQL (a private local cluster, fsync on), beside SQLite in the same run:',
+      run: () => benchAdminWritesPostgres(q ? ADMIN_QUICK : ADMIN_DEFAULTS),
+    },
     { name: 'cli', title: 'Admin CLI (whole spindle-server processes against a real server):', run: () => benchCli(q ? CLI_QUICK : CLI_DEFAULTS) },
   ];
   const all: Row[] = [];

@@ -40,8 +40,21 @@ const docFiles = (): string[] => [
 
 function git(args: string[], cwd = repoRoot): string {
   const r = spawnSync('git', ['-c', 'user.name=docs-test', '-c', 'user.email=docs-test@localhost', ...args], { cwd, encoding: 'utf8' });
-  assert.equal(r.status, 0, `git ${args.join(' ')} failed: ${r.stderr}`);
+  assert.equal(r.status, 0, `git ${args.join(' ')} failed (status ${r.status}): ${r.stderr || '(nothing on stderr)'}\n${r.stdout}`);
   return r.stdout;
+}
+
+/**
+ * A commit holding the checkout's tracked files as they are now: HEAD when they are unchanged
+ * (as in CI), else what `git stash create` records without touching the tree. (`stash create`
+ * refreshes the index under index.lock and fails quietly while another git holds it, so it is
+ * used only when there is something to record.)
+ */
+function checkoutRevision(): string {
+  const diff = spawnSync('git', ['diff', '--quiet', 'HEAD', '--'], { cwd: repoRoot, encoding: 'utf8' });
+  if (diff.status === 0) return git(['rev-parse', 'HEAD']).trim();
+  assert.equal(diff.status, 1, `git diff HEAD failed: ${diff.stderr}`);
+  return git(['stash', 'create']).trim() || git(['rev-parse', 'HEAD']).trim();
 }
 
 /** A clone of the checkout's tracked files as they are now, ready as after `npm install`. */
@@ -49,8 +62,7 @@ function freshClone(): { dir: string; remove: () => void } {
   // Not under /tmp: each file's namespace mounts its own empty /tmp.
   const base = mkdtempSync(join(existsSync('/var/tmp') ? '/var/tmp' : tmpdir(), 'spindle-docs-'));
   const dir = join(base, 'spindle');
-  // `git stash create` records the working tree's tracked files without touching it.
-  const rev = git(['stash', 'create']).trim() || git(['rev-parse', 'HEAD']).trim();
+  const rev = checkoutRevision();
   git(['clone', '--quiet', '--shared', '--no-checkout', repoRoot, dir], base);
   git(['checkout', '--quiet', '--detach', rev], dir);
   // An empty directory here; the file's mount namespace bind-mounts the checkout's node_modules

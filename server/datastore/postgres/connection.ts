@@ -31,8 +31,13 @@ export const CHANNEL = 'spindle_events';
 const DEFAULT_POLL_MS = 5000;
 const CONNECT_TIMEOUT_MS = 10_000;
 
-/** Appends a change-feed event inside the current write transaction. */
-export type Emit = (kind: ChangeKind, key: string, at: number) => Promise<void>;
+/**
+ * Appends a change-feed event inside the current write transaction; `many` appends one event
+ * per key, in key order, in one statement.
+ */
+export type Emit = ((kind: ChangeKind, key: string, at: number) => Promise<void>) & {
+  many(kind: ChangeKind, keys: readonly string[], at: number): Promise<void>;
+};
 
 /** A query runner returning rows as arrays in SELECT order. */
 export interface Queryable {
@@ -119,6 +124,8 @@ export class PostgresConnection {
   /** The highest event id announced to listeners. */
   private announced = 0;
   private lastWrite: Promise<void> = Promise.resolve();
+  /** read() and write() calls so far: lets a caller tell whether anything was called since. */
+  operations = 0;
   /** Reads called since the last write, until they settle (a write waits for them). */
   private readonly readsSinceWrite = new Set<Promise<unknown>>();
   private listenClient: pg.Client | undefined;
@@ -203,6 +210,7 @@ export class PostgresConnection {
   /** Runs `fn` in one transaction under WRITE_LOCK; events it emits are announced after the commit. */
   write<T>(op: string, fn: (q: Queryable, emit: Emit) => Promise<T>): Promise<T> {
     this.assertOpen(op);
+    this.operations++;
     const before = Promise.all([this.lastWrite, ...this.readsSinceWrite]);
     this.readsSinceWrite.clear();
     const run = before.then(() => this.runWrite(op, fn));
@@ -222,10 +230,24 @@ export class PostgresConnection {
     }
     const q = queryable(client);
     let latest = 0;
-    const emit: Emit = async (kind, key, at) => {
-      const [row] = await q.rows<[number]>('INSERT INTO events (kind, key, at) VALUES ($1, $2, $3) RETURNING id', [kind, key, at]);
-      latest = row![0];
-    };
+    const emit: Emit = Object.assign(
+      async (kind: ChangeKind, key: string, at: number): Promise<void> => {
+        const [row] = await q.rows<[number]>('INSERT INTO events (kind, key, at) VALUES ($1, $2, $3) RETURNING id', [kind, key, at]);
+        latest = row![0];
+      },
+      {
+        async many(kind: ChangeKind, keys: readonly string[], at: number): Promise<void> {
+          if (keys.length === 0) return;
+          // Identity values are drawn in the SELECT's order, so the ids follow the keys' order.
+          const [row] = await q.rows<[number]>(
+            'WITH ins AS (INSERT INTO events (kind, key, at) SELECT $1, k, $3 FROM unnest($2::text[]) WITH ORDINALITY AS x(k, o) ORDER BY o RETURNING id) ' +
+              'SELECT max(id) FROM ins',
+            [kind, keys, at],
+          );
+          latest = row![0];
+        },
+      },
+    );
     let result: T;
     let broken: Error | undefined;
     try {
@@ -251,6 +273,7 @@ export class PostgresConnection {
   /** Runs a read after the writes called before it; `snapshot: true` shares one snapshot. */
   read<T>(op: string, fn: (q: Queryable) => Promise<T>, snapshot = false): Promise<T> {
     this.assertOpen(op);
+    this.operations++;
     const run = this.lastWrite.then(() => this.runRead(op, fn, snapshot));
     const settled: Promise<unknown> = run.then(
       () => this.readsSinceWrite.delete(settled),

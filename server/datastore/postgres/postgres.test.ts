@@ -255,3 +255,62 @@ describe('postgres datastore', () => {
     });
   });
 });
+
+describe('group commit of concurrent createEntries calls (PostgreSQL)', () => {
+  const web = (n: number) =>
+    entryWithDefaults({
+      spiffeId: parseSpiffeId(`spiffe://example.org/web${n}`),
+      parentId: parseSpiffeId('spiffe://example.org/spire/agent/join_token/x'),
+      selectors: [{ type: 'unix', value: 'uid:1' }],
+      dnsNames: [`web${n}.example.org`, `alt${n}.example.org`],
+      federatesWith: n % 2 === 0 ? ['b.test' as never, 'a.test' as never] : [],
+    });
+
+  it('calls made while no other call intervenes share one transaction, each caller getting its own results', async () => {
+    const uri = await freshDb();
+    const store = await open(uri);
+    const commits: number[] = [];
+    store.onChange((latest) => commits.push(latest));
+    const p1 = store.createEntries([web(1), web(2)], 1000);
+    // A duplicate inside the second call fails only that item of that call.
+    const p2 = store.createEntries([web(3), web(3), web(4)], 1001);
+    const p3 = store.createEntries([web(5), web(1)], 1002);
+    const [r1, r2, r3] = await Promise.all([p1, p2, p3]);
+    const shape = (rs: typeof r1): string[] => rs.map((r) => ('entry' in r ? r.entry.spiffeId : r.error.reason));
+    assert.deepEqual(shape(r1), ['spiffe://example.org/web1', 'spiffe://example.org/web2']);
+    assert.deepEqual(shape(r2), ['spiffe://example.org/web3', 'duplicate_entry', 'spiffe://example.org/web4']);
+    assert.ok('error' in r2[1]! && /created earlier in this batch/.test(r2[1].error.message), 'the duplicate names its own batch');
+    // web1 came from an earlier call: refused, naming that entry, but not as "this batch".
+    const dup1 = r3[1]!;
+    assert.ok('error' in dup1 && dup1.error.reason === 'duplicate_entry' && !/this batch/.test(dup1.error.message) && 'entry' in r1[0]! && dup1.error.message.includes(r1[0].entry.id));
+    assert.deepEqual(r3.map((r) => ('entry' in r ? r.entry.createdAt : -1)), [1002, -1]);
+    // Every stored entry reads back exactly as returned (children and all).
+    for (const r of [...r1, ...r2, ...r3]) if ('entry' in r) assert.deepEqual(await store.getEntry(r.entry.id), r.entry);
+    // One transaction: one announcement for the five events, which are in call order.
+    assert.deepEqual(commits, [5]);
+    const events = await store.listEventsSince(0, 10);
+    const created = [...r1, ...r2, ...r3].flatMap((r) => ('entry' in r ? [[r.entry.id, r.entry.createdAt]] : []));
+    assert.deepEqual(events.map((e) => [e.key, e.at]), created);
+    const counted = await sql<[string]>(uri, 'SELECT count(*) FROM entry_dns_names');
+    assert.equal(Number(counted[0]?.[0]), 10);
+  });
+
+  it('a failing transaction rejects every call of its group and commits none of them', async () => {
+    const uri = await freshDb();
+    const store = await open(uri);
+    await store.createEntries([entry(0)], 999); // migrated and warm
+    await sql(
+      uri,
+      "CREATE FUNCTION fail_web2() RETURNS trigger AS $$ BEGIN IF NEW.spiffe_id = 'spiffe://example.org/web2' THEN RAISE EXCEPTION 'disk on fire'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+    );
+    await sql(uri, 'CREATE TRIGGER fail_web2 BEFORE INSERT ON entries FOR EACH ROW EXECUTE FUNCTION fail_web2()');
+    const results = await Promise.allSettled([store.createEntries([web(1)], 1000), store.createEntries([web(2)], 1000), store.createEntries([web(3)], 1000)]);
+    for (const r of results) {
+      assert.ok(r.status === 'rejected' && r.reason instanceof DataStoreError && r.reason.reason === 'io' && /disk on fire/.test(r.reason.message), String(r.status === 'rejected' ? r.reason : r.status));
+    }
+    assert.equal(await store.countEntries(), 1, 'nothing of the failed group was committed');
+    assert.equal((await store.listEventsSince(0, 10)).length, 1);
+    const [ok] = await store.createEntries([web(1)], 1001);
+    assert.ok(ok && 'entry' in ok, 'the store still works afterwards');
+  });
+});
