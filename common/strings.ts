@@ -45,3 +45,10 @@ export function hasControls(s: string): boolean {
 export function escapeControls(s: string): string {
   return s.replace(LINE_BREAKING, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
+
+/** `text` with every occurrence of each secret replaced by `***` (longest first, so one cannot leave part of another). */
+export function scrubSecrets(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const s of [...secrets].filter((x) => x !== '').sort((x, y) => y.length - x.length)) out = out.split(s).join('***');
+  return out;
+}

@@ -1,6 +1,7 @@
 /**
- * spindle-server command line (loaded by bin/spindle-server for `run`, `validate`, help and
- * anything that is not an admin command; admin commands run from the admin bundle, admin.ts).
+ * spindle-server command line (loaded by bin/spindle-server for `run`, `validate`, `datastore`,
+ * help and anything that is not an admin command; admin commands run from the admin bundle,
+ * admin.ts).
  *
  * Commands live in their own modules (commands.ts), each exporting `register(program)`. Flags
  * are SPIRE's single-dash camelCase (`-spiffeID`), also accepted as `--spiffeID`, `--spiffe-id`
@@ -20,6 +21,8 @@ export type { Registrar } from './commands.js';
 /** Every command module, in help order. */
 const COMMAND_MODULES: readonly CommandModule[] = [
   { names: ['run', 'validate'], load: async () => (await import('./run.js')).register },
+  // Opens datastores itself (not over the admin socket): never part of the admin bundle.
+  { names: ['datastore'], load: async () => (await import('./datastore.js')).register },
   ...ADMIN_COMMAND_MODULES,
 ];
 

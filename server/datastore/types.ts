@@ -235,6 +235,74 @@ export interface DataStore {
   close(): Promise<void>;
 }
 
+/**
+ * Moving a deployment to another backend (`spindle-server datastore migrate`): every persistent
+ * record of a datastore, as stored. Unlike the DataStore methods, an import keeps what the store
+ * normally sets itself (entry revision numbers and times, node times, bundle update times) and
+ * takes join tokens by hash, so the target holds exactly what the source held. The change feed is
+ * not part of it: an imported database starts a feed of its own (agents then fetch everything).
+ */
+export interface ExportedBundle extends StoredBundle {
+  /** When the bundle was last set (unix seconds). */
+  updatedAt: number;
+}
+
+export interface DataStoreRecords {
+  /** In creation order (the source's), each complete (selectors, DNS names, federatesWith). */
+  entries: RegistrationEntry[];
+  /** Sorted by SPIFFE ID. */
+  nodes: AttestedNode[];
+  /** Sorted by hash. */
+  joinTokens: JoinToken[];
+  /** Sorted by trust domain. */
+  bundles: ExportedBundle[];
+  /** undefined when the CA has not written one yet. */
+  caJournal: string | undefined;
+}
+
+export interface RecordCounts {
+  entries: number;
+  nodes: number;
+  joinTokens: number;
+  bundles: number;
+  caJournal: boolean;
+}
+
+/** A backend that can export its records (both backends). */
+export interface RecordExporter {
+  /** Every record, read in one snapshot. */
+  exportRecords(): Promise<DataStoreRecords>;
+  /** How many records of each kind, read in one snapshot. */
+  countRecords(): Promise<RecordCounts>;
+}
+
+/** A backend that can import records (PostgreSQL). */
+export interface RecordImporter {
+  /**
+   * Writes `records` in ONE transaction: all of them or, on any failure, nothing. Refuses
+   * (reason 'already_exists', naming what is there) a store holding any entry, node, join token,
+   * bundle or CA journal unless `replace` is set; with `replace` those records and the change
+   * feed are deleted first, in the same transaction. Appends no change-feed events. Every record
+   * passes the same checks as a DataStore write. Before committing, counts what the store holds
+   * and fails unless it is exactly `records`; returns those counts.
+   */
+  importRecords(records: DataStoreRecords, options: { replace: boolean }): Promise<RecordCounts>;
+}
+
+/** True when no record is counted. */
+export function isEmptyCounts(c: RecordCounts): boolean {
+  return c.entries === 0 && c.nodes === 0 && c.joinTokens === 0 && c.bundles === 0 && !c.caJournal;
+}
+
+/** "2 entries, 1 agent, 0 bundles, 3 join tokens and the CA journal" (what is present). */
+export function describeCounts(c: RecordCounts): string {
+  const n = (count: number, one: string, many: string): string => `${count.toLocaleString('en-US')} ${count === 1 ? one : many}`;
+  const parts = [n(c.entries, 'entry', 'entries'), n(c.nodes, 'agent', 'agents'), n(c.bundles, 'bundle', 'bundles'), n(c.joinTokens, 'join token', 'join tokens')];
+  if (c.caJournal) parts.push('the CA journal');
+  else parts.push('no CA journal');
+  return `${parts.slice(0, -1).join(', ')} and ${parts[parts.length - 1]!}`;
+}
+
 /** Where a datastore reports what it noticed but did not fail on (an open directory, a listener that threw). */
 export interface DataStoreLogger {
   warn(obj: object, msg: string): void;

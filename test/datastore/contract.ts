@@ -17,6 +17,7 @@ import {
   type DataStoreErrorReason,
   type EntryFilter,
   type NewEntry,
+  type RecordExporter,
   type RegistrationEntry,
   type Selector,
   type SelectorMatch,
@@ -792,6 +793,34 @@ export function datastoreContract(name: string, open: () => Promise<DataStore>, 
         const final = (await a.getBundle(T))!;
         assert.equal(final.sequence, BigInt(2 * N));
         assert.deepEqual((JSON.parse(final.document) as string[]).sort(), Array.from({ length: N }, (_, i) => [`a${i}`, `b${i}`]).flat().sort());
+      });
+    });
+
+    describe('record export', () => {
+      it('exports every record as stored, in one snapshot, and counts them', async () => {
+        const store = (await fresh()) as DataStore & RecordExporter;
+        assert.equal(typeof store.exportRecords, 'function', 'the factory opens stores that export their records');
+        assert.deepEqual(await store.countRecords(), { entries: 0, nodes: 0, joinTokens: 0, bundles: 0, caJournal: false });
+        assert.deepEqual(await store.exportRecords(), { entries: [], nodes: [], joinTokens: [], bundles: [], caJournal: undefined });
+        const first = await createOne(store, newEntry({ hint: 'first', dnsNames: ['b.example', 'a.example'], federatesWith: [td('z.org'), td('a.org')] }), 100);
+        const second = await createOne(store, newEntry({ hint: 'second', spiffeId: id('spiffe://example.org/other') }), 101);
+        const updated = await store.updateEntry({ ...first, entryExpiry: 5000 }, 150);
+        const node = await store.createAttestedNode(
+          { spiffeId: AGENT, attestationType: 'join_token', certSerial: '0a', certNotAfter: 900, newCertSerial: '', newCertNotAfter: 0, selectors: [sel('b', '2'), sel('a', '1')], banned: true, canReattest: false },
+          200,
+        );
+        await store.createJoinToken({ hash: sha('t2'), expiresAt: 20 });
+        await store.createJoinToken({ hash: sha('t1'), expiresAt: 10 });
+        await store.setBundle({ trustDomain: td('example.org'), document: '{"keys":[]}', sequence: 3n }, 300);
+        await store.setCaJournal('{"version":1}');
+        const records = await store.exportRecords();
+        assert.deepEqual(records.entries, [updated, second], 'entries complete (revision, times, DNS order, sorted federatesWith), in creation order');
+        assert.equal(records.entries[0]!.revisionNumber, 1);
+        assert.deepEqual(records.nodes, [node]);
+        assert.deepEqual(records.joinTokens, [{ hash: sha('t1'), expiresAt: 10 }, { hash: sha('t2'), expiresAt: 20 }].sort((a, b) => (a.hash < b.hash ? -1 : 1)), 'token hashes, sorted');
+        assert.deepEqual(records.bundles, [{ trustDomain: 'example.org', document: '{"keys":[]}', sequence: 3n, updatedAt: 300 }], 'bundles with their update time');
+        assert.equal(records.caJournal, '{"version":1}');
+        assert.deepEqual(await store.countRecords(), { entries: 2, nodes: 1, joinTokens: 2, bundles: 1, caJournal: true });
       });
     });
 

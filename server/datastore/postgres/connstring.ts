@@ -6,9 +6,10 @@
  * node-postgres parses (pg-connection-string: it reads sslmode, sslrootcert, sslcert, sslkey,
  * application_name, host for a Unix socket directory, ...). pg-connection-string only parses
  * URIs, hence the keyword/value parser here. Errors are DataStoreError('invalid') naming the
- * key (the password is never echoed).
+ * key (the password is never echoed: not even where a value is quoted back, connectionStringSecrets).
  */
 import { parse as parseUri } from 'pg-connection-string';
+import { scrubSecrets } from '../../../common/strings.js';
 import { DataStoreError } from '../types.js';
 
 /** Keywords accepted in the keyword/value form: those node-postgres honours. */
@@ -93,6 +94,16 @@ const URI_SCHEME = /^postgres(ql)?:\/\//i;
  * keyword/value string must use known keywords; sslmode and port must be valid.
  */
 export function normalizeConnectionString(text: string, key = 'connection_string'): string {
+  try {
+    return checkedUri(text, key);
+  } catch (err) {
+    // A message may quote a value back (sslmode "..."): never the password, even reused there.
+    if (err instanceof DataStoreError) throw new DataStoreError(err.reason, scrubSecrets(err.message, connectionStringSecrets(text)), { cause: err.cause });
+    throw err;
+  }
+}
+
+function checkedUri(text: string, key: string): string {
   if (typeof text !== 'string' || text.trim() === '') throw bad(key, 'is empty; expected keyword=value pairs or a postgresql:// URI');
   let uri: string;
   if (URI_SCHEME.test(text)) {
@@ -131,4 +142,63 @@ export function normalizeConnectionString(text: string, key = 'connection_string
     throw bad(key, `port ${JSON.stringify(parsed.port)} is not a port number`);
   }
   return uri;
+}
+
+/**
+ * The password of a connection string, as written and as it may appear decoded or
+ * percent-encoded, found without parsing it fully (so even a malformed string gives up its
+ * password): for scrubbing from text that is shown.
+ */
+export function connectionStringSecrets(text: string): string[] {
+  const secrets = new Set<string>();
+  const add = (v: string | undefined): void => {
+    if (v === undefined || v === '') return;
+    secrets.add(v);
+    secrets.add(encodeURIComponent(v));
+    try {
+      secrets.add(decodeURIComponent(v));
+    } catch {
+      // Not percent-encoded text: the raw form is there already.
+    }
+  };
+  if (typeof text !== 'string') return [];
+  // The userinfo of a URI (user:password@), up to the last @ before the path.
+  add(/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*?:([^/?#]*)@[^@/?#]*(?:[/?#]|$)/i.exec(text)?.[1]);
+  // password=... in keyword/value form (quoted or not), and ?password= in a URI's query.
+  if (!URI_SCHEME.test(text)) {
+    try {
+      add(parseKeywordValue(text).get('password'));
+    } catch {
+      // Malformed: the pattern below still finds a password=... pair.
+    }
+  }
+  for (const m of text.matchAll(/(?:^|[\s?&])password\s*=\s*(?:'((?:\\.|[^'\\])*)'|([^\s&]*))/gi)) add((m[1] ?? m[2])?.replace(/\\(.)/g, '$1'));
+  return [...secrets].filter((v) => v !== '');
+}
+
+/**
+ * What a connection string names, for messages: `host=... port=... dbname=... user=...` (the
+ * parts that are set), never the password, and its `secrets` (connectionStringSecrets) so a
+ * caller can scrub them from any text it prints. A malformed string throws as
+ * normalizeConnectionString does.
+ */
+export function describeConnectionString(text: string, key = 'connection_string'): { description: string; secrets: string[] } {
+  const secrets = connectionStringSecrets(text);
+  const uri = normalizeConnectionString(text, key);
+  const parsed = parseUri(uri);
+  const parts: string[] = [];
+  const add = (k: string, v: unknown): void => {
+    if ((typeof v === 'string' && v !== '') || typeof v === 'number') parts.push(`${k}=${String(v)}`);
+  };
+  add('host', parsed.host);
+  add('port', parsed.port);
+  add('dbname', parsed.database);
+  add('user', parsed.user);
+  const password = parsed.password;
+  const all = new Set(secrets);
+  if (typeof password === 'string' && password !== '') {
+    all.add(password);
+    all.add(encodeURIComponent(password));
+  }
+  return { description: parts.length === 0 ? 'the default server' : parts.join(' '), secrets: [...all] };
 }

@@ -16,9 +16,9 @@ import { identityHash, parseJsonArray, selectorsFromKey, selectorsStorageKey } f
 import { entryWhere } from './filters.js';
 
 type CreateResult = { entry: RegistrationEntry } | { error: DataStoreError };
-type StoredEntry = NormalizedEntry & { selectorsKey: string; identity: Buffer };
+export type StoredEntry = NormalizedEntry & { selectorsKey: string; identity: Buffer };
 
-function normalizeStoredEntry(e: NewEntry | RegistrationEntry): StoredEntry {
+export function normalizeStoredEntry(e: NewEntry | RegistrationEntry): StoredEntry {
   // Extends the fresh object in place (a spread copy per entry is measurable in bulk inserts).
   const n = normalizeEntry(e) as StoredEntry;
   n.selectorsKey = selectorsStorageKey(n.selectors);
@@ -26,7 +26,7 @@ function normalizeStoredEntry(e: NewEntry | RegistrationEntry): StoredEntry {
   return n;
 }
 
-type EntryRow = [
+export type EntryRow = [
   pk: number,
   id: string,
   spiffeId: string,
@@ -45,14 +45,14 @@ type EntryRow = [
   federatesWith: string,
 ];
 
-const ENTRY_COLUMNS =
+export const ENTRY_COLUMNS =
   'e.pk, e.id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.admin, e.downstream, e.hint, ' +
   'e.entry_expiry, e.revision_number, e.created_at, e.updated_at, e.selectors_key, ' +
   "coalesce((SELECT json_agg(d.name ORDER BY d.position)::text FROM entry_dns_names d WHERE d.entry_pk = e.pk), '[]'), " +
   "CASE WHEN e.federates_count = 0 THEN '[]' ELSE (SELECT json_agg(f.trust_domain ORDER BY f.trust_domain)::text " +
   'FROM entry_federates_with f WHERE f.entry_pk = e.pk) END';
 
-function entryFromRow(r: EntryRow): RegistrationEntry {
+export function entryFromRow(r: EntryRow): RegistrationEntry {
   const [, id, spiffeId, parentId] = r;
   if (!isSpiffeId(spiffeId) || !isSpiffeId(parentId)) {
     throw new DataStoreError('io', `postgres datastore: stored entry ${describe(id)} has an invalid SPIFFE ID`);

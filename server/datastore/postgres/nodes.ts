@@ -12,7 +12,7 @@ import type { PostgresConnection, Queryable } from './connection.js';
 import { selectorsFromKey, selectorsStorageKey } from './encoding.js';
 import { nodeWhere } from './filters.js';
 
-type NodeRow = [
+export type NodeRow = [
   spiffeId: string,
   attestationType: string,
   certSerial: string,
@@ -25,11 +25,11 @@ type NodeRow = [
   updatedAt: number,
   selectors: string,
 ];
-const NODE_COLUMNS =
+export const NODE_COLUMNS =
   'n.spiffe_id, n.attestation_type, n.cert_serial, n.cert_not_after, n.new_cert_serial, n.new_cert_not_after, ' +
   'n.banned, n.can_reattest, n.created_at, n.updated_at, n.selectors_key';
 
-function nodeFromRow(r: NodeRow): AttestedNode {
+export function nodeFromRow(r: NodeRow): AttestedNode {
   const spiffeId = r[0];
   if (!isSpiffeId(spiffeId)) throw new DataStoreError('io', `postgres datastore: stored node ${describe(spiffeId)} has an invalid SPIFFE ID`);
   return {

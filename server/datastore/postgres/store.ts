@@ -9,6 +9,7 @@
  *   encoding.ts     the persisted text forms (selector sets) and the entry identity hash
  *   filters.ts      checked filters -> SQL
  *   entries.ts, nodes.ts, records.ts (join tokens, bundles, CA journal, events, integrity)
+ *   transfer.ts     every record exported in one snapshot / imported in one transaction
  *
  * What is not PostgreSQL's (argument checks, filter semantics, page tokens, entry IDs) lives one
  * folder up, shared with the SQLite backend; test/datastore/contract.ts runs on both.
@@ -27,6 +28,10 @@ import type {
   NodeFilter,
   Page,
   Paged,
+  DataStoreRecords,
+  RecordCounts,
+  RecordExporter,
+  RecordImporter,
   RegistrationEntry,
   StoredBundle,
   BundleUpdate,
@@ -37,6 +42,7 @@ import { PostgresEntries } from './entries.js';
 import { migrate } from './migrations.js';
 import { PostgresNodes } from './nodes.js';
 import { PostgresRecords } from './records.js';
+import { PostgresTransfer } from './transfer.js';
 
 export interface PostgresDataStoreOptions {
   /** libpq URI or keyword/value string (connstring.ts). */
@@ -65,8 +71,10 @@ function nonNegative(v: unknown, key: string): number {
   return v;
 }
 
+export type PostgresDataStore = DataStore & RecordExporter & RecordImporter;
+
 /** Opens (migrating unless disabled) the PostgreSQL datastore the connection string names. */
-export async function openPostgresDataStore(options: PostgresDataStoreOptions): Promise<DataStore> {
+export async function openPostgresDataStore(options: PostgresDataStoreOptions): Promise<PostgresDataStore> {
   if (typeof options !== 'object' || options === null) throw invalid('postgres datastore options must be an object');
   const uri = normalizeConnectionString(options.connectionString, 'connection_string');
   if (options.roConnectionString !== undefined && options.roConnectionString !== '') normalizeConnectionString(options.roConnectionString, 'ro_connection_string');
@@ -84,15 +92,17 @@ export async function openPostgresDataStore(options: PostgresDataStoreOptions): 
   return new PostgresStore(conn);
 }
 
-class PostgresStore implements DataStore {
+class PostgresStore implements PostgresDataStore {
   private readonly entries: PostgresEntries;
   private readonly nodes: PostgresNodes;
   private readonly records: PostgresRecords;
+  private readonly transfer: PostgresTransfer;
 
   constructor(private readonly conn: PostgresConnection) {
     this.entries = new PostgresEntries(conn);
     this.nodes = new PostgresNodes(conn);
     this.records = new PostgresRecords(conn);
+    this.transfer = new PostgresTransfer(conn);
   }
 
   createEntries(entries: NewEntry[], now: number): Promise<Array<{ entry: RegistrationEntry } | { error: DataStoreError }>> {
@@ -192,6 +202,16 @@ class PostgresStore implements DataStore {
 
   checkIntegrity(): Promise<string> {
     return this.records.checkIntegrity();
+  }
+
+  exportRecords(): Promise<DataStoreRecords> {
+    return this.transfer.exportRecords();
+  }
+  countRecords(): Promise<RecordCounts> {
+    return this.transfer.countRecords();
+  }
+  importRecords(records: DataStoreRecords, options: { replace: boolean }): Promise<RecordCounts> {
+    return this.transfer.importRecords(records, options);
   }
   close(): Promise<void> {
     return this.conn.close();

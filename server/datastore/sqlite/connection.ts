@@ -14,8 +14,15 @@
  *   commits queued creates there, so operations take effect in the order they were called.
  * - Errors are DataStoreError; SQLite/IO failures become reason 'io' naming the operation, with
  *   the SQLite error as `cause`.
+ * - readOnly (the source of `datastore migrate`): an existing file only, opened with SQLite's
+ *   read-only flag; nothing is created, migrated or written (no WAL switch, no mode change, no
+ *   `PRAGMA optimize` at close), every write fails. A file that is not a Spindle datastore of
+ *   exactly this schema version is refused. To read a database in WAL mode SQLite creates its
+ *   -wal and -shm files when they are missing; those the connection created (and left empty of
+ *   data: a read-only connection writes no WAL frames) are removed at close.
  */
 import Database from 'better-sqlite3';
+import { existsSync, statSync, unlinkSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, invalid } from '../checks.js';
 import { DataStoreError, type ChangeKind, type DataStoreLogger } from '../types.js';
@@ -57,10 +64,35 @@ export interface SqliteConnectionOptions {
   /** Database file path, or ':memory:' (tests; nothing survives close). */
   path: string;
   logger?: DataStoreLogger;
+  /** Open an existing file read-only (see the header). */
+  readOnly?: boolean;
+}
+
+/** The tables every Spindle SQLite datastore holds (a read-only open checks they are there). */
+const TABLES = ['entries', 'entry_selectors', 'entry_dns_names', 'entry_federates_with', 'attested_nodes', 'node_selectors', 'join_tokens', 'bundles', 'ca_journal', 'events'];
+
+function notSpindle(file: string, why: string): DataStoreError {
+  return new DataStoreError('invalid', `${file} is not a Spindle SQLite datastore (${why}); give the path of a spindle-server datastore file (data_dir/datastore.sqlite3 by default)`);
 }
 
 interface Listener {
   fn: (latestEventId: number) => void;
+}
+
+/**
+ * Removes the -wal / -shm files a read-only open created (`created`), after its connection closed:
+ * a -wal only when empty (a writer that filled it meanwhile owns it), the -shm only with no
+ * non-empty -wal beside it.
+ */
+function removeCreated(file: string, created: readonly string[], logger: DataStoreLogger | undefined): void {
+  const walHoldsData = (): boolean => existsSync(`${file}-wal`) && statSync(`${file}-wal`).size > 0;
+  for (const f of created) {
+    try {
+      if (f.endsWith('-wal') ? statSync(f).size === 0 : !walHoldsData()) unlinkSync(f);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') logger?.warn({ err, path: f }, 'sqlite datastore: could not remove a file the read-only open created');
+    }
+  }
 }
 
 export class SqliteConnection {
@@ -81,6 +113,7 @@ export class SqliteConnection {
     if (typeof options !== 'object' || options === null) throw invalid('sqlite datastore options must be an object');
     const { path, logger } = options;
     if (typeof path !== 'string' || path === '') throw invalid(`sqlite datastore path must be a non-empty string, got ${describe(path)}`);
+    if (options.readOnly === true) return SqliteConnection.openReadOnly(resolve(path), logger);
     const memory = path === ':memory:';
     const file = memory ? path : resolve(path);
     let db: Database.Database;
@@ -119,7 +152,55 @@ export class SqliteConnection {
     }
   }
 
-  private constructor(path: string, db: Database.Database, logger: DataStoreLogger | undefined) {
+  /** readOnly: the existing file at `file`, read-only; refused unless it is a Spindle datastore of SCHEMA_VERSION. */
+  private static openReadOnly(file: string, logger: DataStoreLogger | undefined): SqliteConnection {
+    const created = ['-wal', '-shm'].filter((suffix) => !existsSync(file + suffix)).map((suffix) => file + suffix);
+    let db: Database.Database;
+    try {
+      db = new Database(file, { readonly: true, fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
+    } catch (err) {
+      throw toDataStoreError(`open ${file} read-only`, err);
+    }
+    try {
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      db.pragma('trusted_schema = OFF');
+      let version: number;
+      let tables: Set<string>;
+      try {
+        version = readUserVersion(db);
+        tables = new Set(db.prepare<unknown[], string>("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all());
+      } catch (err) {
+        const code = sqliteCode(err);
+        if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT') throw notSpindle(file, code === 'SQLITE_NOTADB' ? 'it is not a SQLite database file' : 'it is damaged');
+        throw err;
+      }
+      if (version > SCHEMA_VERSION) throw newerSchemaError(file, version);
+      const missing = TABLES.filter((t) => !tables.has(t));
+      if (version === 0 || missing.length > 0) {
+        throw notSpindle(file, version === 0 && tables.size === 0 ? 'it holds no tables' : `it lacks the tables ${missing.join(', ')}`);
+      }
+      if (version < SCHEMA_VERSION) {
+        throw new DataStoreError(
+          'invalid',
+          `sqlite datastore ${file} has schema version ${version}, older than version ${SCHEMA_VERSION} of this Spindle, and is opened ` +
+            'read-only: start this version of spindle-server on it once (it migrates the file), stop it, then try again',
+        );
+      }
+      return new SqliteConnection(file, db, logger, created);
+    } catch (err) {
+      db.close();
+      removeCreated(file, created, logger);
+      throw toDataStoreError(`open ${file} read-only`, err);
+    }
+  }
+
+  private constructor(
+    path: string,
+    db: Database.Database,
+    logger: DataStoreLogger | undefined,
+    /** readOnly: the -wal / -shm files that did not exist before the open (removed at close); undefined when read-write. */
+    private readonly createdByReadOnly?: string[],
+  ) {
     this.path = path;
     this.db = db;
     this.logger = logger;
@@ -209,12 +290,31 @@ export class SqliteConnection {
     };
   }
 
+  /** True for a read-only connection (SqliteConnectionOptions.readOnly). */
+  get readOnly(): boolean {
+    return this.createdByReadOnly !== undefined;
+  }
+
+  /** Closes a read-only connection and removes the -wal / -shm files it created, if they hold nothing. */
+  private closeReadOnly(): void {
+    this.db.close();
+    removeCreated(this.path, this.createdByReadOnly ?? [], this.logger);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.beforeOperation();
     this.closed = true;
     this.listeners.clear();
     this.cache.clear();
+    if (this.readOnly) {
+      try {
+        this.closeReadOnly();
+      } catch (err) {
+        throw toDataStoreError('close', err);
+      }
+      return;
+    }
     try {
       this.db.pragma('optimize');
     } catch {

@@ -276,44 +276,43 @@ export class SqliteEntries {
   }
 
   async listAllEntries(): Promise<RegistrationEntry[]> {
-    return this.c.read(
-      'list all entries',
-      () => {
-        const dns = new Map<number, string[]>();
-        for (const [pk, name] of this.s.allDnsNames.iterate()) {
-          const names = dns.get(pk);
-          if (names === undefined) dns.set(pk, [name]);
-          else names.push(name);
+    return this.c.read('list all entries', () => this.loadAll(), true);
+  }
+
+  /** Every entry in pk (creation) order, read inside the caller's read (one snapshot: the caller's). */
+  loadAll(): RegistrationEntry[] {
+    const dns = new Map<number, string[]>();
+    for (const [pk, name] of this.s.allDnsNames.iterate()) {
+      const names = dns.get(pk);
+      if (names === undefined) dns.set(pk, [name]);
+      else names.push(name);
+    }
+    // Parent IDs repeat (many entries per agent): check each distinct one once.
+    const validParents = new Set<string>();
+    const out: RegistrationEntry[] = [];
+    let after = 0;
+    for (;;) {
+      const [json, maxPk, count] = this.s.allEntriesJson.get(after, ALL_ENTRIES_CHUNK)!;
+      if (count === 0 || maxPk === null) break;
+      for (const r of JSON.parse(json) as EntryJson[]) {
+        const id = r[1];
+        const spiffeId = r[2];
+        const parentId = r[3];
+        if (!isSpiffeId(spiffeId) || !(validParents.has(parentId) || isSpiffeId(parentId))) {
+          throw new DataStoreError('io', `sqlite datastore: stored entry ${describe(id)} has an invalid SPIFFE ID`);
         }
-        // Parent IDs repeat (many entries per agent): check each distinct one once.
-        const validParents = new Set<string>();
-        const out: RegistrationEntry[] = [];
-        let after = 0;
-        for (;;) {
-          const [json, maxPk, count] = this.s.allEntriesJson.get(after, ALL_ENTRIES_CHUNK)!;
-          if (count === 0 || maxPk === null) break;
-          for (const r of JSON.parse(json) as EntryJson[]) {
-            const id = r[1];
-            const spiffeId = r[2];
-            const parentId = r[3];
-            if (!isSpiffeId(spiffeId) || !(validParents.has(parentId) || isSpiffeId(parentId))) {
-              throw new DataStoreError('io', `sqlite datastore: stored entry ${describe(id)} has an invalid SPIFFE ID`);
-            }
-            validParents.add(parentId);
-            const selectors: Selector[] = new Array(r[13].length);
-            for (let i = 0; i < selectors.length; i++) {
-              const [type, value] = r[13][i]!;
-              selectors[i] = { type, value };
-            }
-            out.push(entryOf(r, spiffeId, parentId as SpiffeId, selectors, dns.get(r[0]) ?? [], r[14] as TrustDomain[]));
-          }
-          if (count < ALL_ENTRIES_CHUNK) break;
-          after = maxPk;
+        validParents.add(parentId);
+        const selectors: Selector[] = new Array(r[13].length);
+        for (let i = 0; i < selectors.length; i++) {
+          const [type, value] = r[13][i]!;
+          selectors[i] = { type, value };
         }
-        return out;
-      },
-      true,
-    );
+        out.push(entryOf(r, spiffeId, parentId as SpiffeId, selectors, dns.get(r[0]) ?? [], r[14] as TrustDomain[]));
+      }
+      if (count < ALL_ENTRIES_CHUNK) break;
+      after = maxPk;
+    }
+    return out;
   }
 
   async listEntries(filter?: EntryFilter, page?: Page): Promise<Paged<RegistrationEntry>> {

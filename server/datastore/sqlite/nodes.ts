@@ -33,6 +33,7 @@ const NODE_COLUMNS =
 function prepare(c: SqliteConnection) {
   return {
     nodeById: c.raw<NodeRow>(`SELECT ${NODE_COLUMNS} FROM attested_nodes n WHERE n.spiffe_id = ?`),
+    allNodes: c.raw<NodeRow>(`SELECT ${NODE_COLUMNS} FROM attested_nodes n ORDER BY n.spiffe_id`),
     nodeExists: c.pluck<number>('SELECT 1 FROM attested_nodes WHERE spiffe_id = ?'),
     insertNode: c.run(
       'INSERT INTO attested_nodes (spiffe_id, attestation_type, cert_serial, cert_not_after, new_cert_serial, ' +
@@ -77,6 +78,11 @@ export class SqliteNodes {
   private loadNode(id: string): AttestedNode | undefined {
     const row = this.s.nodeById.get(id);
     return row === undefined ? undefined : this.nodeFromRow(row);
+  }
+
+  /** Every node by SPIFFE ID, read inside the caller's read (one snapshot: the caller's). */
+  loadAll(): AttestedNode[] {
+    return this.s.allNodes.all().map((r) => this.nodeFromRow(r));
   }
 
   async createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>, now: number): Promise<AttestedNode> {

@@ -9,6 +9,7 @@
  *   filters.ts      checked filters -> SQL
  *   groupcommit.ts  createEntries calls of one event-loop turn in one transaction
  *   entries.ts, nodes.ts, jointokens.ts, bundles.ts (and the CA journal), events.ts, integrity.ts
+ *   transfer.ts     every record in one snapshot, for a move to another backend
  *
  * What is not SQLite's (argument checks, filter semantics, page tokens, entry IDs) lives one
  * folder up, shared with any other backend.
@@ -28,6 +29,9 @@ import type {
   NodeFilter,
   Page,
   Paged,
+  DataStoreRecords,
+  RecordCounts,
+  RecordExporter,
   RegistrationEntry,
   StoredBundle,
   BundleUpdate,
@@ -39,10 +43,11 @@ import { SqliteEvents } from './events.js';
 import { SqliteIntegrity } from './integrity.js';
 import { SqliteJoinTokens } from './jointokens.js';
 import { SqliteNodes } from './nodes.js';
+import { SqliteTransfer } from './transfer.js';
 
 export type SqliteDataStoreOptions = SqliteConnectionOptions;
 
-export interface SqliteDataStore extends DataStore {
+export interface SqliteDataStore extends DataStore, RecordExporter {
   /** The resolved database file path (':memory:' for an in-memory store). */
   readonly path: string;
 }
@@ -66,6 +71,7 @@ class SqliteStore implements SqliteDataStore {
   private readonly bundles: SqliteBundles;
   private readonly events: SqliteEvents;
   private readonly integrity: SqliteIntegrity;
+  private readonly transfer: SqliteTransfer;
 
   constructor(private readonly conn: SqliteConnection) {
     this.path = conn.path;
@@ -75,6 +81,7 @@ class SqliteStore implements SqliteDataStore {
     this.bundles = new SqliteBundles(conn);
     this.events = new SqliteEvents(conn);
     this.integrity = new SqliteIntegrity(conn);
+    this.transfer = new SqliteTransfer(conn, this.entries, this.nodes);
     conn.beforeOperation = () => this.entries.flushCreates();
   }
 
@@ -175,6 +182,13 @@ class SqliteStore implements SqliteDataStore {
 
   checkIntegrity(): Promise<string> {
     return this.integrity.checkIntegrity();
+  }
+
+  exportRecords(): Promise<DataStoreRecords> {
+    return this.transfer.exportRecords();
+  }
+  countRecords(): Promise<RecordCounts> {
+    return this.transfer.countRecords();
   }
   close(): Promise<void> {
     return this.conn.close();

@@ -1,0 +1,278 @@
+/**
+ * PostgreSQL: exporting and importing every record for a move between backends (types.ts
+ * RecordExporter / RecordImporter; the target side of `spindle-server datastore migrate`).
+ *
+ * importRecords checks every record first (the checks of checks.ts, as a DataStore write makes
+ * them), then writes them in ONE transaction under the write lock (connection.ts), in batches of
+ * IMPORT_BATCH rows per statement (unnest of arrays: a statement per batch, not per record). What
+ * the store normally sets itself is taken as given: entry ids, revision numbers and times, node
+ * times, bundle update times, join token hashes. No change-feed event is appended. Before the
+ * commit the rows are counted (records and child rows) and the transaction fails unless they are
+ * exactly what was given; any failure rolls everything back.
+ */
+import type { TrustDomain } from '../../../spiffe/id.js';
+import { checkBundle, checkCaJournal, checkEntryId, checkInt, checkJoinToken, checkNonNegativeInt, describe, invalid, normalizeNode } from '../checks.js';
+import {
+  DataStoreError,
+  describeCounts,
+  isEmptyCounts,
+  type AttestedNode,
+  type DataStoreRecords,
+  type ExportedBundle,
+  type JoinToken,
+  type RecordCounts,
+} from '../types.js';
+import type { PostgresConnection, Queryable } from './connection.js';
+import { selectorsStorageKey } from './encoding.js';
+import { ENTRY_COLUMNS, entryFromRow, normalizeStoredEntry, type EntryRow, type StoredEntry } from './entries.js';
+import { NODE_COLUMNS, nodeFromRow, type NodeRow } from './nodes.js';
+
+/** Rows per INSERT statement of an import. */
+const IMPORT_BATCH = 1000;
+
+const COUNTS_SQL =
+  'SELECT (SELECT count(*) FROM entries), (SELECT count(*) FROM attested_nodes), (SELECT count(*) FROM join_tokens), ' +
+  '(SELECT count(*) FROM bundles), (SELECT count(*) FROM ca_journal)';
+
+async function countIn(q: Queryable): Promise<RecordCounts> {
+  const [row] = await q.rows<[number, number, number, number, number]>(COUNTS_SQL);
+  const [entries, nodes, joinTokens, bundles, caJournal] = row!;
+  return { entries, nodes, joinTokens, bundles, caJournal: caJournal > 0 };
+}
+
+interface CheckedEntry {
+  id: string;
+  n: StoredEntry;
+  revisionNumber: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+interface CheckedRecords {
+  entries: CheckedEntry[];
+  nodes: AttestedNode[];
+  joinTokens: JoinToken[];
+  bundles: ExportedBundle[];
+  caJournal: string | undefined;
+}
+
+/** Every record through the DataStore's own checks; throws 'invalid' naming the record. */
+function checkRecords(records: DataStoreRecords): CheckedRecords {
+  if (typeof records !== 'object' || records === null) throw invalid(`records must be an object, got ${describe(records)}`);
+  const list = <T>(v: T[], what: string): T[] => {
+    if (!Array.isArray(v)) throw invalid(`records.${what} must be an array, got ${describe(v)}`);
+    return v;
+  };
+  const named = <T>(what: string, fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof DataStoreError) throw new DataStoreError(err.reason, `${what}: ${err.message}`, { cause: err });
+      throw err;
+    }
+  };
+  const entries = list(records.entries, 'entries').map((e) =>
+    named(`entry ${describe(e?.id)}`, () => ({
+      id: checkEntryId(e.id),
+      n: normalizeStoredEntry(e),
+      revisionNumber: checkNonNegativeInt(e.revisionNumber, 'revisionNumber'),
+      createdAt: checkInt(e.createdAt, 'createdAt'),
+      updatedAt: checkInt(e.updatedAt, 'updatedAt'),
+    })),
+  );
+  const nodes = list(records.nodes, 'nodes').map((node) =>
+    named(`attested node ${describe(node?.spiffeId)}`, () => ({
+      ...normalizeNode(node),
+      createdAt: checkInt(node.createdAt, 'createdAt'),
+      updatedAt: checkInt(node.updatedAt, 'updatedAt'),
+    })),
+  );
+  const joinTokens = list(records.joinTokens, 'joinTokens').map((t, i) => named(`join token ${i + 1}`, () => checkJoinToken(t)));
+  const bundles = list(records.bundles, 'bundles').map((b) =>
+    named(`bundle ${describe(b?.trustDomain)}`, () => ({ ...checkBundle(b), updatedAt: checkInt(b.updatedAt, 'updatedAt') })),
+  );
+  const caJournal = records.caJournal === undefined ? undefined : named('CA journal', () => checkCaJournal(records.caJournal!));
+  return { entries, nodes, joinTokens, bundles, caJournal };
+}
+
+function batches<T>(items: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += IMPORT_BATCH) out.push(items.slice(i, i + IMPORT_BATCH));
+  return out;
+}
+
+async function insertEntries(q: Queryable, entries: readonly CheckedEntry[]): Promise<void> {
+  for (const batch of batches(entries)) {
+    const col = <T>(f: (e: CheckedEntry) => T): T[] => batch.map(f);
+    const rows = await q.rows<[number, string]>(
+      'INSERT INTO entries (id, spiffe_id, parent_id, selectors_key, identity_hash, selector_count, federates_count, x509_svid_ttl, ' +
+        'jwt_svid_ttl, admin, downstream, hint, entry_expiry, revision_number, created_at, updated_at) ' +
+        "SELECT id, sid, pid, sk, decode(ih, 'hex'), sc, fc, xt, jt, ad, ds, h, ee, rn, ca, ua FROM unnest(" +
+        '$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::integer[], $8::bigint[], $9::bigint[], ' +
+        '$10::boolean[], $11::boolean[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[]) WITH ORDINALITY ' +
+        'AS x(id, sid, pid, sk, ih, sc, fc, xt, jt, ad, ds, h, ee, rn, ca, ua, o) ORDER BY o RETURNING pk, id',
+      [
+        col((e) => e.id),
+        col((e) => e.n.spiffeId),
+        col((e) => e.n.parentId),
+        col((e) => e.n.selectorsKey),
+        col((e) => e.n.identity.toString('hex')),
+        col((e) => e.n.selectors.length),
+        col((e) => e.n.federatesWith.length),
+        col((e) => e.n.x509SvidTtl),
+        col((e) => e.n.jwtSvidTtl),
+        col((e) => e.n.admin),
+        col((e) => e.n.downstream),
+        col((e) => e.n.hint),
+        col((e) => e.n.entryExpiry),
+        col((e) => e.revisionNumber),
+        col((e) => e.createdAt),
+        col((e) => e.updatedAt),
+      ],
+    );
+    const pkOf = new Map(rows.map(([pk, id]) => [id, pk]));
+    const sel: [number[], string[], string[]] = [[], [], []];
+    const dns: [number[], number[], string[]] = [[], [], []];
+    const fed: [number[], string[]] = [[], []];
+    for (const e of batch) {
+      const pk = pkOf.get(e.id);
+      if (pk === undefined) throw new Error(`entry ${e.id} was not inserted`);
+      for (const s of e.n.selectors) {
+        sel[0].push(pk);
+        sel[1].push(s.type);
+        sel[2].push(s.value);
+      }
+      e.n.dnsNames.forEach((name, i) => {
+        dns[0].push(pk);
+        dns[1].push(i);
+        dns[2].push(name);
+      });
+      for (const td of e.n.federatesWith) {
+        fed[0].push(pk);
+        fed[1].push(td);
+      }
+    }
+    if (sel[0].length > 0) await q.exec('INSERT INTO entry_selectors (entry_pk, type, value) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])', sel);
+    if (dns[0].length > 0) await q.exec('INSERT INTO entry_dns_names (entry_pk, position, name) SELECT * FROM unnest($1::bigint[], $2::integer[], $3::text[])', dns);
+    if (fed[0].length > 0) await q.exec('INSERT INTO entry_federates_with (entry_pk, trust_domain) SELECT * FROM unnest($1::bigint[], $2::text[])', fed);
+  }
+}
+
+async function insertNodes(q: Queryable, nodes: readonly AttestedNode[]): Promise<void> {
+  for (const batch of batches(nodes)) {
+    const col = <T>(f: (n: AttestedNode) => T): T[] => batch.map(f);
+    await q.exec(
+      'INSERT INTO attested_nodes (spiffe_id, attestation_type, cert_serial, cert_not_after, new_cert_serial, new_cert_not_after, ' +
+        'selectors_key, selector_count, banned, can_reattest, created_at, updated_at) SELECT * FROM unnest(' +
+        '$1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::integer[], $9::boolean[], ' +
+        '$10::boolean[], $11::bigint[], $12::bigint[])',
+      [
+        col((n) => n.spiffeId),
+        col((n) => n.attestationType),
+        col((n) => n.certSerial),
+        col((n) => n.certNotAfter),
+        col((n) => n.newCertSerial),
+        col((n) => n.newCertNotAfter),
+        col((n) => selectorsStorageKey(n.selectors)),
+        col((n) => n.selectors.length),
+        col((n) => n.banned),
+        col((n) => n.canReattest),
+        col((n) => n.createdAt),
+        col((n) => n.updatedAt),
+      ],
+    );
+    const sel: [string[], string[], string[]] = [[], [], []];
+    for (const n of batch) {
+      for (const s of n.selectors) {
+        sel[0].push(n.spiffeId);
+        sel[1].push(s.type);
+        sel[2].push(s.value);
+      }
+    }
+    if (sel[0].length > 0) await q.exec('INSERT INTO node_selectors (spiffe_id, type, value) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])', sel);
+  }
+}
+
+async function insertSmallRecords(q: Queryable, r: CheckedRecords): Promise<void> {
+  for (const batch of batches(r.joinTokens)) {
+    await q.exec('INSERT INTO join_tokens (hash, expires_at) SELECT * FROM unnest($1::text[], $2::bigint[])', [batch.map((t) => t.hash), batch.map((t) => t.expiresAt)]);
+  }
+  for (const batch of batches(r.bundles)) {
+    await q.exec('INSERT INTO bundles (trust_domain, document, sequence, updated_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])', [
+      batch.map((b) => b.trustDomain),
+      batch.map((b) => b.document),
+      batch.map((b) => b.sequence.toString(10)),
+      batch.map((b) => b.updatedAt),
+    ]);
+  }
+  if (r.caJournal !== undefined) await q.exec('INSERT INTO ca_journal (id, document) VALUES (1, $1)', [r.caJournal]);
+}
+
+/** Fails (rolling the import back) unless the store holds exactly the checked records and their child rows. */
+async function verify(q: Queryable, r: CheckedRecords): Promise<RecordCounts> {
+  const counts = await countIn(q);
+  const expected: RecordCounts = { entries: r.entries.length, nodes: r.nodes.length, joinTokens: r.joinTokens.length, bundles: r.bundles.length, caJournal: r.caJournal !== undefined };
+  const sum = <T>(items: readonly T[], f: (x: T) => number): number => items.reduce((acc, x) => acc + f(x), 0);
+  const [children] = await q.rows<[number, number, number, number]>(
+    'SELECT (SELECT count(*) FROM entry_selectors), (SELECT count(*) FROM entry_dns_names), (SELECT count(*) FROM entry_federates_with), ' +
+      '(SELECT count(*) FROM node_selectors)',
+  );
+  const expectedChildren = [
+    sum(r.entries, (e) => e.n.selectors.length),
+    sum(r.entries, (e) => e.n.dnsNames.length),
+    sum(r.entries, (e) => e.n.federatesWith.length),
+    sum(r.nodes, (n) => n.selectors.length),
+  ];
+  const same = JSON.stringify(counts) === JSON.stringify(expected) && JSON.stringify(children) === JSON.stringify(expectedChildren);
+  if (!same) {
+    throw new DataStoreError(
+      'io',
+      `postgres datastore: import records failed: after writing, the database holds ${describeCounts(counts)} ` +
+        `(child rows ${JSON.stringify(children)}) instead of ${describeCounts(expected)} (child rows ${JSON.stringify(expectedChildren)}); nothing was committed`,
+    );
+  }
+  return counts;
+}
+
+export class PostgresTransfer {
+  constructor(private readonly c: PostgresConnection) {}
+
+  async exportRecords(): Promise<DataStoreRecords> {
+    return this.c.read(
+      'export records',
+      async (q) => ({
+        entries: (await q.rows<EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM entries e ORDER BY e.pk`)).map(entryFromRow),
+        nodes: (await q.rows<NodeRow>(`SELECT ${NODE_COLUMNS} FROM attested_nodes n ORDER BY n.spiffe_id`)).map(nodeFromRow),
+        joinTokens: (await q.rows<[string, number]>('SELECT hash, expires_at FROM join_tokens ORDER BY hash')).map(([hash, expiresAt]) => ({ hash, expiresAt })),
+        bundles: (await q.rows<[string, string, string, number]>('SELECT trust_domain, document, sequence, updated_at FROM bundles ORDER BY trust_domain')).map(
+          ([trustDomain, document, sequence, updatedAt]) => ({ trustDomain: trustDomain as TrustDomain, document, sequence: BigInt(sequence), updatedAt }),
+        ),
+        caJournal: (await q.rows<[string]>('SELECT document FROM ca_journal WHERE id = 1'))[0]?.[0],
+      }),
+      true,
+    );
+  }
+
+  async countRecords(): Promise<RecordCounts> {
+    return this.c.read('count records', countIn);
+  }
+
+  async importRecords(records: DataStoreRecords, options: { replace: boolean }): Promise<RecordCounts> {
+    const checked = checkRecords(records);
+    const replace = options?.replace === true;
+    return this.c.write('import records', async (q) => {
+      const present = await countIn(q);
+      if (!isEmptyCounts(present)) {
+        if (!replace) throw new DataStoreError('already_exists', `postgres datastore is not empty: it holds ${describeCounts(present)}`);
+      }
+      if (replace) {
+        // Children go with their owners (ON DELETE CASCADE).
+        for (const table of ['entries', 'attested_nodes', 'join_tokens', 'bundles', 'ca_journal', 'events']) await q.exec(`DELETE FROM ${table}`);
+      }
+      await insertEntries(q, checked.entries);
+      await insertNodes(q, checked.nodes);
+      await insertSmallRecords(q, checked);
+      return verify(q, checked);
+    });
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * SQLite: exporting every record for a move to another backend (types.ts RecordExporter; the
+ * source side of `spindle-server datastore migrate`, usually on a read-only connection). One read
+ * transaction, so entries, nodes, join tokens (by hash), bundles (with their update times) and
+ * the CA journal are one consistent snapshot. The change feed is not exported.
+ */
+import type { TrustDomain } from '../../../spiffe/id.js';
+import type { DataStoreRecords, ExportedBundle, JoinToken, RecordCounts } from '../types.js';
+import type { SqliteConnection } from './connection.js';
+import type { SqliteEntries } from './entries.js';
+import type { SqliteNodes } from './nodes.js';
+
+function prepare(c: SqliteConnection) {
+  return {
+    allJoinTokens: c.raw<[hash: string, expiresAt: number]>('SELECT hash, expires_at FROM join_tokens ORDER BY hash'),
+    allBundles: c.raw<[trustDomain: string, document: string, sequence: string, updatedAt: number]>(
+      'SELECT trust_domain, document, sequence, updated_at FROM bundles ORDER BY trust_domain',
+    ),
+    caJournal: c.pluck<string>('SELECT document FROM ca_journal WHERE id = 1'),
+    counts: c.raw<[entries: number, nodes: number, joinTokens: number, bundles: number, caJournal: number]>(
+      'SELECT (SELECT count(*) FROM entries), (SELECT count(*) FROM attested_nodes), (SELECT count(*) FROM join_tokens), ' +
+        '(SELECT count(*) FROM bundles), (SELECT count(*) FROM ca_journal)',
+    ),
+  };
+}
+
+export class SqliteTransfer {
+  private readonly s;
+
+  constructor(
+    private readonly c: SqliteConnection,
+    private readonly entries: SqliteEntries,
+    private readonly nodes: SqliteNodes,
+  ) {
+    this.s = prepare(c);
+  }
+
+  async exportRecords(): Promise<DataStoreRecords> {
+    return this.c.read(
+      'export records',
+      () => ({
+        entries: this.entries.loadAll(),
+        nodes: this.nodes.loadAll(),
+        joinTokens: this.s.allJoinTokens.all().map(([hash, expiresAt]): JoinToken => ({ hash, expiresAt })),
+        bundles: this.s.allBundles.all().map(
+          ([trustDomain, document, sequence, updatedAt]): ExportedBundle => ({ trustDomain: trustDomain as TrustDomain, document, sequence: BigInt(sequence), updatedAt }),
+        ),
+        caJournal: this.s.caJournal.get(),
+      }),
+      true,
+    );
+  }
+
+  async countRecords(): Promise<RecordCounts> {
+    return this.c.read('count records', () => {
+      const [entries, nodes, joinTokens, bundles, caJournal] = this.s.counts.get()!;
+      return { entries, nodes, joinTokens, bundles, caJournal: caJournal > 0 };
+    });
+  }
+}
