@@ -57,12 +57,12 @@ function firstDifference(a: DataStoreRecords, b: DataStoreRecords): string | und
       if (canonical(xs[i]) !== canonical(ys[i])) return `${what} ${name(xs[i] as never)} differs`;
     }
   }
-  if (a.caJournal !== b.caJournal) return 'the CA journal differs';
+  if (canonical(a.caJournals) !== canonical(b.caJournals)) return 'the CA journals differ';
   return undefined;
 }
 
 function countsOf(r: DataStoreRecords): RecordCounts {
-  return { entries: r.entries.length, nodes: r.nodes.length, joinTokens: r.joinTokens.length, bundles: r.bundles.length, caJournal: r.caJournal !== undefined };
+  return { entries: r.entries.length, nodes: r.nodes.length, joinTokens: r.joinTokens.length, bundles: r.bundles.length, caJournals: r.caJournals.length };
 }
 
 /** The migration itself; `cwd` resolves a relative -from. */

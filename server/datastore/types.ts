@@ -256,8 +256,13 @@ export interface DataStoreRecords {
   joinTokens: JoinToken[];
   /** Sorted by trust domain. */
   bundles: ExportedBundle[];
-  /** undefined when the CA has not written one yet. */
-  caJournal: string | undefined;
+  /** One per server that has written one (server ID '' for a single server), sorted by server ID. */
+  caJournals: ExportedCaJournal[];
+}
+
+export interface ExportedCaJournal {
+  serverId: string;
+  document: string;
 }
 
 export interface RecordCounts {
@@ -265,7 +270,7 @@ export interface RecordCounts {
   nodes: number;
   joinTokens: number;
   bundles: number;
-  caJournal: boolean;
+  caJournals: number;
 }
 
 /** A backend that can export its records (both backends). */
@@ -291,15 +296,16 @@ export interface RecordImporter {
 
 /** True when no record is counted. */
 export function isEmptyCounts(c: RecordCounts): boolean {
-  return c.entries === 0 && c.nodes === 0 && c.joinTokens === 0 && c.bundles === 0 && !c.caJournal;
+  return c.entries === 0 && c.nodes === 0 && c.joinTokens === 0 && c.bundles === 0 && c.caJournals === 0;
 }
 
 /** "2 entries, 1 agent, 0 bundles, 3 join tokens and the CA journal" (what is present). */
 export function describeCounts(c: RecordCounts): string {
   const n = (count: number, one: string, many: string): string => `${count.toLocaleString('en-US')} ${count === 1 ? one : many}`;
   const parts = [n(c.entries, 'entry', 'entries'), n(c.nodes, 'agent', 'agents'), n(c.bundles, 'bundle', 'bundles'), n(c.joinTokens, 'join token', 'join tokens')];
-  if (c.caJournal) parts.push('the CA journal');
-  else parts.push('no CA journal');
+  if (c.caJournals === 1) parts.push('the CA journal');
+  else if (c.caJournals === 0) parts.push('no CA journal');
+  else parts.push(`${c.caJournals} CA journals (one per server)`);
   return `${parts.slice(0, -1).join(', ')} and ${parts[parts.length - 1]!}`;
 }
 

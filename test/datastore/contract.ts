@@ -800,8 +800,8 @@ export function datastoreContract(name: string, open: () => Promise<DataStore>, 
       it('exports every record as stored, in one snapshot, and counts them', async () => {
         const store = (await fresh()) as DataStore & RecordExporter;
         assert.equal(typeof store.exportRecords, 'function', 'the factory opens stores that export their records');
-        assert.deepEqual(await store.countRecords(), { entries: 0, nodes: 0, joinTokens: 0, bundles: 0, caJournal: false });
-        assert.deepEqual(await store.exportRecords(), { entries: [], nodes: [], joinTokens: [], bundles: [], caJournal: undefined });
+        assert.deepEqual(await store.countRecords(), { entries: 0, nodes: 0, joinTokens: 0, bundles: 0, caJournals: 0 });
+        assert.deepEqual(await store.exportRecords(), { entries: [], nodes: [], joinTokens: [], bundles: [], caJournals: [] });
         const first = await createOne(store, newEntry({ hint: 'first', dnsNames: ['b.example', 'a.example'], federatesWith: [td('z.org'), td('a.org')] }), 100);
         const second = await createOne(store, newEntry({ hint: 'second', spiffeId: id('spiffe://example.org/other') }), 101);
         const updated = await store.updateEntry({ ...first, entryExpiry: 5000 }, 150);
@@ -813,14 +813,24 @@ export function datastoreContract(name: string, open: () => Promise<DataStore>, 
         await store.createJoinToken({ hash: sha('t1'), expiresAt: 10 });
         await store.setBundle({ trustDomain: td('example.org'), document: '{"keys":[]}', sequence: 3n }, 300);
         await store.setCaJournal('{"version":1}');
+        await store.setCaJournal('{"version":2}', 'b-server');
+        await store.setCaJournal('{"version":3}', 'a-server');
         const records = await store.exportRecords();
         assert.deepEqual(records.entries, [updated, second], 'entries complete (revision, times, DNS order, sorted federatesWith), in creation order');
         assert.equal(records.entries[0]!.revisionNumber, 1);
         assert.deepEqual(records.nodes, [node]);
         assert.deepEqual(records.joinTokens, [{ hash: sha('t1'), expiresAt: 10 }, { hash: sha('t2'), expiresAt: 20 }].sort((a, b) => (a.hash < b.hash ? -1 : 1)), 'token hashes, sorted');
         assert.deepEqual(records.bundles, [{ trustDomain: 'example.org', document: '{"keys":[]}', sequence: 3n, updatedAt: 300 }], 'bundles with their update time');
-        assert.equal(records.caJournal, '{"version":1}');
-        assert.deepEqual(await store.countRecords(), { entries: 2, nodes: 1, joinTokens: 2, bundles: 1, caJournal: true });
+        assert.deepEqual(
+          records.caJournals,
+          [
+            { serverId: '', document: '{"version":1}' },
+            { serverId: 'a-server', document: '{"version":3}' },
+            { serverId: 'b-server', document: '{"version":2}' },
+          ],
+          'every server\'s CA journal, by server ID',
+        );
+        assert.deepEqual(await store.countRecords(), { entries: 2, nodes: 1, joinTokens: 2, bundles: 1, caJournals: 3 });
       });
     });
 

@@ -282,17 +282,20 @@ describe('spindle-server datastore migrate', { timeout: 600_000 }, () => {
 
     const uri = cluster.uri(await cluster.createDatabase());
     const dir = tempDir('spindle-migrate-schema-');
-    for (const [version, expected] of [
-      [99, /has schema version 99, newer than version 1 that this Spindle knows/],
-      [0, /is not a Spindle SQLite datastore \(it lacks the tables/],
-      [1, /fails its integrity check; repair it or restore a backup before migrating:\nentry "[^"]+": 5 selectors recorded but 1 rows/],
+    for (const [kind, expected] of [
+      ['newer', /has schema version 99, newer than version \d+ that this Spindle knows/],
+      ['not-spindle', /is not a Spindle SQLite datastore \(it lacks the tables/],
+      ['damaged', /fails its integrity check; repair it or restore a backup before migrating:\nentry "[^"]+": 5 selectors recorded but 1 rows/],
     ] as const) {
-      const copy = join(dir, `v${version}.sqlite3`);
+      const copy = join(dir, `${kind}.sqlite3`);
       writeFileSync(copy, readFileSync(seeded.path), { mode: 0o600 });
       const db = new Database(copy);
-      db.pragma(`user_version = ${version}`);
-      if (version === 0) db.exec('DROP TABLE events');
-      if (version === 1) db.exec("UPDATE entries SET selector_count = 5 WHERE id = 'admin-entry-fixed-id'");
+      if (kind === 'newer') db.pragma('user_version = 99');
+      if (kind === 'not-spindle') {
+        db.pragma('user_version = 0');
+        db.exec('DROP TABLE events');
+      }
+      if (kind === 'damaged') db.exec("UPDATE entries SET selector_count = 5 WHERE id = 'admin-entry-fixed-id'");
       db.pragma('journal_mode = DELETE');
       db.close();
       const hash = sha256(readFileSync(copy));
@@ -318,7 +321,7 @@ describe('spindle-server datastore migrate', { timeout: 600_000 }, () => {
       await assert.rejects(target.importRecords(records, { replace: false }), /postgres datastore is not empty: it holds 0 entries, 0 agents, 0 bundles, 0 join tokens and the CA journal/);
       assert.equal(await target.countEntries(), 0);
       const counts = await target.importRecords(records, { replace: true });
-      assert.deepEqual(counts, { entries: ENTRY_COUNT, nodes: 3, joinTokens: 3, bundles: 2, caJournal: true });
+      assert.deepEqual(counts, { entries: ENTRY_COUNT, nodes: 3, joinTokens: 3, bundles: 2, caJournals: 1 });
       assert.deepEqual(plain(await target.exportRecords()), plain(records));
     } finally {
       await target.close();

@@ -11,7 +11,7 @@
  * exactly what was given; any failure rolls everything back.
  */
 import type { TrustDomain } from '../../../spiffe/id.js';
-import { checkBundle, checkCaJournal, checkEntryId, checkInt, checkJoinToken, checkNonNegativeInt, describe, invalid, normalizeNode } from '../checks.js';
+import { checkBundle, checkCaJournal, checkCaServerId, checkEntryId, checkInt, checkJoinToken, checkNonNegativeInt, describe, invalid, normalizeNode } from '../checks.js';
 import {
   DataStoreError,
   describeCounts,
@@ -19,6 +19,7 @@ import {
   type AttestedNode,
   type DataStoreRecords,
   type ExportedBundle,
+  type ExportedCaJournal,
   type JoinToken,
   type RecordCounts,
 } from '../types.js';
@@ -36,8 +37,8 @@ const COUNTS_SQL =
 
 async function countIn(q: Queryable): Promise<RecordCounts> {
   const [row] = await q.rows<[number, number, number, number, number]>(COUNTS_SQL);
-  const [entries, nodes, joinTokens, bundles, caJournal] = row!;
-  return { entries, nodes, joinTokens, bundles, caJournal: caJournal > 0 };
+  const [entries, nodes, joinTokens, bundles, caJournals] = row!;
+  return { entries, nodes, joinTokens, bundles, caJournals };
 }
 
 interface CheckedEntry {
@@ -53,7 +54,7 @@ interface CheckedRecords {
   nodes: AttestedNode[];
   joinTokens: JoinToken[];
   bundles: ExportedBundle[];
-  caJournal: string | undefined;
+  caJournals: ExportedCaJournal[];
 }
 
 /** Every record through the DataStore's own checks; throws 'invalid' naming the record. */
@@ -91,8 +92,16 @@ function checkRecords(records: DataStoreRecords): CheckedRecords {
   const bundles = list(records.bundles, 'bundles').map((b) =>
     named(`bundle ${describe(b?.trustDomain)}`, () => ({ ...checkBundle(b), updatedAt: checkInt(b.updatedAt, 'updatedAt') })),
   );
-  const caJournal = records.caJournal === undefined ? undefined : named('CA journal', () => checkCaJournal(records.caJournal!));
-  return { entries, nodes, joinTokens, bundles, caJournal };
+  const seen = new Set<string>();
+  const caJournals = list(records.caJournals, 'caJournals').map((j) =>
+    named(`CA journal of server ${describe(j?.serverId)}`, () => {
+      const serverId = checkCaServerId(j.serverId);
+      if (seen.has(serverId)) throw invalid('a server has one CA journal, found two');
+      seen.add(serverId);
+      return { serverId, document: checkCaJournal(j.document) };
+    }),
+  );
+  return { entries, nodes, joinTokens, bundles, caJournals };
 }
 
 function batches<T>(items: readonly T[]): T[][] {
@@ -205,13 +214,15 @@ async function insertSmallRecords(q: Queryable, r: CheckedRecords): Promise<void
       batch.map((b) => b.updatedAt),
     ]);
   }
-  if (r.caJournal !== undefined) await q.exec('INSERT INTO ca_journal (id, document) VALUES (1, $1)', [r.caJournal]);
+  if (r.caJournals.length > 0) {
+    await q.exec('INSERT INTO ca_journal (server_id, document) SELECT * FROM unnest($1::text[], $2::text[])', [r.caJournals.map((j) => j.serverId), r.caJournals.map((j) => j.document)]);
+  }
 }
 
 /** Fails (rolling the import back) unless the store holds exactly the checked records and their child rows. */
 async function verify(q: Queryable, r: CheckedRecords): Promise<RecordCounts> {
   const counts = await countIn(q);
-  const expected: RecordCounts = { entries: r.entries.length, nodes: r.nodes.length, joinTokens: r.joinTokens.length, bundles: r.bundles.length, caJournal: r.caJournal !== undefined };
+  const expected: RecordCounts = { entries: r.entries.length, nodes: r.nodes.length, joinTokens: r.joinTokens.length, bundles: r.bundles.length, caJournals: r.caJournals.length };
   const sum = <T>(items: readonly T[], f: (x: T) => number): number => items.reduce((acc, x) => acc + f(x), 0);
   const [children] = await q.rows<[number, number, number, number]>(
     'SELECT (SELECT count(*) FROM entry_selectors), (SELECT count(*) FROM entry_dns_names), (SELECT count(*) FROM entry_federates_with), ' +
@@ -247,7 +258,7 @@ export class PostgresTransfer {
         bundles: (await q.rows<[string, string, string, number]>('SELECT trust_domain, document, sequence, updated_at FROM bundles ORDER BY trust_domain')).map(
           ([trustDomain, document, sequence, updatedAt]) => ({ trustDomain: trustDomain as TrustDomain, document, sequence: BigInt(sequence), updatedAt }),
         ),
-        caJournal: (await q.rows<[string]>('SELECT document FROM ca_journal WHERE id = 1'))[0]?.[0],
+        caJournals: (await q.rows<[string, string]>('SELECT server_id, document FROM ca_journal ORDER BY server_id')).map(([serverId, document]) => ({ serverId, document })),
       }),
       true,
     );

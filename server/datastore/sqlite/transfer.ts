@@ -16,7 +16,7 @@ function prepare(c: SqliteConnection) {
     allBundles: c.raw<[trustDomain: string, document: string, sequence: string, updatedAt: number]>(
       'SELECT trust_domain, document, sequence, updated_at FROM bundles ORDER BY trust_domain',
     ),
-    caJournal: c.pluck<string>('SELECT document FROM ca_journal WHERE id = 1'),
+    caJournals: c.raw<[serverId: string, document: string]>('SELECT server_id, document FROM ca_journal ORDER BY server_id'),
     counts: c.raw<[entries: number, nodes: number, joinTokens: number, bundles: number, caJournal: number]>(
       'SELECT (SELECT count(*) FROM entries), (SELECT count(*) FROM attested_nodes), (SELECT count(*) FROM join_tokens), ' +
         '(SELECT count(*) FROM bundles), (SELECT count(*) FROM ca_journal)',
@@ -45,7 +45,7 @@ export class SqliteTransfer {
         bundles: this.s.allBundles.all().map(
           ([trustDomain, document, sequence, updatedAt]): ExportedBundle => ({ trustDomain: trustDomain as TrustDomain, document, sequence: BigInt(sequence), updatedAt }),
         ),
-        caJournal: this.s.caJournal.get(),
+        caJournals: this.s.caJournals.all().map(([serverId, document]) => ({ serverId, document })),
       }),
       true,
     );
@@ -53,8 +53,8 @@ export class SqliteTransfer {
 
   async countRecords(): Promise<RecordCounts> {
     return this.c.read('count records', () => {
-      const [entries, nodes, joinTokens, bundles, caJournal] = this.s.counts.get()!;
-      return { entries, nodes, joinTokens, bundles, caJournal: caJournal > 0 };
+      const [entries, nodes, joinTokens, bundles, caJournals] = this.s.counts.get()!;
+      return { entries, nodes, joinTokens, bundles, caJournals };
     });
   }
 }
