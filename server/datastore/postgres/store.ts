@@ -1,7 +1,8 @@
 /**
  * The PostgreSQL DataStore (../types.ts is the contract), over node-postgres (pg): several
  * Spindle servers may share one database. Opens the pool (connection.ts), migrates the schema
- * under an advisory lock (migrations.ts) and hands each method to the file of its record kind:
+ * under an advisory lock (migrations.ts) and builds the store from one part per record kind
+ * (../facade.ts forwards each method to its part):
  *
  *   connstring.ts   connection_string / ro_connection_string (URI or libpq keyword/value)
  *   connection.ts   the pool, write/read transactions, the write lock, onChange + LISTEN/NOTIFY
@@ -14,28 +15,9 @@
  * What is not PostgreSQL's (argument checks, filter semantics, page tokens, entry IDs) lives one
  * folder up, shared with the SQLite backend; test/datastore/contract.ts runs on both.
  */
-import type { SpiffeId, TrustDomain } from '../../../spiffe/id.js';
 import { describe, invalid } from '../checks.js';
-import type {
-  AttestedNode,
-  ChangeEvent,
-  DataStore,
-  DataStoreError,
-  DataStoreLogger,
-  EntryFilter,
-  JoinToken,
-  NewEntry,
-  NodeFilter,
-  Page,
-  Paged,
-  DataStoreRecords,
-  RecordCounts,
-  RecordExporter,
-  RecordImporter,
-  RegistrationEntry,
-  StoredBundle,
-  BundleUpdate,
-} from '../types.js';
+import { PartsDataStore } from '../facade.js';
+import type { DataStore, DataStoreLogger, DataStoreRecords, RecordCounts, RecordExporter, RecordImporter } from '../types.js';
 import { PostgresConnection } from './connection.js';
 import { normalizeConnectionString } from './connstring.js';
 import { PostgresEntries } from './entries.js';
@@ -92,128 +74,26 @@ export async function openPostgresDataStore(options: PostgresDataStoreOptions): 
   return new PostgresStore(conn);
 }
 
-class PostgresStore implements PostgresDataStore {
-  private readonly entries: PostgresEntries;
-  private readonly nodes: PostgresNodes;
-  private readonly records: PostgresRecords;
+class PostgresStore extends PartsDataStore implements PostgresDataStore {
   private readonly transfer: PostgresTransfer;
 
-  constructor(private readonly conn: PostgresConnection) {
-    this.entries = new PostgresEntries(conn);
-    this.nodes = new PostgresNodes(conn);
-    this.records = new PostgresRecords(conn);
-    this.transfer = new PostgresTransfer(conn);
+  constructor(conn: PostgresConnection) {
+    const records = new PostgresRecords(conn);
+    const transfer = new PostgresTransfer(conn);
+    super({
+      entries: new PostgresEntries(conn),
+      nodes: new PostgresNodes(conn),
+      tokens: records,
+      bundles: records,
+      events: records,
+      integrity: records,
+      transfer,
+      connection: conn,
+    });
+    this.transfer = transfer;
   }
 
-  createEntries(entries: NewEntry[], now: number): Promise<Array<{ entry: RegistrationEntry } | { error: DataStoreError }>> {
-    return this.entries.createEntries(entries, now);
-  }
-  getEntry(id: string): Promise<RegistrationEntry | undefined> {
-    return this.entries.getEntry(id);
-  }
-  getEntries(ids: readonly string[]): Promise<Map<string, RegistrationEntry>> {
-    return this.entries.getEntries(ids);
-  }
-  listAllEntries(): Promise<RegistrationEntry[]> {
-    return this.entries.listAllEntries();
-  }
-  listEntries(filter?: EntryFilter, page?: Page): Promise<Paged<RegistrationEntry>> {
-    return this.entries.listEntries(filter, page);
-  }
-  countEntries(filter?: EntryFilter): Promise<number> {
-    return this.entries.countEntries(filter);
-  }
-  updateEntry(entry: RegistrationEntry, now: number): Promise<RegistrationEntry> {
-    return this.entries.updateEntry(entry, now);
-  }
-  deleteEntries(ids: string[], now: number): Promise<Array<{ entry: RegistrationEntry } | { error: DataStoreError }>> {
-    return this.entries.deleteEntries(ids, now);
-  }
-  pruneExpiredEntries(now: number): Promise<number> {
-    return this.entries.pruneExpiredEntries(now);
-  }
-
-  createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>, now: number): Promise<AttestedNode> {
-    return this.nodes.createAttestedNode(node, now);
-  }
-  getAttestedNode(id: SpiffeId): Promise<AttestedNode | undefined> {
-    return this.nodes.getAttestedNode(id);
-  }
-  listAttestedNodes(filter?: NodeFilter, page?: Page): Promise<Paged<AttestedNode>> {
-    return this.nodes.listAttestedNodes(filter, page);
-  }
-  countAttestedNodes(filter?: NodeFilter): Promise<number> {
-    return this.nodes.countAttestedNodes(filter);
-  }
-  updateAttestedNode(node: AttestedNode, now: number): Promise<AttestedNode> {
-    return this.nodes.updateAttestedNode(node, now);
-  }
-  deleteAttestedNode(id: SpiffeId, now: number): Promise<AttestedNode | undefined> {
-    return this.nodes.deleteAttestedNode(id, now);
-  }
-
-  createJoinToken(token: JoinToken): Promise<void> {
-    return this.records.createJoinToken(token);
-  }
-  consumeJoinToken(hash: string): Promise<JoinToken | undefined> {
-    return this.records.consumeJoinToken(hash);
-  }
-  pruneJoinTokens(expiredBefore: number): Promise<number> {
-    return this.records.pruneJoinTokens(expiredBefore);
-  }
-
-  getBundle(td: TrustDomain): Promise<StoredBundle | undefined> {
-    return this.records.getBundle(td);
-  }
-  listBundles(): Promise<StoredBundle[]> {
-    return this.records.listBundles();
-  }
-  setBundle(bundle: StoredBundle, now: number): Promise<void> {
-    return this.records.setBundle(bundle, now);
-  }
-  deleteBundle(td: TrustDomain, now: number): Promise<boolean> {
-    return this.records.deleteBundle(td, now);
-  }
-  updateBundle(td: TrustDomain, update: (current: StoredBundle | undefined) => BundleUpdate, now: number): Promise<StoredBundle | undefined> {
-    return this.records.updateBundle(td, update, now);
-  }
-  getCaJournal(serverId?: string): Promise<string | undefined> {
-    return this.records.getCaJournal(serverId);
-  }
-  setCaJournal(json: string, serverId?: string): Promise<void> {
-    return this.records.setCaJournal(json, serverId);
-  }
-  adoptCaJournal(from: string, to: string): Promise<boolean> {
-    return this.records.adoptCaJournal(from, to);
-  }
-
-  listEventsSince(after: number, limit: number): Promise<ChangeEvent[]> {
-    return this.records.listEventsSince(after, limit);
-  }
-  latestEventId(): Promise<number> {
-    return this.records.latestEventId();
-  }
-  pruneEvents(before: number): Promise<number> {
-    return this.records.pruneEvents(before);
-  }
-  onChange(listener: (latestEventId: number) => void): () => void {
-    return this.conn.onChange(listener);
-  }
-
-  checkIntegrity(): Promise<string> {
-    return this.records.checkIntegrity();
-  }
-
-  exportRecords(): Promise<DataStoreRecords> {
-    return this.transfer.exportRecords();
-  }
-  countRecords(): Promise<RecordCounts> {
-    return this.transfer.countRecords();
-  }
   importRecords(records: DataStoreRecords, options: { replace: boolean }): Promise<RecordCounts> {
     return this.transfer.importRecords(records, options);
-  }
-  close(): Promise<void> {
-    return this.conn.close();
   }
 }
