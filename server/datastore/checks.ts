@@ -262,3 +262,27 @@ export function checkCaJournal(json: string): string {
   }
   return json;
 }
+
+/**
+ * The entry a create returns: the normalised fields (named one by one, so a backend's own
+ * additions such as a stored selector key never leak into it), revision 0, created and updated now.
+ */
+export function createdEntry(id: string, n: NormalizedEntry, now: number): RegistrationEntry {
+  return {
+    id,
+    spiffeId: n.spiffeId,
+    parentId: n.parentId,
+    selectors: n.selectors,
+    x509SvidTtl: n.x509SvidTtl,
+    jwtSvidTtl: n.jwtSvidTtl,
+    dnsNames: n.dnsNames,
+    federatesWith: n.federatesWith,
+    admin: n.admin,
+    downstream: n.downstream,
+    hint: n.hint,
+    entryExpiry: n.entryExpiry,
+    revisionNumber: 0,
+    createdAt: now,
+    updatedAt: now,
+  };
+}

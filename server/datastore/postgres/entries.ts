@@ -6,7 +6,7 @@
  * + selector set) are found through identity_hash inside the write transaction.
  */
 import { isSpiffeId, type TrustDomain } from '../../../spiffe/id.js';
-import { checkEntryId, checkInt, checkString, describe, invalid, normalizeEntry, type NormalizedEntry } from '../checks.js';
+import { checkEntryId, checkInt, createdEntry, checkString, describe, invalid, normalizeEntry, type NormalizedEntry } from '../checks.js';
 import { checkEntryFilter } from '../filters.js';
 import { newEntryId } from '../ids.js';
 import { decodeToken, pageOf, pageSize } from '../paging.js';
@@ -292,28 +292,7 @@ export class PostgresEntries {
       from = to;
     }
 
-    for (const a of accepted) {
-      const n = a.n;
-      a.results[a.index] = {
-        entry: {
-          id: a.id,
-          spiffeId: n.spiffeId,
-          parentId: n.parentId,
-          selectors: n.selectors,
-          x509SvidTtl: n.x509SvidTtl,
-          jwtSvidTtl: n.jwtSvidTtl,
-          dnsNames: n.dnsNames,
-          federatesWith: n.federatesWith,
-          admin: n.admin,
-          downstream: n.downstream,
-          hint: n.hint,
-          entryExpiry: n.entryExpiry,
-          revisionNumber: 0,
-          createdAt: a.now,
-          updatedAt: a.now,
-        },
-      };
-    }
+    for (const a of accepted) a.results[a.index] = { entry: createdEntry(a.id, a.n, a.now) };
     return all;
   }
 

@@ -7,7 +7,7 @@
  * transaction. createEntries goes through the group commit (groupcommit.ts).
  */
 import { isSpiffeId, type SpiffeId, type TrustDomain } from '../../../spiffe/id.js';
-import { checkEntryId, checkInt, checkString, describe, invalid, normalizeEntry, type NormalizedEntry } from '../checks.js';
+import { checkEntryId, checkInt, createdEntry, checkString, describe, invalid, normalizeEntry, type NormalizedEntry } from '../checks.js';
 import { checkEntryFilter } from '../filters.js';
 import { newEntryId } from '../ids.js';
 import { decodeToken, pageOf, pageSize } from '../paging.js';
@@ -232,25 +232,7 @@ export class SqliteEntries {
       this.insertEntryChildren(Number(inserted.lastInsertRowid), n);
       emit('entry_created', id, now);
       created.add(id);
-      results.push({
-        entry: {
-          id,
-          spiffeId: n.spiffeId,
-          parentId: n.parentId,
-          selectors: n.selectors,
-          x509SvidTtl: n.x509SvidTtl,
-          jwtSvidTtl: n.jwtSvidTtl,
-          dnsNames: n.dnsNames,
-          federatesWith: n.federatesWith,
-          admin: n.admin,
-          downstream: n.downstream,
-          hint: n.hint,
-          entryExpiry: n.entryExpiry,
-          revisionNumber: 0,
-          createdAt: now,
-          updatedAt: now,
-        },
-      });
+      results.push({ entry: createdEntry(id, n, now) });
     }
     return results;
   }
