@@ -123,7 +123,8 @@ function start(bin: string, args: string[], name: string, ready: string): Promis
 
 /**
  * A server or agent that exits while the demo runs (not through Ctrl-C): says which, with the
- * last line of its log (the cause: an evicted agent says so there), then stops the rest.
+ * last ERROR line of its log (the cause: an evicted agent says so there; the lines after it are
+ * its shutdown), else its last line, then stops the rest.
  */
 function stoppedOnItsOwn(name: string, logFile: string, code: number | null, signal: NodeJS.Signals | null): void {
   if (stopping) return;
@@ -139,12 +140,16 @@ function stoppedOnItsOwn(name: string, logFile: string, code: number | null, sig
 function stoppedOnItsOwnNow(name: string, logFile: string, code: number | null, signal: NodeJS.Signals | null): void {
   if (stopping) return;
   let last = '';
+  let which = 'last line';
   try {
-    last = tail(readFileSync(logFile, 'utf8'), 1);
+    const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
+    const error = lines.findLast((l) => / (ERROR|FATAL) /.test(l));
+    if (error !== undefined) [last, which] = [error, 'last error'];
+    else last = lines[lines.length - 1] ?? '';
   } catch {
     // The log went away: the exit status alone is still worth saying.
   }
-  say(`\nspindle-${name} stopped on its own (${code !== null ? `exit code ${code}` : `signal ${signal}`})${last ? `; the last line of ${logFile}:\n  ${last}` : ''}`);
+  say(`\nspindle-${name} stopped on its own (${code !== null ? `exit code ${code}` : `signal ${signal}`})${last ? `; the ${which} in ${logFile}:\n  ${last}` : ''}`);
   if (name === 'agent') say('Run npm start again: the quickstart attests the agent again with a new join token when it has to.');
   say('Stopping the rest...');
   void stopAll(1);

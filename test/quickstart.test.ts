@@ -135,7 +135,7 @@ describe('npm start (the quickstart)', { timeout: 240_000 }, () => {
     const agentId = (JSON.parse(readFileSync(join(state, 'agent', 'data', 'agent_data.json'), 'utf8')) as { agentId: string }).agentId;
     const evict = spawnSync(serverBin, ['agent', 'evict', '-spiffeID', agentId, '-socketPath', adminSocket], { encoding: 'utf8' });
     assert.equal(evict.status, 0, evict.stderr);
-    await run.waitFor(/spindle-agent stopped on its own \(exit code 3\); the last line of \S+agent\.log:\n {2}.*evicted/);
+    await run.waitFor(/spindle-agent stopped on its own \(exit code 3\); the last error in \S+agent\.log:\n {2}.* ERROR .*evicted/);
     await run.waitFor(/Run npm start again/);
     assert.equal(await run.exited, 1);
     assert.equal(existsSync(join(state, 'agent', 'data', 'agent_svid.pem')), false, 'the agent discarded its SVID');
