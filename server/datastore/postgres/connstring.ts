@@ -115,7 +115,8 @@ function checkedUri(text: string, key: string): string {
     const enc = encodeURIComponent;
     const user = kv.get('user');
     const password = kv.get('password');
-    const auth = user === undefined ? '' : `${enc(user)}${password === undefined ? '' : `:${enc(password)}`}@`;
+    // A password without a user stays (libpq then uses the default user name): `:password@`.
+    const auth = user === undefined && password === undefined ? '' : `${enc(user ?? '')}${password === undefined ? '' : `:${enc(password)}`}@`;
     const query = new URLSearchParams();
     for (const [k, v] of kv) if (!['user', 'password', 'dbname'].includes(k)) query.set(k, v);
     const qs = query.toString();

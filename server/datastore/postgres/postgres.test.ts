@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { parse as parseConnectionString } from 'pg-connection-string';
 import { parseSpiffeId } from '../../../spiffe/id.js';
 import { entryWithDefaults } from '../../../test/support/entries.js';
 import { postgresBinDir, postgresCluster } from '../../../test/support/postgres.js';
@@ -222,6 +223,12 @@ describe('postgres datastore', () => {
         normalizeConnectionString("host=/run/postgresql dbname=spire user=spire password='a b\\'c'"),
         'postgresql://spire:a%20b\'c@/spire?host=%2Frun%2Fpostgresql',
       );
+      // A password without a user is kept (libpq uses the default user name with it).
+      const noUser = normalizeConnectionString('host=db.internal dbname=spire password=s3cret');
+      assert.equal(noUser, 'postgresql://:s3cret@/spire?host=db.internal');
+      const parsed = parseConnectionString(noUser);
+      assert.equal(parsed.password, 's3cret');
+      assert.ok(!parsed.user, `no user named: ${String(parsed.user)}`);
     });
 
     it('names what is wrong with a bad connection string, without echoing the password', async () => {
