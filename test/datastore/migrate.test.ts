@@ -19,6 +19,7 @@ import type { DataStore, DataStoreRecords, NewEntry } from '../../server/datasto
 import { openRecordSource, openRecordTarget } from '../../server/datastore/factory.js';
 import { openTestDataStore, openTestPostgresDataStore, postgresDataStoreConfig, sqliteDataStoreConfig } from '../support/datastore.js';
 import { postgresCluster, type PostgresCluster } from '../support/postgres.js';
+import { entryWithDefaults } from '../support/entries.js';
 import { generateJoinToken, startAgentProcess, type AgentProcess } from '../support/agentproc.js';
 import { serverBin, startServerProcess, tempDir, type ServerProcess } from '../support/serverproc.js';
 
@@ -53,19 +54,12 @@ async function seedSqlite(): Promise<Seeded> {
   const path = join(dataDir, 'datastore.sqlite3');
   const ds = await openTestDataStore(path);
   try {
-    const base = (i: number): NewEntry => ({
-      spiffeId: `spiffe://example.org/workload/${i}` as SpiffeId,
-      parentId: `spiffe://example.org/spire/agent/join_token/${i % 7}` as SpiffeId,
-      selectors: [{ type: 'unix', value: `uid:${1000 + i}` }],
-      x509SvidTtl: 0,
-      jwtSvidTtl: 0,
-      dnsNames: [],
-      federatesWith: [],
-      admin: false,
-      downstream: false,
-      hint: '',
-      entryExpiry: 0,
-    });
+    const base = (i: number): NewEntry =>
+      entryWithDefaults({
+        spiffeId: `spiffe://example.org/workload/${i}` as SpiffeId,
+        parentId: `spiffe://example.org/spire/agent/join_token/${i % 7}` as SpiffeId,
+        selectors: [{ type: 'unix', value: `uid:${1000 + i}` }],
+      });
     const special: NewEntry[] = [
       {
         ...base(-1),

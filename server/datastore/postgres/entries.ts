@@ -115,6 +115,75 @@ async function duplicateOf(q: Queryable, n: StoredEntry, id: string): Promise<st
   return row?.[0];
 }
 
+/** An entry row to write as it is: a create (revision 0, times now) or an imported record. */
+export interface EntryRowToInsert {
+  id: string;
+  n: StoredEntry;
+  revisionNumber: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/**
+ * Writes entry rows and their children (selectors, DNS names, federatesWith) set-wise: one
+ * statement per table, whatever the number of rows. No checks and no events: the caller's job.
+ */
+export async function insertEntryRows(q: Queryable, rows: readonly EntryRowToInsert[]): Promise<void> {
+  if (rows.length === 0) return;
+  const col = <T>(f: (e: EntryRowToInsert) => T): T[] => rows.map(f);
+  const inserted = await q.rows<[number, string]>(
+    'INSERT INTO entries (id, spiffe_id, parent_id, selectors_key, identity_hash, selector_count, federates_count, x509_svid_ttl, ' +
+      'jwt_svid_ttl, admin, downstream, hint, entry_expiry, revision_number, created_at, updated_at) ' +
+      "SELECT id, sid, pid, sk, decode(ih, 'hex'), sc, fc, xt, jt, ad, ds, h, ee, rn, ca, ua FROM unnest(" +
+      '$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::integer[], $8::bigint[], $9::bigint[], ' +
+      '$10::boolean[], $11::boolean[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[]) WITH ORDINALITY ' +
+      'AS x(id, sid, pid, sk, ih, sc, fc, xt, jt, ad, ds, h, ee, rn, ca, ua, o) ORDER BY o RETURNING pk, id',
+    [
+      col((e) => e.id),
+      col((e) => e.n.spiffeId),
+      col((e) => e.n.parentId),
+      col((e) => e.n.selectorsKey),
+      col((e) => e.n.identity.toString('hex')),
+      col((e) => e.n.selectors.length),
+      col((e) => e.n.federatesWith.length),
+      col((e) => e.n.x509SvidTtl),
+      col((e) => e.n.jwtSvidTtl),
+      col((e) => e.n.admin),
+      col((e) => e.n.downstream),
+      col((e) => e.n.hint),
+      col((e) => e.n.entryExpiry),
+      col((e) => e.revisionNumber),
+      col((e) => e.createdAt),
+      col((e) => e.updatedAt),
+    ],
+  );
+  const pkOf = new Map(inserted.map(([pk, id]) => [id, pk]));
+  const sel: [number[], string[], string[]] = [[], [], []];
+  const dns: [number[], number[], string[]] = [[], [], []];
+  const fed: [number[], string[]] = [[], []];
+  for (const e of rows) {
+    const pk = pkOf.get(e.id);
+    if (pk === undefined) throw new Error(`entry ${e.id} was not inserted`);
+    for (const s of e.n.selectors) {
+      sel[0].push(pk);
+      sel[1].push(s.type);
+      sel[2].push(s.value);
+    }
+    e.n.dnsNames.forEach((name, i) => {
+      dns[0].push(pk);
+      dns[1].push(i);
+      dns[2].push(name);
+    });
+    for (const td of e.n.federatesWith) {
+      fed[0].push(pk);
+      fed[1].push(td);
+    }
+  }
+  if (sel[0].length > 0) await q.exec('INSERT INTO entry_selectors (entry_pk, type, value) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])', sel);
+  if (dns[0].length > 0) await q.exec('INSERT INTO entry_dns_names (entry_pk, position, name) SELECT * FROM unnest($1::bigint[], $2::integer[], $3::text[])', dns);
+  if (fed[0].length > 0) await q.exec('INSERT INTO entry_federates_with (entry_pk, trust_domain) SELECT * FROM unnest($1::bigint[], $2::text[])', fed);
+}
+
 /** One createEntries call waiting in a group (see PostgresEntries.createEntries). */
 interface PendingCreate {
   entries: NewEntry[];
@@ -233,56 +302,10 @@ export class PostgresEntries {
     });
     if (accepted.length === 0) return all;
 
-    const col = <T>(f: (a: Accepted) => T): T[] => accepted.map(f);
-    const rows = await q.rows<[string, number]>(
-      'INSERT INTO entries (id, spiffe_id, parent_id, selectors_key, identity_hash, selector_count, federates_count, x509_svid_ttl, ' +
-        'jwt_svid_ttl, admin, downstream, hint, entry_expiry, revision_number, created_at, updated_at) ' +
-        "SELECT id, sid, pid, sk, decode(ih, 'hex'), sc, fc, xt, jt, ad, ds, hi, ex, 0, t, t FROM unnest(" +
-        '$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[], ' +
-        '$10::bool[], $11::bool[], $12::text[], $13::bigint[], $14::bigint[]) WITH ORDINALITY ' +
-        'AS x(id, sid, pid, sk, ih, sc, fc, xt, jt, ad, ds, hi, ex, t, o) ORDER BY o RETURNING id, pk',
-      [
-        col((a) => a.id),
-        col((a) => a.n.spiffeId),
-        col((a) => a.n.parentId),
-        col((a) => a.n.selectorsKey),
-        col((a) => a.n.identity.toString('hex')),
-        col((a) => a.n.selectors.length),
-        col((a) => a.n.federatesWith.length),
-        col((a) => a.n.x509SvidTtl),
-        col((a) => a.n.jwtSvidTtl),
-        col((a) => a.n.admin),
-        col((a) => a.n.downstream),
-        col((a) => a.n.hint),
-        col((a) => a.n.entryExpiry),
-        col((a) => a.now),
-      ],
+    await insertEntryRows(
+      q,
+      accepted.map((a) => ({ id: a.id, n: a.n, revisionNumber: 0, createdAt: a.now, updatedAt: a.now })),
     );
-    const pkOf = new Map(rows);
-    const children = (f: (a: Accepted) => readonly unknown[]): [number[], unknown[], number[]] => {
-      const pks: number[] = [];
-      const values: unknown[] = [];
-      const positions: number[] = [];
-      for (const a of accepted) f(a).forEach((v, i) => (pks.push(pkOf.get(a.id)!), values.push(v), positions.push(i)));
-      return [pks, values, positions];
-    };
-    const [selPks] = children((a) => a.n.selectors);
-    if (selPks.length > 0) {
-      const sels = accepted.flatMap((a) => a.n.selectors);
-      await q.exec('INSERT INTO entry_selectors (entry_pk, type, value) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])', [
-        selPks,
-        sels.map((s) => s.type),
-        sels.map((s) => s.value),
-      ]);
-    }
-    const [dnsPks, dnsNames, dnsPositions] = children((a) => a.n.dnsNames);
-    if (dnsPks.length > 0) {
-      await q.exec('INSERT INTO entry_dns_names (entry_pk, position, name) SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[])', [dnsPks, dnsPositions, dnsNames]);
-    }
-    const [fedPks, feds] = children((a) => a.n.federatesWith);
-    if (fedPks.length > 0) {
-      await q.exec('INSERT INTO entry_federates_with (entry_pk, trust_domain) SELECT * FROM unnest($1::bigint[], $2::text[])', [fedPks, feds]);
-    }
     // Events in acceptance order; one statement per distinct `now` (normally one).
     let from = 0;
     while (from < accepted.length) {

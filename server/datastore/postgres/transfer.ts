@@ -25,7 +25,7 @@ import {
 } from '../types.js';
 import type { PostgresConnection, Queryable } from './connection.js';
 import { selectorsStorageKey } from './encoding.js';
-import { ENTRY_COLUMNS, entryFromRow, normalizeStoredEntry, type EntryRow, type StoredEntry } from './entries.js';
+import { ENTRY_COLUMNS, entryFromRow, insertEntryRows, normalizeStoredEntry, type EntryRow, type EntryRowToInsert } from './entries.js';
 import { NODE_COLUMNS, nodeFromRow, type NodeRow } from './nodes.js';
 
 /** Rows per INSERT statement of an import. */
@@ -41,13 +41,8 @@ async function countIn(q: Queryable): Promise<RecordCounts> {
   return { entries, nodes, joinTokens, bundles, caJournals };
 }
 
-interface CheckedEntry {
-  id: string;
-  n: StoredEntry;
-  revisionNumber: number;
-  createdAt: number;
-  updatedAt: number;
-}
+/** An imported entry, checked and normalised, kept as it was stored. */
+type CheckedEntry = EntryRowToInsert;
 
 interface CheckedRecords {
   entries: CheckedEntry[];
@@ -111,60 +106,7 @@ function batches<T>(items: readonly T[]): T[][] {
 }
 
 async function insertEntries(q: Queryable, entries: readonly CheckedEntry[]): Promise<void> {
-  for (const batch of batches(entries)) {
-    const col = <T>(f: (e: CheckedEntry) => T): T[] => batch.map(f);
-    const rows = await q.rows<[number, string]>(
-      'INSERT INTO entries (id, spiffe_id, parent_id, selectors_key, identity_hash, selector_count, federates_count, x509_svid_ttl, ' +
-        'jwt_svid_ttl, admin, downstream, hint, entry_expiry, revision_number, created_at, updated_at) ' +
-        "SELECT id, sid, pid, sk, decode(ih, 'hex'), sc, fc, xt, jt, ad, ds, h, ee, rn, ca, ua FROM unnest(" +
-        '$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::integer[], $8::bigint[], $9::bigint[], ' +
-        '$10::boolean[], $11::boolean[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[]) WITH ORDINALITY ' +
-        'AS x(id, sid, pid, sk, ih, sc, fc, xt, jt, ad, ds, h, ee, rn, ca, ua, o) ORDER BY o RETURNING pk, id',
-      [
-        col((e) => e.id),
-        col((e) => e.n.spiffeId),
-        col((e) => e.n.parentId),
-        col((e) => e.n.selectorsKey),
-        col((e) => e.n.identity.toString('hex')),
-        col((e) => e.n.selectors.length),
-        col((e) => e.n.federatesWith.length),
-        col((e) => e.n.x509SvidTtl),
-        col((e) => e.n.jwtSvidTtl),
-        col((e) => e.n.admin),
-        col((e) => e.n.downstream),
-        col((e) => e.n.hint),
-        col((e) => e.n.entryExpiry),
-        col((e) => e.revisionNumber),
-        col((e) => e.createdAt),
-        col((e) => e.updatedAt),
-      ],
-    );
-    const pkOf = new Map(rows.map(([pk, id]) => [id, pk]));
-    const sel: [number[], string[], string[]] = [[], [], []];
-    const dns: [number[], number[], string[]] = [[], [], []];
-    const fed: [number[], string[]] = [[], []];
-    for (const e of batch) {
-      const pk = pkOf.get(e.id);
-      if (pk === undefined) throw new Error(`entry ${e.id} was not inserted`);
-      for (const s of e.n.selectors) {
-        sel[0].push(pk);
-        sel[1].push(s.type);
-        sel[2].push(s.value);
-      }
-      e.n.dnsNames.forEach((name, i) => {
-        dns[0].push(pk);
-        dns[1].push(i);
-        dns[2].push(name);
-      });
-      for (const td of e.n.federatesWith) {
-        fed[0].push(pk);
-        fed[1].push(td);
-      }
-    }
-    if (sel[0].length > 0) await q.exec('INSERT INTO entry_selectors (entry_pk, type, value) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])', sel);
-    if (dns[0].length > 0) await q.exec('INSERT INTO entry_dns_names (entry_pk, position, name) SELECT * FROM unnest($1::bigint[], $2::integer[], $3::text[])', dns);
-    if (fed[0].length > 0) await q.exec('INSERT INTO entry_federates_with (entry_pk, trust_domain) SELECT * FROM unnest($1::bigint[], $2::text[])', fed);
-  }
+  for (const batch of batches(entries)) await insertEntryRows(q, batch);
 }
 
 async function insertNodes(q: Queryable, nodes: readonly AttestedNode[]): Promise<void> {
