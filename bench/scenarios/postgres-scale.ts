@@ -4,8 +4,9 @@
  * API with join tokens, then, with the servers stopped, `entries` entries written straight into
  * the datastore through our datastore module (SQLite: the server's file; PostgreSQL: set-wise
  * inserts of 5,000 entries, bench/server/seed.ts), spread evenly over the agents. Then:
- * - cold start: process spawn to the "ready" log line (listeners up, every entry loaded),
- *   `coldStarts` times in a row; the median is the figure, the range is shown;
+ * - cold start: process spawn to the "ready" log line (listeners up, every entry loaded) of
+ *   one server (the others down), `coldStarts` times per backend, alternating SQLite and
+ *   PostgreSQL so both see the same machine; the median is the figure, the range is shown;
  * - reconnect storm over `servers` servers: the agents split evenly between them (PostgreSQL:
  *   two servers on one database; SQLite: one server, the baseline), every agent opens a new
  *   mTLS connection and SyncAuthorized at once with nothing held (full snapshots); then every
@@ -15,7 +16,7 @@
  * The storm clients are bench/server/storm.ts's (raw HTTP/2 clients in child processes), the
  * same number of client processes for both backends.
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BenchAdmin } from '../server/admin.js';
@@ -74,26 +75,32 @@ async function sharedBundle(servers: readonly BenchServer[]): Promise<Buffer[]> 
   }
 }
 
+/** One backend's servers (their dirs and ports, stopped between phases), agents and bundle. */
+interface Fleet {
+  dirs: string[];
+  ports: number[];
+  postgres?: string;
+  ids: AgentIdentity[];
+  bundle: Buffer[];
+  seedMs: number;
+}
+
+const startServer = (f: Fleet, i: number): Promise<BenchServer> =>
+  startBenchServer({ dir: f.dirs[i]!, port: f.ports[i]!, ...(f.postgres !== undefined ? { postgres: f.postgres } : {}) });
+
 /**
- * Builds one backend's fleet in `dir` and measures it. `postgres`: the database's connection
- * string (servers: how many share it); else one server on SQLite.
+ * Builds one backend's fleet in `dir`, every server stopped at the end: `servers` servers on
+ * the PostgreSQL database `postgres`, or one server on SQLite.
  */
-async function measureBackend(dir: string, opts: PostgresScaleOptions, servers: number, storm: boolean, postgres?: string): Promise<BackendFigures> {
+async function buildFleet(dir: string, opts: PostgresScaleOptions, servers: number, postgres?: string): Promise<Fleet> {
   const dirs = Array.from({ length: servers }, (_, i) => join(dir, `server${i}`));
   const ports = await Promise.all(dirs.map(() => freePort()));
-  const pgOpt = postgres !== undefined ? { postgres } : {};
-  const start = (i: number): Promise<BenchServer> => startBenchServer({ dir: dirs[i]!, port: ports[i]!, ...pgOpt });
-  let running: BenchServer[] = [];
-  const storms: Storm[] = [];
-  const stopAll = async (): Promise<void> => {
-    const r = running;
-    running = [];
-    await Promise.all(r.map((s) => s.stop()));
-  };
+  const partial = { dirs, ports, ...(postgres !== undefined ? { postgres } : {}) };
+  const running: BenchServer[] = [];
   try {
-    // 1. Start the servers (one after another: the first migrates an empty database) and attest
-    //    the agents through the first one; every server trusts every server's authority.
-    for (let i = 0; i < servers; i++) running.push(await start(i));
+    // Start the servers (one after another: the first migrates an empty database) and attest
+    // the agents through the first one; every server trusts every server's authority.
+    for (let i = 0; i < servers; i++) running.push(await startServer({ ...partial, ids: [], bundle: [], seedMs: 0 }, i));
     const bundle = await sharedBundle(running);
     const admin = new BenchAdmin(running[0]!.socketPath);
     const target0: ServerTarget = { port: ports[0]!, trustDomain: TRUST_DOMAIN, bundle };
@@ -108,47 +115,53 @@ async function measureBackend(dir: string, opts: PostgresScaleOptions, servers: 
     } finally {
       admin.close();
     }
-    await stopAll();
+    await Promise.all(running.splice(0).map((s) => s.stop()));
 
-    // 2. Seed the entries while every server is down.
+    // Seed the entries while every server is down.
     const seedStart = performance.now();
     const parents = ids.map((i) => i.agentId);
     if (postgres !== undefined) await seedEntriesPostgres(postgres, TRUST_DOMAIN, parents, opts.entries);
     else await seedEntries(serverPaths(dirs[0]!).dbPath, TRUST_DOMAIN, parents, opts.entries);
-    const seedMs = performance.now() - seedStart;
+    return { ...partial, ids, bundle, seedMs: performance.now() - seedStart };
+  } finally {
+    await Promise.all(running.map((s) => s.stop()));
+  }
+}
 
-    // 3. Cold starts of the first server, the others down.
-    const coldStartsMs: number[] = [];
-    for (let i = 0; i < opts.coldStarts; i++) {
-      const s = await start(0);
-      running.push(s);
-      coldStartsMs.push(s.readyMs);
-      if (i < opts.coldStarts - 1 || !storm) await stopAll();
-    }
-    if (!storm) return { coldStartsMs, seedMs };
+/** Spawn to ready of the fleet's first server, the others down. */
+async function coldStart(f: Fleet): Promise<number> {
+  const s = await startServer(f, 0);
+  await s.stop();
+  return s.readyMs;
+}
 
-    // 4. Storm: every server up, agents split evenly (agent k -> server k % servers).
-    for (let i = 1; i < servers; i++) running.push(await start(i));
+/** The two storms over every server of the fleet (agent k -> server k % servers). */
+async function stormFleet(f: Fleet, opts: PostgresScaleOptions): Promise<StormFigures> {
+  const servers = f.dirs.length;
+  let running: BenchServer[] = [];
+  const storms: Storm[] = [];
+  try {
+    running = await Promise.all(f.dirs.map((_, i) => startServer(f, i)));
     const perAgent = opts.entries / opts.agents;
     const procsEach = Math.max(1, Math.floor(opts.stormProcs / servers));
     for (let i = 0; i < servers; i++) {
-      const share = ids.filter((_, k) => k % servers === i);
-      storms.push(await startStorm({ port: ports[i]!, trustDomain: TRUST_DOMAIN, bundle }, share, perAgent, procsEach));
+      const share = f.ids.filter((_, k) => k % servers === i);
+      storms.push(await startStorm({ port: f.ports[i]!, trustDomain: TRUST_DOMAIN, bundle: f.bundle }, share, perAgent, procsEach));
     }
     const runAll = async (resume: boolean): Promise<number[]> => (await Promise.all(storms.map((s) => s.run({ resume })))).flatMap((r) => r.latencies);
     const full = await runAll(false);
 
-    // 5. Every server restarts at once; every agent resumes at once with what it holds.
+    // Every server restarts at once; every agent resumes at once with what it holds.
     await Promise.all(storms.map((s) => s.disconnect()));
     const t = performance.now();
-    await stopAll();
-    running = await Promise.all(dirs.map((_, i) => start(i)));
+    await Promise.all(running.splice(0).map((s) => s.stop()));
+    running = await Promise.all(f.dirs.map((_, i) => startServer(f, i)));
     const restartMs = performance.now() - t;
     const resumed = await runAll(true);
-    return { coldStartsMs, seedMs, storm: { full, resumed, restartMs } };
+    return { full, resumed, restartMs };
   } finally {
     await Promise.all(storms.map((s) => s.close()));
-    await stopAll();
+    await Promise.all(running.map((s) => s.stop()));
   }
 }
 
@@ -164,10 +177,19 @@ export async function benchPostgresScale(opts: PostgresScaleOptions, want: { col
   const cluster = await postgresCluster();
   const dir = mkdtempSync(join(tmpdir(), 'spindle-bench-pgscale-'));
   try {
-    mkdirSync(join(dir, 'sqlite'));
-    mkdirSync(join(dir, 'postgres'));
-    const sqlite = await measureBackend(join(dir, 'sqlite'), opts, 1, want.storm);
-    const pg = await measureBackend(join(dir, 'postgres'), opts, pgServers, want.storm, cluster.uri(await cluster.createDatabase()));
+    const sqliteFleet = await buildFleet(join(dir, 'sqlite'), opts, 1);
+    const pgFleet = await buildFleet(join(dir, 'postgres'), opts, pgServers, cluster.uri(await cluster.createDatabase()));
+    // Cold starts alternate between the backends, so both see the same machine.
+    const sqlite: BackendFigures = { coldStartsMs: [], seedMs: sqliteFleet.seedMs };
+    const pg: BackendFigures = { coldStartsMs: [], seedMs: pgFleet.seedMs };
+    for (let i = 0; i < opts.coldStarts; i++) {
+      sqlite.coldStartsMs.push(await coldStart(sqliteFleet));
+      pg.coldStartsMs.push(await coldStart(pgFleet));
+    }
+    if (want.storm) {
+      sqlite.storm = await stormFleet(sqliteFleet, opts);
+      pg.storm = await stormFleet(pgFleet, opts);
+    }
     const data = `${opts.entries.toLocaleString('en-US')} entries, ${opts.agents.toLocaleString('en-US')} agents`;
     const rows: Row[] = [];
     if (want.coldStart) {

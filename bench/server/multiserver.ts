@@ -8,16 +8,9 @@
 import { benchCrossPropagation, CROSS_PROPAGATION_DEFAULTS, CROSS_PROPAGATION_QUICK } from '../scenarios/propagation-cross.js';
 import { benchPostgresScale, POSTGRES_SCALE_DEFAULTS, POSTGRES_SCALE_QUICK } from '../scenarios/postgres-scale.js';
 import { printTable, type Row } from '../table.js';
-import { isSelected, type ServerBenchValues } from './scenarios.js';
+import { int, isSelected, type ServerBenchValues } from './scenarios.js';
 
 export const MULTISERVER_SCENARIOS = ['coldstart-postgres', 'storm-postgres', 'propagation-cross'] as const;
-
-function int(v: string | undefined, fallback: number, flag: string): number {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${flag} must be a positive integer, got ${JSON.stringify(v)}`);
-  return n;
-}
 
 async function table(name: string, title: string, run: () => Promise<Row[]>): Promise<Row[]> {
   console.log(`\n${title}`);
