@@ -9,14 +9,13 @@
  * - a burst of `burst` entries in one BatchCreateEntry call: time until all are delivered and
  *   the p99 of per-entry delivery.
  */
-import { credentials, Metadata, type ClientReadableStream } from '@grpc/grpc-js';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SpiffeWorkloadAPIClient, type X509SVIDResponse } from '../../proto/gen/workload/workload.js';
 import { certificatesToPem } from '../../spiffe/pem.js';
 import { BenchAdmin, type BenchEntry } from '../server/admin.js';
 import { startBenchAgent, startBenchServer, type BenchAgent, type BenchServer } from '../server/proc.js';
+import { watchWorkload, type WorkloadWatch } from '../server/workloadwatch.js';
 import { ms, percentile } from '../stats.js';
 import type { Row } from '../table.js';
 
@@ -35,8 +34,7 @@ export async function benchPropagation(opts: PropagationOptions): Promise<Row[]>
   let server: BenchServer | undefined;
   let agent: BenchAgent | undefined;
   let admin: BenchAdmin | undefined;
-  let stream: ClientReadableStream<X509SVIDResponse> | undefined;
-  let wl: InstanceType<typeof SpiffeWorkloadAPIClient> | undefined;
+  let watch: WorkloadWatch | undefined;
   try {
     server = await startBenchServer({ dir: join(dir, 'server') });
     admin = new BenchAdmin(server.socketPath);
@@ -53,44 +51,10 @@ export async function benchPropagation(opts: PropagationOptions): Promise<Row[]>
     agent = await startBenchAgent({ dir: agentDir, server, joinToken: token, bundlePem });
 
     // The workload's stream: remember when each SPIFFE ID was first seen.
-    const firstSeen = new Map<string, number>();
-    let waiter: { ids: Set<string>; done: () => void } | undefined;
-    const check = (): void => {
-      if (!waiter) return;
-      for (const id of waiter.ids) if (!firstSeen.has(id)) return;
-      const w = waiter;
-      waiter = undefined;
-      w.done();
-    };
-    wl = new SpiffeWorkloadAPIClient(`unix:${agent.socketPath}`, credentials.createInsecure(), { 'grpc.max_receive_message_length': 256 * 1024 * 1024 });
-    const md = new Metadata();
-    md.set('workload.spiffe.io', 'true');
-    stream = wl.fetchX509Svid({}, md) as ClientReadableStream<X509SVIDResponse>;
-    let streamError: Error | undefined;
-    stream.on('data', (resp: X509SVIDResponse) => {
-      const t = performance.now();
-      for (const s of resp.svids) if (!firstSeen.has(s.spiffeId)) firstSeen.set(s.spiffeId, t);
-      check();
-    });
-    stream.on('error', (err: Error) => {
-      streamError = err;
-    });
-    const delivered = (ids: string[]): Promise<void> =>
-      new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiter = undefined;
-          const missing = ids.filter((id) => !firstSeen.has(id)).length;
-          reject(new Error(`${missing} of ${ids.length} entries not delivered to the workload stream in ${DELIVERY_TIMEOUT_MS} ms${streamError ? ` (stream error: ${streamError.message})` : ''}`));
-        }, DELIVERY_TIMEOUT_MS);
-        waiter = {
-          ids: new Set(ids),
-          done: () => {
-            clearTimeout(timer);
-            resolve();
-          },
-        };
-        check();
-      });
+    const w = watchWorkload(agent.socketPath);
+    watch = w;
+    const { firstSeen } = w;
+    const delivered = (ids: string[]): Promise<void> => w.delivered(ids, DELIVERY_TIMEOUT_MS);
     await delivered([entry('initial').spiffeId]);
 
     const seq: number[] = [];
@@ -119,8 +83,7 @@ export async function benchPropagation(opts: PropagationOptions): Promise<Row[]>
       { figure: `burst of ${opts.burst}: per-entry delivery p99`, measured: ms(percentile(perEntry, 99)), target: '<= 2,000 ms', baseline: `p50 ${ms(percentile(perEntry, 50))}`, pass: percentile(perEntry, 99) <= 2000 },
     ];
   } finally {
-    stream?.cancel();
-    wl?.close();
+    watch?.close();
     admin?.close();
     await agent?.stop();
     await server?.stop();

@@ -38,7 +38,8 @@ export function isSelected(values: { only?: string }, name: string): boolean {
   return values.only.split(',').map((s) => s.trim()).includes(name);
 }
 
-function int(v: string | undefined, fallback: number, flag: string): number {
+/** A positive integer option's value, or `fallback` when it is not given. */
+export function int(v: string | undefined, fallback: number, flag: string): number {
   if (v === undefined) return fallback;
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new Error(`--${flag} must be a positive integer, got ${JSON.stringify(v)}`);

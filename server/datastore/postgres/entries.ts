@@ -5,7 +5,7 @@
  * (children aggregated in SQL), so it reads one snapshot. Duplicates (same spiffeId + parentId
  * + selector set) are found through identity_hash inside the write transaction.
  */
-import { isSpiffeId, type TrustDomain } from '../../../spiffe/id.js';
+import { isSpiffeId, type SpiffeId, type TrustDomain } from '../../../spiffe/id.js';
 import { checkEntryId, checkInt, createdEntry, checkString, describe, invalid, normalizeEntry, type NormalizedEntry } from '../checks.js';
 import { checkEntryFilter } from '../filters.js';
 import { newEntryId } from '../ids.js';
@@ -51,6 +51,9 @@ export const ENTRY_COLUMNS =
   "coalesce((SELECT json_agg(d.name ORDER BY d.position)::text FROM entry_dns_names d WHERE d.entry_pk = e.pk), '[]'), " +
   "CASE WHEN e.federates_count = 0 THEN '[]' ELSE (SELECT json_agg(f.trust_domain ORDER BY f.trust_domain)::text " +
   'FROM entry_federates_with f WHERE f.entry_pk = e.pk) END';
+
+/** listAllEntries' row: EntryRow without the child lists. */
+type LoadRow = [pk: number, id: string, spiffeId: string, parentId: string, x509SvidTtl: number, jwtSvidTtl: number, admin: boolean, downstream: boolean, hint: string, entryExpiry: number, revisionNumber: number, createdAt: number, updatedAt: number, selectors: string];
 
 export function entryFromRow(r: EntryRow): RegistrationEntry {
   const [, id, spiffeId, parentId] = r;
@@ -338,8 +341,64 @@ export class PostgresEntries {
     });
   }
 
+  /**
+   * Every entry (the server's cold start loads 100k and more through this): three statements in
+   * one snapshot instead of ENTRY_COLUMNS' two correlated subqueries per row, the child tables
+   * each read in one scan (both are empty or small in most deployments) and merged by pk, no
+   * JSON text per row for empty lists, and each distinct parent ID checked once.
+   */
   async listAllEntries(): Promise<RegistrationEntry[]> {
-    return this.c.read('list all entries', async (q) => (await q.rows<EntryRow>(`SELECT ${ENTRY_COLUMNS} FROM entries e`)).map(entryFromRow));
+    return this.c.read(
+      'list all entries',
+      async (q) => {
+        const dns = new Map<number, string[]>();
+        for (const [pk, name] of await q.rows<[number, string]>('SELECT entry_pk, name FROM entry_dns_names ORDER BY entry_pk, position')) {
+          const names = dns.get(pk);
+          if (names === undefined) dns.set(pk, [name]);
+          else names.push(name);
+        }
+        const federates = new Map<number, TrustDomain[]>();
+        for (const [pk, td] of await q.rows<[number, TrustDomain]>('SELECT entry_pk, trust_domain FROM entry_federates_with ORDER BY entry_pk, trust_domain')) {
+          const tds = federates.get(pk);
+          if (tds === undefined) federates.set(pk, [td]);
+          else tds.push(td);
+        }
+        const rows = await q.rows<LoadRow>(
+          'SELECT e.pk, e.id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.admin, e.downstream, e.hint, ' +
+            'e.entry_expiry, e.revision_number, e.created_at, e.updated_at, e.selectors_key FROM entries e',
+        );
+        // Parent IDs repeat (many entries per agent): check each distinct one once.
+        const validParents = new Set<string>();
+        const out: RegistrationEntry[] = new Array(rows.length);
+        for (let i = 0; i < rows.length; i++) {
+          const r = rows[i]!;
+          const [pk, id, spiffeId, parentId] = r;
+          if (!isSpiffeId(spiffeId) || !(validParents.has(parentId) || isSpiffeId(parentId))) {
+            throw new DataStoreError('io', `postgres datastore: stored entry ${describe(id)} has an invalid SPIFFE ID`);
+          }
+          validParents.add(parentId);
+          out[i] = {
+            id,
+            spiffeId,
+            parentId: parentId as SpiffeId,
+            selectors: selectorsFromKey(r[13]),
+            x509SvidTtl: r[4],
+            jwtSvidTtl: r[5],
+            dnsNames: dns.get(pk) ?? [],
+            federatesWith: federates.get(pk) ?? [],
+            admin: r[6],
+            downstream: r[7],
+            hint: r[8],
+            entryExpiry: r[9],
+            revisionNumber: r[10],
+            createdAt: r[11],
+            updatedAt: r[12],
+          };
+        }
+        return out;
+      },
+      true,
+    );
   }
 
   async listEntries(filter?: EntryFilter, page?: Page): Promise<Paged<RegistrationEntry>> {
