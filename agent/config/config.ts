@@ -15,6 +15,12 @@
  *   resolves against the working directory); enums are normalized (log_level upper case,
  *   log_format lower case); join tokens are trimmed and must look like the UUIDs
  *   `spindle-server token generate` prints (their values are never echoed in errors).
+ * - `server_address` / `-serverAddress`: one host as in SPIRE, or a comma-separated list of
+ *   servers sharing one datastore (`host`, `host:port`, `[ipv6]`, `[ipv6]:port`; one address
+ *   family; names only as one DNS name), parsed by agent/client/serveraddress.ts into
+ *   `servers` (elements without a port take `server_port`). Spindle extension:
+ *   `agent.server_max_connection_age` (a duration, default 10m, 0 off), how long the agent keeps
+ *   one server connection before choosing again (only with several servers or a DNS name).
  * - Defaults that differ from SPIRE: `server_address` is 127.0.0.1 (SPIRE requires it) so a
  *   local agent next to a local server needs no setting; `server_port` is 8081 (SPIRE has no
  *   default); data_dir is ./.data (SPIRE's is the working directory).
