@@ -153,6 +153,11 @@ export class SyncClient {
     this.#stream = stream;
     this.#successor = undefined;
     old?.cancel();
+    // The old stream may have failed meanwhile: the successor is its reconnection.
+    if (this.#reconnectTimer) {
+      clearTimeout(this.#reconnectTimer);
+      this.#reconnectTimer = undefined;
+    }
     if (peer !== undefined && this.#peer !== undefined && peer !== this.#peer) {
       this.#log.info({ server: peer, previous: this.#peer }, `moved the sync stream to spindle-server at ${peer} from ${this.#peer} (new connection opened before the old one was closed)`);
     }
@@ -195,6 +200,7 @@ export class SyncClient {
         // The current stream goes on; the next reconnect() or its loss tries again.
         this.#successor = undefined;
         if (!this.#stopped) this.#log.warn({ code: err.code, details: this.#h.describeError?.(err) ?? err.details }, 'could not open the sync stream on the new server connection; keeping the current one');
+        this.#successorGone();
         return;
       }
       if (this.#stream !== stream) return;
@@ -229,6 +235,7 @@ export class SyncClient {
     stream.on('end', () => {
       if (stream === this.#successor) {
         this.#successor = undefined;
+        this.#successorGone();
         return;
       }
       if (this.#stream === stream && !this.#stopped) {
@@ -241,6 +248,13 @@ export class SyncClient {
         this.#scheduleReconnect(delay);
       }
     });
+  }
+
+  /** The successor failed: if the current stream was lost meanwhile and nothing is scheduled, reconnect. */
+  #successorGone(): void {
+    if (this.#stopped || this.#stream !== undefined || this.#reconnectTimer) return;
+    this.#scheduleReconnect(this.#backoff.ms);
+    this.#backoff.grow();
   }
 
   #scheduleReconnect(ms: number): void {
