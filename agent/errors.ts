@@ -72,7 +72,7 @@ export async function checkAgentCanStart(config: AgentConfig): Promise<void> {
 
 /** Where the agent is talking to and with what, for the messages below. */
 export interface ServerErrorContext {
-  /** host:port of the server. */
+  /** host:port of the server, or of every server when server_address lists several (`a:p, b:p`). */
   address: string;
   trustDomain: string;
   /** The bundle the server was verified with: the -trustBundle file or the stored bundle. */
@@ -118,6 +118,9 @@ export function describeServerError(err: unknown, ctx: ServerErrorContext): stri
           : code === GrpcStatus.DEADLINE_EXCEEDED || /ETIMEDOUT/.test(details)
             ? 'no answer in time'
             : 'no connection';
+      if (ctx.address.includes(', ')) {
+        return `cannot reach any spindle-server at ${ctx.address} (${why}): check that at least one of them is running and that -serverAddress / server_address and -serverPort / server_port point at them`;
+      }
       return `cannot reach spindle-server at ${ctx.address} (${why}): check that it is running and that -serverAddress / server_address and -serverPort / server_port point at it`;
     }
   }

@@ -11,6 +11,7 @@ import { checkAgentCanStart, describeServerError, EXIT_MUST_REATTEST, mustReatte
 import { checkSafeDirectory } from '../common/safedir.js';
 import { buildAgentPlugins, type AgentAttestorPlugins } from './plugins.js';
 import { AgentIdentity } from './attest/identity.js';
+import { formatServerAddresses, hasAlternatives } from './client/serveraddress.js';
 import { AgentManager } from './manager/manager.js';
 import { startAgentEndpoint } from './endpoints/endpoint.js';
 import type { AgentConfig } from './config/types.js';
@@ -76,7 +77,9 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     await checkAgentCanStart(config);
     if (!locked) lockDir();
     const { nodeAttestor, workloadAttestors } = buildAgentPlugins(config, { ...(opts.env ? { env: opts.env } : {}), logger }, opts.attestors);
-    const address = `${config.serverAddress.includes(':') ? `[${config.serverAddress}]` : config.serverAddress}:${config.serverPort}`;
+    // Messages name every server the agent may use: `127.0.0.1:8081, 127.0.0.2:8081`.
+    const address = formatServerAddresses(config.servers);
+    const alternatives = hasAlternatives(config.servers);
     const describe = (err: unknown): string =>
       describeServerError(err, {
         address,
@@ -93,7 +96,8 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
       identity = await AgentIdentity.start({
         dataDir: config.dataDir,
         trustDomain: config.trustDomain,
-        address: { host: config.serverAddress, port: config.serverPort },
+        addresses: config.servers,
+        maxConnectionAgeMs: config.serverMaxConnectionAge * 1000,
         attestor: nodeAttestor,
         ...(trustBundle ? { trustBundle } : {}),
         insecureBootstrap: config.insecureBootstrap,
@@ -128,6 +132,7 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
       logger: logger.child({ subsystem: 'manager' }),
       onRefused,
       describeError: describe,
+      failoverRetries: identity.failoverRetries,
     });
     cleanups.push(() => manager.stop());
     identity.onConnectionChange(() => manager.reconnect());
@@ -175,7 +180,10 @@ export async function startAgent(config: AgentConfig, opts: StartAgentOptions = 
     });
     cleanups.push(() => telemetry.close());
 
-    logger.info({ agent_id: identity.agentId, socket_path: config.socketPath, server: `${config.serverAddress}:${config.serverPort}` }, 'spindle-agent is ready');
+    logger.info(
+      { agent_id: identity.agentId, socket_path: config.socketPath, server: address, ...(alternatives ? { server_max_connection_age_s: config.serverMaxConnectionAge } : {}) },
+      'spindle-agent is ready',
+    );
     return { config, logger, manager, identity, stop, exited };
   } catch (err) {
     await stop();

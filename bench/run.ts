@@ -2,7 +2,7 @@
  * `npm run bench`: runs the benchmarks and prints each figure next to its target and a baseline
  * measured in the same run: one table per scenario, then a summary of every row with a target.
  * Options: --only a,b (issuance, issuance-api, propagation, scale, admin, admin-postgres, cli, fanout, rotation,
- * memory, agent-restart, coldstart-postgres, storm-postgres, propagation-cross), --quick (small sizes), --seconds N (per in-process figure, default 3), --csrs N,
+ * memory, agent-restart, failover, coldstart-postgres, storm-postgres, propagation-cross), --quick (small sizes), --seconds N (per in-process figure, default 3), --csrs N,
  * sizes (--entries, --agents, --burst, --workloads, --client-procs, --rotations) and profiling
  * (--server-cpu-prof DIR, --agent-cpu-prof DIR). Benchmarks never run inside `npm test`.
  */
@@ -13,6 +13,7 @@ import { isSelected, runServerScenarios, SERVER_BENCH_OPTIONS } from './server/s
 import { AGENT_BENCH_OPTIONS, runAgentScenarios } from './scenarios/fanout.js';
 import { benchAgentRestart } from './scenarios/agentrestart.js';
 import { runMultiServerScenarios } from './server/multiserver.js';
+import { benchFailover } from './scenarios/failover.js';
 
 const { values } = parseArgs({
   options: { seconds: { type: 'string', default: '3' }, csrs: { type: 'string', default: '200' }, ...SERVER_BENCH_OPTIONS, ...AGENT_BENCH_OPTIONS },
@@ -47,6 +48,17 @@ if (isSelected(values, 'agent-restart')) {
   }
   printTable(restart);
   rows.push(...restart);
+}
+if (isSelected(values, 'failover')) {
+  console.log('\nServer failover (two servers on one PostgreSQL database, SIGKILL of the one every agent uses):');
+  let failover: Row[];
+  try {
+    failover = await benchFailover({ agents: values.quick === true ? 10 : 30 });
+  } catch (err) {
+    failover = [{ figure: 'failover: scenario failed', measured: `error: ${(err as Error).message.split('\n')[0]}`, target: '-', baseline: '-', pass: false }];
+  }
+  printTable(failover);
+  rows.push(...failover);
 }
 
 // Several servers on one PostgreSQL (--only coldstart-postgres,storm-postgres,propagation-cross).

@@ -26,7 +26,9 @@ import { parseBundle } from '../../spiffe/bundle.js';
 import { createCsr, parseCertificate } from '../../spiffe/x509/index.js';
 import type { AgentNodeAttestor } from '../../attestors/node/types.js';
 import type { RenewAgentResponse, GetBundleResponse } from '../../proto/gen/spindle/agent/v1/agent.js';
-import { attestAgent, connectAgentApi, type AgentApiConnection, type ServerAddress } from '../client/serverclient.js';
+import { randomInt } from 'node:crypto';
+import { attestAgent, connectAgentApi, retryUnavailable, type AgentApiConnection, type ServerAddress } from '../client/serverclient.js';
+import { connectionOrder, formatServerAddresses, hasAlternatives } from '../client/serveraddress.js';
 
 export interface AgentIdentityLogger {
   info(obj: object, msg: string): void;
@@ -55,7 +57,11 @@ function writeAtomic(path: string, data: string, mode: number): void {
 export class AgentIdentity {
   readonly #dir: string;
   readonly #td: TrustDomain;
-  readonly #address: ServerAddress;
+  /** The servers (server_address); one channel over all of them (agent/client/serveraddress.ts). */
+  readonly #addresses: readonly ServerAddress[];
+  /** Longest life of a connection before it is replaced (to spread agents over the servers); 0: never. */
+  readonly #maxConnectionAgeMs: number;
+  #ageTimer: NodeJS.Timeout | undefined;
   readonly #log: AgentIdentityLogger;
   readonly #now: () => Date;
   #state!: State;
@@ -75,7 +81,9 @@ export class AgentIdentity {
   private constructor(opts: {
     dataDir: string;
     trustDomain: TrustDomain;
-    address: ServerAddress;
+    address?: ServerAddress;
+    addresses?: readonly ServerAddress[];
+    maxConnectionAgeMs?: number;
     logger: AgentIdentityLogger;
     now?: () => Date;
     attestor: AgentNodeAttestor | undefined;
@@ -85,7 +93,9 @@ export class AgentIdentity {
     this.#describe = opts.describeError ?? ((err) => (err as Error).message);
     this.#dir = opts.dataDir;
     this.#td = opts.trustDomain;
-    this.#address = opts.address;
+    this.#addresses = opts.addresses ?? (opts.address ? [opts.address] : []);
+    if (this.#addresses.length === 0) throw new Error('AgentIdentity: no server address');
+    this.#maxConnectionAgeMs = opts.maxConnectionAgeMs ?? 0;
     this.#log = opts.logger;
     this.#now = opts.now ?? (() => new Date());
   }
@@ -97,7 +107,15 @@ export class AgentIdentity {
   static async start(opts: {
     dataDir: string;
     trustDomain: TrustDomain;
-    address: ServerAddress;
+    /** One server (as `addresses: [address]`). */
+    address?: ServerAddress;
+    /** The servers of server_address, any of which will do (agent/client/serveraddress.ts). */
+    addresses?: readonly ServerAddress[];
+    /**
+     * Replace the connection after at most this long (a random 75-100% of it), choosing among
+     * the servers again with the one in use last; 0 (default) never. Only with alternatives.
+     */
+    maxConnectionAgeMs?: number;
     attestor: AgentNodeAttestor | undefined;
     /** PEM of a trust bundle given by the operator (-trustBundle). */
     trustBundlePem?: string;
@@ -135,6 +153,7 @@ export class AgentIdentity {
       id.#state = await id.#attest(opts.attestor, bundle);
     }
     id.#conn = id.#connect();
+    id.#scheduleAge();
     id.#schedule();
     return id;
   }
@@ -168,7 +187,12 @@ export class AgentIdentity {
     return this.#conn;
   }
 
-  /** Called after the connection was replaced (renewed SVID or new bundle). */
+  /** How often a call that failed with UNAVAILABLE is tried again (the channel moves to another server): 0 with one server. */
+  get failoverRetries(): number {
+    return hasAlternatives(this.#addresses) ? Math.max(2, this.#addresses.length) : 0;
+  }
+
+  /** Called after the connection was replaced (renewed SVID, new bundle, or its maximum age). */
   onConnectionChange(listener: () => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
@@ -195,10 +219,17 @@ export class AgentIdentity {
     for (const f of [FILES.svid, FILES.key, FILES.data]) rmSync(join(this.#dir, f), { force: true });
   }
 
+  /** The servers, as messages name them: `127.0.0.1:8081, 127.0.0.2:8081`. */
+  get servers(): string {
+    return formatServerAddresses(this.#addresses);
+  }
+
   stop(): void {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
+    if (this.#ageTimer) clearTimeout(this.#ageTimer);
+    this.#ageTimer = undefined;
     this.#conn?.close();
     for (const c of this.#retired) c.close();
     this.#retired.clear();
@@ -227,7 +258,7 @@ export class AgentIdentity {
 
   async #fetchBundleInsecurely(): Promise<Buffer[]> {
     this.#log.warn({}, 'insecure bootstrap: trusting the bundle the server sends without verifying the server');
-    const conn = connectAgentApi({ address: this.#address, trustDomain: this.#td, insecure: true });
+    const conn = connectAgentApi({ addresses: connectionOrder(this.#addresses), trustDomain: this.#td, insecure: true });
     try {
       const res = await new Promise<GetBundleResponse>((resolve, reject) =>
         conn.client.getBundle({}, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) => (err ? reject(err) : resolve(r!))),
@@ -240,7 +271,7 @@ export class AgentIdentity {
 
   async #attest(attestor: AgentNodeAttestor, bundle: Buffer[]): Promise<State> {
     const keys = await generateKeyPair('ec-p256');
-    const conn = connectAgentApi({ address: this.#address, trustDomain: this.#td, bundle });
+    const conn = connectAgentApi({ addresses: connectionOrder(this.#addresses), trustDomain: this.#td, bundle });
     try {
       const res = await attestAgent(conn.client, {
         type: attestor.name,
@@ -257,19 +288,26 @@ export class AgentIdentity {
     }
   }
 
-  #connect(): AgentApiConnection {
+  /** A new connection over every server, in random order but for `place` (the server to try first or last). */
+  #connect(place: { first?: string | undefined; last?: string | undefined } = {}): AgentApiConnection {
     return connectAgentApi({
-      address: this.#address,
+      addresses: connectionOrder(this.#addresses, place),
       trustDomain: this.#td,
       bundle: this.#state.bundle,
       svid: { chain: this.#state.chain, privateKeyPem: privateKeyToPem(exportPrivateKeyPkcs8(this.#state.privateKey)) },
     });
   }
 
-  #replaceConnection(): void {
+  /**
+   * Replaces the connection: the listeners (the sync stream) move to the new one, opening their
+   * stream there before they close the old. A renewed SVID or a new bundle keeps to the server in
+   * use (`move` false: it is tried first); the maximum age moves away from it (tried last).
+   */
+  #replaceConnection(move = false): void {
     if (this.#stopped) return;
     const old = this.#conn;
-    this.#conn = this.#connect();
+    this.#conn = this.#connect(move ? { last: old.peer } : { first: old.peer });
+    this.#scheduleAge();
     for (const l of this.#listeners) l();
     // Let in-flight calls on the old channel finish (stop() closes it sooner).
     this.#retired.add(old);
@@ -277,6 +315,26 @@ export class AgentIdentity {
       this.#retired.delete(old);
       old.close();
     }, 10_000).unref();
+  }
+
+  /**
+   * The connection's maximum age: a random 75-100% of max_connection_age (so a fleet does not
+   * move in step), then a new connection that tries the other servers first. Agents that all
+   * failed over to one server thus spread again over the servers once the others are back.
+   */
+  #scheduleAge(): void {
+    if (this.#ageTimer) clearTimeout(this.#ageTimer);
+    this.#ageTimer = undefined;
+    if (this.#stopped || this.#maxConnectionAgeMs <= 0 || !hasAlternatives(this.#addresses)) return;
+    const max = this.#maxConnectionAgeMs;
+    const delay = Math.min(max - randomInt(0, Math.max(1, Math.floor(max / 4))), 2 ** 31 - 1);
+    this.#ageTimer = setTimeout(() => {
+      this.#ageTimer = undefined;
+      if (this.#stopped) return;
+      this.#log.info({ server: this.#conn.peer, max_connection_age_ms: max }, 'the server connection reached its maximum age; connecting again, to another server if one answers');
+      this.#replaceConnection(true);
+    }, delay);
+    this.#ageTimer.unref();
   }
 
   #schedule(delayMs?: number): void {
@@ -322,10 +380,14 @@ export class AgentIdentity {
         return;
       }
       const keys = await generateKeyPair('ec-p256');
-      const res = await new Promise<RenewAgentResponse>((resolve, reject) =>
-        this.#conn.client.renewAgent({ csr: createCsr(keys.privateKey) }, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) =>
-          err ? reject(err) : resolve(r!),
-        ),
+      const csr = createCsr(keys.privateKey);
+      // A server that goes away under the call: the channel moves to another one (several servers).
+      const res = await retryUnavailable(
+        () =>
+          new Promise<RenewAgentResponse>((resolve, reject) =>
+            this.#conn.client.renewAgent({ csr }, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) => (err ? reject(err) : resolve(r!))),
+          ),
+        this.failoverRetries,
       );
       this.#state = { ...this.#state, chain: res.svid!.certChain, privateKey: keys.privateKey };
       this.#save(this.#state);

@@ -12,7 +12,7 @@ function addFlags(cmd: Command): Command {
     .addOption(new Option('--config <file>', 'Path to a SPIRE agent config file (HCL as SPIRE writes it, YAML or JSON)'))
     .addOption(new Option('--expandEnv', 'Expand $VARIABLES in the config file'))
     .addOption(new Option('--trustDomain <name>', 'The trust domain of this agent'))
-    .addOption(new Option('--serverAddress <host>', 'Address of spindle-server'))
+    .addOption(new Option('--serverAddress <host>', 'Address of spindle-server, or a comma-separated list of servers (host, host:port, [ipv6]:port)'))
     .addOption(new Option('--serverPort <port>', 'Port of spindle-server (default 8081)'))
     .addOption(new Option('--socketPath <path>', 'Workload API socket (default /tmp/spindle-agent/public/api.sock)'))
     .addOption(new Option('--dataDir <dir>', 'Directory for the agent SVID, key and bundle (default ./.data)'))

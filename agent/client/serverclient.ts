@@ -5,7 +5,7 @@
  * `spiffe://<td>/spire/server` (checked here instead of a hostname). Once attested, the agent
  * presents its own SVID as the TLS client certificate.
  */
-import { ChannelCredentials, credentials, Metadata, type ClientDuplexStream, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { ChannelCredentials, credentials, Metadata, status as GrpcStatus, type ClientDuplexStream, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import type { PeerCertificate } from 'node:tls';
 import {
   AgentAPIClient,
@@ -19,23 +19,22 @@ import type { TrustDomain } from '../../spiffe/id.js';
 import { serverIdOf } from '../../common/spireids.js';
 import { certificatesToPem } from '../../spiffe/pem.js';
 import { parseCertificate } from '../../spiffe/x509/index.js';
+import { channelTarget, type ServerAddress } from './serveraddress.js';
 
-export interface ServerAddress {
-  host: string;
-  port: number;
-}
+export type { ServerAddress } from './serveraddress.js';
 
 export interface AgentApiConnection {
   client: AgentAPIClient;
   close(): void;
+  /**
+   * The server this connection was last seen to use (`host:port`, from a call's peer), set by
+   * whoever makes calls on it (the sync stream); undefined until then.
+   */
+  peer?: string | undefined;
 }
 
 /** Largest message the agent accepts from the server (a snapshot of thousands of entries). */
 export const MAX_SERVER_MESSAGE_BYTES = 64 * 1024 * 1024;
-
-function target(addr: ServerAddress): string {
-  return addr.host.includes(':') ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;
-}
 
 /** checkServerIdentity replacement: the server's leaf must be `spiffe://<td>/spire/server`. */
 export function serverIdentityCheck(td: TrustDomain): (host: string, cert: PeerCertificate) => Error | undefined {
@@ -54,12 +53,16 @@ export function serverIdentityCheck(td: TrustDomain): (host: string, cert: PeerC
 }
 
 /**
- * Connects to the agent API. `bundle`: our trust domain's X.509 authorities (DER).
+ * Connects to the agent API. `addresses`: the servers, in the order to try them (see
+ * serveraddress.ts: one channel over all of them, `pick_first`); one server as before.
+ * `bundle`: our trust domain's X.509 authorities (DER).
  * `svid`: the agent's SVID chain and PKCS#8 key PEM, once it has one.
  * `insecure`: skip verifying the server (only for `-insecureBootstrap`, to fetch the bundle).
  */
 export function connectAgentApi(opts: {
-  address: ServerAddress;
+  /** One server (as `addresses: [address]`). */
+  address?: ServerAddress;
+  addresses?: readonly ServerAddress[];
   trustDomain: TrustDomain;
   bundle?: readonly Buffer[];
   svid?: { chain: readonly Buffer[]; privateKeyPem: string };
@@ -76,7 +79,9 @@ export function connectAgentApi(opts: {
     opts.svid ? Buffer.from(certificatesToPem(opts.svid.chain)) : null,
     verify,
   );
-  const client = new AgentAPIClient(target(opts.address), creds, {
+  const { target, options } = channelTarget(opts.addresses ?? (opts.address ? [opts.address] : []));
+  const client = new AgentAPIClient(target, creds, {
+    ...options,
     // The server is identified by its SPIFFE ID (checkServerIdentity above), not by a host name;
     // a fixed TLS server name also avoids sending an IP address as SNI.
     'grpc.ssl_target_name_override': 'spindle-server',
@@ -128,6 +133,22 @@ export function attestAgent(
     });
     call.write({ step: { $case: 'params', value: { data: { type: params.type, payload: params.payload }, csr: params.csr } } });
   });
+}
+
+/**
+ * Runs `call` and, while it fails with UNAVAILABLE (the server went away under it), runs it again
+ * up to `retries` more times, `delayMs` apart: the channel has moved to another server by then
+ * (serveraddress.ts). With one server `retries` is 0 and the first failure is returned.
+ */
+export async function retryUnavailable<T>(call: () => Promise<T>, retries: number, delayMs = 250): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (attempt >= retries || (err as Partial<ServiceError>).code !== GrpcStatus.UNAVAILABLE) throw err;
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
+  }
 }
 
 export function syncAuthorized(client: AgentAPIClient, req: Partial<SyncAuthorizedRequest> = {}): ClientReadableStream<SyncAuthorizedResponse> {

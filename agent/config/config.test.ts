@@ -123,6 +123,8 @@ const FULL_EXPECTED: unknown = {
   trustDomain: 'example.org',
   serverAddress: 'spindle-server.internal',
   serverPort: 9081,
+  servers: [{ host: 'spindle-server.internal', port: 9081 }],
+  serverMaxConnectionAge: 600,
   socketPath: '/run/spindle/agent.sock',
   dataDir: '/var/lib/spindle-agent',
   logLevel: 'DEBUG',
@@ -361,6 +363,43 @@ test('bad flag values name the flag', () => {
   rejects(TD, 'config: -serverPort: expected an integer between 1 and 65535, got 0', { serverPort: 0 });
 });
 
+test('server_address and -serverAddress take a comma-separated list of servers', () => {
+  // -serverAddress 127.0.0.1,127.0.0.2 -serverPort 8082: both on port 8082.
+  const c = parse(TD, { serverAddress: '127.0.0.1, 127.0.0.2', serverPort: '8082' });
+  assert.equal(c.serverAddress, '127.0.0.1,127.0.0.2');
+  assert.deepEqual(c.servers, [
+    { host: '127.0.0.1', port: 8082 },
+    { host: '127.0.0.2', port: 8082 },
+  ]);
+  // In the file, with a port per element and bracketed IPv6; the flag wins over the file.
+  assert.deepEqual(parse(withAgent({ server_address: '[::1]:9001,[::2]', server_port: 9000 })).servers, [
+    { host: '::1', port: 9001 },
+    { host: '::2', port: 9000 },
+  ]);
+  assert.deepEqual(parse(withAgent({ server_address: '10.0.0.1,10.0.0.2' }), { serverAddress: '10.0.0.3' }).servers, [{ host: '10.0.0.3', port: 8081 }]);
+  // One host is as before; the default is 127.0.0.1:8081.
+  assert.deepEqual(parse(withAgent({ server_address: 'spire-server' })).servers, [{ host: 'spire-server', port: 8081 }]);
+  assert.deepEqual(parse(TD).servers, [{ host: '127.0.0.1', port: 8081 }]);
+  // Errors name the key or flag and the element.
+  rejects(withAgent({ server_address: '127.0.0.1,,127.0.0.2' }), 'config: agent.server_address: element 2 of the comma-separated list is empty, got "127.0.0.1,,127.0.0.2"');
+  rejects(TD, 'config: -serverAddress: bad port in "127.0.0.2:99999": expected an integer between 1 and 65535', { serverAddress: '127.0.0.1,127.0.0.2:99999' });
+  rejects(
+    withAgent({ server_address: '127.0.0.1,server-b' }),
+    'config: agent.server_address: a list of several servers must be IP addresses, got the host name "server-b"; for servers found by name, give one DNS name that resolves to all of them',
+  );
+  rejects(withAgent({ server_address: '127.0.0.1,::1' }), 'config: agent.server_address: a list of several servers must be all IPv4 or all IPv6 addresses, not both');
+});
+
+test('server_max_connection_age (Spindle extension): a duration, default 10m, 0 disables', () => {
+  assert.equal(parse(TD).serverMaxConnectionAge, AGENT_DEFAULTS.agent.server_max_connection_age);
+  assert.equal(AGENT_DEFAULTS.agent.server_max_connection_age, 600);
+  assert.equal(parse(withAgent({ server_max_connection_age: '2m30s' })).serverMaxConnectionAge, 150);
+  assert.equal(parse(withAgent({ server_max_connection_age: 0 })).serverMaxConnectionAge, 0);
+  rejects(withAgent({ server_max_connection_age: 'soon' }), problems(withAgent({ server_max_connection_age: 'soon' }))[0]!);
+  assert.match(problems(withAgent({ server_max_connection_age: 'soon' }))[0]!, /^config: agent\.server_max_connection_age: /);
+  assert.match(problems(withAgent({ server_max_connection_age: '200h' }))[0]!, /agent\.server_max_connection_age: must be at most/);
+});
+
 test('-expandEnv expands $VAR in the file from the env passed in', (t) => {
   const dir = tempDir(t);
   const path = join(dir, 'agent.yaml');
@@ -474,7 +513,8 @@ test('every bad agent value names its key', () => {
   const cases: Array<[Record<string, unknown>, string]> = [
     [{ trust_domain: 'Example.org' }, 'config: agent.trust_domain: invalid trust domain "Example.org": trust domain may contain only a-z 0-9 . - _ (uppercase letters are not allowed: "E" at index 0)'],
     [{ server_address: 'not an address!' }, 'config: agent.server_address: expected an IP address or host name, got "not an address!"'],
-    [{ server_address: 'server:8081' }, 'config: agent.server_address: expected an IP address or host name, got "server:8081"'],
+    // host:port is an element of the server list (agent/client/serveraddress.ts); its port is checked.
+    [{ server_address: 'server:0' }, 'config: agent.server_address: bad port in "server:0": expected an integer between 1 and 65535'],
     [{ server_address: 8081 }, 'config: agent.server_address: expected a string, got 8081'],
     [{ server_port: 70000 }, 'config: agent.server_port: expected an integer between 1 and 65535, got 70000'],
     [{ server_port: 'abc' }, 'config: agent.server_port: expected an integer between 1 and 65535, got "abc"'],

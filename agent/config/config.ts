@@ -15,6 +15,12 @@
  *   resolves against the working directory); enums are normalized (log_level upper case,
  *   log_format lower case); join tokens are trimmed and must look like the UUIDs
  *   `spindle-server token generate` prints (their values are never echoed in errors).
+ * - `server_address` / `-serverAddress`: one host as in SPIRE, or a comma-separated list of
+ *   servers sharing one datastore (`host`, `host:port`, `[ipv6]`, `[ipv6]:port`; one address
+ *   family; names only as one DNS name), parsed by agent/client/serveraddress.ts into
+ *   `servers` (elements without a port take `server_port`). Spindle extension:
+ *   `agent.server_max_connection_age` (a duration, default 10m, 0 off), how long the agent keeps
+ *   one server connection before choosing again (only with several servers or a DNS name).
  * - Defaults that differ from SPIRE: `server_address` is 127.0.0.1 (SPIRE requires it) so a
  *   local agent next to a local server needs no setting; `server_port` is 8081 (SPIRE has no
  *   default); data_dir is ./.data (SPIRE's is the working directory).
@@ -52,7 +58,6 @@ import { ConfigReader, loadConfigFile } from '../../common/configfile.js';
 import {
   HEALTH_CHECKS_DEFAULTS,
   TELEMETRY_DEFAULTS,
-  addressAt,
   flagReaderFor,
   kindSections,
   onlyOne,
@@ -71,6 +76,7 @@ import {
 import { isWellFormedJoinToken } from '../../attestors/node/join_token/token.js';
 import { NODE_ATTESTOR_PLUGINS, type NodeAttestorPlugin } from '../../attestors/node/registry.js';
 import { WORKLOAD_ATTESTOR_PLUGINS, type WorkloadAttestorPlugin } from '../../attestors/workload/registry.js';
+import { parseServerAddressList } from '../client/serveraddress.js';
 import { DEFAULT_CONNECTION_LIMITS } from '../endpoints/connlimits.js';
 import { DEFAULT_CALLER_LIMITS } from '../endpoints/limits.js';
 import type { AgentConfig, AgentFlags } from './types.js';
@@ -98,6 +104,12 @@ export const AGENT_DEFAULTS = {
     log_level: 'INFO',
     log_format: 'text',
     insecure_bootstrap: false,
+    /**
+     * Spindle extension (agent/attest/identity.ts): seconds after which (a random 75-100% of it)
+     * the connection to the servers is replaced, trying the other servers first; 0 never. Only
+     * used when server_address names several servers or a DNS name.
+     */
+    server_max_connection_age: 600,
     /** Spindle extensions (agent/endpoints/limits.ts): per-caller limits of the Workload API and SDS; 0 disables one. */
     workload_api_max_streams_per_pid: DEFAULT_CALLER_LIMITS.maxStreamsPerPid,
     workload_api_rate_limit_per_pid: DEFAULT_CALLER_LIMITS.ratePerPid,
@@ -182,8 +194,12 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
   const trustDomain = requiredTrustDomain(root, flagReader, a);
 
   const d = AGENT_DEFAULTS.agent;
-  const serverAddress = pick(addressAt(flagReader, '-serverAddress'), addressAt(a, 'server_address'), d.server_address);
+  const address = parseServerAddress(a, flagReader);
   const serverPort = pick(portAt(flagReader, '-serverPort'), portAt(a, 'server_port'), d.server_port);
+  const serverAddress = address.serverAddress;
+  // Elements without a port of their own take server_port.
+  const servers = address.servers.map((s) => ({ host: s.host, port: s.port === 0 ? serverPort : s.port }));
+  const serverMaxConnectionAge = a.duration('server_max_connection_age', d.server_max_connection_age, { max: 7 * 24 * 3600 });
   const socketPath = pick(socketPathAt(flagReader, '-socketPath', cwd), socketPathAt(a, 'socket_path', cwd), resolve(cwd, d.socket_path));
   const dataDir = pick(pathAt(flagReader, '-dataDir', cwd), pathAt(a, 'data_dir', cwd), resolve(cwd, d.data_dir));
   const { logLevel, logFormat, logFile } = logSettings(flagReader, a, cwd, d);
@@ -206,6 +222,8 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
     trustDomain: trustDomain!,
     serverAddress,
     serverPort,
+    servers,
+    serverMaxConnectionAge,
     socketPath,
     dataDir,
     logLevel,
@@ -226,6 +244,32 @@ export function parseAgentConfig(raw: unknown, flags: AgentFlags, options: Parse
 
 // ---------------------------------------------------------------------------------------------
 // agent section helpers
+
+/**
+ * -serverAddress, else agent.server_address, else the default: one host, or a comma-separated
+ * list of servers (agent/client/serveraddress.ts), each `host`, `host:port`, `[ipv6]` or
+ * `[ipv6]:port`; elements without a port take `server_port`.
+ */
+function parseServerAddress(a: ConfigReader, flags: ConfigReader): { serverAddress: string; servers: AgentConfig['servers'] } {
+  // Port 0: "server_port", filled in by the caller (read after this, so problems keep the keys' order).
+  const port = 0;
+  const read = (r: ConfigReader, key: string): { text: string; servers: AgentConfig['servers'] } | undefined => {
+    const v = r.string(key);
+    if (v === undefined) return undefined;
+    const parsed = parseServerAddressList(v, port);
+    if ('problem' in parsed) {
+      r.problem(key, parsed.problem);
+      return undefined;
+    }
+    return { text: v.split(',').map((x) => x.trim()).join(','), servers: parsed.addresses };
+  };
+  const fromFlag = read(flags, '-serverAddress');
+  const fromFile = read(a, 'server_address');
+  const chosen = fromFlag ?? fromFile;
+  if (chosen) return { serverAddress: chosen.text, servers: chosen.servers };
+  const d = AGENT_DEFAULTS.agent.server_address;
+  return { serverAddress: d, servers: [{ host: d, port }] };
+}
 
 /** The per-caller limits of the Workload API socket (Spindle extensions; 0 disables a limit). */
 function parseWorkloadApiLimits(a: ConfigReader): AgentConfig['workloadApi'] {

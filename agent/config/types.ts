@@ -2,14 +2,20 @@
 import type { ConfigReader } from '../../common/configfile.js';
 import type { LogFormat, LogLevel } from '../../common/logging.js';
 import type { TrustDomain } from '../../spiffe/id.js';
+import type { ServerAddress } from '../client/serveraddress.js';
 import type { ConnectionLimitSettings } from '../endpoints/connlimits.js';
 import type { CallerLimitSettings } from '../endpoints/limits.js';
 
 export interface AgentConfig {
   configPath?: string;
   trustDomain: TrustDomain;
+  /** server_address as given (list elements trimmed, joined with ","). */
   serverAddress: string;
   serverPort: number;
+  /** The servers of server_address, each with its port (server_port unless the element names one). */
+  servers: ServerAddress[];
+  /** Spindle extension: agent.server_max_connection_age in seconds (0: never replace the connection for its age). */
+  serverMaxConnectionAge: number;
   /** Absolute path of the Workload API socket. */
   socketPath: string;
   /** Absolute. Agent SVID, key and bundle live here. */

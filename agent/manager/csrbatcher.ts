@@ -11,7 +11,7 @@ import { exportPrivateKeyPkcs8, generateKeyPair } from '../../spiffe/keys.js';
 import { createCsr } from '../../spiffe/x509/index.js';
 import type { Entry } from '../../proto/gen/spindle/types/v1/types.js';
 import type { BatchNewX509SVIDResponse } from '../../proto/gen/spindle/agent/v1/agent.js';
-import type { AgentApiConnection } from '../client/serverclient.js';
+import { retryUnavailable, type AgentApiConnection } from '../client/serverclient.js';
 import { RENEW_RETRY_MS } from './backoff.js';
 import type { SelectorIndex } from './selectorindex.js';
 import { EXPIRY_MARGIN_MS, usable, type CachedSvid } from './svid.js';
@@ -26,6 +26,8 @@ export interface CsrBatcherHost {
   batchSize: number | undefined;
   /** How soon a failed renewal is tried again; default RENEW_RETRY_MS. */
   retryMs: number | undefined;
+  /** How often a call that failed with UNAVAILABLE is made again (several servers; 0 with one). */
+  failoverRetries: number;
   entries: SelectorIndex;
   /** Where signed SVIDs go, by entry ID. */
   svids: Map<string, CachedSvid>;
@@ -146,13 +148,14 @@ export class CsrBatcher {
       // Removed before we got to it: nothing to sign, nothing to wait for.
       for (const id of ids) if (!todo.some((t) => t.entry.id === id)) settle(id);
       if (todo.length === 0) return;
-      const res = await new Promise<BatchNewX509SVIDResponse>((resolve, reject) =>
-        h.connection().client.batchNewX509Svid(
-          { params: todo.map((t) => ({ entryId: t.entry.id, csr: t.csr })) },
-          new Metadata(),
-          { deadline: Date.now() + 30_000 },
-          (err, r) => (err ? reject(err) : resolve(r!)),
-        ),
+      const params = todo.map((t) => ({ entryId: t.entry.id, csr: t.csr }));
+      // A server that goes away under the call: made again once the channel has moved to another.
+      const res = await retryUnavailable(
+        () =>
+          new Promise<BatchNewX509SVIDResponse>((resolve, reject) =>
+            h.connection().client.batchNewX509Svid({ params }, new Metadata(), { deadline: Date.now() + 30_000 }, (err, r) => (err ? reject(err) : resolve(r!))),
+          ),
+        h.failoverRetries,
       );
       const now = h.now().getTime();
       // The server answers: reachable again (or, while the stream waits out its backoff, reconnect now).

@@ -27,7 +27,7 @@ import { parseSpiffeId, parseTrustDomain, type SpiffeId, type TrustDomain } from
 import type { Entry, Bundle as ProtoBundle } from '../../proto/gen/spindle/types/v1/types.js';
 import type { SyncAuthorizedResponse, NewJWTSVIDResponse } from '../../proto/gen/spindle/agent/v1/agent.js';
 import { selectorMapKey as selKey, type Selector } from '../../common/selector.js';
-import type { AgentApiConnection } from '../client/serverclient.js';
+import { retryUnavailable, type AgentApiConnection } from '../client/serverclient.js';
 import { CsrBatcher } from './csrbatcher.js';
 import { FanOut, type Sub } from './fanout.js';
 import { JWT_CACHE_MAX_PER_ENTRY, JWT_CACHE_MAX_TOTAL, JwtCache } from './jwtcache.js';
@@ -60,6 +60,12 @@ export interface ManagerOptions {
   describeError?: (err: ServiceError) => string;
   /** Max CSRs per BatchNewX509SVID call. */
   batchSize?: number;
+  /**
+   * Several servers (server_address): how often a signing call (X509-SVIDs, JWT-SVIDs) that
+   * failed with UNAVAILABLE is made again, once the connection has moved to another server;
+   * also makes the sync stream retry soon after it loses a server. Default 0: one server.
+   */
+  failoverRetries?: number;
   /** First delay before trying again to sign SVIDs that failed (doubles up to 5 min); default 5 s. */
   retryMs?: number;
   /** JWT-SVIDs cached per entry (distinct audience sets); default JWT_CACHE_MAX_PER_ENTRY. */
@@ -122,6 +128,7 @@ export class AgentManager implements IdentityCache {
       apply: (msg) => this.#apply(msg),
       resumed: () => this.#resumeAfterOutage(),
       describeError: opts.describeError,
+      alternatives: (opts.failoverRetries ?? 0) > 0,
       refused: (err) => {
         this.#o.onRefused?.(err);
         for (const w of this.#readyWaiters.splice(0)) w.reject(err);
@@ -133,6 +140,7 @@ export class AgentManager implements IdentityCache {
       now,
       batchSize: opts.batchSize,
       retryMs: opts.retryMs,
+      failoverRetries: opts.failoverRetries ?? 0,
       entries: this.#entries,
       svids: this.#svids,
       sync: this.#sync,
@@ -214,6 +222,11 @@ export class AgentManager implements IdentityCache {
     return this.#jwts.evictions;
   }
 
+  /** The server the sync stream is on (`host:port`), once it has delivered. */
+  get server(): string | undefined {
+    return this.#sync.server;
+  }
+
   /** Server revision of the last applied sync message. */
   get revision(): bigint {
     return this.#revision;
@@ -238,7 +251,7 @@ export class AgentManager implements IdentityCache {
     if (!this.#synced) {
       this.#synced = true;
       for (const w of this.#readyWaiters.splice(0)) w.resolve();
-      this.#log.info({ entries: this.#entries.size, revision: String(msg.revision) }, 'synchronized with the server');
+      this.#log.info({ entries: this.#entries.size, revision: String(msg.revision), server: this.#sync.server }, 'synchronized with the server');
     }
     if (changed.size > 0 || bundlesChanged) this.#fanout.refresh();
   }
@@ -353,8 +366,13 @@ export class AgentManager implements IdentityCache {
   async #jwtFor(e: Entry, aud: string[], audKey: string): Promise<JwtIdentity> {
     const cached = this.#jwts.get(e.id, audKey);
     if (cached) return cached;
-    const res = await new Promise<NewJWTSVIDResponse>((resolve, reject) =>
-      this.#o.connection().client.newJwtsvid({ entryId: e.id, audience: aud }, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) => (err ? reject(err) : resolve(r!))),
+    // A server that goes away under the call: made again once the channel has moved to another.
+    const res = await retryUnavailable(
+      () =>
+        new Promise<NewJWTSVIDResponse>((resolve, reject) =>
+          this.#o.connection().client.newJwtsvid({ entryId: e.id, audience: aud }, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) => (err ? reject(err) : resolve(r!))),
+        ),
+      this.#o.failoverRetries ?? 0,
     );
     const svid = res.svid!;
     const jwt: JwtIdentity = { spiffeId: parseSpiffeId(svid.spiffeId), token: svid.token, hint: e.hint, expiresAt: new Date(Number(svid.expiresAt) * 1000) };

@@ -74,6 +74,8 @@ export async function startAgentProcess(opts: {
   joinToken?: string;
   extraArgs?: string[];
   readyTimeoutMs?: number;
+  /** -serverAddress (a list of several servers, say); default the server's own address and port. */
+  serverAddress?: string;
 }): Promise<AgentProcess> {
   const { server } = opts;
   const dir = opts.dir ?? tempDir('spindle-agent-e2e-');
@@ -93,7 +95,7 @@ export async function startAgentProcess(opts: {
   const args = [
     'run',
     '-trustDomain', server.trustDomain,
-    '-serverAddress', '127.0.0.1',
+    '-serverAddress', opts.serverAddress ?? server.host,
     '-serverPort', String(server.port),
     '-socketPath', socketPath,
     '-dataDir', dataDir,

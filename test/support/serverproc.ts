@@ -56,6 +56,8 @@ function pickPort(): Promise<number> {
 
 export interface ServerProcess {
   dir: string;
+  /** The loopback address the agent API listens on (127.0.0.1 unless given). */
+  host: string;
   dataDir: string;
   socketPath: string;
   port: number;
@@ -68,13 +70,14 @@ export interface ServerProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startServerProcess(opts: { dir?: string; trustDomain?: string; port?: number; extraArgs?: string[] } = {}): Promise<ServerProcess> {
+export async function startServerProcess(opts: { dir?: string; trustDomain?: string; port?: number; bindAddress?: string; extraArgs?: string[] } = {}): Promise<ServerProcess> {
+  const host = opts.bindAddress ?? '127.0.0.1';
   const dir = opts.dir ?? tempDir('spindle-e2e-');
   const dataDir = join(dir, 'data');
   const socketPath = join(dir, 'admin', 'api.sock');
   const port = opts.port ?? (await freePort());
   const trustDomain = opts.trustDomain ?? 'example.org';
-  const args = ['run', '-trustDomain', trustDomain, '-dataDir', dataDir, '-socketPath', socketPath, '-bindAddress', '127.0.0.1', '-serverPort', String(port), '-logLevel', 'DEBUG', ...(opts.extraArgs ?? [])];
+  const args = ['run', '-trustDomain', trustDomain, '-dataDir', dataDir, '-socketPath', socketPath, '-bindAddress', host, '-serverPort', String(port), '-logLevel', 'DEBUG', ...(opts.extraArgs ?? [])];
   const proc = spawn(serverBin, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
@@ -95,6 +98,7 @@ export async function startServerProcess(opts: { dir?: string; trustDomain?: str
   });
   return {
     dir,
+    host,
     dataDir,
     socketPath,
     port,
@@ -111,7 +115,8 @@ export async function startServerProcess(opts: { dir?: string; trustDomain?: str
       }),
     stop: (signal = 'SIGTERM') =>
       new Promise((resolve) => {
-        if (proc.exitCode !== null) return resolve(proc.exitCode);
+        // Already gone (exited, or killed by a signal: then exitCode stays null).
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve(proc.exitCode);
         proc.once('exit', (code) => resolve(code));
         proc.kill(signal);
       }),
