@@ -28,7 +28,7 @@ import type { AgentNodeAttestor } from '../../attestors/node/types.js';
 import type { RenewAgentResponse, GetBundleResponse } from '../../proto/gen/spindle/agent/v1/agent.js';
 import { randomInt } from 'node:crypto';
 import { attestAgent, connectAgentApi, retryUnavailable, type AgentApiConnection, type ServerAddress } from '../client/serverclient.js';
-import { connectionOrder, formatServerAddresses, hasAlternatives } from '../client/serveraddress.js';
+import { connectionOrder, formatServerAddresses, hasAlternatives, needsResolving, resolveServerAddresses, type LookupAll } from '../client/serveraddress.js';
 
 export interface AgentIdentityLogger {
   info(obj: object, msg: string): void;
@@ -59,6 +59,15 @@ export class AgentIdentity {
   readonly #td: TrustDomain;
   /** The servers (server_address); one channel over all of them (agent/client/serveraddress.ts). */
   readonly #addresses: readonly ServerAddress[];
+  /**
+   * The addresses channels are built over: #addresses, or, when that list names servers by DNS
+   * name, what the names resolved to last (resolved at start and again before each reconnect
+   * by connection age; a failed lookup keeps the previous answer).
+   */
+  #resolved: readonly ServerAddress[];
+  readonly #lookup: LookupAll | undefined;
+  /** The names that did not resolve last time, as logged (to log a change once). */
+  #unresolved = '';
   /** Longest life of a connection before it is replaced (to spread agents over the servers); 0: never. */
   readonly #maxConnectionAgeMs: number;
   #ageTimer: NodeJS.Timeout | undefined;
@@ -84,6 +93,7 @@ export class AgentIdentity {
     address?: ServerAddress;
     addresses?: readonly ServerAddress[];
     maxConnectionAgeMs?: number;
+    lookup?: LookupAll;
     logger: AgentIdentityLogger;
     now?: () => Date;
     attestor: AgentNodeAttestor | undefined;
@@ -95,6 +105,8 @@ export class AgentIdentity {
     this.#td = opts.trustDomain;
     this.#addresses = opts.addresses ?? (opts.address ? [opts.address] : []);
     if (this.#addresses.length === 0) throw new Error('AgentIdentity: no server address');
+    this.#resolved = this.#addresses;
+    this.#lookup = opts.lookup;
     this.#maxConnectionAgeMs = opts.maxConnectionAgeMs ?? 0;
     this.#log = opts.logger;
     this.#now = opts.now ?? (() => new Date());
@@ -116,6 +128,8 @@ export class AgentIdentity {
      * the servers again with the one in use last; 0 (default) never. Only with alternatives.
      */
     maxConnectionAgeMs?: number;
+    /** DNS lookup of the names in `addresses` (tests); default node:dns lookup with all addresses. */
+    lookup?: LookupAll;
     attestor: AgentNodeAttestor | undefined;
     /** PEM of a trust bundle given by the operator (-trustBundle). */
     trustBundlePem?: string;
@@ -128,6 +142,8 @@ export class AgentIdentity {
     describeError?: (err: unknown) => string;
   }): Promise<AgentIdentity> {
     const id = new AgentIdentity(opts);
+    // Names in a list of servers: resolved before anything connects (none resolving is fatal here).
+    if (needsResolving(id.#addresses)) await id.#resolve(true);
     // Refused when another local user controls it or an ancestor; created 0700 if missing, an
     // existing one narrowed to 0700.
     ensureSafeDirectory(opts.dataDir, 0o700, 'agent data directory');
@@ -189,7 +205,7 @@ export class AgentIdentity {
 
   /** How often a call that failed with UNAVAILABLE is tried again (the channel moves to another server): 0 with one server. */
   get failoverRetries(): number {
-    return hasAlternatives(this.#addresses) ? Math.max(2, this.#addresses.length) : 0;
+    return hasAlternatives(this.#addresses) ? Math.max(2, this.#resolved.length) : 0;
   }
 
   /** Called after the connection was replaced (renewed SVID, new bundle, or its maximum age). */
@@ -258,7 +274,7 @@ export class AgentIdentity {
 
   async #fetchBundleInsecurely(): Promise<Buffer[]> {
     this.#log.warn({}, 'insecure bootstrap: trusting the bundle the server sends without verifying the server');
-    const conn = connectAgentApi({ addresses: connectionOrder(this.#addresses), trustDomain: this.#td, insecure: true });
+    const conn = connectAgentApi({ addresses: connectionOrder(this.#resolved), trustDomain: this.#td, insecure: true });
     try {
       const res = await new Promise<GetBundleResponse>((resolve, reject) =>
         conn.client.getBundle({}, new Metadata(), { deadline: Date.now() + 15_000 }, (err, r) => (err ? reject(err) : resolve(r!))),
@@ -271,7 +287,7 @@ export class AgentIdentity {
 
   async #attest(attestor: AgentNodeAttestor, bundle: Buffer[]): Promise<State> {
     const keys = await generateKeyPair('ec-p256');
-    const conn = connectAgentApi({ addresses: connectionOrder(this.#addresses), trustDomain: this.#td, bundle });
+    const conn = connectAgentApi({ addresses: connectionOrder(this.#resolved), trustDomain: this.#td, bundle });
     try {
       const res = await attestAgent(conn.client, {
         type: attestor.name,
@@ -288,10 +304,31 @@ export class AgentIdentity {
     }
   }
 
+  /**
+   * Resolves the names in server_address again (only when the list has names). `atStart`: a
+   * lookup that finds no address at all throws; later it keeps the previous addresses and warns.
+   */
+  async #resolve(atStart = false): Promise<void> {
+    if (!needsResolving(this.#addresses)) return;
+    try {
+      const { addresses, unresolved } = await resolveServerAddresses(this.#addresses, this.#lookup);
+      this.#resolved = addresses;
+      const now = unresolved.join(', ');
+      if (now !== this.#unresolved) {
+        if (now !== '') this.#log.warn({ unresolved: now, servers: formatServerAddresses(addresses) }, 'some server names in server_address do not resolve; using the others');
+        else if (!atStart) this.#log.info({ servers: formatServerAddresses(addresses) }, 'every server name in server_address resolves again');
+        this.#unresolved = now;
+      }
+    } catch (err) {
+      if (atStart) throw err;
+      this.#log.warn({ err: (err as Error).message, servers: formatServerAddresses(this.#resolved) }, 'could not resolve the server names in server_address; keeping the addresses found before');
+    }
+  }
+
   /** A new connection over every server, in random order but for `place` (the server to try first or last). */
   #connect(place: { first?: string | undefined; last?: string | undefined } = {}): AgentApiConnection {
     return connectAgentApi({
-      addresses: connectionOrder(this.#addresses, place),
+      addresses: connectionOrder(this.#resolved, place),
       trustDomain: this.#td,
       bundle: this.#state.bundle,
       svid: { chain: this.#state.chain, privateKeyPem: privateKeyToPem(exportPrivateKeyPkcs8(this.#state.privateKey)) },
@@ -331,8 +368,12 @@ export class AgentIdentity {
     this.#ageTimer = setTimeout(() => {
       this.#ageTimer = undefined;
       if (this.#stopped) return;
-      this.#log.info({ server: this.#conn.peer, max_connection_age_ms: max }, 'the server connection reached its maximum age; connecting again, to another server if one answers');
-      this.#replaceConnection(true);
+      // Names are looked up again first, so servers added to (or gone from) DNS are seen.
+      void this.#resolve().then(() => {
+        if (this.#stopped) return;
+        this.#log.info({ server: this.#conn.peer, max_connection_age_ms: max }, 'the server connection reached its maximum age; connecting again, to another server if one answers');
+        this.#replaceConnection(true);
+      });
     }, delay);
     this.#ageTimer.unref();
   }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { channelTarget, connectionOrder, formatServerAddresses, hasAlternatives, parseServerAddressList, type ServerAddress } from './serveraddress.js';
+import { channelTarget, connectionOrder, formatServerAddresses, hasAlternatives, needsResolving, parseServerAddressList, resolveServerAddresses, type ServerAddress } from './serveraddress.js';
 
 const ok = (text: string, port = 8081): ServerAddress[] => {
   const r = parseServerAddressList(text, port);
@@ -53,8 +53,44 @@ test('bad lists are refused with what is wrong', () => {
   assert.match(bad('1::2:8081:x'), /expected an IP address or host name, got "1::2:8081:x"/);
   assert.match(bad('fe80::1::2:8081'), /an IPv6 address with a port goes in brackets: \[::1\]:8081/);
   assert.match(bad('127.0.0.1,127.0.0.1:8081'), /lists 127.0.0.1:8081 twice/);
-  assert.match(bad('127.0.0.1,server.example'), /must be IP addresses, got the host name "server.example"; .*one DNS name that resolves to all of them/);
   assert.match(bad('127.0.0.1,::1'), /all IPv4 or all IPv6/);
+  assert.match(bad('spindle-a.internal,spindle-a.internal:8081'), /lists spindle-a.internal:8081 twice/);
+});
+
+test('a list may name servers by DNS name (resolved by the agent), with or without a port', () => {
+  assert.deepEqual(ok('spindle-a.internal,spindle-b.internal:9001,127.0.0.3'), [
+    { host: 'spindle-a.internal', port: 8081 },
+    { host: 'spindle-b.internal', port: 9001 },
+    { host: '127.0.0.3', port: 8081 },
+  ]);
+  assert.equal(needsResolving(ok('spindle-a.internal,127.0.0.3')), true);
+  assert.equal(needsResolving(ok('127.0.0.1,127.0.0.3')), false);
+  // One name alone is resolved by grpc-js (dns: target), not by the agent.
+  assert.equal(needsResolving(ok('spindle-a.internal')), false);
+});
+
+test('resolving a list: every address of every name, one family, names that fail left out and reported', async () => {
+  const zone: Record<string, Array<{ address: string; family: number }>> = {
+    'a.test': [{ address: '127.0.0.11', family: 4 }, { address: '127.0.0.12', family: 4 }],
+    'b.test': [{ address: '::1', family: 6 }, { address: '127.0.0.13', family: 4 }, { address: '127.0.0.11', family: 4 }],
+    'v6.test': [{ address: 'fd00::1', family: 6 }],
+  };
+  const lookup = async (host: string): Promise<Array<{ address: string; family: number }>> => {
+    const r = zone[host];
+    if (r === undefined) throw Object.assign(new Error(`queryA ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
+    return r;
+  };
+  const r = await resolveServerAddresses(ok('a.test,b.test:9000,127.0.0.14,gone.test'), lookup);
+  // IPv4 is used when there is any; a.test's 127.0.0.11:8081 and b.test's 127.0.0.11:9000 are different servers.
+  assert.equal(formatServerAddresses(r.addresses), '127.0.0.11:8081, 127.0.0.12:8081, 127.0.0.13:9000, 127.0.0.11:9000, 127.0.0.14:8081');
+  assert.deepEqual(r.unresolved, ['gone.test (ENOTFOUND)']);
+  // Only IPv6 answers: IPv6 is used.
+  assert.equal(formatServerAddresses((await resolveServerAddresses(ok('v6.test,gone.test'), lookup)).addresses), '[fd00::1]:8081');
+  // Nothing resolves: one error naming every name.
+  await assert.rejects(resolveServerAddresses(ok('gone.test,gone2.test'), lookup), /none of the servers in server_address resolves to an address: gone.test \(ENOTFOUND\), gone2.test \(ENOTFOUND\)/);
+  // The system resolver: localhost is an address of this machine.
+  const sys = await resolveServerAddresses(ok('localhost,127.0.0.2'));
+  assert.ok(sys.addresses.some((a) => a.host === '127.0.0.1' || a.host === '::1'), formatServerAddresses(sys.addresses));
 });
 
 test('alternatives: several addresses, or a DNS name', () => {

@@ -12,11 +12,14 @@
  * A single DNS name is resolved by grpc-js (`dns:` target, every address it resolves to) and
  * shuffled by `pick_first` itself (`shuffleAddressList`).
  *
- * A list mixes neither IPv4 and IPv6 nor names and addresses: a grpc-js target holds addresses
- * of one family, and a list of names would need a resolver of our own. For several servers by
- * name, give one DNS name that resolves to all of them.
+ * A list may hold DNS names (`spindle-a.internal,spindle-b.internal`): the agent resolves them
+ * itself (`resolveServerAddresses`: every address of every name) before it builds a channel, and
+ * again before each reconnect by connection age, so the channel is always over addresses. A
+ * grpc-js target holds addresses of one family: IPv4 addresses are used when there are any, else
+ * IPv6 ones; a list of literal addresses mixing the two families is refused.
  */
 import { randomInt } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 
 export interface ServerAddress {
@@ -91,11 +94,8 @@ export function parseServerAddressList(text: string, defaultPort: number): { add
     seen.add(key);
   }
   if (addresses.length > 1) {
-    const families = new Set(addresses.map((a) => isIP(a.host)));
-    if (families.has(0)) {
-      return { problem: `a list of several servers must be IP addresses, got the host name ${JSON.stringify(addresses.find((a) => isIP(a.host) === 0)!.host)}; for servers found by name, give one DNS name that resolves to all of them` };
-    }
-    if (families.size > 1) return { problem: 'a list of several servers must be all IPv4 or all IPv6 addresses, not both' };
+    const families = new Set(addresses.map((a) => isIP(a.host)).filter((f) => f !== 0));
+    if (families.size > 1) return { problem: 'a list of several server addresses must be all IPv4 or all IPv6 addresses, not both' };
   }
   return { addresses };
 }
@@ -103,6 +103,55 @@ export function parseServerAddressList(text: string, defaultPort: number): { add
 /** Whether the agent can choose among servers: several addresses, or a DNS name (it may resolve to several). */
 export function hasAlternatives(list: readonly ServerAddress[]): boolean {
   return list.length > 1 || (list.length === 1 && isIP(list[0]!.host) === 0);
+}
+
+/** Whether the agent resolves `list` itself before connecting: several servers, at least one given by name. */
+export function needsResolving(list: readonly ServerAddress[]): boolean {
+  return list.length > 1 && list.some((a) => isIP(a.host) === 0);
+}
+
+/** Every address of a DNS name (node:dns `lookup` with `all`, as the system resolver answers). */
+export type LookupAll = (host: string) => Promise<Array<{ address: string; family: number }>>;
+
+const lookupAll: LookupAll = (host) => lookup(host, { all: true, verbatim: true });
+
+/**
+ * `list` with every DNS name replaced by the addresses it resolves to (in list order, each
+ * address once), reduced to one family (IPv4 when there is any). Names that do not resolve are
+ * left out and reported in `unresolved`; when nothing is left, the error names them all.
+ */
+export async function resolveServerAddresses(
+  list: readonly ServerAddress[],
+  resolve: LookupAll = lookupAll,
+): Promise<{ addresses: ServerAddress[]; unresolved: string[] }> {
+  const out: ServerAddress[] = [];
+  const unresolved: string[] = [];
+  const seen = new Set<string>();
+  const add = (a: ServerAddress): void => {
+    const key = formatServerAddress(a);
+    if (!seen.has(key)) {
+      seen.add(key);
+      out.push(a);
+    }
+  };
+  const answers = await Promise.all(
+    list.map(async (a) => {
+      if (isIP(a.host) !== 0) return { a, ips: [a.host] };
+      try {
+        return { a, ips: (await resolve(a.host)).map((r) => r.address) };
+      } catch (err) {
+        return { a, ips: [] as string[], err: err as Error };
+      }
+    }),
+  );
+  for (const { a, ips, err } of answers as Array<{ a: ServerAddress; ips: string[]; err?: Error }>) {
+    if (ips.length === 0) unresolved.push(`${a.host} (${err ? ((err as { code?: string }).code ?? err.message) : 'no address'})`);
+    for (const ip of ips) add({ host: ip, port: a.port });
+  }
+  const v4 = out.filter((a) => isIP(a.host) === 4);
+  const addresses = v4.length > 0 ? v4 : out;
+  if (addresses.length === 0) throw new Error(`none of the servers in server_address resolves to an address: ${unresolved.join(', ')}`);
+  return { addresses, unresolved };
 }
 
 /**

@@ -383,11 +383,12 @@ test('server_address and -serverAddress take a comma-separated list of servers',
   // Errors name the key or flag and the element.
   rejects(withAgent({ server_address: '127.0.0.1,,127.0.0.2' }), 'config: agent.server_address: element 2 of the comma-separated list is empty, got "127.0.0.1,,127.0.0.2"');
   rejects(TD, 'config: -serverAddress: bad port in "127.0.0.2:99999": expected an integer between 1 and 65535', { serverAddress: '127.0.0.1,127.0.0.2:99999' });
-  rejects(
-    withAgent({ server_address: '127.0.0.1,server-b' }),
-    'config: agent.server_address: a list of several servers must be IP addresses, got the host name "server-b"; for servers found by name, give one DNS name that resolves to all of them',
-  );
-  rejects(withAgent({ server_address: '127.0.0.1,::1' }), 'config: agent.server_address: a list of several servers must be all IPv4 or all IPv6 addresses, not both');
+  // Servers by name in a list (the agent resolves them).
+  assert.deepEqual(parse(withAgent({ server_address: '127.0.0.1,server-b:9000' })).servers, [
+    { host: '127.0.0.1', port: 8081 },
+    { host: 'server-b', port: 9000 },
+  ]);
+  rejects(withAgent({ server_address: '127.0.0.1,::1' }), 'config: agent.server_address: a list of several server addresses must be all IPv4 or all IPv6 addresses, not both');
 });
 
 test('server_max_connection_age (Spindle extension): a duration, default 10m, 0 disables', () => {

@@ -58,8 +58,11 @@ async function twoServers(): Promise<[ServerProcess, ServerProcess]> {
   return [a, b];
 }
 
-/** An agent for both servers, attested with a join token made on `via`, and its agent ID. */
-async function agentForBoth(via: ServerProcess, both: [ServerProcess, ServerProcess], agentYaml = ''): Promise<{ agent: AgentProcess; agentId: string }> {
+/**
+ * An agent for both servers, attested with a join token made on `via`, and its agent ID.
+ * `serverAddress`: how the agent is told about them (default the two addresses).
+ */
+async function agentForBoth(via: ServerProcess, both: [ServerProcess, ServerProcess], agentYaml = '', serverAddress = `${both[0].host},${both[1].host}`): Promise<{ agent: AgentProcess; agentId: string }> {
   const token = generateJoinToken(via);
   const dir = tempDir('spindle-failover-agent-');
   const config = join(dir, 'agent.yaml');
@@ -68,7 +71,7 @@ async function agentForBoth(via: ServerProcess, both: [ServerProcess, ServerProc
     server: via,
     dir,
     joinToken: token,
-    serverAddress: `${both[0].host},${both[1].host}`,
+    serverAddress,
     extraArgs: ['-config', config],
   });
   agents.push(agent);
@@ -212,7 +215,9 @@ test('kill -9 of one of two servers sharing PostgreSQL: a watching workload keep
 
 test('server_max_connection_age moves an agent between servers without losing its sync stream or a workload stream', { timeout: 120_000 }, async () => {
   const both = await twoServers();
-  const { agent, agentId } = await agentForBoth(both[0], both, '  server_max_connection_age: 2s\n');
+  // The first server by name (localhost: the agent resolves it, and uses its IPv4 address 127.0.0.1).
+  assert.equal(both[0].host, '127.0.0.1');
+  const { agent, agentId } = await agentForBoth(both[0], both, '  server_max_connection_age: 2s\n', `localhost,${both[1].host}`);
   const workloadId = `spiffe://${TD}/respread/workload`;
   ok(both[0].cli(['entry', 'create', '-parentID', agentId, '-spiffeID', workloadId, '-selector', `unix:uid:${UID}`]));
   const client = createWorkloadApiClient({ address: agent.address, backoff: { initialMs: 200, maxMs: 1000 } });
