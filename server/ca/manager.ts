@@ -20,6 +20,11 @@
  * nothing in memory. Nothing signs with an authority before the commit that publishes it has
  * returned. Steps never overlap: rotate() during a step returns that step's promise.
  *
+ * Datastore outage: a step that must commit fails (DataStoreError 'unavailable'), so it is
+ * deferred: the active authorities keep signing, the prepared one stays unpublished-and-unused,
+ * and the timer's next step (every rotateIntervalMs) plans it again from the committed state.
+ * The first deferral of an outage is logged as a warning, the rest at debug level.
+ *
  * Several servers on one datastore (`serverId`): each has its own keys and journal and shares the
  * trust domain's bundle. The server calls bundleEvent() on every change-feed event of that
  * bundle: a bundle written by another server is adopted (listeners run, so agents get it), and if
@@ -29,7 +34,7 @@
  */
 import { LogField } from '../../common/logging.js';
 import { Bundle, marshalBundle, parseBundle } from '../../spiffe/bundle.js';
-import { DEFAULT_CA_SERVER_ID, type StoredBundle } from '../datastore/types.js';
+import { DEFAULT_CA_SERVER_ID, isDataStoreUnavailable, type StoredBundle } from '../datastore/types.js';
 import { parseTrustDomain, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
 import { DEFAULT_KEY_TYPE } from '../../spiffe/keys.js';
 import { DEFAULT_CA_SUBJECT } from '../../spiffe/x509/index.js';
@@ -122,6 +127,8 @@ export class CaManager implements CaSigner {
   #timer: NodeJS.Timeout | undefined;
   #lastRotation: { at: Date; error?: string } | undefined;
   #warnedNoOutlive = false;
+  /** A step was deferred by a datastore outage and logged; reset by the next committed step. */
+  #deferredLogged = false;
   readonly #serverId: string;
   #stopped = false;
   #refreshing: Promise<void> | undefined;
@@ -434,10 +441,17 @@ export class CaManager implements CaSigner {
     try {
       const result = await this.#step(now, { initial: false, republish });
       this.#lastRotation = { at: now };
+      if (this.#deferredLogged && result.events.length > 0) this.#log.info({ changes: result.events.length }, 'deferred CA rotation step committed');
+      if (result.events.length > 0 || republish) this.#deferredLogged = false;
       return result;
     } catch (err) {
       this.#lastRotation = { at: now, error: err instanceof Error ? err.message : String(err) };
-      this.#log.error({ err }, 'CA rotation failed; will retry');
+      if (!isDataStoreUnavailable(err)) this.#log.error({ err }, 'CA rotation failed; will retry');
+      else if (this.#deferredLogged) this.#log.debug({ err }, 'CA rotation step deferred: the datastore is unavailable');
+      else {
+        this.#deferredLogged = true;
+        this.#log.warn({ err }, 'CA rotation step deferred: the datastore is unavailable; the current authorities keep signing, the step is retried until it commits');
+      }
       throw err;
     }
   }

@@ -27,8 +27,8 @@ export interface DataStoreParts {
   connection: Pick<DataStore, 'onChange' | 'close'>;
 }
 
-type Args<M extends keyof DataStore> = Parameters<DataStore[M]>;
-type Result<M extends keyof DataStore> = ReturnType<DataStore[M]>;
+type Args<M extends keyof DataStore> = Parameters<NonNullable<DataStore[M]>>;
+type Result<M extends keyof DataStore> = ReturnType<NonNullable<DataStore[M]>>;
 
 export class PartsDataStore implements DataStore, RecordExporter {
   constructor(protected readonly parts: DataStoreParts) {}
