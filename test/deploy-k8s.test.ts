@@ -15,6 +15,11 @@
  *   the allowed agent service account, hostPID, RBAC rules.
  * - The walk-through's admin commands run as written against a real spindle-server, and its
  *   selectors, IDs and paths are the manifests'.
+ * - deploy/k8s/ha/ (three servers on PostgreSQL) gets the same checks, and is held to the
+ *   single-server files: the same objects and configs but for the datastore, the replicas and the
+ *   agents' server_address, a headless Service for the agents, a PodDisruptionBudget, anti-affinity,
+ *   a connection string from a Secret through -expandEnv, and a trial PostgreSQL that matches the
+ *   Secret the walk-through creates.
  * The checkers are tested on broken copies too, so a checker that finds nothing is caught.
  */
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -29,8 +34,11 @@ import type { IConfigMap, IContainer, IPodSpec, IProbe, IService, IServiceAccoun
 import { DaemonSet, Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import type { IDaemonSet, IDeployment, IStatefulSet } from 'kubernetes-models/apps/v1';
 import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
+import type { IPodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import type { IClusterRole, IClusterRoleBinding, IPolicyRule } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
-import { parseConfigText } from '../common/configfile.js';
+import { expandEnv, parseConfigText } from '../common/configfile.js';
+import { describeDataStore } from '../server/datastore/factory.js';
 import { parseServerConfig, type ServerConfig } from '../server/config/config.js';
 import { parseAgentConfig, type AgentConfig } from '../agent/config/config.js';
 import { DEFAULT_SOCKET_PATH as SERVER_CLI_SOCKET_PATH } from '../server/cli/common.js';
@@ -40,12 +48,18 @@ import { startServerProcess, type ServerProcess } from './support/serverproc.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const K8S_DIR = join(ROOT, 'deploy', 'k8s');
+/** Three servers on PostgreSQL: a set of its own (`kubectl apply -f deploy/k8s/ha/`). */
+const HA_DIR = join(K8S_DIR, 'ha');
 const DOCS = join(ROOT, 'docs', 'kubernetes.md');
 const IMAGE = 'spindle:dev';
 /** The image's WORKDIR: where relative config paths would resolve (they must not be relative). */
 const IMAGE_WORKDIR = '/opt/spindle';
 /** ConfigMaps the walk-through creates by hand (not in the manifests, so re-applying keeps them). */
 const ADMIN_CREATED_CONFIGMAPS = new Set(['spindle/spindle-bundle']);
+/** Secrets the walk-through creates by hand (a password is never in the repository). */
+const ADMIN_CREATED_SECRETS = new Set(['spindle/spindle-datastore']);
+/** Workloads that run another image than ours: the HA set's trial PostgreSQL. */
+const OTHER_IMAGES = new Map([['spindle/spindle-postgres', 'postgres:16-bookworm']]);
 
 // ---------------------------------------------------------------------------------------------
 // Loading
@@ -67,11 +81,13 @@ interface Manifest {
   obj: K8sObject;
 }
 
-function yamlFiles(dir: string): string[] {
+function yamlFiles(dir: string, skip: readonly string[]): string[] {
   const out: string[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const full = join(dir, e.name);
-    if (e.isDirectory()) out.push(...yamlFiles(full));
+    if (e.isDirectory()) {
+      if (!skip.includes(full)) out.push(...yamlFiles(full, skip));
+    }
     else if (/\.ya?ml$/.test(e.name)) out.push(full);
   }
   return out.sort();
@@ -86,9 +102,10 @@ function parseYamlStream(text: string, where: string, version: '1.1' | '1.2'): u
   });
 }
 
-function loadManifests(): Manifest[] {
+/** The objects of every YAML file under `dir`, but those under the `skip` directories. */
+function loadManifests(dir: string, skip: readonly string[] = []): Manifest[] {
   const out: Manifest[] = [];
-  for (const file of yamlFiles(K8S_DIR)) {
+  for (const file of yamlFiles(dir, skip)) {
     const rel = relative(ROOT, file);
     const text = readFileSync(file, 'utf8');
     const docs = parseYamlStream(text, rel, '1.2');
@@ -136,6 +153,7 @@ const MODELS = new Map<string, (data: unknown) => Validatable>([
   ['rbac.authorization.k8s.io/v1/ClusterRoleBinding', model(ClusterRoleBinding)],
   ['rbac.authorization.k8s.io/v1/Role', model(Role)],
   ['rbac.authorization.k8s.io/v1/RoleBinding', model(RoleBinding)],
+  ['policy/v1/PodDisruptionBudget', model(PodDisruptionBudget)],
 ]);
 
 /** The schema's complaints about `obj` (empty: valid). Throws for kinds without a schema here. */
@@ -334,8 +352,11 @@ function referenceProblems(ms: readonly Manifest[]): string[] {
       for (const e of c.env ?? []) {
         const ref = e.valueFrom?.configMapKeyRef;
         if (ref !== undefined && !configMaps.has(key(namespace, ref.name ?? ''))) p.push(`${where}: env ${e.name} reads ConfigMap ${ref.name}, which is not defined`);
+        const secret = e.valueFrom?.secretKeyRef;
+        if (secret !== undefined && !ADMIN_CREATED_SECRETS.has(key(namespace, secret.name ?? ''))) p.push(`${where}: env ${e.name} reads Secret ${secret.name}, which nobody creates`);
       }
-      if (c.image !== IMAGE) p.push(`${where}: container ${c.name} uses image ${c.image}, expected ${IMAGE}`);
+      const image = OTHER_IMAGES.get(key(namespace, t.workload.metadata?.name ?? '')) ?? IMAGE;
+      if (c.image !== image) p.push(`${where}: container ${c.name} uses image ${c.image}, expected ${image}`);
     }
     for (const name of [...volumes.keys(), ...claimNames]) if (!used.has(name)) p.push(`${where}: volume ${name} is never mounted`);
     for (const v of volumes.values()) {
@@ -377,6 +398,12 @@ function referenceProblems(ms: readonly Manifest[]): string[] {
         }
       }
     }
+  }
+
+  for (const m of ms.filter((x) => x.obj.kind === 'PodDisruptionBudget')) {
+    const selector = (m.obj as unknown as IPodDisruptionBudget).spec?.selector;
+    const selected = templates.filter((t) => t.namespace === m.obj.metadata.namespace && labelsMatch(selector?.matchLabels ?? {}, t.spec.labels));
+    if (selector?.matchExpressions !== undefined || selected.length !== 1) p.push(`${m.where}: PodDisruptionBudget ${m.obj.metadata.name} selects ${selected.length} workloads, expected 1`);
   }
 
   for (const m of ms.filter((x) => x.obj.kind === 'ClusterRoleBinding' || x.obj.kind === 'RoleBinding')) {
@@ -580,7 +607,12 @@ function parseDockerfile(text: string): DockerInstruction[] {
 
 // =============================================================================================
 
-const manifests = loadManifests();
+const manifests = loadManifests(K8S_DIR, [HA_DIR]);
+const haManifests = loadManifests(HA_DIR);
+const SETS: ReadonlyArray<readonly [string, Manifest[]]> = [
+  ['deploy/k8s', manifests],
+  ['deploy/k8s/ha', haManifests],
+];
 const server = workload<IStatefulSet>(manifests, 'StatefulSet', 'spindle-server');
 const agent = workload<IDaemonSet>(manifests, 'DaemonSet', 'spindle-agent');
 const demo = workload<IDeployment>(manifests, 'Deployment', 'demo');
@@ -625,31 +657,33 @@ describe('deploy/k8s manifests are valid Kubernetes objects', () => {
     ]);
   });
 
-  test('`kubectl apply -f deploy/k8s/` creates the namespace before what lives in it', () => {
-    // kubectl reads a directory's files in name order, not recursively.
-    const top = manifests.filter((m) => !m.where.includes('/demo/'));
-    const firstNs = top.findIndex((m) => m.obj.kind === 'Namespace');
-    const firstNamespaced = top.findIndex((m) => m.obj.metadata.namespace === 'spindle');
-    assert.ok(firstNs >= 0 && firstNs < firstNamespaced, 'the Namespace must come first in file order');
-  });
+  for (const [dir, set] of SETS) {
+    test(`\`kubectl apply -f ${dir}/\` creates the namespace before what lives in it`, () => {
+      // kubectl reads a directory's files in name order, not recursively.
+      const top = set.filter((m) => posix.dirname(m.where.replace(/#\d+$/, '')) === dir);
+      const firstNs = top.findIndex((m) => m.obj.kind === 'Namespace');
+      const firstNamespaced = top.findIndex((m) => m.obj.metadata.namespace === 'spindle');
+      assert.ok(firstNs >= 0 && firstNs < firstNamespaced, 'the Namespace must come first in file order');
+    });
 
-  test('every object passes the Kubernetes OpenAPI schema', () => {
-    const problems = manifests.flatMap((m) => schemaErrors(m.obj).map((e) => `${m.where} ${m.obj.kind}: ${e.instancePath} ${e.message ?? ''}`));
-    assert.deepEqual(problems, []);
-  });
+    test(`${dir}: every object passes the Kubernetes OpenAPI schema`, () => {
+      const problems = set.flatMap((m) => schemaErrors(m.obj).map((e) => `${m.where} ${m.obj.kind}: ${e.instancePath} ${e.message ?? ''}`));
+      assert.deepEqual(problems, []);
+    });
 
-  test('no object has a field the API does not know (strict field validation)', () => {
-    const problems = manifests.flatMap((m) => unknownFields(m.obj).map((f) => `${m.where} ${m.obj.kind} ${m.obj.metadata.name}: unknown field ${f}`));
-    assert.deepEqual(problems, []);
-  });
+    test(`${dir}: no object has a field the API does not know (strict field validation)`, () => {
+      const problems = set.flatMap((m) => unknownFields(m.obj).map((f) => `${m.where} ${m.obj.kind} ${m.obj.metadata.name}: unknown field ${f}`));
+      assert.deepEqual(problems, []);
+    });
 
-  test('names, labels and port names have the formats the API server requires', () => {
-    assert.deepEqual(manifests.flatMap(formatProblems), []);
-  });
+    test(`${dir}: names, labels and port names have the formats the API server requires`, () => {
+      assert.deepEqual(set.flatMap(formatProblems), []);
+    });
 
-  test('every reference resolves: volumes, ConfigMaps, ServiceAccounts, roles, selectors, ports', () => {
-    assert.deepEqual(referenceProblems(manifests), []);
-  });
+    test(`${dir}: every reference resolves: volumes, ConfigMaps, Secrets, ServiceAccounts, roles, selectors, ports`, () => {
+      assert.deepEqual(referenceProblems(set), []);
+    });
+  }
 
   test('the checkers catch broken manifests', () => {
     const agentIndex = manifests.findIndex((m) => m.obj.kind === 'DaemonSet');
@@ -682,6 +716,22 @@ describe('deploy/k8s manifests are valid Kubernetes objects', () => {
     assert.match(referenceProblems(badProbe).join('\n'), /probes port nope/);
     const badLabel = broken((d) => (d.metadata!.labels = { 'bad key!': 'x' }));
     assert.match(formatProblems(badLabel[agentIndex]!).join('\n'), /key "bad key!" is invalid/);
+
+    // The HA set's own references: a Secret nobody creates, a budget selecting nothing, another image.
+    const brokenHa = (kind: string, name: string, mutate: (o: K8sObject) => void): Manifest[] => {
+      const copy = clone(haManifests);
+      mutate(only(copy.filter((m) => m.obj.kind === kind && m.obj.metadata.name === name), `${kind} ${name}`).obj);
+      return copy;
+    };
+    const sts = (o: K8sObject): IStatefulSet => o as unknown as IStatefulSet;
+    const badSecret = brokenHa('StatefulSet', 'spindle-server', (o) => (sts(o).spec!.template.spec!.containers[0]!.env![0]!.valueFrom!.secretKeyRef!.name = 'nope'));
+    assert.match(referenceProblems(badSecret).join('\n'), /reads Secret nope, which nobody creates/);
+    const badPdb = brokenHa('PodDisruptionBudget', 'spindle-server', (o) => ((o as unknown as IPodDisruptionBudget).spec!.selector!.matchLabels = { app: 'other' }));
+    assert.match(referenceProblems(badPdb).join('\n'), /PodDisruptionBudget spindle-server selects 0 workloads/);
+    const badImage = brokenHa('StatefulSet', 'spindle-postgres', (o) => (sts(o).spec!.template.spec!.containers[0]!.image = 'spindle:dev'));
+    assert.match(referenceProblems(badImage).join('\n'), /uses image spindle:dev, expected postgres:/);
+    const badHeadless = brokenHa('Service', 'spindle-server-headless', (o) => ((o as unknown as IService).spec!.ports![0]!.targetPort = 'nope'));
+    assert.match(referenceProblems(badHeadless).join('\n'), /Service port 8081 targets nope/);
   });
 });
 
@@ -917,9 +967,11 @@ describe('the walk-through (docs/kubernetes.md)', () => {
 
   test('admin commands run in the server pod', () => {
     assert.ok(serverExecs.length >= 5);
+    // spindle-server-0, or with the HA set any of its replicas.
+    const pods = Array.from({ length: Math.max(server.spec?.replicas ?? 1, haServer.spec?.replicas ?? 1) }, (_, i) => `${server.metadata?.name}-${i}`);
     for (const e of serverExecs) {
       assert.equal(e.namespace, server.metadata?.namespace);
-      assert.equal(e.target, `${server.metadata?.name}-0`);
+      assert.ok(pods.includes(e.target), `kubectl exec ${e.target}: not one of ${pods.join(', ')}`);
     }
   });
 
@@ -980,6 +1032,215 @@ describe('the walk-through (docs/kubernetes.md)', () => {
     assert.ok(commands.some((c) => c.startsWith(`kind load docker-image ${IMAGE}`)));
     assert.ok(commands.includes('kubectl apply -f deploy/k8s/'));
     assert.ok(commands.includes('kubectl apply -f deploy/k8s/demo/'));
+  });
+});
+
+// =============================================================================================
+// deploy/k8s/ha: three servers on PostgreSQL
+
+const haServer = workload<IStatefulSet>(haManifests, 'StatefulSet', 'spindle-server');
+const haAgent = workload<IDaemonSet>(haManifests, 'DaemonSet', 'spindle-agent');
+const haPostgres = workload<IStatefulSet>(haManifests, 'StatefulSet', 'spindle-postgres');
+const haServerContainer = mainContainer(haServer);
+const haAgentContainer = mainContainer(haAgent);
+const haPostgresContainer = mainContainer(haPostgres);
+const haServerFile = configFileOf(haManifests, haServer, haServerContainer);
+const haAgentFile = configFileOf(haManifests, haAgent, haAgentContainer);
+const haAgentRaw = parseConfigText(haAgentFile.text, haAgentFile.path);
+/** A stand-in for the Secret's connection string: what the walk-through creates, with a password. */
+const SAMPLE_PASSWORD = 'sample-password-0123';
+
+/** The env var of `c` read from `secret`'s `secretKey` (one, by secretKeyRef). */
+function secretEnv(c: IContainer, secret: string, secretKey: string): string {
+  return only(
+    (c.env ?? []).filter((e) => e.valueFrom?.secretKeyRef?.name === secret && e.valueFrom.secretKeyRef.key === secretKey),
+    `env of ${c.name} from Secret ${secret} key ${secretKey}`,
+  ).name;
+}
+
+/** `--from-literal=KEY=VALUE` pairs of the walk-through's `kubectl create secret generic NAME`. */
+function secretLiterals(name: string, namespace: string): Map<string, string> {
+  const create = only(
+    commands.filter((c) => c.startsWith(`kubectl -n ${namespace} create secret generic ${name} `)),
+    `docs command creating Secret ${name}`,
+  );
+  const out = new Map<string, string>();
+  for (const m of create.matchAll(/--from-literal=([-._A-Za-z0-9]+)=(?:"([^"]*)"|(\S+))/g)) out.set(m[1]!, m[2] ?? m[3]!);
+  return out;
+}
+
+/** The env the HA server container gets: the Secret's connection string, as the walk-through makes it. */
+function haServerEnv(): Record<string, string> {
+  const literals = secretLiterals('spindle-datastore', haServer.metadata!.namespace!);
+  const connection = literals.get('connection-string');
+  assert.ok(connection !== undefined, 'the walk-through does not set connection-string');
+  // The shell variable holding the generated password.
+  const withPassword = connection.replace(/\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?/g, SAMPLE_PASSWORD);
+  return { [secretEnv(haServerContainer, 'spindle-datastore', 'connection-string')]: withPassword };
+}
+
+function haServerRaw(): unknown {
+  const args = [...(haServerContainer.command ?? []), ...(haServerContainer.args ?? [])];
+  assert.ok(args.includes('-expandEnv'), `the server reads its connection string from the environment: -expandEnv is missing from ${JSON.stringify(args)}`);
+  return parseConfigText(expandEnv(haServerFile.text, haServerEnv()), haServerFile.path);
+}
+
+function haServerConfig(): ServerConfig {
+  return parseServerConfig(haServerRaw(), {}, { cwd: IMAGE_WORKDIR, configPath: haServerFile.path });
+}
+function haAgentConfig(): AgentConfig {
+  return parseAgentConfig(haAgentRaw, {}, { cwd: IMAGE_WORKDIR, configPath: haAgentFile.path });
+}
+
+/** A raw config without the listed top-level-path sections, for comparing the rest. */
+function without(raw: unknown, ...paths: string[][]): unknown {
+  const copy = clone(raw);
+  for (const path of paths) delete rawSection(copy, ...path.slice(0, -1))[path[path.length - 1]!];
+  return copy;
+}
+
+describe('deploy/k8s/ha: three servers on PostgreSQL', () => {
+  test('the files hold the expected objects', () => {
+    const kinds = haManifests.map((m) => `${m.obj.kind} ${key(m.obj.metadata?.namespace, m.obj.metadata?.name)}`).sort();
+    assert.deepEqual(kinds, [
+      'ClusterRole /spindle-agent',
+      'ClusterRole /spindle-server',
+      'ClusterRoleBinding /spindle-agent',
+      'ClusterRoleBinding /spindle-server',
+      'ConfigMap spindle/spindle-agent',
+      'ConfigMap spindle/spindle-server',
+      'DaemonSet spindle/spindle-agent',
+      'Namespace /spindle',
+      'PodDisruptionBudget spindle/spindle-server',
+      'Service spindle/spindle-postgres',
+      'Service spindle/spindle-server',
+      'Service spindle/spindle-server-headless',
+      'ServiceAccount spindle/spindle-agent',
+      'ServiceAccount spindle/spindle-postgres',
+      'ServiceAccount spindle/spindle-server',
+      'StatefulSet spindle/spindle-postgres',
+      'StatefulSet spindle/spindle-server',
+    ]);
+  });
+
+  test('the namespace, RBAC and agent objects are the single-server ones, but for server_address', () => {
+    const same = (kind: string, name: string, namespace?: string): void =>
+      assert.deepEqual(object(haManifests, kind, name, namespace), object(manifests, kind, name, namespace), `${kind} ${key(namespace, name)} differs from the single-server one`);
+    same('Namespace', 'spindle');
+    for (const n of ['spindle-server', 'spindle-agent']) {
+      same('ServiceAccount', n, 'spindle');
+      same('ClusterRole', n);
+      same('ClusterRoleBinding', n);
+    }
+    same('DaemonSet', 'spindle-agent', 'spindle');
+    assert.deepEqual(without(haAgentRaw, ['agent', 'server_address']), without(agentRaw, ['agent', 'server_address']));
+    assert.notEqual(haAgentConfig().serverAddress, agentConfig().serverAddress);
+  });
+
+  test('the server config is the single-server one but for the datastore, which is PostgreSQL from a Secret', async () => {
+    const c = haServerConfig();
+    assert.deepEqual(without(haServerRaw(), ['plugins', 'DataStore']), without(serverRaw, ['plugins', 'DataStore']));
+    const ds = c.plugins.dataStore;
+    assert.equal(ds.databaseType, 'postgres');
+    assert.equal(ds.disableMigration ?? false, false, 'the servers migrate the schema (once, under an advisory lock)');
+    // The whole connection string is the Secret's, through -expandEnv.
+    const envName = secretEnv(haServerContainer, 'spindle-datastore', 'connection-string');
+    assert.match(haServerFile.text, new RegExp(`connection_string: "\\$\\{${envName}\\}"`));
+    assert.equal(ds.connectionString, haServerEnv()[envName]);
+    // It parses as the PostgreSQL datastore reads it; the description never shows the password.
+    const { description, secrets } = await describeDataStore(ds);
+    assert.ok(secrets.includes(SAMPLE_PASSWORD));
+    assert.ok(!description.includes(SAMPLE_PASSWORD));
+  });
+
+  test('three replicas, each with its own volume for data_dir (server_id, CA keys), on different nodes', () => {
+    const c = haServerConfig();
+    assert.equal(haServer.spec?.replicas, 3);
+    assert.equal(haServer.spec?.podManagementPolicy, 'Parallel');
+    const claim = only(haServer.spec?.volumeClaimTemplates ?? [], 'volumeClaimTemplate');
+    const data = writableMount(haServer, haServerContainer, c.dataDir, 'data_dir');
+    assert.equal(data.name, claim.metadata?.name, 'data_dir must be on the volumeClaimTemplate (one volume per replica)');
+    assert.deepEqual(claim.spec?.accessModes, ['ReadWriteOnce']);
+    assert.equal(c.plugins.keyManager.name, 'disk');
+    if (c.plugins.keyManager.name === 'disk') assert.equal(mountOf(haServerContainer, c.plugins.keyManager.keysPath)?.name, claim.metadata?.name);
+    writableMount(haServer, haServerContainer, dirname(c.socketPath), 'the admin socket directory');
+    assert.equal(c.socketPath, SERVER_CLI_SOCKET_PATH);
+
+    const labels = haServer.spec?.template.metadata?.labels ?? {};
+    const anti = podOf(haServer).affinity?.podAntiAffinity;
+    const terms = [
+      ...(anti?.requiredDuringSchedulingIgnoredDuringExecution ?? []),
+      ...(anti?.preferredDuringSchedulingIgnoredDuringExecution ?? []).map((w) => w.podAffinityTerm),
+    ];
+    assert.ok(
+      terms.some((t) => t.topologyKey === 'kubernetes.io/hostname' && labelsMatch(t.labelSelector?.matchLabels ?? {}, labels)),
+      'no pod anti-affinity between the server pods on kubernetes.io/hostname',
+    );
+  });
+
+  test('a headless Service lists every ready server for the agents; a regular one load-balances', () => {
+    const c = haServerConfig();
+    const headless = object<IService>(haManifests, 'Service', 'spindle-server-headless', 'spindle');
+    const regular = object<IService>(haManifests, 'Service', 'spindle-server', 'spindle');
+    assert.equal(headless.spec?.clusterIP, 'None');
+    assert.notEqual(headless.spec?.publishNotReadyAddresses, true, 'agents must get only ready servers');
+    assert.equal(haServer.spec?.serviceName, headless.metadata?.name, 'the governing Service is the headless one');
+    assert.notEqual(regular.spec?.clusterIP, 'None');
+    for (const svc of [headless, regular]) {
+      const port = only(svc.spec?.ports ?? [], 'Service port');
+      assert.equal(containerPort(haServerContainer, port.targetPort), c.bindPort);
+      assert.equal(port.port, haAgentConfig().serverPort);
+    }
+    const a = haAgentConfig();
+    const ns = headless.metadata!.namespace!;
+    assert.ok(
+      [`${headless.metadata!.name}.${ns}.svc`, `${headless.metadata!.name}.${ns}.svc.cluster.local`].includes(a.serverAddress),
+      `server_address ${a.serverAddress} is not the headless Service`,
+    );
+  });
+
+  test('the PodDisruptionBudget keeps all but one server up', () => {
+    const pdb = object<IPodDisruptionBudget>(haManifests, 'PodDisruptionBudget', 'spindle-server', 'spindle');
+    assert.ok(labelsMatch(pdb.spec?.selector?.matchLabels ?? {}, haServer.spec?.template.metadata?.labels ?? {}));
+    const replicas = haServer.spec?.replicas ?? 0;
+    const maxUnavailable = pdb.spec?.maxUnavailable ?? replicas - Number(pdb.spec?.minAvailable ?? 0);
+    assert.equal(maxUnavailable, 1);
+  });
+
+  test('the trial PostgreSQL matches the Secret the walk-through creates, and has connections for every server', async () => {
+    const namespace = haPostgres.metadata!.namespace!;
+    const literals = secretLiterals('spindle-datastore', namespace);
+    // Every key the pods read is created, and nothing else.
+    const read = [...haServerContainer.env ?? [], ...haPostgresContainer.env ?? []].flatMap((e) => (e.valueFrom?.secretKeyRef ? [e.valueFrom.secretKeyRef.key] : [])).sort();
+    assert.deepEqual([...literals.keys()].sort(), read);
+    const env = new Map((haPostgresContainer.env ?? []).map((e) => [e.name, e.value]));
+    const svc = object<IService>(haManifests, 'Service', 'spindle-postgres', namespace);
+    const port = only(svc.spec?.ports ?? [], 'postgres Service port');
+    assert.equal(containerPort(haPostgresContainer, port.targetPort), 5432);
+    const { description } = await describeDataStore(haServerConfig().plugins.dataStore);
+    assert.equal(description, `PostgreSQL (host=${svc.metadata!.name}.${namespace}.svc port=${port.port} dbname=${env.get('POSTGRES_DB')} user=${env.get('POSTGRES_USER')})`);
+    // The same generated password for PostgreSQL and in the connection string.
+    const password = literals.get('postgres-password');
+    assert.match(password ?? '', /^"?\$\{?[A-Za-z_]\w*\}?"?$/, 'the password is generated in the walk-through, never written in it');
+    assert.equal(haServerEnv()[secretEnv(haServerContainer, 'spindle-datastore', 'connection-string')], literals.get('connection-string')!.replace(password!.replace(/"/g, ''), SAMPLE_PASSWORD));
+    assert.equal(secretEnv(haPostgresContainer, 'spindle-datastore', 'postgres-password'), 'POSTGRES_PASSWORD');
+    assert.equal(mountOf(haPostgresContainer, env.get('PGDATA') ?? '')?.name, only(haPostgres.spec?.volumeClaimTemplates ?? [], 'postgres volume').metadata?.name);
+
+    // max_connections covers every server's pool and its listening connection.
+    const args = haPostgresContainer.args ?? [];
+    const maxConnections = Number(/^max_connections=(\d+)$/.exec(args[args.indexOf('-c') + 1] ?? '')?.[1] ?? 100);
+    const perServer = (haServerConfig().plugins.dataStore.maxOpenConns || 10) + 1;
+    assert.ok((haServer.spec?.replicas ?? 0) * perServer + 10 <= maxConnections, `${haServer.spec?.replicas} servers x ${perServer} connections do not fit in max_connections ${maxConnections}`);
+  });
+
+  test('the walk-through installs the HA set and makes the bundle once every server runs', () => {
+    assert.ok(commands.includes('kubectl apply -f deploy/k8s/ha/'));
+    const i = commands.indexOf('kubectl apply -f deploy/k8s/ha/');
+    const secret = commands.findIndex((c) => c.startsWith('kubectl -n spindle create secret generic spindle-datastore '));
+    assert.ok(secret >= 0 && secret < i, 'the Secret is created before the manifests are applied');
+    const rollout = commands.findIndex((c, j) => j > i && c.startsWith('kubectl -n spindle rollout status statefulset/spindle-server'));
+    const bundle = commands.findIndex((c, j) => j > i && c.startsWith('kubectl -n spindle exec spindle-server-0 -- spindle-server bundle show'));
+    assert.ok(rollout > i && bundle > rollout, 'the bundle ConfigMap must be made after every server has published its CA (rollout status first)');
   });
 });
 
