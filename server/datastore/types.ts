@@ -219,6 +219,11 @@ export interface DataStore {
    * of several servers adopting the same journal exactly one gets it). Returns whether it moved.
    */
   adoptCaJournal(from: string, to: string): Promise<boolean>;
+  /**
+   * Every server's CA journal (server ID '' included), sorted by server ID. Read outside any
+   * write: a journal committed after the read is not in it.
+   */
+  listCaJournals(): Promise<ExportedCaJournal[]>;
 
   // Change feed.
   /** Events with id > `after`, oldest first, at most `limit`. */
