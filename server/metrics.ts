@@ -11,8 +11,10 @@
  * - Labels only ever take bounded values: service/method come from registered handlers,
  *   codes from the gRPC status enum, attestor from the enabled attestors (else "unknown"),
  *   kinds/results/statuses from fixed sets. Never SPIFFE IDs, entry IDs, serials or tokens.
- * - State gauges (entries, agents, sync streams, authority expiry, bundle sequence) are read
- *   from their sources at scrape time (`observe()`).
+ * - State gauges (entries, agents, sync streams, authority expiry, bundle sequence, datastore
+ *   up) are read from their sources at scrape time (`observe()`). While the datastore cannot be
+ *   reached the entry and agent gauges keep their last value (the scrape still succeeds) and
+ *   `spindle_server_datastore_up` is 0.
  */
 import { status as GrpcStatus, ServerInterceptingCall, type ServerInterceptor } from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -47,7 +49,12 @@ function splitPath(path: string): [string, string] {
 
 /** What the state gauges read at scrape time. */
 export interface MetricsSources {
-  datastore: { countEntries(): Promise<number>; countAttestedNodes(): Promise<number> };
+  datastore: {
+    countEntries(filter?: undefined, opts?: { mayLag?: boolean }): Promise<number>;
+    countAttestedNodes(filter?: undefined, opts?: { mayLag?: boolean }): Promise<number>;
+    /** Whether the database answered the last statement (PostgreSQL); absent: always 1. */
+    available?(): boolean;
+  };
   ca: { status(): CaStatus };
   api: { readonly openStreams: number; readonly attestationsInProgress?: number };
 }
@@ -175,7 +182,17 @@ export class ServerMetrics implements AgentApiMetrics {
       help: 'Registration entries',
       registers,
       async collect() {
-        this.set(await src.datastore.countEntries());
+        // A scrape during a datastore outage keeps the last value (datastore_up says why).
+        const n = await src.datastore.countEntries(undefined, { mayLag: true }).catch(() => undefined);
+        if (n !== undefined) this.set(n);
+      },
+    });
+    new Gauge({
+      name: 'spindle_server_datastore_up',
+      help: '1 while the datastore answers, 0 from its first failed connection until it answers again (PostgreSQL; SQLite always 1)',
+      registers,
+      collect() {
+        this.set(src.datastore.available?.() === false ? 0 : 1);
       },
     });
     new Gauge({
@@ -183,7 +200,8 @@ export class ServerMetrics implements AgentApiMetrics {
       help: 'Attested agents (including banned ones)',
       registers,
       async collect() {
-        this.set(await src.datastore.countAttestedNodes());
+        const n = await src.datastore.countAttestedNodes(undefined, { mayLag: true }).catch(() => undefined);
+        if (n !== undefined) this.set(n);
       },
     });
     new Gauge({

@@ -22,7 +22,7 @@ import { createAdminServices, startAdminServer, type AdminServer } from './api/a
 import { startTelemetry, type Telemetry } from './telemetry.js';
 import { ServerMetrics } from './metrics.js';
 import type { ServerConfig } from './config/config.js';
-import type { DataStore } from './datastore/types.js';
+import { isDataStoreUnavailable, type DataStore } from './datastore/types.js';
 
 export interface RunningServer {
   config: ServerConfig;
@@ -145,9 +145,13 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     const housekeeping = setInterval(() => {
       feed.pruneExpired();
       const t = nowSeconds();
-      void datastore.pruneJoinTokens(t - EXPIRED_JOIN_TOKEN_RETENTION_SECONDS).catch((err: unknown) => logger.warn({ err }, 'join token pruning failed'));
-      void datastore.pruneExpiredEntries(t).catch((err: unknown) => logger.warn({ err }, 'expired entry pruning failed'));
-      void datastore.pruneEvents(t - EVENT_RETENTION_SECONDS).catch((err: unknown) => logger.warn({ err }, 'event pruning failed'));
+      // During a datastore outage these fail every round: the datastore logs the outage once.
+      const failed = (what: string) => (err: unknown) => {
+        if (!isDataStoreUnavailable(err)) logger.warn({ err }, `${what} pruning failed`);
+      };
+      void datastore.pruneJoinTokens(t - EXPIRED_JOIN_TOKEN_RETENTION_SECONDS).catch(failed('join token'));
+      void datastore.pruneExpiredEntries(t).catch(failed('expired entry'));
+      void datastore.pruneEvents(t - EVENT_RETENTION_SECONDS).catch(failed('event'));
     }, HOUSEKEEPING_MS);
     housekeeping.unref();
     cleanups.push(() => clearInterval(housekeeping));

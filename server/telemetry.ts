@@ -14,7 +14,7 @@ import { startTelemetryListeners, type Readiness } from '../common/telemetryhttp
 import type { Registry } from 'prom-client';
 import type { ServerConfig } from './config/config.js';
 import type { CaStatus } from './ca/manager.js';
-import type { ServerMetrics } from './metrics.js';
+import type { MetricsSources, ServerMetrics } from './metrics.js';
 
 export interface Telemetry {
   registry: Registry;
@@ -26,7 +26,7 @@ export const READY_DATASTORE_TIMEOUT_MS = 2_000;
 
 /** What the health checks and state gauges read. */
 export interface TelemetrySources {
-  datastore: { latestEventId(): Promise<number>; countEntries(): Promise<number>; countAttestedNodes(): Promise<number> };
+  datastore: { latestEventId(): Promise<number>; available?(): boolean } & MetricsSources['datastore'];
   ca: { status(): CaStatus };
   api: { readonly openStreams: number };
 }

@@ -10,6 +10,10 @@
  * - DataStoreError io -> RESOURCE_EXHAUSTED when the disk is full (SQLITE_FULL), UNAVAILABLE
  *   saying so when the database is read-only, else UNAVAILABLE "datastore unavailable";
  *   anything else -> INTERNAL "internal error". The detail (and cause) is logged, never sent.
+ * - DataStoreError unavailable (PostgreSQL cannot be reached) -> UNAVAILABLE with its message,
+ *   which is written for operators: `datastore unavailable: cannot reach PostgreSQL at
+ *   127.0.0.1:5432 (connection refused); nothing was written` (host and port, never credentials).
+ *   Not logged per call: the datastore logs the outage once when it starts and once when it ends.
  */
 import { status as GrpcStatus, Metadata, type handleUnaryCall, type StatusObject } from '@grpc/grpc-js';
 import { isConfigError } from '../../common/configfile.js';
@@ -35,8 +39,14 @@ export const invalidArgument = (message: string, cause?: unknown): ApiError =>
   new ApiError(GrpcStatus.INVALID_ARGUMENT, message, cause === undefined ? undefined : { cause });
 export const notFound = (message: string): ApiError => new ApiError(GrpcStatus.NOT_FOUND, message);
 
+/**
+ * Who reads the message: 'operator' (the admin API: its socket is the operator's) or 'agent'
+ * (the agent API, reachable over the network: no deployment details such as the database's host).
+ */
+export type Audience = 'operator' | 'agent';
+
 /** Code and caller-facing message for `err`; logs what is hidden. */
-export function statusOf(err: unknown, log: ApiLogger, context: Record<string, unknown> = {}): Status {
+export function statusOf(err: unknown, log: ApiLogger, context: Record<string, unknown> = {}, audience: Audience = 'operator'): Status {
   if (err instanceof ApiError) return { code: err.grpcCode, message: err.message };
   if (isEntryValidationError(err) || isSpiffeError(err) || isConfigError(err) || err instanceof DurationError) {
     return { code: GrpcStatus.INVALID_ARGUMENT, message: err.message };
@@ -50,6 +60,9 @@ export function statusOf(err: unknown, log: ApiLogger, context: Record<string, u
         return { code: GrpcStatus.ALREADY_EXISTS, message: err.message };
       case 'invalid':
         return { code: GrpcStatus.INVALID_ARGUMENT, message: err.message };
+      case 'unavailable':
+        log.debug({ ...context, err }, 'datastore unavailable');
+        return { code: GrpcStatus.UNAVAILABLE, message: audience === 'agent' ? (err.redacted ?? 'datastore unavailable; retry later') : err.message };
       case 'io': {
         log.error({ ...context, err }, 'datastore failure');
         const code = sqliteCodeOf(err);
@@ -77,8 +90,8 @@ function sqliteCodeOf(err: unknown): string | undefined {
 }
 
 /** The status a unary callback fails with. */
-export function toServiceError(err: unknown, log: ApiLogger, context: Record<string, unknown> = {}): Partial<StatusObject> {
-  const st = statusOf(err, log, context);
+export function toServiceError(err: unknown, log: ApiLogger, context: Record<string, unknown> = {}, audience: Audience = 'operator'): Partial<StatusObject> {
+  const st = statusOf(err, log, context, audience);
   return { code: st.code, details: st.message, metadata: new Metadata() };
 }
 

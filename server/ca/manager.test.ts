@@ -15,7 +15,7 @@ import { DiskKeyManager, MemoryKeyManager, type KeyManager } from './keymanager.
 import { parseServerConfig } from '../config/config.js';
 import { ACTIVATE_AT, CaManager, caOptionsFromConfig, DEFAULT_PRUNE_GRACE_SECONDS, PREPARE_AT, randomKid, type CaLogger, type CaStatus } from './manager.js';
 import type { ServerSvid } from './serveridentity.js';
-import type { DataStore } from '../datastore/types.js';
+import { DataStoreError, isDataStoreUnavailable, type DataStore } from '../datastore/types.js';
 import { Clock, TD, TempDirs, captureLogger, freshCsr, isCaError, openssl, prng, startCa } from './testkit.js';
 
 const dirs = new TempDirs();
@@ -546,5 +546,68 @@ describe('CaManager rotation', () => {
     }
     assert.ok(cas.size >= 10, `${cas.size} CAs in 10 days`);
     assert.ok(steps > 500);
+  });
+});
+
+describe('CaManager during a datastore outage', () => {
+  it('a step that cannot commit is deferred: the current authorities keep signing, nothing signs with an unpublished one, and the step commits once the datastore is back', async () => {
+    const { ds, km, clock } = await env();
+    let down = false;
+    // Every datastore call fails as a PostgreSQL outage does while `down`.
+    const flaky = new Proxy(ds, {
+      get(target, prop) {
+        const v: unknown = Reflect.get(target, prop);
+        if (typeof v !== 'function') return v;
+        return (...args: unknown[]) =>
+          down && prop !== 'close'
+            ? Promise.reject(new DataStoreError('unavailable', 'datastore unavailable: cannot reach PostgreSQL at 127.0.0.1:1 (connection refused); nothing was written'))
+            : (v as (...a: unknown[]) => unknown).apply(target, args);
+      },
+    });
+    const logger = captureLogger();
+    const ca = await startCa({ datastore: flaky, keyManager: km, now: clock.now, logger });
+    const st0 = ca.status();
+    const b0 = ca.bundle();
+    const storedSerials = async (): Promise<string[]> => x509Ids(parseBundle(TD, (await ds.getBundle(TD))!.document));
+
+    down = true;
+    clock.advance(0.55 * 3600); // due: prepare the next CA and JWT key
+    await assert.rejects(ca.rotate(), (e: unknown) => isDataStoreUnavailable(e));
+    clock.advance(10);
+    await assert.rejects(ca.rotate(), (e: unknown) => isDataStoreUnavailable(e));
+    assert.deepEqual(ca.status().x509, st0.x509, 'nothing prepared in memory');
+    assert.deepEqual(ca.status().jwt, st0.jwt);
+    assert.ok(ca.bundle().equals(b0), 'the bundle served is unchanged');
+    // The active authorities keep signing: an SVID verifies against the old CA alone.
+    const onlyOld = new Bundle(TD, { x509Authorities: b0.x509Authorities() });
+    verifyX509Svid(ca.signX509Svid({ id: WORKLOAD, csr: await freshCsr() }).chain, onlyOld, { now: clock.now() });
+    const jwt = await ca.mintJwtSvid({ id: WORKLOAD, audience: ['a'] });
+    await validateJwtSvid(jwt.token, { audience: 'a', bundles: b0, now: clock.now() });
+
+    // Past the activation time, still down: the old CA stays active.
+    clock.advance((ACTIVATE_AT - 0.55) * 3600);
+    await assert.rejects(ca.rotate(), (e: unknown) => isDataStoreUnavailable(e));
+    assert.equal(active(ca.status(), 'x509').id, active(st0, 'x509').id);
+    const deferred = logger.lines.filter((l) => /deferred/.test(l.msg));
+    assert.deepEqual(
+      deferred.map((l) => l.level),
+      ['warn', 'debug', 'debug'],
+      'the first deferral of the outage is a warning, the others debug',
+    );
+    assert.equal(logger.lines.filter((l) => l.level === 'error').length, 0, 'an outage is not an error per step');
+
+    // Back: the deferred steps commit; whatever is active is in the stored bundle when it signs.
+    down = false;
+    for (let i = 0; i < 4; i++) {
+      await ca.rotate();
+      const act = active(ca.status(), 'x509').id;
+      assert.ok((await storedSerials()).includes(act), `step ${i}: the active CA ${act} is published`);
+      const svid = ca.signX509Svid({ id: WORKLOAD, csr: await freshCsr() });
+      verifyX509Svid(svid.chain, parseBundle(TD, (await ds.getBundle(TD))!.document), { now: clock.now() });
+      clock.advance(60);
+    }
+    assert.ok(ca.status().x509.length >= 2, 'the next CA was prepared once the datastore was back');
+    assert.ok(logger.lines.some((l) => l.level === 'info' && /deferred CA rotation step committed/.test(l.msg)));
+    await ca.stop();
   });
 });

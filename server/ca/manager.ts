@@ -20,16 +20,25 @@
  * nothing in memory. Nothing signs with an authority before the commit that publishes it has
  * returned. Steps never overlap: rotate() during a step returns that step's promise.
  *
+ * Datastore outage: a step that must commit fails (DataStoreError 'unavailable'), so it is
+ * deferred: the active authorities keep signing, the prepared one stays unpublished-and-unused,
+ * and the timer's next step (every rotateIntervalMs) plans it again from the committed state.
+ * The first deferral of an outage is logged as a warning, the rest at debug level.
+ *
  * Several servers on one datastore (`serverId`): each has its own keys and journal and shares the
  * trust domain's bundle. The server calls bundleEvent() on every change-feed event of that
  * bundle: a bundle written by another server is adopted (listeners run, so agents get it), and if
- * it lacks one of this server's authorities they are published again.
+ * it lacks one of this server's unexpired authorities they are published again. Every step also
+ * prunes the other servers' authorities that expired more than the prune grace ago (X.509: by
+ * the certificate; JWT: by the notAfter the other server's journal records, read before the
+ * commit with listCaJournals), so those of a retired server, or of one that lost its data_dir,
+ * leave the bundle once they expire; a step commits for that alone when one is due.
  *
  * Keys never leave the KeyManager except into the Issuer / JWT signer; nothing here logs keys.
  */
 import { LogField } from '../../common/logging.js';
 import { Bundle, marshalBundle, parseBundle } from '../../spiffe/bundle.js';
-import { DEFAULT_CA_SERVER_ID, type StoredBundle } from '../datastore/types.js';
+import { DEFAULT_CA_SERVER_ID, isDataStoreUnavailable, type StoredBundle } from '../datastore/types.js';
 import { parseTrustDomain, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
 import { DEFAULT_KEY_TYPE } from '../../spiffe/keys.js';
 import { DEFAULT_CA_SUBJECT } from '../../spiffe/x509/index.js';
@@ -49,7 +58,21 @@ import {
 import { jwtKind, newDraft, plan, prune, x509Kind, type RotationEvent } from './rotation.js';
 import { DEFAULT_SIGNING_WORKERS, SvidSigner, type X509SvidRequest } from './signing.js';
 import { ServerIdentity, type ServerSvid } from './serveridentity.js';
-import { buildBundle, containsAuthorities, intermediatesOf, journalBundle, mergeShared, publishedAtStart, reconcileRoots, withdrawnAuthorities } from './trustbundle.js';
+import {
+  buildBundle,
+  containsAuthorities,
+  intermediatesOf,
+  journalBundle,
+  journalJwtKeys,
+  mergeShared,
+  publishedAtStart,
+  reconcileRoots,
+  unexpiredAuthorities,
+  withdrawnAuthorities,
+  type ForeignExpiry,
+  type PrunedAuthority,
+  type RecordedJwtKey,
+} from './trustbundle.js';
 import type { CaSigner, SignedJwtSvid, SignedX509Svid } from './types.js';
 
 export { randomKid } from './authorities.js';
@@ -57,11 +80,14 @@ export { caOptionsFromConfig, caSubjectFromConfig } from './config.js';
 export { DEFAULT_PRUNE_GRACE_SECONDS, DEFAULT_ROTATE_INTERVAL_MS, type CaDataStore, type CaLogger, type CaManagerOptions } from './options.js';
 export { ACTIVATE_AT, PREPARE_AT, type RotationEvent, type RotationEventAction } from './rotation.js';
 export { DEFAULT_SIGNING_WORKERS, MIN_POOLED_BATCH } from './signing.js';
+export type { PrunedAuthority } from './trustbundle.js';
 
 export interface RotationResult {
   /** The step changed the bundle (its sequence was bumped and listeners were called). */
   bundleChanged: boolean;
   events: RotationEvent[];
+  /** Authorities of other servers this step pruned from the shared bundle (expired past the grace). */
+  foreignPruned: PrunedAuthority[];
   serverSvidRenewed: boolean;
 }
 
@@ -122,10 +148,18 @@ export class CaManager implements CaSigner {
   #timer: NodeJS.Timeout | undefined;
   #lastRotation: { at: Date; error?: string } | undefined;
   #warnedNoOutlive = false;
+  /** A step was deferred by a datastore outage and logged; reset by the next committed step. */
+  #deferredLogged = false;
   readonly #serverId: string;
   #stopped = false;
   #refreshing: Promise<void> | undefined;
   #refreshAgain = false;
+  /**
+   * What the other servers' journals record of the JWT keys in the bundle that are not ours, by
+   * kid, as last read (listCaJournals); null: no journal recorded it then. A kid's record never
+   * changes, so the journals are read again only when the bundle holds a kid not in here.
+   */
+  #foreignJwt = new Map<string, RecordedJwtKey | null>();
 
   private constructor(o: CaManagerOptions) {
     this.trustDomain = parseTrustDomain(o.trustDomain);
@@ -262,7 +296,16 @@ export class CaManager implements CaSigner {
         this.#log.warn({ err, bundle_sequence: stored.sequence.toString() }, 'stored bundle of our trust domain does not parse; publishing ours again');
       }
     }
-    const ours = journalBundle(this.trustDomain, this.#state.journal, this.#refreshHint);
+    // Ours that another server may have pruned already (expired past the grace) are not missed:
+    // publishing them again would only have them pruned again.
+    const journal = this.#state.journal;
+    const ours = unexpiredAuthorities(
+      this.trustDomain,
+      journalBundle(this.trustDomain, journal, this.#refreshHint),
+      this.#now(),
+      this.#graceMs,
+      new Map(journal.jwt.map((r) => [r.kid, Date.parse(r.notAfter)])),
+    );
     if (parsed === undefined || !containsAuthorities(parsed, ours)) {
       if (parsed !== undefined) this.#log.warn({ bundle_sequence: parsed.sequence.toString() }, 'stored bundle lacks authorities of this server; publishing them again');
       await this.#idle();
@@ -434,10 +477,17 @@ export class CaManager implements CaSigner {
     try {
       const result = await this.#step(now, { initial: false, republish });
       this.#lastRotation = { at: now };
+      if (this.#deferredLogged && result.events.length > 0) this.#log.info({ changes: result.events.length }, 'deferred CA rotation step committed');
+      if (result.events.length > 0 || result.foreignPruned.length > 0 || republish) this.#deferredLogged = false;
       return result;
     } catch (err) {
       this.#lastRotation = { at: now, error: err instanceof Error ? err.message : String(err) };
-      this.#log.error({ err }, 'CA rotation failed; will retry');
+      if (!isDataStoreUnavailable(err)) this.#log.error({ err }, 'CA rotation failed; will retry');
+      else if (this.#deferredLogged) this.#log.debug({ err }, 'CA rotation step deferred: the datastore is unavailable');
+      else {
+        this.#deferredLogged = true;
+        this.#log.warn({ err }, 'CA rotation step deferred: the datastore is unavailable; the current authorities keep signing, the step is retried until it commits');
+      }
       throw err;
     }
   }
@@ -461,27 +511,30 @@ export class CaManager implements CaSigner {
     await plan(jwtKind({ create: (t, s) => slots.createJwt(t, s), projectedNotAfter: (t) => slots.projectedJwtNotAfter(t) }), d, now, cannotOutlive);
     reconcileRoots(d, now, { current: this.#upstream?.roots ?? [], graceMs: this.#graceMs, isFromCurrentUpstream: (r) => slots.isFromCurrentUpstream(r) });
 
-    if (d.events.length === 0 && !ctx.initial && !ctx.republish) {
-      // Nothing changed (every change above records an event): only the server SVID may be due.
-      return { bundleChanged: false, events: [], serverSvidRenewed: await this.#renewServerSvidIfDue(now) };
+    const td = this.trustDomain;
+    const ours = buildBundle(td, d, 0n, this.#refreshHint);
+    const expiry = await this.#foreignExpiry(now, before.bundle, ours);
+    if (d.events.length === 0 && !ctx.initial && !ctx.republish && mergeShared(td, before.bundle, ours, new Bundle(td), expiry).pruned.length === 0) {
+      // Nothing changed (every change above records an event) and no authority of another
+      // server in the bundle we serve is due to be pruned: only the server SVID may be due.
+      return { bundleChanged: false, events: [], foreignPruned: [], serverSvidRenewed: await this.#renewServerSvidIfDue(now) };
     }
 
     // Commit, in one datastore transaction: merge our authorities into the stored (shared)
-    // bundle, write it when that changed it, and write our journal. Then switch memory.
-    const td = this.trustDomain;
-    const ours = buildBundle(td, d, 0n, this.#refreshHint);
+    // bundle, less other servers' expired ones, write it when that changed it, and write our
+    // journal. Then switch memory.
     const withdrawn = withdrawnAuthorities(td, journalBundle(td, before.journal, undefined), ours);
-    let commit: { bundle: Bundle; changed: boolean; journal: Journal; journalText: string } | undefined;
+    let commit: { bundle: Bundle; changed: boolean; pruned: PrunedAuthority[]; journal: Journal; journalText: string } | undefined;
     await this.#ds.updateBundle(
       td,
       (current) => {
-        const { bundle, changed } = mergeShared(td, this.#parseStored(current), ours, withdrawn);
+        const { bundle, changed, pruned } = mergeShared(td, this.#parseStored(current), ours, withdrawn, expiry);
         const journalSeq = BigInt(before.journal.sequence);
         const base = current === undefined || current.sequence < journalSeq ? journalSeq : current.sequence;
         bundle.sequence = changed || current === undefined ? base + 1n : current.sequence;
         const journal: Journal = { ...emptyJournal(td), sequence: bundle.sequence.toString(), x509: d.x509, jwt: d.jwt, upstreamRoots: d.upstreamRoots };
         const journalText = serializeJournal(journal);
-        commit = { bundle, changed, journal, journalText };
+        commit = { bundle, changed, pruned, journal, journalText };
         return {
           ...(changed ? { bundle: { trustDomain: td, document: marshalBundle(bundle), sequence: bundle.sequence } } : {}),
           ...(journalText !== before.journalText ? { caJournal: { serverId: this.#serverId, document: journalText } } : {}),
@@ -501,6 +554,13 @@ export class CaManager implements CaSigner {
     for (const e of d.events) {
       this.#log.info({ kind: e.kind, id: e.id, not_after: e.notAfter.toISOString() }, `CA authority ${e.action}`);
     }
+    // Once: the bundle written no longer holds them, so no later step finds them again.
+    for (const p of commit.pruned) {
+      this.#log.info(
+        { kind: p.kind, ...(p.kind === 'x509' ? { id: p.id } : { kid: p.id }), not_after: p.notAfter.toISOString() },
+        'pruned an expired authority of another server from the shared bundle',
+      );
+    }
     await slots.deleteUnusedKeys(before.journal, journal, ctx.initial);
 
     if (bundleChanged) {
@@ -511,7 +571,34 @@ export class CaManager implements CaSigner {
     }
     if (served) this.#notifyBundle(candidate);
 
-    return { bundleChanged, events: d.events, serverSvidRenewed: await this.#renewServerSvidIfDue(now) };
+    return { bundleChanged, events: d.events, foreignPruned: commit.pruned, serverSvidRenewed: await this.#renewServerSvidIfDue(now) };
+  }
+
+  /**
+   * The evidence this step prunes other servers' authorities on (trustbundle.ts ForeignExpiry).
+   * Reads the journals (outside the bundle transaction) only when `served` holds a JWT key that
+   * is not ours and not in #foreignJwt. A read that fails leaves the cache as it was: no
+   * evidence, nothing pruned on it; the next step reads again.
+   */
+  async #foreignExpiry(now: Date, served: Bundle, ours: Bundle): Promise<ForeignExpiry> {
+    const foreign = [...served.jwtAuthorities().keys()].filter((kid) => !ours.hasJwtAuthority(kid));
+    if (foreign.some((kid) => !this.#foreignJwt.has(kid))) {
+      try {
+        const journals = await this.#ds.listCaJournals();
+        const keys = journalJwtKeys(journals, this.#serverId, (serverId, err) =>
+          this.#log.warn({ err, server_id: serverId }, 'CA journal of another server does not parse; its JWT keys are kept in the bundle'),
+        );
+        // Only the kids in the bundle are kept; one that no journal records stays null (kept
+        // in the bundle: without a journal there is no evidence that it expired).
+        this.#foreignJwt = new Map(foreign.map((kid) => [kid, keys.get(kid) ?? null]));
+      } catch (err) {
+        if (isDataStoreUnavailable(err)) this.#log.debug({ err }, 'could not read the CA journals of other servers; their JWT keys are not pruned in this step');
+        else this.#log.warn({ err }, 'could not read the CA journals of other servers; their JWT keys are not pruned in this step');
+      }
+    }
+    const jwtKeys = new Map<string, RecordedJwtKey>();
+    for (const [kid, r] of this.#foreignJwt) if (r !== null) jwtKeys.set(kid, r);
+    return { now, graceMs: this.#graceMs, jwtKeys };
   }
 
   /** The stored bundle of our trust domain, or undefined when there is none or it does not parse (logged). */

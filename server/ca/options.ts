@@ -19,7 +19,7 @@ export interface CaLogger {
 }
 
 /** What the CA needs from the datastore. */
-export type CaDataStore = Pick<DataStore, 'getCaJournal' | 'setCaJournal' | 'adoptCaJournal' | 'getBundle' | 'setBundle' | 'updateBundle'>;
+export type CaDataStore = Pick<DataStore, 'getCaJournal' | 'setCaJournal' | 'adoptCaJournal' | 'listCaJournals' | 'getBundle' | 'setBundle' | 'updateBundle'>;
 
 export interface CaManagerOptions {
   trustDomain: TrustDomain;

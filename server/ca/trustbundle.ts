@@ -12,18 +12,23 @@
  *
  * Several servers on one datastore share the trust domain's bundle: each keeps its own journal,
  * and a step merges its authorities into the stored bundle (mergeShared) inside one datastore
- * write transaction, so the bundle holds every server's authorities. A server removes only
- * what it published itself and has pruned or dropped since (`withdrawn`): another server's
- * authorities are kept whatever their state. Upstream roots are not owned by one server: a root
- * that one server withdraws and another still configures is published again by the other when
- * it notices (CaManager's change-feed watch).
+ * write transaction, so the bundle holds every server's authorities. A server removes what it
+ * published itself and has pruned or dropped since (`withdrawn`), and another server's
+ * authorities only once they have expired (`ForeignExpiry`): more than the prune grace past an
+ * X.509 authority's certificate notAfter, or past the notAfter that another server's journal
+ * records for a JWT key (JWT keys in the bundle carry no expiry). So the authorities of a server
+ * that was retired or lost its data_dir leave the bundle once they expire, as the server itself
+ * would have pruned them. Upstream roots are not owned by one server: a root that one server
+ * withdraws and another still configures is published again by the other when it notices
+ * (CaManager's change-feed watch).
  */
 import type { StoredBundle } from '../datastore/types.js';
 import type { TrustDomain } from '../../spiffe/id.js';
 import { Bundle, parseBundle } from '../../spiffe/bundle.js';
+import type { KeyObject } from 'node:crypto';
 import { importPublicKeySpki } from '../../spiffe/keys.js';
 import { parseCertificate } from '../../spiffe/x509/index.js';
-import type { Journal, RootRecord, X509Record } from './journal.js';
+import { parseJournal, type Journal, type RootRecord, type X509Record } from './journal.js';
 import type { CaLogger } from './options.js';
 import type { Draft } from './rotation.js';
 
@@ -116,36 +121,146 @@ export function containsAuthorities(into: Bundle, b: Bundle): boolean {
   return true;
 }
 
+/** What another server's journal records of one of its JWT keys: its public key and notAfter. */
+export interface RecordedJwtKey {
+  key: KeyObject;
+  notAfterMs: number;
+}
+
+/** The evidence mergeShared prunes other servers' authorities on. */
+export interface ForeignExpiry {
+  now: Date;
+  /** How long past its notAfter an authority stays (pruneGraceSeconds). */
+  graceMs: number;
+  /** The JWT keys other servers' journals record, by kid (journalJwtKeys). */
+  jwtKeys: ReadonlyMap<string, RecordedJwtKey>;
+}
+
+/** An authority of another server that a merge pruned: X.509 CA serial hex or JWT kid. */
+export interface PrunedAuthority {
+  kind: 'x509' | 'jwt';
+  id: string;
+  notAfter: Date;
+}
+
+/** The notAfter of an X.509 authority, or undefined when it does not parse. */
+function certNotAfter(der: Buffer): Date | undefined {
+  try {
+    return parseCertificate(der).notAfter;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The X.509 authority expired more than the grace ago: its certificate says so. A certificate
+ * that does not parse is no evidence and is kept.
+ */
+export function x509Expired(der: Buffer, now: Date, graceMs: number): Date | undefined {
+  const notAfter = certNotAfter(der);
+  return notAfter !== undefined && now.getTime() > notAfter.getTime() + graceMs ? notAfter : undefined;
+}
+
+/**
+ * The JWT key expired more than the grace ago: a journal records this kid with this very key and
+ * a notAfter that far in the past. A kid that no journal records is kept: the journals were
+ * read before the bundle transaction, so it may be the key of a server that committed it since
+ * (its journal is written in the same transaction as the bundle); and one whose journal was
+ * deleted leaves no evidence of its expiry at all.
+ */
+export function jwtExpired(kid: string, key: KeyObject, e: ForeignExpiry): Date | undefined {
+  const r = e.jwtKeys.get(kid);
+  if (r === undefined || !r.key.equals(key)) return undefined;
+  return e.now.getTime() > r.notAfterMs + e.graceMs ? new Date(r.notAfterMs) : undefined;
+}
+
+/**
+ * The JWT keys that the journals record (every journal but `except`, ours), by kid. A journal
+ * that does not parse is passed to `unreadable` and contributes nothing. A kid in two journals
+ * (never expected: kids are random) keeps the later notAfter.
+ */
+export function journalJwtKeys(
+  journals: ReadonlyArray<{ serverId: string; document: string }>,
+  except: string,
+  unreadable: (serverId: string, err: unknown) => void,
+): Map<string, RecordedJwtKey> {
+  const keys = new Map<string, RecordedJwtKey>();
+  for (const j of journals) {
+    if (j.serverId === except) continue;
+    let journal: Journal;
+    try {
+      journal = parseJournal(j.document);
+    } catch (err) {
+      unreadable(j.serverId, err);
+      continue;
+    }
+    for (const r of journal.jwt) {
+      const notAfterMs = ms(r.notAfter);
+      const known = keys.get(r.kid);
+      if (known !== undefined && known.notAfterMs >= notAfterMs) continue;
+      try {
+        keys.set(r.kid, { key: importPublicKeySpki(b64(r.publicKeySpki)), notAfterMs });
+      } catch (err) {
+        unreadable(j.serverId, err);
+      }
+    }
+  }
+  return keys;
+}
+
 /**
  * The shared bundle after one server's step: `ours` (in its order), then the authorities of the
- * stored bundle (other servers', in their order) that this server neither holds nor `withdrew`;
- * the refresh hint is ours. When that holds the same authorities and hint as `stored` (order
- * aside), `stored` is returned unchanged with `changed` false; `changed` is true when nothing
- * parses there. The caller sets the sequence of a changed bundle.
+ * stored bundle (other servers', in their order) that this server neither holds nor `withdrew`,
+ * less those `expiry` shows expired (x509Expired, jwtExpired; returned in `pruned`); the refresh
+ * hint is ours. When that holds the same authorities and hint as `stored` (order aside),
+ * `stored` is returned unchanged with `changed` false; `changed` is true when nothing parses
+ * there or something was pruned. The caller sets the sequence of a changed bundle.
  */
 export function mergeShared(
   trustDomain: TrustDomain,
   stored: Bundle | undefined,
   ours: Bundle,
   withdrawn: Bundle,
-): { bundle: Bundle; changed: boolean } {
+  expiry?: ForeignExpiry,
+): { bundle: Bundle; changed: boolean; pruned: PrunedAuthority[] } {
   const b = new Bundle(trustDomain, { sequence: stored?.sequence ?? 0n, refreshHintSeconds: ours.refreshHintSeconds });
   for (const der of ours.x509Authorities()) b.addX509Authority(der);
   for (const [kid, key] of ours.jwtAuthorities()) b.addJwtAuthority(kid, key);
-  if (stored === undefined) return { bundle: b, changed: true };
+  const pruned: PrunedAuthority[] = [];
+  if (stored === undefined) return { bundle: b, changed: true, pruned };
   for (const der of stored.x509Authorities()) {
-    if (!withdrawn.hasX509Authority(der)) b.addX509Authority(der);
+    if (withdrawn.hasX509Authority(der) || b.hasX509Authority(der)) continue;
+    const expired = expiry === undefined ? undefined : x509Expired(der, expiry.now, expiry.graceMs);
+    if (expired !== undefined) pruned.push({ kind: 'x509', id: serialOf(der), notAfter: expired });
+    else b.addX509Authority(der);
   }
   for (const [kid, key] of stored.jwtAuthorities()) {
     // A kid of ours stored with another key (never expected: kids are random) keeps our key.
-    if (!withdrawn.hasJwtAuthority(kid) && !b.hasJwtAuthority(kid)) b.addJwtAuthority(kid, key);
+    if (withdrawn.hasJwtAuthority(kid) || b.hasJwtAuthority(kid)) continue;
+    const expired = expiry === undefined ? undefined : jwtExpired(kid, key, expiry);
+    if (expired !== undefined) pruned.push({ kind: 'jwt', id: kid, notAfter: expired });
+    else b.addJwtAuthority(kid, key);
   }
   const same =
     b.refreshHintSeconds === stored.refreshHintSeconds &&
     b.x509Authorities().length === stored.x509Authorities().length &&
     b.jwtAuthorities().size === stored.jwtAuthorities().size &&
     containsAuthorities(stored, b);
-  return same ? { bundle: stored.clone(), changed: false } : { bundle: b, changed: true };
+  return same ? { bundle: stored.clone(), changed: false, pruned } : { bundle: b, changed: true, pruned };
+}
+
+/**
+ * `b` less the authorities expired more than `graceMs` ago at `now`: X.509 ones by their
+ * certificate, JWT ones by `jwtNotAfter` (kid -> notAfter ms; a kid not in it is kept).
+ */
+export function unexpiredAuthorities(trustDomain: TrustDomain, b: Bundle, now: Date, graceMs: number, jwtNotAfter: ReadonlyMap<string, number>): Bundle {
+  const out = new Bundle(trustDomain, { sequence: b.sequence, refreshHintSeconds: b.refreshHintSeconds });
+  for (const der of b.x509Authorities()) if (x509Expired(der, now, graceMs) === undefined) out.addX509Authority(der);
+  for (const [kid, key] of b.jwtAuthorities()) {
+    const notAfter = jwtNotAfter.get(kid);
+    if (notAfter === undefined || now.getTime() <= notAfter + graceMs) out.addJwtAuthority(kid, key);
+  }
+  return out;
 }
 
 /** The authorities of `before` that `after` no longer holds. */

@@ -94,7 +94,9 @@ export class AdminClient {
   describe(err: unknown): Error {
     if (!(err instanceof UnaryCallError)) return err instanceof Error ? err : new Error(String(err));
     const details = err.details ?? '';
-    if (err.code === Code.UNAVAILABLE && /ENOENT|ECONNREFUSED|No connection established|connect|ENOTDIR/.test(details)) {
+    // UNAVAILABLE from the server itself (its datastore is down) says so; only the channel's own
+    // UNAVAILABLE means the admin socket could not be reached.
+    if (err.code === Code.UNAVAILABLE && !/^datastore unavailable/.test(details) && /ENOENT|ECONNREFUSED|No connection established|connect|ENOTDIR/.test(details)) {
       if (/EACCES|EPERM/.test(details)) return this.#fsError(Object.assign(new Error(details), { code: 'EACCES' }));
       return this.#unreachable();
     }

@@ -11,7 +11,7 @@ import type { DataStore, RecordExporter } from './types.js';
 type EntryMethods = 'createEntries' | 'getEntry' | 'getEntries' | 'listAllEntries' | 'listEntries' | 'countEntries' | 'updateEntry' | 'deleteEntries' | 'pruneExpiredEntries';
 type NodeMethods = 'createAttestedNode' | 'getAttestedNode' | 'listAttestedNodes' | 'countAttestedNodes' | 'updateAttestedNode' | 'deleteAttestedNode';
 type TokenMethods = 'createJoinToken' | 'consumeJoinToken' | 'pruneJoinTokens';
-type BundleMethods = 'getBundle' | 'listBundles' | 'setBundle' | 'deleteBundle' | 'updateBundle' | 'getCaJournal' | 'setCaJournal' | 'adoptCaJournal';
+type BundleMethods = 'getBundle' | 'listBundles' | 'setBundle' | 'deleteBundle' | 'updateBundle' | 'getCaJournal' | 'setCaJournal' | 'adoptCaJournal' | 'listCaJournals';
 type EventMethods = 'listEventsSince' | 'latestEventId' | 'pruneEvents';
 
 /** The parts of a backend, by the DataStore methods each one serves. */
@@ -27,8 +27,8 @@ export interface DataStoreParts {
   connection: Pick<DataStore, 'onChange' | 'close'>;
 }
 
-type Args<M extends keyof DataStore> = Parameters<DataStore[M]>;
-type Result<M extends keyof DataStore> = ReturnType<DataStore[M]>;
+type Args<M extends keyof DataStore> = Parameters<NonNullable<DataStore[M]>>;
+type Result<M extends keyof DataStore> = ReturnType<NonNullable<DataStore[M]>>;
 
 export class PartsDataStore implements DataStore, RecordExporter {
   constructor(protected readonly parts: DataStoreParts) {}
@@ -113,6 +113,9 @@ export class PartsDataStore implements DataStore, RecordExporter {
   }
   adoptCaJournal(...a: Args<'adoptCaJournal'>): Result<'adoptCaJournal'> {
     return this.parts.bundles.adoptCaJournal(...a);
+  }
+  listCaJournals(...a: Args<'listCaJournals'>): Result<'listCaJournals'> {
+    return this.parts.bundles.listCaJournals(...a);
   }
 
   listEventsSince(...a: Args<'listEventsSince'>): Result<'listEventsSince'> {

@@ -166,8 +166,8 @@ export interface DataStore {
    * (the server's authorization cache at startup). listEntries pages and sorts; this does not.
    */
   listAllEntries(): Promise<RegistrationEntry[]>;
-  listEntries(filter?: EntryFilter, page?: Page): Promise<Paged<RegistrationEntry>>;
-  countEntries(filter?: EntryFilter): Promise<number>;
+  listEntries(filter?: EntryFilter, page?: Page, opts?: ReadOptions): Promise<Paged<RegistrationEntry>>;
+  countEntries(filter?: EntryFilter, opts?: ReadOptions): Promise<number>;
   /** Replaces the entry's mutable fields; bumps revisionNumber. Throws not_found / duplicate. */
   updateEntry(entry: RegistrationEntry, now: number): Promise<RegistrationEntry>;
   /** Deletes and returns the deleted entries; unknown IDs are reported as errors. */
@@ -178,8 +178,8 @@ export interface DataStore {
   // Attested agents.
   createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>, now: number): Promise<AttestedNode>;
   getAttestedNode(id: SpiffeId): Promise<AttestedNode | undefined>;
-  listAttestedNodes(filter?: NodeFilter, page?: Page): Promise<Paged<AttestedNode>>;
-  countAttestedNodes(filter?: NodeFilter): Promise<number>;
+  listAttestedNodes(filter?: NodeFilter, page?: Page, opts?: ReadOptions): Promise<Paged<AttestedNode>>;
+  countAttestedNodes(filter?: NodeFilter, opts?: ReadOptions): Promise<number>;
   /** Updates serials, expiry, selectors, banned flag; throws not_found. */
   updateAttestedNode(node: AttestedNode, now: number): Promise<AttestedNode>;
   /** Evict: removes the node record (it must attest again). Returns the removed node or undefined. */
@@ -219,6 +219,11 @@ export interface DataStore {
    * of several servers adopting the same journal exactly one gets it). Returns whether it moved.
    */
   adoptCaJournal(from: string, to: string): Promise<boolean>;
+  /**
+   * Every server's CA journal (server ID '' included), sorted by server ID. Read outside any
+   * write: a journal committed after the read is not in it.
+   */
+  listCaJournals(): Promise<ExportedCaJournal[]>;
 
   // Change feed.
   /** Events with id > `after`, oldest first, at most `limit`. */
@@ -232,7 +237,23 @@ export interface DataStore {
 
   /** Runs `PRAGMA integrity_check` or the backend's equivalent; returns problems ('' when ok). */
   checkIntegrity(): Promise<string>;
+  /**
+   * Backends reached over a network (PostgreSQL): whether the database answered the last
+   * statement, and a listener called with each change (false: lost, true: back). Absent: always up.
+   */
+  available?(): boolean;
+  onAvailabilityChange?(listener: (up: boolean) => void): () => void;
   close(): Promise<void>;
+}
+
+/**
+ * How a read may be served. `mayLag`: the caller shows the result (admin list and count pages,
+ * gauges) and nothing is decided from it, so a backend may answer from a read-only replica that
+ * lags the primary (PostgreSQL's ro_connection_string). Never set for reads that authorization,
+ * the change feed or a check before a write depends on.
+ */
+export interface ReadOptions {
+  mayLag?: boolean;
 }
 
 /**
@@ -314,14 +335,27 @@ export interface DataStoreLogger {
   warn(obj: object, msg: string): void;
 }
 
-export type DataStoreErrorReason = 'not_found' | 'already_exists' | 'duplicate_entry' | 'invalid' | 'io';
+/**
+ * 'unavailable': the database cannot be reached (PostgreSQL down, refusing, not answering, the
+ * connection lost); the message is meant for operators as it is (it names the host and port,
+ * never credentials, and says whether anything was written). 'io': any other failure below the store.
+ */
+export type DataStoreErrorReason = 'not_found' | 'already_exists' | 'duplicate_entry' | 'invalid' | 'io' | 'unavailable';
 
 export class DataStoreError extends Error {
   readonly code = 'ERR_DATASTORE';
   readonly reason: DataStoreErrorReason;
-  constructor(reason: DataStoreErrorReason, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  /** The message without deployment details (host, port), for callers that are not operators (agents). */
+  readonly redacted: string | undefined;
+  constructor(reason: DataStoreErrorReason, message: string, options?: { cause?: unknown; redacted?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'DataStoreError';
     this.reason = reason;
+    this.redacted = options?.redacted;
   }
+}
+
+/** True for DataStoreError 'unavailable': the datastore has logged the outage once already; callers need not. */
+export function isDataStoreUnavailable(err: unknown): boolean {
+  return err instanceof DataStoreError && err.reason === 'unavailable';
 }

@@ -9,7 +9,7 @@
  * A slow poll (pollIntervalMs) backs this up for writers in other processes.
  */
 import type { SpiffeId } from '../../spiffe/id.js';
-import type { ChangeEvent, DataStore, RegistrationEntry } from '../datastore/types.js';
+import { isDataStoreUnavailable, type ChangeEvent, type DataStore, type RegistrationEntry } from '../datastore/types.js';
 import type { AgentChange, AuthorizationCache } from './authcache.js';
 
 export interface FeedListener {
@@ -94,7 +94,10 @@ export class ChangeFeed {
           await this.#drain();
         } while (this.#again);
       } catch (err) {
-        this.#log.error({ err }, 'change feed processing failed; will retry on the next change or poll');
+        // A datastore outage is logged once by the datastore; the feed resumes from its position
+        // when it is back (the events committed meanwhile are read then, none twice).
+        if (isDataStoreUnavailable(err)) this.#log.debug({ err }, 'change feed paused: the datastore is unavailable');
+        else this.#log.error({ err }, 'change feed processing failed; will retry on the next change or poll');
       } finally {
         this.#running = undefined;
       }

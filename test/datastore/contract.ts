@@ -742,6 +742,26 @@ export function datastoreContract(name: string, open: () => Promise<DataStore>, 
         assert.equal(await reopened.getCaJournal('server-b'), '{"who":"b"}');
       });
 
+      it('lists every server\'s CA journal (the one without an ID too), sorted by server ID, as last written', async () => {
+        const store = await fresh();
+        assert.deepEqual(await store.listCaJournals(), []);
+        await store.setCaJournal('{"who":"b"}', 'server-b');
+        await store.setCaJournal('{"who":"legacy"}');
+        await store.updateBundle(td('example.org'), () => ({ caJournal: { serverId: 'server-a', document: '{"who":"a"}' } }), 1);
+        await store.setCaJournal('{"who":"b","n":2}', 'server-b');
+        const all = [
+          { serverId: '', document: '{"who":"legacy"}' },
+          { serverId: 'server-a', document: '{"who":"a"}' },
+          { serverId: 'server-b', document: '{"who":"b","n":2}' },
+        ];
+        assert.deepEqual(await store.listCaJournals(), all);
+        assert.equal(await store.adoptCaJournal('', 'server-c'), true);
+        assert.deepEqual(await store.listCaJournals(), [all[1], all[2], { serverId: 'server-c', document: '{"who":"legacy"}' }]);
+        await store.close();
+        const reopened = await again(store);
+        assert.deepEqual((await reopened.listCaJournals()).map((j) => j.serverId), ['server-a', 'server-b', 'server-c']);
+      });
+
       it('updateBundle: read-modify-write with the journal in one transaction; the sequence must grow; nothing written on refusal', async () => {
         const store = await fresh();
         const T = td('example.org');

@@ -1,7 +1,8 @@
 // Several CA managers (one per server: own data dir, own keys, own server ID) of one trust
 // domain on ONE datastore, run against SQLite and against PostgreSQL (a throwaway cluster,
 // test/support/postgres.ts). What must hold: every server's authorities end up in the shared
-// bundle, a server prunes only its own, concurrent publishes lose nothing, a server signs only
+// bundle, a server prunes its own as they expire and another server's (a retired one's) only once
+// they expired plus the prune grace, concurrent publishes lose nothing, a server signs only
 // with a published authority, and a server hears of the others' bundle changes.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,9 +15,9 @@ import { parseCertificate, verifyX509Svid } from '../../spiffe/x509/index.js';
 import { validateJwtSvid } from '../../spiffe/jwtsvid.js';
 import { DiskKeyManager } from '../../server/ca/keymanager.js';
 import type { CaManager, CaManagerOptions } from '../../server/ca/manager.js';
-import { parseJournal } from '../../server/ca/journal.js';
+import { emptyJournal, parseJournal, serializeJournal } from '../../server/ca/journal.js';
 import { ACTIVATE_AT, DEFAULT_PRUNE_GRACE_SECONDS } from '../../server/ca/manager.js';
-import { Clock, TD, freshCsr, isCaError, startCa } from '../../server/ca/testkit.js';
+import { Clock, TD, captureLogger, freshCsr, isCaError, startCa } from '../../server/ca/testkit.js';
 import type { DataStore } from '../../server/datastore/types.js';
 import { AuthorizationCache } from '../../server/entries/authcache.js';
 import { EntryIndex } from '../../server/entries/entryindex.js';
@@ -128,32 +129,102 @@ for (const backend of BACKENDS) {
       assert.equal(await first.getCaJournal(), undefined, 'no journal without a server ID');
     });
 
-    it('a server prunes only its own authorities: the other server\'s stay, even long past their expiry', async () => {
+    it('a retired server\'s X.509 CA and JWT key stay in the shared bundle until they expire plus the grace, then another server\'s step prunes them, once', async () => {
       const { first, another } = await backend.fresh();
       const clockA = new Clock();
       const clockB = new Clock();
-      const a = await server(first, 'server-a', clockA);
+      const logA = captureLogger();
+      const a = await server(first, 'server-a', clockA, { logger: logA });
+      clockB.advance(600);
       const b = await server(await another(), 'server-b', clockB);
-      const firstA = activeId(a, 'x509');
-      const firstJwtA = activeId(a, 'jwt');
+      const caB = activeId(b, 'x509');
+      const kidB = activeId(b, 'jwt');
+      const notAfterB = b.status().x509[0]!.notAfter;
+      assert.equal(b.status().jwt[0]!.notAfter.getTime(), notAfterB.getTime(), 'B\'s CA and JWT key expire together');
+      // B is retired now: it never steps again (its journal stays, as a stopped server leaves it).
+      const at = (t: number): Date => {
+        clockA.set(new Date(t));
+        return clockA.now();
+      };
 
-      // A runs through a whole rotation: prepare, activate, then prune its first CA and JWT key.
-      clockA.advance(0.55 * CA_TTL);
+      // A runs through a rotation of its own meanwhile: prepare, activate, prune its first CA.
+      at(clockA.now().getTime() + 0.55 * CA_TTL * 1000);
       await a.rotate();
-      clockA.advance((ACTIVATE_AT - 0.55) * CA_TTL + 1);
+      at(clockA.now().getTime() + (ACTIVATE_AT - 0.55) * CA_TTL * 1000 + 1000);
       await a.rotate();
-      clockA.advance(CA_TTL + DEFAULT_PRUNE_GRACE_SECONDS + 1);
+      at(notAfterB.getTime() - 1000);
+      await a.rotate();
+      assert.ok(holdsAll(await stored(first), b), 'before B\'s expiry: kept');
+
+      // Up to notAfter + grace: kept.
+      const edge = notAfterB.getTime() + DEFAULT_PRUNE_GRACE_SECONDS * 1000;
+      at(edge);
+      const atEdge = await a.rotate();
+      assert.deepEqual(atEdge.foreignPruned, []);
+      let shared = await stored(first);
+      assert.ok(x509Ids(shared).includes(caB) && shared.hasJwtAuthority(kidB), 'at notAfter + grace: kept');
+      const seq = shared.sequence;
+
+      // One second later: A's step (nothing of its own to do) prunes both, and bumps the sequence.
+      at(edge + 1000);
       const r = await a.rotate();
-      assert.ok(r.events.some((e) => e.kind === 'x509' && e.action === 'pruned' && e.id === firstA), JSON.stringify(r.events));
-      assert.ok(r.bundleChanged);
+      assert.deepEqual(r.events, [], 'nothing of A\'s own changed');
+      assert.deepEqual(
+        r.foreignPruned.map((p) => [p.kind, p.id, p.notAfter.getTime()]).sort(),
+        [['jwt', kidB, notAfterB.getTime()], ['x509', caB, notAfterB.getTime()]].sort(),
+      );
+      assert.equal(r.bundleChanged, true);
+      shared = await stored(first);
+      assert.ok(!x509Ids(shared).includes(caB), 'B\'s CA is gone');
+      assert.ok(!shared.hasJwtAuthority(kidB), 'B\'s JWT key is gone');
+      assert.ok(holdsAll(shared, a), 'A\'s own authorities are all there');
+      assert.equal(shared.sequence, seq + 1n);
+      assert.ok(a.bundle().equals(shared), 'A serves the pruned bundle');
+      const logged = logA.lines.filter((l) => l.msg === 'pruned an expired authority of another server from the shared bundle');
+      assert.deepEqual(
+        logged.map((l) => l.obj).sort((x, y) => JSON.stringify(x).localeCompare(JSON.stringify(y))),
+        [
+          { kind: 'jwt', kid: kidB, not_after: notAfterB.toISOString() },
+          { kind: 'x509', id: caB, not_after: notAfterB.toISOString() },
+        ],
+      );
 
-      // By A's clock B's authorities expired long ago; A leaves them: they are not A's.
+      // Logged once: later steps find nothing to prune and write nothing.
+      at(edge + 11_000);
+      const later = await a.rotate();
+      assert.deepEqual(later.foreignPruned, []);
+      assert.equal(later.bundleChanged, false);
+      assert.equal((await stored(first)).sequence, seq + 1n);
+      assert.equal(logA.lines.filter((l) => l.msg === logged[0]!.msg).length, 2);
+
+      // B, were it started again at that time, would not publish its expired authorities again
+      // (they would only be pruned again): it adopts the bundle as it is.
+      clockB.set(clockA.now());
+      await b.refreshBundle();
+      shared = await stored(first);
+      assert.ok(!x509Ids(shared).includes(caB) && !shared.hasJwtAuthority(kidB));
+      assert.equal(shared.sequence, seq + 1n);
+    });
+
+    it('a server does not prune another\'s JWT key that no journal records (no evidence that it expired)', async () => {
+      const { first, another } = await backend.fresh();
+      const clock = new Clock();
+      const a = await server(first, 'server-a', clock);
+      const b = await server(await another(), 'server-b', clock);
+      const caB = activeId(b, 'x509');
+      const kidB = activeId(b, 'jwt');
+      const notAfterB = b.status().x509[0]!.notAfter;
+      await a.refreshBundle();
+      assert.ok(a.bundle().hasJwtAuthority(kidB), 'A serves B\'s JWT key');
+      // B's journal emptied (as if its row had been deleted with SQL): nothing records B's JWT
+      // key any more; its X.509 CA still carries its own expiry.
+      await first.setCaJournal(serializeJournal({ ...emptyJournal(TD), sequence: '1' }), 'server-b');
+      clock.set(new Date(notAfterB.getTime() + (DEFAULT_PRUNE_GRACE_SECONDS + 1) * 1000));
+      const r = await a.rotate();
+      assert.deepEqual(r.foreignPruned.map((p) => [p.kind, p.id]), [['x509', caB]]);
       const shared = await stored(first);
-      assert.ok(!x509Ids(shared).includes(firstA), 'A\'s pruned CA is gone');
-      assert.ok(!shared.hasJwtAuthority(firstJwtA), 'A\'s pruned JWT key is gone');
-      assert.ok(holdsAll(shared, b), 'B\'s CA and JWT key are kept');
-      assert.ok(holdsAll(shared, a));
-      assert.ok(holdsAll(a.bundle(), b), 'and A serves them');
+      assert.ok(!x509Ids(shared).includes(caB));
+      assert.ok(shared.hasJwtAuthority(kidB), 'the JWT key no journal records stays');
     });
 
     it('concurrent publishes from both servers keep both (starts on an empty datastore, then a rotation each)', async () => {

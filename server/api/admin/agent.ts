@@ -41,12 +41,13 @@ export function createAgentService(deps: AdminDeps, log: ApiLogger): AgentServic
   return {
     listAgents: unary(log, 'ListAgents', async (req) => {
       const filter = nodeFilterFromProto(req.filter);
-      const page = await ds.listAttestedNodes(filter, pageFromProto(req.pageSize, req.pageToken));
+      // Shown, not decided on: may come from the read-only replica (ro_connection_string).
+      const page = await ds.listAttestedNodes(filter, pageFromProto(req.pageSize, req.pageToken), { mayLag: true });
       return { agents: page.items.map(agentToProto), nextPageToken: page.nextToken };
     }),
 
     countAgents: unary(log, 'CountAgents', async (req) => {
-      return { count: await ds.countAttestedNodes(nodeFilterFromProto(req.filter)) };
+      return { count: await ds.countAttestedNodes(nodeFilterFromProto(req.filter), { mayLag: true }) };
     }),
 
     getAgent: unary(log, 'GetAgent', async (req) => agentToProto(await getNode(req.id))),

@@ -80,12 +80,13 @@ export function createEntryService(deps: AdminDeps, log: ApiLogger): EntryServic
 
     listEntries: unary(log, 'ListEntries', async (req) => {
       const filter = entryFilterFromProto(req.filter);
-      const page = await ds.listEntries(filter, pageFromProto(req.pageSize, req.pageToken));
+      // Shown, not decided on: may come from the read-only replica (ro_connection_string).
+      const page = await ds.listEntries(filter, pageFromProto(req.pageSize, req.pageToken), { mayLag: true });
       return { entries: page.items.map(entryToProto), nextPageToken: page.nextToken };
     }),
 
     countEntries: unary(log, 'CountEntries', async (req) => {
-      return { count: await ds.countEntries(entryFilterFromProto(req.filter)) };
+      return { count: await ds.countEntries(entryFilterFromProto(req.filter), { mayLag: true }) };
     }),
 
     batchUpdateEntry: unary(log, 'BatchUpdateEntry', async (req) => {

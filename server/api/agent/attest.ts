@@ -175,7 +175,7 @@ export class Attestations {
       const st =
         err instanceof AttestationError
           ? (log.warn({ reason: err.reason }, 'node attestation refused'), { code: GrpcStatus.PERMISSION_DENIED, message: `attestation failed: ${err.message}` })
-          : statusOf(err, log, { method: 'AttestAgent' });
+          : statusOf(err, log, { method: 'AttestAgent' }, 'agent');
       this.#metrics.nodeAttestation(attestorType, st.code === GrpcStatus.PERMISSION_DENIED || st.code === GrpcStatus.UNAUTHENTICATED ? 'denied' : 'error');
       call.emit('error', { code: st.code, details: st.message } as Partial<ServiceError>);
     }

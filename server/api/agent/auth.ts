@@ -6,10 +6,17 @@
  * renewal, which then becomes current and retires the old one). `authorizedEntry` and
  * `authorizedMap` give the registration entries that agent is authorized for (server/entries),
  * the only source of identity in anything the agent API signs.
+ *
+ * Datastore outage (DataStoreError 'unavailable'): the node record last read for the agent is
+ * used instead (#nodes), so agents keep getting SVIDs for the entries they are authorized for
+ * while the database is down. A node event from the change feed drops that record (`nodeChanged`):
+ * an agent banned or evicted before the outage (as far as this server's feed had read) is not
+ * authenticated from memory. Promoting a renewed SVID's serial is a write: while the database is
+ * down the renewed serial is accepted without it, and promoted on the first call after it returns.
  */
 import { verifyX509Svid, type CertificateInfo } from '../../../spiffe/x509/index.js';
 import { isMemberOf, pathOf, type SpiffeId } from '../../../spiffe/id.js';
-import type { AttestedNode, RegistrationEntry } from '../../datastore/types.js';
+import { isDataStoreUnavailable, type AttestedNode, type RegistrationEntry } from '../../datastore/types.js';
 import { AGENT_PATH_PREFIX } from '../../../attestors/node/types.js';
 import { peerCertificateDer, type AuthContextCall } from './peer.js';
 import { denied, nowSeconds, unauthenticated, type AgentApiDeps, type OwnBundle } from './deps.js';
@@ -18,6 +25,8 @@ import { denied, nowSeconds, unauthenticated, type AgentApiDeps, type OwnBundle 
 export const MAX_VERIFIED_AGENT_CERTS = 4096;
 /** Longest a remembered chain verification is reused before the chain is verified again. */
 export const VERIFIED_AGENT_CERT_TTL_MS = 60_000;
+/** Node records remembered for authentication during a datastore outage (oldest dropped beyond). */
+export const MAX_REMEMBERED_NODES = 100_000;
 
 /** An authenticated agent. */
 export interface Caller {
@@ -48,6 +57,8 @@ export class AgentAuth {
    * insertion-ordered, oldest dropped beyond MAX_VERIFIED_AGENT_CERTS. Only successes are kept.
    */
   readonly #verified = new Map<string, VerifiedAgentCert>();
+  /** The node record last read per agent (see the module comment); insertion-ordered, bounded. */
+  readonly #nodes = new Map<SpiffeId, AttestedNode>();
 
   constructor(deps: AgentApiDeps, ownBundle: OwnBundle) {
     this.#d = deps;
@@ -59,6 +70,31 @@ export class AgentAuth {
     this.#verified.clear();
   }
 
+  /** A node event for `agentId`: its remembered record is no longer trusted. */
+  nodeChanged(agentId: SpiffeId): void {
+    this.#nodes.delete(agentId);
+  }
+
+  #remember(agentId: SpiffeId, node: AttestedNode | undefined): void {
+    this.#nodes.delete(agentId);
+    if (node === undefined) return;
+    this.#nodes.set(agentId, node);
+    if (this.#nodes.size > MAX_REMEMBERED_NODES) this.#nodes.delete(this.#nodes.keys().next().value!);
+  }
+
+  /** The node record: from the datastore, or while it is unavailable the one read last. */
+  async #node(agentId: SpiffeId): Promise<{ node: AttestedNode | undefined; fromMemory: boolean }> {
+    try {
+      const node = await this.#d.datastore.getAttestedNode(agentId);
+      this.#remember(agentId, node);
+      return { node, fromMemory: false };
+    } catch (err) {
+      const remembered = isDataStoreUnavailable(err) ? this.#nodes.get(agentId) : undefined;
+      if (remembered === undefined) throw err;
+      return { node: remembered, fromMemory: true };
+    }
+  }
+
   /**
    * The caller's agent identity from its TLS client certificate; throws a gRPC-mapped error.
    * The chain verification (and the agent-ID shape check) of a certificate is remembered in
@@ -68,18 +104,27 @@ export class AgentAuth {
     const der = peerCertificateDer(call);
     if (der === undefined) throw unauthenticated('no valid agent X509-SVID was presented (the TLS client certificate is missing, expired, or not signed by this trust domain)');
     const { agentId, serialHex: serial, notAfter: certNotAfter } = this.#verifyAgentCert(der);
-    let node = await this.#d.datastore.getAttestedNode(agentId);
+    let { node, fromMemory } = await this.#node(agentId);
     if (!node) throw denied(`agent ${agentId} is not attested (evicted?): attest again`);
     if (node.banned) throw denied(`agent ${agentId} is banned`);
     if (serial !== node.certSerial) {
       if (node.newCertSerial === '' || serial !== node.newCertSerial) {
         throw denied(`agent SVID serial ${serial} has been superseded; use the current agent SVID`);
       }
-      // First use of the renewed SVID: it becomes current and the old serial is retired.
-      node = await this.#d.datastore.updateAttestedNode(
-        { ...node, certSerial: node.newCertSerial, certNotAfter: node.newCertNotAfter, newCertSerial: '', newCertNotAfter: 0 },
-        nowSeconds(this.#d.now),
-      );
+      // First use of the renewed SVID: it becomes current and the old serial is retired. While
+      // the datastore is unavailable that waits (the renewed serial is accepted as it is).
+      if (!fromMemory) {
+        try {
+          node = await this.#d.datastore.updateAttestedNode(
+            { ...node, certSerial: node.newCertSerial, certNotAfter: node.newCertNotAfter, newCertSerial: '', newCertNotAfter: 0 },
+            nowSeconds(this.#d.now),
+          );
+          this.#remember(agentId, node);
+        } catch (err) {
+          if (!isDataStoreUnavailable(err)) throw err;
+          fromMemory = true;
+        }
+      }
     }
     return { agentId, node, certNotAfter };
   }

@@ -37,7 +37,7 @@ function withCall<Req, Res>(
   return (call, callback) => {
     fn(call.request, call).then(
       (res) => callback(null, res),
-      (err: unknown) => callback(toServiceError(err, log, { method })),
+      (err: unknown) => callback(toServiceError(err, log, { method }, 'agent')),
     );
   };
 }
@@ -63,7 +63,10 @@ export class AgentApi {
     this.#sync = new SyncStreams(deps, this.#log, this.#auth, this.#ownBundle);
     this.#unsubscribe = deps.feed.subscribe({
       entries: (changes, revision) => this.#sync.pushEntries(changes, revision),
-      node: (agentId, revision) => void this.#sync.checkNode(agentId, revision),
+      node: (agentId, revision) => {
+        this.#auth.nodeChanged(agentId);
+        this.#sync.checkNode(agentId, revision);
+      },
       bundle: () => void this.#sync.pushBundles(),
     });
     // The CA's bundle may change without a bundle event of this server's feed arriving after it
@@ -146,7 +149,7 @@ export class AgentApi {
         toSign.forEach((t, k) => {
           const s = signed[k]!;
           if (s instanceof Error) {
-            results[t.at] = { status: statusOf(s, this.#log, { method: 'BatchNewX509SVID', entry_id: t.entry.id }), svid: undefined };
+            results[t.at] = { status: statusOf(s, this.#log, { method: 'BatchNewX509SVID', entry_id: t.entry.id }, 'agent'), svid: undefined };
           } else {
             results[t.at] = { status: OK_STATUS, svid: svidToProto(t.entry.spiffeId, s) };
             ok++;

@@ -10,7 +10,7 @@ import { status as GrpcStatus, type ServerWritableStream, type ServiceError } fr
 import type { SpiffeId } from '../../../spiffe/id.js';
 import type { SyncAuthorizedRequest, SyncAuthorizedResponse } from '../../../proto/gen/spindle/agent/v1/agent.js';
 import type { Bundle as ProtoBundle } from '../../../proto/gen/spindle/types/v1/types.js';
-import type { RegistrationEntry } from '../../datastore/types.js';
+import { isDataStoreUnavailable, type RegistrationEntry } from '../../datastore/types.js';
 import type { AgentChange } from '../../entries/authcache.js';
 import { encodeSyncResponse } from './syncencode.js';
 import { toServiceError } from '../errors.js';
@@ -23,6 +23,8 @@ import type { AgentAuth, Caller } from './auth.js';
  * while it moves to a renewed SVID); more is a misbehaving or hostile client.
  */
 export const MAX_SYNC_STREAMS_PER_AGENT = 8;
+/** A changed node record that could not be read is read again this often while the agent has streams. */
+export const NODE_RECHECK_MS = 5_000;
 /**
  * Bounds on what a sync stream may have queued (written, not yet taken by the transport because
  * the agent does not read). Sync messages are deltas: they cannot be merged or dropped, so a
@@ -89,7 +91,7 @@ export class SyncStreams {
     try {
       caller = await this.#auth.authenticate(call);
     } catch (err) {
-      call.emit('error', toServiceError(err, this.#log, { method: 'SyncAuthorized' }));
+      call.emit('error', toServiceError(err, this.#log, { method: 'SyncAuthorized' }, 'agent'));
       return;
     }
     if (call.cancelled) return;
@@ -274,7 +276,19 @@ export class SyncStreams {
    * re-attested with other node selectors (k8s_psat: new labels, another pod), recompute its
    * node-alias memberships and push the difference to its open streams.
    */
-  async checkNode(agentId: SpiffeId, revision: number): Promise<void> {
+  checkNode(agentId: SpiffeId, revision: number, attempt = 0): void {
+    this.#checkNode(agentId, revision).catch((err: unknown) => {
+      // The record could not be read (the datastore went away): try again, so a ban or eviction
+      // still ends the agent's streams once it can be read.
+      if (attempt === 0 && !isDataStoreUnavailable(err)) this.#log.warn({ err, agent_id: agentId }, 'could not read a changed node record; retrying');
+      const t = setTimeout(() => {
+        if (this.#streams.has(agentId)) this.checkNode(agentId, revision, attempt + 1);
+      }, NODE_RECHECK_MS);
+      t.unref();
+    });
+  }
+
+  async #checkNode(agentId: SpiffeId, revision: number): Promise<void> {
     const set = this.#streams.get(agentId);
     if (!set) return;
     const node = await this.#d.datastore.getAttestedNode(agentId);

@@ -18,18 +18,43 @@
  *   it, a write for every call before it (the pool would otherwise run them in any order).
  * - read(): one statement reads one snapshot; `snapshot: true` runs several in one
  *   REPEATABLE READ transaction.
- * - Errors are DataStoreError; PostgreSQL and connection failures become reason 'io' naming
- *   the operation and the SQLSTATE, with the driver's error as `cause`.
+ * - Errors are DataStoreError. A database that cannot be reached (refused, not answering within
+ *   the connect or query timeout, the connection lost) is reason 'unavailable' with an operator
+ *   message naming host and port and whether anything was written (outage.ts); the outage is
+ *   logged once when it starts and once when it ends, not per failed call. Other PostgreSQL
+ *   failures become reason 'io' naming the operation and the SQLSTATE, with the driver's error
+ *   as `cause`.
+ * - Bounded waits: a new connection fails after CONNECT_TIMEOUT_MS, a statement after
+ *   QUERY_TIMEOUT_MS without an answer (the write lock's wait after LOCK_TIMEOUT_MS), so a call
+ *   during an outage fails within seconds instead of hanging; TCP keepalive finds dead idle
+ *   connections. The pool reconnects by itself: a broken connection is discarded, the next call
+ *   opens a new one.
+ * - Outage and return: the LISTEN connection is reopened by the catch-up poll (every POLL_MS),
+ *   which then announces the latest event id, so the change feed reads what other servers
+ *   committed during the gap (from its own position: nothing lost, nothing read twice).
+ * - ro_connection_string: a second pool with the same settings serves only reads the caller
+ *   marked `replica` (may lag); never a read inside a write, the feed's reads or a snapshot.
  */
 import pg from 'pg';
 import { invalid } from '../checks.js';
-import { DataStoreError, type ChangeKind, type DataStoreLogger } from '../types.js';
+import { DataStoreError, type ChangeKind } from '../types.js';
+import { Availability, connectionFailure, endpointOf, unavailableError, type AvailabilityLogger, type Phase } from './outage.js';
 
 /** Lock keys (pg_advisory_xact_lock): per database, shared by every server on it. */
 export const WRITE_LOCK = '7294012460010002';
 export const CHANNEL = 'spindle_events';
 const DEFAULT_POLL_MS = 5000;
-const CONNECT_TIMEOUT_MS = 10_000;
+/** A new connection that has not completed its startup by then fails (reason 'unavailable'). */
+export const CONNECT_TIMEOUT_MS = 5_000;
+/**
+ * A statement without an answer by then fails and its connection is discarded. Well above what
+ * any statement of a running server takes; `datastore migrate` opens its stores without it.
+ */
+export const QUERY_TIMEOUT_MS = 15_000;
+/** Waiting for the shared write lock (another server's write in progress) may take longer. */
+export const LOCK_TIMEOUT_MS = 60_000;
+/** TCP keepalive on every connection: an idle connection to a vanished host is found and dropped. */
+const KEEPALIVE_DELAY_MS = 10_000;
 
 /**
  * Appends a change-feed event inside the current write transaction; `many` appends one event
@@ -85,16 +110,22 @@ export interface PoolSettings {
   maxIdleConns?: number | undefined;
   /** conn_max_lifetime in seconds: 0 = unlimited. */
   connMaxLifetime: number;
+  /** Statement timeout on the client side, ms (default QUERY_TIMEOUT_MS; 0: none). */
+  queryTimeoutMs?: number;
 }
 
-export function newPool(s: PoolSettings): pg.Pool {
+export function newPool(s: PoolSettings, uri = s.uri): pg.Pool {
+  const queryTimeout = s.queryTimeoutMs ?? QUERY_TIMEOUT_MS;
   return new pg.Pool({
-    connectionString: s.uri,
+    connectionString: uri,
     max: s.maxOpenConns > 0 ? s.maxOpenConns : 10,
     idleTimeoutMillis: s.maxIdleConns === 0 ? 1 : 30_000,
     maxLifetimeSeconds: s.connMaxLifetime,
-    // A call fails (reason 'io') rather than waiting forever for a connection to an unreachable server.
+    // A call fails (reason 'unavailable') rather than waiting long for an unreachable server.
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    ...(queryTimeout > 0 ? { query_timeout: queryTimeout } : {}),
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
     types: TYPES,
   });
 }
@@ -113,7 +144,9 @@ function queryable(client: pg.PoolClient | pg.Pool): Queryable {
 }
 
 export interface PostgresConnectionOptions extends PoolSettings {
-  logger?: DataStoreLogger;
+  /** ro_connection_string as a URI: a second pool for reads marked `replica`. */
+  roUri?: string | undefined;
+  logger?: AvailabilityLogger;
   /** Catch-up poll of the latest event id, milliseconds (tests raise it to prove NOTIFY works). */
   pollMs?: number;
 }
@@ -131,15 +164,54 @@ export class PostgresConnection {
   private listenClient: pg.Client | undefined;
   private readonly poll: NodeJS.Timeout;
   private polling = false;
+  /** The primary's reachability (logged once per outage; the datastore_up gauge). */
+  readonly availability: Availability;
+  private readonly replica: { pool: pg.Pool; endpoint: string; availability: Availability } | undefined;
+  private readonly endpoint: string;
+  private readonly queryTimeoutMs: number;
 
   private constructor(
     readonly pool: pg.Pool,
     private readonly settings: PostgresConnectionOptions,
-    private readonly logger: DataStoreLogger | undefined,
+    private readonly logger: AvailabilityLogger | undefined,
   ) {
-    pool.on('error', (err) => logger?.warn({ err }, 'postgres datastore: an idle connection failed'));
+    this.endpoint = endpointOf(settings.uri);
+    this.queryTimeoutMs = settings.queryTimeoutMs ?? QUERY_TIMEOUT_MS;
+    this.availability = new Availability(this.endpoint, logger);
+    pool.on('error', (err) => this.idleFailed(err, this.availability, 'an idle connection failed'));
+    if (settings.roUri !== undefined) {
+      const roPool = newPool(settings, settings.roUri);
+      const endpoint = endpointOf(settings.roUri);
+      const availability = new Availability(endpoint, logger, Date.now, 'the read-only replica (ro_connection_string)');
+      roPool.on('error', (err) => this.idleFailed(err, availability, 'an idle read-only replica connection failed'));
+      this.replica = { pool: roPool, endpoint, availability };
+    }
     this.poll = setInterval(() => void this.catchUp(), settings.pollMs ?? DEFAULT_POLL_MS);
     this.poll.unref();
+  }
+
+  /** A pooled connection broke while idle: an outage (logged once) or a warning. */
+  private idleFailed(err: Error, availability: Availability, what: string): void {
+    const cause = this.failureOf(err);
+    if (cause !== undefined) availability.down(cause, err);
+    else this.logger?.warn({ err }, `postgres datastore: ${what}`);
+  }
+
+  private failureOf(err: unknown): string | undefined {
+    return connectionFailure(err, CONNECT_TIMEOUT_MS, this.queryTimeoutMs);
+  }
+
+  /**
+   * `err` as a DataStoreError: 'unavailable' (and the outage noted) when the database could not
+   * be reached, else toDataStoreError.
+   */
+  private fail(op: string, err: unknown, phase: Phase, replica = false): DataStoreError {
+    if (err instanceof DataStoreError) return err;
+    const cause = this.failureOf(err);
+    if (cause === undefined) return toDataStoreError(op, err);
+    const target = replica && this.replica !== undefined ? this.replica : { endpoint: this.endpoint, availability: this.availability };
+    target.availability.down(cause, err);
+    return unavailableError(target.endpoint, cause, phase, err);
   }
 
   /** Opens the pool and the listening connection; `prepare` (the migration) runs first. */
@@ -162,9 +234,18 @@ export class PostgresConnection {
 
   /** A LISTEN connection of its own; on loss it is reopened by the next catch-up poll. */
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.settings.uri, types: TYPES, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+    const client = new pg.Client({
+      connectionString: this.settings.uri,
+      types: TYPES,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
+    });
     client.on('error', (err) => {
-      this.logger?.warn({ err }, 'postgres datastore: the change notification connection failed; polling until it is back');
+      const cause = this.failureOf(err);
+      // An outage is logged once (availability); anything else says what broke.
+      if (cause !== undefined) this.availability.down(cause, err);
+      else if (!this.closed) this.logger?.warn({ err }, 'postgres datastore: the change notification connection failed; polling until it is back');
       if (this.listenClient === client) this.listenClient = undefined;
       client.end().catch(() => undefined);
     });
@@ -192,12 +273,18 @@ export class PostgresConnection {
     this.polling = true;
     try {
       if (this.listenClient === undefined) await this.listen();
-      if (this.listeners.size > 0) {
+      if (this.listeners.size > 0 || !this.availability.up) {
         const [row] = await queryable(this.pool).rows<[number]>('SELECT coalesce(max(id), 0) FROM events');
+        this.availability.ok();
+        // After an outage this is what other servers committed meanwhile: the feed reads it from its own position.
         if (row !== undefined) this.announce(row[0]);
       }
     } catch (err) {
-      if (!this.closed) this.logger?.warn({ err }, 'postgres datastore: change feed catch-up poll failed');
+      if (!this.closed) {
+        const cause = this.failureOf(err);
+        if (cause !== undefined) this.availability.down(cause, err);
+        else this.logger?.warn({ err }, 'postgres datastore: change feed catch-up poll failed');
+      }
     } finally {
       this.polling = false;
     }
@@ -226,7 +313,7 @@ export class PostgresConnection {
     try {
       client = await this.pool.connect();
     } catch (err) {
-      throw toDataStoreError(op, err);
+      throw this.fail(op, err, 'write');
     }
     const q = queryable(client);
     let latest = 0;
@@ -250,31 +337,46 @@ export class PostgresConnection {
     );
     let result: T;
     let broken: Error | undefined;
+    let phase: Phase = 'write';
     try {
       await client.query('BEGIN');
-      await client.query('SELECT pg_advisory_xact_lock($1)', [WRITE_LOCK]);
+      await client.query({ text: 'SELECT pg_advisory_xact_lock($1)', values: [WRITE_LOCK], query_timeout: LOCK_TIMEOUT_MS } as pg.QueryConfig);
       result = await fn(q, emit);
       if (latest > 0) await client.query('SELECT pg_notify($1, $2)', [CHANNEL, String(latest)]);
+      // The caller hears OK only after COMMIT returned: an acknowledged write is durable.
+      phase = 'commit';
       await client.query('COMMIT');
     } catch (err) {
-      try {
-        await client.query('ROLLBACK');
-      } catch (rollbackErr) {
-        broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
+      if (this.failureOf(err) !== undefined) {
+        // The connection is gone (or hung): no ROLLBACK to wait for; the server rolls back an
+        // uncommitted transaction of a lost connection itself. The client is discarded.
+        broken = err instanceof Error ? err : new Error(String(err));
+      } else {
+        try {
+          await client.query('ROLLBACK');
+        } catch (rollbackErr) {
+          broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
+        }
       }
       client.release(broken);
-      throw toDataStoreError(op, err);
+      throw this.fail(op, err, phase);
     }
     client.release();
+    this.availability.ok();
     if (latest > 0) this.announce(latest);
     return result;
   }
 
-  /** Runs a read after the writes called before it; `snapshot: true` shares one snapshot. */
-  read<T>(op: string, fn: (q: Queryable) => Promise<T>, snapshot = false): Promise<T> {
+  /**
+   * Runs a read after the writes called before it; `snapshot: true` shares one snapshot;
+   * `replica: true` (a read that may lag, ReadOptions.mayLag) goes to ro_connection_string when set.
+   */
+  read<T>(op: string, fn: (q: Queryable) => Promise<T>, opts: boolean | { snapshot?: boolean; replica?: boolean } = false): Promise<T> {
     this.assertOpen(op);
     this.operations++;
-    const run = this.lastWrite.then(() => this.runRead(op, fn, snapshot));
+    const snapshot = typeof opts === 'boolean' ? opts : opts.snapshot === true;
+    const replica = typeof opts === 'object' && opts.replica === true && !snapshot && this.replica !== undefined;
+    const run = this.lastWrite.then(() => (replica ? this.runReplicaRead(op, fn) : this.runRead(op, fn, snapshot)));
     const settled: Promise<unknown> = run.then(
       () => this.readsSinceWrite.delete(settled),
       () => this.readsSinceWrite.delete(settled),
@@ -283,28 +385,44 @@ export class PostgresConnection {
     return run;
   }
 
-  private async runRead<T>(op: string, fn: (q: Queryable) => Promise<T>, snapshot: boolean): Promise<T> {
+  private async runReplicaRead<T>(op: string, fn: (q: Queryable) => Promise<T>): Promise<T> {
+    const replica = this.replica!;
     try {
-      if (!snapshot) return await fn(queryable(this.pool));
+      const result = await fn(queryable(replica.pool));
+      replica.availability.ok();
+      return result;
     } catch (err) {
-      throw toDataStoreError(op, err);
+      throw this.fail(op, err, 'read', true);
+    }
+  }
+
+  private async runRead<T>(op: string, fn: (q: Queryable) => Promise<T>, snapshot: boolean): Promise<T> {
+    if (!snapshot) {
+      try {
+        const result = await fn(queryable(this.pool));
+        this.availability.ok();
+        return result;
+      } catch (err) {
+        throw this.fail(op, err, 'read');
+      }
     }
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
     } catch (err) {
-      throw toDataStoreError(op, err);
+      throw this.fail(op, err, 'read');
     }
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const result = await fn(queryable(client));
       await client.query('COMMIT');
       client.release();
+      this.availability.ok();
       return result;
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
+      if (this.failureOf(err) === undefined) await client.query('ROLLBACK').catch(() => undefined);
       client.release(true);
-      throw toDataStoreError(op, err);
+      throw this.fail(op, err, 'read');
     }
   }
 
@@ -342,6 +460,7 @@ export class PostgresConnection {
     try {
       await client?.end();
       await this.pool.end();
+      await this.replica?.pool.end();
     } catch (err) {
       throw toDataStoreError('close', err);
     }

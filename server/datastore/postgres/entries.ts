@@ -10,7 +10,7 @@ import { checkEntryId, checkInt, createdEntry, checkString, describe, invalid, n
 import { checkEntryFilter } from '../filters.js';
 import { newEntryId } from '../ids.js';
 import { decodeToken, pageOf, pageSize } from '../paging.js';
-import { DataStoreError, type EntryFilter, type NewEntry, type Page, type Paged, type RegistrationEntry } from '../types.js';
+import { DataStoreError, type EntryFilter, type NewEntry, type Page, type Paged, type ReadOptions, type RegistrationEntry } from '../types.js';
 import type { Emit, PostgresConnection, Queryable } from './connection.js';
 import { identityHash, parseJsonArray, selectorsFromKey, selectorsStorageKey } from './encoding.js';
 import { entryWhere } from './filters.js';
@@ -401,22 +401,28 @@ export class PostgresEntries {
     );
   }
 
-  async listEntries(filter?: EntryFilter, page?: Page): Promise<Paged<RegistrationEntry>> {
+  async listEntries(filter?: EntryFilter, page?: Page, opts?: ReadOptions): Promise<Paged<RegistrationEntry>> {
     const w = entryWhere(checkEntryFilter(filter));
     const after = decodeToken('e', page?.token);
     const size = pageSize(page);
     if (after !== undefined) w.clauses.push(`e.id > ${w.p(after)}`);
     let sql = `SELECT ${ENTRY_COLUMNS} FROM entries e${w.sql()} ORDER BY e.id`;
     if (size > 0) sql += ` LIMIT ${w.p(size + 1)}`;
-    return this.c.read('list entries', async (q) => {
-      const { items, nextToken } = pageOf('e', await q.rows<EntryRow>(sql, w.params), size, (r) => r[1]);
-      return { items: items.map(entryFromRow), nextToken };
-    });
+    return this.c.read(
+      'list entries',
+      async (q) => {
+        const { items, nextToken } = pageOf('e', await q.rows<EntryRow>(sql, w.params), size, (r) => r[1]);
+        return { items: items.map(entryFromRow), nextToken };
+      },
+      { replica: opts?.mayLag === true },
+    );
   }
 
-  async countEntries(filter?: EntryFilter): Promise<number> {
+  async countEntries(filter?: EntryFilter, opts?: ReadOptions): Promise<number> {
     const w = entryWhere(checkEntryFilter(filter));
-    return this.c.read('count entries', async (q) => (await q.rows<[number]>(`SELECT count(*) FROM entries e${w.sql()}`, w.params))[0]?.[0] ?? 0);
+    return this.c.read('count entries', async (q) => (await q.rows<[number]>(`SELECT count(*) FROM entries e${w.sql()}`, w.params))[0]?.[0] ?? 0, {
+      replica: opts?.mayLag === true,
+    });
   }
 
   async updateEntry(entry: RegistrationEntry, now: number): Promise<RegistrationEntry> {

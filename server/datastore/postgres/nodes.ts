@@ -7,7 +7,7 @@ import { isSpiffeId, type SpiffeId } from '../../../spiffe/id.js';
 import { checkInt, checkString, describe, normalizeNode } from '../checks.js';
 import { checkNodeFilter } from '../filters.js';
 import { decodeToken, pageOf, pageSize } from '../paging.js';
-import { DataStoreError, type AttestedNode, type NodeFilter, type Page, type Paged, type Selector } from '../types.js';
+import { DataStoreError, type AttestedNode, type NodeFilter, type Page, type Paged, type ReadOptions, type Selector } from '../types.js';
 import type { PostgresConnection, Queryable } from './connection.js';
 import { selectorsFromKey, selectorsStorageKey } from './encoding.js';
 import { nodeWhere } from './filters.js';
@@ -88,22 +88,28 @@ export class PostgresNodes {
     return this.c.read('get attested node', (q) => loadNode(q, id));
   }
 
-  async listAttestedNodes(filter?: NodeFilter, page?: Page): Promise<Paged<AttestedNode>> {
+  async listAttestedNodes(filter?: NodeFilter, page?: Page, opts?: ReadOptions): Promise<Paged<AttestedNode>> {
     const w = nodeWhere(checkNodeFilter(filter));
     const after = decodeToken('n', page?.token);
     const size = pageSize(page);
     if (after !== undefined) w.clauses.push(`n.spiffe_id > ${w.p(after)}`);
     let sql = `SELECT ${NODE_COLUMNS} FROM attested_nodes n${w.sql()} ORDER BY n.spiffe_id`;
     if (size > 0) sql += ` LIMIT ${w.p(size + 1)}`;
-    return this.c.read('list attested nodes', async (q) => {
-      const { items, nextToken } = pageOf('n', await q.rows<NodeRow>(sql, w.params), size, (r) => r[0]);
-      return { items: items.map(nodeFromRow), nextToken };
-    });
+    return this.c.read(
+      'list attested nodes',
+      async (q) => {
+        const { items, nextToken } = pageOf('n', await q.rows<NodeRow>(sql, w.params), size, (r) => r[0]);
+        return { items: items.map(nodeFromRow), nextToken };
+      },
+      { replica: opts?.mayLag === true },
+    );
   }
 
-  async countAttestedNodes(filter?: NodeFilter): Promise<number> {
+  async countAttestedNodes(filter?: NodeFilter, opts?: ReadOptions): Promise<number> {
     const w = nodeWhere(checkNodeFilter(filter));
-    return this.c.read('count attested nodes', async (q) => (await q.rows<[number]>(`SELECT count(*) FROM attested_nodes n${w.sql()}`, w.params))[0]?.[0] ?? 0);
+    return this.c.read('count attested nodes', async (q) => (await q.rows<[number]>(`SELECT count(*) FROM attested_nodes n${w.sql()}`, w.params))[0]?.[0] ?? 0, {
+      replica: opts?.mayLag === true,
+    });
   }
 
   async updateAttestedNode(node: AttestedNode, now: number): Promise<AttestedNode> {

@@ -8,7 +8,7 @@
  */
 import type { TrustDomain } from '../../../spiffe/id.js';
 import { checkBundle, checkBundleUpdate, checkCaJournal, checkCaServerId, checkInt, checkJoinToken, checkNonNegativeInt, checkString, invalid } from '../checks.js';
-import { DataStoreError, type BundleUpdate, type ChangeEvent, type ChangeKind, type JoinToken, type StoredBundle } from '../types.js';
+import { DataStoreError, type BundleUpdate, type ChangeEvent, type ChangeKind, type ExportedCaJournal, type JoinToken, type StoredBundle } from '../types.js';
 import type { PostgresConnection, Queryable } from './connection.js';
 
 type BundleRow = [trustDomain: string, document: string, sequence: string];
@@ -114,6 +114,12 @@ export class PostgresRecords {
     if (f === t) return false;
     return this.c.write('adopt CA journal', async (q) =>
       (await q.exec('UPDATE ca_journal SET server_id = $1 WHERE server_id = $2 AND NOT EXISTS (SELECT 1 FROM ca_journal WHERE server_id = $1)', [t, f])) > 0,
+    );
+  }
+
+  async listCaJournals(): Promise<ExportedCaJournal[]> {
+    return this.c.read('list CA journals', async (q) =>
+      (await q.rows<[string, string]>('SELECT server_id, document FROM ca_journal ORDER BY server_id')).map(([serverId, document]) => ({ serverId, document })),
     );
   }
 

@@ -30,8 +30,9 @@ export interface PostgresDataStoreOptions {
   /** libpq URI or keyword/value string (connstring.ts). */
   connectionString: string;
   /**
-   * A read-only replica for reads that may lag. Accepted and checked; no DataStore read may lag
-   * today (the change feed and the checks inside writes must see the primary), so it is not used yet.
+   * A read-only replica for reads that may lag: only those a caller marks `mayLag` (admin list
+   * and count pages, gauges) go there, over a second pool with the same settings. Writes, reads
+   * inside writes, the change feed and everything authorization depends on use connection_string.
    */
   roConnectionString?: string;
   /** Most connections open at once (0: the driver's default, 10). */
@@ -45,6 +46,8 @@ export interface PostgresDataStoreOptions {
   logger?: DataStoreLogger;
   /** Catch-up poll of the change feed in milliseconds (default 5000). */
   pollMs?: number;
+  /** Client-side statement timeout in ms (default QUERY_TIMEOUT_MS, 15 s; 0: none, for `datastore migrate`). */
+  queryTimeoutMs?: number;
 }
 
 function nonNegative(v: unknown, key: string): number {
@@ -59,9 +62,12 @@ export type PostgresDataStore = DataStore & RecordExporter & RecordImporter;
 export async function openPostgresDataStore(options: PostgresDataStoreOptions): Promise<PostgresDataStore> {
   if (typeof options !== 'object' || options === null) throw invalid('postgres datastore options must be an object');
   const uri = normalizeConnectionString(options.connectionString, 'connection_string');
-  if (options.roConnectionString !== undefined && options.roConnectionString !== '') normalizeConnectionString(options.roConnectionString, 'ro_connection_string');
+  const roUri =
+    options.roConnectionString !== undefined && options.roConnectionString !== '' ? normalizeConnectionString(options.roConnectionString, 'ro_connection_string') : undefined;
   const settings = {
     uri,
+    roUri,
+    ...(options.queryTimeoutMs === undefined ? {} : { queryTimeoutMs: nonNegative(options.queryTimeoutMs, 'query timeout') }),
     maxOpenConns: nonNegative(options.maxOpenConns, 'max_open_conns'),
     maxIdleConns: options.maxIdleConns === undefined ? undefined : nonNegative(options.maxIdleConns, 'max_idle_conns'),
     connMaxLifetime: nonNegative(options.connMaxLifetime, 'conn_max_lifetime'),
@@ -77,7 +83,7 @@ export async function openPostgresDataStore(options: PostgresDataStoreOptions): 
 class PostgresStore extends PartsDataStore implements PostgresDataStore {
   private readonly transfer: PostgresTransfer;
 
-  constructor(conn: PostgresConnection) {
+  constructor(private readonly conn: PostgresConnection) {
     const records = new PostgresRecords(conn);
     const transfer = new PostgresTransfer(conn);
     super({
@@ -95,5 +101,13 @@ class PostgresStore extends PartsDataStore implements PostgresDataStore {
 
   importRecords(records: DataStoreRecords, options: { replace: boolean }): Promise<RecordCounts> {
     return this.transfer.importRecords(records, options);
+  }
+
+  available(): boolean {
+    return this.conn.availability.up;
+  }
+
+  onAvailabilityChange(listener: (up: boolean) => void): () => void {
+    return this.conn.availability.onChange(listener);
   }
 }

@@ -5,7 +5,7 @@
  */
 import { checkBundle, checkBundleUpdate, checkCaJournal, checkCaServerId, checkInt, checkString, invalid } from '../checks.js';
 import type { TrustDomain } from '../../../spiffe/id.js';
-import type { BundleUpdate, StoredBundle } from '../types.js';
+import type { BundleUpdate, ExportedCaJournal, StoredBundle } from '../types.js';
 import type { SqliteConnection } from './connection.js';
 
 type BundleRow = [trustDomain: string, document: string, sequence: string];
@@ -24,6 +24,7 @@ function prepare(c: SqliteConnection) {
     setCaJournal: c.run(
       'INSERT INTO ca_journal (server_id, document) VALUES (?, ?) ON CONFLICT (server_id) DO UPDATE SET document = excluded.document',
     ),
+    allCaJournals: c.raw<[serverId: string, document: string]>('SELECT server_id, document FROM ca_journal ORDER BY server_id'),
     adoptCaJournal: c.run(
       'UPDATE ca_journal SET server_id = ? WHERE server_id = ? AND NOT EXISTS (SELECT 1 FROM ca_journal WHERE server_id = ?)',
     ),
@@ -106,5 +107,9 @@ export class SqliteBundles {
     const t = checkCaServerId(to);
     if (f === t) return false;
     return this.c.write('adopt CA journal', () => this.s.adoptCaJournal.run(t, f, t).changes > 0);
+  }
+
+  async listCaJournals(): Promise<ExportedCaJournal[]> {
+    return this.c.read('list CA journals', () => this.s.allCaJournals.all().map(([serverId, document]) => ({ serverId, document })));
   }
 }
