@@ -28,7 +28,7 @@ import pg from 'pg';
 import { createWorkloadApiClient, type WorkloadApiClient } from '../../spiffe/workloadapi/index.js';
 import { generateJoinToken, serverCliAsync, startAgentProcess, type AgentProcess } from '../support/agentproc.js';
 import { postgresCluster, type PostgresCluster } from '../support/postgres.js';
-import { startServerProcess, tempDir, type ServerProcess } from '../support/serverproc.js';
+import { freePort, startServerProcess, tempDir, type ServerProcess } from '../support/serverproc.js';
 import { adminClient, entryIdOf, keepOrClean, recordWatch, serialOf, sleep, workloadEntry } from './support/common.js';
 
 const TD = 'example.org';
@@ -47,13 +47,14 @@ const servers: ServerProcess[] = [];
 let agent: AgentProcess | undefined;
 const clients: WorkloadApiClient[] = [];
 
-async function startServer(): Promise<ServerProcess> {
+async function startServer(metricsPort?: number): Promise<ServerProcess> {
   const dir = tempDir('spindle-pgoutage-');
   const config = join(dir, 'server.yaml');
   // agent_ttl 40 s: the agent renews its own SVID at half-life (20 s), during the outage.
+  const telemetry = metricsPort === undefined ? '' : `telemetry:\n  Prometheus:\n    host: 127.0.0.1\n    port: ${metricsPort}\n`;
   writeFileSync(
     config,
-    `server:\n  agent_ttl: 40s\nplugins:\n  DataStore:\n    sql:\n      plugin_data:\n        database_type: postgres\n        connection_string: ${JSON.stringify(uri)}\n        max_open_conns: 4\n`,
+    `server:\n  agent_ttl: 40s\n${telemetry}plugins:\n  DataStore:\n    sql:\n      plugin_data:\n        database_type: postgres\n        connection_string: ${JSON.stringify(uri)}\n        max_open_conns: 4\n`,
   );
   const s = await startServerProcess({ dir, trustDomain: TD, extraArgs: ['-config', config] });
   servers.push(s);
@@ -80,8 +81,17 @@ function assertNoInternals(msg: string, what: string): void {
 const count = (log: string, re: RegExp): number => log.split('\n').filter((l) => re.test(l)).length;
 
 test('PostgreSQL killed under two servers: agents keep being served, admin writes fail fast and clearly, everything resumes by itself', { timeout: 150_000 }, async () => {
-  const a = await startServer();
+  const metricsPort = await freePort();
+  const a = await startServer(metricsPort);
   const b = await startServer();
+  /** spindle_server_datastore_up and spindle_server_entries from A's /metrics (the scrape must succeed). */
+  const scrape = async (): Promise<{ up: number; entries: number }> => {
+    const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    assert.equal(res.status, 200, 'the metrics scrape succeeds');
+    const text = await res.text();
+    const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    return { up: value('spindle_server_datastore_up'), entries: value('spindle_server_entries') };
+  };
   const token = generateJoinToken(a, ALIAS);
   entryIdOf((await serverCliAsync(a, ['entry', 'create', '-parentID', ALIAS, '-spiffeID', FIRST_ID, '-selector', `unix:uid:${UID}`, '-x509SVIDTTL', String(SVID_TTL)])).stdout);
   agent = await startAgentProcess({ server: a, joinToken: token });
@@ -95,6 +105,9 @@ test('PostgreSQL killed under two servers: agents keep being served, admin write
   const first = { ...watch.updates[watch.updates.length - 1]!, index: watch.updates.length - 1 };
   const firstSerial = serialOf(first.ctx, FIRST_ID);
   const agentLogBefore = agent.log().length;
+  const before = await scrape();
+  assert.equal(before.up, 1);
+  assert.ok(before.entries >= 1);
 
   // --- PostgreSQL crashes.
   cluster.kill();
@@ -110,7 +123,8 @@ test('PostgreSQL killed under two servers: agents keep being served, admin write
     'UNAVAILABLE naming the database, and that nothing was written',
   );
   assertNoInternals(msg, 'entry create during the outage');
-  // Also a token (another write) and a read.
+  assert.deepEqual(await scrape(), { up: 0, entries: before.entries }, 'datastore_up is 0 during the outage; the entry gauge keeps its last value');
+  // Also a token (another write).
   const tok = await serverCliAsync(a, ['token', 'generate'], 40_000);
   assert.match(`${tok.stderr}${tok.stdout}`, /datastore unavailable: cannot reach PostgreSQL at 127\.0\.0\.1:\d+/);
 
@@ -155,6 +169,7 @@ test('PostgreSQL killed under two servers: agents keep being served, admin write
     back = count(a.log(), /datastore reachable again after/);
   }
   assert.equal(back, 1, 'server A logs once that the datastore is back');
+  assert.equal((await scrape()).up, 1);
   assert.equal(count(a.log(), /lost the datastore/), 1);
   // The agent's own SVID renewal, retried, succeeds once PostgreSQL is back (before its SVID expires).
   const renewedAfter = (): boolean => /agent SVID renewed/.test(agent!.log().slice(agentLogBefore));
