@@ -32,8 +32,9 @@ const BACKENDS: Readonly<Record<string, Opener>> = {
   postgres: (config, options) => openPostgres(config, options),
 };
 
-async function openPostgres(config: DataStoreConfig, { logger }: OpenDataStoreOptions): Promise<DataStore & RecordExporter & RecordImporter> {
+async function openPostgres(config: DataStoreConfig, { logger }: OpenDataStoreOptions, queryTimeoutMs?: number): Promise<DataStore & RecordExporter & RecordImporter> {
   return (await import('./postgres/store.js')).openPostgresDataStore({
+    ...(queryTimeoutMs === undefined ? {} : { queryTimeoutMs }),
     connectionString: config.connectionString,
     ...(config.roConnectionString === undefined ? {} : { roConnectionString: config.roConnectionString }),
     ...(config.maxOpenConns === undefined ? {} : { maxOpenConns: config.maxOpenConns }),
@@ -69,12 +70,16 @@ export async function openRecordSource(config: DataStoreConfig, options: OpenDat
   return openDataStore(config, options);
 }
 
-/** Opens (creating the schema if needed) the datastore the config names to import records into: PostgreSQL only. */
+/**
+ * Opens (creating the schema if needed) the datastore the config names to import records into:
+ * PostgreSQL only, without the running server's statement timeout (a large import's statements
+ * may take longer than a server's ever do).
+ */
 export async function openRecordTarget(config: DataStoreConfig, options: OpenDataStoreOptions = {}): Promise<DataStore & RecordExporter & RecordImporter> {
   if (config.name !== 'sql' || config.databaseType !== 'postgres') {
     throw new DataStoreError('invalid', `records can be imported into a DataStore "sql" with database_type "postgres" only, not ${JSON.stringify(config.databaseType)}`);
   }
-  return openPostgres(config, options);
+  return openPostgres(config, options, 0);
 }
 
 /**

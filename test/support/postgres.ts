@@ -4,6 +4,10 @@
  * refuses to run as root) on a temporary data directory, with trust authentication, a Unix
  * socket directory of its own and TCP on 127.0.0.1 only (a free port), fsync on.
  *
+ * Outage tests stop it and start it again on the same port and data directory: `kill()` sends
+ * SIGKILL to the postmaster and every process of the cluster (a crash: the next start replays
+ * the WAL), `stop()` is a fast shutdown, `start()` brings it back.
+ *
  * The server binaries come from Debian's postgresql package (/usr/lib/postgresql/<version>/bin,
  * the highest version). When they are missing the tests FAIL, saying what to install: a skipped
  * datastore backend would let its contract rot unnoticed.
@@ -54,6 +58,14 @@ function runAsNobody(cmd: string, args: string[], what: string): void {
 
 export interface PostgresCluster {
   port: number;
+  /** The data directory (owned by uid 65534). */
+  dataDir: string;
+  /** SIGKILL to the postmaster and all its children, as a crash would; waits until they are gone. */
+  kill(): void;
+  /** A fast shutdown (`pg_ctl stop -m fast`). */
+  stop(): void;
+  /** Starts it again on the same port (after kill or stop; running: nothing); waits until it accepts connections. */
+  start(): void;
   /** A URI for `database` as the cluster's superuser over TCP (127.0.0.1). */
   uri(database: string): string;
   /** A new, empty database; returns its name. */
@@ -92,17 +104,19 @@ async function start(): Promise<PostgresCluster> {
   }
   runAsNobody(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'], 'initdb');
   let port = 0;
-  for (let attempt = 1; ; attempt++) {
-    port = await freePort();
-    const opts = [
+  const optsFor = (p: number): string =>
+    [
       `-c listen_addresses=127.0.0.1`,
-      `-p ${port}`,
+      `-p ${p}`,
       `-k ${sock}`,
       '-c unix_socket_permissions=0700',
       '-c fsync=on',
       '-c shared_buffers=16MB',
       '-c max_connections=200',
     ].join(' ');
+  for (let attempt = 1; ; attempt++) {
+    port = await freePort();
+    const opts = optsFor(port);
     try {
       runAsNobody(join(bin, 'pg_ctl'), ['start', '-D', data, '-l', log, '-w', '-t', '60', '-o', opts], 'pg_ctl start');
       running = true;
@@ -113,11 +127,63 @@ async function start(): Promise<PostgresCluster> {
     }
   }
   const uri = (database: string): string => `postgresql://postgres@127.0.0.1:${port}/${encodeURIComponent(database)}?sslmode=disable`;
+  /** The cluster's processes: the postmaster (first line of postmaster.pid) and its children. */
+  const pids = (): number[] => {
+    const pidFile = join(data, 'postmaster.pid');
+    if (!existsSync(pidFile)) return [];
+    const main = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+    if (!Number.isSafeInteger(main) || main <= 0) return [];
+    const children = spawnSync('pgrep', ['-P', String(main)], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l !== '').map(Number);
+    return [main, ...children];
+  };
+  /**
+   * The process still exists, a zombie included: PostgreSQL refuses to start while the PID in
+   * postmaster.pid exists, and a killed postmaster stays a zombie until init reaps it.
+   */
+  const exists = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const pause = (ms: number): void => {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  };
   const admin = new pg.Pool({ connectionString: uri('postgres'), max: 2, idleTimeoutMillis: 1000 });
   admin.on('error', () => undefined);
   return {
     port,
+    dataDir: data,
     uri,
+    kill(): void {
+      const all = pids();
+      for (const pid of all) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // Gone already.
+        }
+      }
+      // Bounded wait (20 s) for the processes to be gone, zombies reaped by init included.
+      for (let i = 0; i < 400 && all.some(exists); i++) pause(50);
+      running = false;
+    },
+    stop(): void {
+      runAsNobody(join(bin, 'pg_ctl'), ['stop', '-D', data, '-m', 'fast', '-w', '-t', '60'], 'pg_ctl stop');
+      running = false;
+    },
+    start(): void {
+      if (running) return;
+      try {
+        runAsNobody(join(bin, 'pg_ctl'), ['start', '-D', data, '-l', log, '-w', '-t', '60', '-o', optsFor(port)], 'pg_ctl start');
+      } catch (err) {
+        const detail = existsSync(log) ? readFileSync(log, 'utf8').slice(-2000) : '';
+        throw new Error(`${(err as Error).message}\n${detail}`);
+      }
+      running = true;
+    },
     async createDatabase(): Promise<string> {
       const name = `t${process.pid}_${++dbCounter}`;
       await admin.query(`CREATE DATABASE ${name}`);

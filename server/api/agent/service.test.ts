@@ -11,10 +11,10 @@ import { mintJwtSvid } from '../../../spiffe/jwtsvid.js';
 import { createIssuer, createSelfSignedCa, issueIntermediateCa, issueX509Svid, issueX509SvidFromCsr, parseCertificate, verifyX509Svid, type Issuer } from '../../../spiffe/x509/index.js';
 import { entryWithDefaults } from '../../../test/support/entries.js';
 import { freshCsr } from '../../ca/testkit.js';
-import type { AttestedNode, DataStore, RegistrationEntry } from '../../datastore/types.js';
+import { DataStoreError, type AttestedNode, type DataStore, type RegistrationEntry } from '../../datastore/types.js';
 import { EntryIndex } from '../../entries/entryindex.js';
 import { AuthorizationCache } from '../../entries/authcache.js';
-import type { ChangeFeed } from '../../entries/feed.js';
+import type { ChangeFeed, FeedListener } from '../../entries/feed.js';
 import type { CaSigner, SignedJwtSvid } from '../../ca/types.js';
 import type { ApiLogger } from '../logger.js';
 import { AgentApi, MAX_AUDIENCES, MAX_CSRS_PER_BATCH } from './service.js';
@@ -71,13 +71,32 @@ async function setup(opts: { intermediate?: boolean } = {}) {
     selectors: [], banned: false, canReattest: false, createdAt: 0, updatedAt: 0,
   };
   let stored: AttestedNode | undefined = node;
+  /** While set, every datastore call fails as during a PostgreSQL outage. */
+  let down = false;
+  const outage = (): DataStoreError =>
+    new DataStoreError('unavailable', 'datastore unavailable: cannot reach PostgreSQL at 10.0.0.9:5432 (connection refused)', {
+      redacted: 'datastore unavailable: the server cannot reach its database; retry later',
+    });
   const datastore = {
-    getAttestedNode: async (id: SpiffeId) => (id === AGENT && stored ? { ...stored } : undefined),
-    updateAttestedNode: async (n: AttestedNode) => (stored = { ...n }),
+    getAttestedNode: async (id: SpiffeId) => {
+      if (down) throw outage();
+      return id === AGENT && stored ? { ...stored } : undefined;
+    },
+    updateAttestedNode: async (n: AttestedNode) => {
+      if (down) throw outage();
+      return (stored = { ...n });
+    },
   } as unknown as DataStore;
   const entry = { id: 'e1', spiffeId: WORKLOAD, parentId: AGENT, selectors: [], x509SvidTtl: 0, jwtSvidTtl: 0, dnsNames: [], federatesWith: [] } as unknown as RegistrationEntry;
   const cache = { entriesFor: () => [entry], entryFor: (_a: string, id: string) => (id === entry.id ? entry : undefined), index: { authorizedEntries: () => [entry] } } as unknown as AuthorizationCache;
-  const feed = { subscribe: () => () => undefined, revision: 0 } as unknown as ChangeFeed;
+  const feedListeners: FeedListener[] = [];
+  const feed = {
+    subscribe: (l: FeedListener) => {
+      feedListeners.push(l);
+      return () => undefined;
+    },
+    revision: 0,
+  } as unknown as ChangeFeed;
   const api = new AgentApi({ trustDomain: td, datastore, ca, attestors: new Map(), cache, feed, now, agentTtlSeconds: 3600, logger: quiet });
   const svc = api.service();
   /** One NewJWTSVID call presenting `cert`; resolves with the gRPC status code (0 = OK). */
@@ -93,6 +112,8 @@ async function setup(opts: { intermediate?: boolean } = {}) {
     call,
     node: () => stored,
     setNode: (n: AttestedNode | undefined) => (stored = n),
+    setDown: (d: boolean) => (down = d),
+    nodeEvent: (id: SpiffeId) => feedListeners.forEach((l) => l.node?.(id, 1)),
     advance: (ms: number) => (t += ms),
     verifications: () => verifications,
     changeBundle: (b: Bundle) => {
@@ -122,6 +143,26 @@ describe('AgentApi caller authentication', () => {
     assert.match(banned.details ?? '', /banned/);
     s.setNode(undefined);
     assert.equal((await s.call()).code, status.PERMISSION_DENIED);
+    s.api.close();
+  });
+
+  test('datastore unavailable: the node record last read authenticates; a node event drops it; agents are not told the database address', async () => {
+    const s = await setup();
+    assert.equal((await s.call()).code, 0);
+    s.setDown(true);
+    assert.equal((await s.call()).code, 0, 'served from the node record read before the outage');
+    s.setDown(false);
+    // The node changed (a ban, say, seen by the change feed): it is no longer trusted from memory.
+    s.nodeEvent(AGENT);
+    s.setDown(true);
+    const r = await s.call();
+    assert.equal(r.code, status.UNAVAILABLE);
+    assert.equal(r.details, 'datastore unavailable: the server cannot reach its database; retry later');
+    s.setDown(false);
+    s.setNode({ ...s.node()!, banned: true });
+    assert.equal((await s.call()).code, status.PERMISSION_DENIED, 'once back, the stored record decides');
+    s.setDown(true);
+    assert.equal((await s.call()).code, status.PERMISSION_DENIED, 'the banned record read last is what memory holds');
     s.api.close();
   });
 

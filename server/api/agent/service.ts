@@ -107,14 +107,16 @@ export class AgentApi {
       attestAgent: (call) => this.#attestations.attest(call),
       renewAgent: withCall(this.#log, 'RenewAgent', async (req, call) => {
         const caller = await this.#auth.authenticate(call);
-        const svid = this.#d.ca.signX509Svid({ id: caller.agentId, csr: req.csr, ttlSeconds: this.#d.agentTtlSeconds });
-        this.#metrics.x509SvidSigned('agent');
+        // The node record is read (and written) before the SVID counts as issued: while the
+        // datastore is unavailable renewal fails with UNAVAILABLE and the agent keeps its SVID.
         const node = await this.#d.datastore.getAttestedNode(caller.agentId);
         if (!node) throw denied('agent has been evicted');
+        const svid = this.#d.ca.signX509Svid({ id: caller.agentId, csr: req.csr, ttlSeconds: this.#d.agentTtlSeconds });
         await this.#d.datastore.updateAttestedNode(
           { ...node, newCertSerial: svid.serialHex, newCertNotAfter: Math.floor(svid.notAfter.getTime() / 1000) },
           nowSeconds(this.#d.now),
         );
+        this.#metrics.x509SvidSigned('agent');
         this.#log.info({ agent_id: caller.agentId, serial: svid.serialHex }, 'renewed agent SVID');
         return { svid: svidToProto(caller.agentId, svid) };
       }),

@@ -130,6 +130,17 @@ export function newPool(s: PoolSettings, uri = s.uri): pg.Pool {
   });
 }
 
+/**
+ * A checked-out client whose connection breaks between two statements emits 'error' with no
+ * listener (the pool listens only while the client is idle), which would end the process: the
+ * error is taken here instead, and the next statement on the client fails and is handled.
+ */
+function watchCheckedOut(client: pg.PoolClient): () => void {
+  const ignore = (): void => undefined;
+  client.on('error', ignore);
+  return () => client.off('error', ignore);
+}
+
 function queryable(client: pg.PoolClient | pg.Pool): Queryable {
   return {
     async rows<R extends unknown[]>(sql: string, params: unknown[] = []): Promise<R[]> {
@@ -315,6 +326,7 @@ export class PostgresConnection {
     } catch (err) {
       throw this.fail(op, err, 'write');
     }
+    const unwatch = watchCheckedOut(client);
     const q = queryable(client);
     let latest = 0;
     const emit: Emit = Object.assign(
@@ -358,9 +370,11 @@ export class PostgresConnection {
           broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
         }
       }
+      unwatch();
       client.release(broken);
       throw this.fail(op, err, phase);
     }
+    unwatch();
     client.release();
     this.availability.ok();
     if (latest > 0) this.announce(latest);
@@ -412,15 +426,18 @@ export class PostgresConnection {
     } catch (err) {
       throw this.fail(op, err, 'read');
     }
+    const unwatch = watchCheckedOut(client);
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const result = await fn(queryable(client));
       await client.query('COMMIT');
+      unwatch();
       client.release();
       this.availability.ok();
       return result;
     } catch (err) {
       if (this.failureOf(err) === undefined) await client.query('ROLLBACK').catch(() => undefined);
+      unwatch();
       client.release(true);
       throw this.fail(op, err, 'read');
     }

@@ -238,9 +238,20 @@ export class PostgresEntries {
         return this.insertEntries(q, calls, emit);
       });
       this.group = { calls, operations: this.c.operations };
+      // A write that fails before its transaction runs (no connection) never closed the group:
+      // close it here, or later calls would join a group that already settled and never hear back.
+      const close = (): void => {
+        if (this.group?.calls === calls) this.group = undefined;
+      };
       write.then(
-        (results) => calls.forEach((p, i) => p.resolve(results[i]!)),
-        (err) => calls.forEach((p) => p.reject(err)),
+        (results) => {
+          close();
+          calls.forEach((p, i) => p.resolve(results[i]!));
+        },
+        (err) => {
+          close();
+          calls.forEach((p) => p.reject(err));
+        },
       );
     });
   }

@@ -171,6 +171,10 @@ async function currentVersion(client: pg.PoolClient): Promise<number> {
  */
 export async function migrate(pool: pg.Pool, disabled: boolean): Promise<number[]> {
   const client = await pool.connect();
+  // A connection that breaks between two statements must fail the next one, not end the process
+  // with an 'error' event nobody listens to (a checked-out client has no pool listener).
+  const ignore = (): void => undefined;
+  client.on('error', ignore);
   let ok = false;
   try {
     if (disabled) {
@@ -204,6 +208,7 @@ export async function migrate(pool: pg.Pool, disabled: boolean): Promise<number[
     if (!disabled) await client.query('ROLLBACK').catch(() => undefined);
     throw err;
   } finally {
+    client.off('error', ignore);
     client.release(ok ? undefined : true);
   }
 }
