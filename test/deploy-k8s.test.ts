@@ -1178,12 +1178,12 @@ describe('deploy/k8s/ha: three servers on PostgreSQL', () => {
     );
   });
 
-  test('a headless Service lists every ready server for the agents; a regular one load-balances', () => {
+  test('a headless Service lists every server for the agents (ready or not: a server serves agents while its database is down); a regular one load-balances', () => {
     const c = haServerConfig();
     const headless = object<IService>(haManifests, 'Service', 'spindle-server-headless', 'spindle');
     const regular = object<IService>(haManifests, 'Service', 'spindle-server', 'spindle');
     assert.equal(headless.spec?.clusterIP, 'None');
-    assert.notEqual(headless.spec?.publishNotReadyAddresses, true, 'agents must get only ready servers');
+    assert.equal(headless.spec?.publishNotReadyAddresses, true, 'agents must find servers that fail /ready only because PostgreSQL is down');
     assert.equal(haServer.spec?.serviceName, headless.metadata?.name, 'the governing Service is the headless one');
     assert.notEqual(regular.spec?.clusterIP, 'None');
     for (const svc of [headless, regular]) {
