@@ -151,6 +151,17 @@ test('mint: single audience is still an array; default TTL 300 s; expiresAtMost 
   const live = await mintJwtSvid({ id, audience: [AUD], signer });
   assert.ok(Math.abs(live.issuedAt.getTime() - Date.now()) < 5000);
   await validateJwtSvid(live.token, { audience: AUD, bundles: ours });
+  assert.equal('iss' in claims, false, 'no issuer given: no iss');
+});
+
+test('mint: issuer becomes the iss claim; an empty issuer adds none', async () => {
+  const signer = { kid: 'ec256', privateKey: keys.ec256.privateKey };
+  const withIss = await mintJwtSvid({ id, audience: [AUD], signer, now: NOW, issuer: 'https://oidc.example.org' });
+  assert.equal(decodeParts(withIss.token).claims['iss'], 'https://oidc.example.org');
+  const { payload } = await jwtVerify(withIss.token, keys.ec256.publicKey, { issuer: 'https://oidc.example.org', audience: AUD, currentDate: NOW });
+  assert.equal(payload.sub, id);
+  const empty = await mintJwtSvid({ id, audience: [AUD], signer, now: NOW, issuer: '' });
+  assert.equal('iss' in decodeParts(empty.token).claims, false);
 });
 
 test('mint: bad arguments are refused', async () => {

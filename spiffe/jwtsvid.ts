@@ -4,7 +4,8 @@
  * Contract:
  * - Minted tokens: compact JWS, header `{alg, kid, typ: "JWT"}` with `alg` from the signing key
  *   (ES256 P-256, ES384 P-384, RS256 RSA); claims `sub`, `aud` (ALWAYS an array with every
- *   requested audience), `exp`, `iat`. Default lifetime 300 s, capped by `expiresAtMost` (the
+ *   requested audience), `exp`, `iat`, and `iss` when an issuer is given (the server's
+ *   `jwt_issuer`; otherwise no `iss`, as SPIRE). Default lifetime 300 s, capped by `expiresAtMost` (the
  *   signing key's own expiry). Signed synchronously with node:crypto (ECDSA as IEEE P1363 r||s,
  *   RSA PKCS#1 v1.5): the hot path of the server's NewJWTSVID; jose verifies what we mint.
  * - Validation order, first failure wins: token shape -> `alg` allow-list (on the decoded
@@ -129,6 +130,8 @@ export interface MintJwtSvidOptions {
   now?: Date;
   /** Cap for `exp`, normally the signing key's own expiry. */
   expiresAtMost?: Date;
+  /** The `iss` claim (the server's `jwt_issuer`); absent or empty: no `iss`. */
+  issuer?: string;
 }
 
 export interface MintedJwtSvid {
@@ -156,7 +159,10 @@ export async function mintJwtSvid(opts: MintJwtSvidOptions): Promise<MintedJwtSv
   if (opts.expiresAtMost !== undefined) exp = Math.min(exp, epochSeconds(checkDate(opts.expiresAtMost, 'expiresAtMost')));
   if (exp <= iat) throw invalid('signer_expired', 'the JWT signing key has expired: cannot mint a JWT-SVID');
 
-  const token = signCompactJws({ alg, kid: signer.kid, typ: 'JWT' }, { sub: id, aud: [...new Set(audience)], exp, iat }, signer.privateKey);
+  if (opts.issuer !== undefined && typeof opts.issuer !== 'string') throw new TypeError('JWT-SVID issuer must be a string');
+  const claims: Record<string, unknown> = { sub: id, aud: [...new Set(audience)], exp, iat };
+  if (opts.issuer !== undefined && opts.issuer !== '') claims.iss = opts.issuer;
+  const token = signCompactJws({ alg, kid: signer.kid, typ: 'JWT' }, claims, signer.privateKey);
   return { token, expiresAt: new Date(exp * 1000), issuedAt: new Date(iat * 1000) };
 }
 

@@ -33,6 +33,7 @@ export function caOptionsFromConfig(
     defaultX509SvidTtlSeconds: config.defaultX509SvidTtl,
     defaultJwtSvidTtlSeconds: config.defaultJwtSvidTtl,
   };
+  if (config.jwtIssuer !== undefined) opts.jwtIssuer = config.jwtIssuer;
   if (deps.now) opts.now = deps.now;
   if (deps.serverId !== undefined) opts.serverId = deps.serverId;
   if (deps.logger) opts.logger = deps.logger;

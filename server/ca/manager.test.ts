@@ -142,6 +142,28 @@ describe('CaManager start', () => {
     const caCert = parseCertificate(ca.bundle().x509Authorities()[0]!);
     assert.ok(caCert.subject.some((a) => a.value === 'Acme CA'));
     assert.equal(statSync(join(dir, 'k', 'x509-CA-A.key')).isFile(), true);
+    // No jwt_issuer: JWT-SVIDs carry no iss (as SPIRE).
+    assert.equal(opts.jwtIssuer, undefined);
+    const plain = await ca.mintJwtSvid({ id: WORKLOAD, audience: ['a'] });
+    assert.equal('iss' in JSON.parse(Buffer.from(plain.token.split('.')[1]!, 'base64url').toString()), false);
+    await ca.stop();
+  });
+
+  it('jwt_issuer becomes the iss of every JWT-SVID minted', async () => {
+    const { dir, ds, clock } = await env();
+    const config = parseServerConfig({ server: { trust_domain: 'example.org', data_dir: dir, jwt_issuer: 'https://oidc.example.org/td' } }, {}, { cwd: dir });
+    const opts = caOptionsFromConfig(config, { datastore: ds, now: clock.now, keyManager: new MemoryKeyManager() });
+    assert.equal(opts.jwtIssuer, 'https://oidc.example.org/td');
+    const ca = await CaManager.start(opts);
+    try {
+      const jwt = await ca.mintJwtSvid({ id: WORKLOAD, audience: ['a', 'b'] });
+      const claims = JSON.parse(Buffer.from(jwt.token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+      assert.equal(claims['iss'], 'https://oidc.example.org/td');
+      assert.deepEqual(claims['aud'], ['a', 'b']);
+      await validateJwtSvid(jwt.token, { audience: 'b', bundles: ca.bundle(), now: clock.now() });
+    } finally {
+      await ca.stop();
+    }
   });
 
   it('kid format is 32 base62 characters and random', () => {

@@ -179,6 +179,7 @@ export class CaManager implements CaSigner {
       log: this.#log,
       defaultX509SvidTtlSeconds: o.defaultX509SvidTtlSeconds,
       defaultJwtSvidTtlSeconds: o.defaultJwtSvidTtlSeconds,
+      jwtIssuer: o.jwtIssuer,
       serverSvidTtlSeconds: o.serverSvidTtlSeconds ?? o.defaultX509SvidTtlSeconds,
       signingWorkers: o.signingWorkers ?? DEFAULT_SIGNING_WORKERS,
       activeX509: () => this.#requireActiveX509(),

@@ -41,6 +41,8 @@ export interface CaManagerOptions {
   caSubject?: X509Subject;
   defaultX509SvidTtlSeconds: number;
   defaultJwtSvidTtlSeconds: number;
+  /** The `iss` claim of every JWT-SVID minted (SPIRE jwt_issuer); absent: none. */
+  jwtIssuer?: string;
   /** UpstreamAuthority "disk"; absent: self-signed CAs. */
   upstream?: UpstreamDiskOptions;
   logger?: CaLogger;

@@ -38,6 +38,8 @@ export interface SvidSignerOptions {
   log: CaLogger;
   defaultX509SvidTtlSeconds: number;
   defaultJwtSvidTtlSeconds: number;
+  /** The `iss` of every JWT-SVID (server.jwt_issuer); undefined: none. */
+  jwtIssuer?: string | undefined;
   serverSvidTtlSeconds: number;
   /** Worker threads for batches (0: always inline). */
   signingWorkers: number;
@@ -122,6 +124,7 @@ export class SvidSigner {
       signer: active.signer,
       now: this.#o.now(),
       expiresAtMost: active.notAfter,
+      ...(this.#o.jwtIssuer !== undefined ? { issuer: this.#o.jwtIssuer } : {}),
     });
     return { token: minted.token, expiresAt: minted.expiresAt, issuedAt: minted.issuedAt };
   }

@@ -369,6 +369,11 @@ test('every bad value names its key', () => {
     [{ ca_subject: { country: 'US' } }, 'config: server.ca_subject.country: expected a list of strings, got "US"'],
     [{ ca_subject: { organization: ['A', 1] } }, 'config: server.ca_subject.organization[1]: expected a string, got 1'],
     [{ jwt_issuer: 42 }, 'config: server.jwt_issuer: expected a string, got 42'],
+    [{ jwt_issuer: 'oidc.example.org' }, 'config: server.jwt_issuer: must be an absolute URL such as https://oidc.example.org, got "oidc.example.org"'],
+    [{ jwt_issuer: 'spiffe://example.org' }, 'config: server.jwt_issuer: must be an https (or http) URL, got scheme "spiffe" in "spiffe://example.org"'],
+    [{ jwt_issuer: 'https://oidc.example.org/?a=1' }, 'config: server.jwt_issuer: must not have a query (OpenID Connect Discovery forbids it), got "https://oidc.example.org/?a=1"'],
+    [{ jwt_issuer: 'https://oidc.example.org/#x' }, 'config: server.jwt_issuer: must not have a fragment (OpenID Connect Discovery forbids it), got "https://oidc.example.org/#x"'],
+    [{ jwt_issuer: 'https://user@oidc.example.org' }, 'config: server.jwt_issuer: must not carry user information, got "https://user@oidc.example.org"'],
     [{ socket_path: `/tmp/${'x'.repeat(120)}.sock` }, `config: server.socket_path: Unix socket paths are limited to 107 bytes, got "/tmp/${'x'.repeat(120)}.sock" (130 bytes)`],
   ];
   for (const [server, problem] of cases) rejects(withServer(server), problem);

@@ -38,6 +38,7 @@ import {
   socketPathAt,
 } from '../../common/configfields.js';
 import { formatDuration } from '../../common/duration.js';
+import { issuerUrlProblem } from '../../common/issuerurl.js';
 import { NODE_ATTESTOR_PLUGINS, type NodeAttestorPlugin } from '../../attestors/node/registry.js';
 import type { LogFormat, LogLevel } from '../../common/logging.js';
 import type { TrustDomain } from '../../spiffe/id.js';
@@ -277,6 +278,8 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
   };
 
   const jwtIssuer = s.string('jwt_issuer');
+  const issuerProblem = jwtIssuer === undefined ? undefined : issuerUrlProblem(jwtIssuer);
+  if (issuerProblem !== undefined) s.problem('jwt_issuer', issuerProblem);
   const auditLogEnabled = s.bool('audit_log_enabled', SERVER_DEFAULTS.server.audit_log_enabled);
 
   const plugins = parsePlugins(root, dataDir, cwd, options.nodeAttestors ?? NODE_ATTESTOR_PLUGINS);
