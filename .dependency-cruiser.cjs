@@ -2,12 +2,13 @@
  * The layering of the source tree, checked by dependency-cruiser in `npm test`
  * (`npm run lint:layers`). Layers, lowest first:
  *
- *   proto/gen -> spiffe -> common -> attestors -> server | agent -> scripts, bench, test
+ *   proto/gen -> spiffe -> common -> attestors -> server | agent | oidc -> scripts, bench, test
  *
  * A file may import from its own layer and from the layers below it, never from above.
  * The layer rules hold for test files too, except that any test file may use the shared test
  * helpers under test/support/ and the test kits.
- * server/ and agent/ sit side by side and never import each other. Test kits (files named
+ * server/, agent/ and oidc/ (the OIDC Discovery Provider, bin/spindle-oidc) sit side by side and
+ * never import each other. Test kits (files named
  * testkit.ts, everything under test/support/) and test files are for tests only: no
  * production module imports them, so nothing the binaries load pulls them in. Only
  * server/datastore/factory.ts imports a datastore backend (server/datastore/sqlite/, postgres/); everything
@@ -16,7 +17,7 @@
  */
 'use strict';
 
-const PRODUCTION = '^(proto/gen|spiffe|common|attestors|server|agent)/';
+const PRODUCTION = '^(proto/gen|spiffe|common|attestors|server|agent|oidc)/';
 /* Test files, test kits, test/ and child-process fixtures that tests spawn (fixtures/ folders). */
 const TESTS_AND_KITS = '(^|/)testkit\\.ts$|^test/|\\.test\\.ts$|/fixtures/';
 
@@ -34,28 +35,28 @@ module.exports = {
       severity: 'error',
       comment: 'proto/gen is generated code and imports nothing else of ours.',
       from: { path: '^proto/gen/' },
-      to: { path: '^(spiffe|common|attestors|server|agent|scripts|bench)/' },
+      to: { path: '^(spiffe|common|attestors|server|agent|oidc|scripts|bench)/' },
     },
     {
       name: 'spiffe-standalone',
       severity: 'error',
       comment: 'spiffe/ is a standalone library: it imports only node builtins, npm packages, proto/gen and itself.',
       from: { path: '^spiffe/' },
-      to: { path: '^(common|attestors|server|agent|scripts|bench)/' },
+      to: { path: '^(common|attestors|server|agent|oidc|scripts|bench)/' },
     },
     {
       name: 'common-only-spiffe',
       severity: 'error',
       comment: 'common/ imports only spiffe/ (and proto/gen, npm packages, node builtins).',
       from: { path: '^common/' },
-      to: { path: '^(attestors|server|agent|scripts|bench)/' },
+      to: { path: '^(attestors|server|agent|oidc|scripts|bench)/' },
     },
     {
       name: 'attestors-below-server-and-agent',
       severity: 'error',
       comment: 'attestors/ import only spiffe/, common/ and their own interfaces (attestors/**): shared types they need live in spiffe/ or common/, not in server/ or agent/.',
       from: { path: '^attestors/' },
-      to: { path: '^(server|agent|scripts|bench)/' },
+      to: { path: '^(server|agent|oidc|scripts|bench)/' },
     },
     {
       name: 'agent-not-server',
@@ -70,6 +71,27 @@ module.exports = {
       comment: 'server/ never imports agent/: what both need lives in spiffe/, common/ or attestors/.',
       from: { path: '^server/' },
       to: { path: '^agent/' },
+    },
+    {
+      name: 'agent-not-oidc',
+      severity: 'error',
+      comment: 'agent/ never imports oidc/ (the OIDC Discovery Provider): what both need lives in spiffe/ or common/.',
+      from: { path: '^agent/' },
+      to: { path: '^oidc/' },
+    },
+    {
+      name: 'server-not-oidc',
+      severity: 'error',
+      comment: 'server/ never imports oidc/ (the OIDC Discovery Provider): what both need lives in spiffe/ or common/.',
+      from: { path: '^server/' },
+      to: { path: '^oidc/' },
+    },
+    {
+      name: 'oidc-not-server-or-agent',
+      severity: 'error',
+      comment: 'oidc/ (the OIDC Discovery Provider) is a separate program beside server/ and agent/: it talks to them over their sockets (admin API, Workload API) through proto/gen and spiffe/, never by importing their code.',
+      from: { path: '^oidc/' },
+      to: { path: '^(server|agent)/' },
     },
     {
       name: 'production-not-tools',
