@@ -44,7 +44,7 @@ export async function main(argv: string[]): Promise<void> {
     } else if (name === 'version') {
       process.stdout.write(`${packageVersion()}\n`);
       return;
-    } else return usageError(`unknown argument ${JSON.stringify(a)}`);
+    } else return usageError(a.startsWith('-') ? `unknown flag ${JSON.stringify(a)}` : `unknown command ${JSON.stringify(a)}`);
   }
   const load = async (): Promise<ReturnType<typeof loadOidcConfig>> =>
     loadOidcConfig({ configPath, cwd: process.cwd(), ...(expandEnv ? { env: process.env } : {}) });
