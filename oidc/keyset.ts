@@ -12,6 +12,8 @@
  */
 import { Metadata, credentials, type ServiceError } from '@grpc/grpc-js';
 import type { KeyObject } from 'node:crypto';
+import { dirname } from 'node:path';
+import { checkSafeDirectory, UnsafeDirectoryError } from '../common/safedir.js';
 import { BundleServiceClient } from '../proto/gen/spindle/admin/v1/admin.js';
 import type { Bundle as BundleMessage } from '../proto/gen/spindle/types/v1/types.js';
 import { parseBundle, type Bundle } from '../spiffe/bundle.js';
@@ -102,8 +104,19 @@ function getBundle(client: BundleServiceClient, timeoutMs: number): Promise<Bund
   });
 }
 
-/** Polls the server's admin socket every `pollIntervalSeconds`; the first fetch is awaited (its failure only logged). */
+/**
+ * Polls the server's admin socket every `pollIntervalSeconds`; the first fetch is awaited (its
+ * failure only logged). The socket's directory is checked first, as the admin CLI checks it
+ * (common/safedir.ts): whoever could put their own server there could make the provider publish
+ * their keys, and relying parties accept their tokens; an unsafe directory stops the start.
+ */
 export async function serverApiSource(source: KeySource, socketPath: string, pollIntervalSeconds: number): Promise<void> {
+  try {
+    checkSafeDirectory(dirname(socketPath), 'server_api admin socket directory');
+  } catch (err) {
+    if (err instanceof UnsafeDirectoryError) throw new Error(`refusing to read JWT keys from ${socketPath}: ${err.message}`);
+    // An fs error (a directory we may not enter) shows up as a failed fetch below.
+  }
   const client = new BundleServiceClient(`unix:${socketPath}`, credentials.createInsecure());
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;

@@ -3,13 +3,16 @@
 // agent's Workload API over plain HTTP behind allow_insecure_scheme; a Unix socket listener), and
 // OIDC/JWT clients we did not write verifying real JWT-SVIDs through discovery: jose
 // (createRemoteJWKSet + jwtVerify) and Python's PyJWT (PyJWKClient, Debian python3-jwt; missing
-// is a failure, not a skip). A key rotation (the server restarted with a memory KeyManager makes
-// new keys) reaches /keys, and a token signed with the new key verifies. Hostile requests: a Host
-// not in domains, POST, unknown paths, a request body; /keys never holds private key members.
+// is a failure, not a skip). Key rotation reaches /keys and a token signed with the new key
+// verifies: on the server_api path by restarting the server with a memory KeyManager (new keys at
+// once), on the workload_api path by a real scheduled rotation (ca_ttl 2m: the next JWT key is
+// published after about a minute, pushed to the agent, and signs from about 100 s). Hostile
+// requests: a Host not in domains, POST, unknown paths, a request body, oversized headers, an
+// admin socket in an unsafe directory; /keys never holds private key members.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
@@ -113,10 +116,10 @@ async function startOidc(dir: string, config: string): Promise<OidcProc> {
   };
 }
 
-/** Waits (bounded: 40 polls of 500 ms) until `pred` holds for /keys; returns the kids. */
-async function waitForKids(t: Target, host: string, pred: (kids: string[]) => boolean): Promise<string[]> {
+/** Waits (bounded: `polls` polls of 500 ms) until `pred` holds for /keys; returns the kids. */
+async function waitForKids(t: Target, host: string, pred: (kids: string[]) => boolean, polls = 40): Promise<string[]> {
   let kids: string[] = [];
-  for (let i = 0; i < 40; i++) {
+  for (let i = 0; i < polls; i++) {
     const r = await call(t, '/keys', { host });
     if (r.status === 200) {
       kids = (JSON.parse(r.body) as { keys: Array<{ kid: string }> }).keys.map((k) => k.kid);
@@ -293,8 +296,21 @@ server_api {
     for (const path of ['/', '/keys/', '/.well-known/', '/../keys', '/KEYS', '/metrics']) {
       assert.equal((await call(target, path, { host: host() })).status, 404, path);
     }
+    // Headers over the 8 KiB limit are refused before any handler runs.
+    assert.equal((await call(target, '/keys', { host: host(), headers: { 'x-filler': 'a'.repeat(16 * 1024) } })).status, 431);
     // Still serving.
     assert.equal((await call(target, '/keys', { host: host() })).status, 200);
+  });
+
+  test('an admin socket in a directory another user could write into is refused at startup', async () => {
+    const unsafe = join(dir, 'unsafe');
+    mkdirSync(unsafe, { mode: 0o777 });
+    chmodSync(unsafe, 0o777);
+    const configPath = join(dir, 'unsafe.conf');
+    writeFileSync(configPath, `domains = ["localhost"]\ninsecure_addr = "127.0.0.1:${await freePort()}"\nserver_api {\n  address = "unix://${join(unsafe, 'api.sock')}"\n}\n`);
+    const r = spawnSync(oidcBin, ['-config', configPath], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /^Error: refusing to read JWT keys from .*api\.sock: /m);
   });
 
   test('key rotation: new JWT keys reach /keys, and a token signed with the new key verifies (jose and PyJWT)', async () => {
@@ -329,7 +345,8 @@ describe('spindle-oidc from an agent\'s Workload API, plain HTTP behind allow_in
     dir = tempDir('spindle-oidc-wl-e2e-');
     port = await freePort();
     issuer = `http://localhost:${port}`;
-    writeFileSync(join(dir, 'server.yaml'), `server:\n  jwt_issuer: ${issuer}\n`);
+    // A short ca_ttl, so the JWT key rotates during the test (see the rotation test).
+    writeFileSync(join(dir, 'server.yaml'), `server:\n  jwt_issuer: ${issuer}\n  ca_ttl: 2m\n  default_x509_svid_ttl: 1m\n  default_jwt_svid_ttl: 1m\n`);
     server = await startServerProcess({ dir, trustDomain: TD, extraArgs: ['-config', join(dir, 'server.yaml')] });
     const alias = `spiffe://${TD}/oidc-e2e/node`;
     const token = generateJoinToken(server, alias);
@@ -374,6 +391,35 @@ workload_api {
       const { payload } = await jwtVerify(svid.token, jwks, { issuer, audience: 'oidc-wl' });
       assert.equal(payload.sub, WORKLOAD_ID);
       assert.equal(pyVerify(dir, issuer, 'oidc-wl', svid.token).sub, WORKLOAD_ID);
+    } finally {
+      client.close();
+    }
+  });
+
+  test('key rotation through the agent: the next JWT key, pushed to the agent, reaches /keys; a JWT-SVID signed with it verifies', async () => {
+    const target = { port };
+    const hostHeader = `localhost:${port}`;
+    const before = await waitForKids(target, hostHeader, (k) => k.length >= 1);
+    // ca_ttl is 2m here: the server prepares (publishes) the next JWT key at half the active key's
+    // life and signs with it from 5/6. Bounded waits: 150 polls of 500 ms for each step.
+    const after = await waitForKids(target, hostHeader, (k) => k.some((kid) => !before.includes(kid)), 150);
+    const fresh = after.filter((kid) => !before.includes(kid));
+    assert.equal(fresh.length, 1);
+    assert.match(oidc.log(), /JWT keys changed/);
+    const client = createWorkloadApiClient({ address: agent.address });
+    try {
+      let token = '';
+      for (let i = 0; i < 150 && decodeProtectedHeader(token || 'e30.e30.').kid !== fresh[0]; i++) {
+        if (i > 0) await new Promise((r) => setTimeout(r, 500));
+        // A new audience each time: the agent caches tokens per audience.
+        const [svid] = await client.fetchJwtSvid({ audience: [`oidc-wl-rotated-${i}`] }, { timeoutMs: 10_000 });
+        token = svid!.token;
+      }
+      assert.equal(decodeProtectedHeader(token).kid, fresh[0], 'the server never signed with the new key');
+      const audience = (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { aud: string[] }).aud[0]!;
+      const { payload } = await jwtVerify(token, createRemoteJWKSet(new URL(`http://localhost:${port}/keys`)), { issuer, audience });
+      assert.equal(payload.sub, WORKLOAD_ID);
+      assert.equal(pyVerify(dir, issuer, audience, token).kid, fresh[0]);
     } finally {
       client.close();
     }
