@@ -427,11 +427,15 @@ workload_api {
 
   test('listen_socket_path: the same documents on a Unix socket (for a reverse proxy)', async () => {
     const socketPath = join(dir, 'oidc', 'server.sock');
+    const healthPort = await freePort();
     const viaSocket = await startOidc(
       dir,
       `domains = ["oidc.example.org"]
 listen_socket_path = "${socketPath}"
 jwks_uri = "https://oidc.example.org/jwks.json"
+health_checks {
+  bind_port = ${healthPort}
+}
 workload_api {
   socket_path = "${agent.socketPath}"
   trust_domain = "${TD}"
@@ -446,6 +450,11 @@ workload_api {
       assert.equal(doc.issuer, 'https://oidc.example.org');
       assert.equal(doc.jwks_uri, 'https://oidc.example.org/jwks.json');
       assert.equal((await call(t, '/keys', { host: 'localhost' })).status, 400);
+      // health_checks: on localhost, ready once keys are held.
+      const health = async (path: string): Promise<number> =>
+        new Promise((resolve, reject) => httpRequest(`http://localhost:${healthPort}${path}`, (res) => (res.resume(), resolve(res.statusCode ?? 0))).on('error', reject).end());
+      assert.equal(await health('/ready'), 200);
+      assert.equal(await health('/live'), 200);
     } finally {
       await viaSocket.stop();
     }
