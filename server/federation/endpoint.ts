@@ -102,8 +102,6 @@ export interface BundleEndpointOptions {
   /** Counters are registered here when given. */
   registry?: Registry;
   limits?: Partial<BundleEndpointLimits>;
-  /** For the file re-read timer (tests); default setInterval. */
-  fileSyncIntervalMs?: number;
 }
 
 export interface BundleEndpoint {
@@ -303,7 +301,7 @@ export async function startBundleEndpoint(opts: BundleEndpointOptions): Promise<
       current = next;
       logger.info({ cert_file_path: profile.certFilePath }, 'bundle endpoint: serving the new certificate from its file');
     };
-    fileTimer = setInterval(sync, opts.fileSyncIntervalMs ?? profile.fileSyncInterval * 1000);
+    fileTimer = setInterval(sync, profile.fileSyncInterval * 1000);
     fileTimer.unref();
   }
 
