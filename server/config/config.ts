@@ -39,7 +39,7 @@ import {
   socketPathAt,
 } from '../../common/configfields.js';
 import { formatDuration } from '../../common/duration.js';
-import { parseFederation, type FederationConfig } from './federationconfig.js';
+import { parseBundleEndpoint, parseFederatesWith, type FederationConfig } from './federationconfig.js';
 import { NODE_ATTESTOR_PLUGINS, type NodeAttestorPlugin } from '../../attestors/node/registry.js';
 import type { LogFormat, LogLevel } from '../../common/logging.js';
 import type { TrustDomain } from '../../spiffe/id.js';
@@ -188,7 +188,7 @@ export interface ServerConfig {
   telemetry: {
     prometheus?: { host: string; port: number };
   };
-  /** `server.federation`; absent when the section is. */
+  /** `server.federation`: absent when it configures no bundle endpoint. */
   federation?: FederationConfig;
 }
 
@@ -283,7 +283,11 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
 
   const jwtIssuer = s.string('jwt_issuer');
   const auditLogEnabled = s.bool('audit_log_enabled', SERVER_DEFAULTS.server.audit_log_enabled);
-  const federation = parseFederation(s, cwd, { bindAddress, bindPort });
+  // server.federation (federationconfig.ts), one reader for both parts: this server's bundle
+  // endpoint, and the relationships with other trust domains.
+  const federationSection = s.section('federation');
+  const bundleEndpoint = parseBundleEndpoint(federationSection, cwd, { bindAddress, bindPort });
+  parseFederatesWith(federationSection);
 
   const plugins = parsePlugins(root, dataDir, cwd, options.nodeAttestors ?? NODE_ATTESTOR_PLUGINS);
   const healthChecks = parseHealthChecks(root, SERVER_DEFAULTS.health_checks);
@@ -315,7 +319,7 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
   if (options.configPath !== undefined) config.configPath = options.configPath;
   if (logFile !== undefined) config.logFile = logFile;
   if (jwtIssuer !== undefined) config.jwtIssuer = jwtIssuer;
-  if (federation !== undefined) config.federation = federation;
+  if (bundleEndpoint !== undefined) config.federation = { bundleEndpoint };
   return config;
 }
 

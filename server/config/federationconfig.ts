@@ -19,8 +19,8 @@
  * - ACME (SPIRE's `bundle_endpoint.acme`, and `acme` inside the https_web profile) is refused by
  *   name: Spindle gets no certificates itself; serving_cert_file takes one from any ACME client.
  * - Problems are recorded on the readers (the caller throws them all at once), never thrown here.
- * - federates_with is parsed by `parseFederatesWith`, its own function; it is refused as not
- *   supported yet until relationships exist.
+ * - federates_with is parsed by `parseFederatesWith`, its own function, on the same `federation`
+ *   reader (config.ts calls both); it is refused as not supported yet until relationships exist.
  */
 import { isIP } from 'node:net';
 import type { ConfigReader } from '../../common/configfile.js';
@@ -75,23 +75,9 @@ const ACME_REFUSAL =
   'is not supported: Spindle does not obtain certificates itself; get one with any ACME client (certbot, lego, cert-manager) and serve it with profile "https_web" { serving_cert_file { cert_file_path = ... key_file_path = ... } }';
 
 /**
- * `server.federation`: the bundle endpoint and the federation relationships. `bindPort` /
- * `bindAddress` are the agent API's, which the endpoint may not share.
- */
-export function parseFederation(s: ConfigReader, cwd: string, agentApi: { bindAddress: string; bindPort: number }): FederationConfig | undefined {
-  if (!s.has('federation')) return undefined;
-  const fed = s.section('federation');
-  const result: FederationConfig = {};
-  const bundleEndpoint = parseBundleEndpoint(fed, cwd, agentApi);
-  if (bundleEndpoint !== undefined) result.bundleEndpoint = bundleEndpoint;
-  parseFederatesWith(fed);
-  return result;
-}
-
-/**
  * `federates_with "<trust domain>" { ... }`: the static federation relationships. Not supported
  * yet: refused by name. The relationships' parser replaces this function (same name, same
- * reader), so parseFederation needs no other change.
+ * `federation` reader, which config.ts also gives parseBundleEndpoint).
  */
 export function parseFederatesWith(fed: ConfigReader): void {
   fed.unsupported('federates_with', 'is not supported yet: Spindle does not fetch other trust domains\' bundles yet; set them by hand with `spindle-server bundle set`');
