@@ -5,7 +5,8 @@
  * listen. `validate` runs the checks that create and bind nothing.
  */
 import { dirname, resolve } from 'node:path';
-import { checkLogFile, checkSocketPath, checkTcpPort, checkWritableDirectory, describeListenError, type PortNames, type SocketNames } from '../common/preflight.js';
+import { accessSync, constants, statSync } from 'node:fs';
+import { PreflightError, checkLogFile, checkSocketPath, checkTcpPort, checkWritableDirectory, describeFsError, describeListenError, type PortNames, type SocketNames } from '../common/preflight.js';
 import type { ServerConfig } from './config/config.js';
 
 export const LOG_FILE = { setting: '-logFile / log_file' } as const;
@@ -32,15 +33,43 @@ export function agentApiListenError(err: unknown, host: string, port: number): s
   return describeListenError(inner ? Object.assign(new Error(inner), { code: inner }) : err, host, port, AGENT_API_PORT);
 }
 
-/** What `validate` can check without creating anything: the log file. */
+export const BUNDLE_ENDPOINT_PORT: PortNames = {
+  what: 'SPIFFE bundle endpoint',
+  addressSetting: 'federation.bundle_endpoint.address',
+  portSetting: 'federation.bundle_endpoint.port',
+  inUseHint: 'is spindle-server already running?',
+};
+
+/** The bundle endpoint's https_web certificate and key files exist and can be read. */
+export function checkBundleEndpointFiles(config: ServerConfig): void {
+  const profile = config.federation?.bundleEndpoint?.profile;
+  if (profile?.name !== 'https_web') return;
+  const files: Array<[string, string]> = [
+    [profile.certFilePath, 'cert_file_path'],
+    [profile.keyFilePath, 'key_file_path'],
+  ];
+  for (const [path, key] of files) {
+    const setting = `federation.bundle_endpoint profile "https_web" serving_cert_file ${key}`;
+    try {
+      if (!statSync(path).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EISDIR' });
+      accessSync(path, constants.R_OK);
+    } catch (err) {
+      throw new PreflightError(`cannot read ${path} (${setting}): ${describeFsError(err)}; fix the path or the file's permissions`);
+    }
+  }
+}
+
+/** What `validate` can check without creating anything: the log file, the bundle endpoint's files. */
 export function checkServerConfigFiles(config: ServerConfig): void {
   if (config.logFile) checkLogFile(config.logFile, LOG_FILE);
+  checkBundleEndpointFiles(config);
 }
 
 /**
  * Everything `run` can check before it creates the CA and the datastore: the data directory and
  * the datastore's directory are writable (or creatable), the admin socket path is free and its
- * directory usable, the agent API port can be bound. (The log file was opened already.)
+ * directory usable, the agent API port can be bound; with a bundle endpoint, its port can be
+ * bound and its https_web certificate files can be read. (The log file was opened already.)
  */
 export async function checkServerCanStart(config: ServerConfig): Promise<void> {
   const advice = 'choose another -dataDir / data_dir, or fix its permissions or mount';
@@ -50,4 +79,9 @@ export async function checkServerCanStart(config: ServerConfig): Promise<void> {
   if (db !== ':memory:' && dbDir !== resolve(config.dataDir)) checkWritableDirectory(dbDir, `datastore directory ${dbDir} (DataStore connection_string)`, 'choose another connection_string, or fix its permissions or mount');
   await checkSocketPath(config.socketPath, ADMIN_SOCKET);
   await checkTcpPort(config.bindAddress, config.bindPort, AGENT_API_PORT);
+  const be = config.federation?.bundleEndpoint;
+  if (be !== undefined) {
+    checkBundleEndpointFiles(config);
+    await checkTcpPort(be.address, be.port, BUNDLE_ENDPOINT_PORT);
+  }
 }

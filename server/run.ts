@@ -7,7 +7,8 @@ import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger, routeGrpcLogs } from '../common/logging.js';
 import { lockDataDir } from '../common/datadirlock.js';
-import { checkServerCanStart } from './errors.js';
+import { BUNDLE_ENDPOINT_PORT, checkServerCanStart } from './errors.js';
+import { PreflightError, describeListenError } from '../common/preflight.js';
 import { checkSafeDirectory } from '../common/safedir.js';
 import { openDataStore } from './datastore/factory.js';
 import { CaManager, caOptionsFromConfig } from './ca/manager.js';
@@ -20,6 +21,8 @@ import { AgentApi } from './api/agent/service.js';
 import { startAgentApiServer, type AgentApiServer } from './api/agent/server.js';
 import { createAdminServices, startAdminServer, type AdminServer } from './api/admin/index.js';
 import { startTelemetry, type Telemetry } from './telemetry.js';
+import { endpointSpiffeId, startBundleEndpoint, type BundleEndpoint } from './federation/endpoint.js';
+import { REFRESH_HINT_WARN_BELOW_SECONDS, REFRESH_HINT_WARN_FROM_SECONDS } from './config/federationconfig.js';
 import { ServerMetrics } from './metrics.js';
 import type { ServerConfig } from './config/config.js';
 import { isDataStoreUnavailable, type DataStore } from './datastore/types.js';
@@ -32,6 +35,8 @@ export interface RunningServer {
   /** This server's metrics (its own Prometheus registry). */
   metrics: ServerMetrics;
   agentApiPort: number;
+  /** The SPIFFE bundle endpoint, when federation.bundle_endpoint is configured. */
+  bundleEndpoint?: BundleEndpoint;
   /** Stops everything; idempotent. */
   stop(): Promise<void>;
 }
@@ -139,6 +144,9 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     });
     cleanups.push(() => admin.close());
 
+    const bundleEndpoint = await startFederationEndpoint(config, ca, metrics, logger);
+    if (bundleEndpoint !== undefined) cleanups.push(() => bundleEndpoint.close());
+
     const telemetry: Telemetry = await startTelemetry({ config, metrics, datastore, ca, api, now, logger: logger.child({ subsystem: 'telemetry' }) });
     cleanups.push(() => telemetry.close());
 
@@ -166,9 +174,48 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
       },
       'spindle-server is ready',
     );
-    return { config, logger, datastore, ca, metrics, agentApiPort: agentServer.port, stop };
+    const running: RunningServer = { config, logger, datastore, ca, metrics, agentApiPort: agentServer.port, stop };
+    if (bundleEndpoint !== undefined) running.bundleEndpoint = bundleEndpoint;
+    return running;
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/** federation.bundle_endpoint: the SPIFFE bundle endpoint, serving the CA's bundle (none when not configured). */
+async function startFederationEndpoint(config: ServerConfig, ca: CaManager, metrics: ServerMetrics, logger: Logger): Promise<BundleEndpoint | undefined> {
+  const be = config.federation?.bundleEndpoint;
+  if (be === undefined) return undefined;
+  const log = logger.child({ subsystem: 'bundle_endpoint' });
+  if (be.profileDefaulted) {
+    log.warn({}, 'federation.bundle_endpoint has no profile; serving with profile "https_spiffe" (as SPIRE does); set profile "https_spiffe" {} explicitly');
+  }
+  if (be.refreshHint < REFRESH_HINT_WARN_BELOW_SECONDS) {
+    log.warn({ refresh_hint: be.refreshHint }, 'federation.bundle_endpoint.refresh_hint is below 1 minute: SPIRE servers do not refresh more often than that');
+  } else if (be.refreshHint >= REFRESH_HINT_WARN_FROM_SECONDS) {
+    log.warn({ refresh_hint: be.refreshHint }, 'federation.bundle_endpoint.refresh_hint is a day or more: other trust domains would see unscheduled bundle changes late; a smaller value such as 5m is recommended');
+  }
+  const endpoint = await startBundleEndpoint({
+    trustDomain: config.trustDomain,
+    address: be.address,
+    port: be.port,
+    refreshHintSeconds: be.refreshHint,
+    profile: be.profile,
+    bundles: ca,
+    serverSvid: ca,
+    logger: log,
+    registry: metrics.registry,
+  }).catch((err: unknown) => {
+    // A port taken since the preflight probe: the same operator message.
+    if (typeof (err as NodeJS.ErrnoException)?.code === 'string' && (err as NodeJS.ErrnoException).syscall === 'listen') {
+      throw new PreflightError(describeListenError(err, be.address, be.port, BUNDLE_ENDPOINT_PORT));
+    }
+    throw err;
+  });
+  const fields: Record<string, unknown> = { url: endpoint.url, profile: be.profile.name, refresh_hint: be.refreshHint };
+  if (be.profile.name === 'https_spiffe') fields['endpoint_spiffe_id'] = endpointSpiffeId(config.trustDomain);
+  else fields['cert_file_path'] = be.profile.certFilePath;
+  log.info(fields, 'serving the SPIFFE bundle endpoint');
+  return endpoint;
 }

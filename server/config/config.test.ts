@@ -196,6 +196,8 @@ test('the example file mentions every key the parser knows', () => {
     'NodeAttestor', 'join_token', 'k8s_psat', 'enabled', 'KeyManager', 'disk', 'keys_path', 'memory',
     'UpstreamAuthority', 'key_file_path', 'cert_file_path', 'bundle_file_path',
     'DataStore', 'sql', 'database_type', 'connection_string', 'telemetry', 'Prometheus', 'host', 'port',
+    'federation', 'bundle_endpoint', 'address', 'refresh_hint', 'profile', 'https_spiffe', 'https_web',
+    'serving_cert_file', 'file_sync_interval',
   ];
   for (const key of keys) assert.match(text, new RegExp(`(^|\\s|#\\s*)${key}:`, 'm'), key);
 });
@@ -418,11 +420,8 @@ test('agent_ttl, default_x509_svid_ttl and default_jwt_svid_ttl must not exceed 
   rejects(withServer({ ca_ttl: 'bad', agent_ttl: '48h' }), 'config: server.ca_ttl: expected a duration such as "1h", "30m", "90s" or "1h30m" (or whole seconds), got "bad"');
 });
 
-test('federation, experimental and other SPIRE-only server options are rejected by name', () => {
-  rejects(
-    withServer({ federation: { bundle_endpoint: { address: '0.0.0.0', port: 8443 } } }),
-    'config: server.federation: is not supported yet: Spindle does not federate with other trust domains (remove the federation section)',
-  );
+test('experimental and other SPIRE-only server options are rejected by name (federation: federationconfig.test.ts)', () => {
+  assert.equal(parse(withServer({ federation: { bundle_endpoint: { port: 8443 } } })).federation?.bundleEndpoint?.port, 8443);
   rejects(withServer({ experimental: { events_based_cache: true } }), 'config: server.experimental.events_based_cache: unsupported experimental option (Spindle has none)');
   assert.equal(parse(withServer({ experimental: {} })).trustDomain, 'example.org');
   rejects(withServer({ admin_ids: ['spiffe://example.org/admin'] }), 'config: server.admin_ids: is not supported yet');

@@ -10,8 +10,9 @@
  * - Durations are whole seconds, paths absolute (relative ones resolve against the `cwd` the
  *   caller passes in, as SPIRE resolves against the working directory), enums normalized
  *   (log_level upper case, log_format and key types lower case).
- * - SPIRE features Spindle lacks are rejected by name rather than ignored: `federation`,
- *   `experimental` options, plugin types other than DataStore/KeyManager/NodeAttestor/
+ * - `federation` is parsed in federationconfig.ts (the bundle endpoint; `federates_with` has its
+ *   own function there).
+ * - SPIRE features Spindle lacks are rejected by name rather than ignored: `experimental` options, plugin types other than DataStore/KeyManager/NodeAttestor/
  *   UpstreamAuthority, database types other than sqlite3, telemetry sinks other than Prometheus.
  * - Node attestor `plugin_data` is passed through as a `ConfigReader` for the attestor to
  *   validate (it reads its keys and calls `data.throwIfInvalid()`); join_token takes none.
@@ -39,6 +40,7 @@ import {
 } from '../../common/configfields.js';
 import { formatDuration } from '../../common/duration.js';
 import { issuerUrlProblem } from '../../common/issuerurl.js';
+import { parseBundleEndpoint, parseFederatesWith, type FederationConfig } from './federationconfig.js';
 import { NODE_ATTESTOR_PLUGINS, type NodeAttestorPlugin } from '../../attestors/node/registry.js';
 import type { LogFormat, LogLevel } from '../../common/logging.js';
 import type { TrustDomain } from '../../spiffe/id.js';
@@ -46,6 +48,7 @@ import { KEY_TYPES, type KeyType } from '../../spiffe/keys.js';
 
 export { LOG_FORMATS, LOG_LEVELS } from '../../common/configfields.js';
 export type { LogFormat, LogLevel } from '../../common/logging.js';
+export type { BundleEndpointConfig, BundleEndpointProfile, FederationConfig } from './federationconfig.js';
 
 /** Known node attestor names: the list in attestors/node/registry.ts. */
 export const NODE_ATTESTORS: readonly string[] = NODE_ATTESTOR_PLUGINS.map((p) => p.name);
@@ -186,6 +189,8 @@ export interface ServerConfig {
   telemetry: {
     prometheus?: { host: string; port: number };
   };
+  /** `server.federation`: absent when it configures no bundle endpoint. */
+  federation?: FederationConfig;
 }
 
 export interface ParseServerConfigOptions {
@@ -281,6 +286,11 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
   const issuerProblem = jwtIssuer === undefined ? undefined : issuerUrlProblem(jwtIssuer);
   if (issuerProblem !== undefined) s.problem('jwt_issuer', issuerProblem);
   const auditLogEnabled = s.bool('audit_log_enabled', SERVER_DEFAULTS.server.audit_log_enabled);
+  // server.federation (federationconfig.ts), one reader for both parts: this server's bundle
+  // endpoint, and the relationships with other trust domains.
+  const federationSection = s.section('federation');
+  const bundleEndpoint = parseBundleEndpoint(federationSection, cwd, { bindAddress, bindPort });
+  parseFederatesWith(federationSection);
 
   const plugins = parsePlugins(root, dataDir, cwd, options.nodeAttestors ?? NODE_ATTESTOR_PLUGINS);
   const healthChecks = parseHealthChecks(root, SERVER_DEFAULTS.health_checks);
@@ -312,6 +322,7 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
   if (options.configPath !== undefined) config.configPath = options.configPath;
   if (logFile !== undefined) config.logFile = logFile;
   if (jwtIssuer !== undefined) config.jwtIssuer = jwtIssuer;
+  if (bundleEndpoint !== undefined) config.federation = { bundleEndpoint };
   return config;
 }
 
@@ -320,7 +331,6 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
 
 /** SPIRE server keys Spindle recognizes but does not implement, with what to say about them. */
 const UNSUPPORTED_SERVER_KEYS: Readonly<Record<string, string>> = {
-  federation: 'is not supported yet: Spindle does not federate with other trust domains (remove the federation section)',
   admin_ids: 'is not supported yet',
   ratelimit: 'is not supported yet',
   profiling_enabled: 'is not supported yet',

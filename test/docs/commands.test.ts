@@ -24,6 +24,7 @@ import { commandBlocks, type CommandBlock } from './blocks.js';
 /** Blocks that cannot run here, per file. Changing a count is a deliberate edit of this table. */
 const EXPECTED_SKIPS: Record<string, number> = {
   'README.md': 2,
+  'docs/federation-endpoint.md': 1,
   'docs/kubernetes.md': 13,
   'docs/performance.md': 1,
 };
