@@ -10,7 +10,7 @@
  * - Durations are whole seconds, paths absolute (relative ones resolve against the `cwd` the
  *   caller passes in, as SPIRE resolves against the working directory), enums normalized
  *   (log_level upper case, log_format and key types lower case).
- * - SPIRE features Spindle lacks are rejected by name rather than ignored: `federation`,
+ * - SPIRE features Spindle lacks are rejected by name rather than ignored: `federation.bundle_endpoint`,
  *   `experimental` options, plugin types other than DataStore/KeyManager/NodeAttestor/
  *   UpstreamAuthority, database types other than sqlite3, telemetry sinks other than Prometheus.
  * - Node attestor `plugin_data` is passed through as a `ConfigReader` for the attestor to
@@ -19,6 +19,7 @@
  */
 import { isAbsolute, join, resolve } from 'node:path';
 import { ConfigReader, loadConfigFile } from '../../common/configfile.js';
+import { parseFederatesWith, type StaticRelationship } from './federationconfig.js';
 import {
   HEALTH_CHECKS_DEFAULTS,
   TELEMETRY_DEFAULTS,
@@ -167,6 +168,8 @@ export interface ServerConfig {
   jwtKeyType: KeyType;
   caSubject: { country: string[]; organization: string[]; commonName: string };
   jwtIssuer?: string;
+  /** `federation.federates_with`: the static federation relationships, sorted by trust domain. */
+  federatesWith: StaticRelationship[];
   auditLogEnabled: boolean;
   plugins: {
     /** Enabled node attestors, in file order (default: join_token). */
@@ -277,6 +280,9 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
   };
 
   const jwtIssuer = s.string('jwt_issuer');
+  const federation = s.section('federation');
+  const federatesWith = parseFederatesWith(federation, trustDomain);
+  federation.unsupported('bundle_endpoint', 'is not supported yet');
   const auditLogEnabled = s.bool('audit_log_enabled', SERVER_DEFAULTS.server.audit_log_enabled);
 
   const plugins = parsePlugins(root, dataDir, cwd, options.nodeAttestors ?? NODE_ATTESTOR_PLUGINS);
@@ -305,6 +311,7 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
     plugins,
     healthChecks,
     telemetry,
+    federatesWith,
   };
   if (options.configPath !== undefined) config.configPath = options.configPath;
   if (logFile !== undefined) config.logFile = logFile;
@@ -317,7 +324,6 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
 
 /** SPIRE server keys Spindle recognizes but does not implement, with what to say about them. */
 const UNSUPPORTED_SERVER_KEYS: Readonly<Record<string, string>> = {
-  federation: 'is not supported yet: Spindle does not federate with other trust domains (remove the federation section)',
   admin_ids: 'is not supported yet',
   ratelimit: 'is not supported yet',
   profiling_enabled: 'is not supported yet',
