@@ -166,6 +166,19 @@ describe('bundle refresher', () => {
     assert.equal((await r.refreshNow(FOREIGN)).nextInSeconds, 3600);
   });
 
+  it('a document without a sequence: other keys are stored under the next local sequence, the same keys change nothing', async () => {
+    await reset([foreignCa.rootDer], 4n);
+    const r = refresher(webSpec());
+    webEp.respond = serve('{"keys":[]}'.replace('[]', JSON.stringify(JSON.parse(doc(FOREIGN, [rotatedCa.rootDer], 0n)).keys)));
+    const out = await r.refreshNow(FOREIGN);
+    assert.equal(out.ok, true, out.error);
+    assert.equal(out.updated, true);
+    assert.deepEqual(await held(), { sequence: 5n, roots: [rotatedCa.rootDer] });
+    const again = await r.refreshNow(FOREIGN);
+    assert.equal(again.updated, false);
+    assert.equal((await held())?.sequence, 5n);
+  });
+
   it('https_spiffe: authenticates the endpoint with the held bundle and follows a rotation on the far side', async () => {
     await reset([foreignCa.rootDer], 1n);
     const r = refresher(spiffeSpec());

@@ -22,13 +22,14 @@
  * refreshing the same trust domain none can write an older sequence over a newer one. A served
  * sequence below the stored one is refused (logged, recorded as the last error); the same sequence
  * with the same keys is a success that writes nothing; the same sequence with other keys is refused
- * (the far side must bump the sequence when the bundle changes). On any failure the last good
- * bundle stays as it is.
+ * (the far side must bump the sequence when the bundle changes). A document without a sequence
+ * (or with 0) carries no order: other keys than those held are stored under the held sequence + 1.
+ * On any failure the last good bundle stays as it is.
  *
  * Refresh state (last attempt, last success, last error, last sequence) is kept in memory for every
  * relationship, written to the datastore for dynamic ones, and exported as metrics.
  */
-import { parseBundle, marshalBundle, type Bundle } from '../../spiffe/bundle.js';
+import { MAX_SEQUENCE, parseBundle, marshalBundle, type Bundle } from '../../spiffe/bundle.js';
 import { parseSpiffeId, trustDomainOf, type TrustDomain } from '../../spiffe/id.js';
 import type { X509BundleSource } from '../../spiffe/source.js';
 import { NO_REFRESH, type DataStore, type FederationRefreshState, type FederationRelationship, type StoredBundle } from '../datastore/types.js';
@@ -289,6 +290,16 @@ export class BundleRefresher {
         (current: StoredBundle | undefined) => {
           wrote = false;
           refused = undefined;
+          if (current !== undefined && seq === 0n) {
+            // No spiffe_sequence (or 0): the document carries no order. Same keys: nothing to do;
+            // other keys: stored under the next local sequence, so agents see a change.
+            fetched.sequence = current.sequence;
+            if (marshalBundle(fetched) === current.document) return {};
+            fetched.sequence = current.sequence < MAX_SEQUENCE ? current.sequence + 1n : MAX_SEQUENCE;
+            if (fetched.sequence === current.sequence) refuse(`the held sequence of ${td} is at its maximum: cannot store a bundle without a sequence`);
+            wrote = true;
+            return { bundle: { trustDomain: td, document: marshalBundle(fetched), sequence: fetched.sequence } };
+          }
           if (current !== undefined) {
             if (seq < current.sequence) refuse(`the bundle endpoint served sequence ${seq}, older than the held sequence ${current.sequence}: refused, keeping the held bundle`);
             if (seq === current.sequence) {
