@@ -162,7 +162,7 @@ describe('spindle-server federation', () => {
     fails(await run(['federation', 'create', '-trustDomain', 'x.test', '-bundleEndpointURL', 'https://x/', '-bundleEndpointProfile', 'https']), /unknown bundle endpoint profile type: "https"/);
     fails(
       await run(['federation', 'create', '-trustDomain', 'x.test', '-bundleEndpointURL', 'https://x/', '-bundleEndpointProfile', 'https_spiffe']),
-      /endpoint SPIFFE ID is required if "https_spiffe" bundle endpoint profile is set/,
+      /endpoint SPIFFE ID is required if 'https_spiffe' endpoint profile is set/,
     );
     const http = fails(await run(['federation', 'create', '-trustDomain', 'x.test', '-bundleEndpointURL', 'http://x/', '-bundleEndpointProfile', 'https_web']), /failed to create one or more federation relationships/);
     assert.match(http.stderr, /^Failed to create the following federation relationship \(code: InvalidArgument, msg: "invalid bundle_endpoint_url \\"http:\/\/x\/\\": the bundle endpoint URL must be an https URL"\):\nTrust domain {14}: x\.test\n/);
@@ -175,5 +175,20 @@ describe('spindle-server federation', () => {
     fails(await run(['federation', 'show', '-trustDomain', 'nobody.test']), /no federation relationship with trust domain "nobody\.test"/);
     fails(await run(['federation', 'refresh', '-id', 'nobody.test']), /no federation relationship with trust domain "nobody\.test"/);
     assert.equal((await admin.datastore.listFederationRelationships()).length, 2, 'nothing was written by the failures');
+  });
+
+  test('https_spiffe with the endpoint in another trust domain: the bundle given is that trust domain\'s (as SPIRE)', async () => {
+    const pem = join(work, 'partner2.pem');
+    writeFileSync(pem, certificatesToPem([partnerCa.rootDer]));
+    const before = (await admin.datastore.getBundle(parseTrustDomain('partner.test')))!.sequence;
+    ok(
+      await run([
+        'federation', 'create', '-trustDomain', 'broker.test', '-bundleEndpointURL', 'https://127.0.0.1:9443', '-bundleEndpointProfile', 'https_spiffe',
+        '-endpointSpiffeID', 'spiffe://partner.test/spire/server', '-trustDomainBundlePath', pem,
+      ]),
+    );
+    assert.equal((await admin.datastore.getBundle(parseTrustDomain('partner.test')))?.sequence, before + 1n, 'stored for the endpoint\'s trust domain (PEM: held sequence + 1)');
+    assert.equal(await admin.datastore.getBundle(parseTrustDomain('broker.test')), undefined);
+    ok(await run(['federation', 'delete', '-id', 'broker.test']));
   });
 });

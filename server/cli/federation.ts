@@ -24,7 +24,7 @@ import {
   type FederationRelationshipResult,
 } from '../../proto/gen/spindle/admin/v1/admin.js';
 import { Bundle as SpiffeBundle, marshalBundle } from '../../spiffe/bundle.js';
-import { parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
+import { parseSpiffeId, parseTrustDomain, trustDomainOf, type TrustDomain } from '../../spiffe/id.js';
 import { action, addCommonOptions, readInput, type ActionContext, type CommonOptions } from './common.js';
 import { CliError } from './errors.js';
 
@@ -110,12 +110,21 @@ function fromDataJson(text: string, where: string): Fr[] {
       const id = (o['https_spiffe'] as { endpoint_spiffe_id?: unknown })?.endpoint_spiffe_id;
       profile = { $case: 'httpsSpiffe', value: { endpointSpiffeId: typeof id === 'string' ? id : '' } };
     }
-    const bundle = o['trust_domain_bundle'] === undefined ? undefined : bundleFromJson(td, o['trust_domain_bundle'], at);
+    // As SPIRE: an https_spiffe relationship's bundle is that of the endpoint SPIFFE ID's trust domain.
+    let bundleTd = td;
+    if (profile?.$case === 'httpsSpiffe') {
+      try {
+        bundleTd = trustDomainOf(parseSpiffeId(profile.value.endpointSpiffeId));
+      } catch (err) {
+        throw new CliError(`${at}: cannot parse bundle endpoint SPIFFE ID: ${(err as Error).message}`);
+      }
+    }
+    const bundle = o['trust_domain_bundle'] === undefined ? undefined : bundleFromJson(bundleTd, o['trust_domain_bundle'], at);
     return {
       trustDomain: td,
       bundleEndpointUrl: typeof o['bundle_endpoint_url'] === 'string' ? o['bundle_endpoint_url'] : '',
       bundleEndpointProfile: profile,
-      trustDomainBundle: bundle === undefined ? undefined : { trustDomain: td, document: Buffer.from(bundle, 'utf8'), sequence: 0n },
+      trustDomainBundle: bundle === undefined ? undefined : { trustDomain: bundleTd, document: Buffer.from(bundle, 'utf8'), sequence: 0n },
       trustDomainBundlePem: false,
       static: false,
       refresh: undefined,
@@ -140,7 +149,7 @@ function relationshipsOf(o: RelFlags): Fr[] {
       profile = { $case: 'httpsWeb', value: {} };
       break;
     case 'https_spiffe':
-      if ((o.endpointSpiffeID ?? '') === '') throw new CliError('endpoint SPIFFE ID is required if "https_spiffe" bundle endpoint profile is set');
+      if ((o.endpointSpiffeID ?? '') === '') throw new CliError("endpoint SPIFFE ID is required if 'https_spiffe' endpoint profile is set");
       profile = { $case: 'httpsSpiffe', value: { endpointSpiffeId: o.endpointSpiffeID! } };
       break;
     case '':
@@ -153,7 +162,7 @@ function relationshipsOf(o: RelFlags): Fr[] {
   let bundle: Fr['trustDomainBundle'];
   if (o.trustDomainBundlePath !== undefined) {
     const text = readInput(o.trustDomainBundlePath, 'trust domain bundle');
-    bundle = { trustDomain: td, document: Buffer.from(text, 'utf8'), sequence: 0n };
+    bundle = { trustDomain: '', document: Buffer.from(text, 'utf8'), sequence: 0n };
   }
   return [
     {

@@ -6,14 +6,15 @@
  * - A relationship's URL must be https; the profile is https_web or https_spiffe with the
  *   endpoint's SPIFFE ID (any trust domain: its bundle must be held to authenticate the endpoint).
  * - A `trust_domain_bundle` given with create or update (the bootstrap) is parsed before anything
- *   is written and stored as the trust domain's federated bundle (SPIFFE document: its sequence;
+ *   is written and stored as a federated bundle: of the endpoint SPIFFE ID's trust domain for
+ *   https_spiffe (as SPIRE), of the relationship's trust domain for https_web (SPIFFE document: its sequence;
  *   PEM: the stored sequence + 1, or 0 when none is stored, so the first bundle the endpoint serves
  *   replaces it).
  * - Responses carry the federated bundle held and what this server's refresher last did.
  * - Every change is handed to the refresher at once (new and changed relationships are fetched now).
  */
 import { Bundle as SpiffeBundle, MAX_SEQUENCE, marshalBundle, parseBundle, parseX509BundlePem } from '../../../spiffe/bundle.js';
-import { parseSpiffeId, type TrustDomain } from '../../../spiffe/id.js';
+import { parseSpiffeId, trustDomainOf, type SpiffeId, type TrustDomain } from '../../../spiffe/id.js';
 import type {
   FederationRelationship as FrMsg,
   FederationRelationshipResult,
@@ -100,14 +101,18 @@ export function createTrustDomainService(deps: AdminDeps, log: ApiLogger): Trust
       }
       spec = { trustDomain: td, bundleEndpointUrl: url, bundleEndpointProfile: 'https_spiffe', endpointSpiffeId: id };
     }
+    // As SPIRE: with https_spiffe the bundle given is that of the endpoint SPIFFE ID's trust domain
+    // (the one that authenticates the endpoint), usually the relationship's own.
+    const bundleTd = spec.bundleEndpointProfile === 'https_spiffe' ? trustDomainOf(spec.endpointSpiffeId as SpiffeId) : td;
     let bundle: SpiffeBundle | undefined;
     const b = m.trustDomainBundle;
     if (b !== undefined && b.document.length > 0) {
-      if (b.trustDomain !== '' && b.trustDomain !== td) {
-        throw invalidArgument(`invalid trust_domain_bundle: it is for "${b.trustDomain}", the relationship for "${td}"`);
+      if (bundleTd === own) throw invalidArgument(`invalid trust_domain_bundle: the endpoint SPIFFE ID is in the server's own trust domain, whose bundle the CA manages`);
+      if (b.trustDomain !== '' && b.trustDomain !== bundleTd) {
+        throw invalidArgument(`invalid trust_domain_bundle: it is for "${b.trustDomain}", expected "${bundleTd}"`);
       }
       try {
-        bundle = m.trustDomainBundlePem ? parseX509BundlePem(td, utf8.decode(b.document)) : parseBundle(td, b.document);
+        bundle = m.trustDomainBundlePem ? parseX509BundlePem(bundleTd, utf8.decode(b.document)) : parseBundle(bundleTd, b.document);
       } catch (err) {
         throw invalidArgument(`invalid trust_domain_bundle: ${(err as Error).message}`, err);
       }
@@ -181,7 +186,7 @@ export function createTrustDomainService(deps: AdminDeps, log: ApiLogger): Trust
         const { spec, bundle, pem } = parseRequest(m);
         notStatic(spec.trustDomain, 'create');
         await ds.createFederationRelationship(spec, nowSeconds());
-        if (bundle !== undefined) await storeBootstrap(spec.trustDomain, bundle, pem);
+        if (bundle !== undefined) await storeBootstrap(bundle.trustDomain, bundle, pem);
         log.info({ method: 'BatchCreateFederationRelationship', trustDomain: spec.trustDomain }, 'federation relationship created');
         return (await view(spec.trustDomain))!;
       }),
@@ -192,7 +197,7 @@ export function createTrustDomainService(deps: AdminDeps, log: ApiLogger): Trust
         const { spec, bundle, pem } = parseRequest(m);
         notStatic(spec.trustDomain, 'update');
         await ds.updateFederationRelationship(spec, nowSeconds());
-        if (bundle !== undefined) await storeBootstrap(spec.trustDomain, bundle, pem);
+        if (bundle !== undefined) await storeBootstrap(bundle.trustDomain, bundle, pem);
         log.info({ method: 'BatchUpdateFederationRelationship', trustDomain: spec.trustDomain }, 'federation relationship updated');
         return (await view(spec.trustDomain))!;
       }),
