@@ -56,6 +56,8 @@ export interface FetchBundleOptions {
   maxBytes?: number;
   connectTimeoutMs?: number;
   totalTimeoutMs?: number;
+  /** Aborts the fetch (the server is stopping). */
+  signal?: AbortSignal;
   /** Connect to this IPv4 address whatever the URL's host resolves to (tests: `localhost` names in certificates). */
   connectAddress?: string;
 }
@@ -155,10 +157,12 @@ export async function fetchBundle(o: FetchBundleOptions): Promise<Bundle> {
   const body = await new Promise<Buffer>((resolve, reject) => {
     let settled = false;
     const timers: NodeJS.Timeout[] = [];
+    const cleanups: Array<() => void> = [];
     const finish = (err: Error | undefined, value?: Buffer): void => {
       if (settled) return;
       settled = true;
       for (const t of timers) clearTimeout(t);
+      for (const c of cleanups) c();
       if (err !== undefined) {
         req.destroy();
         reject(err);
@@ -195,6 +199,15 @@ export async function fetchBundle(o: FetchBundleOptions): Promise<Bundle> {
       setTimeout(() => finish(new BundleFetchError(`the bundle endpoint did not answer within ${totalMs} ms`)), totalMs),
       setTimeout(() => finish(new BundleFetchError(`connecting to the bundle endpoint took longer than ${connectMs} ms`)), connectMs),
     );
+    if (o.signal !== undefined) {
+      const signal = o.signal;
+      const onAbort = (): void => finish(new BundleFetchError('the fetch was cancelled: the server is stopping'));
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener('abort', onAbort, { once: true });
+        cleanups.push(() => signal.removeEventListener('abort', onAbort));
+      }
+    }
     req.on('socket', (socket) => {
       (socket as TLSSocket).once('secureConnect', () => clearTimeout(timers[1]!));
     });

@@ -409,4 +409,20 @@ describe('bundle refresher', () => {
       await stale.close();
     }
   });
+
+  it('stop() cancels a fetch in flight instead of waiting for its timeout', async () => {
+    webEp.respond = () => undefined; // never answers
+    const r = refresher(webSpec(), { fetch: { webRoots: certificatesToPem([webCa.rootDer]), connectAddress: '127.0.0.1', totalTimeoutMs: 600_000 } });
+    const seen = webEp.requests;
+    const pending = r.refreshNow(FOREIGN);
+    const deadline = Date.now() + 10_000;
+    while (webEp.requests === seen && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
+    const requests = webEp.requests;
+    assert.equal(requests, seen + 1, 'the request reached the endpoint');
+    await r.stop();
+    const out = await pending;
+    assert.equal(out.ok, false);
+    assert.match(out.error!, /cancelled: the server is stopping/);
+    assert.equal(webEp.requests, requests);
+  });
 });

@@ -104,6 +104,7 @@ export class BundleRefresher {
   private readonly reloadMs: number;
   private reloadTimer: NodeJS.Timeout | undefined;
   private running = false;
+  private readonly stopping = new AbortController();
 
   constructor(private readonly o: BundleRefresherOptions) {
     this.ds = o.datastore;
@@ -135,6 +136,7 @@ export class BundleRefresher {
 
   async stop(): Promise<void> {
     this.running = false;
+    this.stopping.abort();
     if (this.reloadTimer !== undefined) clearInterval(this.reloadTimer);
     for (const t of this.tracked.values()) {
       if (t.timer !== undefined) clearTimeout(t.timer);
@@ -241,6 +243,7 @@ export class BundleRefresher {
     try {
       const fetched = await fetchBundle({
         ...this.o.fetch,
+        signal: this.stopping.signal,
         trustDomain: td,
         url: spec.bundleEndpointUrl,
         profile: spec.bundleEndpointProfile,
