@@ -11,7 +11,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
 
 /** spindle-server's admin command names; server/cli/commands.ts ADMIN_COMMAND_NAMES (a test keeps them equal). */
-export const ADMIN_VERBS = ['entry', 'agent', 'token', 'bundle', 'x509', 'jwt', 'healthcheck'];
+export const ADMIN_VERBS = ['entry', 'agent', 'token', 'bundle', 'federation', 'x509', 'jwt', 'healthcheck'];
 
 /** The admin bundle when `argv` runs an admin command and the bundle is current, else undefined. */
 function adminBundle(root, which, entry, argv) {

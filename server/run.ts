@@ -2,6 +2,8 @@
  * spindle-server's main job: wires the datastore, CA, change feed, node attestors, agent API,
  * admin API and telemetry together, and shuts them down in reverse order.
  */
+import { BundleRefresher } from './federation/refresher.js';
+import { FederationMetrics } from './federation/metrics.js';
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
@@ -136,9 +138,22 @@ export async function startServer(config: ServerConfig, opts: StartServerOptions
     const agentServer: AgentApiServer = await startAgentApiServer({ api, tls: ca, bindAddress: config.bindAddress, port: config.bindPort, metrics });
     cleanups.push(() => agentServer.close());
 
+    // Federation: the bundles of the trust domains we federate with, fetched from their bundle
+    // endpoints (static relationships from the config, dynamic ones from the datastore).
+    const federation = new BundleRefresher({
+      datastore,
+      trustDomain: config.trustDomain,
+      staticRelationships: config.federatesWith,
+      logger: logger.child({ subsystem: 'federation' }),
+      metrics: new FederationMetrics(metrics.registry),
+      now,
+    });
+    await federation.start();
+    cleanups.push(() => federation.stop());
+
     const admin: AdminServer = await startAdminServer({
       socketPath: config.socketPath,
-      services: createAdminServices({ datastore, ca, trustDomain: config.trustDomain, now, logger: logger.child({ subsystem: 'admin_api' }) }),
+      services: createAdminServices({ datastore, ca, trustDomain: config.trustDomain, now, logger: logger.child({ subsystem: 'admin_api' }), federation }),
       logger,
       metrics,
     });

@@ -16,7 +16,7 @@ import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { checkSafeDirectory, UnsafeDirectoryError } from '../../common/safedir.js';
 import { HealthService } from '../../proto/gen/grpc/health/v1/health.js';
-import { AgentServiceService, BundleServiceService, EntryServiceService, SVIDServiceService } from '../../proto/gen/spindle/admin/v1/admin.js';
+import { AgentServiceService, BundleServiceService, EntryServiceService, SVIDServiceService, TrustDomainServiceService } from '../../proto/gen/spindle/admin/v1/admin.js';
 import { grpcCodeName } from '../../common/output.js';
 import { CliError } from './errors.js';
 import { Code, UnaryCallError, UnaryChannel, type UnaryMethod } from './unary.js';
@@ -53,6 +53,9 @@ export class AdminClient {
   }
   get svid(): typeof SVIDServiceService {
     return this.#service(SVIDServiceService);
+  }
+  get trustDomain(): typeof TrustDomainServiceService {
+    return this.#service(TrustDomainServiceService);
   }
   get health(): typeof HealthService {
     return this.#service(HealthService);

@@ -27,6 +27,7 @@ export const ADMIN_COMMAND_MODULES: readonly CommandModule[] = [
   { names: ['agent'], load: async () => (await import('./agent.js')).register },
   { names: ['token'], load: async () => (await import('./token.js')).register },
   { names: ['bundle'], load: async () => (await import('./bundle.js')).register },
+  { names: ['federation'], load: async () => (await import('./federation.js')).register },
   { names: ['x509', 'jwt'], load: async () => (await import('./svid.js')).register },
   { names: ['healthcheck'], load: async () => (await import('./health.js')).register },
 ];

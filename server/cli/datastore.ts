@@ -50,6 +50,7 @@ function firstDifference(a: DataStoreRecords, b: DataStoreRecords): string | und
     ['agent', a.nodes, b.nodes, (n: { spiffeId: string }) => n.spiffeId],
     ['join token', a.joinTokens, b.joinTokens, (t: { hash: string }) => `with hash ${t.hash.slice(0, 12)}...`],
     ['bundle', a.bundles, b.bundles, (x: { trustDomain: string }) => x.trustDomain],
+    ['federation relationship', a.federationRelationships, b.federationRelationships, (x: { trustDomain: string }) => x.trustDomain],
   ];
   for (const [what, xs, ys, name] of kinds) {
     if (xs.length !== ys.length) return `${xs.length} ${what} records in the source but ${ys.length} in the target`;
@@ -62,7 +63,7 @@ function firstDifference(a: DataStoreRecords, b: DataStoreRecords): string | und
 }
 
 function countsOf(r: DataStoreRecords): RecordCounts {
-  return { entries: r.entries.length, nodes: r.nodes.length, joinTokens: r.joinTokens.length, bundles: r.bundles.length, caJournals: r.caJournals.length };
+  return { entries: r.entries.length, nodes: r.nodes.length, joinTokens: r.joinTokens.length, bundles: r.bundles.length, caJournals: r.caJournals.length, federationRelationships: r.federationRelationships.length };
 }
 
 /** The migration itself; `cwd` resolves a relative -from. */

@@ -141,6 +141,7 @@ const FULL_EXPECTED: unknown = {
   },
   healthChecks: { listenerEnabled: true, bindAddress: '0.0.0.0', bindPort: 8080, livePath: '/healthz/live', readyPath: '/healthz/ready' },
   telemetry: { prometheus: { host: 'localhost', port: 9988 } },
+  federatesWith: [],
 };
 
 // ------------------------------------------------------------------ whole files
@@ -418,6 +419,69 @@ test('agent_ttl, default_x509_svid_ttl and default_jwt_svid_ttl must not exceed 
   // Equal is fine; an invalid ca_ttl does not add comparison noise.
   assert.equal(parse(withServer({ ca_ttl: '1h', agent_ttl: '1h' })).agentTtl, 3600);
   rejects(withServer({ ca_ttl: 'bad', agent_ttl: '48h' }), 'config: server.ca_ttl: expected a duration such as "1h", "30m", "90s" or "1h30m" (or whole seconds), got "bad"');
+});
+
+test('federation.federates_with: static federation relationships in SPIRE\'s shape (HCL blocks and YAML maps)', (t) => {
+  const dir = tempDir(t);
+  const conf = join(dir, 'server.conf');
+  writeFileSync(
+    conf,
+    `server {
+  trust_domain = "example.org"
+  federation {
+    federates_with "partner.example" {
+      bundle_endpoint_url = "https://spire.partner.example:8443"
+      bundle_endpoint_profile "https_spiffe" {
+        endpoint_spiffe_id = "spiffe://partner.example/spire/server"
+      }
+    }
+    federates_with "web.example" {
+      bundle_endpoint_url = "https://bundle.web.example/bundle.json"
+      bundle_endpoint_profile "https_web" {}
+    }
+  }
+}
+`,
+  );
+  const expected = [
+    { trustDomain: 'partner.example', bundleEndpointUrl: 'https://spire.partner.example:8443', bundleEndpointProfile: 'https_spiffe', endpointSpiffeId: 'spiffe://partner.example/spire/server' },
+    { trustDomain: 'web.example', bundleEndpointUrl: 'https://bundle.web.example/bundle.json', bundleEndpointProfile: 'https_web', endpointSpiffeId: '' },
+  ];
+  assert.deepEqual(loadServerConfig({ configPath: conf, cwd: CWD }).federatesWith, expected);
+  const yaml = withServer({
+    federation: {
+      federates_with: {
+        'web.example': { bundle_endpoint_url: 'https://bundle.web.example/bundle.json', bundle_endpoint_profile: { https_web: {} } },
+        'partner.example': {
+          bundle_endpoint_url: 'https://spire.partner.example:8443',
+          bundle_endpoint_profile: { https_spiffe: { endpoint_spiffe_id: 'spiffe://partner.example/spire/server' } },
+        },
+      },
+    },
+  });
+  assert.deepEqual(parse(yaml).federatesWith, expected, 'sorted by trust domain');
+  assert.deepEqual(parse(TD).federatesWith, []);
+});
+
+test('federation.federates_with: each mistake is named', () => {
+  const fw = (blocks: Record<string, unknown>) => withServer({ federation: { federates_with: blocks } });
+  const web = { bundle_endpoint_profile: { https_web: {} } };
+  rejects(fw({ 'a.example': { ...web } }), 'config: server.federation.federates_with.a.example.bundle_endpoint_url: is required');
+  rejects(fw({ 'a.example': { ...web, bundle_endpoint_url: 'http://a.example/' } }), 'config: server.federation.federates_with.a.example.bundle_endpoint_url: must be an https URL, got "http://a.example/"');
+  rejects(fw({ 'Not A Domain': { ...web, bundle_endpoint_url: 'https://a/' } }), 'config: server.federation.federates_with.Not A Domain: invalid trust domain "Not A Domain": trust domain may contain only a-z 0-9 . - _ (uppercase letters are not allowed: "N" at index 0)');
+  rejects(fw({ 'example.org': { ...web, bundle_endpoint_url: 'https://a/' } }), "config: server.federation.federates_with.example.org: is the server's own trust domain: a server does not federate with itself");
+  rejects(
+    fw({ 'a.example': { bundle_endpoint_url: 'https://a/', bundle_endpoint_profile: { https: {} } } }),
+    'config: server.federation.federates_with.a.example.bundle_endpoint_profile: must be exactly one block, "https_web" {} or "https_spiffe" { endpoint_spiffe_id = "..." }, got "https"',
+  );
+  rejects(
+    fw({ 'a.example': { bundle_endpoint_url: 'https://a/', bundle_endpoint_profile: { https_spiffe: {} } } }),
+    'config: server.federation.federates_with.a.example.bundle_endpoint_profile.https_spiffe.endpoint_spiffe_id: is required for the https_spiffe profile',
+  );
+  rejects(
+    fw({ 'a.example': { bundle_endpoint_url: 'https://a/', bundle_endpoint_profile: { https_web: {} }, bundle_endpoint_urll: 'x' } }),
+    'config: server.federation.federates_with.a.example.bundle_endpoint_urll: unknown key (did you mean "bundle_endpoint_url"?)',
+  );
 });
 
 test('experimental and other SPIRE-only server options are rejected by name (federation: federationconfig.test.ts)', () => {

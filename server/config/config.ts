@@ -10,8 +10,8 @@
  * - Durations are whole seconds, paths absolute (relative ones resolve against the `cwd` the
  *   caller passes in, as SPIRE resolves against the working directory), enums normalized
  *   (log_level upper case, log_format and key types lower case).
- * - `federation` is parsed in federationconfig.ts (the bundle endpoint; `federates_with` has its
- *   own function there).
+ * - `federation` is parsed in federationconfig.ts (the bundle endpoint, `parseBundleEndpoint`;
+ *   the relationships of `federates_with`, `parseFederatesWith`).
  * - SPIRE features Spindle lacks are rejected by name rather than ignored: `experimental` options, plugin types other than DataStore/KeyManager/NodeAttestor/
  *   UpstreamAuthority, database types other than sqlite3, telemetry sinks other than Prometheus.
  * - Node attestor `plugin_data` is passed through as a `ConfigReader` for the attestor to
@@ -40,7 +40,7 @@ import {
 } from '../../common/configfields.js';
 import { formatDuration } from '../../common/duration.js';
 import { issuerUrlProblem } from '../../common/issuerurl.js';
-import { parseBundleEndpoint, parseFederatesWith, type FederationConfig } from './federationconfig.js';
+import { parseBundleEndpoint, parseFederatesWith, type FederationConfig, type StaticRelationship } from './federationconfig.js';
 import { NODE_ATTESTOR_PLUGINS, type NodeAttestorPlugin } from '../../attestors/node/registry.js';
 import type { LogFormat, LogLevel } from '../../common/logging.js';
 import type { TrustDomain } from '../../spiffe/id.js';
@@ -171,6 +171,8 @@ export interface ServerConfig {
   jwtKeyType: KeyType;
   caSubject: { country: string[]; organization: string[]; commonName: string };
   jwtIssuer?: string;
+  /** `federation.federates_with`: the static federation relationships, sorted by trust domain. */
+  federatesWith: StaticRelationship[];
   auditLogEnabled: boolean;
   plugins: {
     /** Enabled node attestors, in file order (default: join_token). */
@@ -290,7 +292,7 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
   // endpoint, and the relationships with other trust domains.
   const federationSection = s.section('federation');
   const bundleEndpoint = parseBundleEndpoint(federationSection, cwd, { bindAddress, bindPort });
-  parseFederatesWith(federationSection);
+  const federatesWith = parseFederatesWith(federationSection, trustDomain);
 
   const plugins = parsePlugins(root, dataDir, cwd, options.nodeAttestors ?? NODE_ATTESTOR_PLUGINS);
   const healthChecks = parseHealthChecks(root, SERVER_DEFAULTS.health_checks);
@@ -318,6 +320,7 @@ export function parseServerConfig(raw: unknown, flags: ServerFlags, options: Par
     plugins,
     healthChecks,
     telemetry,
+    federatesWith,
   };
   if (options.configPath !== undefined) config.configPath = options.configPath;
   if (logFile !== undefined) config.logFile = logFile;

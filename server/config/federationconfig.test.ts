@@ -152,10 +152,15 @@ test("the endpoint cannot take the agent API's port", () => {
   assert.equal(parse(withFederation({ bundle_endpoint: { address: '127.0.0.1', port: 9000 } }, { bind_address: '127.0.0.2', bind_port: 9000 })).bindPort, 9000);
 });
 
-test('federates_with is refused as not supported yet; other federation keys are unknown', () => {
-  assert.deepEqual(problems(withFederation({ federates_with: { 'domain1.test': { bundle_endpoint_url: 'https://1.2.3.4:8443' } } })), [
-    "config: server.federation.federates_with: is not supported yet: Spindle does not fetch other trust domains' bundles yet; set them by hand with `spindle-server bundle set`",
-  ]);
+test('federates_with and bundle_endpoint together in one federation section; other federation keys are unknown', () => {
+  const both = parse(
+    withFederation({
+      bundle_endpoint: { port: 8443 },
+      federates_with: { 'domain1.test': { bundle_endpoint_url: 'https://1.2.3.4:8443', bundle_endpoint_profile: { https_web: {} } } },
+    }),
+  );
+  assert.equal(both.federation?.bundleEndpoint?.port, 8443);
+  assert.deepEqual(both.federatesWith, [{ trustDomain: 'domain1.test', bundleEndpointUrl: 'https://1.2.3.4:8443', bundleEndpointProfile: 'https_web', endpointSpiffeId: '' }]);
   assert.deepEqual(problems(withFederation({ bundle_endpiont: {} })), ['config: server.federation.bundle_endpiont: unknown key (did you mean "bundle_endpoint"?)']);
 });
 

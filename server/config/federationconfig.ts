@@ -20,11 +20,25 @@
  *   name: Spindle gets no certificates itself; serving_cert_file takes one from any ACME client.
  * - Problems are recorded on the readers (the caller throws them all at once), never thrown here.
  * - federates_with is parsed by `parseFederatesWith`, its own function, on the same `federation`
- *   reader (config.ts calls both); it is refused as not supported yet until relationships exist.
+ *   reader (config.ts calls both): the static relationships, which the bundle refresher fetches;
+ *   they are listed with the dynamic ones and cannot be changed through the API:
+ *
+ *     federates_with "partner.example" {
+ *       bundle_endpoint_url = "https://spire.partner.example:8443"
+ *       bundle_endpoint_profile "https_spiffe" {
+ *         endpoint_spiffe_id = "spiffe://partner.example/spire/server"
+ *       }
+ *     }
+ *     federates_with "web.example" {
+ *       bundle_endpoint_url = "https://bundle.web.example/bundle.json"
+ *       bundle_endpoint_profile "https_web" {}
+ *     }
  */
 import { isIP } from 'node:net';
 import type { ConfigReader } from '../../common/configfile.js';
 import { pathAt } from '../../common/configfields.js';
+import { parseSpiffeId, parseTrustDomain, type TrustDomain } from '../../spiffe/id.js';
+import type { FederationRelationship } from '../datastore/types.js';
 
 /** Defaults of `server.federation.bundle_endpoint`, by the config file's names; durations in seconds. */
 export const BUNDLE_ENDPOINT_DEFAULTS = {
@@ -73,15 +87,6 @@ export interface FederationConfig {
 
 const ACME_REFUSAL =
   'is not supported: Spindle does not obtain certificates itself; get one with any ACME client (certbot, lego, cert-manager) and serve it with profile "https_web" { serving_cert_file { cert_file_path = ... key_file_path = ... } }';
-
-/**
- * `federates_with "<trust domain>" { ... }`: the static federation relationships. Not supported
- * yet: refused by name. The relationships' parser replaces this function (same name, same
- * `federation` reader, which config.ts also gives parseBundleEndpoint).
- */
-export function parseFederatesWith(fed: ConfigReader): void {
-  fed.unsupported('federates_with', 'is not supported yet: Spindle does not fetch other trust domains\' bundles yet; set them by hand with `spindle-server bundle set`');
-}
 
 const anyAddress = (a: string): boolean => a === '0.0.0.0' || a === '::';
 
@@ -149,4 +154,69 @@ function parseProfile(be: ConfigReader, cwd: string): { profile: BundleEndpointP
   if (keyFilePath === undefined && !f.has('key_file_path')) f.problem('key_file_path', 'is required: the PEM private key of the certificate');
   const fileSyncInterval = f.duration('file_sync_interval', BUNDLE_ENDPOINT_DEFAULTS.file_sync_interval, { min: 1 });
   return { profile: { name: 'https_web', certFilePath: certFilePath ?? '', keyFilePath: keyFilePath ?? '', fileSyncInterval }, defaulted: false };
+}
+
+export type StaticRelationship = Omit<FederationRelationship, 'createdAt' | 'updatedAt'>;
+
+const PROFILES = ['https_web', 'https_spiffe'] as const;
+
+/** The `federates_with` blocks of `federation` (problems recorded on the reader). */
+export function parseFederatesWith(fed: ConfigReader, ownTrustDomain: TrustDomain | undefined): StaticRelationship[] {
+  const out: StaticRelationship[] = [];
+  const fw = fed.section('federates_with');
+  for (const name of fw.keys()) {
+    let td: TrustDomain;
+    try {
+      td = parseTrustDomain(name);
+    } catch (err) {
+      fw.raw(name);
+      fw.problem(name, (err as Error).message);
+      continue;
+    }
+    if (td === ownTrustDomain) {
+      fw.raw(name);
+      fw.problem(name, "is the server's own trust domain: a server does not federate with itself");
+      continue;
+    }
+    const block = fw.section(name);
+    const url = block.string('bundle_endpoint_url');
+    if (url === undefined) block.problem('bundle_endpoint_url', 'is required');
+    else if (!isHttpsUrl(url)) block.problem('bundle_endpoint_url', `must be an https URL, got ${JSON.stringify(url)}`);
+    const prof = block.section('bundle_endpoint_profile');
+    const names = prof.keys();
+    if (names.length !== 1 || !PROFILES.includes(names[0] as (typeof PROFILES)[number])) {
+      for (const n of names) prof.raw(n);
+      block.problem('bundle_endpoint_profile', `must be exactly one block, "https_web" {} or "https_spiffe" { endpoint_spiffe_id = "..." }, got ${names.length === 0 ? 'none' : names.map((n) => JSON.stringify(n)).join(', ')}`);
+      continue;
+    }
+    const profile = names[0] as (typeof PROFILES)[number];
+    const settings = prof.section(profile);
+    let endpointSpiffeId = '';
+    if (profile === 'https_spiffe') {
+      const id = settings.string('endpoint_spiffe_id');
+      if (id === undefined) {
+        settings.problem('endpoint_spiffe_id', 'is required for the https_spiffe profile');
+        continue;
+      }
+      try {
+        endpointSpiffeId = parseSpiffeId(id);
+      } catch (err) {
+        settings.problem('endpoint_spiffe_id', `is not a valid SPIFFE ID: ${(err as Error).message}`);
+        continue;
+      }
+    }
+    if (url === undefined || !isHttpsUrl(url)) continue;
+    out.push({ trustDomain: td, bundleEndpointUrl: url, bundleEndpointProfile: profile, endpointSpiffeId });
+  }
+  return out.sort((a, b) => (a.trustDomain < b.trustDomain ? -1 : a.trustDomain > b.trustDomain ? 1 : 0));
+}
+
+/** An absolute https URL with a host (what a bundle endpoint URL must be). */
+export function isHttpsUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return u.protocol === 'https:' && u.hostname !== '' && u.username === '' && u.password === '';
+  } catch {
+    return false;
+  }
 }

@@ -18,6 +18,8 @@ import {
   compareSelectors,
   type AttestedNode,
   type BundleUpdate,
+  type FederationRefreshState,
+  type FederationRelationship,
   type JoinToken,
   type NewEntry,
   type RegistrationEntry,
@@ -284,5 +286,36 @@ export function createdEntry(id: string, n: NormalizedEntry, now: number): Regis
     revisionNumber: 0,
     createdAt: now,
     updatedAt: now,
+  };
+}
+
+/**
+ * A federation relationship to store: trust domain, an absolute https URL, a known profile, and
+ * for https_spiffe a well-formed endpoint SPIFFE ID ('' for https_web); throws 'invalid'. The
+ * user-facing rules (messages in SPIRE's words) are the admin API's; these are what a store needs.
+ */
+export function checkFederationRelationship(rel: Omit<FederationRelationship, 'createdAt' | 'updatedAt'>): Omit<FederationRelationship, 'createdAt' | 'updatedAt'> {
+  if (typeof rel !== 'object' || rel === null) throw invalid(`federation relationship must be an object, got ${describe(rel)}`);
+  const trustDomain = checkTrustDomain(rel.trustDomain, 'federation relationship trustDomain');
+  const url = checkText(rel.bundleEndpointUrl, 'bundle endpoint URL');
+  if (!/^https:\/\/[^\s]+$/i.test(url)) throw invalid(`bundle endpoint URL must be an https URL, got ${describe(url)}`);
+  const profile = rel.bundleEndpointProfile;
+  if (profile !== 'https_web' && profile !== 'https_spiffe') throw invalid(`bundle endpoint profile must be https_web or https_spiffe, got ${describe(profile)}`);
+  let endpointSpiffeId = '';
+  if (profile === 'https_spiffe') endpointSpiffeId = checkSpiffeId(rel.endpointSpiffeId, 'endpoint SPIFFE ID');
+  else if (rel.endpointSpiffeId !== '' && rel.endpointSpiffeId !== undefined) throw invalid('endpoint SPIFFE ID is only for the https_spiffe profile');
+  return { trustDomain, bundleEndpointUrl: url, bundleEndpointProfile: profile, endpointSpiffeId };
+}
+
+/** A refresh state to store; throws 'invalid'. */
+export function checkRefreshState(s: FederationRefreshState): FederationRefreshState {
+  if (typeof s !== 'object' || s === null) throw invalid(`refresh state must be an object, got ${describe(s)}`);
+  const seq = s.lastSequence;
+  if (typeof seq !== 'bigint' || seq < 0n || seq > UINT64_MAX) throw invalid(`refresh state lastSequence must be a bigint in 0..2^64-1, got ${describe(seq)}`);
+  return {
+    lastAttemptAt: checkNonNegativeInt(s.lastAttemptAt, 'lastAttemptAt'),
+    lastSuccessAt: checkNonNegativeInt(s.lastSuccessAt, 'lastSuccessAt'),
+    lastError: checkText(s.lastError, 'lastError'),
+    lastSequence: seq,
   };
 }

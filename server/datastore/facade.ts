@@ -1,6 +1,6 @@
 /**
  * The DataStore a backend presents, made of its parts: each backend splits its code by record
- * kind (entries, nodes, join tokens, bundles and CA journals, the change feed, integrity, the
+ * kind (entries, nodes, join tokens, bundles and CA journals, federation relationships, the change feed, integrity, the
  * record export) and this class forwards every DataStore method to the part that owns it, so
  * the forwarding is written once for all backends. A backend builds its parts over its own
  * connection and passes them in; what only one backend has (PostgreSQL's record import) it adds
@@ -13,6 +13,13 @@ type NodeMethods = 'createAttestedNode' | 'getAttestedNode' | 'listAttestedNodes
 type TokenMethods = 'createJoinToken' | 'consumeJoinToken' | 'pruneJoinTokens';
 type BundleMethods = 'getBundle' | 'listBundles' | 'setBundle' | 'deleteBundle' | 'updateBundle' | 'getCaJournal' | 'setCaJournal' | 'adoptCaJournal' | 'listCaJournals';
 type EventMethods = 'listEventsSince' | 'latestEventId' | 'pruneEvents';
+type FederationMethods =
+  | 'createFederationRelationship'
+  | 'getFederationRelationship'
+  | 'listFederationRelationships'
+  | 'updateFederationRelationship'
+  | 'deleteFederationRelationship'
+  | 'setFederationRefreshState';
 
 /** The parts of a backend, by the DataStore methods each one serves. */
 export interface DataStoreParts {
@@ -21,6 +28,7 @@ export interface DataStoreParts {
   tokens: Pick<DataStore, TokenMethods>;
   bundles: Pick<DataStore, BundleMethods>;
   events: Pick<DataStore, EventMethods>;
+  federation: Pick<DataStore, FederationMethods>;
   integrity: Pick<DataStore, 'checkIntegrity'>;
   transfer: RecordExporter;
   /** The open connection: change notifications and closing. */
@@ -116,6 +124,25 @@ export class PartsDataStore implements DataStore, RecordExporter {
   }
   listCaJournals(...a: Args<'listCaJournals'>): Result<'listCaJournals'> {
     return this.parts.bundles.listCaJournals(...a);
+  }
+
+  createFederationRelationship(...a: Args<'createFederationRelationship'>): Result<'createFederationRelationship'> {
+    return this.parts.federation.createFederationRelationship(...a);
+  }
+  getFederationRelationship(...a: Args<'getFederationRelationship'>): Result<'getFederationRelationship'> {
+    return this.parts.federation.getFederationRelationship(...a);
+  }
+  listFederationRelationships(...a: Args<'listFederationRelationships'>): Result<'listFederationRelationships'> {
+    return this.parts.federation.listFederationRelationships(...a);
+  }
+  updateFederationRelationship(...a: Args<'updateFederationRelationship'>): Result<'updateFederationRelationship'> {
+    return this.parts.federation.updateFederationRelationship(...a);
+  }
+  deleteFederationRelationship(...a: Args<'deleteFederationRelationship'>): Result<'deleteFederationRelationship'> {
+    return this.parts.federation.deleteFederationRelationship(...a);
+  }
+  setFederationRefreshState(...a: Args<'setFederationRefreshState'>): Result<'setFederationRefreshState'> {
+    return this.parts.federation.setFederationRefreshState(...a);
   }
 
   listEventsSince(...a: Args<'listEventsSince'>): Result<'listEventsSince'> {

@@ -129,6 +129,42 @@ export interface BundleUpdate {
   caJournal?: { serverId: string; document: string };
 }
 
+/**
+ * A federation relationship (SPIRE's FederationRelationship): where the bundle of a foreign trust
+ * domain is fetched from and how its endpoint is authenticated, plus what the last refresh did.
+ * The foreign bundle itself is the federated bundle of `trustDomain` (getBundle / updateBundle).
+ */
+export type BundleEndpointProfile = 'https_web' | 'https_spiffe';
+
+export interface FederationRelationship {
+  trustDomain: TrustDomain;
+  /** An https URL. */
+  bundleEndpointUrl: string;
+  bundleEndpointProfile: BundleEndpointProfile;
+  /** The endpoint server's SPIFFE ID (https_spiffe); '' for https_web. */
+  endpointSpiffeId: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** What the bundle refresher recorded for a relationship (0 / '' when it has not tried yet). */
+export interface FederationRefreshState {
+  /** When the last fetch started (unix seconds). */
+  lastAttemptAt: number;
+  /** When a fetch last succeeded (the bundle was stored or was already current). */
+  lastSuccessAt: number;
+  /** '' after a success; otherwise why the last attempt failed. */
+  lastError: string;
+  /** The sequence of the last bundle accepted (0 when none). */
+  lastSequence: bigint;
+}
+
+export interface StoredFederationRelationship extends FederationRelationship {
+  refresh: FederationRefreshState;
+}
+
+export const NO_REFRESH: FederationRefreshState = Object.freeze({ lastAttemptAt: 0, lastSuccessAt: 0, lastError: '', lastSequence: 0n });
+
 /** The CA journal key of a single server (and of the journal written before servers had IDs). */
 export const DEFAULT_CA_SERVER_ID = '';
 
@@ -225,6 +261,19 @@ export interface DataStore {
    */
   listCaJournals(): Promise<ExportedCaJournal[]>;
 
+  // Federation relationships, keyed by trust domain (the foreign bundle is the federated bundle).
+  /** Throws already_exists when one exists for the trust domain. Refresh state starts empty. */
+  createFederationRelationship(rel: Omit<FederationRelationship, 'createdAt' | 'updatedAt'>, now: number): Promise<StoredFederationRelationship>;
+  getFederationRelationship(td: TrustDomain): Promise<StoredFederationRelationship | undefined>;
+  /** Sorted by trust domain. */
+  listFederationRelationships(): Promise<StoredFederationRelationship[]>;
+  /** Replaces URL, profile and endpoint SPIFFE ID (the refresh state stays); throws not_found. */
+  updateFederationRelationship(rel: Omit<FederationRelationship, 'createdAt' | 'updatedAt'>, now: number): Promise<StoredFederationRelationship>;
+  /** Deletes the relationship (not the federated bundle). Returns whether one existed. */
+  deleteFederationRelationship(td: TrustDomain): Promise<boolean>;
+  /** Records what a refresh did; false (nothing written) when the relationship no longer exists. */
+  setFederationRefreshState(td: TrustDomain, state: FederationRefreshState): Promise<boolean>;
+
   // Change feed.
   /** Events with id > `after`, oldest first, at most `limit`. */
   listEventsSince(after: number, limit: number): Promise<ChangeEvent[]>;
@@ -279,6 +328,8 @@ export interface DataStoreRecords {
   bundles: ExportedBundle[];
   /** One per server that has written one (server ID '' for a single server), sorted by server ID. */
   caJournals: ExportedCaJournal[];
+  /** Sorted by trust domain, with their refresh state. */
+  federationRelationships: StoredFederationRelationship[];
 }
 
 export interface ExportedCaJournal {
@@ -292,6 +343,7 @@ export interface RecordCounts {
   joinTokens: number;
   bundles: number;
   caJournals: number;
+  federationRelationships: number;
 }
 
 /** A backend that can export its records (both backends). */
@@ -317,13 +369,14 @@ export interface RecordImporter {
 
 /** True when no record is counted. */
 export function isEmptyCounts(c: RecordCounts): boolean {
-  return c.entries === 0 && c.nodes === 0 && c.joinTokens === 0 && c.bundles === 0 && c.caJournals === 0;
+  return c.entries === 0 && c.nodes === 0 && c.joinTokens === 0 && c.bundles === 0 && c.caJournals === 0 && c.federationRelationships === 0;
 }
 
 /** "2 entries, 1 agent, 0 bundles, 3 join tokens and the CA journal" (what is present). */
 export function describeCounts(c: RecordCounts): string {
   const n = (count: number, one: string, many: string): string => `${count.toLocaleString('en-US')} ${count === 1 ? one : many}`;
   const parts = [n(c.entries, 'entry', 'entries'), n(c.nodes, 'agent', 'agents'), n(c.bundles, 'bundle', 'bundles'), n(c.joinTokens, 'join token', 'join tokens')];
+  if (c.federationRelationships > 0) parts.push(n(c.federationRelationships, 'federation relationship', 'federation relationships'));
   if (c.caJournals === 1) parts.push('the CA journal');
   else if (c.caJournals === 0) parts.push('no CA journal');
   else parts.push(`${c.caJournals} CA journals (one per server)`);

@@ -820,8 +820,8 @@ export function datastoreContract(name: string, open: () => Promise<DataStore>, 
       it('exports every record as stored, in one snapshot, and counts them', async () => {
         const store = (await fresh()) as DataStore & RecordExporter;
         assert.equal(typeof store.exportRecords, 'function', 'the factory opens stores that export their records');
-        assert.deepEqual(await store.countRecords(), { entries: 0, nodes: 0, joinTokens: 0, bundles: 0, caJournals: 0 });
-        assert.deepEqual(await store.exportRecords(), { entries: [], nodes: [], joinTokens: [], bundles: [], caJournals: [] });
+        assert.deepEqual(await store.countRecords(), { entries: 0, nodes: 0, joinTokens: 0, bundles: 0, caJournals: 0, federationRelationships: 0 });
+        assert.deepEqual(await store.exportRecords(), { entries: [], nodes: [], joinTokens: [], bundles: [], caJournals: [], federationRelationships: [] });
         const first = await createOne(store, newEntry({ hint: 'first', dnsNames: ['b.example', 'a.example'], federatesWith: [td('z.org'), td('a.org')] }), 100);
         const second = await createOne(store, newEntry({ hint: 'second', spiffeId: id('spiffe://example.org/other') }), 101);
         const updated = await store.updateEntry({ ...first, entryExpiry: 5000 }, 150);
@@ -835,6 +835,12 @@ export function datastoreContract(name: string, open: () => Promise<DataStore>, 
         await store.setCaJournal('{"version":1}');
         await store.setCaJournal('{"version":2}', 'b-server');
         await store.setCaJournal('{"version":3}', 'a-server');
+        await store.createFederationRelationship({ trustDomain: td('z.org'), bundleEndpointUrl: 'https://z.org:8443', bundleEndpointProfile: 'https_web', endpointSpiffeId: '' }, 310);
+        await store.createFederationRelationship(
+          { trustDomain: td('a.org'), bundleEndpointUrl: 'https://a.org', bundleEndpointProfile: 'https_spiffe', endpointSpiffeId: 'spiffe://a.org/spire/server' },
+          311,
+        );
+        await store.setFederationRefreshState(td('a.org'), { lastAttemptAt: 320, lastSuccessAt: 320, lastError: '', lastSequence: (1n << 64n) - 1n });
         const records = await store.exportRecords();
         assert.deepEqual(records.entries, [updated, second], 'entries complete (revision, times, DNS order, sorted federatesWith), in creation order');
         assert.equal(records.entries[0]!.revisionNumber, 1);
@@ -850,7 +856,67 @@ export function datastoreContract(name: string, open: () => Promise<DataStore>, 
           ],
           'every server\'s CA journal, by server ID',
         );
-        assert.deepEqual(await store.countRecords(), { entries: 2, nodes: 1, joinTokens: 2, bundles: 1, caJournals: 3 });
+        assert.deepEqual(
+          records.federationRelationships.map((r) => [r.trustDomain, r.createdAt, r.refresh.lastSequence]),
+          [
+            ['a.org', 311, (1n << 64n) - 1n],
+            ['z.org', 310, 0n],
+          ],
+          'federation relationships with their refresh state, by trust domain',
+        );
+        assert.deepEqual(await store.countRecords(), { entries: 2, nodes: 1, joinTokens: 2, bundles: 1, caJournals: 3, federationRelationships: 2 });
+      });
+    });
+
+    describe('federation relationships', () => {
+      const web = { trustDomain: td('web.org'), bundleEndpointUrl: 'https://bundle.web.org/', bundleEndpointProfile: 'https_web' as const, endpointSpiffeId: '' };
+      const spf = {
+        trustDomain: td('spf.org'),
+        bundleEndpointUrl: 'https://127.0.0.1:8443',
+        bundleEndpointProfile: 'https_spiffe' as const,
+        endpointSpiffeId: 'spiffe://spf.org/spire/server',
+      };
+
+      it('create, get, list (by trust domain), update keeps the refresh state, delete', async () => {
+        const store = await fresh();
+        const created = await store.createFederationRelationship(web, 100);
+        assert.deepEqual(created, { ...web, createdAt: 100, updatedAt: 100, refresh: { lastAttemptAt: 0, lastSuccessAt: 0, lastError: '', lastSequence: 0n } });
+        await store.createFederationRelationship(spf, 101);
+        assert.deepEqual(await store.getFederationRelationship(td('web.org')), created);
+        assert.equal(await store.getFederationRelationship(td('none.org')), undefined);
+        assert.deepEqual((await store.listFederationRelationships()).map((r) => r.trustDomain), ['spf.org', 'web.org']);
+        await assertRejects(store.createFederationRelationship({ ...web, bundleEndpointUrl: 'https://other/' }, 102), 'already_exists', 'web.org');
+
+        assert.equal(await store.setFederationRefreshState(td('spf.org'), { lastAttemptAt: 110, lastSuccessAt: 105, lastError: 'connect ECONNREFUSED', lastSequence: 7n }), true);
+        assert.equal(await store.setFederationRefreshState(td('none.org'), { lastAttemptAt: 1, lastSuccessAt: 0, lastError: '', lastSequence: 0n }), false);
+        const moved = await store.updateFederationRelationship({ ...spf, bundleEndpointUrl: 'https://127.0.0.2:8443', endpointSpiffeId: 'spiffe://spf.org/other' }, 120);
+        assert.deepEqual(moved, {
+          ...spf,
+          bundleEndpointUrl: 'https://127.0.0.2:8443',
+          endpointSpiffeId: 'spiffe://spf.org/other',
+          createdAt: 101,
+          updatedAt: 120,
+          refresh: { lastAttemptAt: 110, lastSuccessAt: 105, lastError: 'connect ECONNREFUSED', lastSequence: 7n },
+        });
+        await assertRejects(store.updateFederationRelationship({ ...web, trustDomain: td('none.org') }, 121), 'not_found', 'none.org');
+
+        const reopened = await again(store);
+        assert.deepEqual(await reopened.getFederationRelationship(td('spf.org')), moved, 'persisted');
+        assert.equal(await reopened.deleteFederationRelationship(td('spf.org')), true);
+        assert.equal(await reopened.deleteFederationRelationship(td('spf.org')), false);
+        assert.deepEqual((await reopened.listFederationRelationships()).map((r) => r.trustDomain), ['web.org']);
+      });
+
+      it('refuses what a store cannot hold: a bad trust domain, a URL that is not https, an unknown profile, a bad endpoint SPIFFE ID', async () => {
+        const store = await fresh();
+        await assertRejects(store.createFederationRelationship({ ...web, trustDomain: 'Bad Domain' as TrustDomain }, 1), 'invalid', 'trust domain');
+        await assertRejects(store.createFederationRelationship({ ...web, bundleEndpointUrl: 'http://web.org/' }, 1), 'invalid', 'https');
+        await assertRejects(store.createFederationRelationship({ ...web, bundleEndpointProfile: 'http' as 'https_web' }, 1), 'invalid', 'profile');
+        await assertRejects(store.createFederationRelationship({ ...spf, endpointSpiffeId: 'not-an-id' }, 1), 'invalid', 'endpoint SPIFFE ID');
+        await assertRejects(store.createFederationRelationship({ ...web, endpointSpiffeId: 'spiffe://web.org/x' }, 1), 'invalid', 'https_spiffe');
+        await store.createFederationRelationship(web, 1);
+        await assertRejects(store.setFederationRefreshState(td('web.org'), { lastAttemptAt: 1, lastSuccessAt: 0, lastError: '', lastSequence: -1n }), 'invalid', 'lastSequence');
+        assert.deepEqual((await store.listFederationRelationships()).map((r) => r.trustDomain), ['web.org'], 'nothing else written');
       });
     });
 

@@ -116,6 +116,11 @@ async function seedSqlite(): Promise<Seeded> {
     for (const [i, t] of clearTokens.entries()) await ds.createJoinToken({ hash: sha256(t), expiresAt: T0 + 86_400 * 365 * 20 + i });
 
     await ds.setCaJournal(JSON.stringify({ version: 1, trustDomain: 'example.org', sequence: '7', x509: [], jwt: [], upstreamRoots: [] }));
+    await ds.createFederationRelationship(
+      { trustDomain: 'partner.org' as TrustDomain, bundleEndpointUrl: 'https://partner.example:8443', bundleEndpointProfile: 'https_spiffe', endpointSpiffeId: 'spiffe://partner.org/spire/server' },
+      T0 + 6,
+    );
+    await ds.setFederationRefreshState('partner.org' as TrustDomain, { lastAttemptAt: T0 + 7, lastSuccessAt: T0 + 7, lastError: '', lastSequence: (1n << 63n) + 5n });
     return { path, dir, clearTokens, entryIds: { web: ids[0]!, admin: 'admin-entry-fixed-id' } };
   } finally {
     await ds.close();
@@ -138,7 +143,7 @@ function snapshotDir(dir: string): Record<string, string> {
 
 const SUMMARY = (path: string): RegExp =>
   new RegExp(
-    `^migrated 1,234 entries, 3 agents, 2 bundles, 3 join tokens and the CA journal from ${path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} ` +
+    `^migrated 1,234 entries, 3 agents, 2 bundles, 3 join tokens, 1 federation relationship and the CA journal from ${path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} ` +
       'to PostgreSQL \\(host=127\\.0\\.0\\.1 port=\\d+ dbname=\\S+ user=postgres\\)$',
     'm',
   );
@@ -315,7 +320,7 @@ describe('spindle-server datastore migrate', { timeout: 600_000 }, () => {
       await assert.rejects(target.importRecords(records, { replace: false }), /postgres datastore is not empty: it holds 0 entries, 0 agents, 0 bundles, 0 join tokens and the CA journal/);
       assert.equal(await target.countEntries(), 0);
       const counts = await target.importRecords(records, { replace: true });
-      assert.deepEqual(counts, { entries: ENTRY_COUNT, nodes: 3, joinTokens: 3, bundles: 2, caJournals: 1 });
+      assert.deepEqual(counts, { entries: ENTRY_COUNT, nodes: 3, joinTokens: 3, bundles: 2, caJournals: 1, federationRelationships: 1 });
       assert.deepEqual(plain(await target.exportRecords()), plain(records));
     } finally {
       await target.close();

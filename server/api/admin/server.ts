@@ -11,7 +11,7 @@
  * - the socket is bound in a private (0700) staging directory next to the final path, chmod'ed
  *   to 0770 there (owner and group may connect) and renamed into place: at the final path it
  *   never exists with any other mode, so no one connects in a window between bind and chmod.
- * Serves EntryService, AgentService, BundleService, SVIDService and grpc.health.v1.Health.
+ * Serves EntryService, AgentService, BundleService, SVIDService, TrustDomainService and grpc.health.v1.Health.
  */
 import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js';
 import { dirname, resolve } from 'node:path';
@@ -26,6 +26,8 @@ import {
   EntryServiceService,
   SVIDServiceClient,
   SVIDServiceService,
+  TrustDomainServiceClient,
+  TrustDomainServiceService,
 } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import { createHealthService } from './health.js';
 import { ADMIN_SOCKET } from '../../errors.js';
@@ -80,6 +82,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   server.addService(AgentServiceService, services.agent);
   server.addService(BundleServiceService, services.bundle);
   server.addService(SVIDServiceService, services.svid);
+  server.addService(TrustDomainServiceService, services.trustDomain);
   server.addService(
     HealthService,
     createHealthService([
@@ -87,6 +90,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       AgentServiceClient.serviceName,
       BundleServiceClient.serviceName,
       SVIDServiceClient.serviceName,
+      TrustDomainServiceClient.serviceName,
     ]),
   );
   try {

@@ -4,11 +4,13 @@ import type {
   BundleServiceServer,
   EntryServiceServer,
   SVIDServiceServer,
+  TrustDomainServiceServer,
 } from '../../../proto/gen/spindle/admin/v1/admin.js';
 import { createAgentService } from './agent.js';
 import { createBundleService } from './bundle.js';
 import { createEntryService } from './entry.js';
 import { createSvidService } from './svid.js';
+import { createTrustDomainService } from './trustdomain.js';
 import type { AdminDeps } from './types.js';
 
 export interface AdminServices {
@@ -16,6 +18,7 @@ export interface AdminServices {
   agent: AgentServiceServer;
   bundle: BundleServiceServer;
   svid: SVIDServiceServer;
+  trustDomain: TrustDomainServiceServer;
 }
 
 export function createAdminServices(deps: AdminDeps): AdminServices {
@@ -28,5 +31,6 @@ export function createAdminServices(deps: AdminDeps): AdminServices {
     agent: createAgentService(deps, log),
     bundle: createBundleService(deps, log),
     svid: createSvidService(deps, log),
+    trustDomain: createTrustDomainService(deps, log),
   };
 }

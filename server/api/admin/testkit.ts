@@ -17,7 +17,7 @@ import type { DataStore } from '../../datastore/types.js';
 import { openTestDataStore } from '../../../test/support/datastore.js';
 import { createAdminServices } from './service.js';
 import { startAdminServer, type AdminServer } from './server.js';
-import type { ApiLogger } from './types.js';
+import type { ApiLogger, FederationControl } from './types.js';
 
 export interface TestCaSigner extends CaSigner {
   readonly rootDer: Buffer;
@@ -62,7 +62,9 @@ export interface TestAdmin {
 }
 
 /** A real admin server over a real SQLite file, both in a fresh temp directory. */
-export async function startTestAdmin(options: { trustDomain?: string; now?: () => Date } = {}): Promise<TestAdmin> {
+export async function startTestAdmin(
+  options: { trustDomain?: string; now?: () => Date; federation?: (datastore: DataStore, trustDomain: TrustDomain) => FederationControl } = {},
+): Promise<TestAdmin> {
   const trustDomain = parseTrustDomain(options.trustDomain ?? 'example.org');
   const dir = mkdtempSync(join(tmpdir(), 'spindle-admin-'));
   const dbPath = join(dir, 'data', 'datastore.sqlite3');
@@ -75,6 +77,7 @@ export async function startTestAdmin(options: { trustDomain?: string; now?: () =
     trustDomain,
     now: options.now ?? (() => new Date()),
     logger: silentLogger,
+    ...(options.federation === undefined ? {} : { federation: options.federation(datastore, trustDomain) }),
   });
   const server = await startAdminServer({ socketPath, services, logger: silentLogger });
   return {

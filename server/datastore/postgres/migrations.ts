@@ -21,6 +21,8 @@
  *   selector_count / federates_count cache the child counts for subset / exact matching.
  * - ca_journal holds one CA journal per server sharing the database, keyed by server_id; '' is
  *   the single server's (and the journal written before servers had IDs).
+ * - federation_relationships: one row per foreign trust domain (the bundle itself is in bundles);
+ *   last_sequence is a uint64 as decimal text.
  * - bundles.sequence is a uint64 as a decimal string; events.id is an identity column (never
  *   reused after pruning; a rolled-back write may leave a gap).
  */
@@ -141,6 +143,21 @@ ALTER TABLE ca_journal DROP CONSTRAINT ca_journal_pkey;
 ALTER TABLE ca_journal DROP COLUMN id;
 ALTER TABLE ca_journal ALTER COLUMN server_id DROP DEFAULT;
 ALTER TABLE ca_journal ADD PRIMARY KEY (server_id);
+`,
+  // 3: federation relationships (where each foreign bundle is fetched from) and their refresh state.
+  `
+CREATE TABLE federation_relationships (
+  trust_domain            text COLLATE "C" NOT NULL PRIMARY KEY,
+  bundle_endpoint_url     text COLLATE "C" NOT NULL,
+  bundle_endpoint_profile text COLLATE "C" NOT NULL CHECK (bundle_endpoint_profile IN ('https_web', 'https_spiffe')),
+  endpoint_spiffe_id      text COLLATE "C" NOT NULL,
+  created_at              bigint NOT NULL,
+  updated_at              bigint NOT NULL,
+  last_attempt_at         bigint NOT NULL DEFAULT 0,
+  last_success_at         bigint NOT NULL DEFAULT 0,
+  last_error              text COLLATE "C" NOT NULL DEFAULT '',
+  last_sequence           text COLLATE "C" NOT NULL DEFAULT '0' CHECK (last_sequence ~ '^[0-9]+$')
+);
 `,
 ];
 

@@ -9,7 +9,7 @@
  *   migrations.ts   the schema, as append-only migrations, and the runner
  *   encoding.ts     the persisted text forms (selector sets) and the entry identity hash
  *   filters.ts      checked filters -> SQL
- *   entries.ts, nodes.ts, records.ts (join tokens, bundles, CA journal, events, integrity)
+ *   entries.ts, nodes.ts, records.ts (join tokens, bundles, CA journal, events, integrity), federation.ts
  *   transfer.ts     every record exported in one snapshot / imported in one transaction
  *
  * What is not PostgreSQL's (argument checks, filter semantics, page tokens, entry IDs) lives one
@@ -21,6 +21,7 @@ import type { DataStore, DataStoreLogger, DataStoreRecords, RecordCounts, Record
 import { PostgresConnection } from './connection.js';
 import { normalizeConnectionString } from './connstring.js';
 import { PostgresEntries } from './entries.js';
+import { PostgresFederation } from './federation.js';
 import { migrate } from './migrations.js';
 import { PostgresNodes } from './nodes.js';
 import { PostgresRecords } from './records.js';
@@ -92,6 +93,7 @@ class PostgresStore extends PartsDataStore implements PostgresDataStore {
       tokens: records,
       bundles: records,
       events: records,
+      federation: new PostgresFederation(conn),
       integrity: records,
       transfer,
       connection: conn,

@@ -11,7 +11,8 @@
  * exactly what was given; any failure rolls everything back.
  */
 import type { TrustDomain } from '../../../spiffe/id.js';
-import { checkBundle, checkCaJournal, checkCaServerId, checkEntryId, checkInt, checkJoinToken, checkNonNegativeInt, describe, invalid, normalizeNode } from '../checks.js';
+import { FEDERATION_COLUMNS, relationshipFromRow, relationshipRow, type FederationRow } from '../federationrows.js';
+import { checkBundle, checkCaJournal, checkCaServerId, checkFederationRelationship, checkRefreshState, checkEntryId, checkInt, checkJoinToken, checkNonNegativeInt, describe, invalid, normalizeNode } from '../checks.js';
 import {
   DataStoreError,
   describeCounts,
@@ -22,6 +23,7 @@ import {
   type ExportedCaJournal,
   type JoinToken,
   type RecordCounts,
+  type StoredFederationRelationship,
 } from '../types.js';
 import type { PostgresConnection, Queryable } from './connection.js';
 import { selectorsStorageKey } from './encoding.js';
@@ -33,12 +35,12 @@ const IMPORT_BATCH = 1000;
 
 const COUNTS_SQL =
   'SELECT (SELECT count(*) FROM entries), (SELECT count(*) FROM attested_nodes), (SELECT count(*) FROM join_tokens), ' +
-  '(SELECT count(*) FROM bundles), (SELECT count(*) FROM ca_journal)';
+  '(SELECT count(*) FROM bundles), (SELECT count(*) FROM ca_journal), (SELECT count(*) FROM federation_relationships)';
 
 async function countIn(q: Queryable): Promise<RecordCounts> {
-  const [row] = await q.rows<[number, number, number, number, number]>(COUNTS_SQL);
-  const [entries, nodes, joinTokens, bundles, caJournals] = row!;
-  return { entries, nodes, joinTokens, bundles, caJournals };
+  const [row] = await q.rows<[number, number, number, number, number, number]>(COUNTS_SQL);
+  const [entries, nodes, joinTokens, bundles, caJournals, federationRelationships] = row!.map(Number) as [number, number, number, number, number, number];
+  return { entries, nodes, joinTokens, bundles, caJournals, federationRelationships };
 }
 
 /** An imported entry, checked and normalised, kept as it was stored. */
@@ -50,6 +52,7 @@ interface CheckedRecords {
   joinTokens: JoinToken[];
   bundles: ExportedBundle[];
   caJournals: ExportedCaJournal[];
+  federationRelationships: StoredFederationRelationship[];
 }
 
 /** Every record through the DataStore's own checks; throws 'invalid' naming the record. */
@@ -96,7 +99,15 @@ function checkRecords(records: DataStoreRecords): CheckedRecords {
       return { serverId, document: checkCaJournal(j.document) };
     }),
   );
-  return { entries, nodes, joinTokens, bundles, caJournals };
+  const federationRelationships = list(records.federationRelationships ?? [], 'federationRelationships').map((r) =>
+    named(`federation relationship ${describe(r?.trustDomain)}`, () => ({
+      ...checkFederationRelationship(r),
+      createdAt: checkInt(r.createdAt, 'createdAt'),
+      updatedAt: checkInt(r.updatedAt, 'updatedAt'),
+      refresh: checkRefreshState(r.refresh),
+    })),
+  );
+  return { entries, nodes, joinTokens, bundles, caJournals, federationRelationships };
 }
 
 function batches<T>(items: readonly T[]): T[][] {
@@ -159,12 +170,16 @@ async function insertSmallRecords(q: Queryable, r: CheckedRecords): Promise<void
   if (r.caJournals.length > 0) {
     await q.exec('INSERT INTO ca_journal (server_id, document) SELECT * FROM unnest($1::text[], $2::text[])', [r.caJournals.map((j) => j.serverId), r.caJournals.map((j) => j.document)]);
   }
+  // Few by nature (one per foreign trust domain): a statement each.
+  for (const rel of r.federationRelationships) {
+    await q.exec(`INSERT INTO federation_relationships (${FEDERATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, relationshipRow(rel));
+  }
 }
 
 /** Fails (rolling the import back) unless the store holds exactly the checked records and their child rows. */
 async function verify(q: Queryable, r: CheckedRecords): Promise<RecordCounts> {
   const counts = await countIn(q);
-  const expected: RecordCounts = { entries: r.entries.length, nodes: r.nodes.length, joinTokens: r.joinTokens.length, bundles: r.bundles.length, caJournals: r.caJournals.length };
+  const expected: RecordCounts = { entries: r.entries.length, nodes: r.nodes.length, joinTokens: r.joinTokens.length, bundles: r.bundles.length, caJournals: r.caJournals.length, federationRelationships: r.federationRelationships.length };
   const sum = <T>(items: readonly T[], f: (x: T) => number): number => items.reduce((acc, x) => acc + f(x), 0);
   const [children] = await q.rows<[number, number, number, number]>(
     'SELECT (SELECT count(*) FROM entry_selectors), (SELECT count(*) FROM entry_dns_names), (SELECT count(*) FROM entry_federates_with), ' +
@@ -201,6 +216,7 @@ export class PostgresTransfer {
           ([trustDomain, document, sequence, updatedAt]) => ({ trustDomain: trustDomain as TrustDomain, document, sequence: BigInt(sequence), updatedAt }),
         ),
         caJournals: (await q.rows<[string, string]>('SELECT server_id, document FROM ca_journal ORDER BY server_id')).map(([serverId, document]) => ({ serverId, document })),
+        federationRelationships: (await q.rows<FederationRow>(`SELECT ${FEDERATION_COLUMNS} FROM federation_relationships ORDER BY trust_domain`)).map(relationshipFromRow),
       }),
       true,
     );
@@ -220,7 +236,7 @@ export class PostgresTransfer {
       }
       if (replace) {
         // Children go with their owners (ON DELETE CASCADE).
-        for (const table of ['entries', 'attested_nodes', 'join_tokens', 'bundles', 'ca_journal', 'events']) await q.exec(`DELETE FROM ${table}`);
+        for (const table of ['entries', 'attested_nodes', 'join_tokens', 'bundles', 'ca_journal', 'federation_relationships', 'events']) await q.exec(`DELETE FROM ${table}`);
       }
       await insertEntries(q, checked.entries);
       await insertNodes(q, checked.nodes);

@@ -23,6 +23,8 @@
  * - events.id is AUTOINCREMENT: ids are never reused, even after pruning.
  * - ca_journal holds one CA journal per server sharing the datastore, keyed by server_id; ''
  *   is the single server's (and the journal written before servers had IDs).
+ * - federation_relationships: one row per foreign trust domain; last_sequence is a uint64 as a
+ *   decimal string like bundles.sequence. The foreign bundle itself lives in bundles.
  */
 export const MIGRATIONS: readonly string[] = [
   // 1: initial schema.
@@ -139,6 +141,21 @@ CREATE TABLE ca_journal_by_server (
 INSERT INTO ca_journal_by_server (server_id, document) SELECT '', document FROM ca_journal;
 DROP TABLE ca_journal;
 ALTER TABLE ca_journal_by_server RENAME TO ca_journal;
+`,
+  // 3: federation relationships (where each foreign bundle is fetched from) and their refresh state.
+  `
+CREATE TABLE federation_relationships (
+  trust_domain            TEXT    NOT NULL PRIMARY KEY,
+  bundle_endpoint_url     TEXT    NOT NULL,
+  bundle_endpoint_profile TEXT    NOT NULL CHECK (bundle_endpoint_profile IN ('https_web', 'https_spiffe')),
+  endpoint_spiffe_id      TEXT    NOT NULL,
+  created_at              INTEGER NOT NULL,
+  updated_at              INTEGER NOT NULL,
+  last_attempt_at         INTEGER NOT NULL DEFAULT 0,
+  last_success_at         INTEGER NOT NULL DEFAULT 0,
+  last_error              TEXT    NOT NULL DEFAULT '',
+  last_sequence           TEXT    NOT NULL DEFAULT '0' CHECK (last_sequence <> '' AND last_sequence NOT GLOB '*[^0-9]*')
+) STRICT, WITHOUT ROWID;
 `,
 ];
 

@@ -9,7 +9,7 @@
  *   encoding.ts     the persisted text forms (selector sets)
  *   filters.ts      checked filters -> SQL
  *   groupcommit.ts  createEntries calls of one event-loop turn in one transaction
- *   entries.ts, nodes.ts, jointokens.ts, bundles.ts (and the CA journal), events.ts, integrity.ts
+ *   entries.ts, nodes.ts, jointokens.ts, bundles.ts (and the CA journal), federation.ts, events.ts, integrity.ts
  *   transfer.ts     every record in one snapshot, for a move to another backend
  *
  * What is not SQLite's (argument checks, filter semantics, page tokens, entry IDs) lives one
@@ -24,6 +24,7 @@ import { SqliteBundles } from './bundles.js';
 import { SqliteConnection, toDataStoreError, type SqliteConnectionOptions } from './connection.js';
 import { SqliteEntries } from './entries.js';
 import { SqliteEvents } from './events.js';
+import { SqliteFederation } from './federation.js';
 import { SqliteIntegrity } from './integrity.js';
 import { SqliteJoinTokens } from './jointokens.js';
 import { SqliteNodes } from './nodes.js';
@@ -54,6 +55,7 @@ class SqliteStore extends PartsDataStore implements SqliteDataStore {
     const entries = new SqliteEntries(conn);
     const nodes = new SqliteNodes(conn);
     const bundles = new SqliteBundles(conn);
+    const federation = new SqliteFederation(conn);
     super({
       entries,
       nodes,
@@ -61,7 +63,8 @@ class SqliteStore extends PartsDataStore implements SqliteDataStore {
       bundles,
       events: new SqliteEvents(conn),
       integrity: new SqliteIntegrity(conn),
-      transfer: new SqliteTransfer(conn, entries, nodes),
+      federation,
+      transfer: new SqliteTransfer(conn, entries, nodes, federation),
       connection: conn,
     });
     this.path = conn.path;

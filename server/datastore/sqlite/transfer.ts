@@ -1,13 +1,14 @@
 /**
  * SQLite: exporting every record for a move to another backend (types.ts RecordExporter; the
  * source side of `spindle-server datastore migrate`, usually on a read-only connection). One read
- * transaction, so entries, nodes, join tokens (by hash), bundles (with their update times) and
- * the CA journal are one consistent snapshot. The change feed is not exported.
+ * transaction, so entries, nodes, join tokens (by hash), bundles (with their update times),
+ * the CA journal and the federation relationships are one consistent snapshot. The change feed is not exported.
  */
 import type { TrustDomain } from '../../../spiffe/id.js';
 import type { DataStoreRecords, ExportedBundle, JoinToken, RecordCounts } from '../types.js';
 import type { SqliteConnection } from './connection.js';
 import type { SqliteEntries } from './entries.js';
+import type { SqliteFederation } from './federation.js';
 import type { SqliteNodes } from './nodes.js';
 
 function prepare(c: SqliteConnection) {
@@ -17,9 +18,9 @@ function prepare(c: SqliteConnection) {
       'SELECT trust_domain, document, sequence, updated_at FROM bundles ORDER BY trust_domain',
     ),
     caJournals: c.raw<[serverId: string, document: string]>('SELECT server_id, document FROM ca_journal ORDER BY server_id'),
-    counts: c.raw<[entries: number, nodes: number, joinTokens: number, bundles: number, caJournal: number]>(
+    counts: c.raw<[entries: number, nodes: number, joinTokens: number, bundles: number, caJournal: number, federationRelationships: number]>(
       'SELECT (SELECT count(*) FROM entries), (SELECT count(*) FROM attested_nodes), (SELECT count(*) FROM join_tokens), ' +
-        '(SELECT count(*) FROM bundles), (SELECT count(*) FROM ca_journal)',
+        '(SELECT count(*) FROM bundles), (SELECT count(*) FROM ca_journal), (SELECT count(*) FROM federation_relationships)',
     ),
   };
 }
@@ -31,6 +32,7 @@ export class SqliteTransfer {
     private readonly c: SqliteConnection,
     private readonly entries: SqliteEntries,
     private readonly nodes: SqliteNodes,
+    private readonly federation: SqliteFederation,
   ) {
     this.s = prepare(c);
   }
@@ -46,6 +48,7 @@ export class SqliteTransfer {
           ([trustDomain, document, sequence, updatedAt]): ExportedBundle => ({ trustDomain: trustDomain as TrustDomain, document, sequence: BigInt(sequence), updatedAt }),
         ),
         caJournals: this.s.caJournals.all().map(([serverId, document]) => ({ serverId, document })),
+        federationRelationships: this.federation.loadAll(),
       }),
       true,
     );
@@ -53,8 +56,8 @@ export class SqliteTransfer {
 
   async countRecords(): Promise<RecordCounts> {
     return this.c.read('count records', () => {
-      const [entries, nodes, joinTokens, bundles, caJournals] = this.s.counts.get()!;
-      return { entries, nodes, joinTokens, bundles, caJournals };
+      const [entries, nodes, joinTokens, bundles, caJournals, federationRelationships] = this.s.counts.get()!;
+      return { entries, nodes, joinTokens, bundles, caJournals, federationRelationships };
     });
   }
 }

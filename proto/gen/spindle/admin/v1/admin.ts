@@ -27,7 +27,7 @@ export const protobufFileName = "spindle/admin/v1/admin.proto";
 /**
  * The admin API: served by spindle-server on a local Unix socket (mode 0770; filesystem
  * permissions are the authorization). Used by the spindle-server CLI. Services and methods
- * mirror SPIRE's server APIs (entry, agent, bundle, svid), so SPIRE users recognize them.
+ * mirror SPIRE's server APIs (entry, agent, bundle, svid, trustdomain), so SPIRE users recognize them.
  */
 
 export enum MatchBehavior {
@@ -283,6 +283,102 @@ export interface MintJWTSVIDRequest {
 
 export interface MintJWTSVIDResponse {
   svid: JWTSVID | undefined;
+}
+
+export interface HTTPSWebProfile {
+}
+
+export interface HTTPSSPIFFEProfile {
+  /** The SPIFFE ID the bundle endpoint server must present. */
+  endpointSpiffeId: string;
+}
+
+/**
+ * What the bundle refresher of the answering server last did (Spindle addition). Times are unix
+ * seconds, 0 when it has not happened.
+ */
+export interface FederationRefresh {
+  lastAttemptAt: bigint;
+  lastSuccessAt: bigint;
+  /** Empty after a success. */
+  lastError: string;
+  /** The sequence of the last bundle accepted. */
+  lastSequence: bigint;
+}
+
+export interface FederationRelationship {
+  trustDomain: string;
+  bundleEndpointUrl: string;
+  bundleEndpointProfile:
+    | { $case: "httpsWeb"; value: HTTPSWebProfile }
+    | { $case: "httpsSpiffe"; value: HTTPSSPIFFEProfile }
+    | undefined;
+  /**
+   * Requests: an optional bundle to store as the trust domain's federated bundle (the bootstrap
+   * of https_spiffe): a SPIFFE bundle document, or PEM CA certificates with trust_domain_bundle_pem.
+   * Responses: the federated bundle held, if any.
+   */
+  trustDomainBundle: Bundle | undefined;
+  trustDomainBundlePem: boolean;
+  /** Responses only: from the config (not editable here). */
+  static: boolean;
+  refresh: FederationRefresh | undefined;
+}
+
+export interface FederationRelationshipResult {
+  status: Status | undefined;
+  federationRelationship: FederationRelationship | undefined;
+}
+
+export interface ListFederationRelationshipsRequest {
+}
+
+export interface ListFederationRelationshipsResponse {
+  /** Sorted by trust domain, static and dynamic together. */
+  federationRelationships: FederationRelationship[];
+}
+
+export interface GetFederationRelationshipRequest {
+  trustDomain: string;
+}
+
+export interface BatchCreateFederationRelationshipRequest {
+  federationRelationships: FederationRelationship[];
+}
+
+export interface BatchCreateFederationRelationshipResponse {
+  /** One per relationship, in order. */
+  results: FederationRelationshipResult[];
+}
+
+export interface BatchUpdateFederationRelationshipRequest {
+  federationRelationships: FederationRelationship[];
+}
+
+export interface BatchUpdateFederationRelationshipResponse {
+  results: FederationRelationshipResult[];
+}
+
+export interface BatchDeleteFederationRelationshipRequest {
+  trustDomains: string[];
+}
+
+export interface BatchDeleteFederationRelationshipResponse {
+  results: BatchDeleteFederationRelationshipResponse_Result[];
+}
+
+export interface BatchDeleteFederationRelationshipResponse_Result {
+  status: Status | undefined;
+  trustDomain: string;
+}
+
+export interface RefreshBundleRequest {
+  trustDomain: string;
+}
+
+export interface RefreshBundleResponse {
+  /** The sequence of the bundle served. */
+  sequence: bigint;
 }
 
 function createBaseSelectorMatch(): SelectorMatch {
@@ -3645,6 +3741,1496 @@ export const MintJWTSVIDResponse: MessageFns<MintJWTSVIDResponse> = {
   },
 };
 
+function createBaseHTTPSWebProfile(): HTTPSWebProfile {
+  return {};
+}
+
+export const HTTPSWebProfile: MessageFns<HTTPSWebProfile> = {
+  encode(_: HTTPSWebProfile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HTTPSWebProfile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHTTPSWebProfile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): HTTPSWebProfile {
+    return {};
+  },
+
+  toJSON(_: HTTPSWebProfile): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<HTTPSWebProfile>): HTTPSWebProfile {
+    return HTTPSWebProfile.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<HTTPSWebProfile>): HTTPSWebProfile {
+    const message = createBaseHTTPSWebProfile();
+    return message;
+  },
+};
+
+function createBaseHTTPSSPIFFEProfile(): HTTPSSPIFFEProfile {
+  return { endpointSpiffeId: "" };
+}
+
+export const HTTPSSPIFFEProfile: MessageFns<HTTPSSPIFFEProfile> = {
+  encode(message: HTTPSSPIFFEProfile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.endpointSpiffeId !== "") {
+      writer.uint32(10).string(message.endpointSpiffeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HTTPSSPIFFEProfile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHTTPSSPIFFEProfile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.endpointSpiffeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HTTPSSPIFFEProfile {
+    return {
+      endpointSpiffeId: isSet(object.endpointSpiffeId)
+        ? globalThis.String(object.endpointSpiffeId)
+        : isSet(object.endpoint_spiffe_id)
+        ? globalThis.String(object.endpoint_spiffe_id)
+        : "",
+    };
+  },
+
+  toJSON(message: HTTPSSPIFFEProfile): unknown {
+    const obj: any = {};
+    if (message.endpointSpiffeId !== "") {
+      obj.endpointSpiffeId = message.endpointSpiffeId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HTTPSSPIFFEProfile>): HTTPSSPIFFEProfile {
+    return HTTPSSPIFFEProfile.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HTTPSSPIFFEProfile>): HTTPSSPIFFEProfile {
+    const message = createBaseHTTPSSPIFFEProfile();
+    message.endpointSpiffeId = object.endpointSpiffeId ?? "";
+    return message;
+  },
+};
+
+function createBaseFederationRefresh(): FederationRefresh {
+  return { lastAttemptAt: 0n, lastSuccessAt: 0n, lastError: "", lastSequence: 0n };
+}
+
+export const FederationRefresh: MessageFns<FederationRefresh> = {
+  encode(message: FederationRefresh, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.lastAttemptAt !== 0n) {
+      if (BigInt.asIntN(64, message.lastAttemptAt) !== message.lastAttemptAt) {
+        throw new globalThis.Error("value provided for field message.lastAttemptAt of type int64 too large");
+      }
+      writer.uint32(8).int64(message.lastAttemptAt);
+    }
+    if (message.lastSuccessAt !== 0n) {
+      if (BigInt.asIntN(64, message.lastSuccessAt) !== message.lastSuccessAt) {
+        throw new globalThis.Error("value provided for field message.lastSuccessAt of type int64 too large");
+      }
+      writer.uint32(16).int64(message.lastSuccessAt);
+    }
+    if (message.lastError !== "") {
+      writer.uint32(26).string(message.lastError);
+    }
+    if (message.lastSequence !== 0n) {
+      if (BigInt.asUintN(64, message.lastSequence) !== message.lastSequence) {
+        throw new globalThis.Error("value provided for field message.lastSequence of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.lastSequence);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FederationRefresh {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFederationRefresh();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.lastAttemptAt = reader.int64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.lastSuccessAt = reader.int64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.lastError = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.lastSequence = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FederationRefresh {
+    return {
+      lastAttemptAt: isSet(object.lastAttemptAt)
+        ? BigInt(object.lastAttemptAt)
+        : isSet(object.last_attempt_at)
+        ? BigInt(object.last_attempt_at)
+        : 0n,
+      lastSuccessAt: isSet(object.lastSuccessAt)
+        ? BigInt(object.lastSuccessAt)
+        : isSet(object.last_success_at)
+        ? BigInt(object.last_success_at)
+        : 0n,
+      lastError: isSet(object.lastError)
+        ? globalThis.String(object.lastError)
+        : isSet(object.last_error)
+        ? globalThis.String(object.last_error)
+        : "",
+      lastSequence: isSet(object.lastSequence)
+        ? BigInt(object.lastSequence)
+        : isSet(object.last_sequence)
+        ? BigInt(object.last_sequence)
+        : 0n,
+    };
+  },
+
+  toJSON(message: FederationRefresh): unknown {
+    const obj: any = {};
+    if (message.lastAttemptAt !== 0n) {
+      obj.lastAttemptAt = message.lastAttemptAt.toString();
+    }
+    if (message.lastSuccessAt !== 0n) {
+      obj.lastSuccessAt = message.lastSuccessAt.toString();
+    }
+    if (message.lastError !== "") {
+      obj.lastError = message.lastError;
+    }
+    if (message.lastSequence !== 0n) {
+      obj.lastSequence = message.lastSequence.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FederationRefresh>): FederationRefresh {
+    return FederationRefresh.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FederationRefresh>): FederationRefresh {
+    const message = createBaseFederationRefresh();
+    message.lastAttemptAt = (object.lastAttemptAt !== undefined && object.lastAttemptAt !== null)
+      ? BigInt(object.lastAttemptAt)
+      : 0n;
+    message.lastSuccessAt = (object.lastSuccessAt !== undefined && object.lastSuccessAt !== null)
+      ? BigInt(object.lastSuccessAt)
+      : 0n;
+    message.lastError = object.lastError ?? "";
+    message.lastSequence = (object.lastSequence !== undefined && object.lastSequence !== null)
+      ? BigInt(object.lastSequence)
+      : 0n;
+    return message;
+  },
+};
+
+function createBaseFederationRelationship(): FederationRelationship {
+  return {
+    trustDomain: "",
+    bundleEndpointUrl: "",
+    bundleEndpointProfile: undefined,
+    trustDomainBundle: undefined,
+    trustDomainBundlePem: false,
+    static: false,
+    refresh: undefined,
+  };
+}
+
+export const FederationRelationship: MessageFns<FederationRelationship> = {
+  encode(message: FederationRelationship, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.trustDomain !== "") {
+      writer.uint32(10).string(message.trustDomain);
+    }
+    if (message.bundleEndpointUrl !== "") {
+      writer.uint32(18).string(message.bundleEndpointUrl);
+    }
+    switch (message.bundleEndpointProfile?.$case) {
+      case "httpsWeb":
+        HTTPSWebProfile.encode(message.bundleEndpointProfile.value, writer.uint32(26).fork()).join();
+        break;
+      case "httpsSpiffe":
+        HTTPSSPIFFEProfile.encode(message.bundleEndpointProfile.value, writer.uint32(34).fork()).join();
+        break;
+    }
+    if (message.trustDomainBundle !== undefined) {
+      Bundle.encode(message.trustDomainBundle, writer.uint32(42).fork()).join();
+    }
+    if (message.trustDomainBundlePem !== false) {
+      writer.uint32(48).bool(message.trustDomainBundlePem);
+    }
+    if (message.static !== false) {
+      writer.uint32(56).bool(message.static);
+    }
+    if (message.refresh !== undefined) {
+      FederationRefresh.encode(message.refresh, writer.uint32(66).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FederationRelationship {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFederationRelationship();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.trustDomain = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.bundleEndpointUrl = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.bundleEndpointProfile = {
+              $case: "httpsWeb",
+              value: HTTPSWebProfile.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.bundleEndpointProfile = {
+              $case: "httpsSpiffe",
+              value: HTTPSSPIFFEProfile.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.trustDomainBundle = Bundle.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.trustDomainBundlePem = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.static = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.refresh = FederationRefresh.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FederationRelationship {
+    return {
+      trustDomain: isSet(object.trustDomain)
+        ? globalThis.String(object.trustDomain)
+        : isSet(object.trust_domain)
+        ? globalThis.String(object.trust_domain)
+        : "",
+      bundleEndpointUrl: isSet(object.bundleEndpointUrl)
+        ? globalThis.String(object.bundleEndpointUrl)
+        : isSet(object.bundle_endpoint_url)
+        ? globalThis.String(object.bundle_endpoint_url)
+        : "",
+      bundleEndpointProfile: isSet(object.httpsWeb)
+        ? { $case: "httpsWeb", value: HTTPSWebProfile.fromJSON(object.httpsWeb) }
+        : isSet(object.https_web)
+        ? { $case: "httpsWeb", value: HTTPSWebProfile.fromJSON(object.https_web) }
+        : isSet(object.httpsSpiffe)
+        ? { $case: "httpsSpiffe", value: HTTPSSPIFFEProfile.fromJSON(object.httpsSpiffe) }
+        : isSet(object.https_spiffe)
+        ? { $case: "httpsSpiffe", value: HTTPSSPIFFEProfile.fromJSON(object.https_spiffe) }
+        : undefined,
+      trustDomainBundle: isSet(object.trustDomainBundle)
+        ? Bundle.fromJSON(object.trustDomainBundle)
+        : isSet(object.trust_domain_bundle)
+        ? Bundle.fromJSON(object.trust_domain_bundle)
+        : undefined,
+      trustDomainBundlePem: isSet(object.trustDomainBundlePem)
+        ? globalThis.Boolean(object.trustDomainBundlePem)
+        : isSet(object.trust_domain_bundle_pem)
+        ? globalThis.Boolean(object.trust_domain_bundle_pem)
+        : false,
+      static: isSet(object.static) ? globalThis.Boolean(object.static) : false,
+      refresh: isSet(object.refresh) ? FederationRefresh.fromJSON(object.refresh) : undefined,
+    };
+  },
+
+  toJSON(message: FederationRelationship): unknown {
+    const obj: any = {};
+    if (message.trustDomain !== "") {
+      obj.trustDomain = message.trustDomain;
+    }
+    if (message.bundleEndpointUrl !== "") {
+      obj.bundleEndpointUrl = message.bundleEndpointUrl;
+    }
+    if (message.bundleEndpointProfile?.$case === "httpsWeb") {
+      obj.httpsWeb = HTTPSWebProfile.toJSON(message.bundleEndpointProfile.value);
+    } else if (message.bundleEndpointProfile?.$case === "httpsSpiffe") {
+      obj.httpsSpiffe = HTTPSSPIFFEProfile.toJSON(message.bundleEndpointProfile.value);
+    }
+    if (message.trustDomainBundle !== undefined) {
+      obj.trustDomainBundle = Bundle.toJSON(message.trustDomainBundle);
+    }
+    if (message.trustDomainBundlePem !== false) {
+      obj.trustDomainBundlePem = message.trustDomainBundlePem;
+    }
+    if (message.static !== false) {
+      obj.static = message.static;
+    }
+    if (message.refresh !== undefined) {
+      obj.refresh = FederationRefresh.toJSON(message.refresh);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FederationRelationship>): FederationRelationship {
+    return FederationRelationship.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FederationRelationship>): FederationRelationship {
+    const message = createBaseFederationRelationship();
+    message.trustDomain = object.trustDomain ?? "";
+    message.bundleEndpointUrl = object.bundleEndpointUrl ?? "";
+    switch (object.bundleEndpointProfile?.$case) {
+      case "httpsWeb": {
+        if (object.bundleEndpointProfile?.value !== undefined && object.bundleEndpointProfile?.value !== null) {
+          message.bundleEndpointProfile = {
+            $case: "httpsWeb",
+            value: HTTPSWebProfile.fromPartial(object.bundleEndpointProfile.value),
+          };
+        }
+        break;
+      }
+      case "httpsSpiffe": {
+        if (object.bundleEndpointProfile?.value !== undefined && object.bundleEndpointProfile?.value !== null) {
+          message.bundleEndpointProfile = {
+            $case: "httpsSpiffe",
+            value: HTTPSSPIFFEProfile.fromPartial(object.bundleEndpointProfile.value),
+          };
+        }
+        break;
+      }
+    }
+    message.trustDomainBundle = (object.trustDomainBundle !== undefined && object.trustDomainBundle !== null)
+      ? Bundle.fromPartial(object.trustDomainBundle)
+      : undefined;
+    message.trustDomainBundlePem = object.trustDomainBundlePem ?? false;
+    message.static = object.static ?? false;
+    message.refresh = (object.refresh !== undefined && object.refresh !== null)
+      ? FederationRefresh.fromPartial(object.refresh)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseFederationRelationshipResult(): FederationRelationshipResult {
+  return { status: undefined, federationRelationship: undefined };
+}
+
+export const FederationRelationshipResult: MessageFns<FederationRelationshipResult> = {
+  encode(message: FederationRelationshipResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== undefined) {
+      Status.encode(message.status, writer.uint32(10).fork()).join();
+    }
+    if (message.federationRelationship !== undefined) {
+      FederationRelationship.encode(message.federationRelationship, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FederationRelationshipResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFederationRelationshipResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = Status.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.federationRelationship = FederationRelationship.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FederationRelationshipResult {
+    return {
+      status: isSet(object.status) ? Status.fromJSON(object.status) : undefined,
+      federationRelationship: isSet(object.federationRelationship)
+        ? FederationRelationship.fromJSON(object.federationRelationship)
+        : isSet(object.federation_relationship)
+        ? FederationRelationship.fromJSON(object.federation_relationship)
+        : undefined,
+    };
+  },
+
+  toJSON(message: FederationRelationshipResult): unknown {
+    const obj: any = {};
+    if (message.status !== undefined) {
+      obj.status = Status.toJSON(message.status);
+    }
+    if (message.federationRelationship !== undefined) {
+      obj.federationRelationship = FederationRelationship.toJSON(message.federationRelationship);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FederationRelationshipResult>): FederationRelationshipResult {
+    return FederationRelationshipResult.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FederationRelationshipResult>): FederationRelationshipResult {
+    const message = createBaseFederationRelationshipResult();
+    message.status = (object.status !== undefined && object.status !== null)
+      ? Status.fromPartial(object.status)
+      : undefined;
+    message.federationRelationship =
+      (object.federationRelationship !== undefined && object.federationRelationship !== null)
+        ? FederationRelationship.fromPartial(object.federationRelationship)
+        : undefined;
+    return message;
+  },
+};
+
+function createBaseListFederationRelationshipsRequest(): ListFederationRelationshipsRequest {
+  return {};
+}
+
+export const ListFederationRelationshipsRequest: MessageFns<ListFederationRelationshipsRequest> = {
+  encode(_: ListFederationRelationshipsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListFederationRelationshipsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListFederationRelationshipsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListFederationRelationshipsRequest {
+    return {};
+  },
+
+  toJSON(_: ListFederationRelationshipsRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListFederationRelationshipsRequest>): ListFederationRelationshipsRequest {
+    return ListFederationRelationshipsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ListFederationRelationshipsRequest>): ListFederationRelationshipsRequest {
+    const message = createBaseListFederationRelationshipsRequest();
+    return message;
+  },
+};
+
+function createBaseListFederationRelationshipsResponse(): ListFederationRelationshipsResponse {
+  return { federationRelationships: [] };
+}
+
+export const ListFederationRelationshipsResponse: MessageFns<ListFederationRelationshipsResponse> = {
+  encode(message: ListFederationRelationshipsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.federationRelationships) {
+      FederationRelationship.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListFederationRelationshipsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListFederationRelationshipsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.federationRelationships.push(FederationRelationship.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListFederationRelationshipsResponse {
+    return {
+      federationRelationships: globalThis.Array.isArray(object?.federationRelationships)
+        ? object.federationRelationships.map((e: any) => FederationRelationship.fromJSON(e))
+        : globalThis.Array.isArray(object?.federation_relationships)
+        ? object.federation_relationships.map((e: any) => FederationRelationship.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListFederationRelationshipsResponse): unknown {
+    const obj: any = {};
+    if (message.federationRelationships?.length) {
+      obj.federationRelationships = message.federationRelationships.map((e) => FederationRelationship.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListFederationRelationshipsResponse>): ListFederationRelationshipsResponse {
+    return ListFederationRelationshipsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListFederationRelationshipsResponse>): ListFederationRelationshipsResponse {
+    const message = createBaseListFederationRelationshipsResponse();
+    message.federationRelationships =
+      object.federationRelationships?.map((e) => FederationRelationship.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetFederationRelationshipRequest(): GetFederationRelationshipRequest {
+  return { trustDomain: "" };
+}
+
+export const GetFederationRelationshipRequest: MessageFns<GetFederationRelationshipRequest> = {
+  encode(message: GetFederationRelationshipRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.trustDomain !== "") {
+      writer.uint32(10).string(message.trustDomain);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetFederationRelationshipRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetFederationRelationshipRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.trustDomain = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetFederationRelationshipRequest {
+    return {
+      trustDomain: isSet(object.trustDomain)
+        ? globalThis.String(object.trustDomain)
+        : isSet(object.trust_domain)
+        ? globalThis.String(object.trust_domain)
+        : "",
+    };
+  },
+
+  toJSON(message: GetFederationRelationshipRequest): unknown {
+    const obj: any = {};
+    if (message.trustDomain !== "") {
+      obj.trustDomain = message.trustDomain;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetFederationRelationshipRequest>): GetFederationRelationshipRequest {
+    return GetFederationRelationshipRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetFederationRelationshipRequest>): GetFederationRelationshipRequest {
+    const message = createBaseGetFederationRelationshipRequest();
+    message.trustDomain = object.trustDomain ?? "";
+    return message;
+  },
+};
+
+function createBaseBatchCreateFederationRelationshipRequest(): BatchCreateFederationRelationshipRequest {
+  return { federationRelationships: [] };
+}
+
+export const BatchCreateFederationRelationshipRequest: MessageFns<BatchCreateFederationRelationshipRequest> = {
+  encode(message: BatchCreateFederationRelationshipRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.federationRelationships) {
+      FederationRelationship.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchCreateFederationRelationshipRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchCreateFederationRelationshipRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.federationRelationships.push(FederationRelationship.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchCreateFederationRelationshipRequest {
+    return {
+      federationRelationships: globalThis.Array.isArray(object?.federationRelationships)
+        ? object.federationRelationships.map((e: any) => FederationRelationship.fromJSON(e))
+        : globalThis.Array.isArray(object?.federation_relationships)
+        ? object.federation_relationships.map((e: any) => FederationRelationship.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: BatchCreateFederationRelationshipRequest): unknown {
+    const obj: any = {};
+    if (message.federationRelationships?.length) {
+      obj.federationRelationships = message.federationRelationships.map((e) => FederationRelationship.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BatchCreateFederationRelationshipRequest>): BatchCreateFederationRelationshipRequest {
+    return BatchCreateFederationRelationshipRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BatchCreateFederationRelationshipRequest>): BatchCreateFederationRelationshipRequest {
+    const message = createBaseBatchCreateFederationRelationshipRequest();
+    message.federationRelationships =
+      object.federationRelationships?.map((e) => FederationRelationship.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseBatchCreateFederationRelationshipResponse(): BatchCreateFederationRelationshipResponse {
+  return { results: [] };
+}
+
+export const BatchCreateFederationRelationshipResponse: MessageFns<BatchCreateFederationRelationshipResponse> = {
+  encode(message: BatchCreateFederationRelationshipResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      FederationRelationshipResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchCreateFederationRelationshipResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchCreateFederationRelationshipResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(FederationRelationshipResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchCreateFederationRelationshipResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => FederationRelationshipResult.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: BatchCreateFederationRelationshipResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => FederationRelationshipResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BatchCreateFederationRelationshipResponse>): BatchCreateFederationRelationshipResponse {
+    return BatchCreateFederationRelationshipResponse.fromPartial(base ?? {});
+  },
+  fromPartial(
+    object: DeepPartial<BatchCreateFederationRelationshipResponse>,
+  ): BatchCreateFederationRelationshipResponse {
+    const message = createBaseBatchCreateFederationRelationshipResponse();
+    message.results = object.results?.map((e) => FederationRelationshipResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseBatchUpdateFederationRelationshipRequest(): BatchUpdateFederationRelationshipRequest {
+  return { federationRelationships: [] };
+}
+
+export const BatchUpdateFederationRelationshipRequest: MessageFns<BatchUpdateFederationRelationshipRequest> = {
+  encode(message: BatchUpdateFederationRelationshipRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.federationRelationships) {
+      FederationRelationship.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchUpdateFederationRelationshipRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchUpdateFederationRelationshipRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.federationRelationships.push(FederationRelationship.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchUpdateFederationRelationshipRequest {
+    return {
+      federationRelationships: globalThis.Array.isArray(object?.federationRelationships)
+        ? object.federationRelationships.map((e: any) => FederationRelationship.fromJSON(e))
+        : globalThis.Array.isArray(object?.federation_relationships)
+        ? object.federation_relationships.map((e: any) => FederationRelationship.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: BatchUpdateFederationRelationshipRequest): unknown {
+    const obj: any = {};
+    if (message.federationRelationships?.length) {
+      obj.federationRelationships = message.federationRelationships.map((e) => FederationRelationship.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BatchUpdateFederationRelationshipRequest>): BatchUpdateFederationRelationshipRequest {
+    return BatchUpdateFederationRelationshipRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BatchUpdateFederationRelationshipRequest>): BatchUpdateFederationRelationshipRequest {
+    const message = createBaseBatchUpdateFederationRelationshipRequest();
+    message.federationRelationships =
+      object.federationRelationships?.map((e) => FederationRelationship.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseBatchUpdateFederationRelationshipResponse(): BatchUpdateFederationRelationshipResponse {
+  return { results: [] };
+}
+
+export const BatchUpdateFederationRelationshipResponse: MessageFns<BatchUpdateFederationRelationshipResponse> = {
+  encode(message: BatchUpdateFederationRelationshipResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      FederationRelationshipResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchUpdateFederationRelationshipResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchUpdateFederationRelationshipResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(FederationRelationshipResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchUpdateFederationRelationshipResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => FederationRelationshipResult.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: BatchUpdateFederationRelationshipResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => FederationRelationshipResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BatchUpdateFederationRelationshipResponse>): BatchUpdateFederationRelationshipResponse {
+    return BatchUpdateFederationRelationshipResponse.fromPartial(base ?? {});
+  },
+  fromPartial(
+    object: DeepPartial<BatchUpdateFederationRelationshipResponse>,
+  ): BatchUpdateFederationRelationshipResponse {
+    const message = createBaseBatchUpdateFederationRelationshipResponse();
+    message.results = object.results?.map((e) => FederationRelationshipResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseBatchDeleteFederationRelationshipRequest(): BatchDeleteFederationRelationshipRequest {
+  return { trustDomains: [] };
+}
+
+export const BatchDeleteFederationRelationshipRequest: MessageFns<BatchDeleteFederationRelationshipRequest> = {
+  encode(message: BatchDeleteFederationRelationshipRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.trustDomains) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchDeleteFederationRelationshipRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchDeleteFederationRelationshipRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.trustDomains.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchDeleteFederationRelationshipRequest {
+    return {
+      trustDomains: globalThis.Array.isArray(object?.trustDomains)
+        ? object.trustDomains.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.trust_domains)
+        ? object.trust_domains.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: BatchDeleteFederationRelationshipRequest): unknown {
+    const obj: any = {};
+    if (message.trustDomains?.length) {
+      obj.trustDomains = message.trustDomains;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BatchDeleteFederationRelationshipRequest>): BatchDeleteFederationRelationshipRequest {
+    return BatchDeleteFederationRelationshipRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BatchDeleteFederationRelationshipRequest>): BatchDeleteFederationRelationshipRequest {
+    const message = createBaseBatchDeleteFederationRelationshipRequest();
+    message.trustDomains = object.trustDomains?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseBatchDeleteFederationRelationshipResponse(): BatchDeleteFederationRelationshipResponse {
+  return { results: [] };
+}
+
+export const BatchDeleteFederationRelationshipResponse: MessageFns<BatchDeleteFederationRelationshipResponse> = {
+  encode(message: BatchDeleteFederationRelationshipResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      BatchDeleteFederationRelationshipResponse_Result.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchDeleteFederationRelationshipResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchDeleteFederationRelationshipResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(BatchDeleteFederationRelationshipResponse_Result.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchDeleteFederationRelationshipResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => BatchDeleteFederationRelationshipResponse_Result.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: BatchDeleteFederationRelationshipResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => BatchDeleteFederationRelationshipResponse_Result.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BatchDeleteFederationRelationshipResponse>): BatchDeleteFederationRelationshipResponse {
+    return BatchDeleteFederationRelationshipResponse.fromPartial(base ?? {});
+  },
+  fromPartial(
+    object: DeepPartial<BatchDeleteFederationRelationshipResponse>,
+  ): BatchDeleteFederationRelationshipResponse {
+    const message = createBaseBatchDeleteFederationRelationshipResponse();
+    message.results = object.results?.map((e) => BatchDeleteFederationRelationshipResponse_Result.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseBatchDeleteFederationRelationshipResponse_Result(): BatchDeleteFederationRelationshipResponse_Result {
+  return { status: undefined, trustDomain: "" };
+}
+
+export const BatchDeleteFederationRelationshipResponse_Result: MessageFns<
+  BatchDeleteFederationRelationshipResponse_Result
+> = {
+  encode(
+    message: BatchDeleteFederationRelationshipResponse_Result,
+    writer: BinaryWriter = new BinaryWriter(),
+  ): BinaryWriter {
+    if (message.status !== undefined) {
+      Status.encode(message.status, writer.uint32(10).fork()).join();
+    }
+    if (message.trustDomain !== "") {
+      writer.uint32(18).string(message.trustDomain);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchDeleteFederationRelationshipResponse_Result {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchDeleteFederationRelationshipResponse_Result();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = Status.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.trustDomain = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchDeleteFederationRelationshipResponse_Result {
+    return {
+      status: isSet(object.status) ? Status.fromJSON(object.status) : undefined,
+      trustDomain: isSet(object.trustDomain)
+        ? globalThis.String(object.trustDomain)
+        : isSet(object.trust_domain)
+        ? globalThis.String(object.trust_domain)
+        : "",
+    };
+  },
+
+  toJSON(message: BatchDeleteFederationRelationshipResponse_Result): unknown {
+    const obj: any = {};
+    if (message.status !== undefined) {
+      obj.status = Status.toJSON(message.status);
+    }
+    if (message.trustDomain !== "") {
+      obj.trustDomain = message.trustDomain;
+    }
+    return obj;
+  },
+
+  create(
+    base?: DeepPartial<BatchDeleteFederationRelationshipResponse_Result>,
+  ): BatchDeleteFederationRelationshipResponse_Result {
+    return BatchDeleteFederationRelationshipResponse_Result.fromPartial(base ?? {});
+  },
+  fromPartial(
+    object: DeepPartial<BatchDeleteFederationRelationshipResponse_Result>,
+  ): BatchDeleteFederationRelationshipResponse_Result {
+    const message = createBaseBatchDeleteFederationRelationshipResponse_Result();
+    message.status = (object.status !== undefined && object.status !== null)
+      ? Status.fromPartial(object.status)
+      : undefined;
+    message.trustDomain = object.trustDomain ?? "";
+    return message;
+  },
+};
+
+function createBaseRefreshBundleRequest(): RefreshBundleRequest {
+  return { trustDomain: "" };
+}
+
+export const RefreshBundleRequest: MessageFns<RefreshBundleRequest> = {
+  encode(message: RefreshBundleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.trustDomain !== "") {
+      writer.uint32(10).string(message.trustDomain);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RefreshBundleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRefreshBundleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.trustDomain = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RefreshBundleRequest {
+    return {
+      trustDomain: isSet(object.trustDomain)
+        ? globalThis.String(object.trustDomain)
+        : isSet(object.trust_domain)
+        ? globalThis.String(object.trust_domain)
+        : "",
+    };
+  },
+
+  toJSON(message: RefreshBundleRequest): unknown {
+    const obj: any = {};
+    if (message.trustDomain !== "") {
+      obj.trustDomain = message.trustDomain;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RefreshBundleRequest>): RefreshBundleRequest {
+    return RefreshBundleRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RefreshBundleRequest>): RefreshBundleRequest {
+    const message = createBaseRefreshBundleRequest();
+    message.trustDomain = object.trustDomain ?? "";
+    return message;
+  },
+};
+
+function createBaseRefreshBundleResponse(): RefreshBundleResponse {
+  return { sequence: 0n };
+}
+
+export const RefreshBundleResponse: MessageFns<RefreshBundleResponse> = {
+  encode(message: RefreshBundleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sequence !== 0n) {
+      if (BigInt.asUintN(64, message.sequence) !== message.sequence) {
+        throw new globalThis.Error("value provided for field message.sequence of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.sequence);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RefreshBundleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRefreshBundleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.sequence = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RefreshBundleResponse {
+    return { sequence: isSet(object.sequence) ? BigInt(object.sequence) : 0n };
+  },
+
+  toJSON(message: RefreshBundleResponse): unknown {
+    const obj: any = {};
+    if (message.sequence !== 0n) {
+      obj.sequence = message.sequence.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RefreshBundleResponse>): RefreshBundleResponse {
+    return RefreshBundleResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RefreshBundleResponse>): RefreshBundleResponse {
+    const message = createBaseRefreshBundleResponse();
+    message.sequence = (object.sequence !== undefined && object.sequence !== null) ? BigInt(object.sequence) : 0n;
+    return message;
+  },
+};
+
 export type EntryServiceService = typeof EntryServiceService;
 export const EntryServiceService = {
   batchCreateEntry: {
@@ -4225,6 +5811,224 @@ export const SVIDServiceClient = makeGenericClientConstructor(
 ) as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): SVIDServiceClient;
   service: typeof SVIDServiceService;
+  serviceName: string;
+};
+
+/**
+ * Federation relationships (SPIRE's TrustDomain API): where the bundle of each foreign trust
+ * domain is fetched from. Relationships from the config (federation.federates_with) are listed
+ * with static = true and cannot be created, updated or deleted here.
+ */
+export type TrustDomainServiceService = typeof TrustDomainServiceService;
+export const TrustDomainServiceService = {
+  listFederationRelationships: {
+    path: "/spindle.admin.v1.TrustDomainService/ListFederationRelationships" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListFederationRelationshipsRequest): Buffer =>
+      Buffer.from(ListFederationRelationshipsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListFederationRelationshipsRequest =>
+      ListFederationRelationshipsRequest.decode(value),
+    responseSerialize: (value: ListFederationRelationshipsResponse): Buffer =>
+      Buffer.from(ListFederationRelationshipsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListFederationRelationshipsResponse =>
+      ListFederationRelationshipsResponse.decode(value),
+  },
+  getFederationRelationship: {
+    path: "/spindle.admin.v1.TrustDomainService/GetFederationRelationship" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetFederationRelationshipRequest): Buffer =>
+      Buffer.from(GetFederationRelationshipRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetFederationRelationshipRequest =>
+      GetFederationRelationshipRequest.decode(value),
+    responseSerialize: (value: FederationRelationship): Buffer =>
+      Buffer.from(FederationRelationship.encode(value).finish()),
+    responseDeserialize: (value: Buffer): FederationRelationship => FederationRelationship.decode(value),
+  },
+  batchCreateFederationRelationship: {
+    path: "/spindle.admin.v1.TrustDomainService/BatchCreateFederationRelationship" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BatchCreateFederationRelationshipRequest): Buffer =>
+      Buffer.from(BatchCreateFederationRelationshipRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BatchCreateFederationRelationshipRequest =>
+      BatchCreateFederationRelationshipRequest.decode(value),
+    responseSerialize: (value: BatchCreateFederationRelationshipResponse): Buffer =>
+      Buffer.from(BatchCreateFederationRelationshipResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BatchCreateFederationRelationshipResponse =>
+      BatchCreateFederationRelationshipResponse.decode(value),
+  },
+  /**
+   * Replaces the URL and profile of each relationship (identified by trust_domain); a
+   * trust_domain_bundle, when given, is stored as the federated bundle.
+   */
+  batchUpdateFederationRelationship: {
+    path: "/spindle.admin.v1.TrustDomainService/BatchUpdateFederationRelationship" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BatchUpdateFederationRelationshipRequest): Buffer =>
+      Buffer.from(BatchUpdateFederationRelationshipRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BatchUpdateFederationRelationshipRequest =>
+      BatchUpdateFederationRelationshipRequest.decode(value),
+    responseSerialize: (value: BatchUpdateFederationRelationshipResponse): Buffer =>
+      Buffer.from(BatchUpdateFederationRelationshipResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BatchUpdateFederationRelationshipResponse =>
+      BatchUpdateFederationRelationshipResponse.decode(value),
+  },
+  batchDeleteFederationRelationship: {
+    path: "/spindle.admin.v1.TrustDomainService/BatchDeleteFederationRelationship" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BatchDeleteFederationRelationshipRequest): Buffer =>
+      Buffer.from(BatchDeleteFederationRelationshipRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BatchDeleteFederationRelationshipRequest =>
+      BatchDeleteFederationRelationshipRequest.decode(value),
+    responseSerialize: (value: BatchDeleteFederationRelationshipResponse): Buffer =>
+      Buffer.from(BatchDeleteFederationRelationshipResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BatchDeleteFederationRelationshipResponse =>
+      BatchDeleteFederationRelationshipResponse.decode(value),
+  },
+  /** Fetches the trust domain's bundle now; fails (with the reason) when the refresh fails. */
+  refreshBundle: {
+    path: "/spindle.admin.v1.TrustDomainService/RefreshBundle" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RefreshBundleRequest): Buffer => Buffer.from(RefreshBundleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RefreshBundleRequest => RefreshBundleRequest.decode(value),
+    responseSerialize: (value: RefreshBundleResponse): Buffer =>
+      Buffer.from(RefreshBundleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RefreshBundleResponse => RefreshBundleResponse.decode(value),
+  },
+} as const;
+
+export interface TrustDomainServiceServer extends UntypedServiceImplementation {
+  listFederationRelationships: handleUnaryCall<ListFederationRelationshipsRequest, ListFederationRelationshipsResponse>;
+  getFederationRelationship: handleUnaryCall<GetFederationRelationshipRequest, FederationRelationship>;
+  batchCreateFederationRelationship: handleUnaryCall<
+    BatchCreateFederationRelationshipRequest,
+    BatchCreateFederationRelationshipResponse
+  >;
+  /**
+   * Replaces the URL and profile of each relationship (identified by trust_domain); a
+   * trust_domain_bundle, when given, is stored as the federated bundle.
+   */
+  batchUpdateFederationRelationship: handleUnaryCall<
+    BatchUpdateFederationRelationshipRequest,
+    BatchUpdateFederationRelationshipResponse
+  >;
+  batchDeleteFederationRelationship: handleUnaryCall<
+    BatchDeleteFederationRelationshipRequest,
+    BatchDeleteFederationRelationshipResponse
+  >;
+  /** Fetches the trust domain's bundle now; fails (with the reason) when the refresh fails. */
+  refreshBundle: handleUnaryCall<RefreshBundleRequest, RefreshBundleResponse>;
+}
+
+export interface TrustDomainServiceClient extends Client {
+  listFederationRelationships(
+    request: ListFederationRelationshipsRequest,
+    callback: (error: ServiceError | null, response: ListFederationRelationshipsResponse) => void,
+  ): ClientUnaryCall;
+  listFederationRelationships(
+    request: ListFederationRelationshipsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListFederationRelationshipsResponse) => void,
+  ): ClientUnaryCall;
+  listFederationRelationships(
+    request: ListFederationRelationshipsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListFederationRelationshipsResponse) => void,
+  ): ClientUnaryCall;
+  getFederationRelationship(
+    request: GetFederationRelationshipRequest,
+    callback: (error: ServiceError | null, response: FederationRelationship) => void,
+  ): ClientUnaryCall;
+  getFederationRelationship(
+    request: GetFederationRelationshipRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: FederationRelationship) => void,
+  ): ClientUnaryCall;
+  getFederationRelationship(
+    request: GetFederationRelationshipRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: FederationRelationship) => void,
+  ): ClientUnaryCall;
+  batchCreateFederationRelationship(
+    request: BatchCreateFederationRelationshipRequest,
+    callback: (error: ServiceError | null, response: BatchCreateFederationRelationshipResponse) => void,
+  ): ClientUnaryCall;
+  batchCreateFederationRelationship(
+    request: BatchCreateFederationRelationshipRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BatchCreateFederationRelationshipResponse) => void,
+  ): ClientUnaryCall;
+  batchCreateFederationRelationship(
+    request: BatchCreateFederationRelationshipRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BatchCreateFederationRelationshipResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Replaces the URL and profile of each relationship (identified by trust_domain); a
+   * trust_domain_bundle, when given, is stored as the federated bundle.
+   */
+  batchUpdateFederationRelationship(
+    request: BatchUpdateFederationRelationshipRequest,
+    callback: (error: ServiceError | null, response: BatchUpdateFederationRelationshipResponse) => void,
+  ): ClientUnaryCall;
+  batchUpdateFederationRelationship(
+    request: BatchUpdateFederationRelationshipRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BatchUpdateFederationRelationshipResponse) => void,
+  ): ClientUnaryCall;
+  batchUpdateFederationRelationship(
+    request: BatchUpdateFederationRelationshipRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BatchUpdateFederationRelationshipResponse) => void,
+  ): ClientUnaryCall;
+  batchDeleteFederationRelationship(
+    request: BatchDeleteFederationRelationshipRequest,
+    callback: (error: ServiceError | null, response: BatchDeleteFederationRelationshipResponse) => void,
+  ): ClientUnaryCall;
+  batchDeleteFederationRelationship(
+    request: BatchDeleteFederationRelationshipRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BatchDeleteFederationRelationshipResponse) => void,
+  ): ClientUnaryCall;
+  batchDeleteFederationRelationship(
+    request: BatchDeleteFederationRelationshipRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BatchDeleteFederationRelationshipResponse) => void,
+  ): ClientUnaryCall;
+  /** Fetches the trust domain's bundle now; fails (with the reason) when the refresh fails. */
+  refreshBundle(
+    request: RefreshBundleRequest,
+    callback: (error: ServiceError | null, response: RefreshBundleResponse) => void,
+  ): ClientUnaryCall;
+  refreshBundle(
+    request: RefreshBundleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RefreshBundleResponse) => void,
+  ): ClientUnaryCall;
+  refreshBundle(
+    request: RefreshBundleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RefreshBundleResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const TrustDomainServiceClient = makeGenericClientConstructor(
+  TrustDomainServiceService,
+  "spindle.admin.v1.TrustDomainService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): TrustDomainServiceClient;
+  service: typeof TrustDomainServiceService;
   serviceName: string;
 };
 
