@@ -60,15 +60,20 @@ export function entryFromRow(r: EntryRow): RegistrationEntry {
   if (!isSpiffeId(spiffeId) || !isSpiffeId(parentId)) {
     throw new DataStoreError('io', `postgres datastore: stored entry ${describe(id)} has an invalid SPIFFE ID`);
   }
+  return entryOf(r, spiffeId, parentId, parseJsonArray<string>(r[14]), parseJsonArray<TrustDomain>(r[15]));
+}
+
+/** The entry of a row (EntryRow or LoadRow: the same columns up to selectors_key), its IDs checked by the caller. */
+function entryOf(r: EntryRow | LoadRow, spiffeId: SpiffeId, parentId: SpiffeId, dnsNames: string[], federatesWith: TrustDomain[]): RegistrationEntry {
   return {
-    id,
+    id: r[1],
     spiffeId,
     parentId,
     selectors: selectorsFromKey(r[13]),
     x509SvidTtl: r[4],
     jwtSvidTtl: r[5],
-    dnsNames: parseJsonArray<string>(r[14]),
-    federatesWith: parseJsonArray<TrustDomain>(r[15]),
+    dnsNames,
+    federatesWith,
     admin: r[6],
     downstream: r[7],
     hint: r[8],
@@ -395,23 +400,7 @@ export class PostgresEntries {
             throw new DataStoreError('io', `postgres datastore: stored entry ${describe(id)} has an invalid SPIFFE ID`);
           }
           validParents.add(parentId);
-          out[i] = {
-            id,
-            spiffeId,
-            parentId: parentId as SpiffeId,
-            selectors: selectorsFromKey(r[13]),
-            x509SvidTtl: r[4],
-            jwtSvidTtl: r[5],
-            dnsNames: dns.get(pk) ?? [],
-            federatesWith: federates.get(pk) ?? [],
-            admin: r[6],
-            downstream: r[7],
-            hint: r[8],
-            entryExpiry: r[9],
-            revisionNumber: r[10],
-            createdAt: r[11],
-            updatedAt: r[12],
-          };
+          out[i] = entryOf(r, spiffeId, parentId as SpiffeId, dns.get(pk) ?? [], federates.get(pk) ?? []);
         }
         return out;
       },
