@@ -2,8 +2,6 @@
  * spindle-server's main job: wires the datastore, CA, change feed, node attestors, agent API,
  * admin API and telemetry together, and shuts them down in reverse order.
  */
-import { BundleRefresher } from './federation/refresher.js';
-import { FederationMetrics } from './federation/metrics.js';
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
@@ -24,6 +22,8 @@ import { startAgentApiServer, type AgentApiServer } from './api/agent/server.js'
 import { createAdminServices, startAdminServer, type AdminServer } from './api/admin/index.js';
 import { startTelemetry, type Telemetry } from './telemetry.js';
 import { endpointSpiffeId, startBundleEndpoint, type BundleEndpoint } from './federation/endpoint.js';
+import { BundleRefresher } from './federation/refresher.js';
+import { FederationMetrics } from './federation/metrics.js';
 import { REFRESH_HINT_WARN_BELOW_SECONDS, REFRESH_HINT_WARN_FROM_SECONDS } from './config/federationconfig.js';
 import { ServerMetrics } from './metrics.js';
 import type { ServerConfig } from './config/config.js';
