@@ -155,6 +155,17 @@ describe('bundle refresher', () => {
     assert.equal((await ds.listEventsSince(before, 10)).length, 1);
   });
 
+  it('a bundle held without a refresh hint (bootstrapped from `bundle show -format spiffe`) and served with one, same sequence and keys: the refresh succeeds and writes nothing', async () => {
+    await reset([foreignCa.rootDer], 9n);
+    webEp.respond = serve(doc(FOREIGN, [foreignCa.rootDer], 9n, 120));
+    const before = await ds.latestEventId();
+    const out = await refresher(webSpec()).refreshNow(FOREIGN);
+    assert.equal(out.ok, true, out.error);
+    assert.equal(out.updated, false);
+    assert.deepEqual(await held(), { sequence: 9n, roots: [foreignCa.rootDer] });
+    assert.equal(await ds.latestEventId(), before, 'nothing written');
+  });
+
   it('the refresh hint is bounded: below the minimum it is raised, absent it is the 5 minute default', async () => {
     await ds.deleteBundle(FOREIGN, 1);
     const r = refresher(webSpec());

@@ -306,7 +306,7 @@ export class BundleRefresher {
           if (current !== undefined) {
             if (seq < current.sequence) refuse(`the bundle endpoint served sequence ${seq}, older than the held sequence ${current.sequence}: refused, keeping the held bundle`);
             if (seq === current.sequence) {
-              if (current.document === document) return {};
+              if (current.document === document || sameKeys(td, current.document, fetched)) return {};
               refuse(`the bundle endpoint served other keys under the held sequence ${seq}: refused, keeping the held bundle (the sequence must grow when the bundle changes)`);
             }
           }
@@ -322,4 +322,20 @@ export class BundleRefresher {
     }
     return wrote;
   }
+}
+
+/**
+ * Whether the stored document holds the same authorities as `fetched` (X.509 CAs and JWT keys),
+ * whatever its refresh hint: a bundle bootstrapped with `bundle set` from `bundle show -format
+ * spiffe` carries no refresh hint while the endpoint serves one, and is the same bundle.
+ */
+function sameKeys(td: TrustDomain, storedDocument: string, fetched: Bundle): boolean {
+  let held: Bundle;
+  try {
+    held = parseBundle(td, storedDocument);
+  } catch {
+    return false;
+  }
+  held.refreshHintSeconds = fetched.refreshHintSeconds;
+  return held.equals(fetched);
 }
