@@ -308,18 +308,25 @@ describe('mTLS over loopback', () => {
     await assert.rejects(connect(p, tlsClientOptions(clientSource, authorizeAny())), (err) => (assertTyped(err, ErrorCode.X509_SVID_INVALID, 'multiple_uri_sans'), true));
   });
 
-  test('https: createMtlsHttpsServer and https.request with mtlsClientOptions', async () => {
+  test('https: createMtlsHttpsServer and https.request with mtlsClientOptions; sessions are never resumed', async () => {
     const hs = createMtlsHttpsServer(serverSource, serverSource, authorizeMemberOf('example.org'), (req, res) => res.end(`you are ${peerIdOf(req)}`));
     const hp = await listen(hs);
-    const body = await new Promise<string>((resolve, reject) => {
-      const req = https.request({ ...mtlsClientOptions(clientSource, clientSource, authorizeID(WEB)), host: '127.0.0.1', port: hp, path: '/', agent: false }, (res) => {
-        let b = '';
-        res.on('data', (d) => (b += d));
-        res.on('end', () => resolve(b));
+    const opts = mtlsClientOptions(clientSource, clientSource, authorizeID(WEB));
+    const get = (): Promise<{ body: string; reused: boolean }> =>
+      new Promise((resolve, reject) => {
+        const req = https.request({ ...opts, host: '127.0.0.1', port: hp, path: '/' }, (res) => {
+          let b = '';
+          const reused = (res.socket as tls.TLSSocket).isSessionReused();
+          res.on('data', (d) => (b += d));
+          res.on('end', () => resolve({ body: b, reused }));
+        });
+        req.on('error', reject);
+        req.end();
       });
-      req.on('error', reject);
-      req.end();
-    });
-    assert.equal(body, `you are ${DB}`);
+    assert.deepEqual(await get(), { body: `you are ${DB}`, reused: false });
+    // A second request through the same options (same agent): a full handshake again, so the
+    // server is verified again.
+    assert.deepEqual(await get(), { body: `you are ${DB}`, reused: false });
+    (hs as https.Server).closeAllConnections();
   });
 });

@@ -11,7 +11,10 @@
  * byte is sent, with the SpiffeError as the socket's (request's) error. A chain OpenSSL itself
  * cannot build (an authority of no trusted trust domain, an expired certificate) fails earlier
  * with Node's own code (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `CERT_HAS_EXPIRED`, ...).
- * `key` / `cert` / `ca` are getters, so every new connection uses the current SVID and bundles.
+ * `key` / `cert` / `ca` are getters, so every new connection uses the current SVID and bundles
+ * (spread the options per connection, not once). Resumed TLS sessions skip checkServerIdentity
+ * in Node, so the options carry an https.Agent that never resumes one; do not pass a `session`
+ * to tls.connect with them.
  *
  * Servers: Node has no hook to verify a client certificate during a server handshake, so plain
  * options cannot refuse a client the SPIFFE way; `mtlsServerOptions` must be used through
@@ -135,6 +138,10 @@ export function tlsClientOptions(bundleSource: TlsBundleSource, authorizer: Auth
   const opts: tls.ConnectionOptions & https.RequestOptions = {
     rejectUnauthorized: true,
     checkServerIdentity: clientCheck(bundleSource, authorizer),
+    // Node skips checkServerIdentity on a resumed TLS session, and https.globalAgent shares
+    // sessions between requests whatever their authorizer: this agent (used by https.request,
+    // ignored by tls.connect) never resumes a session.
+    agent: new https.Agent({ maxCachedSessions: 0 }),
   };
   Object.defineProperty(opts, 'ca', { enumerable: true, get: () => allAuthorities(bundleSource).map((d) => toPem('CERTIFICATE', d)) });
   return opts;
