@@ -20,6 +20,7 @@ import {
   authorizeOneOf,
   createMtlsHttpsServer,
   createMtlsServer,
+  createTlsServer,
   mtlsClientOptions,
   peerIdOf,
   tlsClientOptions,
@@ -306,6 +307,14 @@ describe('mTLS over loopback', () => {
     const hostile = tls.createServer({ key: toPem('PRIVATE KEY', evil.keyPkcs8), cert: toPem('CERTIFICATE', evil.certDer) }, (s) => s.end('hello\n'));
     const p = await listen(hostile);
     await assert.rejects(connect(p, tlsClientOptions(clientSource, authorizeAny())), (err) => (assertTyped(err, ErrorCode.X509_SVID_INVALID, 'multiple_uri_sans'), true));
+  });
+
+  test('server-authenticated TLS: createTlsServer and tlsClientOptions (no client certificate)', async () => {
+    const ts = createTlsServer(serverSource, (socket) => socket.end('hi\n'));
+    const tp = await listen(ts);
+    const s = await connect(tp, tlsClientOptions(clientSource, authorizeID(WEB)));
+    assert.equal(peerIdOf(s), WEB);
+    assert.equal(await line(s), 'hi');
   });
 
   test('https: createMtlsHttpsServer and https.request with mtlsClientOptions; sessions are never resumed', async () => {
