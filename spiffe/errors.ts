@@ -17,6 +17,12 @@ export const ErrorCode = {
   JWT_SVID_INVALID: 'ERR_JWT_SVID_INVALID',
   JWT_SVID_UNTRUSTED: 'ERR_JWT_SVID_UNTRUSTED',
   BUNDLE_INVALID: 'ERR_BUNDLE_INVALID',
+  /** SDK: a peer's SPIFFE ID is not one the authorizer accepts. */
+  UNAUTHORIZED: 'ERR_SPIFFE_UNAUTHORIZED',
+  /** SDK: the X509Source cannot hand out an SVID or bundle (not started, closed, expired, no agent). */
+  X509_SOURCE: 'ERR_X509_SOURCE',
+  /** SDK: a TLS peer presented no usable certificate chain. */
+  TLS_PEER: 'ERR_TLS_PEER',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -1,0 +1,12 @@
+// The SDK through the package's own name: `spindle/spiffe` (package.json "exports", resolved to dist/).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Source, authorizeID, tlsconfig } from 'spindle/spiffe';
+import * as local from './index.js';
+
+test("import { X509Source, tlsconfig, authorizeID } from 'spindle/spiffe' is this SDK", () => {
+  assert.equal(X509Source, local.X509Source);
+  assert.equal(authorizeID, local.authorizeID);
+  assert.equal(tlsconfig.mtlsServerOptions, local.mtlsServerOptions);
+  assert.equal(typeof tlsconfig.createMtlsServer, 'function');
+});
