@@ -170,10 +170,13 @@ describe('postgres datastore', () => {
       void writes.then(() => (done = true));
       // A reader resuming from the last id it saw must never skip an event committed later.
       for (let polls = 0; polls < 10_000; polls++) {
+        // Whether every write had committed BEFORE this read started: only then does an empty
+        // page mean the reader has seen everything (a write may complete while the read runs).
+        const allCommitted = done;
         const page = await reader.listEventsSince(after, 100);
         for (const ev of page) read.push(ev.id);
         if (page.length > 0) after = page[page.length - 1]!.id;
-        if (done && page.length === 0) break;
+        if (allCommitted && page.length === 0) break;
       }
       await writes;
       const all = (await reader.listEventsSince(0, 1000)).map((e) => e.id);
