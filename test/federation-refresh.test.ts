@@ -9,7 +9,6 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
@@ -17,10 +16,10 @@ import { join } from 'node:path';
 import { Bundle, marshalBundle } from '../spiffe/bundle.js';
 import { parseTrustDomain } from '../spiffe/id.js';
 import { certificatesToPem } from '../spiffe/pem.js';
-import { serverBin, startServerProcess, tempDir, type ServerProcess } from './support/serverproc.js';
+import { startServerProcess, tempDir, type ServerProcess } from './support/serverproc.js';
 import { TestCa, privateKeyPem } from './support/testca.js';
 import { createWorkloadApiClient } from '../spiffe/workloadapi/index.js';
-import { generateJoinToken, startAgentProcess, type AgentProcess } from './support/agentproc.js';
+import { generateJoinToken, serverCliAsync, startAgentProcess, type AgentProcess, type CliResult } from './support/agentproc.js';
 
 let partnerCa: TestCa;
 let endpoint: https.Server;
@@ -30,18 +29,7 @@ let served = '';
 let agent: AgentProcess | undefined;
 
 /** The CLI, without blocking this process's event loop (the bundle endpoint lives here). */
-function cli(args: string[], input = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(serverBin, [...args, '-socketPath', server.socketPath], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += String(d)));
-    child.stderr.on('data', (d) => (stderr += String(d)));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const cli = (args: string[], input?: string): Promise<CliResult> => serverCliAsync(server, args, 20_000, input);
 
 before(async () => {
   partnerCa = await TestCa.create({ trustDomain: 'partner.test' });
@@ -83,18 +71,18 @@ after(async () => {
 
 test('a static https_spiffe relationship: refused until bootstrapped, then refreshed and stored', async () => {
   const before = await cli(['federation', 'refresh', '-id', 'partner.test']);
-  assert.equal(before.code, 1);
+  assert.equal(before.status, 1);
   assert.match(before.stderr, /no bundle is held for trust domain "partner\.test" to authenticate the endpoint spiffe:\/\/partner\.test\/spire\/server/);
   assert.equal(requests, 0, 'nothing is asked of an endpoint that cannot be authenticated');
 
   const set = await cli(['bundle', 'set', '-id', 'partner.test', '-format', 'pem'], certificatesToPem([partnerCa.rootDer]));
-  assert.equal(set.code, 0, set.stderr);
+  assert.equal(set.status, 0, set.stderr);
   const refreshed = await cli(['federation', 'refresh', '-id', 'partner.test']);
-  assert.equal(refreshed.code, 0, refreshed.stderr);
+  assert.equal(refreshed.status, 0, refreshed.stderr);
   assert.equal(refreshed.stdout, 'Bundle refreshed\n');
 
   const shown = await cli(['bundle', 'list', '-id', 'partner.test', '-format', 'spiffe']);
-  assert.equal(shown.code, 0, shown.stderr);
+  assert.equal(shown.status, 0, shown.stderr);
   assert.match(shown.stdout, /"spiffe_sequence": 3/);
   assert.match(shown.stdout, /"spiffe_refresh_hint": 300/);
 
@@ -103,7 +91,7 @@ test('a static https_spiffe relationship: refused until bootstrapped, then refre
   assert.match(show.stdout, /Last refresh result {7}: ok\nLast successful refresh {3}: \d{4}-.* UTC\nBundle sequence {11}: 3\n/);
 
   const del = await cli(['federation', 'delete', '-id', 'partner.test']);
-  assert.equal(del.code, 1);
+  assert.equal(del.status, 1);
   assert.match(del.stderr, /configured in the server config \(federation\.federates_with\); change it there/);
   assert.match(server.log(), /federation: stored a new bundle/);
 });
@@ -113,7 +101,7 @@ test('a workload whose entry federates with the trust domain is pushed each bund
   agent = await startAgentProcess({ server, joinToken: generateJoinToken(server, alias) });
   const uid = process.getuid!();
   const entry = await cli(['entry', 'create', '-parentID', alias, '-spiffeID', `spiffe://example.org/fed/uid-${uid}`, '-selector', `unix:uid:${uid}`, '-federatesWith', 'partner.test']);
-  assert.equal(entry.code, 0, entry.stderr);
+  assert.equal(entry.status, 0, entry.stderr);
   const client = createWorkloadApiClient({ address: agent.address, backoff: { initialMs: 200, maxMs: 1000 } });
   const partner = parseTrustDomain('partner.test');
   const authoritiesSeen = async (want: Buffer[]): Promise<readonly Buffer[] | undefined> => {
@@ -136,7 +124,7 @@ test('a workload whose entry federates with the trust domain is pushed each bund
     const next = await TestCa.create({ trustDomain: 'partner.test' });
     served = marshalBundle(new Bundle(partner, { x509Authorities: [partnerCa.rootDer, next.rootDer], sequence: 4n, refreshHintSeconds: 300 }));
     const refreshed = await cli(['federation', 'refresh', '-id', 'partner.test']);
-    assert.equal(refreshed.code, 0, refreshed.stderr);
+    assert.equal(refreshed.status, 0, refreshed.stderr);
     assert.deepEqual(await authoritiesSeen([partnerCa.rootDer, next.rootDer]), [partnerCa.rootDer, next.rootDer], 'the rotation reached the workload');
   } finally {
     client.close();
