@@ -19,6 +19,7 @@ import {
   authorizeID,
   bearerTokenOf,
   BundleSource,
+  createWorkloadApiClient,
   fastifyJwtSvid,
   JwtSource,
   jwtAuthHeaders,
@@ -220,6 +221,35 @@ describe('JwtSource', () => {
     source.close();
     assert.throws(() => source.getJwtBundleForTrustDomain('example.org'), (err) => (assertTyped(err, ErrorCode.JWT_SOURCE, 'closed'), true));
     await assert.rejects(source.fetchJwtSvid({ audience: PAYMENTS }), (err) => (assertTyped(err, ErrorCode.JWT_SOURCE, 'closed'), true));
+  });
+
+  test('an agent restart: the last bundles stay served, the client reconnects and the source catches up', async () => {
+    const agent = await agentFor(trust.web);
+    const client = createWorkloadApiClient({ address: agent.address, backoff: { initialMs: 50, maxMs: 200 } });
+    closers.push(client);
+    const source = await JwtSource.create({ client });
+    closers.push(source);
+    const errors: Error[] = [];
+    source.on('error', (err: Error) => errors.push(err));
+    await agent.stop();
+    const next = await generateKeyPair('ec-p256');
+    const rotated = trust.material.jwtBundles.clone();
+    rotated.get(parseTrustDomain('example.org'))!.addJwtAuthority('kid-after-restart', next.publicKey);
+    agent.state = { ...agent.state, jwtBundles: rotated };
+    assert.ok(source.getJwtBundleForTrustDomain('example.org').hasJwtAuthority('kid-example'));
+    const caughtUp = new Promise<void>((resolve) => {
+      const on = (set: BundleSet): void => {
+        if (set.get(parseTrustDomain('example.org'))?.hasJwtAuthority('kid-after-restart')) {
+          source.off('updated', on);
+          resolve();
+        }
+      };
+      source.on('updated', on);
+    });
+    await agent.listen();
+    await caughtUp;
+    assert.ok(errors.length > 0, 'the broken stream was reported to the error listener');
+    assert.equal((await source.fetchJwtSvid({ audience: PAYMENTS })).id, WEB);
   });
 
   test('create() rejects when the watch ends on a fatal status', async () => {
