@@ -21,6 +21,12 @@ export const ErrorCode = {
   UNAUTHORIZED: 'ERR_SPIFFE_UNAUTHORIZED',
   /** SDK: the X509Source cannot hand out an SVID or bundle (not started, closed, expired, no agent). */
   X509_SOURCE: 'ERR_X509_SOURCE',
+  /** SDK: the JwtSource cannot hand out a JWT-SVID or JWT bundle (not started, closed, no agent, fetch failed). */
+  JWT_SOURCE: 'ERR_JWT_SOURCE',
+  /** SDK: the BundleSource cannot hand out a bundle (not started, closed, no agent, unknown trust domain). */
+  BUNDLE_SOURCE: 'ERR_BUNDLE_SOURCE',
+  /** SDK: an HTTP request carries no usable `Authorization: Bearer` JWT-SVID (missing, other scheme, too large). */
+  JWT_AUTH: 'ERR_JWT_AUTH',
   /** SDK: a TLS peer presented no usable certificate chain. */
   TLS_PEER: 'ERR_TLS_PEER',
 } as const;

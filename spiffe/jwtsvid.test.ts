@@ -497,7 +497,7 @@ test('validation errors: exact code, reason, message and cause for every refusal
     ['exp infinite', forgeRaw(JSON.stringify(hdr()), JSON.stringify(goodClaims({ exp: 0 })).replace('"exp":0', '"exp":1e999')), `${INVALID}/malformed: JWT-SVID exp claim must be a number [-]`],
     ['exp beyond Date', forgeGood(goodClaims({ exp: 1e16 })), `${INVALID}/malformed: JWT-SVID exp claim is out of range [-]`],
     ['no aud', forgeGood(noAud), `${INVALID}/missing_aud: JWT-SVID has no aud claim [ERR_JWT_CLAIM_VALIDATION_FAILED]`],
-    ['wrong aud', forgeGood(goodClaims({ aud: ['x'] })), `${INVALID}/audience: JWT-SVID audience does not match [ERR_JWT_CLAIM_VALIDATION_FAILED]`],
+    ['wrong aud', forgeGood(goodClaims({ aud: ['x'] })), `${INVALID}/audience: JWT-SVID audience does not include ${JSON.stringify(AUD)} [ERR_JWT_CLAIM_VALIDATION_FAILED]`],
     ['aud with a number', forgeGood(goodClaims({ aud: [AUD, 5] })), `${INVALID}/malformed: JWT-SVID aud claim must be a string or an array of strings [-]`],
     ['nbf future', forgeGood(goodClaims({ nbf: nowSec + 31 })), `${INVALID}/not_yet_valid: JWT-SVID is not valid yet (nbf) [ERR_JWT_CLAIM_VALIDATION_FAILED]`],
     ['nbf a string', forgeGood(goodClaims({ nbf: 'now' })), `${INVALID}/malformed: JWT-SVID nbf claim is invalid [ERR_JWT_CLAIM_VALIDATION_FAILED]`],

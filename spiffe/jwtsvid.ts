@@ -304,7 +304,8 @@ export interface ValidatedJwtSvid {
   audience: string[];
 }
 
-function mapJoseError(err: unknown): SpiffeError {
+/** `audience`: the validator's, named when the token's `aud` does not include it. */
+function mapJoseError(err: unknown, audience: string): SpiffeError {
   if (err instanceof SpiffeError) return err;
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return untrusted('signature', 'JWT-SVID signature is not valid', err);
   if (err instanceof joseErrors.JWTExpired) return invalid('expired', 'JWT-SVID has expired', err);
@@ -314,7 +315,7 @@ function mapJoseError(err: unknown): SpiffeError {
       case 'exp':
         return missing ? invalid('missing_exp', 'JWT-SVID has no exp claim', err) : invalid('malformed', 'JWT-SVID exp claim is invalid', err);
       case 'aud':
-        return missing ? invalid('missing_aud', 'JWT-SVID has no aud claim', err) : invalid('audience', 'JWT-SVID audience does not match', err);
+        return missing ? invalid('missing_aud', 'JWT-SVID has no aud claim', err) : invalid('audience', `JWT-SVID audience does not include ${quote(audience)}`, err);
       case 'sub':
         return invalid('sub', 'JWT-SVID has no valid sub claim', err);
       case 'nbf':
@@ -385,11 +386,11 @@ export async function validateJwtSvid(token: string, opts: ValidateJwtSvidOption
         lastError = err;
         continue;
       }
-      throw mapJoseError(err);
+      throw mapJoseError(err, audience);
     }
   }
   if (verified === undefined) {
-    if (kid !== undefined) throw mapJoseError(lastError);
+    if (kid !== undefined) throw mapJoseError(lastError, audience);
     throw untrusted('signature', `no JWT authority of trust domain ${quote(td)} verifies this JWT-SVID (it has no kid)`, lastError);
   }
 

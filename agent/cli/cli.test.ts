@@ -257,7 +257,7 @@ describe('api fetch jwt / validate jwt', () => {
     ]);
     const sorted = `{"aud":["svc"],"exp":${String(claims['exp'])},"iat":${String(claims['iat'])},"sub":"spiffe://example.org/web"}`;
     assert.equal(ok(good).stdout, `SVID is valid.\nSPIFFE ID : spiffe://example.org/web\nClaims    : ${sorted}\n`);
-    fails(wrongAud, /^Error: SVID is not valid: JWT-SVID audience does not match\n$/);
+    fails(wrongAud, /^Error: SVID is not valid: JWT-SVID audience does not include "other"\n$/);
     fails(noSvid, /^Error: svid must be specified\n$/);
     fails(noAud, /^Error: audience must be specified\n$/);
   });

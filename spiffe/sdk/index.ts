@@ -1,9 +1,34 @@
 /**
  * Spindle's Node SDK for SPIFFE workloads (go-spiffe v2's names): `X509Source` (SVIDs and
- * bundles from the Workload API, kept current), authorizers, and TLS options / servers that
- * verify peers the SPIFFE way. Importable as `spindle/spiffe`. See docs/sdk.md.
+ * bundles from the Workload API, kept current), `JwtSource` (JWT-SVIDs, JWT bundles),
+ * `BundleSource` (X.509 and JWT bundles), authorizers, TLS options / servers that verify peers
+ * the SPIFFE way, and JWT-SVIDs over HTTP (Bearer headers, request validation, middleware).
+ * Importable as `spindle/spiffe`. See docs/sdk.md.
  */
 export { X509Source, type SvidSource, type X509SourceOptions } from './x509source.js';
+export { DEFAULT_JWT_CACHE_SIZE, JwtSource, type JwtSourceOptions, type JwtSvid, type JwtSvidParams } from './jwtsource.js';
+export { BundleSource, type BundleSourceOptions, type BundleUpdate } from './bundlesource.js';
+export type { SourceEndpointOptions } from './workload.js';
+export {
+  bearerTokenOf,
+  fastifyJwtSvid,
+  isJwtAuthError,
+  jwtAuthFailure,
+  jwtAuthHeaders,
+  jwtSvidMiddleware,
+  koaJwtSvid,
+  validateJwtFromRequest,
+  withJwtSvid,
+  type FastifyLikeReply,
+  type FastifyLikeRequest,
+  type JwtAuthFailure,
+  type JwtAuthOptions,
+  type JwtMiddlewareOptions,
+  type JwtSvidFetcher,
+  type KoaLikeContext,
+  type RequestWithHeaders,
+  type SpiffeJwtAuth,
+} from './jwthttp.js';
 export {
   authorizeAny,
   authorizeID,
@@ -26,5 +51,8 @@ export {
 } from './tlsconfig.js';
 export { ErrorCode, SpiffeError, isSpiffeError } from '../errors.js';
 export { parseSpiffeId, parseTrustDomain, type SpiffeId, type TrustDomain } from '../id.js';
+export { MAX_JWT_SVID_LENGTH, validateJwtSvid, type ValidateJwtSvidOptions, type ValidatedJwtSvid } from '../jwtsvid.js';
+export type { Bundle, BundleSet } from '../bundle.js';
+export type { JwtBundleSource, X509BundleSource } from '../source.js';
 export { createWorkloadApiClient, type WorkloadApiClient } from '../workloadapi/client.js';
 export type { WorkloadX509Svid, X509Context } from '../workloadapi/parse.js';

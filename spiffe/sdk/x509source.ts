@@ -11,7 +11,7 @@
  * - Address: `socketPath` (a path, or a `unix:` / `tcp:` address), else `env.SPIFFE_ENDPOINT_SOCKET`
  *   (default `process.env`), or a ready `client`. Neither set, or a Unix socket path that does
  *   not exist: one SpiffeError `ERR_X509_SOURCE` (reason `no_endpoint` / `socket_missing`)
- *   naming SPIFFE_ENDPOINT_SOCKET.
+ *   naming SPIFFE_ENDPOINT_SOCKET (workload.ts: the same rules for every source).
  * - `create()` resolves when the first X509 context arrives; rejects when the watch ends on a
  *   fatal status (e.g. PERMISSION_DENIED: no identity) or after `timeoutMs` (default 30 s).
  * - Afterwards every message replaces the context and emits `updated`; transient failures are
@@ -24,25 +24,18 @@
  *   throw reason `closed`.
  */
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
 import type { Bundle } from '../bundle.js';
-import { ErrorCode, SpiffeError } from '../errors.js';
-import { parseEndpointAddress } from '../endpoint.js';
+import { ErrorCode } from '../errors.js';
 import type { TrustDomain } from '../id.js';
 import type { X509BundleSource } from '../source.js';
 import { parseCertificate } from '../x509/parse.js';
-import { createWorkloadApiClient, ENDPOINT_SOCKET_ENV, type Watch, type WorkloadApiClient } from '../workloadapi/client.js';
+import type { Watch, WorkloadApiClient } from '../workloadapi/client.js';
 import type { WorkloadX509Svid, X509Context } from '../workloadapi/parse.js';
+import { sourceClient, sourceErrorFactory, watchUntilFirst, type SourceEndpointOptions } from './workload.js';
 
-export interface X509SourceOptions {
-  /** Workload API socket: a path (`/run/spire/agent.sock`) or an address (`unix:///...`, `tcp://ip:port`). */
-  socketPath?: string;
+export interface X509SourceOptions extends SourceEndpointOptions {
   /** Chooses the SVID getX509Svid returns; default the first (the agent's default identity). */
   picker?: (svids: readonly WorkloadX509Svid[]) => WorkloadX509Svid;
-  /** A client to use (not closed by close()); overrides socketPath. */
-  client?: WorkloadApiClient;
-  /** Where SPIFFE_ENDPOINT_SOCKET is read from; default `process.env`. */
-  env?: Readonly<Record<string, string | undefined>>;
   /** How long create() waits for the first X509 context; default 30 s. */
   timeoutMs?: number;
   /** Clock, for tests. */
@@ -53,22 +46,7 @@ export interface SvidSource {
   getX509Svid(): WorkloadX509Svid;
 }
 
-function sourceError(reason: string, message: string, cause?: unknown): SpiffeError {
-  return new SpiffeError(ErrorCode.X509_SOURCE, reason, message, cause === undefined ? undefined : { cause });
-}
-
-function resolveAddress(opts: X509SourceOptions): string {
-  const raw = opts.socketPath ?? (opts.env ?? process.env)[ENDPOINT_SOCKET_ENV];
-  if (raw === undefined || raw === '') {
-    throw sourceError('no_endpoint', `no Workload API socket: pass socketPath or set ${ENDPOINT_SOCKET_ENV} (e.g. unix:///tmp/spire-agent/public/api.sock)`);
-  }
-  const address = raw.startsWith('/') ? `unix://${raw}` : raw;
-  const parsed = parseEndpointAddress(address);
-  if (parsed.kind === 'unix' && !existsSync(parsed.path)) {
-    throw sourceError('socket_missing', `the Workload API socket ${parsed.path} does not exist (from ${opts.socketPath !== undefined ? 'socketPath' : ENDPOINT_SOCKET_ENV}); is the agent running, and is ${ENDPOINT_SOCKET_ENV} right?`);
-  }
-  return address;
-}
+const sourceError = sourceErrorFactory(ErrorCode.X509_SOURCE);
 
 export class X509Source extends EventEmitter implements X509BundleSource, SvidSource {
   #ctx: X509Context | undefined;
@@ -88,35 +66,26 @@ export class X509Source extends EventEmitter implements X509BundleSource, SvidSo
   /** Connects, and resolves once the first X509 context has arrived. */
   static async create(opts: X509SourceOptions = {}): Promise<X509Source> {
     const source = new X509Source(opts);
-    if (opts.client !== undefined) {
-      source.#client = opts.client;
-    } else {
-      source.#client = createWorkloadApiClient({ address: resolveAddress(opts) });
-      source.#ownsClient = true;
-    }
-    const timeoutMs = opts.timeoutMs ?? 30_000;
+    const { client, owned } = sourceClient(opts, sourceError);
+    source.#client = client;
+    source.#ownsClient = owned;
+    const { watch, first } = watchUntilFirst<X509Context>({
+      start: (onUpdate, onError) => client.watchX509Context(onUpdate, onError),
+      onUpdate: (ctx) => {
+        source.#ctx = ctx;
+        source.emit('updated', ctx);
+      },
+      onErrorAfterFirst: (err) => {
+        if (source.listenerCount('error') > 0) source.emit('error', err);
+      },
+      timeoutMs: opts.timeoutMs ?? 30_000,
+      fail: sourceError,
+      what: 'X509 context',
+      address: client.address,
+    });
+    source.#watch = watch;
     try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(
-          () => reject(sourceError('timeout', `no X509 context from the Workload API at ${source.#client!.address} within ${timeoutMs} ms`)),
-          timeoutMs,
-        );
-        source.#watch = source.#client!.watchX509Context(
-          (ctx) => {
-            source.#ctx = ctx;
-            clearTimeout(timer);
-            resolve();
-            source.emit('updated', ctx);
-          },
-          (err, info) => {
-            if (info.final) {
-              clearTimeout(timer);
-              reject(sourceError('watch_ended', `the Workload API watch ended: ${err.message}`, err));
-            }
-            if (source.#ctx !== undefined && source.listenerCount('error') > 0) source.emit('error', err);
-          },
-        );
-      });
+      await first;
     } catch (err) {
       source.close();
       throw err;

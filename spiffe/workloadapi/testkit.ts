@@ -160,6 +160,8 @@ export class FakeAgent {
   rawX509: X509SVIDResponse | undefined;
   /** When true, calls are accepted but never answered (for deadline tests). */
   hang = false;
+  /** The clock JWT-SVIDs are minted by (`iat`, `exp`); default real time. */
+  jwtClock: (() => Date) | undefined;
   health: HealthCheckResponse_ServingStatus = HealthCheckResponse_ServingStatus.SERVING;
   readonly #dir: string | undefined;
   #server: Server | undefined;
@@ -334,7 +336,7 @@ export class FakeAgent {
     const svids = await Promise.all(
       ids.map(async (id) => ({
         spiffeId: id,
-        svid: (await mintJwtSvid({ id, audience: req.audience, signer: this.state.jwtSigner })).token,
+        svid: (await mintJwtSvid({ id, audience: req.audience, signer: this.state.jwtSigner, ...(this.jwtClock === undefined ? {} : { now: this.jwtClock() }) })).token,
         hint: hints.get(id) ?? '',
       })),
     );
