@@ -4,17 +4,25 @@
  * of the trust domain in its SPIFFE ID (verifyX509Svid: exactly one URI SAN, leaf rules, path
  * rules), then the Authorizer decides on the ID.
  *
- * Clients: `mtlsClientOptions` / `tlsClientOptions` are plain options for `tls.connect` and
- * `https.request`. OpenSSL first checks the chain against every trusted authority (`ca`, read
- * from the bundle source at connect time), then `checkServerIdentity` runs the SPIFFE checks and
- * the authorizer; a failure destroys the socket during the handshake, before the caller's first
- * byte is sent, with the SpiffeError as the socket's (request's) error. A chain OpenSSL itself
- * cannot build (an authority of no trusted trust domain, an expired certificate) fails earlier
- * with Node's own code (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `CERT_HAS_EXPIRED`, ...).
+ * Clients. Every refusal of a server is a typed SpiffeError, the same code and reason a server
+ * gives for the same certificate (`ERR_X509_SVID_UNTRUSTED` `no_bundle` / `unknown_authority` /
+ * `expired`, `ERR_X509_SVID_INVALID` `multiple_uri_sans` / `leaf_is_ca`, the authorizer's
+ * `ERR_SPIFFE_UNAUTHORIZED` `id_mismatch`, ...), and no application data reaches a refused server:
+ * - `dial` / `dialMtls` / `dialTls` (go-spiffe's `spiffetls.Dial`): resolve with the socket only
+ *   after the server's chain was verified against the bundle of its own trust domain and the
+ *   authorizer accepted its ID (OpenSSL's verdict is not used: it knows no trust domains, and
+ *   its failures are untyped); a refusal rejects, and nothing was written.
+ * - `https.request` with `mtlsClientOptions` / `tlsClientOptions`: the options carry a
+ *   `SpiffeHttpsAgent` whose asynchronous `createConnection` does the same before the request
+ *   gets the socket, so the refusal is the request's `error` event and no request byte is sent.
+ *   The agent never resumes a TLS session (a resumed session presents no chain to verify).
+ * - Plain `tls.connect({ ...opts })`: OpenSSL checks the chain against every trusted authority
+ *   (`ca`), then `checkServerIdentity` runs the SPIFFE checks and the authorizer, typed; but a
+ *   chain OpenSSL cannot build (an authority of no trusted trust domain, an expired leaf) fails
+ *   first with Node's own code (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `CERT_HAS_EXPIRED`): refused,
+ *   not typed. Use `dial` for typed refusals on raw TLS sockets. Do not pass a `session`.
  * `key` / `cert` / `ca` are getters, so every new connection uses the current SVID and bundles
- * (spread the options per connection, not once). Resumed TLS sessions skip checkServerIdentity
- * in Node, so the options carry an https.Agent that never resumes one; do not pass a `session`
- * to tls.connect with them.
+ * (spread the options per connection, not once).
  *
  * Servers: Node has no hook to verify a client certificate during a server handshake, so plain
  * options cannot refuse a client the SPIFFE way; `mtlsServerOptions` must be used through
@@ -33,6 +41,8 @@
  */
 import type { EventEmitter } from 'node:events';
 import * as https from 'node:https';
+import { isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
 import { ErrorCode, SpiffeError } from '../errors.js';
 import type { SpiffeId } from '../id.js';
@@ -92,8 +102,9 @@ export function verifyPeerChain(chain: Buffer[], bundles: X509BundleSource, auth
 
 /**
  * The verified SPIFFE ID of the peer of `socket` (or of a request: its `.socket`). Server side:
- * set by the guard. Client side: for sockets made with the client options here, which stay
- * open only when the server passed the SPIFFE checks. Throws `ERR_TLS_PEER` `not_verified`.
+ * set by the guard. Client side: set by `dial` and the client options' agent; for plain
+ * tls.connect sockets with the client options, which stay open only when the server passed
+ * the SPIFFE checks, read from the leaf. Throws `ERR_TLS_PEER` `not_verified`.
  */
 export function peerIdOf(socket: tls.TLSSocket | { socket?: unknown }): SpiffeId {
   const s = (socket instanceof tls.TLSSocket ? socket : (socket as { socket?: unknown }).socket) as tls.TLSSocket | undefined;
@@ -112,7 +123,7 @@ export function peerIdOf(socket: tls.TLSSocket | { socket?: unknown }): SpiffeId
   throw tlsPeerError('not_verified', 'this socket has no peer verified by the SPIFFE TLS helpers');
 }
 
-function clientCheck(bundles: TlsBundleSource, authorizer: Authorizer): (host: string, cert: tls.PeerCertificate) => Error | undefined {
+function clientCheck(bundles: X509BundleSource, authorizer: Authorizer): (host: string, cert: tls.PeerCertificate) => Error | undefined {
   return (_host, cert) => {
     try {
       verifyPeerChain(chainOf(cert), bundles, authorizer);
@@ -121,6 +132,100 @@ function clientCheck(bundles: TlsBundleSource, authorizer: Authorizer): (host: s
       return err instanceof Error ? err : new Error(String(err));
     }
   };
+}
+
+/** Default bound on a client's TCP connect + TLS handshake + verification (dial and the client options' agent). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
+
+/**
+ * tls.connect, handing the socket over only once its server is verified the SPIFFE way
+ * (go-spiffe's client config: OpenSSL's verdict is not used, the chain is verified against the
+ * bundle of the server's own trust domain, then the authorizer decides). `done` gets the socket,
+ * or the typed refusal (the socket then destroyed, nothing written on it), or Node's error
+ * (connection refused, reset, a TLS alert), or ERR_TLS_PEER `handshake_timeout`.
+ * Nothing is written to the socket here; the caller writes only after `done(null, socket)`.
+ */
+function connectVerified(
+  options: tls.ConnectionOptions,
+  bundles: X509BundleSource,
+  authorizer: Authorizer,
+  timeoutMs: number,
+  done: (err: Error | null, socket?: tls.TLSSocket) => void,
+): tls.TLSSocket {
+  const connectOpts: tls.ConnectionOptions = {
+    ...options,
+    // The SPIFFE checks below replace OpenSSL's: it knows no trust domains, and its failures
+    // (an authority of another trust domain, an expired leaf) would come untyped.
+    rejectUnauthorized: false,
+    checkServerIdentity: () => undefined,
+  };
+  // A resumed session has no peer chain to verify: always a full handshake.
+  delete connectOpts.session;
+  const socket = tls.connect(connectOpts);
+  let finished = false;
+  const finish = (err: Error | null): void => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    socket.off('secureConnect', onSecure);
+    socket.off('error', onError);
+    socket.off('close', onClose);
+    if (err !== null) {
+      socket.on('error', () => {});
+      socket.destroy();
+      done(err);
+    } else {
+      done(null, socket);
+    }
+  };
+  const onSecure = (): void => {
+    try {
+      peerIds.set(socket, verifyPeerChain(chainOf(socket.getPeerCertificate(true)), bundles, authorizer));
+      finish(null);
+    } catch (err) {
+      finish(err instanceof Error ? err : new Error(String(err)));
+    }
+  };
+  const onError = (err: Error): void => finish(err);
+  const onClose = (): void => finish(tlsPeerError('closed', 'the server closed the connection during the TLS handshake'));
+  const timer = setTimeout(
+    () => finish(tlsPeerError('handshake_timeout', `no verified TLS connection to ${String(options.host ?? 'localhost')}:${String(options.port)} within ${timeoutMs} ms`)),
+    timeoutMs,
+  );
+  socket.once('secureConnect', onSecure);
+  socket.on('error', onError);
+  socket.once('close', onClose);
+  return socket;
+}
+
+/**
+ * The https.Agent of the client options: each new connection is handed to the request only after
+ * its server passed the SPIFFE checks and the authorizer (`createConnection` is asynchronous, as
+ * Node's Agent allows), so a refusal is the request's `error` event, typed, and the request never
+ * wrote a byte. TLS sessions are never resumed (a resumed session presents no chain). Sockets
+ * kept alive for later requests (`keepAlive: true`) were verified when they were made.
+ */
+export class SpiffeHttpsAgent extends https.Agent {
+  readonly #bundles: X509BundleSource;
+  readonly #authorizer: Authorizer;
+  readonly #timeoutMs: number;
+
+  constructor(bundleSource: X509BundleSource, authorizer: Authorizer, options: https.AgentOptions & { handshakeTimeoutMs?: number } = {}) {
+    const { handshakeTimeoutMs, ...agentOptions } = options;
+    super({ ...agentOptions, maxCachedSessions: 0 });
+    this.#bundles = bundleSource;
+    this.#authorizer = authorizer;
+    this.#timeoutMs = handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  }
+
+  override createConnection(options: https.RequestOptions, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
+    if (callback === undefined) throw new TypeError('SpiffeHttpsAgent.createConnection is asynchronous: pass a callback');
+    connectVerified(options as tls.ConnectionOptions, this.#bundles, this.#authorizer, this.#timeoutMs, (err, socket) => {
+      if (err !== null) callback(err, undefined as unknown as Duplex);
+      else callback(null, socket!);
+    });
+    return undefined;
+  }
 }
 
 /** Options for tls.connect / https.request: our SVID as client certificate, the server verified the SPIFFE way. */
@@ -136,15 +241,94 @@ export function mtlsClientOptions(svidSource: X509SvidSource, bundleSource: TlsB
 /** Options for tls.connect / https.request: no client certificate, the server verified the SPIFFE way. */
 export function tlsClientOptions(bundleSource: TlsBundleSource, authorizer: Authorizer): tls.ConnectionOptions & https.RequestOptions {
   const opts: tls.ConnectionOptions & https.RequestOptions = {
+    // What plain tls.connect uses (the agent below replaces both with its own verification).
     rejectUnauthorized: true,
     checkServerIdentity: clientCheck(bundleSource, authorizer),
-    // Node skips checkServerIdentity on a resumed TLS session, and https.globalAgent shares
-    // sessions between requests whatever their authorizer: this agent (used by https.request,
-    // ignored by tls.connect) never resumes a session.
-    agent: new https.Agent({ maxCachedSessions: 0 }),
+    // Used by https.request, ignored by tls.connect.
+    agent: new SpiffeHttpsAgent(bundleSource, authorizer),
   };
   Object.defineProperty(opts, 'ca', { enumerable: true, get: () => allAuthorities(bundleSource).map((d) => toPem('CERTIFICATE', d)) });
   return opts;
+}
+
+/** Where to dial: `host:port` (`[::1]:8443` for IPv6) or `{ host, port }`. */
+export type DialAddress = string | { host: string; port: number };
+
+export interface DialOptions {
+  /** Bound on TCP connect + handshake + verification; default DEFAULT_HANDSHAKE_TIMEOUT_MS. */
+  timeoutMs?: number;
+  /** Aborts the dial (rejects with the signal's reason). */
+  signal?: AbortSignal;
+  /** More tls.connect options (servername, ALPNProtocols, minVersion, ...); the SPIFFE ones win. */
+  tls?: tls.ConnectionOptions;
+}
+
+function parseDialAddress(address: DialAddress): { host: string; port: number } {
+  if (typeof address !== 'string') return address;
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(address);
+  const port = m === null ? NaN : Number(m[3]);
+  if (m === null || port < 1 || port > 65535) throw new TypeError(`dial: address ${JSON.stringify(address)} is not host:port`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+/**
+ * go-spiffe's `spiffetls.DialWithMode`: a TLS connection whose server has been verified the
+ * SPIFFE way (chain to its trust domain's bundle, one URI SAN, leaf rules, then `authorizer`).
+ * With `svidSource` our SVID is the client certificate (mTLS), with `undefined` none (TLS).
+ * Resolves with the socket only after the verification; a refusal rejects with the typed error
+ * (the same SpiffeError a server-side refusal gives) and nothing has been written to the server.
+ * Connection failures reject with Node's error, a slow server with ERR_TLS_PEER `handshake_timeout`.
+ */
+export function dial(
+  address: DialAddress,
+  svidSource: X509SvidSource | undefined,
+  bundleSource: X509BundleSource,
+  authorizer: Authorizer,
+  options: DialOptions = {},
+): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const { signal } = options;
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    let target: { host: string; port: number };
+    let creds: { key?: string; cert?: string };
+    try {
+      target = parseDialAddress(address);
+      creds = svidSource === undefined ? {} : keyAndCert(svidSource.getX509Svid());
+    } catch (err) {
+      reject(err);
+      return;
+    }
+    const servername = options.tls?.servername ?? (isIP(target.host) === 0 ? target.host : undefined);
+    const onAbort = (): void => {
+      socket.destroy();
+      reject(signal!.reason);
+    };
+    const socket = connectVerified(
+      { ...options.tls, ...creds, host: target.host, port: target.port, ...(servername === undefined ? {} : { servername }) },
+      bundleSource,
+      authorizer,
+      options.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      (err, s) => {
+        signal?.removeEventListener('abort', onAbort);
+        if (err !== null) reject(err);
+        else resolve(s!);
+      },
+    );
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** `dial` with our SVID as client certificate (spiffetls MTLSClient mode). */
+export function dialMtls(address: DialAddress, svidSource: X509SvidSource, bundleSource: X509BundleSource, authorizer: Authorizer, options: DialOptions = {}): Promise<tls.TLSSocket> {
+  return dial(address, svidSource, bundleSource, authorizer, options);
+}
+
+/** `dial` without a client certificate (spiffetls TLSClient mode). */
+export function dialTls(address: DialAddress, bundleSource: X509BundleSource, authorizer: Authorizer, options: DialOptions = {}): Promise<tls.TLSSocket> {
+  return dial(address, undefined, bundleSource, authorizer, options);
 }
 
 interface ServerSpiffe {
