@@ -7,6 +7,7 @@
 // root: a uid per service) and once with per-path identities (a node link per service).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot, tempDir } from './support/serverproc.js';
 import { runScript } from './support/scriptrun.js';
@@ -34,7 +35,11 @@ function summaryCount(out: string, re: RegExp): number[] {
 }
 
 async function runMesh(args: string[]): Promise<{ out: string; err: string; code: number | null }> {
-  const run = runScript('demo:mesh', demoJs, ['--duration', '16', ...args], { cwd: tempDir('spindle-demo-mesh-test-') });
+  // The demo's directory goes under TMPDIR: here a temp dir removed when the tests end, also when
+  // a failed run kept its logs. 0711: the services' uids must pass through it to the agent socket.
+  const tmp = tempDir('spindle-demo-mesh-test-');
+  chmodSync(tmp, 0o711);
+  const run = runScript('demo:mesh', demoJs, ['--duration', '16', ...args], { cwd: tmp, env: { TMPDIR: tmp } });
   await run.waitFor(/Requests flow/, 60_000);
   await run.waitFor(/^Result: /m, 60_000);
   const code = await run.exited;
