@@ -19,18 +19,15 @@
  * SPINDLE_QUICKSTART_AGENT_TTL (agent SVID lifetime in seconds, default the server's, one hour:
  * a short value shows the re-attestation after a stop without waiting an hour).
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createWorkloadApiClient, type X509Context } from '../spiffe/workloadapi/index.js';
 import { parseCertificate } from '../spiffe/x509/index.js';
 import { pemToCertificates } from '../spiffe/pem.js';
+import { LocalStack, agentBin, serverBin, sh, tail } from './localstack.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const serverBin = join(root, 'bin', 'spindle-server');
-const agentBin = join(root, 'bin', 'spindle-agent');
 const state = resolve('.spindle', 'quickstart');
 const td = 'example.org';
 const nodeId = `spiffe://${td}/quickstart/node`;
@@ -41,7 +38,6 @@ const agentData = join(state, 'agent', 'data');
 /** The last agent ID this quickstart attested (survives the agent discarding its own files). */
 const agentIdFile = join(state, 'agent_id');
 const uid = userInfo().uid;
-const children: ChildProcess[] = [];
 let closeDemo: (() => void) | undefined;
 
 function say(msg: string): void {
@@ -61,111 +57,18 @@ function envInt(name: string, fallback: number | undefined): number | undefined 
 const port = envInt('SPINDLE_QUICKSTART_PORT', 18081)!;
 const agentTtl = envInt('SPINDLE_QUICKSTART_AGENT_TTL', undefined);
 
-/** Quotes a word for a POSIX shell when it needs it, so printed commands paste as they are. */
-function sh(word: string): string {
-  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
-}
-
-function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  return spawnSync(serverBin, [...args, '-socketPath', adminSocket], { encoding: 'utf8' });
-}
-
-function tail(text: string, lines: number): string {
-  return text.trimEnd().split('\n').slice(-lines).join('\n');
-}
-
-/**
- * Starts a server or agent process logging to <state>/<name>.log; resolves when the log shows
- * `ready`. On failure the error carries what the process printed on stderr (fatal start errors
- * go there, not to the log) and the log's last lines, so the cause is in front of the user.
- */
-function start(bin: string, args: string[], name: string, ready: string): Promise<ChildProcess> {
-  const logFile = join(state, `${name}.log`);
-  writeFileSync(logFile, '');
-  const child = spawn(bin, [...args, '-logFile', logFile], { stdio: ['ignore', 'inherit', 'pipe'] });
-  children.push(child);
-  let stderr = '';
-  let started = false;
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (chunk: string) => {
-    if (started) process.stderr.write(chunk);
-    else stderr += chunk;
-  });
-  return new Promise((resolveReady, reject) => {
-    const since = Date.now();
-    const fail = (why: string): void => {
-      clearInterval(poll);
-      children.splice(children.indexOf(child), 1);
-      if (child.exitCode === null) child.kill('SIGKILL');
-      const log = readFileSync(logFile, 'utf8');
-      const parts = [stderr.trim() ? `${name} said:\n${tail(stderr, 15)}` : '', log.trim() ? `last lines of ${logFile}:\n${tail(log, 15)}` : `${logFile} is empty`];
-      reject(Object.assign(new Error(`${name} ${why}\n${parts.filter(Boolean).join('\n')}`), { output: stderr + log }));
-    };
-    const poll = setInterval(() => {
-      const log = readFileSync(logFile, 'utf8');
-      if (log.includes(ready)) {
-        clearInterval(poll);
-        started = true;
-        if (stderr) process.stderr.write(stderr);
-        child.once('exit', (code, signal) => stoppedOnItsOwn(name, logFile, code, signal));
-        resolveReady(child);
-      } else if (child.exitCode !== null || child.signalCode !== null) {
-        // Let the last stderr bytes arrive before reporting them.
-        clearInterval(poll);
-        child.stderr!.once('close', () => fail(`did not start (exit code ${child.exitCode ?? child.signalCode}).`));
-        if (child.stderr!.closed) fail(`did not start (exit code ${child.exitCode ?? child.signalCode}).`);
-      } else if (Date.now() - since > 30_000) {
-        fail('did not report ready within 30 s.');
-      }
-    }, 100);
-  });
-}
-
-/**
- * A server or agent that exits while the demo runs (not through Ctrl-C): says which, with the
- * last ERROR line of its log (the cause: an evicted agent says so there; the lines after it are
- * its shutdown), else its last line, then stops the rest.
- */
-function stoppedOnItsOwn(name: string, logFile: string, code: number | null, signal: NodeJS.Signals | null): void {
-  if (stopping) return;
-  // Ctrl-C in a terminal signals the whole process group: the server and agent get SIGINT as
-  // the quickstart does, and one of them may be seen exiting before our own handler runs.
-  if (code === 0 || signal === 'SIGINT' || signal === 'SIGTERM') {
-    setTimeout(() => stoppedOnItsOwnNow(name, logFile, code, signal), 1_000);
-    return;
-  }
-  stoppedOnItsOwnNow(name, logFile, code, signal);
-}
-
-function stoppedOnItsOwnNow(name: string, logFile: string, code: number | null, signal: NodeJS.Signals | null): void {
-  if (stopping) return;
-  let last = '';
-  let which = 'last line';
-  try {
-    const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
-    const error = lines.findLast((l) => / (ERROR|FATAL) /.test(l));
-    if (error !== undefined) [last, which] = [error, 'last error'];
-    else last = lines[lines.length - 1] ?? '';
-  } catch {
-    // The log went away: the exit status alone is still worth saying.
-  }
-  say(`\nspindle-${name} stopped on its own (${code !== null ? `exit code ${code}` : `signal ${signal}`})${last ? `; the ${which} in ${logFile}:\n  ${last}` : ''}`);
-  if (name === 'agent') say('Run npm start again: the quickstart attests the agent again with a new join token when it has to.');
-  say('Stopping the rest...');
-  void stopAll(1);
-}
-
-function stopChild(c: ChildProcess): Promise<void> {
-  return new Promise<void>((res) => {
-    if (c.exitCode !== null || c.signalCode !== null) return res();
-    const kill = setTimeout(() => c.kill('SIGKILL'), 10_000);
-    c.once('exit', () => {
-      clearTimeout(kill);
-      res();
-    });
-    c.kill('SIGTERM');
-  });
-}
+const stack = new LocalStack({
+  state,
+  adminSocket,
+  onStoppedOnItsOwn: (name, description) => {
+    say(`\n${description}`);
+    if (name === 'agent') say('Run npm start again: the quickstart attests the agent again with a new join token when it has to.');
+    say('Stopping the rest...');
+    void stopAll(1);
+  },
+});
+const cli = (args: string[]): { status: number | null; stdout: string; stderr: string } => stack.cli(args);
+const start = stack.start.bind(stack);
 
 let stopping = false;
 /** Stops the demo workload first (so it does not report the agent going away), then the agent, then the server. */
@@ -173,7 +76,7 @@ async function stopAll(code: number): Promise<void> {
   if (stopping) return;
   stopping = true;
   closeDemo?.();
-  for (const c of [...children].reverse()) await stopChild(c);
+  await stack.stopAll();
   process.exit(code);
 }
 
@@ -240,10 +143,7 @@ function forgetAgent(agentId: string | undefined): Promise<void> {
 
 /** Adds a fresh join token (alias nodeId) and the bootstrap bundle to the agent's arguments. */
 function withJoinToken(agentArgs: string[]): string[] {
-  const gen = cli(['token', 'generate', '-spiffeID', nodeId]);
-  const tok = /^Token: (\S+)$/m.exec(gen.stdout);
-  if (!tok) throw new Error(`could not generate a join token: ${(gen.stderr || gen.stdout).trim()}`);
-  return [...agentArgs, '-joinToken', tok[1]!, '-trustBundle', join(state, 'bundle.pem')];
+  return [...agentArgs, '-joinToken', stack.joinToken(nodeId), '-trustBundle', join(state, 'bundle.pem')];
 }
 
 const time = (d: Date): string => d.toISOString().slice(11, 19);

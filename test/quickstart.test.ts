@@ -4,92 +4,23 @@
 // cleanly), a resume, a restart after the agent was evicted, and a restart after the stored agent
 // SVID really expired (a short agent SVID lifetime through SPINDLE_QUICKSTART_AGENT_TTL, then
 // waiting past its notAfter). Plus: a server that cannot start is reported with its cause.
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { parseCertificate } from '../spiffe/x509/index.js';
 import { pemToCertificates } from '../spiffe/pem.js';
 import { freePort, repoRoot, serverBin, tempDir } from './support/serverproc.js';
+import { runScript, type ScriptRun } from './support/scriptrun.js';
 
 const startJs = join(repoRoot, 'dist', 'scripts', 'start.js');
 const WORKLOAD = 'spiffe://example.org/quickstart/workload';
 const MY_SERVICE = 'spiffe://example.org/my/service';
 
-interface Run {
-  child: ChildProcess;
-  out: () => string;
-  err: () => string;
-  waitFor(re: RegExp, ms?: number): Promise<RegExpExecArray>;
-  /** Sends SIGINT and resolves with the exit code. */
-  interrupt(): Promise<number | null>;
-  exited: Promise<number | null>;
-}
-
-/** Every quickstart started, so a failed test never leaves one (and its server and agent) running. */
-const started: ChildProcess[] = [];
-after(() => {
-  for (const c of started) {
-    if (c.exitCode !== null || c.signalCode !== null) continue;
-    try {
-      process.kill(-c.pid!, 'SIGKILL'); // its own process group: the quickstart, its server and agent
-    } catch {
-      // already gone
-    }
-  }
-});
-
-function quickstart(cwd: string, port: number, env: Record<string, string> = {}): Run {
-  const child = spawn(process.execPath, [startJs], {
-    cwd,
-    env: { ...process.env, SPINDLE_QUICKSTART_PORT: String(port), ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
-  started.push(child);
-  let out = '';
-  let err = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  // 'exit', not 'close': a server or agent left behind would hold the output pipes open.
-  const exited = new Promise<number | null>((res) =>
-    child.once('exit', (code) => {
-      const ended = new Promise((r) => child.stdout!.once('end', r));
-      void Promise.race([ended, new Promise((r) => setTimeout(r, 2_000))]).then(() => res(code));
-    }),
-  );
-  /** On a failed expectation: Ctrl-C (which stops its server and agent), SIGKILL if that hangs. */
-  const abandon = async (): Promise<void> => {
-    child.kill('SIGINT');
-    const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    await exited;
-    clearTimeout(t);
-  };
-  const run: Run = {
-    child,
-    out: () => out,
-    err: () => err,
-    exited,
-    async waitFor(re, ms = 45_000) {
-      const until = Date.now() + ms;
-      for (;;) {
-        const m = re.exec(out);
-        if (m) return m;
-        if (child.exitCode !== null || Date.now() > until) {
-          await abandon();
-          throw new Error(`quickstart output never matched ${re}\n--- stdout\n${out}\n--- stderr\n${err}`);
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    },
-    async interrupt() {
-      child.kill('SIGINT');
-      return exited;
-    },
-  };
-  return run;
+function quickstart(cwd: string, port: number, env: Record<string, string> = {}): ScriptRun {
+  return runScript('quickstart', startJs, [], { cwd, env: { SPINDLE_QUICKSTART_PORT: String(port), ...env } });
 }
 
 /** The lines printed after the Ctrl-C notice. */
