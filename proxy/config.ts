@@ -152,7 +152,7 @@ export function resolveSocketPath(given: string | undefined, env: NodeJS.Process
 
 /** Problems collected while reading one file. */
 class Problems {
-  readonly list: string[] = [];
+  readonly #items: { line: number; text: string }[] = [];
   constructor(
     readonly file: string,
     readonly lines: LineCounter,
@@ -165,7 +165,17 @@ class Problems {
   }
 
   add(node: Node | null | undefined, key: string, message: string): void {
-    this.list.push(`${this.at(node)}: ${key}: ${message}`);
+    const offset = node?.range?.[0];
+    this.#items.push({ line: offset === undefined ? 0 : this.lines.linePos(offset).line, text: `${this.at(node)}: ${key}: ${message}` });
+  }
+
+  get count(): number {
+    return this.#items.length;
+  }
+
+  /** The problems in file order. */
+  get list(): string[] {
+    return [...this.#items].sort((a, b) => a.line - b.line).map((i) => i.text);
   }
 }
 
@@ -199,7 +209,7 @@ function readListener(node: Node, index: number, p: Problems, baseDir: string, s
     }
     values.set(key, { node: value, keyNode, v: jsOf(value) });
   }
-  const before = p.list.length;
+  const before = p.count;
   const get = (k: string): { node: Node | null; keyNode: Node; v: unknown } | undefined => values.get(k);
   const req = (k: string, what: string): { node: Node | null; keyNode: Node; v: unknown } | undefined => {
     const e = get(k);
@@ -308,7 +318,7 @@ function readListener(node: Node, index: number, p: Problems, baseDir: string, s
     });
     if (expect !== undefined) l.expect = expect;
   }
-  return p.list.length === before ? l : undefined;
+  return p.count === before ? l : undefined;
 }
 
 /** Parses config text; `file` names it in messages and relative policy paths resolve against its directory. */
@@ -317,7 +327,7 @@ export function parseProxyConfig(text: string, file: string, env: NodeJS.Process
   const doc: Document = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const p = new Problems(file, lines);
   if (doc.errors.length > 0) {
-    throw new ConfigError(doc.errors.map((e) => `${file}:${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`));
+    throw new ConfigError(doc.errors.map((e) => `${file}:${lines.linePos(e.pos[0]).line}: ${e.message.split('\n')[0]}`));
   }
   const root = doc.contents as Node | null;
   if (!isMap(root)) throw new ConfigError([`${file}: expected a map with a listeners list`]);
@@ -371,7 +381,7 @@ export function parseProxyConfig(text: string, file: string, env: NodeJS.Process
       cfg.listeners.push(l);
     });
   }
-  if (p.list.length > 0) throw new ConfigError(p.list);
+  if (p.count > 0) throw new ConfigError(p.list);
   return cfg;
 }
 
