@@ -20,7 +20,8 @@ import type { AddressInfo } from 'node:net';
 import { authorizeAny } from '../spiffe/sdk/authorizer.js';
 import { createMtlsServer, peerIdOf } from '../spiffe/sdk/tlsconfig.js';
 import type { X509Source } from '../spiffe/sdk/x509source.js';
-import type { Decision } from './decision.js';
+import type { Decision, RequestFacts } from './decision.js';
+import { bearerToken, jwtFacts, type JwtBundleWatch } from './jwt.js';
 import type { ListenerConfig } from './config.js';
 import type { DeciderRef } from './policyhook.js';
 import { relay } from './relay.js';
@@ -30,6 +31,8 @@ export interface ListenerDeps {
   source: X509Source;
   metrics: ProxyMetrics;
   access: AccessLog;
+  /** JWT bundles for bearer JWT-SVIDs on HTTP listeners whose policy asks for them. */
+  jwtBundles?: JwtBundleWatch;
   log: { info(o: object, m: string): void; warn(o: object, m: string): void; debug(o: object, m: string): void };
 }
 
@@ -220,7 +223,15 @@ function attachHttp(server: tls.Server, l: ListenerConfig, decider: DeciderRef, 
       // Node checks header timeouts on this interval; keep it well under the timeout.
       connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(l.headerTimeoutMs / 4))),
     },
-    (req, res) => handle(req, res),
+    (req, res) => {
+      handle(req, res).catch((err: Error) => {
+        deps.log.warn({ listener: l.name, err: err.message }, 'request failed');
+        if (!res.headersSent) {
+          res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
+          res.end('internal proxy error\n');
+        } else res.destroy();
+      });
+    },
   );
   httpServer.timeout = l.idleTimeoutMs;
   httpServer.on('upgrade', (_req, s: net.Socket) => s.destroy()); // no upgrades (WebSocket) through HTTP listeners
@@ -236,16 +247,23 @@ function attachHttp(server: tls.Server, l: ListenerConfig, decider: DeciderRef, 
   server.on('secureConnection', (s: tls.TLSSocket) => httpServer.emit('connection', s));
   server.once('close', () => httpServer.close());
 
-  const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const start = Date.now();
     const s = req.socket as tls.TLSSocket;
     const sourceId = peerIdOf(s);
     const trace = traceparentFor(req.headers.traceparent);
     const method = (req.method ?? 'GET').toUpperCase();
     const path = pathOnly(req.url);
+    // One decider for the whole request, even if a policy reload lands meanwhile.
+    const policy = decider.current;
+    const facts: RequestFacts = { listener: l.name, sourceId, method, path };
+    const audiences = policy.jwtAudiences(l.name);
+    if (audiences.length > 0) {
+      Object.assign(facts, await jwtFacts(bearerToken(req.headers.authorization), audiences, policy.jwtIssuer(l.name), deps.jwtBundles?.bundles()));
+    }
     let d: Decision;
     try {
-      d = decider.current.decide({ listener: l.name, sourceId, method, path });
+      d = policy.decide(facts);
     } catch (err) {
       d = { allow: false, wouldAllow: false, rule: 'policy-error', reason: `the policy failed: ${(err as Error).message}`, dryRun: false };
     }
@@ -272,6 +290,8 @@ function attachHttp(server: tls.Server, l: ListenerConfig, decider: DeciderRef, 
         ...(d.dryRun ? { dry_run: true } : {}),
         method,
         path,
+        ...(facts.jwt === undefined ? {} : { jwt_subject: facts.jwt.subject }),
+        ...(facts.jwtError === undefined ? {} : { jwt_error: facts.jwtError }),
         status: res.statusCode,
         bytes_in: bytesIn,
         bytes_out: bytesOut,

@@ -13,6 +13,7 @@ import { AllowlistDecider } from './allowlist.js';
 import type { ListenerConfig, ProxyConfig } from './config.js';
 import type { PolicyDecider } from './decision.js';
 import { startInbound, type ListenerDeps, type RunningListener } from './inbound.js';
+import { JwtBundleWatch } from './jwt.js';
 import { startOutbound } from './outbound.js';
 import { DeciderRef, loadDecider, watchPolicy, type PolicyWatch } from './policyhook.js';
 import { createAccessLog, ProxyMetrics, type AccessLog } from './telemetry.js';
@@ -144,7 +145,8 @@ export async function startProxy(cfg: ProxyConfig, opts: { access?: AccessLog } 
   });
   logger.info({ spiffe_id: source!.getX509Svid().id }, 'X509-SVID received');
 
-  const deps: ListenerDeps = { source: source!, metrics, access, log: logger };
+  const jwtBundles = new JwtBundleWatch(cfg.socketPath, logger);
+  const deps: ListenerDeps = { source: source!, metrics, access, log: logger, jwtBundles };
   try {
     for (const l of cfg.listeners) {
       listeners.push(l.mode === 'inbound' ? await startInbound(l, deciders.get(l.name)!, deps) : await startOutbound(l, deps));
@@ -152,6 +154,7 @@ export async function startProxy(cfg: ProxyConfig, opts: { access?: AccessLog } 
   } catch (err) {
     for (const r of listeners) await r.close();
     for (const w of watches) w.close();
+    jwtBundles.close();
     source!.close();
     if (admin !== undefined) await new Promise<void>((r) => admin!.close(() => r()));
     throw err;
@@ -169,6 +172,7 @@ export async function startProxy(cfg: ProxyConfig, opts: { access?: AccessLog } 
       for (const w of watches) w.close();
       await Promise.all(listeners.map((r) => r.close()));
       listeners = [];
+      jwtBundles.close();
       source?.close();
       if (admin !== undefined) {
         await new Promise<void>((r) => {

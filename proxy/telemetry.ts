@@ -79,6 +79,9 @@ export interface AccessRecord {
   dry_run?: boolean;
   method?: string;
   path?: string;
+  /** HTTP listeners whose policy uses JWTs: the validated bearer JWT-SVID's subject, or why it did not validate. */
+  jwt_subject?: string;
+  jwt_error?: string;
   status?: number;
   bytes_in: number;
   bytes_out: number;
