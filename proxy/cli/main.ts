@@ -12,7 +12,7 @@
  */
 import { Option, type Command } from 'commander';
 import { commandSpecOf, normalizeArgv } from '../../common/argv.js';
-import { createProgram, runProgram } from '../../common/cli.js';
+import { createProgram, requiredFlag, runProgram } from '../../common/cli.js';
 import { ConfigError } from '../../common/configmessages.js';
 import { runService, validateConfig } from '../../common/runcommand.js';
 import { parseIdPattern } from '../allowlist.js';
@@ -179,9 +179,9 @@ function buildProgram(): Command {
     program
       .command('inbound')
       .description('One inbound listener: mTLS in, callers allowed by SPIFFE ID, plain TCP (or HTTP) to the local service')
-      .addOption(new Option('--listen <host:port>', 'Address to accept mTLS on'))
-      .addOption(new Option('--forward <address>', 'The local service: loopback host:port or unix:/path'))
-      .addOption(new Option('--allow <id>', 'Allowed caller: a SPIFFE ID, spiffe://<trust domain> (any member), or a path pattern with * / ** (repeatable)').argParser(collect))
+      .addOption(requiredFlag(new Option('--listen <host:port>', 'Address to accept mTLS on')))
+      .addOption(requiredFlag(new Option('--forward <address>', 'The local service: loopback host:port or unix:/path')))
+      .addOption(requiredFlag(new Option('--allow <id>', 'Allowed caller: a SPIFFE ID, spiffe://<trust domain> (any member), or a path pattern with * / ** (repeatable)').argParser(collect)))
       .addOption(new Option('--http', 'Parse HTTP: decide per request, 403 refusals, X-Forwarded-Client-Cert and traceparent')),
     'inbound',
   ).action((f: InboundFlags) => runService(async () => oneListener('inbound', f), start));
@@ -189,9 +189,9 @@ function buildProgram(): Command {
     program
       .command('outbound')
       .description('One outbound listener: plain TCP on loopback in, mTLS to the target, which must present the expected SPIFFE ID')
-      .addOption(new Option('--listen <host:port>', 'Loopback address for local clients'))
-      .addOption(new Option('--connect <host:port>', 'The target (another proxy or an mTLS service)'))
-      .addOption(new Option('--expect <id>', "The target's SPIFFE ID (or spiffe://<trust domain>, or a path pattern; repeatable)").argParser(collect)),
+      .addOption(requiredFlag(new Option('--listen <host:port>', 'Loopback address for local clients')))
+      .addOption(requiredFlag(new Option('--connect <host:port>', 'The target (another proxy or an mTLS service)')))
+      .addOption(requiredFlag(new Option('--expect <id>', "The target's SPIFFE ID (or spiffe://<trust domain>, or a path pattern; repeatable)").argParser(collect))),
     'outbound',
   ).action((f: OutboundFlags) => runService(async () => oneListener('outbound', f), start));
   return program;
