@@ -7,19 +7,18 @@
  * (a short reason) when a token was there but did not validate; neither without a token. The
  * token is forwarded to the service unchanged.
  *
- * The JWT bundles are watched (FetchJWTBundles) from the first request that needs them; until the
- * first bundles arrive, a token is reported as not validated ("no JWT bundles yet").
+ * The bundles come from the SDK's BundleSource, started by the first request that needs them;
+ * until they arrive, a token is reported as not validated ("no JWT bundles yet").
  */
-import type { BundleSet } from '../spiffe/bundle.js';
 import { validateJwtSvid, type ValidatedJwtSvid } from '../spiffe/jwtsvid.js';
-import { createWorkloadApiClient, type Watch, type WorkloadApiClient } from '../spiffe/workloadapi/client.js';
+import { BundleSource } from '../spiffe/sdk/bundlesource.js';
+import type { JwtBundleSource } from '../spiffe/source.js';
 import type { RequestFacts } from './decision.js';
 
-/** The JWT bundles, watched on first use. */
+/** The JWT bundles (the SDK's BundleSource), started on first use. */
 export class JwtBundleWatch {
-  #bundles: BundleSet | undefined;
-  #client: WorkloadApiClient | undefined;
-  #watch: Watch | undefined;
+  #source: BundleSource | undefined;
+  #starting = false;
   #closed = false;
 
   constructor(
@@ -27,26 +26,34 @@ export class JwtBundleWatch {
     readonly log: { warn(o: object, m: string): void; info(o: object, m: string): void },
   ) {}
 
-  /** The current bundles (starting the watch on the first call); undefined until they arrive. */
-  bundles(): BundleSet | undefined {
-    if (this.#watch === undefined && !this.#closed) {
-      const address = this.socketPath.startsWith('/') ? `unix://${this.socketPath}` : this.socketPath;
-      this.#client = createWorkloadApiClient({ address });
-      this.#watch = this.#client.watchJwtBundles(
-        (b) => {
-          if (this.#bundles === undefined) this.log.info({}, 'JWT bundles received');
-          this.#bundles = b;
+  /** The bundles (starting the BundleSource on the first call); undefined until they arrive. */
+  bundles(): JwtBundleSource | undefined {
+    if (this.#source === undefined && !this.#starting && !this.#closed) {
+      this.#starting = true;
+      BundleSource.create({ socketPath: this.socketPath }).then(
+        (source) => {
+          this.#starting = false;
+          if (this.#closed) {
+            source.close();
+            return;
+          }
+          source.on('error', (err: Error) => this.log.warn({ err: err.message }, 'bundle watch error (retrying)'));
+          this.#source = source;
+          this.log.info({}, 'JWT bundles received');
         },
-        (err) => this.log.warn({ err: err.message }, 'JWT bundle watch error (retrying)'),
+        (err: Error) => {
+          // Tried again by the next request that needs them.
+          this.#starting = false;
+          this.log.warn({ err: err.message }, 'no JWT bundles from the Workload API yet');
+        },
       );
     }
-    return this.#bundles;
+    return this.#source;
   }
 
   close(): void {
     this.#closed = true;
-    this.#watch?.close();
-    this.#client?.close();
+    this.#source?.close();
   }
 }
 
@@ -65,7 +72,7 @@ export async function jwtFacts(
   token: string | undefined,
   audiences: readonly string[],
   issuer: string | undefined,
-  bundles: BundleSet | undefined,
+  bundles: JwtBundleSource | undefined,
 ): Promise<Pick<RequestFacts, 'jwt' | 'jwtError'>> {
   if (token === undefined || audiences.length === 0) return {};
   if (bundles === undefined) return { jwtError: 'no JWT bundles yet' };
