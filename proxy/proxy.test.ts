@@ -469,6 +469,11 @@ describe('outbound listener', () => {
     assert.equal(line.own_id, WEB);
     assert.equal(line.mode, 'outbound');
     await accessLine(A, (r) => r.listener === 'tcp-in' && r.source_id === WEB && r.bytes_in === 8, 'on the inbound side');
+    // SIGTERM stops it cleanly (exit 0), within a bound.
+    B.proc.kill('SIGTERM');
+    const [code] = (await Promise.race([once(B.proc, 'exit'), new Promise((r) => setTimeout(() => r(['timeout']), 10_000))])) as [number | string];
+    assert.equal(code, 0, B.stderr());
+    assert.match(B.stderr(), /shutting down/);
   });
 
   test('refuses a target presenting another ID: the local connection is closed, nothing reaches the service', async () => {
