@@ -2,13 +2,15 @@
  * The layering of the source tree, checked by dependency-cruiser in `npm test`
  * (`npm run lint:layers`). Layers, lowest first:
  *
- *   proto/gen -> spiffe -> common -> attestors -> server | agent | oidc -> scripts, bench, test
+ *   proto/gen -> spiffe -> common -> attestors -> server | agent | oidc | proxy -> scripts, bench, test
  *
  * A file may import from its own layer and from the layers below it, never from above.
  * The layer rules hold for test files too, except that any test file may use the shared test
  * helpers under test/support/ and the test kits.
  * server/, agent/ and oidc/ (the OIDC Discovery Provider, bin/spindle-oidc) sit side by side and
- * never import each other. Test kits (files named
+ * never import each other. proxy/ (spindle-proxy, the mTLS sidecar, bin/spindle-proxy) is a
+ * workload of the SDK: it imports only spiffe/ (the SDK in spiffe/sdk/ included) and common/,
+ * and nothing imports it. Test kits (files named
  * testkit.ts, everything under test/support/) and test files are for tests only: no
  * production module imports them, so nothing the binaries load pulls them in. Only
  * server/datastore/factory.ts imports a datastore backend (server/datastore/sqlite/, postgres/); everything
@@ -17,7 +19,7 @@
  */
 'use strict';
 
-const PRODUCTION = '^(proto/gen|spiffe|common|attestors|server|agent|oidc)/';
+const PRODUCTION = '^(proto/gen|spiffe|common|attestors|server|agent|oidc|proxy)/';
 /* Test files, test kits, test/ and child-process fixtures that tests spawn (fixtures/ folders). */
 const TESTS_AND_KITS = '(^|/)testkit\\.ts$|^test/|\\.test\\.ts$|/fixtures/';
 
@@ -35,28 +37,28 @@ module.exports = {
       severity: 'error',
       comment: 'proto/gen is generated code and imports nothing else of ours.',
       from: { path: '^proto/gen/' },
-      to: { path: '^(spiffe|common|attestors|server|agent|oidc|scripts|bench)/' },
+      to: { path: '^(spiffe|common|attestors|server|agent|oidc|proxy|scripts|bench)/' },
     },
     {
       name: 'spiffe-standalone',
       severity: 'error',
       comment: 'spiffe/ is a standalone library: it imports only node builtins, npm packages, proto/gen and itself.',
       from: { path: '^spiffe/' },
-      to: { path: '^(common|attestors|server|agent|oidc|scripts|bench)/' },
+      to: { path: '^(common|attestors|server|agent|oidc|proxy|scripts|bench)/' },
     },
     {
       name: 'common-only-spiffe',
       severity: 'error',
       comment: 'common/ imports only spiffe/ (and proto/gen, npm packages, node builtins).',
       from: { path: '^common/' },
-      to: { path: '^(attestors|server|agent|oidc|scripts|bench)/' },
+      to: { path: '^(attestors|server|agent|oidc|proxy|scripts|bench)/' },
     },
     {
       name: 'attestors-below-server-and-agent',
       severity: 'error',
       comment: 'attestors/ import only spiffe/, common/ and their own interfaces (attestors/**): shared types they need live in spiffe/ or common/, not in server/ or agent/.',
       from: { path: '^attestors/' },
-      to: { path: '^(server|agent|oidc|scripts|bench)/' },
+      to: { path: '^(server|agent|oidc|proxy|scripts|bench)/' },
     },
     {
       name: 'agent-not-server',
@@ -92,6 +94,20 @@ module.exports = {
       comment: 'oidc/ (the OIDC Discovery Provider) is a separate program beside server/ and agent/: it talks to them over their sockets (admin API, Workload API) through proto/gen and spiffe/, never by importing their code.',
       from: { path: '^oidc/' },
       to: { path: '^(server|agent)/' },
+    },
+    {
+      name: 'proxy-only-spiffe-and-common',
+      severity: 'error',
+      comment: 'proxy/ (spindle-proxy, the mTLS sidecar) is built on the workload SDK: it imports spiffe/ (spiffe/sdk/ included) and common/ only, never proto/gen directly, attestors/, server/, agent/ or oidc/; it talks to the agent through the Workload API like any workload.',
+      from: { path: '^proxy/' },
+      to: { path: '^(proto/gen|attestors|server|agent|oidc)/' },
+    },
+    {
+      name: 'nothing-imports-proxy',
+      severity: 'error',
+      comment: 'server/, agent/ and oidc/ never import proxy/ (spindle-proxy): it is a separate program on top of the SDK; what they would share lives in spiffe/ or common/.',
+      from: { path: '^(server|agent|oidc)/' },
+      to: { path: '^proxy/' },
     },
     {
       name: 'production-not-tools',

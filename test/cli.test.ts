@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const version = (JSON.parse(readFileSync(`${root}package.json`, 'utf8')) as { version: string }).version;
 
-for (const name of ['spindle-server', 'spindle-agent', 'spindle-oidc']) {
+for (const name of ['spindle-server', 'spindle-agent', 'spindle-oidc', 'spindle-proxy']) {
   test(`${name} prints help from another working directory`, () => {
     const r = spawnSync(`${root}bin/${name}`, ['-h'], { cwd: tmpdir(), encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
@@ -32,7 +32,7 @@ for (const name of ['spindle-server', 'spindle-agent', 'spindle-oidc']) {
 
 test('package.json bin entries point at the executables', () => {
   const pkg = JSON.parse(readFileSync(`${root}package.json`, 'utf8')) as { bin: Record<string, string> };
-  assert.deepEqual(pkg.bin, { 'spindle-server': 'bin/spindle-server', 'spindle-agent': 'bin/spindle-agent', 'spindle-oidc': 'bin/spindle-oidc' });
+  assert.deepEqual(pkg.bin, { 'spindle-server': 'bin/spindle-server', 'spindle-agent': 'bin/spindle-agent', 'spindle-oidc': 'bin/spindle-oidc', 'spindle-proxy': 'bin/spindle-proxy' });
 });
 
 test('spindle-agent validate checks plugin_data of the configured attestors (without contacting anything)', () => {

@@ -13,7 +13,7 @@ import { describe, it } from 'node:test';
 import { repoRoot } from './support/paths.js';
 
 /** The source folders the check reads, and the files it needs next to them. */
-const SOURCE_DIRS = ['proto', 'spiffe', 'common', 'attestors', 'server', 'agent', 'oidc', 'scripts', 'bench', 'test'];
+const SOURCE_DIRS = ['proto', 'spiffe', 'common', 'attestors', 'server', 'agent', 'oidc', 'proxy', 'scripts', 'bench', 'test'];
 const ROOT_FILES = ['package.json', 'tsconfig.json', '.dependency-cruiser.cjs'];
 
 function lintLayers(cwd: string): { status: number | null; output: string } {
@@ -42,7 +42,7 @@ describe('layer check', { timeout: 400_000 }, () => {
     assert.match(r.output, /no dependency violations found/);
   });
 
-  it('fails when agent/ imports server/, oidc/ imports server/ or server/ imports oidc/, production code imports a test kit, anything but the factory imports a datastore backend, or imports form a cycle', () => {
+  it('fails when agent/ imports server/, oidc/ imports server/ or server/ imports oidc/, proxy/ imports agent/ or agent/ imports proxy/, production code imports a test kit, anything but the factory imports a datastore backend, or imports form a cycle', () => {
     const dir = copyTree();
     try {
       writeFileSync(
@@ -54,6 +54,8 @@ describe('layer check', { timeout: 400_000 }, () => {
       writeFileSync(join(dir, 'server', 'pgprobe.ts'), "import { openPostgresDataStore } from './datastore/postgres/store.js';\nexport const probe = openPostgresDataStore;\n");
       writeFileSync(join(dir, 'oidc', 'layerprobe.ts'), "import { AdminClient } from '../server/cli/client.js';\nexport const probe = AdminClient;\n");
       writeFileSync(join(dir, 'server', 'oidcprobe.ts'), "import { jwksOf } from '../oidc/keyset.js';\nexport const probe = jwksOf;\n");
+      writeFileSync(join(dir, 'proxy', 'layerprobe.ts'), "import { DEFAULT_SOCKET_PATH } from '../agent/cli/common.js';\nexport const probe = DEFAULT_SOCKET_PATH;\n");
+      writeFileSync(join(dir, 'agent', 'proxyprobe.ts'), "import { AllowlistDecider } from '../proxy/allowlist.js';\nexport const probe = AllowlistDecider;\n");
       writeFileSync(join(dir, 'common', 'cyclea.ts'), "import { b } from './cycleb.js';\nexport const a = (): number => b() + 1;\n");
       writeFileSync(join(dir, 'common', 'cycleb.ts'), "import { a } from './cyclea.js';\nexport const b = (): number => a() - 1;\n");
 
@@ -66,7 +68,9 @@ describe('layer check', { timeout: 400_000 }, () => {
       assert.match(r.output, /error no-circular: common\/cyclea\.ts →\s+common\/cycleb\.ts →\s+common\/cyclea\.ts/);
       assert.match(r.output, /error oidc-not-server-or-agent: oidc\/layerprobe\.ts → server\/cli\/client\.ts/);
       assert.match(r.output, /error server-not-oidc: server\/oidcprobe\.ts → oidc\/keyset\.ts/);
-      assert.match(r.output, /x 7 dependency violations/, 'exactly the probes fail; the rest of the copy is clean');
+      assert.match(r.output, /error proxy-only-spiffe-and-common: proxy\/layerprobe\.ts → agent\/cli\/common\.ts/);
+      assert.match(r.output, /error nothing-imports-proxy: agent\/proxyprobe\.ts → proxy\/allowlist\.ts/);
+      assert.match(r.output, /x 9 dependency violations/, 'exactly the probes fail; the rest of the copy is clean');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
