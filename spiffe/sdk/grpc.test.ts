@@ -37,6 +37,7 @@ import {
   mtlsClientCredentials,
   mtlsServerCredentials,
   tlsClientCredentials,
+  tlsServerCredentials,
   X509Source,
   type Authorizer,
 } from './index.js';
@@ -235,6 +236,27 @@ describe('mtlsClientCredentials', () => {
       assert.equal(srv.calls.length, 0);
     });
   }
+
+  test('tlsServerCredentials + tlsClientCredentials: the server is verified, no client certificate, so no client ID', async () => {
+    let seen: unknown;
+    const server = new Server();
+    server.addService(HealthService, {
+      check: (call: ServerUnaryCall<HealthCheckRequest, HealthCheckResponse>, cb: sendUnaryData<HealthCheckResponse>) => {
+        try {
+          grpcPeerId(call);
+        } catch (err) {
+          seen = err;
+        }
+        cb(null, { status: SERVING });
+      },
+      watch: () => {},
+    });
+    servers.push(server);
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', tlsServerCredentials(web.source), (e, p) => (e ? reject(e) : resolve(p))));
+    assert.equal((await check(client(port, tlsClientCredentials(db.source, authorizeID(WEB))))).status, SERVING);
+    assert.ok(isSpiffeError(seen) && seen.reason === 'not_verified', String(seen));
+    await assert.rejects(check(client(port, tlsClientCredentials(db.source, authorizeID(DB)))), (err) => (assertStatus(err, Status.UNAVAILABLE, /ERR_SPIFFE_UNAUTHORIZED id_mismatch: /), true));
+  });
 
   test('the server is authorized by its SPIFFE ID, not its hostname: a target name that is not in the certificate is fine', async () => {
     const srv = await serve(mtlsServerCredentials(web.source, web.source, authorizeID(DB)));
