@@ -420,7 +420,8 @@ class ListenerRules {
   }
 }
 
-function compileSource(s: SourceSpec | undefined): (id: string | undefined) => boolean {
+/** The `from` matcher of a rule (also used by the lint's coverage checks). */
+export function compileSource(s: SourceSpec | undefined): (id: string | undefined) => boolean {
   if (s === undefined) return () => true;
   const ids = new Set(s.ids ?? []);
   const tds = new Set(s.trustDomains ?? []);

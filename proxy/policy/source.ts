@@ -10,8 +10,10 @@ export interface PolicyProblem {
   file: string;
   line: number;
   col: number;
-  /** The rule (policy files) or case (cases files) the problem is in, when there is one. */
+  /** The rule the problem is in (policy files), when there is one. */
   rule?: string;
+  /** The case the problem is in (`policy test` cases files), when there is one. */
+  case?: string;
   message: string;
 }
 
@@ -28,7 +30,8 @@ export class PolicyError extends Error {
 }
 
 export function formatProblem(p: PolicyProblem): string {
-  return `${p.file}:${p.line}:${p.col}: ${p.rule !== undefined ? `rule ${p.rule}: ` : ''}${p.message}`;
+  const where = p.rule !== undefined ? `rule ${p.rule}: ` : p.case !== undefined ? `case ${p.case}: ` : '';
+  return `${p.file}:${p.line}:${p.col}: ${where}${p.message}`;
 }
 
 /** A parsed YAML node with the position of where it starts. */
@@ -77,9 +80,11 @@ export class YamlFile {
   readonly doc: Document.Parsed;
   private readonly lines = new LineCounter();
 
+  /** `label` says what the `rule` argument of the readers names: a rule, or a test case. */
   constructor(
     readonly text: string,
     readonly file: string,
+    private readonly label: 'rule' | 'case' = 'rule',
   ) {
     this.doc = parseDocument(text, { lineCounter: this.lines, prettyErrors: false, uniqueKeys: true, strict: true });
     for (const e of this.doc.errors) {
@@ -106,7 +111,7 @@ export class YamlFile {
 
   problem(node: YNode | null | undefined, message: string, rule?: string): void {
     const { line, col } = this.pos(node);
-    this.problems.push({ file: this.file, line, col, ...(rule !== undefined ? { rule } : {}), message });
+    this.problems.push({ file: this.file, line, col, ...(rule !== undefined ? { [this.label]: rule } : {}), message });
   }
 
   /** Aliases (`*name`) are read as the node they point to. */
