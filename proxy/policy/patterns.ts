@@ -38,6 +38,8 @@ export interface PathPattern {
   readonly head: string;
   /** For a `segments` pattern ending in `/**` with no other wildcard: the literal base before `/**`. */
   readonly treeBase?: string;
+  /** The literal leading segments every matching path has (`/v1/*\/x`: `v1`; `/v1/item*`: `v1`). */
+  readonly leading: readonly string[];
   test(path: string): boolean;
 }
 
@@ -90,20 +92,21 @@ export function compilePathPattern(text: string): PathPattern | string {
   const q = JSON.stringify(text);
   // eslint-disable-next-line no-control-regex
   if (/[\s?#\x00-\x1f\x7f]/.test(text)) return `path pattern ${q}: whitespace, control characters, "?" and "#" are not allowed (paths are matched without the query string)`;
-  if (text === '*') return { text, kind: 'any', head: '', test: () => true };
+  if (text === '*') return { text, kind: 'any', head: '', leading: [], test: () => true };
   if (text.startsWith('*')) {
     const rest = text.slice(1);
     if (rest.includes('*')) return `path pattern ${q}: a suffix pattern has one "*", at the start`;
-    return { text, kind: 'suffix', head: '', test: (p) => p.endsWith(rest) };
+    return { text, kind: 'suffix', head: '', leading: [], test: (p) => p.endsWith(rest) };
   }
   const bad = pathNotNormal(text);
   if (bad !== undefined) return `path pattern ${q} ${bad}: patterns are matched against normalized paths`;
   const star = text.indexOf('*');
-  if (star === -1) return { text, kind: 'exact', head: text, test: (p) => p === text };
+  if (star === -1) return { text, kind: 'exact', head: text, leading: text.slice(1).split('/'), test: (p) => p === text };
   // Istio's prefix form: one `*`, at the end, glued to text (not a whole segment).
   if (star === text.length - 1 && text[star - 1] !== '/') {
     const prefix = text.slice(0, -1);
-    return { text, kind: 'prefix', head: prefix, test: (p) => p.startsWith(prefix) };
+    // The last segment of the prefix is incomplete (`/v1/item*` also matches `/v1/items`).
+    return { text, kind: 'prefix', head: prefix, leading: prefix.slice(1).split('/').slice(0, -1), test: (p) => p.startsWith(prefix) };
   }
   const segs = text.slice(1).split('/');
   for (let i = 0; i < segs.length; i++) {
@@ -119,14 +122,30 @@ export function compilePathPattern(text: string): PathPattern | string {
   const base = hasTree ? text.slice(0, -3) : undefined;
   const head = text.slice(0, star);
   const treeBase = base !== undefined && !base.includes('*') ? base : undefined;
+  const wild = segs.findIndex((x) => x === '*' || x === '**');
+  // `/v1/**` with a literal base: string compares instead of the regex.
+  const test =
+    treeBase !== undefined ? (p: string): boolean => p.startsWith(treeBase) && (p.length === treeBase.length || p.charCodeAt(treeBase.length) === 0x2f) : (p: string): boolean => re.test(p);
   return {
     text,
     kind: 'segments',
+    leading: segs.slice(0, wild),
     // `/v1/**` also matches `/v1`: its head is the base, without the slash.
     head: treeBase !== undefined ? treeBase : head,
     ...(treeBase !== undefined ? { treeBase } : {}),
-    test: (p) => re.test(p),
+    test,
   };
+}
+
+/**
+ * The index keys of a path starting with `/`: its first segment, and its first two segments
+ * joined by `/` when it has two (`/v1/items/7` -> [`v1`, `v1/items`]; `/` -> [``]).
+ */
+export function leadingKeys(path: string): [string, string | undefined] {
+  const end = path.indexOf('/', 1);
+  if (end === -1) return [path.slice(1), undefined];
+  const end2 = path.indexOf('/', end + 1);
+  return [path.slice(1, end), end2 === -1 ? path.slice(1) : path.slice(1, end2)];
 }
 
 /** Whether every path `b` matches is matched by `a` (conservative: false when unsure). */

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RequestFacts } from '../decision.js';
+import { compilePathPattern, type PathPattern } from './patterns.js';
 import { DEFAULT_DENY, loadPolicyFile, parsePolicy, type Policy } from './policy.js';
 import { PolicyError, type PolicyProblem } from './source.js';
 
@@ -245,6 +246,21 @@ rules:
     });
     assert.deepEqual(p.decide(http(PAY, 'GET', '/admin/x')), { allow: true, wouldAllow: false, rule: 'deny-admin', reason: 'dry-run: denied by rule deny-admin', dryRun: true });
     assert.deepEqual(p.decide(http(PAY, 'GET', '/v1')), { allow: true, wouldAllow: true, rule: 'allow-payments', reason: 'allowed by rule allow-payments', dryRun: true });
+  });
+
+  test('the path index never hides a rule: each request gets the first rule whose pattern matches', () => {
+    const patterns = ['/api/v1/**', '/api/v1/items', '/api/*/x', '/api/v2*', '/api*', '/api/x/*', '/api', '/api/', '/v1*', '/v1/**', '/v10/a', '*.json', '*', '/', '/a/b/c/d', '/a/b/*', '/a/*/c'];
+    const paths = ['/', '/api', '/api/', '/api/v1', '/api/v1/', '/api/v1/items', '/api/v1/items/7', '/api/v2', '/api/v20/q', '/api/q/x', '/apix', '/v1', '/v10', '/v10/a', '/v1/a.json', '/a/b/c/d', '/a/b/c', '/a/z/c', '/a', '/zzz', '/zzz/y.json'];
+    // Every suffix of the pattern list, so each pattern is first once.
+    for (let start = 0; start < patterns.length; start++) {
+      const list = patterns.slice(start);
+      const p = policy(`rules:\n${list.map((x, i) => `  - { name: r${i}, action: ALLOW, to: { paths: [${JSON.stringify(x)}] } }`).join('\n')}\n`);
+      const compiled = list.map((x) => compilePathPattern(x) as PathPattern);
+      for (const path of paths) {
+        const i = compiled.findIndex((c) => c.test(path));
+        assert.equal(rule(p, http(PAY, 'GET', path)), i === -1 ? DEFAULT_DENY : `r${i}`, `${path} with patterns ${list.join(' ')}`);
+      }
+    }
   });
 
   test('decisions stay right for many callers (the per-caller memo is bounded and cleared)', () => {

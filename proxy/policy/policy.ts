@@ -22,13 +22,15 @@
  *   `allow` is always true.
  *
  * decide() does no parsing and no allocation on the allow path: per listener the rules are
- * pre-filtered, and per caller ID the rules whose `from` matches are memoized.
+ * pre-filtered, per caller ID the rules whose `from` matches are memoized (bounded), and those
+ * are indexed by the leading path segments their `paths` fix (`PathIndex`), so a request only
+ * visits the rules its path can match.
  */
 import { readFileSync } from 'node:fs';
 import type { Decision, PolicyDecider, RequestFacts } from '../decision.js';
 import { isSpiffeError } from '../../spiffe/errors.js';
 import { parseSpiffeId } from '../../spiffe/id.js';
-import { checkTrustDomain, compileIdPattern, compilePathPattern, pathNotNormal, trustDomainOfId, type IdPattern, type PathPattern } from './patterns.js';
+import { checkTrustDomain, compileIdPattern, compilePathPattern, leadingKeys, pathNotNormal, trustDomainOfId, type IdPattern, type PathPattern } from './patterns.js';
 import { PolicyError, YamlFile, type Entry, type YNode } from './source.js';
 
 export type PolicyMode = 'enforce' | 'dry-run';
@@ -377,11 +379,51 @@ interface CompiledRule {
   matchRest: (facts: RequestFacts, tcp: boolean) => boolean;
   enforced: Decision;
   dryRun: Decision;
+  /**
+   * The path keys the rule's `paths` can match (undefined: any path): per pattern, its first
+   * literal segment, or its first two joined by `/` when it fixes two (`/api/v1/**`: `api/v1`).
+   */
+  pathKeys: ReadonlySet<string> | undefined;
+}
+
+/**
+ * Rules by the leading segments of the request path, so a request only visits the rules whose
+ * `paths` it can match: under a two-segment key (`api/v1`) the rules with that key, with the
+ * one-segment key `api`, and with no key; under `api` the rules with key `api` and no key;
+ * `other` holds the rules with no key. Lists keep file order.
+ */
+interface PathIndex {
+  byKey: Map<string, CompiledRule[]>;
+  other: CompiledRule[];
+}
+
+function pathIndex(rules: CompiledRule[]): PathIndex {
+  const keys = new Set<string>();
+  for (const r of rules) {
+    for (const k of r.pathKeys ?? []) {
+      keys.add(k);
+      const slash = k.indexOf('/');
+      if (slash !== -1) keys.add(k.slice(0, slash));
+    }
+  }
+  const byKey = new Map<string, CompiledRule[]>();
+  for (const k of keys) {
+    const slash = k.indexOf('/');
+    const first = slash === -1 ? undefined : k.slice(0, slash);
+    byKey.set(k, rules.filter((r) => r.pathKeys === undefined || r.pathKeys.has(k) || (first !== undefined && r.pathKeys.has(first))));
+  }
+  return { byKey, other: rules.filter((r) => r.pathKeys === undefined) };
+}
+
+function lookup(index: PathIndex, k1: string, k2: string | undefined): CompiledRule[] {
+  return (k2 !== undefined ? index.byKey.get(k2) : undefined) ?? index.byKey.get(k1) ?? index.other;
 }
 
 interface Candidates {
   denies: CompiledRule[];
   allows: CompiledRule[];
+  denyIndex: PathIndex;
+  allowIndex: PathIndex;
 }
 
 const MEMO_LIMIT = 4096;
@@ -412,7 +454,9 @@ class ListenerRules {
     const key = id ?? '';
     let c = this.memo.get(key);
     if (c === undefined) {
-      c = { denies: this.denies.filter((r) => r.matchSource(id)), allows: this.allows.filter((r) => r.matchSource(id)) };
+      const denies = this.denies.filter((r) => r.matchSource(id));
+      const allows = this.allows.filter((r) => r.matchSource(id));
+      c = { denies, allows, denyIndex: pathIndex(denies), allowIndex: pathIndex(allows) };
       if (this.memo.size >= MEMO_LIMIT) this.memo.clear();
       this.memo.set(key, c);
     }
@@ -481,6 +525,13 @@ function compileRest(spec: RuleSpec): (facts: RequestFacts, tcp: boolean) => boo
   };
 }
 
+/** The rule's path keys (CompiledRule.pathKeys), when every one of its `paths` fixes a first segment. */
+function pathKeysOf(spec: RuleSpec): ReadonlySet<string> | undefined {
+  const paths = spec.to?.paths;
+  if (paths === undefined || paths.some((p) => p.leading.length === 0)) return undefined;
+  return new Set(paths.map((p) => p.leading.slice(0, 2).join('/')));
+}
+
 function describeCaller(facts: RequestFacts): string {
   const who = facts.sourceId ?? 'a caller without an X509-SVID';
   if (facts.method === undefined) return who;
@@ -515,6 +566,7 @@ export class Policy implements PolicyDecider {
         http: spec.to !== undefined || spec.when !== undefined,
         matchSource: compileSource(spec.from),
         matchRest: compileRest(spec),
+        pathKeys: pathKeysOf(spec),
         enforced: Object.freeze({ allow: !deny, wouldAllow: !deny, rule: spec.name, reason, dryRun: false }),
         dryRun: Object.freeze({ allow: true, wouldAllow: !deny, rule: spec.name, reason: deny ? `dry-run: ${reason}` : reason, dryRun: true }),
       };
@@ -546,8 +598,15 @@ export class Policy implements PolicyDecider {
     }
     const c = g.forSource(facts.sourceId);
     const dry = this.mode === 'dry-run';
-    for (const r of c.denies) if (r.matchRest(facts, tcp)) return dry ? r.dryRun : r.enforced;
-    for (const r of c.allows) if (r.matchRest(facts, tcp)) return dry ? r.dryRun : r.enforced;
+    let denies = c.denies;
+    let allows = c.allows;
+    if (!tcp && facts.path !== undefined) {
+      const [k1, k2] = leadingKeys(facts.path);
+      denies = lookup(c.denyIndex, k1, k2);
+      allows = lookup(c.allowIndex, k1, k2);
+    }
+    for (const r of denies) if (r.matchRest(facts, tcp)) return dry ? r.dryRun : r.enforced;
+    for (const r of allows) if (r.matchRest(facts, tcp)) return dry ? r.dryRun : r.enforced;
     let reason = `denied: no rule allows ${describeCaller(facts)} on ${facts.listener}`;
     if (facts.jwtError !== undefined && g.needsJwt) reason += ` (bearer token rejected: ${facts.jwtError})`;
     return this.deny(reason);
