@@ -299,6 +299,10 @@ rules:
     action: DENY
     listeners: [raw]
     to: { methods: [POST] }
+  - name: raw-deny-jwt
+    action: DENY
+    listeners: [raw]
+    when: { jwt: { audiences: [raw-aud], issuer: https://oidc.example.org } }
   - name: plain-ids
     action: ALLOW
     listeners: [plain]
@@ -320,6 +324,8 @@ rules:
   test('jwtAudiences: the sorted union of the listener JWT rules; jwtIssuer when one is set', () => {
     assert.deepEqual(p.jwtAudiences('api'), ['api', 'api2', 'shared']);
     assert.deepEqual(p.jwtAudiences('plain'), []);
+    assert.deepEqual(p.jwtAudiences('raw'), [], 'a tcp listener carries no bearer tokens');
+    assert.equal(p.jwtIssuer('raw'), undefined);
     assert.deepEqual(p.jwtAudiences('other'), []);
     assert.equal(p.jwtIssuer('api'), 'https://oidc.example.org');
     assert.equal(p.jwtIssuer('plain'), undefined);

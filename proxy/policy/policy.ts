@@ -443,8 +443,9 @@ class ListenerRules {
     this.allows = rules.filter((r) => !r.deny);
     this.checkPaths = rules.some((r) => r.spec.to?.paths !== undefined || r.spec.to?.notPaths !== undefined);
     this.needsHttp = decl?.protocol !== 'tcp' && rules.some((r) => r.http);
+    // A listener declared tcp carries no bearer tokens: no audiences, no issuer.
     const aud = new Set<string>();
-    for (const r of rules) for (const a of r.spec.when?.jwt.audiences ?? []) aud.add(a);
+    if (decl?.protocol !== 'tcp') for (const r of rules) for (const a of r.spec.when?.jwt.audiences ?? []) aud.add(a);
     this.audiences = Object.freeze([...aud].sort());
     this.needsJwt = aud.size > 0;
     this.issuer = issuer;

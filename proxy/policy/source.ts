@@ -224,14 +224,4 @@ export class YamlFile {
     }
     return ok ? out : undefined;
   }
-
-  scalarKind(node: YNode | null): string {
-    const n = this.resolve(node);
-    return n === null ? 'null' : isScalar(n) ? typeof n.value : isSeq(n) ? 'list' : isMap(n) ? 'map' : 'other';
-  }
-
-  isMapNode(node: YNode | null): boolean {
-    const n = this.resolve(node);
-    return n !== null && isMap(n);
-  }
 }
