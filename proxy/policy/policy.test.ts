@@ -207,6 +207,17 @@ rules:
     assert.equal(rule(p, http(FRONT, 'POST', '/')), 'deny-frontend-writes');
   });
 
+  test('an HTTP request without a path: ALLOW path conditions fail, DENY path conditions hold (fail closed)', () => {
+    const p = policy(`
+rules:
+  - { name: deny-admin, action: DENY, from: { ids: [${FRONT}] }, to: { paths: ["/admin/**"] } }
+  - { name: allow-not-secret, action: ALLOW, to: { not_paths: ["/secret/**"] } }
+`);
+    assert.equal(rule(p, { listener: 'db', sourceId: FRONT, method: 'GET' }), 'deny-admin');
+    assert.equal(rule(p, { listener: 'db', sourceId: PAY, method: 'GET' }), DEFAULT_DENY);
+    assert.equal(rule(p, http(PAY, 'GET', '/public')), 'allow-not-secret');
+  });
+
   test('a path that is not normalized is denied on listeners whose rules look at paths', () => {
     const p = policy(`
 rules:

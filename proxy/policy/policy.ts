@@ -511,8 +511,13 @@ function compileRest(spec: RuleSpec): (facts: RequestFacts, tcp: boolean) => boo
       if (methods !== undefined && (m === undefined || !methods.has(m))) return false;
       if (notMethods !== undefined && m !== undefined && notMethods.has(m)) return false;
       const p = facts.path;
-      if (paths !== undefined && (p === undefined || !paths.some((x) => x.test(p)))) return false;
-      if (notPaths !== undefined && p !== undefined && notPaths.some((x) => x.test(p))) return false;
+      if (p === undefined) {
+        // A request without a path cannot be checked against path conditions: fail closed.
+        if (!deny && (paths !== undefined || notPaths !== undefined)) return false;
+      } else {
+        if (paths !== undefined && !paths.some((x) => x.test(p))) return false;
+        if (notPaths !== undefined && notPaths.some((x) => x.test(p))) return false;
+      }
     }
     if (jwt !== undefined) {
       const t = facts.jwt;
