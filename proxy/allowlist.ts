@@ -6,16 +6,17 @@
  * A pattern is one of:
  * - an exact SPIFFE ID: `spiffe://example.org/payments`;
  * - a trust domain, `spiffe://example.org` (or `spiffe://example.org/`): any member of it;
- * - a path pattern: an ID whose path has `*` (any characters inside one segment, at least one)
- *   or a last segment `**` (one or more further segments): `spiffe://example.org/ns/*\/sa/web`,
- *   `spiffe://example.org/ns/prod/**`.
+ * - a path pattern, with the access policy's rules (proxy/policy/patterns.ts, the one compiler of
+ *   ID patterns): `*` is exactly one whole path segment, a trailing `**` zero or more further
+ *   segments: `spiffe://example.org/ns/*\/sa/web`, `spiffe://example.org/ns/prod/**`.
  * The trust domain is always literal. Patterns are checked when parsed (`parseIdPattern` throws
  * a SpiffeError naming the pattern), never at match time.
  */
 import { ErrorCode, SpiffeError } from '../spiffe/errors.js';
-import { parseSpiffeId, parseTrustDomain, trustDomainOf, pathOf, type SpiffeId } from '../spiffe/id.js';
+import { parseTrustDomain, trustDomainOf, type SpiffeId } from '../spiffe/id.js';
 import { unauthorized, type Authorizer } from '../spiffe/sdk/authorizer.js';
 import type { Decision, PolicyDecider, RequestFacts } from './decision.js';
+import { compileIdPattern } from './policy/patterns.js';
 
 export interface IdPattern {
   /** The pattern as written. */
@@ -23,8 +24,6 @@ export interface IdPattern {
   kind: 'exact' | 'member' | 'path';
   matches(id: SpiffeId): boolean;
 }
-
-const SEGMENT = /^[A-Za-z0-9._-]+$/;
 
 function patternError(text: string, why: string): SpiffeError {
   return new SpiffeError(ErrorCode.SPIFFE_ID_INVALID, 'bad_pattern', `invalid SPIFFE ID pattern ${JSON.stringify(text)}: ${why}`);
@@ -42,30 +41,9 @@ export function parseIdPattern(text: string): IdPattern {
   }
   const path = m[2] ?? '';
   if (path === '' || path === '/') return { text, kind: 'member', matches: (id) => trustDomainOf(id) === td };
-  if (!path.includes('*')) {
-    let want: SpiffeId;
-    try {
-      want = parseSpiffeId(text);
-    } catch (err) {
-      throw patternError(text, (err as Error).message);
-    }
-    return { text, kind: 'exact', matches: (id) => id === want };
-  }
-  const segments = path.slice(1).split('/');
-  let re = '';
-  segments.forEach((seg, i) => {
-    if (seg === '**') {
-      if (i !== segments.length - 1) throw patternError(text, '** may only be the last segment');
-      re += '(?:/[A-Za-z0-9._-]+)+';
-      return;
-    }
-    if (seg === '') throw patternError(text, 'empty path segment');
-    const parts = seg.split('*');
-    if (parts.some((p) => p !== '' && !SEGMENT.test(p))) throw patternError(text, `segment ${JSON.stringify(seg)} has characters a SPIFFE ID path cannot have`);
-    re += '/' + parts.map((p) => p.replace(/\./g, '\\.')).join('[A-Za-z0-9._-]+');
-  });
-  const rx = new RegExp(`^${re}$`);
-  return { text, kind: 'path', matches: (id) => trustDomainOf(id) === td && rx.test(pathOf(id)) };
+  const compiled = compileIdPattern(text);
+  if (typeof compiled === 'string') throw patternError(text, compiled.replace(/^id pattern "[^"]*":? ?/, ''));
+  return { text, kind: text.includes('*') ? 'path' : 'exact', matches: (id) => compiled.test(id) };
 }
 
 /** The first pattern that matches `id`, if any. */

@@ -1,6 +1,6 @@
 // Policy reload plumbing (watchPolicy): a changed file is loaded into the listener's decider,
 // a file that fails to load leaves the previous decider in place, and bursts of writes are
-// debounced into one load. The loader is a stand-in (the engine plugs in through loadDecider).
+// debounced into one load. The reload test uses a stand-in loader; the first test loads real policy files.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,8 +18,19 @@ async function until(cond: () => boolean, what: string): Promise<void> {
   }
 }
 
-test('loadDecider says the engine is not wired in yet', async () => {
-  await assert.rejects(loadDecider('/etc/p.yaml'), /\/etc\/p\.yaml: policy files are not available yet/);
+test('loadDecider loads a policy file with the policy engine, and names a broken one', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'spindle-policy-'));
+  try {
+    const file = join(dir, 'p.yaml');
+    writeFileSync(file, 'rules:\n  - name: web-in\n    action: ALLOW\n    listeners: [in]\n    from: { ids: [spiffe://example.org/web] }\n');
+    const d = await loadDecider(file);
+    assert.equal(d.decide({ listener: 'in', sourceId: 'spiffe://example.org/web' }).rule, 'web-in');
+    assert.equal(d.decide({ listener: 'in', sourceId: 'spiffe://example.org/db' }).allow, false);
+    writeFileSync(file, 'rules:\n  - name: web-in\n    action: ALLOW\n    listeners: [in]\n    from: { idz: [spiffe://example.org/web] }\n');
+    await assert.rejects(loadDecider(file), (err: Error) => err.message.includes(`${file}:5:`));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('reload on change: new decider swapped in, a failing file keeps the old one, bursts debounced', async () => {

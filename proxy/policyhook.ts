@@ -1,13 +1,10 @@
 /**
  * Where the policy engine plugs into the proxy, and how a listener's policy file follows edits.
  *
- * >>> POLICY ENGINE HOOK <<<
- * `loadDecider(file)` is the one function the data plane calls to turn a listener's `policy:`
- * file into a PolicyDecider (proxy/decision.ts). The engine (proxy/policy/) is not in the tree
- * yet, so it fails with a message saying so; wiring the engine in means replacing its body with
- * the engine's loader. What the data plane expects of it:
- * - it reads and checks the whole file, and rejects (throws, a message naming file:line where it
- *   can) on any problem: the caller keeps the decider it had;
+ * `loadDecider(file)` turns a listener's `policy:` file into a PolicyDecider (proxy/decision.ts)
+ * with the policy engine (proxy/policy/). What the data plane relies on:
+ * - it reads and checks the whole file, and rejects (a PolicyError naming file:line:col) on any
+ *   problem: the caller keeps the decider it had;
  * - the returned decider is used synchronously on every connection or request of the listeners
  *   whose `policy:` is this file, with `facts.listener` set to the listener's name;
  * - `needsHttp(listener)` true on a listener without `http: true` is a config error at start and
@@ -21,10 +18,11 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { PolicyDecider } from './decision.js';
+import { loadPolicyFile } from './policy/policy.js';
 
-/** Loads a policy file into a decider. See the module comment: this is the engine's hook. */
+/** Loads a policy file into a decider (see the module comment). */
 export async function loadDecider(file: string): Promise<PolicyDecider> {
-  throw new Error(`${file}: policy files are not available yet in this build (the policy engine is not wired in); use allow: on the listener instead`);
+  return loadPolicyFile(file);
 }
 
 /** A decider that can be swapped while listeners hold it. */

@@ -5,6 +5,8 @@
  *   spindle-proxy validate -config proxy.yaml
  *   spindle-proxy inbound -listen 127.0.0.1:8443 -forward 127.0.0.1:8080 -allow spiffe://example.org/web [-allow ...] [-http]
  *   spindle-proxy outbound -listen 127.0.0.1:9000 -connect 127.0.0.1:8443 -expect spiffe://example.org/db
+ *   spindle-proxy policy test -policy policy.yaml -cases cases.yaml
+ *   spindle-proxy policy lint -policy policy.yaml
  *
  * Flags are SPIRE's single-dash camelCase (`-socketPath`), also accepted as `--socketPath`,
  * `--socket-path` and `-flag=value` (common/argv.ts). The Workload API is reached at
@@ -16,6 +18,7 @@ import { createProgram, requiredFlag, runProgram } from '../../common/cli.js';
 import { ConfigError } from '../../common/configmessages.js';
 import { runService, validateConfig } from '../../common/runcommand.js';
 import { parseIdPattern } from '../allowlist.js';
+import { policyCommand } from '../policy/cli.js';
 import {
   DEFAULT_SOCKET_PATH,
   LISTENER_DEFAULTS,
@@ -194,6 +197,7 @@ function buildProgram(): Command {
       .addOption(requiredFlag(new Option('--expect <id>', "The target's SPIFFE ID (or spiffe://<trust domain>, or a path pattern; repeatable)").argParser(collect))),
     'outbound',
   ).action((f: OutboundFlags) => runService(async () => oneListener('outbound', f), start));
+  program.addCommand(policyCommand());
   return program;
 }
 
