@@ -26,7 +26,7 @@ import * as https from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import { X509Source, authorizeID, authorizeOneOf, createMtlsHttpsServer, mtlsClientOptions, peerIdOf } from 'spindle/spiffe';
-import { ACCEPTS, SERVICES, idOf, type RunnerMessage, type ServiceMessage, type ServiceName, type ServiceStats } from './mesh.js';
+import { ACCEPTS, SERVICES, idOf, parseServiceArgs, type RunnerMessage, type ServiceMessage, type ServiceName, type ServiceStats } from './mesh.js';
 
 const CALL_TIMEOUT_MS = 5_000;
 const FORBIDDEN_TRY_MS = 2_000;
@@ -36,17 +36,7 @@ function usage(msg: string): never {
   process.exit(2);
 }
 
-const name = process.argv[2] as ServiceName;
-if (!SERVICES.includes(name)) usage(`unknown service ${JSON.stringify(process.argv[2] ?? '')}`);
-const targets = new Map<ServiceName, { host: string; port: number }>();
-let rate = 2;
-for (let i = 3; i < process.argv.length; i += 2) {
-  const [flag, value] = [process.argv[i], process.argv[i + 1] ?? ''];
-  const call = /^(\w+)=([\d.]+):(\d+)$/.exec(value);
-  if (flag === '--call' && call && SERVICES.includes(call[1] as ServiceName)) targets.set(call[1] as ServiceName, { host: call[2]!, port: Number(call[3]) });
-  else if (flag === '--rate' && /^\d+(\.\d+)?$/.test(value) && Number(value) > 0 && Number(value) <= 20) rate = Number(value);
-  else usage(`bad argument ${flag} ${value}`);
-}
+const { name, targets, rate } = parseServiceArgs(process.argv.slice(2), usage);
 
 const stats: ServiceStats = { calls: {}, served: {}, refused: {}, rotations: 0 };
 const time = (d: Date): string => d.toISOString().slice(11, 19);
