@@ -5,7 +5,7 @@
  *
  * - pending: accepted, TLS handshake not finished or the caller's X509-SVID not yet verified.
  *   At most `max_pending_handshakes` per listener and `max_pending_per_address` from one remote
- *   IP address (as nginx's `limit_conn` keyed by `$binary_remote_addr`, Envoy's per-listener
+ *   IP address (an IPv6 /64, see addressKey; as nginx's `limit_conn` keyed by `$binary_remote_addr`, Envoy's per-listener
  *   connection limits). Over either, the socket is closed at accept, before any TLS work.
  * - verified: the caller passed the SPIFFE check; at most `max_connections`. When they are all
  *   taken, new sockets are closed at accept too (a handshake could not lead anywhere).
@@ -15,6 +15,26 @@
  * `spindle_proxy_connections_shed_total` and logged at most once per SHED_LOG_INTERVAL_MS per
  * listener (a flood makes one line, not one per socket).
  */
+
+/**
+ * The key a remote address is counted under: an IPv4 address as is (IPv4-mapped IPv6 too), an
+ * IPv6 address by its /64 prefix (one host commonly holds a whole /64 and can pick any address
+ * in it, so counting single IPv6 addresses would not bound it).
+ */
+export function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped !== null) return mapped[1]!;
+  if (!address.includes(':')) return address;
+  const bare = address.split('%')[0]!.toLowerCase();
+  const [head, tail] = bare.includes('::') ? (bare.split('::') as [string, string]) : [bare, undefined];
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (g === '' ? '0' : g.replace(/^0+(?=.)/, '')))
+    .join(':')}::/64`;
+}
 
 export type ShedReason = 'pending_per_address' | 'max_pending_handshakes' | 'max_connections';
 
@@ -44,7 +64,7 @@ export class Admission {
     return this.#byAddress.get(address) ?? 0;
   }
 
-  /** At accept: undefined when admitted as pending (the caller must later `promote` or `releasePending`), else why it is shed. */
+  /** At accept: undefined when admitted as pending (the caller must later `promote` or `releasePending`), else why it is shed. `address` is an addressKey. */
   admit(address: string): ShedReason | undefined {
     if (this.#verified >= this.limits.maxConnections) return 'max_connections';
     if (this.#pending >= this.limits.maxPendingHandshakes) return 'max_pending_handshakes';

@@ -19,7 +19,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
-import { Admission, ShedLog, type ShedReason } from './admission.js';
+import { addressKey, Admission, ShedLog, type ShedReason } from './admission.js';
 import { authorizeAny } from '../spiffe/sdk/authorizer.js';
 import { createMtlsServer, peerIdOf } from '../spiffe/sdk/tlsconfig.js';
 import type { X509Source } from '../spiffe/sdk/x509source.js';
@@ -223,7 +223,8 @@ function admit(server: tls.Server, l: ListenerConfig, deps: ListenerDeps): ShedL
   const { metrics } = deps;
   const admission = new Admission({ maxConnections: l.maxConnections, maxPendingHandshakes: l.maxPendingHandshakes, maxPendingPerAddress: l.maxPendingPerAddress });
   const shedLog = new ShedLog(l.name, (o, m) => deps.log.warn(o, m));
-  // Open connections by `address|port` (unique among open ones on one listener) and their pool.
+  // Open connections by remote `address|port` (unique among open ones on one listener): the
+  // addressKey they are counted under and their pool.
   const state = new Map<string, { address: string; verified: boolean }>();
   const shed = (s: net.Socket, reason: ShedReason, address: string): void => {
     s.destroy();
@@ -241,13 +242,13 @@ function admit(server: tls.Server, l: ListenerConfig, deps: ListenerDeps): ShedL
   server.emit = function (this: tls.Server, event: string | symbol, ...args: unknown[]): boolean {
     if (event === 'connection') {
       const raw = args[0] as net.Socket;
-      const address = raw.remoteAddress ?? '?';
+      const address = addressKey(raw.remoteAddress ?? '?');
       const why = admission.admit(address);
       if (why !== undefined) {
         shed(raw, why, address);
         return false;
       }
-      const key = `${address}|${raw.remotePort ?? '?'}`;
+      const key = `${raw.remoteAddress ?? '?'}|${raw.remotePort ?? '?'}`;
       state.set(key, { address, verified: false });
       metrics.pendingConnections.inc({ listener: l.name });
       raw.once('close', () => {
@@ -262,16 +263,15 @@ function admit(server: tls.Server, l: ListenerConfig, deps: ListenerDeps): ShedL
       });
     } else if (event === 'secureConnection') {
       const s = args[0] as tls.TLSSocket;
-      const address = s.remoteAddress ?? '?';
-      const st = state.get(`${address}|${s.remotePort ?? '?'}`);
+      const st = state.get(`${s.remoteAddress ?? '?'}|${s.remotePort ?? '?'}`);
       if (st !== undefined && !st.verified) {
         if (!admission.hasVerifiedRoom()) {
-          shed(s, 'max_connections', address);
+          shed(s, 'max_connections', st.address);
           return false;
         }
         // Promoted before the guard runs: one it refuses is destroyed there and frees this slot on close.
         st.verified = true;
-        admission.promote(address);
+        admission.promote(st.address);
         metrics.pendingConnections.dec({ listener: l.name });
       }
     }
