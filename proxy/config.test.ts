@@ -92,6 +92,22 @@ listeners:
     assert.match(problemsOf('listenrs: []\n')[0]!, /^\/etc\/proxy\.yaml:1: listenrs: unknown key \(did you mean "listeners"\?\)/);
   });
 
+  test('admission limits: max_pending_handshakes and max_pending_per_address, with defaults; inbound only', () => {
+    const base = 'listeners:\n  - {name: a, mode: inbound, listen: "127.0.0.1:1", forward: "127.0.0.1:2", allow: spiffe://x.org';
+    const d = parseProxyConfig(`${base}}\n`, 'f', {}).listeners[0]!;
+    assert.equal(d.maxPendingHandshakes, 1024);
+    assert.equal(d.maxPendingPerAddress, 64);
+    const c = parseProxyConfig(`${base}, max_pending_handshakes: 300, max_pending_per_address: 8}\n`, 'f', {}).listeners[0]!;
+    assert.equal(c.maxPendingHandshakes, 300);
+    assert.equal(c.maxPendingPerAddress, 8);
+    assert.match(problemsOf(`${base}, max_pending_per_address: 0}\n`)[0]!, /listeners\[0\] \(a\)\.max_pending_per_address: expected a whole number from 1 to 1000000, got 0/);
+    assert.match(
+      problemsOf('listeners:\n  - {name: o, mode: outbound, listen: "127.0.0.1:1", connect: "a:2", expect: spiffe://x.org, max_pending_handshakes: 10}\n')[0]!,
+      /listeners\[0\] \(o\)\.max_pending_handshakes: only for inbound listeners \(this one is outbound\)/,
+    );
+    assert.match(problemsOf(`${base}, max_pending_per_adress: 8}\n`)[0]!, /did you mean "max_pending_per_address"/);
+  });
+
   test('a relative policy path resolves against the config file', () => {
     const cfg = parseProxyConfig('listeners:\n  - {name: a, mode: inbound, listen: "127.0.0.1:1", forward: "127.0.0.1:2", policy: policies/a.yaml}\n', '/etc/spindle/proxy.yaml', {});
     assert.equal(cfg.listeners[0]!.policy, '/etc/spindle/policies/a.yaml');

@@ -14,7 +14,9 @@
  *       http: true
  *       allow: [spiffe://example.org/web]              # inbound: allowed callers (see allowlist.ts), or
  *       policy: payments-policy.yaml                   #   a policy file (exactly one of allow / policy)
- *       max_connections: 1024
+ *       max_connections: 1024                          # verified callers open at once
+ *       max_pending_handshakes: 1024                   # inbound: accepted, caller not verified yet
+ *       max_pending_per_address: 64                    # inbound: of those, from one remote IP
  *       handshake_timeout: 10s
  *       header_timeout: 10s                            # HTTP: whole request head within this
  *       idle_timeout: 5m
@@ -39,6 +41,8 @@ export const DEFAULT_SOCKET_PATH = '/tmp/spindle-agent/public/api.sock';
 
 export const LISTENER_DEFAULTS = {
   maxConnections: 1024,
+  maxPendingHandshakes: 1024,
+  maxPendingPerAddress: 64,
   handshakeTimeoutMs: 10_000,
   headerTimeoutMs: 10_000,
   idleTimeoutMs: 300_000,
@@ -69,6 +73,10 @@ export interface ListenerConfig {
   /** inbound: policy file (absolute path). */
   policy?: string;
   maxConnections: number;
+  /** inbound: connections accepted whose caller is not verified yet, at once. */
+  maxPendingHandshakes: number;
+  /** inbound: of those, from one remote IP address. */
+  maxPendingPerAddress: number;
   handshakeTimeoutMs: number;
   headerTimeoutMs: number;
   idleTimeoutMs: number;
@@ -100,6 +108,8 @@ const LISTENER_KEYS = [
   'allow',
   'policy',
   'max_connections',
+  'max_pending_handshakes',
+  'max_pending_per_address',
   'handshake_timeout',
   'header_timeout',
   'idle_timeout',
@@ -273,6 +283,8 @@ function readListener(node: Node, index: number, p: Problems, baseDir: string, s
     listen: listen ?? { host: '127.0.0.1', port: 0 },
     http: http ?? false,
     maxConnections: int('max_connections', LISTENER_DEFAULTS.maxConnections),
+    maxPendingHandshakes: int('max_pending_handshakes', LISTENER_DEFAULTS.maxPendingHandshakes),
+    maxPendingPerAddress: int('max_pending_per_address', LISTENER_DEFAULTS.maxPendingPerAddress),
     handshakeTimeoutMs: dur('handshake_timeout', LISTENER_DEFAULTS.handshakeTimeoutMs),
     headerTimeoutMs: dur('header_timeout', LISTENER_DEFAULTS.headerTimeoutMs),
     idleTimeoutMs: dur('idle_timeout', LISTENER_DEFAULTS.idleTimeoutMs),
@@ -306,6 +318,8 @@ function readListener(node: Node, index: number, p: Problems, baseDir: string, s
     if (policy !== undefined) l.policy = policy;
   } else {
     notFor('forward', 'outbound');
+    notFor('max_pending_handshakes', 'outbound');
+    notFor('max_pending_per_address', 'outbound');
     notFor('allow', 'outbound');
     notFor('policy', 'outbound');
     if (http === true) p.add(get('http')!.node, `${lp}.http`, 'outbound listeners relay TCP; http: true is for inbound listeners');

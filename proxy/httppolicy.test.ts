@@ -79,6 +79,8 @@ before(async () => {
     forward: { kind: 'tcp', host: '127.0.0.1', port: (service.address() as AddressInfo).port },
     http: true,
     maxConnections: LISTENER_DEFAULTS.maxConnections,
+    maxPendingHandshakes: LISTENER_DEFAULTS.maxPendingHandshakes,
+    maxPendingPerAddress: LISTENER_DEFAULTS.maxPendingPerAddress,
     handshakeTimeoutMs: 5000,
     headerTimeoutMs: 5000,
     idleTimeoutMs: 30_000,

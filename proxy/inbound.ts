@@ -8,15 +8,18 @@
  *   (method, path); a refusal is a 403 naming the rule; allowed requests are forwarded with a
  *   keep-alive agent, bodies streamed both ways (never buffered), with Envoy's
  *   X-Forwarded-Client-Cert (any the caller sent is removed) and a W3C traceparent.
- * Bounds: max_connections (net.Server.maxConnections: connections over it are closed at
- * accept), handshake_timeout, header_timeout (the whole request head, against slowloris),
- * idle_timeout (no byte either way).
+ * Bounds: admission in two pools (admission.ts): connections not yet verified (pending) at most
+ * max_pending_handshakes, and max_pending_per_address from one remote IP; verified callers at
+ * most max_connections; a socket over any of them is closed at accept, before TLS work.
+ * handshake_timeout frees pending slots, header_timeout bounds the whole request head (against
+ * slowloris), idle_timeout closes a connection with no byte either way.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
+import { addressKey, Admission, ShedLog, type ShedReason } from './admission.js';
 import { authorizeAny } from '../spiffe/sdk/authorizer.js';
 import { createMtlsServer, peerIdOf } from '../spiffe/sdk/tlsconfig.js';
 import type { X509Source } from '../spiffe/sdk/x509source.js';
@@ -107,8 +110,7 @@ export async function startInbound(l: ListenerConfig, decider: DeciderRef, deps:
     // whose handshake timed out (maxConnections would fill up). TCP listeners turn it on per
     // socket once the caller is verified, so a caller's half-close is relayed.
   });
-  server.maxConnections = l.maxConnections;
-  server.on('drop', () => metrics.overCapacity.inc({ listener: l.name }));
+  const shedLog = admit(server, l, deps);
   server.on('connection', (raw: net.Socket) => {
     sockets.add(raw);
     metrics.activeConnections.inc({ listener: l.name });
@@ -203,10 +205,79 @@ export async function startInbound(l: ListenerConfig, decider: DeciderRef, deps:
     address: () => server.address() as AddressInfo,
     close: () =>
       new Promise<void>((resolve) => {
+        shedLog.stop();
         server.close(() => resolve());
         for (const s of sockets) s.destroy();
       }),
   };
+}
+
+/**
+ * Installs the listener's admission (admission.ts) on `server`: a socket over the pending limits
+ * (per address, per listener) or arriving while max_connections verified callers are open is
+ * destroyed before the TLS server sees it; a finished handshake is promoted to the verified pool
+ * just before the SDK's guard verifies it (refused there, its pending slot is freed on close).
+ * net.Server.maxConnections stays as a backstop at the sum of both pools.
+ */
+function admit(server: tls.Server, l: ListenerConfig, deps: ListenerDeps): ShedLog {
+  const { metrics } = deps;
+  const admission = new Admission({ maxConnections: l.maxConnections, maxPendingHandshakes: l.maxPendingHandshakes, maxPendingPerAddress: l.maxPendingPerAddress });
+  const shedLog = new ShedLog(l.name, (o, m) => deps.log.warn(o, m));
+  // Open connections by remote `address|port` (unique among open ones on one listener): the
+  // addressKey they are counted under and their pool.
+  const state = new Map<string, { address: string; verified: boolean }>();
+  const shed = (s: net.Socket, reason: ShedReason, address: string): void => {
+    s.destroy();
+    metrics.shed.inc({ listener: l.name, reason });
+    if (reason === 'max_connections') metrics.overCapacity.inc({ listener: l.name });
+    shedLog.record(reason, address);
+  };
+  server.maxConnections = l.maxConnections + l.maxPendingHandshakes;
+  server.on('drop', (d?: { remoteAddress?: string }) => {
+    metrics.shed.inc({ listener: l.name, reason: 'max_connections' });
+    metrics.overCapacity.inc({ listener: l.name });
+    shedLog.record('max_connections', d?.remoteAddress ?? '?');
+  });
+  const emit = server.emit as (this: tls.Server, event: string | symbol, ...args: unknown[]) => boolean;
+  server.emit = function (this: tls.Server, event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'connection') {
+      const raw = args[0] as net.Socket;
+      const address = addressKey(raw.remoteAddress ?? '?');
+      const why = admission.admit(address);
+      if (why !== undefined) {
+        shed(raw, why, address);
+        return false;
+      }
+      const key = `${raw.remoteAddress ?? '?'}|${raw.remotePort ?? '?'}`;
+      state.set(key, { address, verified: false });
+      metrics.pendingConnections.inc({ listener: l.name });
+      raw.once('close', () => {
+        const st = state.get(key);
+        state.delete(key);
+        if (st === undefined) return;
+        if (st.verified) admission.releaseVerified();
+        else {
+          admission.releasePending(address);
+          metrics.pendingConnections.dec({ listener: l.name });
+        }
+      });
+    } else if (event === 'secureConnection') {
+      const s = args[0] as tls.TLSSocket;
+      const st = state.get(`${s.remoteAddress ?? '?'}|${s.remotePort ?? '?'}`);
+      if (st !== undefined && !st.verified) {
+        if (!admission.hasVerifiedRoom()) {
+          shed(s, 'max_connections', st.address);
+          return false;
+        }
+        // Promoted before the guard runs: one it refuses is destroyed there and frees this slot on close.
+        st.verified = true;
+        admission.promote(st.address);
+        metrics.pendingConnections.dec({ listener: l.name });
+      }
+    }
+    return emit.call(this, event, ...args);
+  } as typeof server.emit;
+  return shedLog;
 }
 
 /** The HTTP side of an inbound listener: verified TLS sockets fed to a node:http server. */

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
@@ -94,10 +94,10 @@ function callerTls(svid: TestSvid | undefined): tls.ConnectionOptions {
   };
 }
 
-/** Connects to `port` as `svid` and resolves once the handshake is done. */
-function tlsConnect(port: number, svid: TestSvid | undefined): Promise<tls.TLSSocket> {
+/** Connects to `port` as `svid` (from `localAddress`, default the kernel's choice) and resolves once the handshake is done. */
+function tlsConnect(port: number, svid: TestSvid | undefined, localAddress?: string): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
-    const s = tls.connect({ ...callerTls(svid), host: '127.0.0.1', port });
+    const s = tls.connect({ ...callerTls(svid), host: '127.0.0.1', port, ...(localAddress === undefined ? {} : { localAddress }) });
     closers.push(() => s.destroy());
     s.once('secureConnect', () => resolve(s));
     s.once('error', reject);
@@ -127,10 +127,10 @@ function roundTrip(s: net.Socket, msg: string): Promise<string> {
 }
 
 /** TLS to the proxy as `svid`, one line written, what came back ('closed' when refused). */
-async function tcpCall(port: number, svid: TestSvid | undefined, msg = 'ping'): Promise<string> {
+async function tcpCall(port: number, svid: TestSvid | undefined, msg = 'ping', localAddress?: string): Promise<string> {
   let s: tls.TLSSocket;
   try {
-    s = await tlsConnect(port, svid);
+    s = await tlsConnect(port, svid, localAddress);
   } catch {
     return 'closed';
   }
@@ -268,6 +268,8 @@ listeners:
     forward: 127.0.0.1:${echoPort}
     allow: [spiffe://example.org]
     max_connections: 20
+    max_pending_handshakes: 15
+    max_pending_per_address: 10
     handshake_timeout: 30s
 `,
   );
@@ -328,23 +330,63 @@ describe('inbound TCP listener', () => {
     assert.ok(metricValue(m, 'spindle_proxy_refusals_total', { listener: 'tcp-in', source: 'none', rule: 'spiffe-verification' }) >= 1);
   });
 
-  test('max_connections: connections over the limit are closed at accept', async () => {
+  test('admission: pending connections capped per address and per listener, verified ones by max_connections; each shed counted', async () => {
+    // `capped`: max_pending_per_address 10, max_pending_handshakes 15, max_connections 20.
     const held: net.Socket[] = [];
-    let closedEarly = 0;
-    for (let i = 0; i < 30; i++) {
-      const s = net.connect(cappedPort, '127.0.0.1');
-      closers.push(() => s.destroy());
-      s.on('error', () => undefined);
-      s.on('close', () => closedEarly++);
-      held.push(s);
-      await once(s, 'connect');
+    let closedByProxy = 0;
+    const idleFrom = async (n: number, localAddress: string): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        const s = net.connect({ port: cappedPort, host: '127.0.0.1', localAddress });
+        closers.push(() => s.destroy());
+        s.on('error', () => undefined);
+        s.on('close', () => closedByProxy++);
+        held.push(s);
+        await once(s, 'connect');
+      }
+    };
+    const waitFor = async (what: string, pred: () => boolean | Promise<boolean>): Promise<void> => {
+      const deadline = Date.now() + 10_000;
+      while (!(await pred())) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    const gauge = async (name: string): Promise<number> => metricValue(await scrapeMetrics(A.admin), name, { listener: 'capped' });
+    const shed = async (reason: string): Promise<number> => metricValue(await scrapeMetrics(A.admin), 'spindle_proxy_connections_shed_total', { listener: 'capped', reason });
+
+    // 30 idle connections from 127.0.0.1: 10 pending, 20 closed at accept.
+    await idleFrom(30, '127.0.0.1');
+    await waitFor('20 closed', () => closedByProxy >= 20);
+    // 10 from 127.0.0.2: the listener has room for 5 more pending (15 in all).
+    await idleFrom(10, '127.0.0.2');
+    await waitFor('25 closed', () => closedByProxy >= 25);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(closedByProxy, 25, 'exactly the sockets over the pending limits were closed');
+    assert.equal(await shed('pending_per_address'), 20);
+    assert.equal(await shed('max_pending_handshakes'), 5);
+    assert.equal(await gauge('spindle_proxy_pending_connections'), 15);
+    for (const s of held) s.destroy();
+    await waitFor('the pending slots back', async () => (await gauge('spindle_proxy_pending_connections')) === 0);
+
+    // 20 verified callers fill max_connections (one at a time: pending never exceeds the caps).
+    const verified: tls.TLSSocket[] = [];
+    for (let i = 0; i < 20; i++) {
+      const s = await tlsConnect(cappedPort, trust.webSvid);
+      assert.equal(await roundTrip(s, `v${i}`), `echo: v${i}`);
+      verified.push(s);
     }
-    const deadline = Date.now() + 10_000;
-    while (closedEarly < 10 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(closedEarly, 10, 'exactly the 10 connections over max_connections 20 were closed');
+    assert.equal(await gauge('spindle_proxy_pending_connections'), 0, 'verified callers leave the pending pool');
+    // More callers, even valid ones, are closed at accept while 20 are verified.
+    for (let i = 0; i < 10; i++) assert.equal(await tcpCall(cappedPort, trust.webSvid, 'over'), 'closed');
+    assert.equal(await shed('max_connections'), 10);
     const m = await scrapeMetrics(A.admin);
     assert.equal(metricValue(m, 'spindle_proxy_connections_over_limit_total', { listener: 'capped' }), 10);
-    for (const s of held) s.destroy();
+    // A verified caller leaving frees its slot for the next one.
+    verified.pop()!.destroy();
+    await waitFor('a verified slot back', async () => (await gauge('spindle_proxy_active_connections')) === 19);
+    assert.equal(await tcpCall(cappedPort, trust.webSvid, 'again'), 'echo: again');
+    for (const s of verified) s.destroy();
+    await waitFor('every slot back', async () => (await gauge('spindle_proxy_active_connections')) === 0);
   });
 });
 
@@ -502,64 +544,166 @@ describe('outbound listener', () => {
   });
 });
 
+/**
+ * The flooding process (`node --input-type=module -e FLOOD_SCRIPT <port> <total> <holdMs>`): opens
+ * <total> sockets to 127.0.0.1:<port> from 127.0.0.1, 250 at a time; a quarter each: idle TCP
+ * (two quarters), a real ClientHello (captured first) that is never followed by the client's
+ * Finished, a TLS client without a certificate. Every socket is kept until <holdMs> after the
+ * start (or the proxy closes it), all are destroyed then, and `done {json}` is printed.
+ */
+const FLOOD_SCRIPT = `
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import { once } from 'node:events';
+const [port, total, holdMs] = process.argv.slice(1).map(Number);
+const start = Date.now();
+const catcher = net.createServer();
+catcher.listen(0, '127.0.0.1');
+await once(catcher, 'listening');
+const hello = new Promise((resolve) => catcher.once('connection', (c) => c.once('data', (d) => { resolve(d); c.destroy(); })));
+const probe = tls.connect({ host: '127.0.0.1', port: catcher.address().port, rejectUnauthorized: false });
+probe.on('error', () => undefined);
+const clientHello = await hello;
+probe.destroy();
+catcher.close();
+const ctx = tls.createSecureContext({});
+const sockets = [];
+let open = 0, maxHeld = 0, closedByProxy = 0, errors = 0, stopping = false;
+for (let i = 0; i < total; i++) {
+  const kind = i % 4;
+  const s = kind === 3
+    ? tls.connect({ host: '127.0.0.1', port, secureContext: ctx, rejectUnauthorized: false })
+    : net.connect({ host: '127.0.0.1', port, localAddress: '127.0.0.1' });
+  open++;
+  maxHeld = Math.max(maxHeld, open);
+  if (kind === 2) s.once('connect', () => s.write(clientHello));
+  s.on('error', () => errors++);
+  s.once('close', () => { open--; if (!stopping) closedByProxy++; });
+  sockets.push(s);
+  if (i % 250 === 249) await new Promise((r) => setImmediate(r));
+}
+const openedMs = Date.now() - start;
+process.stdout.write('opened ' + openedMs + '\\n');
+const hard = setTimeout(() => process.exit(2), 15_000);
+await new Promise((r) => setTimeout(r, Math.max(0, holdMs - (Date.now() - start))));
+stopping = true;
+const heldOpen = sockets.filter((s) => !s.destroyed).length;
+for (const s of sockets) s.destroy();
+clearTimeout(hard);
+process.stdout.write('done ' + JSON.stringify({ opened: sockets.length, openedMs, heldOpen, maxHeld, closedByProxy, errors }) + '\\n');
+process.exit(0);
+`;
+
 describe('load and rotation', () => {
-  test('a bounded flood of 2,000 connections: a canary caller keeps being served', async (t) => {
+  test('a flood of 10,000 connections held at once from 127.0.0.1: a canary caller from 127.0.0.2 keeps being served; sheds counted; every slot given back', async (t) => {
+    // The flooding process needs a file descriptor per socket (the proxy keeps at most
+    // max_pending_per_address of them): 10,000 plus headroom.
+    const limits = readFileSync('/proc/self/limits', 'utf8');
+    const nofile = Number(/^Max open files\s+(\d+|unlimited)/m.exec(limits)?.[1]?.replace('unlimited', 'Infinity'));
+    assert.ok(nofile >= 12_000, `this test holds 10,000 sockets: run it with ulimit -n 20000 (soft limit is ${nofile})`);
+
+    const TOTAL = 10_000;
+    const HOLD_MS = 12_000;
+    const pid = A.proc.pid!;
+    const procStat = (): { fds: number; rssKb: number } => ({
+      fds: readdirSync(`/proc/${pid}/fd`).length,
+      rssKb: Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0),
+    });
+    const before = await scrapeMetrics(A.admin);
+    const shedBefore = metricValue(before, 'spindle_proxy_connections_shed_total', { listener: 'tcp-in' });
+    const timeoutsBefore = metricValue(before, 'spindle_proxy_handshake_errors_total', { listener: 'tcp-in', reason: 'timeout' });
+
+    // The canary: a valid SVID from another address, a round trip on a new connection every 20 ms.
     let stop = false;
     let canaryOk = 0;
+    const okAt: number[] = [];
     const canaryFailures: string[] = [];
     const canary = (async () => {
-      for (let i = 0; i < 2000 && !stop; i++) {
-        const r = await tcpCall(tcpInPort, trust.webSvid, `canary${i}`);
-        if (r === `echo: canary${i}`) canaryOk++;
-        else canaryFailures.push(r);
+      for (let i = 0; i < 5000 && !stop; i++) {
+        const r = await tcpCall(tcpInPort, trust.webSvid, `canary${i}`, '127.0.0.2');
+        if (r === `echo: canary${i}`) {
+          canaryOk++;
+          okAt.push(Date.now());
+        } else canaryFailures.push(r);
         await new Promise((res) => setTimeout(res, 20));
       }
     })();
-    // 2,000 connections, 100 at a time, each bounded (closed by us after 50 ms, or 10 s at most):
-    // half idle TCP,
-    // half TLS handshakes without a client certificate (refused by the SPIFFE check).
-    const TOTAL = 2000;
-    const WAVE = 100;
+
+    // The flood, from a process of its own (an attacker does not share the canary's event loop):
+    // FLOOD_SCRIPT opens 10,000 sockets from 127.0.0.1, holds them all until HOLD_MS after its
+    // start (each destroyed by 15 s at the latest), then reports.
     const floodStart = Date.now();
-    for (let w = 0; w < TOTAL / WAVE; w++) {
-      await Promise.all(
-        Array.from({ length: WAVE }, (_, i) =>
-          i % 2 === 0
-            ? new Promise<void>((resolve) => {
-                const s = net.connect(tcpInPort, '127.0.0.1');
-                s.on('error', () => resolve());
-                s.on('connect', () => setTimeout(() => s.destroy(), 50));
-                s.setTimeout(10_000, () => s.destroy());
-                s.on('close', () => resolve());
-              })
-            : new Promise<void>((resolve) => {
-                const s = tls.connect({ ...callerTls(undefined), host: '127.0.0.1', port: tcpInPort });
-                s.on('error', () => resolve());
-                s.on('close', () => resolve());
-                s.setTimeout(10_000, () => s.destroy());
-              }),
-        ),
-      );
+    const flooder = spawn(process.execPath, ['--input-type=module', '-e', FLOOD_SCRIPT, String(tcpInPort), String(TOTAL), String(HOLD_MS)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    procs.push(flooder);
+    let floodOut = '';
+    let floodErr = '';
+    flooder.stdout!.on('data', (d: Buffer) => (floodOut += d.toString()));
+    flooder.stderr!.on('data', (d: Buffer) => (floodErr += d.toString()));
+    const flooderDone = new Promise<void>((resolve) => flooder.once('exit', () => resolve()));
+    const killer = setTimeout(() => flooder.kill('SIGKILL'), 20_000);
+    // While held: the flooding address never has more than max_pending_per_address (64) pending;
+    // the canary adds at most one.
+    let maxPending = 0;
+    let maxFds = 0;
+    let maxRssKb = 0;
+    while (Date.now() - floodStart < HOLD_MS && flooder.exitCode === null) {
+      const m = await scrapeMetrics(A.admin);
+      maxPending = Math.max(maxPending, metricValue(m, 'spindle_proxy_pending_connections', { listener: 'tcp-in' }));
+      const st = procStat();
+      maxFds = Math.max(maxFds, st.fds);
+      maxRssKb = Math.max(maxRssKb, st.rssKb);
+      await new Promise((r) => setTimeout(r, 500));
     }
+    await flooderDone;
+    clearTimeout(killer);
+    const canaryDuringFlood = canaryOk;
     const floodMs = Date.now() - floodStart;
     stop = true;
     await canary;
-    t.diagnostic(`flood of ${TOTAL} connections took ${floodMs} ms; the canary made ${canaryOk} round trips meanwhile, ${canaryFailures.length} failed`);
-    assert.equal(A.proc.exitCode, null, A.stderr().slice(-3000));
-    assert.deepEqual(canaryFailures, []);
-    assert.ok(canaryOk > 0, 'the canary ran during the flood');
-    assert.equal(await tcpCall(tcpInPort, trust.webSvid, 'after'), 'echo: after');
+    const report = /^done (.*)$/m.exec(floodOut);
+    assert.ok(report !== null, `the flooder reported: ${floodOut} ${floodErr}`);
+    const fr = JSON.parse(report[1]!) as { opened: number; openedMs: number; heldOpen: number; maxHeld: number; closedByProxy: number; errors: number };
+    assert.equal(fr.opened, TOTAL);
     const m = await scrapeMetrics(A.admin);
-    assert.ok(metricValue(m, 'spindle_proxy_handshake_errors_total', { listener: 'tcp-in', reason: 'no_peer_certificate' }) >= TOTAL / 2);
-    // Every flood connection gave its slot back (a leaked slot would fill max_connections).
+    const shed = metricValue(m, 'spindle_proxy_connections_shed_total', { listener: 'tcp-in' }) - shedBefore;
+    const shedPerAddress = metricValue(m, 'spindle_proxy_connections_shed_total', { listener: 'tcp-in', reason: 'pending_per_address' });
+    const timeouts = metricValue(m, 'spindle_proxy_handshake_errors_total', { listener: 'tcp-in', reason: 'timeout' }) - timeoutsBefore;
+    const half = floodStart + HOLD_MS / 2;
+    t.diagnostic(
+      `flood: ${TOTAL} sockets opened in ${fr.openedMs} ms, ${floodMs} ms in all (at most ${fr.maxHeld} open at once on the flooder's side, ${fr.heldOpen} still open at the end, ${fr.closedByProxy} closed by the proxy, ${fr.errors} socket errors); ` +
+        `shed ${shed} (pending_per_address ${shedPerAddress}), handshake timeouts ${timeouts}; pending at most ${maxPending}; ` +
+        `canary: ${canaryDuringFlood} round trips during the flood (${okAt.filter((x) => x < half).length} in the first half), ${canaryFailures.length} failed; ` +
+        `proxy: at most ${maxFds} fds, VmRSS at most ${Math.round(maxRssKb / 1024)} MB`,
+    );
+    assert.equal(A.proc.exitCode, null, A.stderr().slice(-3000));
+    assert.deepEqual(canaryFailures, [], 'every canary round trip succeeded');
+    assert.ok(canaryDuringFlood >= 50, `the canary kept going during the flood (${canaryDuringFlood} round trips)`);
+    assert.ok(okAt.filter((x) => x >= floodStart && x < half).length >= 10, 'canary round trips in the first half of the flood');
+    assert.ok(okAt.filter((x) => x >= half).length >= 10, 'canary round trips in the second half of the flood');
+    assert.ok(maxPending <= 64 + 1, `pending connections stayed within max_pending_per_address (+ the canary): ${maxPending}`);
+    assert.ok(maxFds < 1000, `the proxy's open files stayed bounded: ${maxFds}`);
+    // Most of the flood was refused at accept and counted; the rest was admitted as pending and
+    // ended by the SPIFFE check (no certificate) or handshake_timeout (5 s), which freed its slot.
+    assert.ok(shedPerAddress >= TOTAL / 2, `sheds counted: ${shedPerAddress}`);
+    assert.ok(shed <= fr.closedByProxy, 'every shed socket was closed by the proxy');
+    assert.ok(timeouts >= 1, 'admitted handshakes that never finished were ended by handshake_timeout');
+    assert.match(A.stderr(), /connections closed at accept/, 'the sheds were logged (summarized)');
+    const shedLines = A.stderr().split('\n').filter((l) => l.includes('connections closed at accept') && l.includes('tcp-in')).length;
+    assert.ok(shedLines <= 5, `shed log lines are summaries, not one per socket: ${shedLines}`);
+    // The flooding address itself is served again, and every slot comes back.
+    assert.equal(await tcpCall(tcpInPort, trust.webSvid, 'after'), 'echo: after');
     const deadline = Date.now() + 10_000;
     let open = -1;
+    let pending = -1;
     while (Date.now() < deadline) {
-      open = metricValue(await scrapeMetrics(A.admin), 'spindle_proxy_active_connections', { listener: 'tcp-in' });
-      if (open === 0) break;
+      const mm = await scrapeMetrics(A.admin);
+      open = metricValue(mm, 'spindle_proxy_active_connections', { listener: 'tcp-in' });
+      pending = metricValue(mm, 'spindle_proxy_pending_connections', { listener: 'tcp-in' });
+      if (open === 0 && pending === 0) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(open, 0);
+    assert.equal(pending, 0);
   });
 
   test('rotation: new connections get the new SVID, a live connection stays up', async () => {

@@ -40,6 +40,8 @@ export class ProxyMetrics {
   readonly refusals: Counter<'listener' | 'source' | 'rule'>;
   readonly handshakeErrors: Counter<'listener' | 'reason'>;
   readonly overCapacity: Counter<'listener'>;
+  readonly shed: Counter<'listener' | 'reason'>;
+  readonly pendingConnections: Gauge<'listener'>;
   readonly requestDuration: Histogram<'listener' | 'source' | 'decision'>;
   readonly connectionDuration: Histogram<'listener' | 'source' | 'decision'>;
   readonly policyReloads: Counter<'listener' | 'result'>;
@@ -55,6 +57,8 @@ export class ProxyMetrics {
     this.refusals = new Counter({ name: 'spindle_proxy_refusals_total', help: 'Connections or requests refused, by listener, source and the rule (or check) that refused', labelNames: ['listener', 'source', 'rule'], registers: r });
     this.handshakeErrors = new Counter({ name: 'spindle_proxy_handshake_errors_total', help: 'TLS handshakes that failed or whose peer failed SPIFFE verification', labelNames: ['listener', 'reason'], registers: r });
     this.overCapacity = new Counter({ name: 'spindle_proxy_connections_over_limit_total', help: 'Connections closed at accept because the listener had max_connections open', labelNames: ['listener'], registers: r });
+    this.shed = new Counter({ name: 'spindle_proxy_connections_shed_total', help: 'Connections closed at accept by the admission limits, by reason: pending_per_address, max_pending_handshakes, max_connections', labelNames: ['listener', 'reason'], registers: r });
+    this.pendingConnections = new Gauge({ name: 'spindle_proxy_pending_connections', help: 'Inbound connections accepted whose caller is not verified yet (TLS handshake in progress)', labelNames: ['listener'], registers: r });
     this.requestDuration = new Histogram({ name: 'spindle_proxy_request_duration_seconds', help: 'HTTP request duration, head received to response end', labelNames: ['listener', 'source', 'decision'], buckets: DURATION_BUCKETS, registers: r });
     this.connectionDuration = new Histogram({ name: 'spindle_proxy_connection_duration_seconds', help: 'Connection duration, accept to close', labelNames: ['listener', 'source', 'decision'], buckets: DURATION_BUCKETS, registers: r });
     this.policyReloads = new Counter({ name: 'spindle_proxy_policy_reloads_total', help: 'Policy file reloads by result (ok / failed)', labelNames: ['listener', 'result'], registers: r });

@@ -43,6 +43,8 @@ interface CommonFlags {
   admin?: string;
   logLevel?: string;
   maxConnections?: string;
+  maxPendingHandshakes?: string;
+  maxPendingPerAddress?: string;
   handshakeTimeout?: string;
   headerTimeout?: string;
   idleTimeout?: string;
@@ -69,7 +71,7 @@ function commonFlags(cmd: Command, mode: 'inbound' | 'outbound'): Command {
     .addOption(new Option('--socketPath <path>', `Workload API socket (default $SPIFFE_ENDPOINT_SOCKET, else ${DEFAULT_SOCKET_PATH})`))
     .addOption(new Option('--admin <host:port>', 'Serve /live, /ready and /metrics on this address'))
     .addOption(new Option('--name <name>', `Listener name in logs and metrics (default ${mode})`))
-    .addOption(new Option('--maxConnections <n>', `Most connections open at once (default ${LISTENER_DEFAULTS.maxConnections})`))
+    .addOption(new Option('--maxConnections <n>', `Most verified connections open at once (default ${LISTENER_DEFAULTS.maxConnections})`))
     .addOption(new Option('--handshakeTimeout <duration>', 'TLS handshake deadline (default 10s)'))
     .addOption(new Option('--headerTimeout <duration>', 'HTTP: deadline for a whole request head (default 10s)'))
     .addOption(new Option('--idleTimeout <duration>', 'Close a connection idle this long (default 5m)'))
@@ -118,6 +120,8 @@ function oneListener(mode: 'inbound' | 'outbound', f: InboundFlags & OutboundFla
     listen: listen ?? { host: '127.0.0.1', port: 0 },
     http: mode === 'inbound' && f.http === true,
     maxConnections: int('maxConnections', LISTENER_DEFAULTS.maxConnections),
+    maxPendingHandshakes: int('maxPendingHandshakes', LISTENER_DEFAULTS.maxPendingHandshakes),
+    maxPendingPerAddress: int('maxPendingPerAddress', LISTENER_DEFAULTS.maxPendingPerAddress),
     handshakeTimeoutMs: dur('handshakeTimeout', LISTENER_DEFAULTS.handshakeTimeoutMs),
     headerTimeoutMs: dur('headerTimeout', LISTENER_DEFAULTS.headerTimeoutMs),
     idleTimeoutMs: dur('idleTimeout', LISTENER_DEFAULTS.idleTimeoutMs),
@@ -185,7 +189,9 @@ function buildProgram(): Command {
       .addOption(requiredFlag(new Option('--listen <host:port>', 'Address to accept mTLS on')))
       .addOption(requiredFlag(new Option('--forward <address>', 'The local service: loopback host:port or unix:/path')))
       .addOption(requiredFlag(new Option('--allow <id>', 'Allowed caller: a SPIFFE ID, spiffe://<trust domain> (any member), or a path pattern with * / ** (repeatable)').argParser(collect)))
-      .addOption(new Option('--http', 'Parse HTTP: decide per request, 403 refusals, X-Forwarded-Client-Cert and traceparent')),
+      .addOption(new Option('--http', 'Parse HTTP: decide per request, 403 refusals, X-Forwarded-Client-Cert and traceparent'))
+      .addOption(new Option('--maxPendingHandshakes <n>', `Most connections whose caller is not verified yet, at once (default ${LISTENER_DEFAULTS.maxPendingHandshakes})`))
+      .addOption(new Option('--maxPendingPerAddress <n>', `Of those, most from one remote IP address (default ${LISTENER_DEFAULTS.maxPendingPerAddress})`)),
     'inbound',
   ).action((f: InboundFlags) => runService(async () => oneListener('inbound', f), start));
   commonFlags(
