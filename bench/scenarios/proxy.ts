@@ -279,6 +279,9 @@ async function throughput(s: Setup, quick: boolean): Promise<Row[]> {
     async (p) => (await runLoad({ kind: 'bulk', port: port[p], bytes, timeoutMs: 60_000 }, 90_000)).mbps as number,
     (p) => (p === 'proxy' ? s.proxyPids : s.relayPids),
   );
+  if (process.env.SPINDLE_BENCH_DEBUG !== undefined) {
+    console.log('CPU s so far per process (inbound, outbound / relay-in, relay-out):', s.proxyPids.map((p) => cpuSeconds([p])), s.relayPids.map((p) => cpuSeconds([p])));
+  }
   const proxy = res.get('proxy')!;
   const relay = res.get('relay')!;
   const ratio = median(proxy) / median(relay);
