@@ -18,6 +18,8 @@
  *   figure) and through the relay; the added latency is each path's p50 / p99 minus direct's.
  *
  * `--proxy-cpu-prof DIR` runs both proxies under `node --cpu-prof` (profiles written on exit).
+ * With SPINDLE_BENCH_DEBUG set, proxy-throughput prints each process's CPU seconds and
+ * proxy-latency each path's connection count and slowest requests.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
