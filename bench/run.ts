@@ -2,9 +2,10 @@
  * `npm run bench`: runs the benchmarks and prints each figure next to its target and a baseline
  * measured in the same run: one table per scenario, then a summary of every row with a target.
  * Options: --only a,b (issuance, issuance-api, propagation, scale, admin, admin-postgres, cli, fanout, rotation,
- * memory, agent-restart, failover, coldstart-postgres, storm-postgres, propagation-cross), --quick (small sizes), --seconds N (per in-process figure, default 3), --csrs N,
+ * memory, agent-restart, failover, coldstart-postgres, storm-postgres, propagation-cross,
+ * proxy-throughput, proxy-requests, proxy-latency), --quick (small sizes), --seconds N (per in-process figure, default 3), --csrs N,
  * sizes (--entries, --agents, --burst, --workloads, --client-procs, --rotations) and profiling
- * (--server-cpu-prof DIR, --agent-cpu-prof DIR). Benchmarks never run inside `npm test`.
+ * (--server-cpu-prof DIR, --agent-cpu-prof DIR, --proxy-cpu-prof DIR). Benchmarks never run inside `npm test`.
  */
 import { parseArgs } from 'node:util';
 import { benchIssuance } from './issuance.js';
@@ -14,9 +15,10 @@ import { AGENT_BENCH_OPTIONS, runAgentScenarios } from './scenarios/fanout.js';
 import { benchAgentRestart } from './scenarios/agentrestart.js';
 import { runMultiServerScenarios } from './server/multiserver.js';
 import { benchFailover } from './scenarios/failover.js';
+import { PROXY_BENCH_OPTIONS, runProxyScenarios } from './scenarios/proxy.js';
 
 const { values } = parseArgs({
-  options: { seconds: { type: 'string', default: '3' }, csrs: { type: 'string', default: '200' }, ...SERVER_BENCH_OPTIONS, ...AGENT_BENCH_OPTIONS },
+  options: { seconds: { type: 'string', default: '3' }, csrs: { type: 'string', default: '200' }, ...SERVER_BENCH_OPTIONS, ...AGENT_BENCH_OPTIONS, ...PROXY_BENCH_OPTIONS },
 });
 const seconds = Number(values.seconds);
 const csrs = Number(values.csrs);
@@ -63,6 +65,8 @@ if (isSelected(values, 'failover')) {
 
 // Several servers on one PostgreSQL (--only coldstart-postgres,storm-postgres,propagation-cross).
 rows.push(...(await runMultiServerScenarios(values)));
+// spindle-proxy's data path (--only proxy-throughput,proxy-requests,proxy-latency; --proxy-cpu-prof DIR).
+rows.push(...(await runProxyScenarios(values, seconds)));
 
 const targeted = rows.filter((r) => r.pass !== undefined);
 console.log(`\nSummary: ${targeted.filter((r) => r.pass).length} of ${targeted.length} targets met in ${((performance.now() - started) / 1000).toFixed(0)} s`);

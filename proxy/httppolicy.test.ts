@@ -102,7 +102,18 @@ after(async () => {
 const keepAlive = new https.Agent({ keepAlive: true, maxSockets: 1 });
 after(() => keepAlive.destroy());
 
-function call(method: string, path: string, token?: string, agentOpt: https.Agent | false = false): Promise<{ status: number; body: string; socketPort: number }> {
+/**
+ * One request; resolves once its access record is in too: the listener writes it when the
+ * response closes on its side, which can come after the caller has read the whole response.
+ */
+async function call(method: string, path: string, token?: string, agentOpt: https.Agent | false = false): Promise<{ status: number; body: string; socketPort: number }> {
+  const logged = access.length;
+  const reply = await send(method, path, token, agentOpt);
+  for (const deadline = Date.now() + 5000; access.length === logged && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 5));
+  return reply;
+}
+
+function send(method: string, path: string, token: string | undefined, agentOpt: https.Agent | false): Promise<{ status: number; body: string; socketPort: number }> {
   return new Promise((resolve, reject) => {
     const req = https.request(
       {

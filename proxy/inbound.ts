@@ -27,6 +27,7 @@ import type { Decision, RequestFacts } from './decision.js';
 import { bearerToken, jwtFacts, type JwtBundleWatch } from './jwt.js';
 import type { ListenerConfig } from './config.js';
 import type { DeciderRef } from './policyhook.js';
+import { ownIdReader } from './ownid.js';
 import { relay } from './relay.js';
 import type { AccessLog, ProxyMetrics } from './telemetry.js';
 
@@ -48,13 +49,25 @@ export interface RunningListener {
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
 
+// Random bytes for new trace and span ids, drawn 4 KB at a time rather than two randomBytes calls per request.
+let randomPool = Buffer.alloc(0);
+let randomAt = 0;
+function randomHex(bytes: number): string {
+  if (randomAt + bytes > randomPool.length) {
+    randomPool = randomBytes(4096);
+    randomAt = 0;
+  }
+  randomAt += bytes;
+  return randomPool.toString('hex', randomAt - bytes, randomAt);
+}
+
 /** The caller's traceparent when it is valid W3C (version 00, non-zero ids), else a new one (sampled flag off). */
 export function traceparentFor(header: string | string[] | undefined): { value: string; started: boolean } {
   const h = Array.isArray(header) ? (header.length === 1 ? header[0] : undefined) : header;
   const m = h === undefined ? null : TRACEPARENT.exec(h.trim());
   if (m !== null && !/^0+$/.test(m[1]!) && !/^0+$/.test(m[2]!)) return { value: h!.trim(), started: false };
-  let trace = randomBytes(16).toString('hex');
-  let span = randomBytes(8).toString('hex');
+  let trace = randomHex(16);
+  let span = randomHex(8);
   if (/^0+$/.test(trace)) trace = `${trace.slice(0, 31)}1`;
   if (/^0+$/.test(span)) span = `${span.slice(0, 15)}1`;
   return { value: `00-${trace}-${span}-00`, started: true };
@@ -89,20 +102,13 @@ function pathOnly(url: string | undefined): string {
   return q < 0 ? u : u.slice(0, q);
 }
 
-function ownIdOf(source: X509Source): string | undefined {
-  try {
-    return source.getX509Svid().id;
-  } catch {
-    return undefined;
-  }
-}
-
 function remoteOf(s: net.Socket): string {
   return `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}`;
 }
 
 export async function startInbound(l: ListenerConfig, decider: DeciderRef, deps: ListenerDeps): Promise<RunningListener> {
   const { source, metrics, access } = deps;
+  const ownIdOf = ownIdReader(source);
   const sockets = new Set<net.Socket>();
   const server = createMtlsServer(source, source, authorizeAny(), undefined, {
     handshakeTimeout: l.handshakeTimeoutMs,
@@ -112,6 +118,8 @@ export async function startInbound(l: ListenerConfig, decider: DeciderRef, deps:
   });
   const shedLog = admit(server, l, deps);
   server.on('connection', (raw: net.Socket) => {
+    // No Nagle delay on our side of a relayed exchange (Envoy, ghostunnel and Go set TCP_NODELAY too).
+    raw.setNoDelay(true);
     sockets.add(raw);
     metrics.activeConnections.inc({ listener: l.name });
     raw.once('close', () => {
@@ -131,7 +139,7 @@ export async function startInbound(l: ListenerConfig, decider: DeciderRef, deps:
     const src = reason === 'no_peer_certificate' ? 'none' : 'unverified';
     metrics.connections.inc({ listener: l.name, source: src, decision: 'deny' });
     metrics.refusals.inc({ listener: l.name, source: src, rule: 'spiffe-verification' });
-    const own = ownIdOf(source);
+    const own = ownIdOf();
     access({
       kind: 'connection',
       listener: l.name,
@@ -147,7 +155,7 @@ export async function startInbound(l: ListenerConfig, decider: DeciderRef, deps:
     });
   });
 
-  if (l.http) attachHttp(server, l, decider, deps);
+  if (l.http) attachHttp(server, l, decider, deps, ownIdOf);
   else {
     server.on('secureConnection', (s: tls.TLSSocket) => {
       const start = Date.now();
@@ -158,7 +166,7 @@ export async function startInbound(l: ListenerConfig, decider: DeciderRef, deps:
       const decision = d.allow ? 'allow' : 'deny';
       metrics.connections.inc({ listener: l.name, source: src, decision });
       const log = (bytesIn: number, bytesOut: number, error?: string): void => {
-        const own = ownIdOf(source);
+        const own = ownIdOf();
         access({
           kind: 'connection',
           listener: l.name,
@@ -281,10 +289,10 @@ function admit(server: tls.Server, l: ListenerConfig, deps: ListenerDeps): ShedL
 }
 
 /** The HTTP side of an inbound listener: verified TLS sockets fed to a node:http server. */
-function attachHttp(server: tls.Server, l: ListenerConfig, decider: DeciderRef, deps: ListenerDeps): void {
-  const { source, metrics, access } = deps;
+function attachHttp(server: tls.Server, l: ListenerConfig, decider: DeciderRef, deps: ListenerDeps, ownIdOf: () => string | undefined): void {
+  const { metrics, access } = deps;
   const fwd = l.forward!;
-  const agent = new http.Agent({ keepAlive: true, maxSockets: l.maxConnections, maxFreeSockets: 64 });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: l.maxConnections, maxFreeSockets: 64, noDelay: true });
   const leafHash = new WeakMap<net.Socket, Buffer>();
   const httpServer = http.createServer(
     {
@@ -345,7 +353,7 @@ function attachHttp(server: tls.Server, l: ListenerConfig, decider: DeciderRef, 
     let bytesOut = 0;
     let upstreamError: string | undefined;
     res.once('close', () => {
-      const own = ownIdOf(source);
+      const own = ownIdOf();
       metrics.requestDuration.observe({ listener: l.name, source: src, decision }, (Date.now() - start) / 1000);
       metrics.bytesReceived.inc({ listener: l.name, source: src }, bytesIn);
       metrics.bytesSent.inc({ listener: l.name, source: src }, bytesOut);
@@ -385,7 +393,7 @@ function attachHttp(server: tls.Server, l: ListenerConfig, decider: DeciderRef, 
     }
     const headers = forwardHeaders(req.headers);
     delete headers['x-forwarded-client-cert'];
-    headers['x-forwarded-client-cert'] = xfccValue(ownIdOf(source) ?? '', hash, sourceId);
+    headers['x-forwarded-client-cert'] = xfccValue(ownIdOf() ?? '', hash, sourceId);
     headers['x-forwarded-proto'] = 'https';
     headers['traceparent'] = trace.value;
     if (trace.started) delete headers['tracestate'];

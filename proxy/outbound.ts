@@ -11,12 +11,14 @@ import { dialMtls, peerIdOf } from '../spiffe/sdk/tlsconfig.js';
 import { authorizePatterns } from './allowlist.js';
 import type { ListenerConfig } from './config.js';
 import type { ListenerDeps, RunningListener } from './inbound.js';
+import { ownIdReader } from './ownid.js';
 import { relay } from './relay.js';
 
 export async function startOutbound(l: ListenerConfig, deps: ListenerDeps): Promise<RunningListener> {
   const { source, metrics, access } = deps;
   const target = l.connect!;
   const authorizer = authorizePatterns(l.expect!);
+  const own = ownIdReader(source);
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true });
   server.maxConnections = l.maxConnections;
@@ -31,13 +33,6 @@ export async function startOutbound(l: ListenerConfig, deps: ListenerDeps): Prom
     });
     c.on('error', () => c.destroy());
     c.pause();
-    const own = (): string | undefined => {
-      try {
-        return source.getX509Svid().id;
-      } catch {
-        return undefined;
-      }
-    };
     const remote = `${c.remoteAddress ?? '?'}:${c.remotePort ?? '?'}`;
     const refuse = (err: Error & { reason?: string; code?: string }): void => {
       const reason = err.reason ?? err.code ?? 'tls';

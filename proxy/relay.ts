@@ -29,6 +29,9 @@ export function relay(caller: Socket, target: Socket, idleTimeoutMs: number, don
     caller.destroy();
     target.destroy();
   };
+  // Small writes go out at once (TCP_NODELAY, as Envoy and Go do): a relay must not add Nagle's delay.
+  caller.setNoDelay(true);
+  target.setNoDelay(true);
   caller.on('data', (d: Buffer) => (r.bytesIn += d.length));
   target.on('data', (d: Buffer) => (r.bytesOut += d.length));
   caller.pipe(target);
