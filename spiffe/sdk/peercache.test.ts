@@ -11,7 +11,7 @@ import { toPem } from '../pem.js';
 import type { X509BundleSource } from '../source.js';
 import { TestCa } from '../../test/support/testca.js';
 import { authorizeAny, authorizeID, type Authorizer } from './authorizer.js';
-import { PeerVerificationCache, svidPem } from './peercache.js';
+import { authorityPems, PeerVerificationCache, svidPem } from './peercache.js';
 import { createMtlsServer, mtlsClientOptions, peerIdOf } from './tlsconfig.js';
 
 const WEB = 'spiffe://example.org/web';
@@ -115,6 +115,16 @@ test('svidPem: one PEM text per SVID object, a new one for a rotated SVID', asyn
   assert.equal(svidPem(svidA), first);
   assert.equal(first.cert, toPem('CERTIFICATE', a.certDer));
   assert.notEqual(svidPem(svidB).cert, first.cert);
+});
+
+test('authorityPems: the same PEM list while the authorities are the same bytes, a new one when they change', async () => {
+  const [a, b] = await Promise.all([TestCa.create({ trustDomain: 'example.org' }), TestCa.create({ trustDomain: 'example.org' })]);
+  const pems = authorityPems();
+  const first = pems([Buffer.from(a.rootDer)]);
+  assert.deepEqual(first, [toPem('CERTIFICATE', a.rootDer)]);
+  assert.deepEqual(pems([Buffer.from(a.rootDer)]), first);
+  assert.deepEqual(pems([Buffer.from(a.rootDer), Buffer.from(b.rootDer)]), [toPem('CERTIFICATE', a.rootDer), toPem('CERTIFICATE', b.rootDer)]);
+  assert.deepEqual(pems([Buffer.from(b.rootDer)]), [toPem('CERTIFICATE', b.rootDer)]);
 });
 
 test('peerIdOf on a client socket leaves the peer certificate to the caller (Node 20 hands getPeerX509Certificate out once per client socket)', async () => {

@@ -118,14 +118,16 @@ export function svidPem(svid: X509Svid): { key: string; cert: string } {
   return made;
 }
 
-const certPems = new WeakMap<Buffer, string>();
-
-/** PEM of a DER certificate, made once per Buffer (bundle authorities are long-lived Buffers). */
-export function certificatePem(der: Buffer): string {
-  let pem = certPems.get(der);
-  if (pem === undefined) {
-    pem = toPem('CERTIFICATE', der);
-    certPems.set(der, pem);
-  }
-  return pem;
+/**
+ * PEM texts of a list of authorities, remade only when the list's content changes (bundle
+ * sources hand out fresh copies of their DER on every call).
+ */
+export function authorityPems(): (ders: readonly Buffer[]) => string[] {
+  let last: { ders: Buffer[]; pems: string[] } | undefined;
+  return (ders) => {
+    if (last === undefined || !sameChain(last.ders, ders)) {
+      last = { ders: ders.map((d) => Buffer.from(d)), pems: ders.map((d) => toPem('CERTIFICATE', d)) };
+    }
+    return [...last.pems];
+  };
 }

@@ -50,7 +50,7 @@ import type { X509BundleSource } from '../source.js';
 import { parseCertificate } from '../x509/parse.js';
 import { checkX509SvidLeaf, verifyX509Svid, type X509Svid } from '../x509/verify.js';
 import type { Authorizer } from './authorizer.js';
-import { certificatePem, PeerVerificationCache, svidPem } from './peercache.js';
+import { authorityPems, PeerVerificationCache, svidPem } from './peercache.js';
 
 /** Where our own SVID comes from (an X509Source, or anything with the method). */
 export interface X509SvidSource {
@@ -247,7 +247,8 @@ export function tlsClientOptions(bundleSource: TlsBundleSource, authorizer: Auth
     // Used by https.request, ignored by tls.connect.
     agent: new SpiffeHttpsAgent(bundleSource, authorizer),
   };
-  Object.defineProperty(opts, 'ca', { enumerable: true, get: () => allAuthorities(bundleSource).map(certificatePem) });
+  const caPems = authorityPems();
+  Object.defineProperty(opts, 'ca', { enumerable: true, get: () => caPems(allAuthorities(bundleSource)) });
   return opts;
 }
 
