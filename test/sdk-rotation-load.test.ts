@@ -5,7 +5,8 @@
 // (accepting only the server's ID), both on X509Sources from the agent. For 60 s the client sends
 // requests at a bounded rate: fresh connections (a full handshake each), keep-alive connections
 // through a pooling agent with the options spread per request (the pool follows the client's
-// SVID), and two pinned keep-alive connections opened at the start. The promise under test:
+// SVID), and two pinned keep-alive connections opened at the start (keep-alive through the SDK's
+// SpiffeHttpsAgent). The promise under test:
 // rotation takes effect on new connections and drops nothing, and live connections keep working.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +16,7 @@ import type * as tls from 'node:tls';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { authorizeID, createMtlsHttpsServer, mtlsClientOptions, peerIdOf, X509Source } from '../spiffe/sdk/index.js';
+import { SpiffeHttpsAgent } from '../spiffe/sdk/tlsconfig.js';
 import { generateJoinToken, startAgentProcess, type AgentProcess } from './support/agentproc.js';
 import { startServerProcess, type ServerProcess } from './support/serverproc.js';
 
@@ -164,17 +166,18 @@ test(`SVIDs rotating every ~${TTL_SECONDS / 2} s on both sides for ${LOAD_MS / 1
     }
   };
 
+  const keepAliveAgent = (maxSockets: number): https.Agent => new SpiffeHttpsAgent(clientSource, authorizeID(SERVER_ID), { keepAlive: true, maxSockets });
   // Fresh connections: the options' own agent neither keeps connections alive nor resumes sessions.
   const serverSerialsFresh = new Set<string>();
   let freshReused = 0;
   const fresh = (): Promise<Answer> => request({ ...opts });
   // Pooled keep-alive: options spread per request (current SVID; the pool is keyed by it).
-  const pool = new https.Agent({ keepAlive: true, maxSockets: POOLED_LOOPS, maxCachedSessions: 0 });
+  const pool = keepAliveAgent(POOLED_LOOPS);
   let pooledReused = 0;
   // Pinned: each on its own agent, options taken once now, so every request goes over the first connection.
   const pinned = await Promise.all(
     Array.from({ length: PINNED }, async () => {
-      const agent1 = new https.Agent({ keepAlive: true, maxSockets: 1, maxCachedSessions: 0 });
+      const agent1 = keepAliveAgent(1);
       const frozen = { ...opts, agent: agent1 };
       const first = await request(frozen);
       const p = { agent: agent1, frozen, serial: first.serverSerial, sockets: new Set([first.socket]), serials: new Set([first.serverSerial]), count: 1, lastOkAt: Date.now() };

@@ -13,7 +13,7 @@ import { trustDomainOf } from '../../spiffe/id.js';
 import { exportPrivateKeyPkcs8 } from '../../spiffe/keys.js';
 import { toPem } from '../../spiffe/pem.js';
 import { authorizeID } from '../../spiffe/sdk/authorizer.js';
-import { createMtlsHttpsServer, createMtlsServer, mtlsClientOptions } from '../../spiffe/sdk/tlsconfig.js';
+import { createMtlsHttpsServer, createMtlsServer, mtlsClientOptions, SpiffeHttpsAgent } from '../../spiffe/sdk/tlsconfig.js';
 import { X509Source } from '../../spiffe/sdk/x509source.js';
 
 export interface Ports {
@@ -137,9 +137,8 @@ async function run(m: Extract<PeerMsg, { op: 'run' }>): Promise<Extract<PeerRepl
     call = () => handshakeOnce(opts);
   } else if (m.lib) {
     const opts = mtlsClientOptions(src, src, authorizeID(m.peerId));
-    // The SDK's options with a keep-alive agent instead of the options' own (which never
-    // resumes TLS sessions: this one does not either).
-    agent = new https.Agent({ keepAlive: true, maxSockets: m.concurrency, maxCachedSessions: 0 });
+    // The SDK's options with the SDK's agent (each new connection verified before use), kept alive.
+    agent = new SpiffeHttpsAgent(src, authorizeID(m.peerId), { keepAlive: true, maxSockets: m.concurrency });
     call = () => requestOnce({ ...opts, agent, host: '127.0.0.1', port: m.port });
   } else {
     agent = new https.Agent({ keepAlive: true, maxSockets: m.concurrency, maxCachedSessions: 0 });

@@ -14,7 +14,7 @@
  *   for both, so the figure is the server's. Target: >= 85% of plain.
  * - sdk-keepalive: HTTPS requests per second over N keep-alive connections, the SDK on both
  *   sides (`createMtlsHttpsServer`, requests with `mtlsClientOptions` and a keep-alive
- *   https.Agent) vs node:https mutual TLS on both sides. Target: >= 95% of plain.
+ *   `SpiffeHttpsAgent`) vs node:https mutual TLS on both sides. Target: >= 95% of plain.
  *
  * The figure is the median over the rounds of (SDK rate / plain rate of the same round), with
  * the range of those ratios and the median rates of each side.
