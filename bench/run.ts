@@ -2,10 +2,11 @@
  * `npm run bench`: runs the benchmarks and prints each figure next to its target and a baseline
  * measured in the same run: one table per scenario, then a summary of every row with a target.
  * Options: --only a,b (issuance, issuance-api, propagation, scale, admin, admin-postgres, cli, fanout, rotation,
- * memory, agent-restart, failover, coldstart-postgres, storm-postgres, propagation-cross,
- * proxy-throughput, proxy-requests, proxy-latency), --quick (small sizes), --seconds N (per in-process figure, default 3), --csrs N,
- * sizes (--entries, --agents, --burst, --workloads, --client-procs, --rotations) and profiling
- * (--server-cpu-prof DIR, --agent-cpu-prof DIR, --proxy-cpu-prof DIR). Benchmarks never run inside `npm test`.
+ * memory, agent-restart, failover, sdk-handshake, sdk-keepalive, coldstart-postgres, storm-postgres,
+ * propagation-cross, proxy-throughput, proxy-requests, proxy-latency), --quick (small sizes), --seconds N (per in-process figure, default 3), --csrs N,
+ * sizes (--entries, --agents, --burst, --workloads, --client-procs, --rotations, --sdk-rounds) and profiling
+ * (--server-cpu-prof DIR, --agent-cpu-prof DIR, --proxy-cpu-prof DIR, --sdk-cpu-prof DIR: the SDK bench's server and client processes).
+ * Benchmarks never run inside `npm test`.
  */
 import { parseArgs } from 'node:util';
 import { benchIssuance } from './issuance.js';
@@ -16,9 +17,18 @@ import { benchAgentRestart } from './scenarios/agentrestart.js';
 import { runMultiServerScenarios } from './server/multiserver.js';
 import { benchFailover } from './scenarios/failover.js';
 import { PROXY_BENCH_OPTIONS, runProxyScenarios } from './scenarios/proxy.js';
+import { benchSdk, SDK_DEFAULTS, SDK_QUICK } from './scenarios/sdk.js';
 
 const { values } = parseArgs({
-  options: { seconds: { type: 'string', default: '3' }, csrs: { type: 'string', default: '200' }, ...SERVER_BENCH_OPTIONS, ...AGENT_BENCH_OPTIONS, ...PROXY_BENCH_OPTIONS },
+  options: {
+    seconds: { type: 'string', default: '3' },
+    csrs: { type: 'string', default: '200' },
+    'sdk-rounds': { type: 'string' },
+    'sdk-cpu-prof': { type: 'string' },
+    ...SERVER_BENCH_OPTIONS,
+    ...AGENT_BENCH_OPTIONS,
+    ...PROXY_BENCH_OPTIONS,
+  },
 });
 const seconds = Number(values.seconds);
 const csrs = Number(values.csrs);
@@ -61,6 +71,28 @@ if (isSelected(values, 'failover')) {
   }
   printTable(failover);
   rows.push(...failover);
+}
+
+const sdkHandshake = isSelected(values, 'sdk-handshake');
+const sdkKeepalive = isSelected(values, 'sdk-keepalive');
+if (sdkHandshake || sdkKeepalive) {
+  console.log('\nNode SDK mTLS (spiffe/sdk/tlsconfig.ts) vs plain node mutual TLS, same certificates, alternating rounds:');
+  const size = values.quick === true ? SDK_QUICK : SDK_DEFAULTS;
+  const rounds = values['sdk-rounds'] !== undefined ? Number(values['sdk-rounds']) : size.rounds;
+  let sdk: Row[];
+  try {
+    sdk = await benchSdk({
+      ...size,
+      rounds: Number.isInteger(rounds) && rounds > 0 ? rounds : size.rounds,
+      handshake: sdkHandshake,
+      keepalive: sdkKeepalive,
+      ...(values['sdk-cpu-prof'] !== undefined ? { cpuProfDir: values['sdk-cpu-prof'] } : {}),
+    });
+  } catch (err) {
+    sdk = [{ figure: 'sdk: scenario failed', measured: `error: ${(err as Error).message.split('\n')[0]}`, target: '-', baseline: '-', pass: false }];
+  }
+  printTable(sdk);
+  rows.push(...sdk);
 }
 
 // Several servers on one PostgreSQL (--only coldstart-postgres,storm-postgres,propagation-cross).

@@ -46,12 +46,11 @@ import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
 import { ErrorCode, SpiffeError } from '../errors.js';
 import type { SpiffeId } from '../id.js';
-import { exportPrivateKeyPkcs8 } from '../keys.js';
-import { toPem } from '../pem.js';
 import type { X509BundleSource } from '../source.js';
 import { parseCertificate } from '../x509/parse.js';
 import { checkX509SvidLeaf, verifyX509Svid, type X509Svid } from '../x509/verify.js';
 import type { Authorizer } from './authorizer.js';
+import { authorityPems, PeerVerificationCache, svidPem } from './peercache.js';
 
 /** Where our own SVID comes from (an X509Source, or anything with the method). */
 export interface X509SvidSource {
@@ -74,10 +73,8 @@ function allAuthorities(source: TlsBundleSource): Buffer[] {
 }
 
 function keyAndCert(svid: X509Svid): { key: string; cert: string } {
-  return {
-    key: toPem('PRIVATE KEY', exportPrivateKeyPkcs8(svid.privateKey)),
-    cert: svid.certificates.map((c) => toPem('CERTIFICATE', c)).join(''),
-  };
+  // Made once per SVID (every connection and every options spread reads it).
+  return svidPem(svid);
 }
 
 /** The chain a peer presented (leaf first), from Node's linked certificate objects. */
@@ -113,8 +110,11 @@ export function peerIdOf(socket: tls.TLSSocket | { socket?: unknown }): SpiffeId
   // Client side (a socket made with the client options here): it is authorized only when
   // OpenSSL and checkServerIdentity (the SPIFFE checks and the authorizer) accepted the server.
   if (s instanceof tls.TLSSocket && s.authorized) {
-    const leaf = s.getPeerX509Certificate();
-    if (leaf !== undefined) {
+    // getPeerCertificate, not getPeerX509Certificate: on a client socket Node 20 hands the
+    // peer's X509Certificate to the first caller only (undefined afterwards, for both getters),
+    // so reading it here would take it from the caller.
+    const leaf = s.getPeerCertificate();
+    if (leaf?.raw !== undefined) {
       const id = checkX509SvidLeaf(parseCertificate(leaf.raw));
       peerIds.set(s, id);
       return id;
@@ -247,7 +247,8 @@ export function tlsClientOptions(bundleSource: TlsBundleSource, authorizer: Auth
     // Used by https.request, ignored by tls.connect.
     agent: new SpiffeHttpsAgent(bundleSource, authorizer),
   };
-  Object.defineProperty(opts, 'ca', { enumerable: true, get: () => allAuthorities(bundleSource).map((d) => toPem('CERTIFICATE', d)) });
+  const caPems = authorityPems();
+  Object.defineProperty(opts, 'ca', { enumerable: true, get: () => caPems(allAuthorities(bundleSource)) });
   return opts;
 }
 
@@ -383,12 +384,16 @@ export function guardMtlsServer<S extends tls.Server>(server: S, options: tls.Tl
   if (spiffe === undefined) throw new TypeError('guardMtlsServer: options must come from mtlsServerOptions or tlsServerOptions');
   const { svidSource, bundleSource, authorizer } = spiffe;
   if (bundleSource !== undefined && authorizer !== undefined) {
+    // Reuses the verification of a chain seen before (same bytes, path still valid, anchor still
+    // in the bundle); the authorizer runs for every connection. See peercache.ts.
+    const verified = new PeerVerificationCache();
     const emit = server.emit as (this: S, event: string | symbol, ...args: unknown[]) => boolean;
     server.emit = function (this: S, event: string | symbol, ...args: unknown[]): boolean {
       if (event === 'secureConnection') {
         const socket = args[0] as tls.TLSSocket;
         try {
-          peerIds.set(socket, verifyPeerChain(chainOf(socket.getPeerCertificate(true)), bundleSource, authorizer));
+          const chain = chainOf(socket.getPeerCertificate(true));
+          peerIds.set(socket, chain.length === 0 ? verifyPeerChain(chain, bundleSource, authorizer) : verified.verify(chain, bundleSource, authorizer));
         } catch (err) {
           socket.destroy();
           emit.call(this, 'spiffeRejected', err, socket);

@@ -56,6 +56,7 @@ export class X509Source extends EventEmitter implements X509BundleSource, SvidSo
   #closed = false;
   readonly #picker: X509SourceOptions['picker'];
   readonly #now: () => Date;
+  readonly #notAfter = new WeakMap<WorkloadX509Svid, { leaf: Buffer; notAfter: Date }>();
 
   private constructor(opts: X509SourceOptions) {
     super();
@@ -104,13 +105,23 @@ export class X509Source extends EventEmitter implements X509BundleSource, SvidSo
     const ctx = this.context;
     const svid = this.#picker ? this.#picker(ctx.svids) : ctx.defaultSvid;
     if (svid === undefined) throw sourceError('no_svid', 'the picker chose no SVID');
-    const leaf = svid.certificates[0];
-    const notAfter = leaf === undefined ? new Date(0) : parseCertificate(leaf).notAfter;
+    const notAfter = this.#notAfterOf(svid);
     const now = this.#now();
     if (notAfter.getTime() <= now.getTime()) {
       throw sourceError('svid_expired', `the X509-SVID ${svid.id} expired at ${notAfter.toISOString()} and the agent has sent no newer one`);
     }
     return svid;
+  }
+
+  /** The leaf's notAfter, parsed once per SVID (getX509Svid runs for every TLS connection or request). */
+  #notAfterOf(svid: WorkloadX509Svid): Date {
+    const leaf = svid.certificates[0];
+    if (leaf === undefined) return new Date(0);
+    const known = this.#notAfter.get(svid);
+    if (known !== undefined && known.leaf === leaf) return known.notAfter;
+    const notAfter = parseCertificate(leaf).notAfter;
+    this.#notAfter.set(svid, { leaf, notAfter });
+    return notAfter;
   }
 
   /** The X.509 bundle of `td` (own or federated), or an error `no_bundle`. */
