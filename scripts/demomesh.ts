@@ -339,18 +339,29 @@ function stop(why: string, failure: boolean): Promise<void> {
   return stopping;
 }
 
-/** Prints the counts; true when every allowed call succeeded and every forbidden one was refused. */
-function summary(): boolean {
-  if (opts.proxy) return proxySummary();
-  let ok = true;
+/** The summary's first line: how long requests flowed, how identities were given, the TTL. */
+function summaryHead(how: string): string[] {
   const ran = flowing ? `${((Date.now() - flowing) / 1000).toFixed(1)} s of requests` : 'no requests (not every service started)';
-  const out: string[] = [`\nSummary after ${ran} (identities by ${opts.identities === 'uid' ? 'uid' : 'executable path'}, X509-SVID TTL ${opts.ttl} s):`];
+  return [`\nSummary after ${ran} (${how}, X509-SVID TTL ${opts.ttl} s):`];
+}
+
+/** Adds a line for each started service that did not report its counts; false when one did not. */
+function everyServiceReported(out: string[]): boolean {
+  let ok = true;
   for (const name of SERVICES) {
     if (services.has(name) && !services.get(name)!.stats) {
       out.push(`  ${name} did not report its counts (it did not stop cleanly)`);
       ok = false;
     }
   }
+  return ok;
+}
+
+/** Prints the counts; true when every allowed call succeeded and every forbidden one was refused. */
+function summary(): boolean {
+  if (opts.proxy) return proxySummary();
+  const out = summaryHead(`identities by ${opts.identities === 'uid' ? 'uid' : 'executable path'}`);
+  let ok = everyServiceReported(out);
   for (const c of CALLS) {
     const s = services.get(c.from)?.stats?.calls[c.to] ?? { ok: 0, failed: 0 };
     const pair = `${c.from} -> ${c.to}`.padEnd(22);
@@ -384,15 +395,8 @@ function summary(): boolean {
  * and access log agree with what the services saw.
  */
 function proxySummary(): boolean {
-  let ok = true;
-  const ran = flowing ? `${((Date.now() - flowing) / 1000).toFixed(1)} s of requests` : 'no requests (not every service started)';
-  const out: string[] = [`\nSummary after ${ran} (plain HTTP services behind spindle-proxy; proxy identities by ${opts.identities === 'uid' ? 'uid' : 'executable path'}, X509-SVID TTL ${opts.ttl} s):`];
-  for (const name of SERVICES) {
-    if (services.has(name) && !services.get(name)!.stats) {
-      out.push(`  ${name} did not report its counts (it did not stop cleanly)`);
-      ok = false;
-    }
-  }
+  const out = summaryHead(`plain HTTP services behind spindle-proxy; proxy identities by ${opts.identities === 'uid' ? 'uid' : 'executable path'}`);
+  let ok = everyServiceReported(out);
   for (const c of CALLS) {
     const s = services.get(c.from)?.stats?.calls[c.to] ?? { ok: 0, failed: 0 };
     const pair = `${c.from} -> ${c.to}`.padEnd(22);
