@@ -81,12 +81,19 @@ export function xfccValue(ownId: string, peerLeafDer: Buffer, peerId: string): s
 /** Headers that belong to one hop (RFC 9110 7.6.1) and are not forwarded. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate']);
 
+/**
+ * Headers a `Connection` list can never remove: the message's framing and target. A caller that
+ * names `Content-Length` in `Connection` must not get its body forwarded without a length (the
+ * service would read the body as the next request on the connection, one the policy never saw).
+ */
+const NEVER_NOMINATED = new Set(['content-length', 'host']);
+
 function forwardHeaders(headers: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
   const named = new Set(
     String(headers.connection ?? '')
       .split(',')
       .map((s) => s.trim().toLowerCase())
-      .filter((s) => s !== ''),
+      .filter((s) => s !== '' && !NEVER_NOMINATED.has(s)),
   );
   const out: http.OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(headers)) {
@@ -94,6 +101,19 @@ function forwardHeaders(headers: http.IncomingHttpHeaders): http.OutgoingHttpHea
     out[k] = v;
   }
   return out;
+}
+
+/**
+ * The framing of a forwarded request, set explicitly: Node's parser has decoded a chunked body
+ * (Transfer-Encoding is hop-by-hop and dropped), so it is re-chunked to the service; node's
+ * client would otherwise send the body of a GET, HEAD, DELETE, OPTIONS or TRACE with no framing at
+ * all, which the service reads as a request of its own. A Content-Length body keeps its length.
+ */
+function frameRequestBody(req: http.IncomingMessage, headers: http.OutgoingHttpHeaders): void {
+  if (req.headers['transfer-encoding'] !== undefined) {
+    delete headers['content-length'];
+    headers['transfer-encoding'] = 'chunked';
+  }
 }
 
 function pathOnly(url: string | undefined): string {
@@ -395,8 +415,14 @@ function attachHttp(server: tls.Server, l: ListenerConfig, decider: DeciderRef, 
     delete headers['x-forwarded-client-cert'];
     headers['x-forwarded-client-cert'] = xfccValue(ownIdOf() ?? '', hash, sourceId);
     headers['x-forwarded-proto'] = 'https';
+    // As Envoy does: the address this proxy saw is appended, so the last entry is the one a
+    // service can trust (earlier ones are the caller's claims).
+    const xff = req.headers['x-forwarded-for'];
+    const peerIp = s.remoteAddress ?? 'unknown';
+    headers['x-forwarded-for'] = xff === undefined || xff === '' ? peerIp : `${Array.isArray(xff) ? xff.join(', ') : xff}, ${peerIp}`;
     headers['traceparent'] = trace.value;
     if (trace.started) delete headers['tracestate'];
+    frameRequestBody(req, headers);
     const up = http.request({
       ...(fwd.kind === 'unix' ? { socketPath: fwd.path } : { host: fwd.host, port: fwd.port }),
       method,

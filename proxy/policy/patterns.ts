@@ -84,6 +84,15 @@ export function pathNotNormal(path: string): string | undefined {
   if (/\/\.\.?(?:\/|$)/.test(path)) return 'has a "." or ".." segment';
   if (path.includes('\\')) return 'has a backslash';
   if (/%(?:2[eEfF]|5[cC])/.test(path)) return 'has a percent-encoded ".", "/" or "\\"';
+  // Forms that services decode or cut differently from a literal comparison, so the policy could
+  // decide on one path while the service serves another: a fragment (never part of a request
+  // target), path parameters (Java servlet containers drop ";..." from each segment, so
+  // "/admin;x" and "/public/..;/admin" are "/admin" there), percent-encoded unreserved characters
+  // (Go, Python and Java decode "%61" to "a"), and "%" without two hex digits.
+  if (path.includes('#')) return 'has a "#" (a fragment)';
+  if (path.includes(';')) return 'has a ";" (path parameters are read differently by different services)';
+  if (/%(?![0-9a-fA-F]{2})/.test(path)) return 'has a "%" that is not followed by two hex digits';
+  if (/%(?:3[0-9]|4[1-9a-fA-F]|5[0-9aA]|6[1-9a-fA-F]|7[0-9aA]|2[dD]|5[fF]|7[eE])/.test(path)) return 'has a percent-encoded letter, digit, "-", "_" or "~" (write it plainly)';
   return undefined;
 }
 
