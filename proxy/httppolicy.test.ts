@@ -16,11 +16,11 @@ import { toPem } from '../spiffe/pem.js';
 import { X509Source } from '../spiffe/sdk/x509source.js';
 import { createTestTrust, FakeAgent, type TestTrust } from '../spiffe/workloadapi/testkit.js';
 import { privateKeyPem } from '../test/support/testca.js';
-import { LISTENER_DEFAULTS, type ListenerConfig } from './config.js';
 import type { Decision, PolicyDecider, RequestFacts } from './decision.js';
 import { startInbound, type RunningListener } from './inbound.js';
 import { JwtBundleWatch } from './jwt.js';
 import { DeciderRef } from './policyhook.js';
+import { httpInboundConfig } from './testkit.js';
 import { ProxyMetrics, type AccessRecord } from './telemetry.js';
 
 const WEB = 'spiffe://example.org/web';
@@ -72,20 +72,7 @@ before(async () => {
   await once(service, 'listening');
   const log = { info: () => undefined, warn: () => undefined, debug: () => undefined };
   jwtBundles = new JwtBundleWatch(agent.socketPath, log);
-  const l: ListenerConfig = {
-    name: 'api',
-    mode: 'inbound',
-    listen: { host: '127.0.0.1', port: 0 },
-    forward: { kind: 'tcp', host: '127.0.0.1', port: (service.address() as AddressInfo).port },
-    http: true,
-    maxConnections: LISTENER_DEFAULTS.maxConnections,
-    maxPendingHandshakes: LISTENER_DEFAULTS.maxPendingHandshakes,
-    maxPendingPerAddress: LISTENER_DEFAULTS.maxPendingPerAddress,
-    handshakeTimeoutMs: 5000,
-    headerTimeoutMs: 5000,
-    idleTimeoutMs: 30_000,
-    where: 'test',
-  };
+  const l = httpInboundConfig((service.address() as AddressInfo).port);
   listener = await startInbound(l, ref, { source, metrics: new ProxyMetrics(10), access: (r) => access.push(r), log, jwtBundles });
   port = listener.address().port;
 });

@@ -17,10 +17,10 @@ import { toPem } from '../spiffe/pem.js';
 import { X509Source } from '../spiffe/sdk/x509source.js';
 import { createTestTrust, FakeAgent, type TestTrust } from '../spiffe/workloadapi/testkit.js';
 import { privateKeyPem } from '../test/support/testca.js';
-import { LISTENER_DEFAULTS, type ListenerConfig } from './config.js';
 import { startInbound, type RunningListener } from './inbound.js';
 import { parsePolicy } from './policy/policy.js';
 import { DeciderRef } from './policyhook.js';
+import { httpInboundConfig } from './testkit.js';
 import { ProxyMetrics, type AccessRecord } from './telemetry.js';
 
 const POLICY = `rules:
@@ -56,20 +56,7 @@ before(async () => {
   service.listen(0, '127.0.0.1');
   await once(service, 'listening');
   const log = { info: () => undefined, warn: () => undefined, debug: () => undefined };
-  const l: ListenerConfig = {
-    name: 'api',
-    mode: 'inbound',
-    listen: { host: '127.0.0.1', port: 0 },
-    forward: { kind: 'tcp', host: '127.0.0.1', port: (service.address() as AddressInfo).port },
-    http: true,
-    maxConnections: LISTENER_DEFAULTS.maxConnections,
-    maxPendingHandshakes: LISTENER_DEFAULTS.maxPendingHandshakes,
-    maxPendingPerAddress: LISTENER_DEFAULTS.maxPendingPerAddress,
-    handshakeTimeoutMs: 5000,
-    headerTimeoutMs: 5000,
-    idleTimeoutMs: 30_000,
-    where: 'test',
-  };
+  const l = httpInboundConfig((service.address() as AddressInfo).port);
   listener = await startInbound(l, new DeciderRef(parsePolicy(POLICY, 'policy.yaml')), { source, metrics: new ProxyMetrics(10), access: (r) => access.push(r), log });
 });
 
