@@ -73,9 +73,9 @@ export function traceparentFor(header: string | string[] | undefined): { value: 
   return { value: `00-${trace}-${span}-00`, started: true };
 }
 
-/** Envoy's X-Forwarded-Client-Cert for a verified peer: `By=<own id>;Hash=<sha256 of the peer leaf DER, hex>;URI=<peer id>`. */
-export function xfccValue(ownId: string, peerLeafDer: Buffer, peerId: string): string {
-  return `By=${ownId};Hash=${createHash('sha256').update(peerLeafDer).digest('hex')};URI=${peerId}`;
+/** Envoy's X-Forwarded-Client-Cert for a verified peer: `By=<own id>;Hash=<leafSha256Hex>;URI=<peer id>`. */
+export function xfccValue(ownId: string, leafSha256Hex: string, peerId: string): string {
+  return `By=${ownId};Hash=${leafSha256Hex};URI=${peerId}`;
 }
 
 /** Headers that belong to one hop (RFC 9110 7.6.1) and are not forwarded. */
@@ -313,7 +313,8 @@ function attachHttp(server: tls.Server, l: ListenerConfig, decider: DeciderRef, 
   const { metrics, access } = deps;
   const fwd = l.forward!;
   const agent = new http.Agent({ keepAlive: true, maxSockets: l.maxConnections, maxFreeSockets: 64, noDelay: true });
-  const leafHash = new WeakMap<net.Socket, Buffer>();
+  // SHA-256 (hex) of each connection's verified peer leaf, for XFCC: computed once per connection.
+  const leafHash = new WeakMap<net.Socket, string>();
   const httpServer = http.createServer(
     {
       headersTimeout: l.headerTimeoutMs,
@@ -408,7 +409,7 @@ function attachHttp(server: tls.Server, l: ListenerConfig, decider: DeciderRef, 
     }
     let hash = leafHash.get(s);
     if (hash === undefined) {
-      hash = s.getPeerCertificate().raw;
+      hash = createHash('sha256').update(s.getPeerCertificate().raw).digest('hex');
       leafHash.set(s, hash);
     }
     const headers = forwardHeaders(req.headers);
