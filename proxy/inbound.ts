@@ -359,7 +359,7 @@ function attachHttp(server: tls.Server, l: ListenerConfig, decider: DeciderRef, 
     const facts: RequestFacts = { listener: l.name, sourceId, method, path };
     const audiences = policy.jwtAudiences(l.name);
     if (audiences.length > 0) {
-      Object.assign(facts, await jwtFacts(bearerToken(req.headers.authorization), audiences, policy.jwtIssuer(l.name), deps.jwtBundles?.bundles()));
+      Object.assign(facts, await jwtFacts(bearerToken(req), audiences, policy.jwtIssuer(l.name), deps.jwtBundles?.bundles()));
     }
     let d: Decision;
     try {

@@ -10,7 +10,9 @@
  * The bundles come from the SDK's BundleSource, started by the first request that needs them;
  * until they arrive, a token is reported as not validated ("no JWT bundles yet").
  */
+import { isSpiffeError, type SpiffeError } from '../spiffe/errors.js';
 import { validateJwtSvid, type ValidatedJwtSvid } from '../spiffe/jwtsvid.js';
+import { bearerTokenOf, type RequestWithHeaders } from '../spiffe/sdk/jwthttp.js';
 import { BundleSource } from '../spiffe/sdk/bundlesource.js';
 import type { JwtBundleSource } from '../spiffe/source.js';
 import type { RequestFacts } from './decision.js';
@@ -57,24 +59,32 @@ export class JwtBundleWatch {
   }
 }
 
-/** The bearer token of an Authorization header, if it has one. */
-export function bearerToken(header: string | undefined): string | undefined {
-  if (header === undefined) return undefined;
-  const m = /^Bearer[ ]+([^ ]+)[ ]*$/i.exec(header);
-  return m === null ? undefined : m[1];
+/**
+ * The request's bearer token, read by the SDK's parser (RFC 6750 token syntax, bounded to a
+ * JWT-SVID's size): undefined when the request has no Bearer credentials, the parser's error when
+ * the header holds a malformed or oversized one.
+ */
+export function bearerToken(req: RequestWithHeaders): string | SpiffeError | undefined {
+  try {
+    return bearerTokenOf(req);
+  } catch (err) {
+    if (!isSpiffeError(err)) throw err;
+    return err.reason === 'missing_token' || err.reason === 'not_bearer' ? undefined : err;
+  }
 }
 
 /**
- * The JWT facts of a request: validates `token` for the first of `audiences` it carries (each
+ * The JWT facts of a request: a malformed bearer header is a `jwtError`; otherwise validates `token` for the first of `audiences` it carries (each
  * audience tried in turn), then checks `issuer` when given.
  */
 export async function jwtFacts(
-  token: string | undefined,
+  token: string | SpiffeError | undefined,
   audiences: readonly string[],
   issuer: string | undefined,
   bundles: JwtBundleSource | undefined,
 ): Promise<Pick<RequestFacts, 'jwt' | 'jwtError'>> {
   if (token === undefined || audiences.length === 0) return {};
+  if (typeof token !== 'string') return { jwtError: `${token.reason}: ${token.message}` };
   if (bundles === undefined) return { jwtError: 'no JWT bundles yet' };
   let v: ValidatedJwtSvid | undefined;
   let why = 'audience mismatch';
