@@ -175,6 +175,11 @@ test('no token: neither jwt nor jwtError; a bad token: jwtError says why, and th
   assert.match(lastFacts().jwtError!, /^signature: /);
   assert.equal(access.at(-1)!.jwt_error, lastFacts().jwtError);
 
+  // A Bearer header that holds no single token is a malformed token, not "no token".
+  r = await call('GET', '/api/orders', 'two tokens');
+  assert.equal(r.status, 403);
+  assert.match(lastFacts().jwtError!, /^malformed_header: /);
+
   r = await call('POST', '/api/orders', await mint(['payments']));
   assert.equal(r.status, 403);
   assert.match(r.body, /rule "default-deny": POST \/api\/orders is not allowed/);
